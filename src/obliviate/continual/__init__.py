@@ -1,0 +1,27 @@
+"""Continual learning: strategies (one file each), the training loop and replay buffers.
+
+``STRATEGIES`` is the registry: a literal dict of name -> "module:Class" (imported lazily).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from obliviate._registry import resolve
+
+STRATEGIES: dict[str, str] = {
+    "naive": "obliviate.continual.naive:Naive",
+}
+
+
+def strategy_class(name: str) -> Any:
+    """The strategy class registered under ``name``."""
+    return resolve(STRATEGIES, "strategy", name)
+
+
+def make_strategy(name: str, **params: Any) -> Any:
+    """Construct the named strategy with hyperparameters ``params``."""
+    return strategy_class(name)(**params)
+
+
+__all__ = ["STRATEGIES", "make_strategy", "strategy_class"]

@@ -1,0 +1,168 @@
+"""THE training loop: one strategy over one stream, evaluated after every experience.
+
+Read it top to bottom: for each experience, ``begin``; for each epoch and batch, ``loss``,
+``backward``, ``adjust_gradients``, optimiser step (plus, optionally, continual evaluation every
+``eval_every`` steps); ``end``; then a row of the accuracy matrix.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from obliviate._rng import generator
+from obliviate.continual.base import Strategy
+from obliviate.data.dataset import Dataset
+from obliviate.data.scenarios import Stream
+from obliviate.errors import ObliviateError
+from obliviate.training import TrainConfig, accuracy, batches, make_optimizer
+
+
+@dataclass
+class LoopState:
+    """Everything needed to resume a run after ``next_experience - 1`` experiences."""
+
+    next_experience: int
+    model_state: dict[str, torch.Tensor]
+    strategy: Strategy
+    rows: list[list[float]]
+    initial_accuracy: list[float]
+    step: int = 0
+    curves: dict[str, list] = field(default_factory=lambda: {"step": [], "experience": [], "acc": []})
+    seconds: float = 0.0
+
+
+@dataclass
+class StreamResult:
+    """What a run produced.
+
+    ``accuracy_matrix[i, j]``: accuracy on experience ``j``'s test set after learning ``i``
+    (rows not yet run are NaN). ``initial_accuracy[j]``: the untrained model's accuracy on ``j``
+    (the FWT reference). ``curves``: continual evaluation, when ``eval_every`` was set:
+    ``step`` (global iteration), ``experience`` (being trained) and ``acc`` (one row per
+    evaluation, NaN for experiences not yet seen). ``state``: resume point.
+    """
+
+    accuracy_matrix: np.ndarray
+    initial_accuracy: np.ndarray
+    seconds: float
+    n_steps: int
+    curves: dict[str, list]
+    state: LoopState
+
+
+def check_compatible(strategy: Strategy, stream: Stream) -> None:
+    """Reject a strategy whose declared needs the stream cannot meet."""
+    name = type(strategy).__name__
+    if strategy.needs_task_boundaries and not stream.boundaries:
+        raise ObliviateError(
+            f"strategy {name} needs task boundaries, but stream {stream.name!r} is task-free; "
+            "choose a strategy that works without boundaries or a stream with them"
+        )
+    if strategy.needs_task_ids and not stream.task_aware:
+        raise ObliviateError(
+            f"strategy {name} needs task ids, but stream {stream.name!r} has none; "
+            "use the task-incremental scenario"
+        )
+
+
+def training_data(stream: Stream, i: int, view: str) -> Dataset:
+    """The data the loop feeds at experience ``i`` for a strategy's ``data_view``."""
+    if view == "experience":
+        return stream[i].train
+    if view == "seen":
+        return Dataset.concat([e.train for e in stream.experiences[: i + 1]])
+    # "all": everything at the first experience, nothing afterwards (the model is already joint)
+    if i == 0:
+        return Dataset.concat([e.train for e in stream.experiences])
+    return stream[i].train.subset(torch.zeros(0, dtype=torch.int64))
+
+
+def train_stream(
+    model: nn.Module,
+    stream: Stream,
+    strategy: Strategy,
+    config: TrainConfig,
+    *,
+    eval_every: int | None = None,
+    stop_after: int | None = None,
+    resume: LoopState | None = None,
+    progress: bool = False,
+) -> StreamResult:
+    """Train ``model`` (in place) with ``strategy`` on ``stream``; return the accuracy matrix.
+
+    ``stop_after=k`` stops once ``k`` experiences are done (a checkpoint); ``resume`` continues
+    from a :class:`LoopState` and gives bitwise the run that never stopped: each experience draws
+    its data order from ``generator(config.seed, "stream", i)`` and gets a fresh optimiser.
+    """
+    check_compatible(strategy, stream)
+    n = len(stream)
+    if resume is None:
+        state = LoopState(0, {}, strategy, [], [accuracy(model, e.test) for e in stream])
+    else:
+        state = copy.deepcopy(resume)
+        model.load_state_dict(state.model_state)
+        strategy = state.strategy
+    end = n if stop_after is None else min(n, stop_after)
+    started = time.perf_counter() - state.seconds
+    bar = _progress(progress, stream, config)
+    for i in range(state.next_experience, end):
+        exp = stream[i]
+        data = training_data(stream, i, strategy.data_view)
+        gen = generator(config.seed, "stream", i)
+        strategy.begin(model, exp)
+        opt = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
+        for _ in range(config.n_epochs):
+            for batch in batches(data, config.batch_size, gen, experience=i):
+                model.train()
+                opt.zero_grad(set_to_none=True)
+                strategy.loss(model, batch).backward()
+                strategy.adjust_gradients(model)
+                opt.step()
+                state.step += 1
+                if eval_every and state.step % eval_every == 0:
+                    _continual_eval(model, stream, i, state)
+            if bar is not None:
+                bar[0].advance(bar[1])
+        strategy.end(model, exp)
+        state.rows.append([accuracy(model, e.test) for e in stream])
+        state.next_experience = i + 1
+    if bar is not None:
+        bar[0].stop()
+    state.seconds = time.perf_counter() - started
+    state.model_state = copy.deepcopy(model.state_dict())
+    state.strategy = strategy
+    matrix = np.full((n, n), np.nan)
+    if state.rows:
+        matrix[: len(state.rows)] = np.asarray(state.rows)
+    return StreamResult(
+        accuracy_matrix=matrix,
+        initial_accuracy=np.asarray(state.initial_accuracy),
+        seconds=state.seconds,
+        n_steps=state.step,
+        curves=state.curves,
+        state=copy.deepcopy(state),
+    )
+
+
+def _continual_eval(model: nn.Module, stream: Stream, i: int, state: LoopState) -> None:
+    row = [accuracy(model, e.test) if j <= i else float("nan") for j, e in enumerate(stream)]
+    state.curves["step"].append(state.step)
+    state.curves["experience"].append(i)
+    state.curves["acc"].append(row)
+
+
+def _progress(enabled: bool, stream: Stream, config: TrainConfig):  # type: ignore[no-untyped-def]
+    if not enabled:
+        return None
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    task = bar.add_task(stream.name, total=len(stream) * config.n_epochs)
+    bar.start()
+    return bar, task

@@ -1,0 +1,172 @@
+"""The dataset type: features, labels and a stable int64 id for every row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from obliviate.errors import ObliviateError
+
+
+def as_id_tensor(ids: Tensor | np.ndarray | Sequence[int]) -> Tensor:
+    """Ids as a 1-D int64 CPU tensor."""
+    t = torch.as_tensor(np.asarray(ids), dtype=torch.int64)
+    if t.ndim != 1:
+        t = t.reshape(-1)
+    return t
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Rows of ``x`` (float32, ``[N, *sample_shape]``), labels ``y`` (int64, ``[N]``) and ``ids``.
+
+    ``ids`` are unique int64 values that identify a row for its whole life: they survive every
+    split, subset, permutation and concatenation, and everything that forgets speaks them.
+    ``task`` optionally holds a task id per row (task-incremental scenarios).
+
+    Build one from user arrays with :meth:`from_arrays`, which validates everything; internal
+    subsets skip the (costly) finiteness check because their parent passed it.
+    """
+
+    x: Tensor
+    y: Tensor
+    ids: Tensor
+    n_classes: int
+    task: Tensor | None = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        n = self.x.shape[0]
+        if self.y.shape != (n,) or self.ids.shape != (n,):
+            raise ObliviateError(
+                f"dataset {self.name!r}: x has {n} rows but y has shape {tuple(self.y.shape)} "
+                f"and ids {tuple(self.ids.shape)}; give one label and one id per row"
+            )
+        if self.task is not None and self.task.shape != (n,):
+            raise ObliviateError(f"dataset {self.name!r}: task must have one entry per row")
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_arrays(
+        cls,
+        x: np.ndarray | Tensor,
+        y: np.ndarray | Tensor,
+        ids: np.ndarray | Tensor | None = None,
+        *,
+        n_classes: int | None = None,
+        name: str = "arrays",
+    ) -> Dataset:
+        """Validate user arrays and wrap them. ``ids`` default to ``0..N-1``."""
+        xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
+        y_np = np.asarray(y)
+        if y_np.ndim != 1:
+            raise ObliviateError(f"dataset {name!r}: labels must be 1-D, got shape {y_np.shape}")
+        if y_np.size and not np.all(np.equal(np.mod(y_np, 1), 0)):
+            raise ObliviateError(f"dataset {name!r}: labels must be integers, got {y_np.dtype}")
+        yt = torch.as_tensor(y_np.astype(np.int64))
+        if xt.ndim < 2 or xt.shape[0] != yt.shape[0]:
+            raise ObliviateError(
+                f"dataset {name!r}: x must be [N, features...] with N = len(y) = {yt.shape[0]}, "
+                f"got shape {tuple(xt.shape)}"
+            )
+        if xt.shape[0] == 0:
+            raise ObliviateError(f"dataset {name!r} is empty; give at least one row")
+        bad = ~torch.isfinite(xt.reshape(xt.shape[0], -1)).all(dim=1)
+        if bad.any():
+            row = int(bad.nonzero()[0, 0])
+            raise ObliviateError(
+                f"dataset {name!r}: features contain NaN or inf ({int(bad.sum())} rows, first "
+                f"row {row}); clean or impute them first"
+            )
+        k = int(yt.max()) + 1 if n_classes is None else int(n_classes)
+        if int(yt.min()) < 0 or int(yt.max()) >= k:
+            off = int(yt.min()) if int(yt.min()) < 0 else int(yt.max())
+            raise ObliviateError(
+                f"dataset {name!r}: label {off} is outside the class range 0..{k - 1}; "
+                "labels must be 0..n_classes-1"
+            )
+        it = torch.arange(xt.shape[0], dtype=torch.int64) if ids is None else as_id_tensor(ids)
+        if it.numel() != xt.shape[0]:
+            raise ObliviateError(f"dataset {name!r}: {it.numel()} ids for {xt.shape[0]} rows")
+        if torch.unique(it).numel() != it.numel():
+            raise ObliviateError(f"dataset {name!r}: ids must be unique")
+        return cls(x=xt, y=yt, ids=it, n_classes=k, name=name)
+
+    # ---- views --------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    @property
+    def n_features(self) -> int:
+        return int(np.prod(self.sample_shape))
+
+    def subset(self, index: Tensor | np.ndarray | Sequence[int]) -> Dataset:
+        """Rows chosen by an integer index or a boolean mask (order follows ``index``)."""
+        idx = torch.as_tensor(np.asarray(index))
+        if idx.dtype == torch.bool:
+            idx = idx.nonzero().reshape(-1)
+        idx = idx.to(torch.int64)
+        task = None if self.task is None else self.task[idx]
+        return replace(self, x=self.x[idx], y=self.y[idx], ids=self.ids[idx], task=task)
+
+    def positions(self, ids: Tensor | np.ndarray | Sequence[int]) -> Tensor:
+        """Row positions of ``ids``; unknown ids raise an error that names them."""
+        want = as_id_tensor(ids)
+        order = torch.argsort(self.ids)
+        sorted_ids = self.ids[order]
+        pos = torch.searchsorted(sorted_ids, want).clamp(max=max(len(self) - 1, 0))
+        found = sorted_ids[pos] == want if len(self) else torch.zeros_like(want, dtype=torch.bool)
+        if not bool(found.all()):
+            missing = want[~found]
+            shown = ", ".join(str(int(i)) for i in missing[:10])
+            more = f" (and {missing.numel() - 10} more)" if missing.numel() > 10 else ""
+            raise ObliviateError(
+                f"{missing.numel()} id(s) are not in dataset {self.name!r}: {shown}{more}; "
+                "ids must name rows that were trained on"
+            )
+        return order[pos]
+
+    def select_ids(self, ids: Tensor | np.ndarray | Sequence[int]) -> Dataset:
+        """The rows with these ids, in the order given."""
+        return self.subset(self.positions(ids))
+
+    def without_ids(self, ids: Tensor | np.ndarray | Sequence[int]) -> Dataset:
+        """All rows except those with these ids (unknown ids are an error)."""
+        keep = torch.ones(len(self), dtype=torch.bool)
+        keep[self.positions(ids)] = False
+        return self.subset(keep)
+
+    def with_x(self, x: Tensor) -> Dataset:
+        """Same rows with transformed features (ids and labels untouched)."""
+        return replace(self, x=x)
+
+    def with_task(self, task_id: int) -> Dataset:
+        return replace(self, task=torch.full((len(self),), int(task_id), dtype=torch.int64))
+
+    def renamed(self, name: str) -> Dataset:
+        return replace(self, name=name)
+
+    @staticmethod
+    def concat(parts: Sequence[Dataset], name: str | None = None) -> Dataset:
+        """Rows of all parts, in order. Ids must stay unique."""
+        if not parts:
+            raise ObliviateError("cannot concatenate zero datasets")
+        tasks = [p.task for p in parts]
+        task = None if any(t is None for t in tasks) else torch.cat(tasks)  # type: ignore[arg-type]
+        out = Dataset(
+            x=torch.cat([p.x for p in parts]),
+            y=torch.cat([p.y for p in parts]),
+            ids=torch.cat([p.ids for p in parts]),
+            n_classes=max(p.n_classes for p in parts),
+            task=task,
+            name=parts[0].name if name is None else name,
+        )
+        return out

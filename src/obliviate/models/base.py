@@ -1,0 +1,60 @@
+"""What every obliviate model offers: ``features(x)``, ``classify(h, task)`` and ``forward``.
+
+All models return logits over the full label space ``[B, n_classes]`` and accept an optional
+``task`` tensor (ignored by single-head models), so strategies, unlearners and metrics never need
+to know which model they hold. ``feature_dim`` is the width of ``features(x)``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor, nn
+
+
+class Model(nn.Module, ABC):
+    """Abstract base of obliviate's models (plain ``torch.nn``)."""
+
+    n_classes: int
+    feature_dim: int
+
+    @abstractmethod
+    def features(self, x: Tensor) -> Tensor:
+        """The penultimate representation ``[B, feature_dim]``."""
+
+    @abstractmethod
+    def classify(self, h: Tensor, task: Tensor | None = None) -> Tensor:
+        """Logits ``[B, n_classes]`` from features."""
+
+    @abstractmethod
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the output layer(s) (used by last-layer methods)."""
+
+    def forward(self, x: Tensor, task: Tensor | None = None) -> Tensor:
+        return self.classify(self.features(x), task)
+
+
+def logits(model: nn.Module, x: Tensor, task: Tensor | None = None) -> Tensor:
+    """Call a model; plain ``nn.Module`` s that are not obliviate models get ``x`` only."""
+    if isinstance(model, Model):
+        return model(x, task)
+    return model(x)
+
+
+def seeded_init(seed: int):  # type: ignore[no-untyped-def]
+    """Context manager: module construction inside draws its init from ``seed`` only."""
+    ctx = torch.random.fork_rng(devices=[])
+    return _Seeded(ctx, seed)
+
+
+class _Seeded:
+    def __init__(self, ctx, seed: int) -> None:  # type: ignore[no-untyped-def]
+        self.ctx, self.seed = ctx, seed
+
+    def __enter__(self) -> None:
+        self.ctx.__enter__()
+        torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc) -> None:  # type: ignore[no-untyped-def]
+        self.ctx.__exit__(*exc)

@@ -1,0 +1,152 @@
+"""Shared training primitives: the recipe, batching, plain supervised ``fit``, prediction.
+
+Everything that trains (the continual loop, the retrain oracle, the sharded engine) batches and
+optimises through these functions, so the same recipe and seed give the same bits everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from obliviate._rng import generator
+from obliviate._validation import check_choice, check_number
+from obliviate.data.dataset import Dataset
+from obliviate.models import ModelSpec, build_model
+from obliviate.models.base import Model, logits
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True, eq=False)
+class Batch:
+    """One minibatch: features, labels, sample ids, task ids (or None) and the experience index."""
+
+    x: Tensor
+    y: Tensor
+    ids: Tensor
+    task: Tensor | None
+    experience: int
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation recipe. ``seed`` drives data order (model init has its own seed)."""
+
+    n_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.01
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_number("n_epochs", self.n_epochs, low=0, integer=True)
+        check_number("batch_size", self.batch_size, low=1, integer=True)
+        check_number("lr", self.lr, low=0, low_open=True)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_number("momentum", self.momentum, low=0, high=1, high_open=True)
+        check_number("weight_decay", self.weight_decay, low=0)
+        check_number("seed", self.seed, integer=True)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is made and trained: architecture spec plus optimisation recipe.
+
+    The original model, the retrain oracle and every shard of the sharded engine are trained by
+    a recipe, so "same recipe and seed" has one meaning everywhere.
+    """
+
+    model: ModelSpec = ModelSpec()
+    train: TrainConfig = TrainConfig()
+
+    def build(self, sample_shape: tuple[int, ...], n_classes: int) -> Model:
+        """A freshly initialised model (init drawn from ``model.seed``)."""
+        return build_model(self.model, sample_shape, n_classes)
+
+    def fit(self, data: Dataset, n_classes: int | None = None, *, key: object = "fit") -> Model:
+        """A new model trained from scratch on ``data``."""
+        model = self.build(data.sample_shape, data.n_classes if n_classes is None else n_classes)
+        fit(model, data, self.train, key=key)
+        return model
+
+
+def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """A fresh optimiser over ``params`` as the recipe says."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def batches(data: Dataset, batch_size: int, gen: torch.Generator | None, experience: int = 0) -> Iterator[Batch]:
+    """Minibatches of ``data`` in a random order drawn from ``gen`` (in order when ``gen`` is None)."""
+    n = len(data)
+    order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        task = None if data.task is None else data.task[idx]
+        yield Batch(data.x[idx], data.y[idx], data.ids[idx], task, experience)
+
+
+LossFn = Callable[[nn.Module, Batch], Tensor]
+
+
+def _cross_entropy(model: nn.Module, batch: Batch) -> Tensor:
+    return nn.functional.cross_entropy(logits(model, batch.x, batch.task), batch.y)
+
+
+def fit(
+    model: nn.Module,
+    data: Dataset,
+    config: TrainConfig,
+    *,
+    loss_fn: LossFn | None = None,
+    key: object = "fit",
+) -> nn.Module:
+    """Train ``model`` in place on ``data`` for ``config.n_epochs`` epochs and return it.
+
+    The data order comes from ``generator(config.seed, key)``: the same model, data (same rows in
+    the same order), recipe and key give bitwise the same weights.
+    """
+    loss_fn = loss_fn or _cross_entropy
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(params, config)
+    gen = generator(config.seed, key)
+    model.train()
+    for _ in range(config.n_epochs):
+        for batch in batches(data, config.batch_size, gen):
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model, batch).backward()
+            opt.step()
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, data: Dataset, batch_size: int = 4096) -> Tensor:
+    """Logits ``[N, n_classes]`` in eval mode; the model's train/eval mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        outs = []
+        for start in range(0, len(data), batch_size):
+            task = None if data.task is None else data.task[start : start + batch_size]
+            outs.append(logits(model, data.x[start : start + batch_size], task))
+        return torch.cat(outs) if outs else torch.empty(0)
+    finally:
+        model.train(was_training)
+
+
+def accuracy(model: nn.Module, data: Dataset) -> float:
+    """Fraction of ``data`` the model classifies correctly (NaN for an empty set)."""
+    if len(data) == 0:
+        return float("nan")
+    return float((predict_logits(model, data).argmax(dim=1) == data.y).float().mean())
