@@ -1,0 +1,84 @@
+"""Helpers shared by CLI commands: ``--set key=value`` parsing and seed lists."""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from typing import Any
+
+from obliviate.errors import ObliviateError
+
+
+def _coerce(key: str, text: str, annotation: Any, owner: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if text.lower() in ("none", "null"):
+            return None
+        errors = []
+        for a in args:
+            try:
+                return _coerce(key, text, a, owner)
+            except ObliviateError as exc:
+                errors.append(str(exc))
+        raise ObliviateError(errors[0] if errors else f"{owner}: cannot parse {key}={text!r}")
+    if origin is typing.Literal:
+        choices = typing.get_args(annotation)
+        if text not in [str(c) for c in choices]:
+            raise ObliviateError(f"{owner}: {key}={text!r} must be one of {', '.join(map(str, choices))}")
+        return next(c for c in choices if str(c) == text)
+    if origin in (tuple, list):
+        inner = typing.get_args(annotation)[0] if typing.get_args(annotation) else str
+        parts = [p for p in text.split(",") if p.strip()]
+        return tuple(_coerce(key, p.strip(), inner, owner) for p in parts)
+    if annotation is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ObliviateError(f"{owner}: {key}={text!r} must be true or false")
+    if annotation is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ObliviateError(f"{owner}: {key}={text!r} must be an integer") from None
+    if annotation is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ObliviateError(f"{owner}: {key}={text!r} must be a number") from None
+    return text
+
+
+def parse_sets(cls: type, pairs: list[str] | None) -> dict[str, Any]:
+    """Turn ``["key=value", ...]`` into constructor arguments of ``cls``, typed by its
+    annotations. Unknown keys and values of the wrong type raise :class:`ObliviateError`."""
+    hints = typing.get_type_hints(cls.__init__)  # type: ignore[misc]
+    params = {
+        p.name for p in inspect.signature(cls.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY  # type: ignore[misc]
+    }
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise ObliviateError(f"--set {pair!r}: expected key=value")
+        if key not in params:
+            valid = ", ".join(sorted(params)) or "(none)"
+            raise ObliviateError(f"{cls.__name__} has no parameter {key!r}; valid: {valid}")
+        out[key] = _coerce(key, value.strip(), hints.get(key, str), cls.__name__)
+    return out
+
+
+def parse_seeds(seed: int, seeds: str | None) -> list[int]:
+    """``--seeds 0,1,2`` (or a range ``0-4``) overrides ``--seed``."""
+    if not seeds:
+        return [seed]
+    try:
+        if "-" in seeds and "," not in seeds:
+            lo, hi = seeds.split("-")
+            return list(range(int(lo), int(hi) + 1))
+        return [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ObliviateError(f"--seeds {seeds!r}: give integers like 0,1,2 or a range 0-4") from None
