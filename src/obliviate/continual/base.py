@@ -16,11 +16,23 @@ Capabilities are declared as class attributes, never probed:
 ``needs_task_ids``  the strategy needs task ids (task-aware streams only);
 ``data_view``  which training data the loop feeds: ``"experience"`` (the current one), ``"seen"``
 (everything seen so far, e.g. cumulative) or ``"all"`` (the whole stream at once, e.g. joint).
+
+Declarations the conformance suite (:mod:`obliviate.testing`) reads (all defaulted):
+
+``neutral_params``  hyperparameters under which the strategy must equal naive fine-tuning
+bitwise (e.g. ``{"reg_strength": 0.0}``); empty for strategies that are not regularisers. With
+its *default* hyperparameters such a strategy must differ from naive fine-tuning.
+``keeps_memory``  the strategy stores training samples, bounded by its ``memory_size``
+hyperparameter (samples); it then overrides :meth:`Strategy.memory_used`.
+``freezes_parameters``  the strategy deliberately changes ``requires_grad`` in ``begin`` and
+restores it in ``end`` (the suite then checks restoration over the whole experience instead of
+after every hook).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, Self
 
 from torch import Tensor, nn
@@ -41,6 +53,9 @@ class Strategy(ABC):
     needs_task_boundaries: ClassVar[bool] = False
     needs_task_ids: ClassVar[bool] = False
     data_view: ClassVar[DataView] = "experience"
+    neutral_params: ClassVar[Mapping[str, Any]] = {}
+    keeps_memory: ClassVar[bool] = False
+    freezes_parameters: ClassVar[bool] = False
 
     def begin(self, model: nn.Module, experience: Experience) -> None:  # noqa: B027
         """Called before the first step on ``experience``. Default: nothing."""
@@ -54,6 +69,10 @@ class Strategy(ABC):
 
     def end(self, model: nn.Module, experience: Experience) -> None:  # noqa: B027
         """Called after the last step on ``experience``. Default: nothing."""
+
+    def memory_used(self) -> int:
+        """Samples currently stored (0 without a memory; override when ``keeps_memory``)."""
+        return 0
 
     # ---- hyperparameters, scikit-learn style -----------------------------------------------
     def get_params(self) -> dict[str, Any]:
