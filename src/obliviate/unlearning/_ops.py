@@ -1,0 +1,242 @@
+"""Small functions every unlearner shares: start a request, copy a model, run optimisation steps.
+
+Unlearners share code through these functions, not through base classes. The step routines batch
+and optimise through :func:`obliviate.training.batches` and :func:`obliviate.training.make_optimizer`,
+so a seed and a key give the same data order (and bits) everywhere.
+
+Typical use inside ``unlearn``::
+
+    out = start(self, model, request)          # checks needs and ids, returns a private copy
+    if len(request.forget) == 0:
+        return out                             # the empty request is the identity
+    run_steps(out, request.retain, cross_entropy, n_epochs=..., batch_size=..., lr=...,
+              seed=self.seed, key="finetune")
+    return out
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from obliviate._rng import generator
+from obliviate.data.dataset import Dataset
+from obliviate.errors import ObliviateError
+from obliviate.models.base import logits
+from obliviate.training import Batch, TrainConfig, batches, make_optimizer
+from obliviate.unlearning.base import ForgetRequest, Unlearner, require
+
+BatchLoss = Callable[[nn.Module, Batch], Tensor]
+PairLoss = Callable[[nn.Module, Batch, Batch], Tensor]
+
+
+# ---- models --------------------------------------------------------------------------------
+def clone_model(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` (weights, buffers, mode), trainable, sharing no storage."""
+    out = copy.deepcopy(model)
+    for p in out.parameters():
+        p.requires_grad_(True)
+    out.eval()
+    return out
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A deep copy in eval mode with gradients off: a fixed teacher or anchor."""
+    out = copy.deepcopy(model)
+    for p in out.parameters():
+        p.requires_grad_(False)
+    out.eval()
+    return out
+
+
+def fresh_like(model: nn.Module, seed: int, key: object = "fresh") -> nn.Module:
+    """A copy of ``model``'s architecture with every layer re-initialised from ``seed`` (and ``key``).
+
+    Used for "incompetent" randomly initialised teachers; the input model is untouched.
+    """
+    out = copy.deepcopy(model)
+    g = generator(seed, "fresh-init", key)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
+        for m in out.modules():
+            if m is not out and hasattr(m, "reset_parameters"):
+                m.reset_parameters()  # type: ignore[operator]
+    out.eval()
+    return out
+
+
+# ---- requests ------------------------------------------------------------------------------
+def start(unlearner: Unlearner, model: nn.Module, request: ForgetRequest) -> nn.Module:
+    """Check ``request`` for ``unlearner`` and return a private trainable copy of ``model``.
+
+    Raises :class:`ObliviateError` when the request lacks what the unlearner ``needs``, or when
+    it names forget ids that are not in ``request.train`` (never trained on) or that also appear
+    in ``request.retain``.
+    """
+    require(unlearner, request)
+    if len(request.forget):
+        if request.train is not None:
+            request.train.positions(request.forget.ids)  # raises naming ids never trained on
+        if request.retain is not None and len(request.retain):
+            both = torch.isin(request.forget.ids, request.retain.ids)
+            if bool(both.any()):
+                shown = ", ".join(str(int(i)) for i in request.forget.ids[both][:10])
+                raise ObliviateError(
+                    f"{int(both.sum())} id(s) are in both the forget and the retain set: {shown}; "
+                    "build the request with ForgetRequest.from_ids(train, ids)"
+                )
+    return clone_model(model)
+
+
+# ---- losses --------------------------------------------------------------------------------
+def cross_entropy(model: nn.Module, batch: Batch) -> Tensor:
+    """Mean cross-entropy of ``model`` on ``batch``."""
+    return F.cross_entropy(logits(model, batch.x, batch.task), batch.y)
+
+
+def kl_to_teacher(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """``KL(teacher || student)`` of the temperature-softened outputs, batch mean, times ``T**2``
+    (Hinton et al., 2015)."""
+    t = float(temperature)
+    log_s = F.log_softmax(student_logits / t, dim=1)
+    log_t = F.log_softmax(teacher_logits / t, dim=1)
+    return F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * (t * t)
+
+
+def soft_cross_entropy(student_logits: Tensor, target_probs: Tensor) -> Tensor:
+    """Cross-entropy against soft targets ``target_probs`` (rows sum to 1), batch mean."""
+    return -(target_probs * F.log_softmax(student_logits, dim=1)).sum(dim=1).mean()
+
+
+# ---- optimisation --------------------------------------------------------------------------
+def _config(n_epochs: int, batch_size: int, lr: float, optimizer: str, momentum: float,
+            weight_decay: float, seed: int) -> TrainConfig:
+    return TrainConfig(n_epochs=n_epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                       momentum=momentum, weight_decay=weight_decay, seed=seed)
+
+
+def cycle(data: Dataset, batch_size: int, gen: torch.Generator) -> Iterator[Batch]:
+    """Endless minibatches of ``data``: a fresh random order from ``gen`` every pass."""
+    if len(data) == 0:
+        raise ObliviateError("cannot draw batches from an empty dataset")
+    while True:
+        yield from batches(data, batch_size, gen)
+
+
+def run_steps(
+    model: nn.Module,
+    data: Dataset,
+    loss_fn: BatchLoss,
+    *,
+    n_epochs: int = 1,
+    batch_size: int = 32,
+    lr: float = 0.01,
+    seed: int = 0,
+    key: object = "unlearn",
+    optimizer: str = "sgd",
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    params: list[nn.Parameter] | None = None,
+    max_steps: int | None = None,
+    after_backward: Callable[[nn.Module], None] | None = None,
+) -> int:
+    """Minimise ``loss_fn(model, batch)`` over ``n_epochs`` passes of ``data``, in place.
+
+    ``params`` restricts the optimised parameters (default: all that require grad);
+    ``max_steps`` stops early; ``after_backward(model)`` may edit gradients (masks) before each
+    step. Data order comes from ``generator(seed, key)``. Returns the number of steps taken.
+    """
+    cfg = _config(n_epochs, batch_size, lr, optimizer, momentum, weight_decay, seed)
+    params = [p for p in model.parameters() if p.requires_grad] if params is None else params
+    opt = make_optimizer(params, cfg)
+    gen = generator(seed, key)
+    steps = 0
+    model.train()
+    try:
+        for _ in range(n_epochs):
+            for batch in batches(data, batch_size, gen):
+                if max_steps is not None and steps >= max_steps:
+                    return steps
+                opt.zero_grad(set_to_none=True)
+                loss_fn(model, batch).backward()
+                if after_backward is not None:
+                    after_backward(model)
+                opt.step()
+                steps += 1
+    finally:
+        model.eval()
+    return steps
+
+
+def run_paired_steps(
+    model: nn.Module,
+    main: Dataset,
+    other: Dataset,
+    loss_fn: PairLoss,
+    *,
+    n_epochs: int = 1,
+    batch_size: int = 32,
+    other_batch_size: int | None = None,
+    lr: float = 0.01,
+    seed: int = 0,
+    key: object = "unlearn",
+    optimizer: str = "sgd",
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    params: list[nn.Parameter] | None = None,
+    max_steps: int | None = None,
+    after_backward: Callable[[nn.Module], None] | None = None,
+) -> int:
+    """Minimise ``loss_fn(model, main_batch, other_batch)``: ``n_epochs`` passes over ``main``,
+    each step paired with the next batch of ``other`` (cycled endlessly, its own seeded order).
+
+    E.g. NegGrad+: ``main`` = retain, ``other`` = forget. Returns the number of steps taken.
+    """
+    cfg = _config(n_epochs, batch_size, lr, optimizer, momentum, weight_decay, seed)
+    params = [p for p in model.parameters() if p.requires_grad] if params is None else params
+    opt = make_optimizer(params, cfg)
+    gen = generator(seed, key, "main")
+    other_it = cycle(other, other_batch_size or batch_size, generator(seed, key, "other"))
+    steps = 0
+    model.train()
+    try:
+        for _ in range(n_epochs):
+            for batch in batches(main, batch_size, gen):
+                if max_steps is not None and steps >= max_steps:
+                    return steps
+                opt.zero_grad(set_to_none=True)
+                loss_fn(model, batch, next(other_it)).backward()
+                if after_backward is not None:
+                    after_backward(model)
+                opt.step()
+                steps += 1
+    finally:
+        model.eval()
+    return steps
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, data: Dataset) -> Tensor:
+    """Softmax outputs ``[N, n_classes]`` in eval mode (mode restored)."""
+    from obliviate.training import predict_logits
+
+    return F.softmax(predict_logits(model, data), dim=1)
+
+
+__all__ = [
+    "clone_model",
+    "cross_entropy",
+    "cycle",
+    "fresh_like",
+    "frozen_copy",
+    "kl_to_teacher",
+    "predict_probs",
+    "run_paired_steps",
+    "run_steps",
+    "soft_cross_entropy",
+    "start",
+]
