@@ -82,3 +82,11 @@ def parse_seeds(seed: int, seeds: str | None) -> list[int]:
         return [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
         raise ObliviateError(f"--seeds {seeds!r}: give integers like 0,1,2 or a range 0-4") from None
+
+
+def parse_int_tuple(option: str, text: str) -> tuple[int, ...]:
+    """``"100,100"`` -> ``(100, 100)``; an empty string gives ``()``."""
+    try:
+        return tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise ObliviateError(f"{option} {text!r}: give comma-separated integers like 100,100") from None
