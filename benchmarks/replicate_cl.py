@@ -1,0 +1,160 @@
+"""Published continual-learning numbers, reproduced on MNIST (one command per table).
+
+Table 1 — Split MNIST (van de Ven, Tuytelaars & Tolias 2022, "Three types of incremental
+learning", Nature Machine Intelligence): 5 tasks of 2 digits (0/1, 2/3, ...), MLP 2x400 ReLU,
+Adam lr 1e-3, batch 128, ``--iters`` iterations per task (the paper: 2000), in the task-
+(multi-head), domain- (labels = position within the pair) and class-incremental scenario.
+
+Table 2 — Permuted MNIST (continual-learning-baselines protocols for EWC, SI, GEM, A-GEM):
+``--pmnist-tasks`` permutations, protocol per method as listed in ``PMNIST`` below.
+
+    .venv/bin/python benchmarks/replicate_cl.py split --data-dir ../shared/data/mnist --seeds 0,1,2
+    .venv/bin/python benchmarks/replicate_cl.py pmnist --data-dir ../shared/data/mnist --seeds 0,1,2
+
+Prints markdown tables: our mean ± std over seeds next to the published figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from obliviate.continual import STRATEGIES, make_strategy
+from obliviate.continual.loop import train_stream
+from obliviate.data import Dataset, Experience, Stream, build_scenario, load_dataset
+from obliviate.metrics.accuracy_matrix import average_accuracy
+from obliviate.models import ModelSpec, model_for_stream
+from obliviate.training import TrainConfig
+
+# van de Ven et al. 2022, Table 2, Split MNIST, class-IL (as quoted in obliviate issue #3; the
+# issue asks to verify them against the paper's own table — see docs/replication.md).
+SPLIT_CLASS_IL = {"naive": 19.9, "ewc": 20.6, "si": 21.2, "lwf": 21.9, "agem": 65.1, "replay": 88.8, "joint": 98.2}
+
+# Method settings for Split MNIST (memory: 100 samples per class = 1000 in total for the
+# replay-based methods).
+SPLIT_METHODS: dict[str, dict] = {
+    "naive": {},
+    "joint": {},
+    "ewc": {},
+    "si": {},
+    "lwf": {},
+    "replay": {"memory_size": 1000},
+    "agem": {"memory_size": 1000},
+    "gem": {"memory_size": 1000},
+    "derpp": {"memory_size": 1000},
+    "icarl": {"memory_size": 1000},
+    "gdumb": {"memory_size": 1000},
+}
+
+# continual-learning-baselines (ContinualAI), strategies/target_results.csv and
+# experiments/permuted_mnist/*.py: target ACC and protocol.
+PMNIST = {
+    "ewc": {"target": 0.83, "tasks": 10, "hidden": (1000, 1000), "epochs": 30, "lr": 0.001, "opt": "sgd", "batch": 256, "params": {"reg_strength": 1.0}},
+    "si": {"target": 0.94, "tasks": 10, "hidden": (2000, 2000), "epochs": 20, "lr": 0.001, "opt": "adam", "batch": 256, "params": {"reg_strength": 0.1, "damping": 0.1}},
+    "gem": {"target": 0.83, "tasks": 20, "hidden": (100, 100), "epochs": 1, "lr": 0.1, "opt": "sgd", "batch": 10, "per_task": 1000, "params": {"memory_size": 1000, "memory_strength": 0.5}},
+    "agem": {"target": 0.81, "tasks": 17, "hidden": (256, 256), "epochs": 1, "lr": 0.1, "opt": "sgd", "batch": 10, "params": {"memory_size": 250}},
+}
+
+
+def split_stream(train: Dataset, test: Dataset, scenario: str) -> Stream:
+    """Split MNIST with the fixed pairs (0,1), (2,3), ... in the three scenarios."""
+    pairs = [(2 * t, 2 * t + 1) for t in range(5)]
+    exps = []
+    for t, cls in enumerate(pairs):
+        sel = torch.tensor(cls)
+        tr, te = train.subset(torch.isin(train.y, sel)), test.subset(torch.isin(test.y, sel))
+        if scenario == "domain":
+            tr = replace(tr, y=tr.y - 2 * t, n_classes=2)
+            te = replace(te, y=te.y - 2 * t, n_classes=2)
+        if scenario == "task":
+            tr, te = tr.with_task(t), te.with_task(t)
+        exps.append(Experience(t, tr, te, (0, 1) if scenario == "domain" else cls, t if scenario == "task" else None))
+    return Stream(
+        name=f"split-mnist-{scenario}",
+        experiences=tuple(exps),
+        n_classes=2 if scenario == "domain" else 10,
+        sample_shape=train.sample_shape,
+        task_aware=scenario == "task",
+        task_classes=tuple(pairs) if scenario == "task" else None,
+    )
+
+
+def run(stream: Stream, name: str, params: dict, hidden: tuple[int, ...], config: TrainConfig, seed: int) -> float:
+    cls_params = dict(params)
+    if "seed" in make_strategy(name).get_params():
+        cls_params["seed"] = seed
+    strategy = make_strategy(name, **cls_params)
+    model = model_for_stream(ModelSpec(hidden=hidden, seed=seed), stream)
+    res = train_stream(model, stream, strategy, config)
+    return average_accuracy(res.accuracy_matrix)
+
+
+def fmt(vals: list[float]) -> str:
+    return f"{100 * np.mean(vals):.1f} ± {100 * np.std(vals):.1f}" if vals else "–"
+
+
+def split(args: argparse.Namespace) -> None:
+    train, test = load_dataset("mnist", data_dir=args.data_dir, standardized=False)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    scenarios = args.scenarios.split(",")
+    methods = [m for m in (args.methods.split(",") if args.methods else SPLIT_METHODS) if m in STRATEGIES]
+    print(f"Split MNIST: MLP 2x400, Adam lr 1e-3, batch 128, {args.iters} iterations/task, seeds {seeds}")
+    print("| method | " + " | ".join(f"{s}-IL ACC (%)" for s in scenarios) + " | published class-IL |")
+    print("|---|" + "---|" * len(scenarios) + "---|")
+    for name in methods:
+        cells = []
+        for scenario in scenarios:
+            stream = split_stream(train, test, scenario)
+            if make_strategy(name).needs_task_ids and scenario != "task":
+                cells.append("n/a")
+                continue
+            per_task = len(stream[0].train)
+            epochs = max(1, math.ceil(args.iters * 128 / per_task))
+            started = time.perf_counter()
+            vals = [run(stream, name, SPLIT_METHODS.get(name, {}), (400, 400), TrainConfig(n_epochs=epochs, batch_size=128, lr=1e-3, optimizer="adam", seed=s), s) for s in seeds]
+            cells.append(fmt(vals) + f" ({time.perf_counter() - started:.0f}s)")
+        pub = SPLIT_CLASS_IL.get(name)
+        print(f"| {name} | " + " | ".join(cells) + f" | {pub if pub is not None else '–'} |", flush=True)
+
+
+def pmnist(args: argparse.Namespace) -> None:
+    train, test = load_dataset("mnist", data_dir=args.data_dir, standardized=False)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    methods = args.methods.split(",") if args.methods else list(PMNIST)
+    print("| method | protocol | ours ACC | published ACC |")
+    print("|---|---|---|---|")
+    for name in methods:
+        p = PMNIST[name]
+        tasks = args.pmnist_tasks or p["tasks"]
+        epochs = min(p["epochs"], args.max_epochs) if args.max_epochs else p["epochs"]
+        tr = train.subset(torch.arange(args.limit)) if args.limit else train
+        stream = build_scenario("domain-permutation", tr, test, n_experiences=tasks, seed=0)
+        config = TrainConfig(n_epochs=epochs, batch_size=p["batch"], lr=p["lr"], optimizer=p["opt"])
+        vals = [run(stream, name, p["params"], p["hidden"], replace(config, seed=s), s) for s in seeds]
+        proto = f"{tasks} tasks, MLP {p['hidden']}, {epochs} ep, {p['opt']} lr {p['lr']}, batch {p['batch']}" + (f", {args.limit} train samples" if args.limit else "")
+        print(f"| {name} | {proto} | {fmt(vals)} | {100 * p['target']:.0f} |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("table", choices=["split", "pmnist"])
+    ap.add_argument("--data-dir", required=True, help="folder with the MNIST IDX files")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--methods", default="", help="comma-separated subset (default: all in the table)")
+    ap.add_argument("--scenarios", default="class,task,domain")
+    ap.add_argument("--iters", type=int, default=2000, help="iterations per task (split)")
+    ap.add_argument("--pmnist-tasks", type=int, default=0, help="override the number of permutations")
+    ap.add_argument("--max-epochs", type=int, default=0, help="cap epochs per task (pmnist)")
+    ap.add_argument("--limit", type=int, default=0, help="use only the first N training samples (pmnist)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    split(args) if args.table == "split" else pmnist(args)
+
+
+if __name__ == "__main__":
+    main()
