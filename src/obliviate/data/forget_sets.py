@@ -1,0 +1,153 @@
+"""Forget sets: which training ids a deletion request names, built from a short text spec.
+
+Specs (``seed`` drives every random choice, through :func:`obliviate._rng.generator`):
+
+``random:K``        K training ids drawn uniformly at random;
+``random:P%``       a fraction P percent of the training ids (rounded to the nearest count);
+``class:C``         every training sample of class C (``class:1,7`` for several classes);
+``subclass:C:K``    K random training samples of class C (``subclass:C:P%`` for a fraction of it);
+``source:FILE``     the ids listed in FILE: a text file with one id per line (``#`` comments and
+                    blank lines ignored) or a ``.npy`` array of integers;
+``ids:1,2,3``       the ids given.
+
+Validation (:func:`build_request`): ids never trained on raise :class:`ObliviateError`; an empty
+forget set is allowed, returns the identity request and emits a :class:`EmptyForgetSetWarning`;
+a request naming every training sample raises.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from obliviate._rng import generator
+from obliviate.data.dataset import Dataset, as_id_tensor
+from obliviate.errors import ObliviateError
+
+KINDS = ("random", "class", "subclass", "source", "ids")
+
+_HELP = "use random:K, random:P%, class:C, subclass:C:K, source:FILE or ids:1,2,3"
+
+
+class EmptyForgetSetWarning(UserWarning):
+    """A forget request selected no training sample: unlearning it is the identity."""
+
+
+def _int(text: str, what: str, spec: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ObliviateError(f"forget spec {spec!r}: {what} {text!r} is not an integer; {_HELP}") from None
+    if value < 0:
+        raise ObliviateError(f"forget spec {spec!r}: {what} must be >= 0, got {value}")
+    return value
+
+
+def _count(text: str, n: int, spec: str) -> int:
+    """``K`` or ``P%`` of ``n`` rows, checked against ``n``."""
+    if text.endswith("%"):
+        try:
+            pct = float(text[:-1])
+        except ValueError:
+            raise ObliviateError(f"forget spec {spec!r}: {text!r} is not a percentage like 10%") from None
+        if not 0.0 <= pct <= 100.0:
+            raise ObliviateError(f"forget spec {spec!r}: percentage must be in 0..100, got {pct}")
+        return int(round(pct / 100.0 * n))
+    k = _int(text, "count", spec)
+    if k > n:
+        raise ObliviateError(f"forget spec {spec!r}: asks for {k} samples but only {n} are available")
+    return k
+
+
+def _draw(ids: Tensor, k: int, seed: int, *keys: object) -> Tensor:
+    """``k`` of ``ids`` without replacement, in a seeded order, returned sorted."""
+    perm = torch.randperm(ids.numel(), generator=generator(seed, "forget-set", *keys))
+    return torch.sort(ids[perm[:k]]).values
+
+
+def _classes(text: str, train: Dataset, spec: str) -> list[int]:
+    out = []
+    for part in text.split(","):
+        c = _int(part.strip(), "class", spec)
+        if c >= train.n_classes:
+            raise ObliviateError(
+                f"forget spec {spec!r}: class {c} is outside 0..{train.n_classes - 1} of dataset {train.name!r}"
+            )
+        out.append(c)
+    return out
+
+
+def read_id_file(path: str | Path) -> Tensor:
+    """Ids from a text file (one per line, ``#`` comments) or a ``.npy`` integer array."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ObliviateError(f"id file {str(p)!r} does not exist; give source:FILE with one id per line or a .npy")
+    if p.suffix == ".npy":
+        arr = np.load(p, allow_pickle=False)
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise ObliviateError(f"{p}: the .npy array must hold integers, got {arr.dtype}")
+        return as_id_tensor(arr.reshape(-1).astype(np.int64))
+    ids = []
+    for lineno, line in enumerate(p.read_text().splitlines(), start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            ids.append(int(text))
+        except ValueError:
+            raise ObliviateError(f"{p}:{lineno}: {text!r} is not an integer id") from None
+    return torch.tensor(ids, dtype=torch.int64)
+
+
+def forget_ids(train: Dataset, spec: str, *, seed: int = 0) -> Tensor:
+    """The sorted unique ids that ``spec`` names in ``train`` (may be empty; not validated
+    against ``train`` for ``source``/``ids`` specs: see :func:`build_request`)."""
+    if not isinstance(spec, str) or ":" not in spec:
+        raise ObliviateError(f"forget spec {spec!r} is not understood; {_HELP}")
+    kind, _, rest = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind == "random":
+        k = _count(rest.strip(), len(train), spec)
+        return _draw(train.ids, k, seed, "random", k)
+    if kind == "class":
+        sel = torch.tensor(_classes(rest, train, spec))
+        return torch.sort(train.ids[torch.isin(train.y, sel)]).values
+    if kind == "subclass":
+        c_text, sep, k_text = rest.partition(":")
+        if not sep:
+            raise ObliviateError(f"forget spec {spec!r}: subclass needs subclass:C:K or subclass:C:P%")
+        (c,) = _classes(c_text, train, spec)
+        pool = train.ids[train.y == c]
+        k = _count(k_text.strip(), pool.numel(), spec)
+        return _draw(pool, k, seed, "subclass", c, k)
+    if kind == "source":
+        return torch.unique(read_id_file(rest.strip()))
+    if kind == "ids":
+        parts = [p.strip() for p in rest.split(",") if p.strip()]
+        return torch.unique(torch.tensor([_int(p, "id", spec) for p in parts], dtype=torch.int64))
+    raise ObliviateError(f"unknown forget-set kind {kind!r} in {spec!r}; {_HELP}")
+
+
+def build_request(train: Dataset, spec: str | Tensor, *, seed: int = 0, recipe=None):  # type: ignore[no-untyped-def]
+    """A validated :class:`~obliviate.unlearning.base.ForgetRequest` for ``spec`` (a text spec or ids).
+
+    Ids never trained on raise; forgetting every training sample raises; an empty forget set
+    warns (:class:`EmptyForgetSetWarning`) and yields a request unlearners treat as the identity.
+    """
+    from obliviate.unlearning.base import ForgetRequest
+
+    ids = forget_ids(train, spec, seed=seed) if isinstance(spec, str) else torch.unique(as_id_tensor(spec))
+    if ids.numel() == 0:
+        warnings.warn(
+            f"forget spec {spec!r} selects no training sample of {train.name!r}; unlearning is the identity",
+            EmptyForgetSetWarning,
+            stacklevel=2,
+        )
+    return ForgetRequest.from_ids(train, ids, recipe)
+
+
+__all__ = ["KINDS", "EmptyForgetSetWarning", "build_request", "forget_ids", "read_id_file"]
