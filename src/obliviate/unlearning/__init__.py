@@ -9,7 +9,13 @@ from typing import Any
 
 from obliviate._registry import resolve
 
-UNLEARNERS: dict[str, str] = {}
+UNLEARNERS: dict[str, str] = {
+    "retrain": "obliviate.unlearning.retrain:Retrain",
+    "finetune": "obliviate.unlearning.finetune:Finetune",
+    "gradient_ascent": "obliviate.unlearning.gradient_ascent:GradientAscent",
+    "neggrad_plus": "obliviate.unlearning.neggrad_plus:NegGradPlus",
+    "newton": "obliviate.unlearning.newton:Newton",
+}
 
 
 def unlearner_class(name: str) -> Any:
