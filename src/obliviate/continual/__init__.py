@@ -11,6 +11,21 @@ from obliviate._registry import resolve
 
 STRATEGIES: dict[str, str] = {
     "naive": "obliviate.continual.naive:Naive",
+    "joint": "obliviate.continual.joint:Joint",
+    "cumulative": "obliviate.continual.cumulative:Cumulative",
+    "ewc": "obliviate.continual.ewc:EWC",
+    "lwf": "obliviate.continual.lwf:LwF",
+    "replay": "obliviate.continual.replay:Replay",
+    "si": "obliviate.continual.si:SI",
+    "mas": "obliviate.continual.mas:MAS",
+    "l2": "obliviate.continual.l2:L2",
+    "der": "obliviate.continual.der:DER",
+    "derpp": "obliviate.continual.derpp:DERpp",
+    "gem": "obliviate.continual.gem:GEM",
+    "agem": "obliviate.continual.agem:AGEM",
+    "packnet": "obliviate.continual.packnet:PackNet",
+    "hft": "obliviate.continual.hft:HFT",
+    "fpf": "obliviate.continual.fpf:FPF",
 }
 
 

@@ -77,35 +77,75 @@ class ReservoirBuffer:
 
 class ClassBalancedBuffer:
     """Equal memory per class seen so far: ``memory_size // n_classes_seen`` each (remainder to
-    the lowest class ids). When a new experience arrives every class is trimmed to its new
-    quota; new classes fill theirs with a random choice of their samples (seeded).
+    the lowest class ids). Each class's share is a uniform random sample of every sample of that
+    class offered so far (reservoir sampling per class), so a class that comes back in a later
+    experience (domain-incremental streams) refreshes its share. When new classes arrive, every
+    stored class is trimmed to its new quota by a uniform random choice (seeded).
     """
 
     def __init__(self, *, memory_size: int, seed: int = 0) -> None:
         check_number("memory_size", memory_size, low=1, integer=True, owner="ClassBalancedBuffer")
         self.memory_size, self.seed = memory_size, seed
         self.per_class: dict[int, dict[str, Tensor]] = {}
+        self.n_seen: dict[int, int] = {}
         self.n_updates = 0
 
     def __len__(self) -> int:
         return sum(int(v["y"].numel()) for v in self.per_class.values())
+
+    def quotas(self, classes: list[int]) -> dict[int, int]:
+        """Samples allowed per class when ``classes`` have been seen."""
+        classes = sorted(classes)
+        base, extra = divmod(self.memory_size, len(classes))
+        return {c: base + (1 if i < extra else 0) for i, c in enumerate(classes)}
 
     def add_experience(self, x: Tensor, y: Tensor, ids: Tensor, task: Tensor | None = None) -> None:
         """Update the memory with an experience's data (all of it, as at an experience's end)."""
         task = torch.full_like(y, -1) if task is None else task
         gen = generator(self.seed, "class-balanced", self.n_updates)
         self.n_updates += 1
-        classes = sorted(set(self.per_class) | set(int(c) for c in torch.unique(y)))
-        base, extra = divmod(self.memory_size, len(classes))
-        quota = {c: base + (1 if i < extra else 0) for i, c in enumerate(classes)}
-        for c in classes:
-            if c in self.per_class:
-                kept = self.per_class[c]
-                self.per_class[c] = {k: v[: quota[c]] for k, v in kept.items()}
-                continue
+        quota = self.quotas(list(set(self.per_class) | set(int(c) for c in torch.unique(y))))
+        for c in sorted(quota):
+            kept = self.per_class.get(c)
+            if kept is not None and kept["y"].numel() > quota[c]:
+                keep = torch.randperm(kept["y"].numel(), generator=gen)[: quota[c]].sort().values
+                kept = {k: v[keep] for k, v in kept.items()}
             rows = (y == c).nonzero().reshape(-1)
-            rows = rows[torch.randperm(rows.numel(), generator=gen)[: quota[c]]]
-            self.per_class[c] = {"x": x[rows].detach().clone(), "y": y[rows].clone(), "ids": ids[rows].clone(), "task": task[rows].clone()}
+            n_before = self.n_seen.get(c, 0)
+            self.n_seen[c] = n_before + int(rows.numel())
+            if kept is None:
+                kept = {"x": x[rows[:0]].detach().clone(), "y": y[rows[:0]].clone(), "ids": ids[rows[:0]].clone(), "task": task[rows[:0]].clone()}
+            # Algorithm R within the class: sample j (0-based among the class's samples) goes in
+            # while there is room, otherwise replaces slot r ~ U{0..j} if r < quota.
+            slots = [int(i) for i in range(kept["y"].numel())]
+            chosen: dict[int, int] = {}  # slot -> row of the new data
+            draws = torch.randint(0, 2**62, (int(rows.numel()),), generator=gen)
+            size = len(slots)
+            for k, r in enumerate(rows.tolist()):
+                j = n_before + k
+                if size < quota[c]:
+                    chosen[size] = r
+                    size += 1
+                else:
+                    slot = int(draws[k] % (j + 1))
+                    if slot < quota[c]:
+                        chosen[slot] = r
+            new = {key: val.clone() for key, val in kept.items()}
+            grow = size - kept["y"].numel()
+            if grow:
+                pad = rows[:1].expand(grow)
+                new = {
+                    "x": torch.cat([new["x"], x[pad].detach()]),
+                    "y": torch.cat([new["y"], y[pad]]),
+                    "ids": torch.cat([new["ids"], ids[pad]]),
+                    "task": torch.cat([new["task"], task[pad]]),
+                }
+            if chosen:
+                where = torch.tensor(sorted(chosen))
+                src = torch.tensor([chosen[s] for s in sorted(chosen)])
+                new["x"][where] = x[src].detach()
+                new["y"][where], new["ids"][where], new["task"][where] = y[src], ids[src], task[src]
+            self.per_class[c] = new
 
     def filled(self) -> dict[str, Tensor | None]:
         """All stored samples, classes in ascending order."""

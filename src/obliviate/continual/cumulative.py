@@ -1,0 +1,35 @@
+"""Cumulative training: fine-tune on everything seen so far."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from obliviate.continual.base import Batch, DataView, Strategy, cross_entropy
+
+
+class Cumulative(Strategy):
+    """At experience ``i``, keep training the current model on the union of experiences ``0..i``
+    (``data_view = "seen"``): unlimited replay, an upper bound for replay methods.
+
+    Notes
+    -----
+    The model is fine-tuned, not retrained from scratch, at every experience (as Avalanche's
+    ``Cumulative``); an epoch at experience ``i`` therefore covers ``i + 1`` experiences' data.
+
+    References
+    ----------
+    Lomonaco, V. et al. (2021). Avalanche: an end-to-end library for continual learning. CVPR
+    Workshops (the ``Cumulative`` baseline).
+    van de Ven, G. M., Tuytelaars, T. & Tolias, A. S. (2022). Three types of incremental learning.
+    Nature Machine Intelligence 4, 1185-1197.
+    """
+
+    data_view: ClassVar[DataView] = "seen"
+
+    def __init__(self) -> None:
+        pass
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        return cross_entropy(model, batch)

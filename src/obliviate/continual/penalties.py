@@ -1,0 +1,199 @@
+"""Shared pieces of regularisation strategies: diagonal Fisher, quadratic anchors, distillation.
+
+Plain functions over named parameters (``dict[str, Tensor]`` keyed as in
+``model.named_parameters()``), so EWC, SI, MAS, L2 and friends share them without inheritance:
+
+- :func:`trainable` / :func:`snapshot`: the trainable parameters, live or as a detached copy;
+- :func:`per_sample_grads`: per-sample gradients of the cross-entropy (vectorised with
+  ``torch.func``) and :func:`per_sample_grads_loop`, the brute-force reference;
+- :func:`diagonal_fisher`: the diagonal Fisher information, empirical or true;
+- :func:`quadratic_penalty`: ``sum_i omega_i (theta_i - theta*_i)^2``;
+- :func:`distillation_loss`: soft-target cross-entropy at a temperature (Hinton et al., 2015).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, jacrev, vmap
+
+from obliviate._rng import generator
+from obliviate._validation import check_choice
+from obliviate.data.dataset import Dataset
+from obliviate.models.base import Model
+
+FISHERS = ("empirical", "true")
+
+__all__ = [
+    "FISHERS",
+    "diagonal_fisher",
+    "distillation_loss",
+    "per_sample_grads",
+    "per_sample_grads_loop",
+    "quadratic_penalty",
+    "snapshot",
+    "trainable",
+]
+
+
+def trainable(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The parameters with ``requires_grad``, by name."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def snapshot(model: nn.Module) -> dict[str, Tensor]:
+    """A detached copy of the trainable parameters (an anchor ``theta*``)."""
+    return {n: p.detach().clone() for n, p in trainable(model).items()}
+
+
+def quadratic_penalty(model: nn.Module, importance: Mapping[str, Tensor], anchor: Mapping[str, Tensor]) -> Tensor:
+    """``sum_i importance_i * (theta_i - anchor_i)^2`` over the parameters named in ``importance``.
+
+    No factor 1/2 and no strength: callers multiply (EWC uses ``reg_strength / 2``). A plain L2
+    anchor is ``importance = 1`` everywhere. Parameters missing from the model are an error.
+    """
+    params = dict(model.named_parameters())
+    total: Tensor | None = None
+    for name, omega in importance.items():
+        term = (omega * (params[name] - anchor[name]).pow(2)).sum()
+        total = term if total is None else total + term
+    if total is None:
+        return next(iter(params.values())).new_zeros(())
+    return total
+
+
+def distillation_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """Soft-target cross-entropy ``-mean_b sum_c softmax(teacher/T)_c log softmax(student/T)_c``.
+
+    This is Li & Hoiem's (2017) eq. (2) knowledge-distillation loss (their ``T = 2``); it equals
+    ``KL(teacher || student)`` plus the teacher's entropy, which has no gradient. It is **not**
+    multiplied by ``T^2`` (Hinton et al., 2015, do so; LwF does not). ``teacher`` is detached.
+    """
+    target = torch.softmax(teacher.detach() / temperature, dim=1)
+    return -(target * torch.log_softmax(student / temperature, dim=1)).sum(dim=1).mean()
+
+
+# ---- per-sample gradients ----------------------------------------------------------------------
+
+
+def _call(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor, task: Tensor | None) -> Tensor:
+    args = (x, task) if isinstance(model, Model) else (x,)
+    return functional_call(model, ({**params}, {**buffers}), args)
+
+
+def _groups(task: Tensor | None, n: int) -> list[tuple[Tensor, Tensor | None]]:
+    """Row indices grouped by task id (task tensors cannot be vmapped through a multi-head model)."""
+    if task is None:
+        return [(torch.arange(n), None)]
+    return [((task == t).nonzero().reshape(-1), t.reshape(1)) for t in torch.unique(task)]
+
+
+def per_sample_grads(
+    model: nn.Module, x: Tensor, y: Tensor | None, task: Tensor | None = None, *, chunk_size: int = 64
+) -> dict[str, Tensor]:
+    """Per-sample gradients, vectorised with ``torch.func.vmap``.
+
+    With labels ``y``: gradients of each sample's cross-entropy, shape ``[N, *param.shape]``.
+    With ``y=None``: gradients of every class's log-probability, ``[N, C, *param.shape]``
+    (the ingredients of the true Fisher). Parameters are the trainable ones, by name; the model
+    is called in its current train/eval mode and its ``.grad`` fields are left untouched.
+    """
+    params = {n: p.detach() for n, p in trainable(model).items()}
+    buffers = dict(model.named_buffers())
+    n = x.shape[0]
+    out: dict[str, Tensor] = {}
+    for rows, t in _groups(task, n):
+
+        def log_probs(p: dict[str, Tensor], xi: Tensor, t: Tensor | None = t) -> Tensor:
+            return torch.log_softmax(_call(model, p, buffers, xi.unsqueeze(0), t), dim=1)[0]
+
+        if y is None:
+            fn = vmap(jacrev(log_probs), in_dims=(None, 0), chunk_size=chunk_size)
+            res = fn(params, x[rows])
+        else:
+
+            def nll(p: dict[str, Tensor], xi: Tensor, yi: Tensor) -> Tensor:
+                return -log_probs(p, xi).gather(0, yi.reshape(1))[0]
+
+            fn = vmap(grad(nll), in_dims=(None, 0, 0), chunk_size=chunk_size)
+            res = fn(params, x[rows], y[rows])
+        for name, g in res.items():
+            if name not in out:
+                out[name] = g.new_zeros((n, *g.shape[1:]))
+            out[name][rows] = g
+    return out
+
+
+def per_sample_grads_loop(model: nn.Module, x: Tensor, y: Tensor | None, task: Tensor | None = None) -> dict[str, Tensor]:
+    """The brute-force reference of :func:`per_sample_grads`: one ``autograd.grad`` per sample
+    (and per class when ``y`` is None)."""
+    params = trainable(model)
+    names = list(params)
+    rows: dict[str, list[Tensor]] = {k: [] for k in names}
+    for i in range(x.shape[0]):
+        t = None if task is None else task[i : i + 1]
+        logp = torch.log_softmax(_call(model, params, dict(model.named_buffers()), x[i : i + 1], t), dim=1)[0]
+        targets = range(logp.shape[0]) if y is None else [int(y[i])]
+        per_class = []
+        for c in targets:
+            value = logp[c] if y is None else -logp[c]
+            gs = torch.autograd.grad(value, list(params.values()), retain_graph=True, allow_unused=True)
+            per_class.append([torch.zeros_like(p) if g is None else g for g, p in zip(gs, params.values())])
+        for j, k in enumerate(names):
+            stacked = torch.stack([g[j] for g in per_class])
+            rows[k].append(stacked if y is None else stacked[0])
+    return {k: torch.stack(v) for k, v in rows.items()}
+
+
+def diagonal_fisher(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    fisher: str = "empirical",
+    n_samples: int | None = None,
+    seed: int = 0,
+    key: object = "fisher",
+    vectorised: bool = True,
+    chunk_size: int = 256,
+) -> dict[str, Tensor]:
+    """The diagonal of the Fisher information of ``model`` on ``data``, by parameter name.
+
+    ``fisher="empirical"``: ``F_i = mean_n (d/d theta_i log p(y_n | x_n))^2`` at the true labels.
+    ``fisher="true"``: ``F_i = mean_n sum_c p(c | x_n) (d/d theta_i log p(c | x_n))^2``, the exact
+    expectation over the model's predictive distribution (a sum over all classes weighted by
+    ``p``, not a Monte-Carlo sample of labels).
+
+    ``n_samples``: use a random subset of that many rows (drawn from ``generator(seed, key)``);
+    None uses every row. The model is evaluated in eval mode (its mode is restored).
+    ``vectorised=False`` computes the same with a per-sample loop (the reference).
+    """
+    check_choice("fisher", fisher, FISHERS)
+    if n_samples is not None and n_samples < len(data):
+        data = data.subset(torch.randperm(len(data), generator=generator(seed, key))[:n_samples])
+    was_training = model.training
+    model.eval()
+    try:
+        sums = {n: torch.zeros_like(p) for n, p in trainable(model).items()}
+        for start in range(0, len(data), chunk_size):
+            x = data.x[start : start + chunk_size]
+            y = data.y[start : start + chunk_size]
+            task = None if data.task is None else data.task[start : start + chunk_size]
+            labels = y if fisher == "empirical" else None
+            if vectorised:
+                g = per_sample_grads(model, x, labels, task)
+            else:
+                g = per_sample_grads_loop(model, x, labels, task)
+            if fisher == "true":
+                with torch.no_grad():
+                    p = torch.softmax(_call(model, trainable(model), dict(model.named_buffers()), x, task), dim=1)
+            for name in sums:
+                sq = g[name].detach().pow(2)
+                if fisher == "true":
+                    sq = (p.reshape(*p.shape, *([1] * (sq.ndim - 2))) * sq).sum(dim=1)
+                sums[name] += sq.sum(dim=0)
+    finally:
+        model.train(was_training)
+    n = max(len(data), 1)
+    return {name: s / n for name, s in sums.items()}

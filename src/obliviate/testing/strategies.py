@@ -1,0 +1,385 @@
+"""The strategy conformance suite: checks every registered continual strategy must pass.
+
+Each check is a function ``check_*(cls) -> None`` that raises :class:`AssertionError` with a
+message saying what is wrong, or :class:`NotApplicable` when the strategy's declarations
+(:mod:`obliviate.continual.base`) put it outside the check's scope. They run on a tiny setup
+(:func:`tiny_setup`: 4 synthetic classes in 2 experiences, an MLP with 16 hidden units, 2 epochs)
+so all checks of one strategy take about a second or two.
+
+The suite reads only the strategy's declarations, never probes: ``needs_task_ids`` (it then builds
+a task-incremental stream and a multi-head model), ``needs_task_boundaries``, ``data_view``,
+``neutral_params``, ``keeps_memory`` (+ ``memory_used()`` and the ``memory_size``
+hyperparameter) and ``freezes_parameters``.
+
+Usage::
+
+    from obliviate.testing import check_strategy
+    check_strategy("ewc")               # runs every check, raises on the first failure
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import pickle
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from obliviate._hyper import param_names
+from obliviate._rng import generator
+from obliviate.continual import strategy_class
+from obliviate.continual.base import Strategy, cross_entropy
+from obliviate.continual.loop import StreamResult, train_stream, training_data
+from obliviate.continual.naive import Naive
+from obliviate.data import build_scenario, synthetic_dataset
+from obliviate.data.scenarios import Stream
+from obliviate.errors import ObliviateError
+from obliviate.models import ModelSpec, model_for_stream
+from obliviate.training import Batch, TrainConfig, batches, make_optimizer
+
+__all__ = [
+    "STRATEGY_CHECKS",
+    "NotApplicable",
+    "check_strategy",
+    "tiny_setup",
+]
+
+
+class NotApplicable(Exception):  # noqa: N818 - it is a signal, not an error
+    """Raised by a check whose scope excludes the strategy (by its declarations)."""
+
+
+StrategyType = type[Strategy]
+
+
+# ---- the tiny setup -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """A stream, a model spec and a recipe small enough for a unit test."""
+
+    stream: Stream
+    spec: ModelSpec
+    config: TrainConfig
+
+    def model(self) -> nn.Module:
+        return model_for_stream(self.spec, self.stream)
+
+
+def tiny_setup(cls: StrategyType, *, seed: int = 0, task_free: bool = False) -> Setup:
+    """4 synthetic classes in 2 experiences (task-incremental when the strategy needs task ids),
+    an MLP with 16 hidden units and 2 epochs of SGD with batch size 16."""
+    train, test = synthetic_dataset(n_classes=4, n_per_class=40, n_features=8, seed=seed)
+    scenario = "task-incremental" if cls.needs_task_ids else "class-incremental"
+    stream = build_scenario(scenario, train, test, n_experiences=2, seed=seed)
+    if task_free:
+        stream = dataclasses.replace(stream, boundaries=False)
+    config = TrainConfig(n_epochs=2, batch_size=16, lr=0.1, seed=seed)
+    return Setup(stream, ModelSpec(hidden=(16,), seed=seed), config)
+
+
+def _run(strategy: Strategy, setup: Setup, **kwargs: Any) -> tuple[nn.Module, StreamResult]:
+    model = setup.model()
+    return model, train_stream(model, setup.stream, strategy, setup.config, **kwargs)
+
+
+def _resolve(cls_or_name: StrategyType | str) -> StrategyType:
+    return strategy_class(cls_or_name) if isinstance(cls_or_name, str) else cls_or_name
+
+
+def _learned(strategy: Strategy) -> list[str]:
+    return sorted(k for k in vars(strategy) if k.endswith("_") and not k.startswith("__"))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Deep equality that treats tensors and arrays bitwise (NaN equal to NaN)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and bool(
+            torch.equal(torch.nan_to_num(a), torch.nan_to_num(b))
+        )
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return bool(a == b)
+
+
+def _weights_equal(m1: nn.Module, m2: nn.Module) -> bool:
+    return _same(m1.state_dict(), m2.state_dict())
+
+
+def _assert_same_run(name: str, a: tuple[nn.Module, StreamResult], b: tuple[nn.Module, StreamResult], what: str) -> None:
+    assert _weights_equal(a[0], b[0]), f"{name}: {what}: the final weights differ"
+    assert _same(a[1].accuracy_matrix, b[1].accuracy_matrix), (
+        f"{name}: {what}: the accuracy matrices differ:\n{a[1].accuracy_matrix}\n{b[1].accuracy_matrix}"
+    )
+
+
+def _drive(strategy: Strategy, setup: Setup, model: nn.Module) -> Iterator[tuple[str, int, Batch | None]]:
+    """The loop's hook sequence, step by step, yielding after every hook (for checks that watch
+    the model between hooks). Same data order and optimiser as :func:`train_stream`."""
+    stream, config = setup.stream, setup.config
+    for i, exp in enumerate(stream):
+        data = training_data(stream, i, strategy.data_view)
+        gen = generator(config.seed, "stream", i)
+        model.train(i % 2 == 0)  # the hooks must also leave an eval-mode model in eval mode
+        yield "before-begin", i, None
+        strategy.begin(model, exp)
+        yield "begin", i, None
+        opt = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
+        for _ in range(config.n_epochs):
+            for batch in batches(data, config.batch_size, gen, experience=i):
+                model.train()
+                opt.zero_grad(set_to_none=True)
+                yield "before-loss", i, batch
+                loss = strategy.loss(model, batch)
+                yield "loss", i, batch
+                loss.backward()
+                yield "backward", i, batch
+                strategy.adjust_gradients(model)
+                yield "adjust_gradients", i, batch
+                opt.step()
+        model.train(i % 2 == 1)
+        yield "before-end", i, None
+        strategy.end(model, exp)
+        yield "end", i, None
+
+
+# ---- the checks ---------------------------------------------------------------------------------
+
+
+def check_default_constructible(cls: StrategyType) -> None:
+    """``cls()`` works; every constructor argument is keyword-only with a default; ``get_params``
+    reads them all back; ``repr`` and ``clone`` work."""
+    name = cls.__name__
+    sig = inspect.signature(cls.__init__)
+    for p in list(sig.parameters.values())[1:]:
+        assert p.kind is p.KEYWORD_ONLY, f"{name}: constructor argument {p.name!r} must be keyword-only"
+        assert p.default is not p.empty, f"{name}: constructor argument {p.name!r} needs a default"
+    strategy = cls()
+    params = strategy.get_params()
+    assert list(params) == param_names(cls), f"{name}: get_params() does not read back every argument"
+    for k, v in params.items():
+        assert _same(v, sig.parameters[k].default), f"{name}: attribute {k!r} = {v!r} is not the default it was given"
+    assert name in repr(strategy)
+    assert _same(strategy.clone().get_params(), params), f"{name}: clone() changes the hyperparameters"
+
+
+def check_no_learned_state_before_training(cls: StrategyType) -> None:
+    """A fresh strategy holds no attribute ending in ``_`` (learned state)."""
+    learned = _learned(cls())
+    assert not learned, f"{cls.__name__}: learned state {learned} exists before training; create it in a hook"
+
+
+def check_params_unchanged_by_training(cls: StrategyType) -> None:
+    """Training leaves ``get_params()`` exactly as constructed."""
+    strategy = cls()
+    before = copy.deepcopy(strategy.get_params())
+    _run(strategy, tiny_setup(cls))
+    after = strategy.get_params()
+    assert _same(before, after), f"{cls.__name__}: training changed hyperparameters {before} -> {after}"
+
+
+def check_clone_is_fresh(cls: StrategyType) -> None:
+    """``clone()`` of a trained strategy has no learned state, the same hyperparameters, and trains
+    exactly like a new strategy."""
+    setup = tiny_setup(cls)
+    trained = cls()
+    first = _run(trained, setup)
+    clone = trained.clone()
+    assert not _learned(clone), f"{cls.__name__}: clone() carries learned state {_learned(clone)}"
+    assert _same(clone.get_params(), trained.get_params()), f"{cls.__name__}: clone() changed hyperparameters"
+    _assert_same_run(cls.__name__, first, _run(clone, setup), "training a clone vs the original")
+
+
+def check_deterministic(cls: StrategyType) -> None:
+    """The same seed gives bitwise the same weights and accuracy matrix."""
+    setup = tiny_setup(cls)
+    _assert_same_run(cls.__name__, _run(cls(), setup), _run(cls(), setup), "two runs with the same seed")
+
+
+def check_inputs_not_mutated(cls: StrategyType) -> None:
+    """Training does not modify the stream's tensors (features, labels, ids, task ids)."""
+    setup = tiny_setup(cls)
+
+    def tensors(stream: Stream) -> list[torch.Tensor | None]:
+        out: list[torch.Tensor | None] = []
+        for e in stream:
+            for d in (e.train, e.test):
+                out += [d.x.clone(), d.y.clone(), d.ids.clone(), None if d.task is None else d.task.clone()]
+        return out
+
+    before = tensors(setup.stream)
+    _run(cls(), setup)
+    assert _same(before, tensors(setup.stream)), f"{cls.__name__}: training mutated the stream's data"
+
+
+def check_hooks_restore_mode(cls: StrategyType) -> None:
+    """Every hook leaves the model's train/eval mode and every ``requires_grad`` as it found them
+    (strategies that declare ``freezes_parameters``: ``requires_grad`` over the whole experience)."""
+    setup = tiny_setup(cls)
+    strategy = cls()
+    model = setup.model()
+
+    def snap() -> tuple[list[bool], dict[str, bool]]:
+        return [m.training for m in model.modules()], {n: p.requires_grad for n, p in model.named_parameters()}
+
+    last = snap()
+    at_begin = last
+    for event, i, _ in _drive(strategy, setup, model):
+        now = snap()
+        if event.startswith("before") or event == "backward":
+            last = now
+            if event == "before-begin":
+                at_begin = now
+            continue
+        assert now[0] == last[0], f"{cls.__name__}: hook {event!r} (experience {i}) changed the model's train/eval mode"
+        if not cls.freezes_parameters:
+            assert now[1] == last[1], f"{cls.__name__}: hook {event!r} (experience {i}) changed requires_grad"
+        elif event == "end":
+            assert now[1] == at_begin[1], f"{cls.__name__}: requires_grad not restored by the end of experience {i}"
+        last = now
+
+
+def check_neutral_equals_naive(cls: StrategyType) -> None:
+    """With its declared ``neutral_params`` the strategy is bitwise naive fine-tuning."""
+    if not cls.neutral_params:
+        raise NotApplicable("declares no neutral_params (not a regulariser)")
+    setup = tiny_setup(cls)
+    neutral = cls(**dict(cls.neutral_params))
+    _assert_same_run(cls.__name__, _run(neutral, setup), _run(Naive(), setup), f"{dict(cls.neutral_params)} vs naive")
+
+
+def check_default_differs_from_naive(cls: StrategyType) -> None:
+    """With default hyperparameters a regulariser changes the result (its term is not dead)."""
+    if not cls.neutral_params:
+        raise NotApplicable("declares no neutral_params (not a regulariser)")
+    setup = tiny_setup(cls)
+    model, _ = _run(cls(), setup)
+    naive, _ = _run(Naive(), setup)
+    assert not _weights_equal(model, naive), f"{cls.__name__}: default hyperparameters give naive fine-tuning's weights"
+
+
+def check_resume_equals_uninterrupted(cls: StrategyType) -> None:
+    """A checkpoint after experience 1 (``stop_after``) resumed into a fresh model equals the run
+    that never stopped."""
+    setup = tiny_setup(cls)
+    full = _run(cls(), setup)
+    _, part = _run(cls(), setup, stop_after=1)
+    _assert_same_run(cls.__name__, full, _run(cls(), setup, resume=part.state), "stop after 1 + resume")
+
+
+def check_pickle_roundtrip(cls: StrategyType) -> None:
+    """Pickle and deepcopy of a fresh strategy keep its hyperparameters; mid-stream, a pickled or
+    deep-copied checkpoint (strategy state included) resumes into the uninterrupted run."""
+    setup = tiny_setup(cls)
+    fresh = cls()
+    for copied in (pickle.loads(pickle.dumps(fresh)), copy.deepcopy(fresh)):
+        assert type(copied) is cls and _same(copied.get_params(), fresh.get_params()), f"{cls.__name__}: copy lost hyperparameters"
+    full = _run(cls(), setup)
+    _, part = _run(cls(), setup, stop_after=1)
+    for how, state in (("pickle", pickle.loads(pickle.dumps(part.state))), ("deepcopy", copy.deepcopy(part.state))):
+        _assert_same_run(cls.__name__, full, _run(cls(), setup, resume=state), f"{how} of the mid-stream state + resume")
+
+
+def check_memory_bounded(cls: StrategyType) -> None:
+    """A strategy that keeps a memory never stores more than ``memory_size`` samples (checked after
+    every hook, with a small memory) and does store some after the first experience."""
+    if not cls.keeps_memory:
+        raise NotApplicable("declares keeps_memory = False")
+    assert "memory_size" in param_names(cls), f"{cls.__name__}: keeps_memory needs a memory_size hyperparameter"
+    for size in (5, cls().get_params()["memory_size"]):
+        setup = tiny_setup(cls)
+        strategy = cls(**{**cls().get_params(), "memory_size": size})
+        for event, i, _ in _drive(strategy, setup, setup.model()):
+            used = strategy.memory_used()
+            assert 0 <= used <= size, f"{cls.__name__}: stores {used} samples after {event!r} with memory_size={size}"
+        assert strategy.memory_used() > 0, f"{cls.__name__}: memory_used() is 0 after training with memory_size={size}"
+
+
+def check_finite_gradients(cls: StrategyType) -> None:
+    """At every step, every trainable parameter that plain cross-entropy reaches gets a gradient,
+    and every gradient is finite."""
+    setup = tiny_setup(cls)
+    strategy = cls()
+    model = setup.model()
+    n_steps = 0
+    reached: set[str] = set()
+    for event, i, batch in _drive(strategy, setup, model):
+        if event == "before-loss":
+            assert batch is not None
+            params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+            grads = torch.autograd.grad(cross_entropy(model, batch), list(params.values()), allow_unused=True)
+            reached = {n for n, g in zip(params, grads) if g is not None}
+        if event != "adjust_gradients":
+            continue
+        n_steps += 1
+        for n, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            if n in reached:
+                assert p.grad is not None, f"{cls.__name__}: trainable parameter {n!r} got no gradient (experience {i})"
+            if p.grad is not None:
+                assert bool(torch.isfinite(p.grad).all()), f"{cls.__name__}: non-finite gradient in {n!r} (experience {i})"
+    assert n_steps > 0, f"{cls.__name__}: no training step was taken"
+
+
+def check_declared_boundaries(cls: StrategyType) -> None:
+    """A strategy that declares ``needs_task_boundaries`` is refused on a task-free stream; one
+    that does not runs on it."""
+    setup = tiny_setup(cls, task_free=True)
+    if cls.needs_task_boundaries:
+        try:
+            _run(cls(), setup)
+        except ObliviateError as err:
+            assert "task boundaries" in str(err)
+            return
+        raise AssertionError(f"{cls.__name__}: declares needs_task_boundaries but ran on a task-free stream")
+    _, res = _run(cls(), setup)
+    assert not np.isnan(res.accuracy_matrix).all(), f"{cls.__name__}: no accuracy on a task-free stream"
+
+
+STRATEGY_CHECKS: tuple[Callable[[StrategyType], None], ...] = (
+    check_default_constructible,
+    check_no_learned_state_before_training,
+    check_params_unchanged_by_training,
+    check_clone_is_fresh,
+    check_deterministic,
+    check_inputs_not_mutated,
+    check_hooks_restore_mode,
+    check_neutral_equals_naive,
+    check_default_differs_from_naive,
+    check_resume_equals_uninterrupted,
+    check_pickle_roundtrip,
+    check_memory_bounded,
+    check_finite_gradients,
+    check_declared_boundaries,
+)
+"""Every strategy check, in order; parametrise tests over ``(strategy, check)``."""
+
+
+def check_strategy(
+    cls_or_name: StrategyType | str, *, checks: tuple[Callable[[StrategyType], None], ...] = STRATEGY_CHECKS
+) -> dict[str, str]:
+    """Run every check on a strategy class (or registry name); raise on the first failure.
+
+    Returns ``{check name: "passed" | "not applicable: <why>"}``.
+    """
+    cls = _resolve(cls_or_name)
+    report: dict[str, str] = {}
+    for check in checks:
+        try:
+            check(cls)
+        except NotApplicable as why:
+            report[check.__name__] = f"not applicable: {why}"
+        else:
+            report[check.__name__] = "passed"
+    return report
