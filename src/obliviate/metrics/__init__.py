@@ -9,6 +9,15 @@ from obliviate.metrics.accuracy_matrix import (
     learning_accuracy,
     summary,
 )
+from obliviate.metrics.epsilon import bin_scores, per_example_epsilon
+from obliviate.metrics.membership import auc, entropy_auc, logistic_attack, loss_threshold_auc, membership_attacks
+from obliviate.metrics.unlearning import (
+    accuracy_gaps,
+    confidence_scores,
+    final_score,
+    forgetting_quality,
+    js_divergence,
+)
 
 __all__ = [
     "average_accuracy",
@@ -18,4 +27,16 @@ __all__ = [
     "forward_transfer",
     "learning_accuracy",
     "summary",
+    "accuracy_gaps",
+    "auc",
+    "bin_scores",
+    "confidence_scores",
+    "entropy_auc",
+    "final_score",
+    "forgetting_quality",
+    "js_divergence",
+    "logistic_attack",
+    "loss_threshold_auc",
+    "membership_attacks",
+    "per_example_epsilon",
 ]
