@@ -25,6 +25,7 @@ from obliviate.errors import ObliviateError
 COMMANDS: tuple[str, ...] = (
     "obliviate.cli.listing",
     "obliviate.cli.events",
+    "obliviate.cli.bench",
 )
 
 
