@@ -21,6 +21,8 @@ STRATEGIES: dict[str, str] = {
     "l2": "obliviate.continual.l2:L2",
     "der": "obliviate.continual.der:DER",
     "derpp": "obliviate.continual.derpp:DERpp",
+    "icarl": "obliviate.continual.icarl:ICaRL",
+    "gdumb": "obliviate.continual.gdumb:GDumb",
     "gem": "obliviate.continual.gem:GEM",
     "agem": "obliviate.continual.agem:AGEM",
     "packnet": "obliviate.continual.packnet:PackNet",
