@@ -1,0 +1,173 @@
+"""Evaluate an unlearned model against the retrained oracle (same seed) and the original.
+
+:func:`evaluate_unlearning` reports, for the original, the oracle and the unlearned model:
+retain / forget / test accuracy, membership-inference attacks (forget set = members, held-out
+test samples of the forget set's classes = non-members), the gaps to the oracle, the output
+distance to the oracle (JS divergence of softmax outputs on the forget and test sets) and the
+relearn time (fine-tuning steps on the forget set until forget accuracy returns to the
+original's). :func:`forgetting_quality` scores N unlearned against N oracle models as the
+NeurIPS-2023 unlearning challenge did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from obliviate._rng import generator
+from obliviate.data.dataset import Dataset
+from obliviate.metrics.membership import membership_attacks
+from obliviate.metrics.unlearning import confidence_scores, final_score, js_divergence
+from obliviate.metrics.unlearning import forgetting_quality as _fq
+from obliviate.training import TrainConfig, accuracy, batches, make_optimizer, predict_logits
+from obliviate.unlearning._ops import clone_model, cross_entropy
+from obliviate.unlearning.base import ForgetRequest
+
+RELEARN = TrainConfig(n_epochs=1, batch_size=32, lr=1e-3, optimizer="adam", seed=0)
+"""Recovery attack optimiser: Adam, lr 1e-3, batch 32 on the forget set."""
+
+
+def nonmembers(request: ForgetRequest, test: Dataset) -> Dataset:
+    """Held-out samples to contrast with the forget set: the test rows of the classes present in
+    the forget set (all of the test set for random forgetting; the forgotten class for class
+    forgetting, so the attack compares like with like)."""
+    classes = torch.unique(request.forget.y)
+    sub = test.subset(torch.isin(test.y, classes))
+    return sub if len(sub) else test
+
+
+def model_report(model: nn.Module, request: ForgetRequest, test: Dataset, held_out: Dataset, *, seed: int = 0) -> dict[str, Any]:
+    """Accuracies and membership attacks of one model."""
+    retain = request.retain if request.retain is not None else request.forget.subset([])
+    out: dict[str, Any] = {
+        "retain_acc": accuracy(model, retain) if len(retain) else float("nan"),
+        "forget_acc": accuracy(model, request.forget),
+        "test_acc": accuracy(model, test),
+    }
+    if len(request.forget):
+        lf, lt = predict_logits(model, request.forget), predict_logits(model, held_out)
+        mia = membership_attacks(
+            F.cross_entropy(lf, request.forget.y, reduction="none"),
+            F.cross_entropy(lt, held_out.y, reduction="none"),
+            lf.softmax(1), lt.softmax(1), seed=seed,
+        )
+    else:
+        mia = dict.fromkeys(("loss_auc", "entropy_auc", "logistic_auc", "logistic_accuracy"), float("nan"))
+    out["mia_auc"] = mia["loss_auc"]
+    out["mia"] = mia
+    return out
+
+
+def relearn_steps(model: nn.Module, forget: Dataset, target_acc: float, *, cap: int = 200,
+                  config: TrainConfig = RELEARN) -> int:
+    """Optimiser steps of fine-tuning a copy of ``model`` on ``forget`` until its forget accuracy
+    reaches ``target_acc``; ``cap`` if it never does within ``cap`` steps (0 if it already does)."""
+    if len(forget) == 0 or accuracy(model, forget) >= target_acc:
+        return 0
+    m = clone_model(model)
+    params = [p for p in m.parameters() if p.requires_grad]
+    opt = make_optimizer(params, config)
+    gen = generator(config.seed, "relearn")
+    steps = 0
+    while steps < cap:
+        for batch in batches(forget, config.batch_size, gen):
+            m.train()
+            opt.zero_grad(set_to_none=True)
+            cross_entropy(m, batch).backward()
+            opt.step()
+            steps += 1
+            if accuracy(m, forget) >= target_acc or steps >= cap:
+                return steps
+    return steps
+
+
+def evaluate_unlearning(
+    original: nn.Module,
+    oracle: nn.Module,
+    unlearned: nn.Module,
+    request: ForgetRequest,
+    test: Dataset,
+    *,
+    relearn_cap: int = 200,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The evaluation of issue #4, as a JSON-ready dict (see the module docstring).
+
+    Keys: ``original``, ``oracle``, ``unlearned`` (each ``retain_acc``, ``forget_acc``,
+    ``test_acc``, ``mia_auc`` (loss-threshold AUC) and ``mia`` (all attacks)); ``gaps``
+    (unlearned minus oracle for the accuracies and AUCs); ``js_to_oracle`` (``forget``, ``test``
+    for the unlearned model, ``original_forget``, ``original_test`` for reference);
+    ``relearn_steps`` (unlearned), ``relearn_steps_oracle``, ``relearn_cap``.
+    """
+    held_out = nonmembers(request, test)
+    reports = {name: model_report(m, request, test, held_out, seed=seed)
+               for name, m in (("original", original), ("oracle", oracle), ("unlearned", unlearned))}
+    u, o = reports["unlearned"], reports["oracle"]
+    gaps = {k: u[k] - o[k] for k in ("retain_acc", "forget_acc", "test_acc", "mia_auc")}
+    gaps.update({f"mia_{k}": u["mia"][k] - o["mia"][k] for k in ("entropy_auc", "logistic_auc")})
+
+    def probs(m: nn.Module, d: Dataset) -> torch.Tensor:
+        return predict_logits(m, d).softmax(1)
+
+    js = {
+        "forget": js_divergence(probs(unlearned, request.forget), probs(oracle, request.forget)),
+        "test": js_divergence(probs(unlearned, test), probs(oracle, test)),
+        "original_forget": js_divergence(probs(original, request.forget), probs(oracle, request.forget)),
+        "original_test": js_divergence(probs(original, test), probs(oracle, test)),
+    }
+    target = reports["original"]["forget_acc"]
+    return {
+        **reports,
+        "gaps": gaps,
+        "js_to_oracle": js,
+        "relearn_steps": relearn_steps(unlearned, request.forget, target, cap=relearn_cap),
+        "relearn_steps_oracle": relearn_steps(oracle, request.forget, target, cap=relearn_cap),
+        "relearn_cap": relearn_cap,
+    }
+
+
+def forgetting_quality(
+    unlearned_models: Sequence[nn.Module],
+    oracle_models: Sequence[nn.Module],
+    request: ForgetRequest,
+    test: Dataset,
+    *,
+    delta: float = 1e-5,
+) -> dict[str, Any]:
+    """NeurIPS-2023 forgetting quality of N unlearned vs N oracle models on ``request.forget``.
+
+    Returns ``F``, ``score`` (= F * RA_u/RA_o * TA_u/TA_o with mean accuracies over the models),
+    the mean accuracies, ``mean_epsilon`` and ``n_models``.
+    """
+    if len(request.forget) == 0:
+        raise ValueError("forgetting quality needs a non-empty forget set")
+    retain = request.retain
+    assert retain is not None
+
+    def scores(models: Sequence[nn.Module]) -> np.ndarray:
+        return np.stack([confidence_scores(predict_logits(m, request.forget), request.forget.y) for m in models])
+
+    fq = _fq(scores(unlearned_models), scores(oracle_models), delta=delta)
+    ra_u = float(np.mean([accuracy(m, retain) for m in unlearned_models]))
+    ra_o = float(np.mean([accuracy(m, retain) for m in oracle_models]))
+    ta_u = float(np.mean([accuracy(m, test) for m in unlearned_models]))
+    ta_o = float(np.mean([accuracy(m, test) for m in oracle_models]))
+    return {
+        "F": fq["F"],
+        "score": final_score(fq["F"], ra_u, ra_o, ta_u, ta_o),
+        "mean_epsilon": fq["mean_epsilon"],
+        "retain_acc_unlearned": ra_u,
+        "retain_acc_oracle": ra_o,
+        "test_acc_unlearned": ta_u,
+        "test_acc_oracle": ta_o,
+        "n_models": len(unlearned_models),
+        "delta": delta,
+    }
+
+
+__all__ = ["evaluate_unlearning", "forgetting_quality", "model_report", "nonmembers", "relearn_steps"]
