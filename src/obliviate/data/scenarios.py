@@ -186,12 +186,16 @@ def joint(train: Dataset, test: Dataset, *, n_experiences: int = 1, seed: int = 
     return Stream("joint", (exp,), train.n_classes, train.sample_shape)
 
 
+from obliviate.data.streams import online, recurring  # noqa: E402  (streams builds on the above)
+
 SCENARIOS: dict[str, Callable[..., Stream]] = {
     "class-incremental": class_incremental,
     "task-incremental": task_incremental,
     "domain-permutation": domain_permutation,
     "domain-rotation": domain_rotation,
     "joint": joint,
+    "online": online,
+    "recurring": recurring,
 }
 
 
