@@ -15,6 +15,16 @@ UNLEARNERS: dict[str, str] = {
     "gradient_ascent": "obliviate.unlearning.gradient_ascent:GradientAscent",
     "neggrad_plus": "obliviate.unlearning.neggrad_plus:NegGradPlus",
     "newton": "obliviate.unlearning.newton:Newton",
+    "random_label": "obliviate.unlearning.random_label:RandomLabel",
+    "bad_teacher": "obliviate.unlearning.bad_teacher:BadTeacher",
+    "scrub": "obliviate.unlearning.scrub:SCRUB",
+    "ssd": "obliviate.unlearning.ssd:SSD",
+    "famr": "obliviate.unlearning.famr:FAMR",
+    "l1_sparse": "obliviate.unlearning.l1_sparse:L1Sparse",
+    "salun": "obliviate.unlearning.salun:SalUn",
+    "iau": "obliviate.unlearning.iau:IAU",
+    "scar": "obliviate.unlearning.scar:SCAR",
+    "upcore": "obliviate.unlearning.upcore:UPCORE",
 }
 
 
