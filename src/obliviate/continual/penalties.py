@@ -4,8 +4,8 @@ Plain functions over named parameters (``dict[str, Tensor]`` keyed as in
 ``model.named_parameters()``), so EWC, SI, MAS, L2 and friends share them without inheritance:
 
 - :func:`trainable` / :func:`snapshot`: the trainable parameters, live or as a detached copy;
-- :func:`per_sample_grads`: per-sample gradients of the cross-entropy (vectorised with
-  ``torch.func``) and :func:`per_sample_grads_loop`, the brute-force reference;
+- :func:`per_sample_grads`: per-sample gradients of the cross-entropy (vectorised as
+  one batched backward pass) and :func:`per_sample_grads_loop`, the brute-force reference;
 - :func:`diagonal_fisher`: the diagonal Fisher information, empirical or true;
 - :func:`quadratic_penalty`: ``sum_i omega_i (theta_i - theta*_i)^2``;
 - :func:`distillation_loss`: soft-target cross-entropy at a temperature (Hinton et al., 2015).
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, jacrev, vmap
+from torch.func import functional_call
 
 from obliviate._rng import generator
 from obliviate._validation import check_choice
@@ -83,47 +83,39 @@ def _call(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, 
     return functional_call(model, ({**params}, {**buffers}), args)
 
 
-def _groups(task: Tensor | None, n: int) -> list[tuple[Tensor, Tensor | None]]:
-    """Row indices grouped by task id (task tensors cannot be vmapped through a multi-head model)."""
-    if task is None:
-        return [(torch.arange(n), None)]
-    return [((task == t).nonzero().reshape(-1), t.reshape(1)) for t in torch.unique(task)]
-
-
 def per_sample_grads(
-    model: nn.Module, x: Tensor, y: Tensor | None, task: Tensor | None = None, *, chunk_size: int = 64
+    model: nn.Module, x: Tensor, y: Tensor | None, task: Tensor | None = None, *, chunk_size: int = 256
 ) -> dict[str, Tensor]:
-    """Per-sample gradients, vectorised with ``torch.func.vmap``.
+    """Per-sample gradients, vectorised as one batched backward pass.
 
     With labels ``y``: gradients of each sample's cross-entropy, shape ``[N, *param.shape]``.
     With ``y=None``: gradients of every class's log-probability, ``[N, C, *param.shape]``
     (the ingredients of the true Fisher). Parameters are the trainable ones, by name; the model
-    is called in its current train/eval mode and its ``.grad`` fields are left untouched.
+    is called in its current train/eval mode (use eval mode when samples could interact, as with
+    batch norm) and its ``.grad`` fields are left untouched.
+
+    The vector of per-sample (per-class) log-likelihoods is differentiated against a batch of
+    one-hot cotangents with ``torch.autograd.grad(..., is_grads_batched=True)``, which vmaps the
+    backward pass. (``torch.func.grad``/``jacrev`` would do the same but import ``torch._dynamo``,
+    several seconds, on first use.) Chunks keep at most ``chunk_size`` cotangents in memory.
     """
-    params = {n: p.detach() for n, p in trainable(model).items()}
-    buffers = dict(model.named_buffers())
-    n = x.shape[0]
-    out: dict[str, Tensor] = {}
-    for rows, t in _groups(task, n):
-
-        def log_probs(p: dict[str, Tensor], xi: Tensor, t: Tensor | None = t) -> Tensor:
-            return torch.log_softmax(_call(model, p, buffers, xi.unsqueeze(0), t), dim=1)[0]
-
-        if y is None:
-            fn = vmap(jacrev(log_probs), in_dims=(None, 0), chunk_size=chunk_size)
-            res = fn(params, x[rows])
-        else:
-
-            def nll(p: dict[str, Tensor], xi: Tensor, yi: Tensor) -> Tensor:
-                return -log_probs(p, xi).gather(0, yi.reshape(1))[0]
-
-            fn = vmap(grad(nll), in_dims=(None, 0, 0), chunk_size=chunk_size)
-            res = fn(params, x[rows], y[rows])
-        for name, g in res.items():
-            if name not in out:
-                out[name] = g.new_zeros((n, *g.shape[1:]))
-            out[name][rows] = g
-    return out
+    params = trainable(model)
+    names = list(params)
+    logp = torch.log_softmax(_call(model, params, dict(model.named_buffers()), x, task), dim=1)
+    values = logp if y is None else -logp.gather(1, y.reshape(-1, 1))  # [N, C] or [N, 1]
+    flat = values.reshape(-1)
+    parts: dict[str, list[Tensor]] = {k: [] for k in names}
+    for lo in range(0, flat.numel(), max(1, chunk_size)):
+        hi = min(flat.numel(), lo + max(1, chunk_size))
+        cotangents = torch.zeros(hi - lo, flat.numel(), dtype=flat.dtype)
+        cotangents[torch.arange(hi - lo), torch.arange(lo, hi)] = 1.0
+        grads = torch.autograd.grad(
+            flat, list(params.values()), cotangents, retain_graph=True, allow_unused=True, is_grads_batched=True
+        )
+        for k, g, p in zip(names, grads, params.values()):
+            parts[k].append(p.new_zeros((hi - lo, *p.shape)) if g is None else g.detach())
+    shape = (x.shape[0],) if y is not None else tuple(values.shape)
+    return {k: torch.cat(v).reshape(*shape, *params[k].shape) for k, v in parts.items()}
 
 
 def per_sample_grads_loop(model: nn.Module, x: Tensor, y: Tensor | None, task: Tensor | None = None) -> dict[str, Tensor]:
