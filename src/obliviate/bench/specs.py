@@ -27,6 +27,7 @@ A spec file holds optional top-level settings and any number of grid blocks of t
     n_shards = [1, 5]
     n_slices = [1, 4]
     graphs = ["none", "ring:1"]
+    n_deletions = 3                # single-sample deletions timed per run
 
 Every block also accepts ``seeds`` and the training keys ``model``, ``hidden``, ``n_epochs``,
 ``batch_size``, ``lr``, ``optimizer``, ``momentum``, ``weight_decay`` and ``limit`` (first
@@ -92,6 +93,7 @@ _BLOCK_KEYS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "n_slices": (_INT, True),
         "graphs": (_STR, True),
         "aggregation": (_STR, False),
+        "n_deletions": (_INT, False),
     },
 }
 _REQUIRED = {
@@ -386,7 +388,7 @@ def _expand_block(
     runs: list[dict[str, Any]] = []
     for combo in itertools.product(*(axes[k] for k in plain)):
         base = {"kind": kind, **{_SINGULAR.get(k, k): v for k, v in zip(plain, combo, strict=True)}}
-        for key in ("eval_every", "quality", "aggregation"):
+        for key in ("eval_every", "quality", "aggregation", "n_deletions"):
             if key in base and base[key] is None:
                 del base[key]
         methods = axes[method_key] if method_key else [None]

@@ -26,7 +26,7 @@ METRICS: dict[str, tuple[tuple[str, str], ...]] = {
         ("seconds", "s"),
     ),
     "sharded": (
-        ("test_acc", "test acc"),
+        ("test_accuracy", "test acc"),
         ("deletion_seconds", "deletion s"),
         ("train_seconds", "train s"),
         ("speedup", "speed-up"),

@@ -90,3 +90,15 @@ def register(app: typer.Typer) -> None:
             diff = "-" if r["diff"] != r["diff"] else f"{r['diff']:+.3f}"
             table.add_row(r["method"], r["metric"], str(r["n_a"]), fmt(*r["a"]), str(r["n_b"]), fmt(*r["b"]), diff)
         Console(width=200).print(table)
+
+    @app.command("report")
+    def report(
+        results_dir: str = typer.Argument(..., help="results directory written by `obliviate bench`"),
+        output: str = typer.Option("report.html", "--output", "-o", help="HTML file to write"),
+        title: str = typer.Option(None, help="report title"),
+    ) -> None:
+        """One self-contained HTML report (plots embedded) of a results directory."""
+        from obliviate.report.html import write_report
+
+        path = write_report(results_dir, output, title=title)
+        print(path)

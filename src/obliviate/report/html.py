@@ -1,0 +1,151 @@
+"""``obliviate report``: one self-contained HTML file from a results directory.
+
+Sections per run kind (continual learning, approximate unlearning, exact sharded unlearning),
+each with a mean ± std table over seeds and the plots of :mod:`obliviate.report.plots` embedded
+as SVG data URIs; a section without data is replaced by a one-line note. The last table lists
+every run with its resolved spec and provenance. Nothing is loaded from the network.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from obliviate.bench import results as store
+from obliviate.bench.summary import METRICS, fmt, method_label, summarize
+from obliviate.errors import ObliviateError
+from obliviate.report import plots as P
+
+SECTIONS: tuple[tuple[str, str, tuple[Callable[[Sequence[dict[str, Any]]], list[P.Plot]], ...], dict[str, str]], ...] = (
+    (
+        "learn",
+        "Continual learning",
+        (P.accuracy_heatmaps, P.experience_accuracy, P.continual_curves, P.forgetting_histograms),
+        {
+            "curves": "No continual-evaluation curves in these runs (set eval_every in the [[learn]] block).",
+            "events": "No forgetting-event counts in these runs (see `obliviate events`).",
+        },
+    ),
+    (
+        "forget",
+        "Approximate unlearning",
+        (P.unlearning_accuracy, P.tradeoff, P.mia),
+        {"mia": "No membership-inference AUCs in these runs."},
+    ),
+    (
+        "sharded",
+        "Exact unlearning (sharded)",
+        (P.deletion_cost, P.sharded_accuracy),
+        {},
+    ),
+)
+_EMPTY = {
+    "learn": "No continual-learning runs in this results directory; section omitted.",
+    "forget": "No approximate-unlearning runs in this results directory; section omitted.",
+    "sharded": "No sharded (exact unlearning) runs in this results directory; section omitted.",
+}
+
+
+def _summary_table(records: Sequence[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    summ = summarize(records)
+    if not summ:
+        return None
+    cols = [name for _, name in METRICS[kind] if any(name in v["stats"] for v in summ.values())]
+    rows = []
+    for method in sorted(summ):
+        v = summ[method]
+        rows.append([method_label(method), str(v["n"])] + [fmt(*v["stats"][c]) if c in v["stats"] else "-" for c in cols])
+    return {"header": ["method", "seeds", *cols], "rows": rows, "n_label": 1}
+
+
+def _figures(rec: dict[str, Any]) -> str:
+    if rec.get("status") != "ok":
+        return ""
+    out = []
+    for path, name in METRICS.get(rec.get("kind", ""), ()):
+        v = store.get(rec, path)
+        if v is not None and not store.is_timing(path):
+            out.append(f"{name} {v:.3f}")
+    return ", ".join(out)
+
+
+def _run_row(rec: dict[str, Any]) -> dict[str, Any]:
+    detail = {"run": rec.get("run"), "spec": rec.get("spec"), "provenance": rec.get("provenance"),
+              "timings": rec.get("timings")}
+    secs = (rec.get("timings") or {}).get("seconds")
+    return {
+        "key": rec.get("key", ""),
+        "kind": rec.get("kind", ""),
+        "label": rec.get("label", ""),
+        "status": rec.get("status", "?"),
+        "error": rec.get("error", ""),
+        "seconds": f"{secs:.1f}" if isinstance(secs, (int, float)) else "",
+        "figures": _figures(rec),
+        "commit": str((rec.get("provenance") or {}).get("git_commit") or "")[:12],
+        "detail": json.dumps(detail, indent=1, sort_keys=True, default=str),
+    }
+
+
+def build_report(records: Sequence[dict[str, Any]], *, source: str = "", title: str | None = None) -> str:
+    """The HTML text of the report for ``records`` (as :func:`obliviate.bench.results.read` gives)."""
+    import jinja2
+
+    from obliviate import __version__
+
+    ok = store.only_ok(records)
+    sections = []
+    for kind, name, makers, notes_for in SECTIONS:
+        recs = [r for r in ok if r.get("kind") == kind]
+        if not recs:
+            sections.append({"id": kind, "title": name, "empty": _EMPTY[kind], "plots": [], "notes": []})
+            continue
+        plots: list[P.Plot] = []
+        for make in makers:
+            plots.extend(make(recs))
+        kinds = {p.kind for p in plots}
+        notes = [text for k, text in notes_for.items() if k not in kinds]
+        sections.append({"id": kind, "title": name, "empty": "", "plots": plots, "notes": notes,
+                         "summary": _summary_table(recs, kind)})
+    counts = {k: sum(1 for r in ok if r.get("kind") == k) for k, *_ in SECTIONS}
+    failed = sum(1 for r in records if r.get("status") != "ok")
+    cards = [{"value": len(records), "label": "runs"}]
+    cards += [{"value": counts[k], "label": f"{n.lower()} runs"} for k, n, *_ in SECTIONS]
+    cards.append({"value": failed, "label": "failed runs"})
+    commits = sorted({str((r.get("provenance") or {}).get("git_commit")) for r in records if (r.get("provenance") or {}).get("git_commit")})
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(__file__).parent)),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template("report.html.j2").render(
+        title=title or "obliviate report",
+        source=source,
+        generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        version=__version__,
+        n_runs=len(records),
+        cards=cards,
+        commits=commits,
+        sections=sections,
+        runs=[_run_row(r) for r in sorted(records, key=lambda r: (r.get("kind", ""), r.get("label", "")))],
+    )
+
+
+def write_report(results_dir: str | Path, out: str | Path, *, title: str | None = None) -> Path:
+    """Read ``results_dir`` and write the report to ``out``; returns the path written."""
+    from obliviate.io import atomic_write_text
+
+    records = store.read(results_dir)
+    if not records:
+        raise ObliviateError(f"{results_dir}: the results file holds no runs yet")
+    html = build_report(records, source=str(results_dir), title=title)
+    target = Path(out)
+    atomic_write_text(target, html)
+    target.chmod(0o644)  # a report is for sharing; the temp file was private
+    return target
+
+
+__all__ = ["SECTIONS", "build_report", "write_report"]
