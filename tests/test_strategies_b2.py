@@ -113,10 +113,11 @@ def test_gem_agem_project_and_bound_memory(name):
     assert np.isfinite(result.accuracy_matrix).all()
 
 
-def test_packnet_freezes_claimed_weights_bitwise_and_masks_are_disjoint():
+@pytest.mark.parametrize("granularity", ["weight", "unit"])
+def test_packnet_freezes_claimed_weights_bitwise_and_masks_are_disjoint(granularity):
     stream = _stream("task-incremental")
-    model = model_for_stream(ModelSpec(hidden=(16,), seed=0), stream)
-    strategy = make_strategy("packnet", prune_ratio=0.5, retrain_epochs=1)
+    model = model_for_stream(ModelSpec(hidden=(16, 16), seed=0), stream)
+    strategy = make_strategy("packnet", prune_ratio=0.5, retrain_epochs=1, granularity=granularity)
     claimed: list[tuple[dict, dict]] = []
     state = None
     for k in range(1, len(stream) + 1):
@@ -144,6 +145,13 @@ def test_packnet_freezes_claimed_weights_bitwise_and_masks_are_disjoint():
         assert np.all(matrix[j:, j] == matrix[j, j])
     report = strategy.capacity_report()
     assert report and all(sum(r["weights"]) + r["free_weights"] == r["n_weights"] for r in report)
+    if granularity == "unit":  # tasks claim whole units: 8, 4, 2 of 16; the rest stay free
+        for name in strategy.prunable_:
+            rows = final_owner[name].reshape(final_owner[name].shape[0], -1)
+            assert bool((rows == rows[:, :1]).all())
+        for rec in report:
+            assert rec["new_units"] == [8, 4, 2] and rec["reused_units"] == [0, 8, 12]
+            assert rec["free_units"] == [8, 4, 2]
 
 
 def test_packnet_prunes_the_requested_fraction():

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from obliviate._rng import generator
-from obliviate._validation import check_number
+from obliviate._validation import check_choice, check_number
 from obliviate.continual._gradients import trainable_params
 from obliviate.continual.base import Batch, Strategy, cross_entropy
 from obliviate.data.scenarios import Experience
@@ -19,6 +19,8 @@ from obliviate.training import batches
 
 FREE = -1
 """Owner value of an entry no task has claimed yet."""
+
+GRANULARITIES = ("weight", "unit")
 
 
 @dataclass
@@ -88,13 +90,19 @@ class PackNet(Strategy):
 
     Non-prunable parameters (biases, task heads, any 1-D tensor) are claimed by the first task
     that gives them a non-zero gradient: the trunk's biases are fixed after the first task, as
-    in the paper, and each task head belongs to its task.
+    in the paper, and each task head belongs to its task. (With ``granularity="unit"`` a
+    unit's bias is claimed or released together with the unit.)
 
     Parameters
     ----------
     prune_ratio : float, in (0, 1)
         Fraction of each layer's free weights released after each task (the paper uses 0.5 and
         0.75).
+    granularity : {"weight", "unit"}
+        ``"weight"``: prune individual weights by magnitude (the paper). ``"unit"``: prune whole
+        units (rows of a weight tensor: a neuron's or a channel's incoming weights) by the L1
+        norm of their incoming weights, so tasks claim disjoint sets of units, as in CLNP
+        (Golkar et al., 2019); later tasks' units still read the earlier tasks' units.
     retrain_epochs : int, >= 0
         Epochs of post-pruning retraining (0 skips it).
     retrain_lr : float, > 0
@@ -116,10 +124,16 @@ class PackNet(Strategy):
     - An optimiser with weight decay would shrink frozen entries although their gradient is
       zero; frozen entries are written back before every loss and at the end of each
       experience, so they are bitwise unchanged in every forward pass and after every task.
-    - Pruning is per weight (unstructured), so almost every unit keeps some weights of the
-      first task: :meth:`capacity_report` counts units as in CLNP (Golkar et al., 2019) —
-      a unit is used by a task when one of its incoming weights belongs to that task or an
-      earlier one — and reports free and reused units per layer and task.
+    - With ``granularity="unit"``, released units are re-initialised (``nn.Linear``'s uniform
+      rule, seeded) when the next task begins, since a zeroed ReLU unit gets no gradient; in
+      the per-weight mode released weights restart from zero, as in the paper. Earlier tasks'
+      units keep their (frozen) weights from released units; those inputs are masked to zero
+      when an earlier task is evaluated, so its outputs are exactly those it ended with.
+    - :meth:`capacity_report` counts units as in CLNP (Golkar et al., 2019): a unit is used by a
+      task when one of its incoming weights belongs to that task or an earlier one; it reports
+      free, new and reused units per layer and task. With ``granularity="weight"`` (unstructured
+      pruning) almost every unit keeps some weights of the first task, so the counts are only
+      informative with ``granularity="unit"``.
     - A task that recurs gets a new rank and claims more free entries; its earlier entries stay
       frozen.
     - Requires task ids and a multi-head model (task-incremental streams).
@@ -139,17 +153,20 @@ class PackNet(Strategy):
         self,
         *,
         prune_ratio: float = 0.5,
+        granularity: str = "weight",
         retrain_epochs: int = 2,
         retrain_lr: float = 0.01,
         batch_size: int = 32,
         seed: int = 0,
     ) -> None:
         check_number("prune_ratio", prune_ratio, low=0, high=1, low_open=True, high_open=True, owner="PackNet")
+        check_choice("granularity", granularity, GRANULARITIES, owner="PackNet")
         check_number("retrain_epochs", retrain_epochs, low=0, integer=True, owner="PackNet")
         check_number("retrain_lr", retrain_lr, low=0, low_open=True, owner="PackNet")
         check_number("batch_size", batch_size, low=1, integer=True, owner="PackNet")
         check_number("seed", seed, integer=True, owner="PackNet")
         self.prune_ratio = prune_ratio
+        self.granularity = granularity
         self.retrain_epochs = retrain_epochs
         self.retrain_lr = retrain_lr
         self.batch_size = batch_size
@@ -164,6 +181,8 @@ class PackNet(Strategy):
             self.masks_.owner = {n: torch.full(p.shape, FREE, dtype=torch.int64) for n, p in trainable_params(model)}
         task = _task_of(experience)
         self.masks_.training = task
+        if self.granularity == "unit" and self.masks_.rank:
+            self._reinit_free_units(model, experience)
         self.touched_ = {n: torch.zeros(p.shape, dtype=torch.bool) for n, p in trainable_params(model)}
         _install_hook(model, self.masks_)
 
@@ -184,11 +203,27 @@ class PackNet(Strategy):
         rank = len(self.masks_.rank)
         self.masks_.rank[task] = rank
         prunable = self.prunable_
+        unit_biases = _unit_biases(model, prunable) if self.granularity == "unit" else {}
+        params = dict(trainable_params(model))
         with torch.no_grad():
-            for name, p in trainable_params(model):
+            for name, p in params.items():
                 owner = self.masks_.owner[name]
                 free = owner == FREE
-                if name in prunable:
+                if name in prunable and self.granularity == "unit":
+                    rows, orow = p.reshape(p.shape[0], -1), owner.reshape(owner.shape[0], -1)
+                    free_units = (orow == FREE).all(dim=1).nonzero().reshape(-1)
+                    n_prune = int(self.prune_ratio * free_units.numel())
+                    order = torch.argsort(rows[free_units].abs().sum(dim=1), stable=True)
+                    released, claimed = free_units[order[:n_prune]], free_units[order[n_prune:]]
+                    rows[released] = 0.0
+                    orow[claimed] = rank
+                    bias = unit_biases.get(name)
+                    if bias is not None:  # a unit's bias goes with the unit
+                        params[bias][released] = 0.0
+                        self.masks_.owner[bias][claimed] = rank
+                elif name in unit_biases.values():
+                    continue
+                elif name in prunable:
                     magnitude = p.detach().abs()[free]
                     n_prune = int(self.prune_ratio * magnitude.numel())
                     order = torch.argsort(magnitude, stable=True)
@@ -205,6 +240,25 @@ class PackNet(Strategy):
         self.masks_.training = None
 
     # ---- internals ---------------------------------------------------------------------------
+    def _reinit_free_units(self, model: nn.Module, experience: Experience) -> None:
+        """Draw fresh incoming weights (and bias) for every unclaimed unit, as ``nn.Linear``
+        does: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``. A released unit is all zeros, and a
+        ReLU unit with zero pre-activation gets zero gradient, so it could never learn again."""
+        params = dict(trainable_params(model))
+        biases = _unit_biases(model, self.prunable_)
+        with torch.no_grad():
+            for name in sorted(self.prunable_):
+                p, owner = params[name], self.masks_.owner[name]
+                rows = p.reshape(p.shape[0], -1)
+                free = (owner.reshape(owner.shape[0], -1) == FREE).all(dim=1).nonzero().reshape(-1)
+                if free.numel() == 0:
+                    continue
+                bound = rows.shape[1] ** -0.5
+                gen = generator(self.seed, "packnet-reinit", experience.index, name)
+                rows[free] = (torch.rand((free.numel(), rows.shape[1]), generator=gen) * 2 - 1) * bound
+                if name in biases:
+                    params[biases[name]][free] = (torch.rand(free.numel(), generator=gen) * 2 - 1) * bound
+
     def _restore(self, model: nn.Module) -> None:
         if not self.values_:
             return
@@ -286,6 +340,18 @@ def _prunable_names(model: nn.Module) -> set[str]:
     """Weight tensors (2-D or more) outside the model's heads."""
     heads = {id(p) for p in model.head_parameters()} if isinstance(model, Model) else set()
     return {n for n, p in trainable_params(model) if p.ndim >= 2 and id(p) not in heads}
+
+
+def _unit_biases(model: nn.Module, prunable: set[str]) -> dict[str, str]:
+    """``weight name -> bias name`` for the layers whose weight is prunable and has a bias."""
+    names = {n for n, _ in trainable_params(model)}
+    out = {}
+    for w in prunable:
+        prefix = w.rsplit(".", 1)[0] if "." in w else ""
+        b = f"{prefix}.bias" if prefix else "bias"
+        if w.endswith("weight") and b in names:
+            out[w] = b
+    return out
 
 
 def _install_hook(model: nn.Module, masks: PackNetMasks) -> None:
