@@ -72,16 +72,34 @@ def parse_sets(cls: type, pairs: list[str] | None) -> dict[str, Any]:
 
 
 def parse_seeds(seed: int, seeds: str | None) -> list[int]:
-    """``--seeds 0,1,2`` (or a range ``0-4``) overrides ``--seed``."""
-    if not seeds:
+    """``--seeds 0,1,2`` (or an inclusive range ``0-4``) overrides ``--seed``.
+
+    Seeds are non-negative integers without repeats (a repeated seed would count one run twice
+    in a mean ± std); anything else raises :class:`ObliviateError`.
+    """
+    if seeds is None:
         return [seed]
+    hint = "give non-negative integers like 0,1,2 or a range like 0-4"
+    text = seeds.strip()
+    empty = ""
     try:
-        if "-" in seeds and "," not in seeds:
-            lo, hi = seeds.split("-")
-            return list(range(int(lo), int(hi) + 1))
-        return [int(s) for s in seeds.split(",") if s.strip()]
+        if "-" in text and "," not in text:
+            lo, hi = (int(p) for p in text.split("-"))
+            out = list(range(lo, hi + 1))
+            if not out:
+                empty = f"the range {lo}-{hi} is empty"
+        else:
+            out = [int(p) for p in text.split(",")]
     except ValueError:
-        raise ObliviateError(f"--seeds {seeds!r}: give integers like 0,1,2 or a range 0-4") from None
+        raise ObliviateError(f"--seeds {seeds!r}: {hint}") from None
+    if not out and "-" in text:
+        raise ObliviateError(f"--seeds {seeds!r}: {empty}; {hint}")
+    if not out or any(s < 0 for s in out):
+        raise ObliviateError(f"--seeds {seeds!r}: {hint}")
+    if len(set(out)) != len(out):
+        dup = next(s for s in out if out.count(s) > 1)
+        raise ObliviateError(f"--seeds {seeds!r}: seed {dup} appears twice; give each seed once")
+    return out
 
 
 def parse_int_tuple(option: str, text: str) -> tuple[int, ...]:

@@ -24,6 +24,7 @@ from obliviate.errors import ObliviateError
 
 COMMANDS: tuple[str, ...] = (
     "obliviate.cli.listing",
+    "obliviate.cli.learn",
     "obliviate.cli.events",
     "obliviate.cli.bench",
 )
