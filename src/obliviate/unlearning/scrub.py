@@ -1,0 +1,143 @@
+"""SCRUB (Kurmanji et al., NeurIPS 2023): max-min teacher-student unlearning."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from obliviate._rng import generator
+from obliviate._validation import check_choice, check_number
+from obliviate.models.base import logits
+from obliviate.training import OPTIMIZERS, TrainConfig, batches, make_optimizer
+from obliviate.unlearning._ops import frozen_copy, kl_to_teacher, start
+from obliviate.unlearning.base import ForgetRequest, Unlearner
+
+
+class SCRUB(Unlearner):
+    """Alternate *max* steps on the forget set and *min* steps on the retain set.
+
+    The student starts as the original model; the teacher is the original, frozen. With
+    ``d(x) = KL(teacher(x) || student(x))`` on temperature-softened outputs (Kurmanji et al.,
+    eq. 1), each epoch ``e`` runs (eq. 3 and Algorithm 1)
+
+    - if ``e < msteps``: one pass over the forget set minimising ``-d(x)`` (move away from the
+      teacher on the forget set);
+    - one pass over the retain set minimising ``alpha d(x) + gamma CE(student(x), y)`` (stay
+      close to the teacher and accurate on the retain set).
+
+    Parameters
+    ----------
+    n_epochs:
+        total epochs (the reference code: 3 for class forgetting; here 5, see Notes).
+    msteps:
+        epochs that include a max pass (the reference code: 2; ``msteps <= n_epochs``).
+    alpha, gamma:
+        weights of the KL and the cross-entropy in the min step (reference code: 0.001, 0.99).
+    temperature:
+        distillation temperature (reference code: 4).
+    lr, momentum, weight_decay, optimizer:
+        one optimiser shared by both steps (reference code: SGD, momentum 0.9, weight decay 5e-4).
+    batch_size, forget_batch_size:
+        minibatch sizes of the min and max passes.
+    seed:
+        data order.
+
+    Notes
+    -----
+    - Rewinding (SCRUB+R, which needs a held-out validation set of the forget distribution to
+      pick a checkpoint) is not implemented; a request carries no such set.
+    - The reference code's learning-rate decay epochs (after epoch 3) never trigger within its
+      3-epoch class-forgetting runs and are omitted.
+    - ``lr`` 0.03 and ``n_epochs`` 5 were set on the retain/forget sets of a small digits MLP:
+      the reference's 5e-4 (and even 0.01) left forget accuracy ~0.99; 0.03 with 3 epochs forgot
+      but cost ~2 retain points, which two more min-only epochs recover. Batch sizes follow the
+      reference (retain 128, forget 32).
+    - The reference's ``max`` epochs run for ``e <= msteps``; here ``e < msteps`` so that
+      ``msteps`` counts max passes exactly.
+
+    References
+    ----------
+    Kurmanji, M., Triantafillou, P., Hayes, J. & Triantafillou, E. (2023). Towards Unbounded
+    Machine Unlearning. NeurIPS 2023. arXiv:2302.09880.
+    """
+
+    guarantee: ClassVar[Literal["exact", "approximate"]] = "approximate"
+    needs: ClassVar[frozenset[str]] = frozenset({"retain"})
+
+    def __init__(
+        self,
+        *,
+        n_epochs: int = 5,
+        msteps: int = 2,
+        alpha: float = 0.001,
+        gamma: float = 0.99,
+        temperature: float = 4.0,
+        lr: float = 0.03,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        optimizer: str = "sgd",
+        batch_size: int = 128,
+        forget_batch_size: int = 32,
+        seed: int = 0,
+    ) -> None:
+        check_number("n_epochs", n_epochs, low=1, integer=True, owner="SCRUB")
+        check_number("msteps", msteps, low=0, high=n_epochs, integer=True, owner="SCRUB")
+        check_number("alpha", alpha, low=0, owner="SCRUB")
+        check_number("gamma", gamma, low=0, owner="SCRUB")
+        check_number("temperature", temperature, low=0, low_open=True, owner="SCRUB")
+        check_number("lr", lr, low=0, low_open=True, owner="SCRUB")
+        check_number("momentum", momentum, low=0, high=1, high_open=True, owner="SCRUB")
+        check_number("weight_decay", weight_decay, low=0, owner="SCRUB")
+        check_choice("optimizer", optimizer, OPTIMIZERS, owner="SCRUB")
+        check_number("batch_size", batch_size, low=1, integer=True, owner="SCRUB")
+        check_number("forget_batch_size", forget_batch_size, low=1, integer=True, owner="SCRUB")
+        check_number("seed", seed, integer=True, owner="SCRUB")
+        self.n_epochs = n_epochs
+        self.msteps = msteps
+        self.alpha = alpha
+        self.gamma = gamma
+        self.temperature = temperature
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.optimizer = optimizer
+        self.batch_size = batch_size
+        self.forget_batch_size = forget_batch_size
+        self.seed = seed
+
+    def unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
+        out = start(self, model, request)
+        if len(request.forget) == 0:
+            return out
+        assert request.retain is not None
+        teacher = frozen_copy(model)
+        cfg = TrainConfig(lr=self.lr, optimizer=self.optimizer, momentum=self.momentum,
+                          weight_decay=self.weight_decay, seed=self.seed)
+        opt = make_optimizer([p for p in out.parameters() if p.requires_grad], cfg)
+        gen_max, gen_min = generator(self.seed, "scrub", "max"), generator(self.seed, "scrub", "min")
+        out.train()
+        try:
+            for epoch in range(self.n_epochs):
+                if epoch < self.msteps:
+                    for b in batches(request.forget, self.forget_batch_size, gen_max):
+                        with torch.no_grad():
+                            t = logits(teacher, b.x, b.task)
+                        opt.zero_grad(set_to_none=True)
+                        (-kl_to_teacher(logits(out, b.x, b.task), t, self.temperature)).backward()
+                        opt.step()
+                if len(request.retain) == 0:
+                    continue
+                for b in batches(request.retain, self.batch_size, gen_min):
+                    with torch.no_grad():
+                        t = logits(teacher, b.x, b.task)
+                    s = logits(out, b.x, b.task)
+                    loss = self.alpha * kl_to_teacher(s, t, self.temperature) + self.gamma * F.cross_entropy(s, b.y)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+        finally:
+            out.eval()
+        return out
