@@ -39,6 +39,8 @@ class DERpp(Strategy):
     -----
     - As :class:`~obliviate.continual.der.DER`: mean squared error over logit entries, replay
       minibatches the size of the incoming batch, no data augmentation.
+    - The defaults ``alpha = 0.1``, ``beta = 0.5`` are common settings, not tuned here (the paper
+      tunes both per benchmark).
 
     References
     ----------
