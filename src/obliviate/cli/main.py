@@ -27,6 +27,7 @@ COMMANDS: tuple[str, ...] = (
     "obliviate.cli.learn",
     "obliviate.cli.events",
     "obliviate.cli.bench",
+    "obliviate.cli.forget",
 )
 
 

@@ -42,7 +42,7 @@ class GradientAscent(Unlearner):
     """
 
     def __init__(
-        self, *, n_epochs: int = 3, lr: float = 0.5, batch_size: int = 32, max_loss: float = 10.0, seed: int = 0
+        self, *, n_epochs: int = 5, lr: float = 0.1, batch_size: int = 32, max_loss: float = 5.0, seed: int = 0
     ) -> None:
         check_number("n_epochs", n_epochs, low=1, integer=True, owner="GradientAscent")
         check_number("lr", lr, low=0, low_open=True, owner="GradientAscent")

@@ -1,0 +1,233 @@
+"""The unlearner conformance suite: checks every registered unlearner must pass.
+
+Each check is a function ``check_*(cls) -> None`` that raises :class:`AssertionError` with a
+message saying what is wrong, or :class:`NotApplicable` when the unlearner's declarations
+(``guarantee``, ``needs``; :mod:`obliviate.unlearning.base`) put it outside the check's scope.
+
+They run on one cheap toy (:func:`toy_setup`): 4 Gaussian classes in 64 dimensions (300 training
+rows), 30 of which carry a wrong label. An MLP with 64 hidden units trained for 20 epochs fits
+most of those 30 labels (it memorises them: 80 % of them), while the retrained oracle, which
+never saw them, predicts their true class (0 % on the wrong labels). So forgetting them is measurable: forget accuracy (on the wrong labels) must
+fall from the original's towards the oracle's, while retain accuracy holds.
+
+Usage::
+
+    from obliviate.testing import check_unlearner
+    check_unlearner("ssd")      # runs every check, raises on the first failure
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable
+from functools import lru_cache
+
+import torch
+from torch import nn
+
+from obliviate._hyper import param_names
+from obliviate._rng import generator
+from obliviate.data import synthetic_dataset
+from obliviate.data.dataset import Dataset
+from obliviate.errors import ObliviateError
+from obliviate.models import ModelSpec
+from obliviate.testing.strategies import NotApplicable
+from obliviate.training import Recipe, TrainConfig, accuracy
+from obliviate.unlearning import unlearner_class
+from obliviate.unlearning.base import ForgetRequest, Unlearner
+
+UnlearnerType = type[Unlearner]
+
+TOY_RECIPE = Recipe(ModelSpec("mlp", (64,), seed=0), TrainConfig(n_epochs=20, batch_size=16, lr=3e-3, optimizer="adam", seed=0))
+N_MISLABELLED = 30
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Toy:
+    """The toy: data, recipe, the forget request (the mislabelled rows), original and oracle."""
+
+    train: Dataset
+    test: Dataset
+    recipe: Recipe
+    request: ForgetRequest
+    original: nn.Module
+    oracle: nn.Module
+
+
+@lru_cache(maxsize=1)
+def toy_setup() -> Toy:
+    """Build (once per process) the memorisation toy described in the module docstring."""
+    train, test = synthetic_dataset(n_classes=4, n_per_class=100, n_features=64, seed=0)
+    pick = torch.randperm(len(train), generator=generator(0, "toy-mislabelled"))[:N_MISLABELLED]
+    y = train.y.clone()
+    y[pick] = (y[pick] + 1) % train.n_classes
+    train = dataclasses.replace(train, y=y)
+    request = ForgetRequest.from_ids(train, train.ids[pick], TOY_RECIPE)
+    original = TOY_RECIPE.fit(train)
+    assert request.retain is not None
+    oracle = TOY_RECIPE.fit(request.retain, n_classes=train.n_classes)
+    return Toy(train, test, TOY_RECIPE, request, original, oracle)
+
+
+def _resolve(cls_or_name: UnlearnerType | str) -> UnlearnerType:
+    return unlearner_class(cls_or_name) if isinstance(cls_or_name, str) else cls_or_name
+
+
+def _make(cls: UnlearnerType, seed: int = 0) -> Unlearner:
+    return cls(seed=seed) if "seed" in param_names(cls) else cls()
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _name(cls: UnlearnerType) -> str:
+    return cls.__name__
+
+
+# ---- checks --------------------------------------------------------------------------------
+def check_default_constructible(cls: UnlearnerType) -> None:
+    """Constructible with defaults; hyperparameters read back; declarations valid."""
+    u = cls()
+    params = u.get_params()
+    assert set(params) == set(param_names(cls)), f"{_name(cls)}: get_params() {sorted(params)} != constructor args"
+    assert cls.guarantee in ("exact", "approximate"), f"{_name(cls)}: guarantee {cls.guarantee!r} invalid"
+    assert set(cls.needs) <= {"retain", "train", "recipe"}, f"{_name(cls)}: unknown needs {set(cls.needs)}"
+    clone = u.clone()
+    assert clone is not u and clone.get_params() == params, f"{_name(cls)}: clone() differs"
+
+
+def check_input_not_mutated(cls: UnlearnerType) -> None:
+    """``unlearn`` returns a new model and leaves the input's weights, mode and grads untouched."""
+    toy = toy_setup()
+    before = _state(toy.original)
+    flags = [p.requires_grad for p in toy.original.parameters()]
+    out = _make(cls).unlearn(toy.original, toy.request)
+    assert out is not toy.original, f"{_name(cls)}: unlearn returned its input model"
+    assert _equal(before, _state(toy.original)), f"{_name(cls)}: unlearn mutated the input model's weights"
+    assert [p.requires_grad for p in toy.original.parameters()] == flags, f"{_name(cls)}: requires_grad changed"
+    assert not toy.original.training, f"{_name(cls)}: left the input model in train mode"
+
+
+def check_empty_is_identity(cls: UnlearnerType) -> None:
+    """An empty forget set returns a model with bitwise the input's weights."""
+    toy = toy_setup()
+    empty = ForgetRequest.from_ids(toy.train, [], toy.recipe)
+    out = _make(cls).unlearn(toy.original, empty)
+    assert out is not toy.original, f"{_name(cls)}: the empty request returned the input object itself"
+    assert _equal(_state(out), _state(toy.original)), f"{_name(cls)}: the empty request changed the weights"
+
+
+def check_deterministic(cls: UnlearnerType) -> None:
+    """The same seed (two fresh instances) gives bitwise the same weights."""
+    toy = toy_setup()
+    a = _make(cls, seed=3).unlearn(toy.original, toy.request)
+    b = _make(cls, seed=3).unlearn(toy.original, toy.request)
+    assert _equal(_state(a), _state(b)), f"{_name(cls)}: two runs with the same seed differ"
+
+
+def check_missing_needs_raise(cls: UnlearnerType) -> None:
+    """Each declared need (retain, train, recipe) missing from the request raises ObliviateError."""
+    if not cls.needs:
+        raise NotApplicable("needs nothing beyond the forget set")
+    toy = toy_setup()
+    for need in sorted(cls.needs):
+        req = dataclasses.replace(toy.request, **{need: None})
+        try:
+            _make(cls).unlearn(toy.original, req)
+        except ObliviateError as exc:
+            assert need in str(exc), f"{_name(cls)}: the error for a missing {need} does not name it: {exc}"
+        else:
+            raise AssertionError(f"{_name(cls)}: a request without {need} did not raise ObliviateError")
+
+
+def check_unknown_ids_raise(cls: UnlearnerType) -> None:
+    """Forget rows that are not in the training set raise ObliviateError, both when building the
+    request and when an unlearner is handed such a request directly."""
+    toy = toy_setup()
+    bogus = int(toy.train.ids.max()) + 1000
+    try:
+        ForgetRequest.from_ids(toy.train, [bogus], toy.recipe)
+    except ObliviateError:
+        pass
+    else:
+        raise AssertionError("ForgetRequest.from_ids accepted an id never trained on")
+    stray = toy.test.subset(torch.arange(3))  # rows never trained on
+    req = ForgetRequest(forget=stray, retain=toy.train, train=toy.train, recipe=toy.recipe)
+    try:
+        _make(cls).unlearn(toy.original, req)
+    except ObliviateError:
+        return
+    raise AssertionError(f"{_name(cls)}: unlearning rows that are not in request.train did not raise ObliviateError")
+
+
+def check_exact_equals_retrain(cls: UnlearnerType) -> None:
+    """An exact method equals retraining from scratch without the forget set, bitwise."""
+    if cls.guarantee != "exact":
+        raise NotApplicable("approximate method")
+    toy = toy_setup()
+    out = _make(cls).unlearn(toy.original, toy.request)
+    assert _equal(_state(out), _state(toy.oracle)), f"{_name(cls)}: differs from retraining without the forget set"
+
+
+def check_forgets_memorised(cls: UnlearnerType) -> None:
+    """On the toy, forget accuracy falls from the original's towards the oracle's (by at least
+    0.1 or an eighth of the gap, whichever is more), and retain accuracy stays within 0.15 of the
+    oracle's."""
+    toy = toy_setup()
+    assert toy.request.retain is not None
+    out = _make(cls).unlearn(toy.original, toy.request)
+    fa_orig = accuracy(toy.original, toy.request.forget)
+    fa_oracle = accuracy(toy.oracle, toy.request.forget)
+    fa = accuracy(out, toy.request.forget)
+    ra, ra_oracle = accuracy(out, toy.request.retain), accuracy(toy.oracle, toy.request.retain)
+    assert fa_orig - fa_oracle >= 0.5, f"toy broken: original {fa_orig:.2f} vs oracle {fa_oracle:.2f} on the forget set"
+    assert fa <= fa_orig - max(0.1, (fa_orig - fa_oracle) / 8) + 1e-9, (
+        f"{_name(cls)}: forget accuracy {fa:.2f} did not fall towards the oracle's {fa_oracle:.2f} "
+        f"(original {fa_orig:.2f})"
+    )
+    assert ra >= ra_oracle - 0.15, f"{_name(cls)}: retain accuracy {ra:.2f} fell below the oracle's {ra_oracle:.2f} - 0.15"
+
+
+UNLEARNER_CHECKS: tuple[Callable[[UnlearnerType], None], ...] = (
+    check_default_constructible,
+    check_input_not_mutated,
+    check_empty_is_identity,
+    check_deterministic,
+    check_missing_needs_raise,
+    check_unknown_ids_raise,
+    check_exact_equals_retrain,
+    check_forgets_memorised,
+)
+"""Every unlearner check, in order; parametrise tests over ``(unlearner, check)``."""
+
+
+def check_unlearner(
+    cls_or_name: UnlearnerType | str, *, checks: tuple[Callable[[UnlearnerType], None], ...] = UNLEARNER_CHECKS
+) -> dict[str, str]:
+    """Run every check on an unlearner class (or registry name); raise on the first failure.
+
+    Returns ``{check name: "passed" | "not applicable: <why>"}``.
+    """
+    cls = _resolve(cls_or_name)
+    report: dict[str, str] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for check in checks:
+            try:
+                check(cls)
+            except NotApplicable as why:
+                report[check.__name__] = f"not applicable: {why}"
+            else:
+                report[check.__name__] = "passed"
+    return report
+
+
+__all__ = ["UNLEARNER_CHECKS", "Toy", "check_unlearner", "toy_setup"] + [c.__name__ for c in UNLEARNER_CHECKS]
+
+
