@@ -25,6 +25,7 @@ from obliviate.errors import ObliviateError
 COMMANDS: tuple[str, ...] = (
     "obliviate.cli.listing",
     "obliviate.cli.learn",
+    "obliviate.cli.demo",
     "obliviate.cli.events",
     "obliviate.cli.bench",
     "obliviate.cli.forget",

@@ -1,0 +1,190 @@
+"""``obliviate demo`` (``make demo``): the main job, one section after another.
+
+The demo is a tuple of sections, :data:`DEMO_SECTIONS`, each named ``"module:function"``. A
+section is a function ``section(console: rich.console.Console) -> None`` that runs its part and
+prints its tables to ``console``. To extend the demo, write such a function in your own module
+and append its name to :data:`DEMO_SECTIONS` (a one-line edit); sections run in that order.
+
+Sections that produce results store them in the results-store format
+(:mod:`obliviate.bench.results`: ``results.jsonl``) under their own folder of :func:`demo_dir`
+(``./runs/demo`` or ``$OBLIVIATE_DEMO_DIR``), so that a later section (e.g. the HTML report)
+can read what earlier ones produced. A section starts from an empty folder of its own, so every
+demo run is computed afresh.
+
+The first section, :func:`continual_section`, runs naive fine-tuning, EWC, LwF, replay (memory
+200) and joint training on the embedded digits data, class-incremental (5 experiences of 2
+classes) and domain-incremental (5 feature permutations), 3 seeds each, with every strategy's
+default hyperparameters and the digits default recipe (:mod:`obliviate.experiments`), and prints
+one table per scenario: catastrophic forgetting (naive: high learning accuracy, low final ACC)
+and how much each strategy mitigates it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+DEMO_SECTIONS: tuple[str, ...] = (
+    "obliviate.cli.demo:continual_section",
+)
+"""The demo's sections, in order: ``"module:function"``, each ``function(console) -> None``."""
+
+DEMO_ENV = "OBLIVIATE_DEMO_DIR"
+SEEDS = (0, 1, 2)
+SCENARIOS = ("class-incremental", "domain-permutation")
+STRATEGIES = ("naive", "ewc", "lwf", "replay", "joint")
+REPLAY_MEMORY = 200
+
+CONTINUAL_SPEC = f"""\
+name = "demo-continual"
+description = "obliviate demo: forgetting and its mitigation on digits"
+seeds = [{", ".join(map(str, SEEDS))}]
+
+[[learn]]
+datasets = ["digits"]
+scenarios = [{", ".join(f'"{s}"' for s in SCENARIOS)}]
+n_experiences = 5
+strategies = [{", ".join(f'"{s}"' for s in STRATEGIES)}]
+
+[learn.params.replay]
+memory_size = {REPLAY_MEMORY}
+"""
+"""The continual section's grid, in the benchmark-spec format (``obliviate bench``)."""
+
+
+def demo_dir() -> Path:
+    """Where demo sections keep their results: ``$OBLIVIATE_DEMO_DIR`` or ``./runs/demo``."""
+    return Path(os.environ.get(DEMO_ENV) or "runs/demo")
+
+
+def fresh_section_dir(name: str) -> Path:
+    """An empty folder ``demo_dir()/name`` for one section (its old contents removed)."""
+    out = demo_dir() / name
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    return out
+
+
+def workers() -> int:
+    """Worker processes for the demo's grids: the CPUs available to us, at most 2 (the demo's
+    target machine has 2 cores)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        n = os.cpu_count() or 1
+    return max(1, min(2, n))
+
+
+def continual_section(console: Any) -> None:
+    """Catastrophic forgetting and its mitigation: naive, EWC, LwF, replay(200), joint on
+    digits, class-incremental and domain-permutation, 3 seeds; one table per scenario."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from obliviate.bench.results import read
+    from obliviate.bench.runner import run_grid
+    from obliviate.bench.specs import parse_spec
+
+    out = fresh_section_dir("learn")
+    (out / "spec.toml").write_text(CONTINUAL_SPEC)
+    _, runs = parse_spec(CONTINUAL_SPEC, "demo-continual")
+    console.rule("[bold]Continual learning: forgetting and its mitigation")
+    console.print(
+        f"digits (8x8, 10 classes), 5 experiences, {len(SEEDS)} seeds; MLP(100), SGD lr 0.01 momentum 0.9, "
+        f"batch 32, 5 epochs per experience; {len(runs)} runs on {workers()} worker(s)"
+    )
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    ) as bar:
+        task = bar.add_task("training", total=len(runs))
+        counts = run_grid(runs, out, workers=workers(), on_result=lambda rec: bar.advance(task))
+    records = read(out)
+    failed = [r for r in records if r.get("status") != "ok"]
+    if failed:
+        first = failed[0]
+        raise RuntimeError(f"{len(failed)} demo run(s) failed; first: {first.get('label')}: {first.get('error')}")
+    for scenario in SCENARIOS:
+        console.print(continual_table(records, scenario))
+        console.print(verdict(records, scenario))
+    console.print(
+        f"[dim]{counts['ok']} runs in {time.perf_counter() - started:.0f} s; results: {out / 'results.jsonl'}. "
+        "ACC: mean final accuracy over experiences; BWT: backward transfer; forgetting: max earlier "
+        "minus final accuracy; LA: accuracy right after learning each experience (mean ± sample std "
+        "over seeds).[/dim]"
+    )
+
+
+def _by_strategy(records: list[dict[str, Any]], scenario: str) -> dict[str, dict[str, Any]]:
+    from obliviate.experiments import aggregate
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for rec in records:
+        if rec["spec"]["scenario"] == scenario:
+            groups.setdefault(rec["spec"]["strategy"], []).append(rec["metrics"])
+    return {s: aggregate(groups[s]) for s in STRATEGIES if s in groups}
+
+
+def continual_table(records: list[dict[str, Any]], scenario: str) -> Any:
+    """A rich table of ACC, BWT, forgetting, LA and time per strategy (mean ± std over seeds)."""
+    from rich.table import Table
+
+    from obliviate.cli.learn import fmt
+
+    table = Table(title=f"digits / {scenario} (5 experiences, {len(SEEDS)} seeds)")
+    for name, justify in (("strategy", "left"), ("ACC", "right"), ("BWT", "right"), ("forgetting", "right"), ("LA", "right"), ("time (s)", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for strategy, agg in _by_strategy(records, scenario).items():
+        m, s = agg["mean"], agg["std"]
+        label = f"replay ({REPLAY_MEMORY})" if strategy == "replay" else strategy
+        table.add_row(
+            label,
+            fmt(m["acc"], s["acc"]),
+            fmt(m["bwt"], s["bwt"]),
+            fmt(m["forgetting"], s["forgetting"]),
+            fmt(m["learning_accuracy"], s["learning_accuracy"]),
+            fmt(m["seconds"], s["seconds"], digits=1),
+        )
+    return table
+
+
+def verdict(records: list[dict[str, Any]], scenario: str) -> str:
+    """One sentence read off the table: how much naive forgets and which strategy helps most."""
+    aggs = _by_strategy(records, scenario)
+    naive = aggs["naive"]["mean"]
+    methods = {k: v["mean"]["acc"] for k, v in aggs.items() if k not in ("naive", "joint")}
+    best = max(methods, key=lambda k: methods[k])
+    joint = aggs["joint"]["mean"]["acc"] if "joint" in aggs else None
+    text = (
+        f"naive fine-tuning learns each experience (LA {naive['learning_accuracy']:.2f}) but ends at "
+        f"ACC {naive['acc']:.2f}: it forgets {naive['forgetting']:.2f} on average. "
+        f"Best mitigation here: {best} (ACC {methods[best]:.2f})"
+    )
+    if joint is not None:
+        text += f"; joint training, the upper bound, reaches {joint:.2f}"
+    return text + ".\n"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("demo")
+    def demo() -> None:
+        """The main job: continual learning (and later sections) on the embedded digits data."""
+        import importlib
+
+        import torch
+
+        from obliviate.cli.learn import make_console
+
+        torch.set_num_threads(1)
+        console = make_console()
+        started = time.perf_counter()
+        for name in DEMO_SECTIONS:
+            module, _, func = name.partition(":")
+            getattr(importlib.import_module(module), func)(console)
+        console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
