@@ -167,12 +167,14 @@ def test_packnet_prunes_the_requested_fraction():
         assert rec["weights"] == expected
 
 
-def test_hft_freezes_half_of_every_tensor_despite_momentum_and_weight_decay():
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_hft_freezes_half_of_every_tensor_despite_momentum_and_weight_decay(optimizer):
     stream = _stream("class-incremental")
     model = model_for_stream(ModelSpec(hidden=(16,), seed=0), stream)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     strategy = make_strategy("hft")
-    train_stream(model, stream, strategy, CFG, stop_after=1)
+    cfg = TrainConfig(n_epochs=2, batch_size=16, lr=0.01, optimizer=optimizer, momentum=0.9, weight_decay=0.05, seed=0)
+    train_stream(model, stream, strategy, cfg, stop_after=1)
     masks = strategy.frozen_
     for name, p in model.named_parameters():
         m = masks[name]

@@ -3,6 +3,19 @@ blurry boundaries, and recurring tasks on a power-law schedule.
 
 Both build on a *base* scenario from :mod:`obliviate.data.scenarios` (class-incremental by
 default) and keep every sample's id.
+
+References
+----------
+Aljundi, R., Kelchtermans, K. & Tuytelaars, T. (2019). Task-Free Continual Learning. CVPR 2019.
+Bang, J., Kim, H., Yoo, Y., Ha, J.-W. & Choi, J. (2021). Rainbow Memory: Continual Learning with
+a Memory of Diverse Samples. CVPR 2021 (the "blurry" class-incremental setup).
+Anderson, J. R. & Schooler, L. J. (1991). Reflections of the environment in memory.
+Psychological Science 2(6), 396-408 (need probability falls as a power law of time since last use).
+Gandhi, A., Shah, R. S., Marupudi, V. & Varma, S. (2024). Natural Mitigation of Catastrophic
+Interference: Continual Learning in Power-Law Learning Environments. arXiv:2401.10393.
+Lesort, T., Ostapenko, O., Misra, D., Arefin, M. R., Rodriguez, P., Charlin, L. & Rish, I. (2022).
+Challenging Common Assumptions about Catastrophic Forgetting. arXiv:2207.04543 (knowledge
+accumulation when tasks re-occur).
 """
 
 from __future__ import annotations
