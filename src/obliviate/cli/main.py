@@ -26,6 +26,7 @@ COMMANDS: tuple[str, ...] = (
     "obliviate.cli.listing",
     "obliviate.cli.learn",
     "obliviate.cli.demo",
+    "obliviate.cli.shard",
     "obliviate.cli.events",
     "obliviate.cli.bench",
     "obliviate.cli.forget",

@@ -1,0 +1,141 @@
+"""The files of a shard store: content-addressed checkpoints, written atomically, and a lock.
+
+A store is a folder::
+
+    DIR/ledger.sqlite          the ledger (see ledger.py)
+    DIR/checkpoints/<sha256>.pt one file per checkpoint, named by the sha256 of its bytes
+    DIR/.lock                   taken (flock) by every command that changes the store
+
+A checkpoint is a plain ``{name: tensor}`` dict serialised with ``torch.save`` into memory (so
+the bytes, and hence the hash, depend only on the weights), written to a temporary file, fsynced,
+renamed into place, and the folder fsynced: a reader sees the whole file or none. It is loaded
+with ``torch.load(weights_only=True)`` (no pickled code runs) after its bytes are re-hashed.
+
+Failpoints: for crash tests, ``OBLIVIATE_SHARD_FAILPOINT=NAME:N`` makes the process SIGKILL
+itself the ``N``-th time it reaches the point ``NAME`` (see :data:`FAILPOINTS`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from obliviate.errors import ObliviateError
+
+LEDGER_FILE = "ledger.sqlite"
+CHECKPOINT_DIR = "checkpoints"
+FAILPOINT_ENV = "OBLIVIATE_SHARD_FAILPOINT"
+FAILPOINTS = (
+    "submitted",  # a forget request is recorded, nothing retrained yet
+    "checkpoint_tmp",  # a checkpoint's temporary file is written, not yet renamed
+    "checkpoint_written",  # a checkpoint file is in place, the ledger does not know it yet
+    "before_commit",  # all retraining done, the ledger transaction not yet committed
+    "after_commit",  # committed, superseded checkpoint files not yet removed
+)
+
+_hits: dict[str, int] = {}
+
+
+def failpoint(name: str) -> None:
+    """SIGKILL this process when ``$OBLIVIATE_SHARD_FAILPOINT`` is ``name:N`` and this is hit N."""
+    spec = os.environ.get(FAILPOINT_ENV)
+    if not spec:
+        return
+    target, _, count = spec.partition(":")
+    if target != name:
+        return
+    _hits[name] = _hits.get(name, 0) + 1
+    if _hits[name] == int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def checkpoint_path(store: Path, sha: str) -> Path:
+    return store / CHECKPOINT_DIR / f"{sha}.pt"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def serialize_state(state: dict[str, torch.Tensor]) -> bytes:
+    """Deterministic bytes of a state dict (plain dict, sorted keys, contiguous CPU tensors)."""
+    plain = {k: state[k].detach().to("cpu").contiguous().clone() for k in sorted(state)}
+    buf = io.BytesIO()
+    torch.save(plain, buf)
+    return buf.getvalue()
+
+
+def write_checkpoint(store: Path, state: dict[str, torch.Tensor]) -> str:
+    """Write a checkpoint atomically (temp file, fsync, rename, fsync folder); return its sha256."""
+    data = serialize_state(state)
+    sha = sha256_bytes(data)
+    final = checkpoint_path(store, sha)
+    if final.exists() and sha256_bytes(final.read_bytes()) == sha:
+        return sha  # content-addressed: the same weights are already stored
+    tmp = final.with_name(f".tmp-{os.getpid()}-{sha[:16]}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    failpoint("checkpoint_tmp")
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    failpoint("checkpoint_written")
+    return sha
+
+
+def read_checkpoint(store: Path, sha: str) -> dict[str, torch.Tensor]:
+    """Load a checkpoint after re-hashing its bytes; a missing or altered file is an error."""
+    path = checkpoint_path(store, sha)
+    if not path.exists():
+        raise ObliviateError(
+            f"checkpoint {sha[:16]}… is missing from {path.parent}; the store is damaged, "
+            "run `obliviate shard verify` and retrain the store"
+        )
+    data = path.read_bytes()
+    if sha256_bytes(data) != sha:
+        raise ObliviateError(
+            f"checkpoint {path.name} is corrupted (its sha256 no longer matches its name); refusing "
+            "to build on it. Run `obliviate shard verify --store` and retrain the store"
+        )
+    state = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    if not isinstance(state, dict):
+        raise ObliviateError(f"checkpoint {path.name} does not hold a state dict")
+    return state
+
+
+def remove_temporaries(store: Path) -> int:
+    """Delete half-written temporary files left by a killed process; return how many."""
+    n = 0
+    for tmp in (store / CHECKPOINT_DIR).glob(".tmp-*"):
+        tmp.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+@contextmanager
+def store_lock(store: Path) -> Iterator[None]:
+    """Exclusive lock on the store for the duration (released by the kernel if we die)."""
+    fd = os.open(store / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
