@@ -225,3 +225,20 @@ def test_zero_memory_rejected(name):
 def test_negative_strength_rejected(name, params, word):
     with pytest.raises(ObliviateError, match=word):
         make_strategy(name, **params)
+
+
+# ---- the acceptance figure (slow: about a minute) -----------------------------------------------
+
+
+@pytest.mark.slow
+def test_each_regulariser_beats_naive_on_permuted_digits():
+    """5-permutation domain-incremental digits, default recipe and hyperparameters, 3 seeds."""
+    from obliviate.experiments import LearnSpec, run_learn
+
+    def acc(name):
+        runs = [run_learn(LearnSpec(scenario="domain-permutation", strategy=name, seed=s)) for s in range(3)]
+        return sum(r["acc"] for r in runs) / 3
+
+    naive = acc("naive")
+    for name in ("si", "mas", "l2"):
+        assert acc(name) > naive + 0.05, name
