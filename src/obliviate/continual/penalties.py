@@ -84,7 +84,7 @@ def _call(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, 
 
 
 def per_sample_grads(
-    model: nn.Module, x: Tensor, y: Tensor | None, task: Tensor | None = None, *, chunk_size: int = 256
+    model: nn.Module, x: Tensor, y: Tensor | None, task: Tensor | None = None, *, chunk_size: int = 64
 ) -> dict[str, Tensor]:
     """Per-sample gradients, vectorised as one batched backward pass.
 
@@ -97,24 +97,30 @@ def per_sample_grads(
     The vector of per-sample (per-class) log-likelihoods is differentiated against a batch of
     one-hot cotangents with ``torch.autograd.grad(..., is_grads_batched=True)``, which vmaps the
     backward pass. (``torch.func.grad``/``jacrev`` would do the same but import ``torch._dynamo``,
-    several seconds, on first use.) Chunks keep at most ``chunk_size`` cotangents in memory.
+    several seconds, on first use.) The cost grows with cotangents x rows per backward pass, so
+    rows are processed in blocks of at most ``chunk_size`` cotangents.
     """
     params = trainable(model)
     names = list(params)
-    logp = torch.log_softmax(_call(model, params, dict(model.named_buffers()), x, task), dim=1)
-    values = logp if y is None else -logp.gather(1, y.reshape(-1, 1))  # [N, C] or [N, 1]
-    flat = values.reshape(-1)
+    buffers = dict(model.named_buffers())
     parts: dict[str, list[Tensor]] = {k: [] for k in names}
-    for lo in range(0, flat.numel(), max(1, chunk_size)):
-        hi = min(flat.numel(), lo + max(1, chunk_size))
-        cotangents = torch.zeros(hi - lo, flat.numel(), dtype=flat.dtype)
-        cotangents[torch.arange(hi - lo), torch.arange(lo, hi)] = 1.0
-        grads = torch.autograd.grad(
-            flat, list(params.values()), cotangents, retain_graph=True, allow_unused=True, is_grads_batched=True
-        )
+    n_out = 1
+    # the batched backward costs (cotangents x rows of the graph): keep both small per block
+    n_classes = int(_call(model, params, buffers, x[:1], None if task is None else task[:1]).shape[1])
+    per_row = 1 if y is not None else n_classes
+    rows = max(1, chunk_size // per_row)
+    for start in range(0, x.shape[0], rows):
+        xs = x[start : start + rows]
+        ts = None if task is None else task[start : start + rows]
+        logp = torch.log_softmax(_call(model, params, buffers, xs, ts), dim=1)
+        values = logp if y is None else -logp.gather(1, y[start : start + rows].reshape(-1, 1))
+        n_out = values.shape[1]
+        flat = values.reshape(-1)
+        cotangents = torch.eye(flat.numel(), dtype=flat.dtype)
+        grads = torch.autograd.grad(flat, list(params.values()), cotangents, allow_unused=True, is_grads_batched=True)
         for k, g, p in zip(names, grads, params.values()):
-            parts[k].append(p.new_zeros((hi - lo, *p.shape)) if g is None else g.detach())
-    shape = (x.shape[0],) if y is not None else tuple(values.shape)
+            parts[k].append(p.new_zeros((flat.numel(), *p.shape)) if g is None else g.detach())
+    shape = (x.shape[0],) if y is not None else (x.shape[0], n_out)
     return {k: torch.cat(v).reshape(*shape, *params[k].shape) for k, v in parts.items()}
 
 
