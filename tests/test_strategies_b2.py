@@ -17,7 +17,7 @@ from obliviate.continual.loop import train_stream
 from obliviate.data import build_scenario, synthetic_dataset
 from obliviate.errors import ObliviateError
 from obliviate.models import ModelSpec, model_for_stream
-from obliviate.training import Batch, TrainConfig
+from obliviate.training import Batch, TrainConfig, predict_logits
 
 
 def _random_case(seed: int, k: int, p: int, parallel: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,6 +119,7 @@ def test_packnet_freezes_claimed_weights_bitwise_and_masks_are_disjoint(granular
     model = model_for_stream(ModelSpec(hidden=(16, 16), seed=0), stream)
     strategy = make_strategy("packnet", prune_ratio=0.5, retrain_epochs=1, granularity=granularity)
     claimed: list[tuple[dict, dict]] = []
+    logits_after: list[torch.Tensor] = []
     state = None
     for k in range(1, len(stream) + 1):
         result = train_stream(model, stream, strategy, CFG, stop_after=k, resume=state)
@@ -126,6 +127,7 @@ def test_packnet_freezes_claimed_weights_bitwise_and_masks_are_disjoint(granular
         strategy = state.strategy
         owner = {n: o.clone() for n, o in strategy.masks_.owner.items()}
         claimed.append((owner, {n: p.detach().clone() for n, p in model.named_parameters()}))
+        logits_after.append(predict_logits(model, stream[k - 1].test))
     final_owner, final_values = claimed[-1]
     for rank, (owner, values) in enumerate(claimed):
         for name, o in owner.items():
@@ -139,7 +141,9 @@ def test_packnet_freezes_claimed_weights_bitwise_and_masks_are_disjoint(granular
     for name, o in final_owner.items():
         counts = sum(int((o == r).sum()) for r in range(len(stream))) + int((o == -1).sum())
         assert counts == o.numel()
-    # task-aware inference: a task's accuracy never changes after it is learned
+    # task-aware inference: a task's outputs (so its accuracy) never change after it is learned
+    for j, before in enumerate(logits_after):
+        assert torch.equal(predict_logits(model, stream[j].test), before)
     matrix = result.accuracy_matrix
     for j in range(len(stream)):
         assert np.all(matrix[j:, j] == matrix[j, j])

@@ -21,6 +21,7 @@ accumulation when tasks re-occur).
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ from obliviate._validation import check_choice, check_number
 from obliviate.data.dataset import Dataset
 from obliviate.data.scenarios import Stream, class_incremental, domain_permutation, domain_rotation, task_incremental
 from obliviate.errors import ObliviateError
+
+if TYPE_CHECKING:  # obliviate.training imports the data layer
+    from obliviate.training import TrainConfig
 
 BASES = {
     "class-incremental": class_incremental,
@@ -42,7 +46,7 @@ ONLINE_BATCH_SIZE = 10
 """Batch size of the online protocol (small batches, e.g. Aljundi et al., 2019)."""
 
 
-def online_config(config):  # type: ignore[no-untyped-def]
+def online_config(config: TrainConfig) -> TrainConfig:
     """The online protocol's training recipe: ``config`` with one epoch (a single pass) and, if
     it uses more, at most :data:`ONLINE_BATCH_SIZE` samples per batch.
 
