@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from obliviate.continual.penalties import diagonal_fisher
 from obliviate.data.datasets import synthetic_dataset
 from obliviate.errors import ObliviateError
 from obliviate.models import ModelSpec
@@ -140,8 +141,10 @@ def test_ssd_importance_with_batch_one_is_per_sample_fisher(setup):
         for n, p in model.named_parameters():
             ref[n] += p.grad**2 / len(data)
     model.zero_grad(set_to_none=True)
+    shared = diagonal_fisher(model, data, fisher="empirical")  # the continual-learning Fisher
     for n in imp:
         torch.testing.assert_close(imp[n], ref[n])
+        torch.testing.assert_close(imp[n], shared[n])
 
 
 # ---- SalUn -----------------------------------------------------------------------------------
