@@ -198,10 +198,10 @@ class Ledger:
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
-    def add_request(self, request_id: str, ids: list[int], submitted: float) -> None:
+    def add_request(self, request_id: str, ids: list[int], submitted: float, status: str = "queued") -> None:
         self.db.execute(
-            "INSERT INTO requests(request_id, ids_hash, ids, n_ids, status, submitted) VALUES (?, ?, ?, ?, 'queued', ?)",
-            (request_id, ids_hash(ids), json.dumps(sorted(ids)), len(ids), submitted),
+            "INSERT INTO requests(request_id, ids_hash, ids, n_ids, status, submitted) VALUES (?, ?, ?, ?, ?, ?)",
+            (request_id, ids_hash(ids), json.dumps(sorted(ids)), len(ids), status, submitted),
         )
 
     def update_request(self, request_id: str, **fields: Any) -> None:

@@ -406,9 +406,9 @@ class ShardedStore:
         Returns the request record. Unknown ids raise; ids already deleted are recorded as such.
         """
         with store_lock(self.path):
-            return self._submit(ids, request_id)
+            return self._submit(ids, request_id, "queued")
 
-    def _submit(self, ids: list[int] | np.ndarray, request_id: str | None) -> dict[str, Any]:
+    def _submit(self, ids: list[int] | np.ndarray, request_id: str | None, status: str) -> dict[str, Any]:
         want = sorted({int(i) for i in np.asarray(ids, dtype=np.int64).reshape(-1).tolist()})
         if not want:
             raise ObliviateError("the deletion request names no ids; give at least one id")
@@ -428,7 +428,7 @@ class ShardedStore:
             raise ObliviateError(f"{len(unknown)} id(s) were never trained on in this store: {shown}")
         fresh = [i for i in want if states[i] == "active"]
         with self.ledger.transaction():
-            self.ledger.add_request(rid, want, time.time())
+            self.ledger.add_request(rid, want, time.time(), status)
             self.ledger.set_states(fresh, "pending", rid)
             self.ledger.append_event(
                 "request_submitted",
@@ -455,7 +455,8 @@ class ShardedStore:
         and return its record). The same request id returns the same receipt, work done once."""
         self.recover()
         with store_lock(self.path):
-            request = self._submit(ids, request_id)
+            # "running" from the start: if this process dies, any next command completes it
+            request = self._submit(ids, request_id, "queued" if queue else "running")
             if request["status"] in ("queued", "running") and not queue:
                 remove_temporaries(self.path)
                 self._process(check_exactness=check_exactness)
