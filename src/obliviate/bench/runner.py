@@ -63,11 +63,24 @@ def run_learn(spec: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
 
 def run_forget(spec: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     """An approximate-unlearning run through :func:`obliviate.unlearning.run.run_forget`;
-    original and oracle models are cached under the results directory's ``cache/``."""
-    from obliviate.unlearning.run import ForgetSpec
+    original and oracle models are cached under the results directory's ``cache/``, so they are
+    trained once per (dataset, recipe, seed, forget set). Recipe keys of the grid (``model``,
+    ``hidden``, ``lr``, ...) override the dataset's default recipe."""
+    from obliviate.unlearning.run import ForgetSpec, default_recipe
     from obliviate.unlearning.run import run_forget as entry
 
-    values = {k: _tuple(v) for k, v in spec.items() if k not in ("kind",)}
+    values = {k: v for k, v in spec.items() if k != "kind"}
+    model_over = {k: values.pop(k) for k in ("model", "hidden") if k in values}
+    train_over = {k: values.pop(k) for k in ("batch_size", "lr", "optimizer", "momentum", "weight_decay") if k in values}
+    if model_over or train_over:
+        from obliviate.training import Recipe
+
+        base = default_recipe(values.get("dataset", "digits"), values.get("seed", 0))
+        if "model" in model_over:
+            model_over["name"] = model_over.pop("model")
+        if "hidden" in model_over:
+            model_over["hidden"] = tuple(model_over["hidden"])
+        values["recipe"] = Recipe(dataclasses.replace(base.model, **model_over), dataclasses.replace(base.train, **train_over))
     if ctx.get("data_dir") is not None:
         values["data_dir"] = ctx["data_dir"]
     if ctx.get("cache_dir") is not None:

@@ -21,6 +21,7 @@ A spec file holds optional top-level settings and any number of grid blocks of t
     forgets = ["class:3", "random:100"]
     methods = ["finetune", "ssd"]
     quality = 0                    # N models for the forgetting-quality score (0 = off)
+    relearn_cap = 200              # cap of the relearn attack (steps)
 
     [[sharded]]                    # exact sharded unlearning (obliviate.sharded.run_sharded)
     datasets = ["digits"]
@@ -85,6 +86,7 @@ _BLOCK_KEYS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "forgets": (_STR, True),
         "methods": (_STR, True),
         "quality": (_INT, False),
+        "relearn_cap": (_INT, False),
         "params": ((dict,), False),
     },
     "sharded": {
@@ -388,7 +390,7 @@ def _expand_block(
     runs: list[dict[str, Any]] = []
     for combo in itertools.product(*(axes[k] for k in plain)):
         base = {"kind": kind, **{_SINGULAR.get(k, k): v for k, v in zip(plain, combo, strict=True)}}
-        for key in ("eval_every", "quality", "aggregation", "n_deletions"):
+        for key in ("eval_every", "quality", "relearn_cap", "aggregation", "n_deletions"):
             if key in base and base[key] is None:
                 del base[key]
         methods = axes[method_key] if method_key else [None]

@@ -22,7 +22,7 @@ METRICS: dict[str, tuple[tuple[str, str], ...]] = {
         ("unlearned.test_acc", "test acc"),
         ("unlearned.mia_auc", "MIA AUC"),
         ("oracle.forget_acc", "oracle forget acc"),
-        ("quality", "quality"),
+        ("quality.score", "quality"),
         ("seconds", "s"),
     ),
     "sharded": (

@@ -298,14 +298,14 @@ def tradeoff(records: Sequence[dict[str, Any]]) -> list[Plot]:
     plots = []
     for (ds, fg), recs in sorted(_groups(records, "dataset", "forget").items(), key=str):
         methods = _by_method(recs)
-        use_quality = all(not math.isnan(_val(rs, "quality")[0]) for rs in methods.values())
+        use_quality = all(not math.isnan(_val(rs, "quality.score")[0]) for rs in methods.values())
         plt = _plt()
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
         secs = [_val(rs, "seconds")[0] for rs in methods.values()]
         smax = max([s for s in secs if s == s] or [1.0]) or 1.0
         for k, (m, rs) in enumerate(methods.items()):
             if use_quality:
-                xv = _val(rs, "quality")[0]
+                xv = _val(rs, "quality.score")[0]
             else:
                 gaps = [abs(a - b) for r in rs if (a := store.get(r, "unlearned.forget_acc")) is not None
                         and (b := store.get(r, "oracle.forget_acc")) is not None]
@@ -317,8 +317,9 @@ def tradeoff(records: Sequence[dict[str, Any]]) -> list[Plot]:
             ax.annotate(m, (xv, yv), textcoords="offset points", xytext=(6, 4), fontsize=7)
         oy = _val(recs, "oracle.test_acc")[0]
         if oy == oy:
-            ax.scatter([1.0 if use_quality else 0.0], [oy], marker="*", s=160, color="k", label="oracle")
-            ax.legend(fontsize=7, loc="lower left")
+            ax.scatter([1.0 if use_quality else 0.0], [oy], marker="*", s=160, color="k", label="oracle", zorder=3)
+            ax.legend(fontsize=7, loc="best")
+        ax.margins(x=0.15, y=0.15)
         ax.set_xlabel("forgetting quality (higher is better)" if use_quality else "|forget acc − oracle forget acc| (lower is better)")
         ax.set_ylabel("test accuracy (utility)")
         plots.append(Plot(f"Forgetting vs utility — {ds}, forget {fg}",
