@@ -200,7 +200,7 @@ class PackNet(Strategy):
     def end(self, model: nn.Module, experience: Experience) -> None:
         self._restore(model)  # undo what the last optimiser step's decay did to frozen entries
         task = _task_of(experience)
-        rank = len(self.masks_.rank)
+        rank = 1 + max(self.masks_.rank.values(), default=-1)
         self.masks_.rank[task] = rank
         prunable = self.prunable_
         unit_biases = _unit_biases(model, prunable) if self.granularity == "unit" else {}
@@ -303,7 +303,7 @@ class PackNet(Strategy):
         if masks is None:
             return []
         out = []
-        n_ranks = len(masks.rank)
+        n_ranks = 1 + max(masks.rank.values(), default=-1)
         for name, owner in masks.owner.items():
             if owner.ndim < 2 or name not in vars(self).get("prunable_", set()):
                 continue

@@ -168,7 +168,10 @@ def recurring(
     """
     check_choice("base", base, BASES, owner="recurring")
     schedule = power_law_schedule(n_experiences, n_tasks, alpha=alpha, seed=seed)
-    tasks = BASES[base](train, test, n_experiences=n_tasks, seed=seed)
+    try:
+        tasks = BASES[base](train, test, n_experiences=n_tasks, seed=seed)
+    except ObliviateError as err:  # the base scenario speaks of n_experiences; here it is n_tasks
+        raise ObliviateError(f"recurring: n_tasks={n_tasks} distinct tasks from {base!r}: {err}") from None
     exps = tuple(replace(tasks[k], index=i) for i, k in enumerate(schedule))
     return replace(tasks, name=f"recurring-{base}", experiences=exps)
 
