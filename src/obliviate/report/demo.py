@@ -1,0 +1,66 @@
+"""The last section of ``obliviate demo``: the HTML report of everything the demo just ran.
+
+It gathers the results the earlier sections left under the demo folder
+(:func:`obliviate.cli.demo.demo_dir`): every ``*/results.jsonl`` (results-store format) and the
+unlearning section's ``forget/results.json`` (``{request: [run_forget result, ...]}``, turned
+into store records here), writes ``<demo dir>/report.html`` and prints its path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def forget_records(path: Path) -> list[dict[str, Any]]:
+    """Store records from a ``{request: [run_forget result, ...]}`` JSON file."""
+    from obliviate.bench.specs import Run, run_key
+
+    data = json.loads(path.read_text())
+    records = []
+    for results in data.values():
+        for res in results:
+            spec = res.get("spec", {})
+            run = {"kind": "forget", "dataset": spec.get("dataset"), "forget": spec.get("forget"),
+                   "method": spec.get("method"), "params": spec.get("params") or {}, "seed": spec.get("seed", 0)}
+            metrics = {k: v for k, v in res.items() if k not in ("spec", "provenance")}
+            records.append({"key": run_key(run), "kind": "forget", "label": Run(run, "").label(), "status": "ok",
+                            "run": run, "spec": spec, "metrics": metrics,
+                            "timings": {"seconds": res.get("seconds")}, "provenance": res.get("provenance", {})})
+    return records
+
+
+def collect(folder: Path) -> list[dict[str, Any]]:
+    """Every result record under ``folder`` (one level of section folders)."""
+    from obliviate.bench import results as store
+
+    records: list[dict[str, Any]] = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if (sub / store.RESULTS).exists():
+            records.extend(store.read(sub))
+        elif (sub / "results.json").exists() and sub.name == "forget":
+            records.extend(forget_records(sub / "results.json"))
+    return records
+
+
+def report_section(console: Any) -> None:
+    """Write the demo's HTML report (``<demo dir>/report.html``) and print its path."""
+    from obliviate.cli.demo import demo_dir
+    from obliviate.io import atomic_write_text
+    from obliviate.report.html import build_report
+
+    folder = demo_dir()
+    records = collect(folder) if folder.exists() else []
+    console.rule("[bold]Report")
+    if not records:
+        console.print(f"no demo results under {folder}; no report written")
+        return
+    target = folder / "report.html"
+    atomic_write_text(target, build_report(records, source=str(folder), title="obliviate demo"))
+    target.chmod(0o644)
+    console.print(f"HTML report ({len(records)} runs, plots embedded, opens offline in any browser):")
+    console.print(str(target.resolve()), highlight=False, soft_wrap=True)
+
+
+__all__ = ["collect", "forget_records", "report_section"]
