@@ -47,6 +47,8 @@ class AGEM(Strategy):
       with equal shares per experience (older shares shrink when a new experience arrives); the
       paper stores a fixed number of samples per task, which needs the number of tasks up front.
     - The memory is written at the end of an experience, so projection starts with the second.
+    - ``sample_size`` defaults to 64 reference samples (the paper draws 256 on MNIST, where the
+      memory is larger); the reference batch is drawn without replacement, seeded per step.
     - ``g`` and ``g_ref`` cover all trainable parameters, heads included.
 
     References
