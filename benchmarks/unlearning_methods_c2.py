@@ -30,7 +30,16 @@ from obliviate.training import Recipe, accuracy, predict_logits
 from obliviate.unlearning import make_unlearner
 from obliviate.unlearning.probe import probe_accuracy
 
-METHODS = ("ssd", "scrub", "neggrad_plus", "famr", "bad_teacher", "random_label", "l1_sparse", "salun")
+METHODS = (
+    "ssd",
+    "scrub",
+    "neggrad_plus",
+    "famr",
+    "bad_teacher",
+    "random_label",
+    "l1_sparse",
+    "salun",
+)
 
 
 def default_recipe(dataset: str, seed: int) -> Recipe:
@@ -52,7 +61,9 @@ def loss_mia_auc(model: torch.nn.Module, members: Any, non_members: Any) -> floa
     return float(roc_auc_score(labels, scores))
 
 
-def evaluate(model: torch.nn.Module, request: Any, test: Any, class_forgetting: bool) -> dict[str, float]:
+def evaluate(
+    model: torch.nn.Module, request: Any, test: Any, class_forgetting: bool
+) -> dict[str, float]:
     out = {
         "retain_acc": accuracy(model, request.retain),
         "forget_acc": accuracy(model, request.forget),
@@ -61,13 +72,16 @@ def evaluate(model: torch.nn.Module, request: Any, test: Any, class_forgetting: 
     }
     # Leftover knowledge: a probe fitted on retain features (random forgetting) or on held-out
     # features that contain the forgotten class (class forgetting), scored on the forget set.
-    out["probe_acc"] = probe_accuracy(model, test if class_forgetting else request.retain, request.forget)
+    out["probe_acc"] = probe_accuracy(
+        model, test if class_forgetting else request.retain, request.forget
+    )
     return out
 
 
-def timed(fn: Any) -> tuple[Any, float]:
+def timed_unlearn(unlearner: Any, model: torch.nn.Module, request: Any) -> tuple[Any, float]:
+    """The unlearned model and the wall seconds ``unlearner.unlearn`` took."""
     t0 = time.perf_counter()
-    result = fn()
+    result = unlearner.unlearn(model, request)
     return result, time.perf_counter() - t0
 
 
@@ -87,7 +101,9 @@ def main() -> None:
     for item in args.set:
         lhs, _, value = item.partition("=")
         method, _, key = lhs.partition(".")
-        params.setdefault(method, {})[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+        params.setdefault(method, {})[key] = (
+            int(value) if value.lstrip("-").isdigit() else float(value)
+        )
     methods = [m for m in args.methods.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",")]
     train, test = load_dataset(args.dataset, data_dir=args.data_dir)
@@ -98,18 +114,45 @@ def main() -> None:
         recipe = default_recipe(args.dataset, seed)
         original = recipe.fit(train)
         request = build_request(train, args.forget, seed=seed, recipe=recipe)
-        oracle, t_retrain = timed(lambda: make_unlearner("retrain").unlearn(original, request))
-        rows.append({"method": "original", "seed": seed, "seconds": 0.0, **evaluate(original, request, test, class_forgetting)})
-        rows.append({"method": "retrain", "seed": seed, "seconds": t_retrain, **evaluate(oracle, request, test, class_forgetting)})
+        oracle, t_retrain = timed_unlearn(make_unlearner("retrain"), original, request)
+        rows.append(
+            {
+                "method": "original",
+                "seed": seed,
+                "seconds": 0.0,
+                **evaluate(original, request, test, class_forgetting),
+            }
+        )
+        rows.append(
+            {
+                "method": "retrain",
+                "seed": seed,
+                "seconds": t_retrain,
+                **evaluate(oracle, request, test, class_forgetting),
+            }
+        )
         for name in methods:
             unl = make_unlearner(name, seed=seed, **params.get(name, {}))
-            model, secs = timed(lambda: unl.unlearn(original, request))
-            rows.append({"method": name, "seed": seed, "seconds": secs, **evaluate(model, request, test, class_forgetting)})
+            model, secs = timed_unlearn(unl, original, request)
+            rows.append(
+                {
+                    "method": name,
+                    "seed": seed,
+                    "seconds": secs,
+                    **evaluate(model, request, test, class_forgetting),
+                }
+            )
         print(f"seed {seed}: retrain {t_retrain:.2f}s", flush=True)
 
     keys = ("retain_acc", "forget_acc", "test_acc", "mia_auc", "probe_acc")
-    print(f"\n{args.dataset} forget={args.forget} seeds={seeds} (mean over seeds; time = median seconds, % of retrain median)")
-    print(f"{'method':<14}" + "".join(f"{k:>11}" for k in keys) + f"{'dRA':>8}{'seconds':>9}{'%retrain':>9}")
+    print(
+        f"\n{args.dataset} forget={args.forget} seeds={seeds} (mean over seeds; time = median seconds, % of retrain median)"
+    )
+    print(
+        f"{'method':<14}"
+        + "".join(f"{k:>11}" for k in keys)
+        + f"{'dRA':>8}{'seconds':>9}{'%retrain':>9}"
+    )
     t_oracle = statistics.median(r["seconds"] for r in rows if r["method"] == "retrain")
     ra_oracle = statistics.mean(r["retain_acc"] for r in rows if r["method"] == "retrain")
     summary = {}
@@ -117,12 +160,24 @@ def main() -> None:
         sel = [r for r in rows if r["method"] == name]
         mean = {k: statistics.mean(r[k] for r in sel) for k in keys}
         secs = statistics.median(r["seconds"] for r in sel)
-        mean["retain_gap_max"] = max(abs(r["retain_acc"] - next(
-            o["retain_acc"] for o in rows if o["method"] == "retrain" and o["seed"] == r["seed"])) for r in sel)
+        mean["retain_gap_max"] = max(
+            abs(
+                r["retain_acc"]
+                - next(
+                    o["retain_acc"]
+                    for o in rows
+                    if o["method"] == "retrain" and o["seed"] == r["seed"]
+                )
+            )
+            for r in sel
+        )
         mean["forget_acc_max"] = max(r["forget_acc"] for r in sel)
         summary[name] = {**mean, "seconds": secs}
-        print(f"{name:<14}" + "".join(f"{mean[k]:>11.4f}" for k in keys)
-              + f"{mean['retain_acc'] - ra_oracle:>8.4f}{secs:>9.3f}{100 * secs / t_oracle:>8.1f}%")
+        print(
+            f"{name:<14}"
+            + "".join(f"{mean[k]:>11.4f}" for k in keys)
+            + f"{mean['retain_acc'] - ra_oracle:>8.4f}{secs:>9.3f}{100 * secs / t_oracle:>8.1f}%"
+        )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"args": vars(args), "rows": rows, "summary": summary}, fh, indent=1)

@@ -29,10 +29,14 @@ MINE = ("random_label", "bad_teacher", "scrub", "ssd", "famr", "l1_sparse", "sal
 def setup():
     torch.set_num_threads(1)
     train, test = synthetic_dataset(n_classes=4, n_per_class=50, n_features=8, seed=1)
-    recipe = Recipe(ModelSpec(hidden=(16,), seed=0), TrainConfig(n_epochs=30, lr=1e-2, optimizer="adam", seed=0))
+    recipe = Recipe(
+        ModelSpec(hidden=(16,), seed=0), TrainConfig(n_epochs=30, lr=1e-2, optimizer="adam", seed=0)
+    )
     model = recipe.fit(train)
     class_ids = train.ids[train.y == 1]
-    random_ids = train.ids[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:15]]
+    random_ids = train.ids[
+        torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:15]
+    ]
     return {
         "train": train,
         "test": test,
@@ -164,7 +168,9 @@ def test_salun_updates_only_salient_weights(setup):
 def test_salun_mask_picks_largest_gradients(setup):
     req, model = setup["class"], setup["model"]
     mask = saliency_mask(model, req.forget, 0.1)
-    grads = torch.autograd.grad(F.cross_entropy(model(req.forget.x), req.forget.y), list(model.parameters()))
+    grads = torch.autograd.grad(
+        F.cross_entropy(model(req.forget.x), req.forget.y), list(model.parameters())
+    )
     flat = torch.cat([g.abs().reshape(-1) for g in grads])
     chosen = torch.cat([m.reshape(-1) for m in mask.values()])
     assert flat[chosen].min() >= flat[~chosen].max() * (1 - 1e-5)
@@ -186,9 +192,11 @@ def test_random_label_trains_forget_rows_on_their_wrong_labels(setup):
     assert torch.equal(relabelled.ids, req.forget.ids)
     assert not bool((relabelled.y == req.forget.y).any())
     out = make_unlearner("random_label", retain_fraction=0.0, n_epochs=5).unlearn(model, req)
+
     # fitted towards the wrong labels: their loss falls, the true labels' loss rises
     def ce(m, d):
         return float(F.cross_entropy(predict_logits(m, d), d.y))
+
     assert ce(out, relabelled) < ce(model, relabelled)
     assert ce(out, req.forget) > ce(model, req.forget)
 
@@ -207,14 +215,23 @@ def test_probe_accuracy(setup):
 # ---- bad teacher, SCRUB, FAMR, l1-sparse -------------------------------------------------------
 def kl(p_logits, q_logits):
     """KL(softmax p || softmax q), batch mean."""
-    return float(F.kl_div(F.log_softmax(q_logits, 1), F.log_softmax(p_logits, 1), reduction="batchmean", log_target=True))
+    return float(
+        F.kl_div(
+            F.log_softmax(q_logits, 1),
+            F.log_softmax(p_logits, 1),
+            reduction="batchmean",
+            log_target=True,
+        )
+    )
 
 
 def test_bad_teacher_moves_forget_outputs_toward_the_random_teacher(setup):
     req, model = setup["class"], setup["model"]
     out = make_unlearner("bad_teacher", seed=2, **TOY_PARAMS["bad_teacher"]).unlearn(model, req)
     bad = predict_logits(fresh_like(model, 2, "bad_teacher"), req.forget)
-    assert kl(bad, predict_logits(out, req.forget)) < 0.5 * kl(bad, predict_logits(model, req.forget))
+    assert kl(bad, predict_logits(out, req.forget)) < 0.5 * kl(
+        bad, predict_logits(model, req.forget)
+    )
     # and retain outputs stay near the original (competent) teacher
     assert kl(predict_logits(model, req.retain), predict_logits(out, req.retain)) < 0.1
 
@@ -224,18 +241,26 @@ def test_scrub_max_steps_push_forget_outputs_away_from_teacher(setup):
     with_max = make_unlearner("scrub", n_epochs=10, msteps=8).unlearn(model, req)
     min_only = make_unlearner("scrub", n_epochs=10, msteps=0).unlearn(model, req)
     t = predict_logits(model, req.forget)
-    assert kl(t, predict_logits(with_max, req.forget)) > 2 * kl(t, predict_logits(min_only, req.forget))
+    assert kl(t, predict_logits(with_max, req.forget)) > 2 * kl(
+        t, predict_logits(min_only, req.forget)
+    )
 
 
 def test_famr_flattens_forget_outputs_and_anchor_holds_weights(setup):
     req, model = setup["class"], setup["model"]
     out = make_unlearner("famr").unlearn(model, req)
+
     def entropy(m):
         p = F.softmax(predict_logits(m, req.forget), 1)
         return float(-(p * p.log()).sum(1).mean())
+
     assert entropy(out) > entropy(model) + 0.5
+
     def dist(m):
-        return sum(float(((a - b) ** 2).sum()) for a, b in zip(weights(m), weights(model), strict=True))
+        return sum(
+            float(((a - b) ** 2).sum()) for a, b in zip(weights(m), weights(model), strict=True)
+        )
+
     loose = make_unlearner("famr", reg_strength=0.0).unlearn(model, req)
     tight = make_unlearner("famr", reg_strength=10.0).unlearn(model, req)
     assert dist(tight) < 0.5 * dist(loose)

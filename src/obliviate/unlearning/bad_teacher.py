@@ -23,7 +23,9 @@ def bad_teacher_loss(
     """``KL(t || s)`` with ``t = softmax(incompetent / T)`` on forget rows and
     ``softmax(competent / T)`` on retain rows (Chundawat et al., eq. 3), batch mean times ``T**2``."""
     t = float(temperature)
-    target = torch.where(is_forget[:, None], F.softmax(incompetent / t, dim=1), F.softmax(competent / t, dim=1))
+    target = torch.where(
+        is_forget[:, None], F.softmax(incompetent / t, dim=1), F.softmax(competent / t, dim=1)
+    )
     log_s = F.log_softmax(student / t, dim=1)
     return F.kl_div(log_s, target, reduction="batchmean") * (t * t)
 
@@ -103,7 +105,10 @@ class BadTeacher(Unlearner):
         for p in incompetent.parameters():
             p.requires_grad_(False)
         forget_ids = request.forget.ids
-        parts = [request.forget, retain_sample(request.retain, self.retain_fraction, self.seed, "retain")]
+        parts = [
+            request.forget,
+            retain_sample(request.retain, self.retain_fraction, self.seed, "retain"),
+        ]
         data = Dataset.concat([p for p in parts if len(p)])
 
         def loss(student: nn.Module, batch: Batch) -> Tensor:
@@ -111,10 +116,19 @@ class BadTeacher(Unlearner):
                 good = logits(competent, batch.x, batch.task)
                 bad = logits(incompetent, batch.x, batch.task)
             is_forget = torch.isin(batch.ids, forget_ids)
-            return bad_teacher_loss(logits(student, batch.x, batch.task), good, bad, is_forget, self.temperature)
+            return bad_teacher_loss(
+                logits(student, batch.x, batch.task), good, bad, is_forget, self.temperature
+            )
 
         run_steps(
-            out, data, loss, n_epochs=self.n_epochs, batch_size=self.batch_size, lr=self.lr,
-            optimizer=self.optimizer, seed=self.seed, key="bad_teacher",
+            out,
+            data,
+            loss,
+            n_epochs=self.n_epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            optimizer=self.optimizer,
+            seed=self.seed,
+            key="bad_teacher",
         )
         return out

@@ -100,8 +100,16 @@ class FAMR(Unlearner):
             return value
 
         run_steps(
-            out, request.forget, loss, n_epochs=self.n_epochs, batch_size=self.batch_size, lr=self.lr,
-            optimizer=self.optimizer, momentum=self.momentum, seed=self.seed, key="famr",
+            out,
+            request.forget,
+            loss,
+            n_epochs=self.n_epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            optimizer=self.optimizer,
+            momentum=self.momentum,
+            seed=self.seed,
+            key="famr",
         )
         return out
 

@@ -102,8 +102,16 @@ class L1Sparse(Unlearner):
             return value + gamma * l1_norm(m) if gamma > 0 else value
 
         run_steps(
-            out, request.retain, loss, n_epochs=self.n_epochs, batch_size=self.batch_size, lr=self.lr,
-            optimizer=self.optimizer, momentum=self.momentum, seed=self.seed, key="l1_sparse",
+            out,
+            request.retain,
+            loss,
+            n_epochs=self.n_epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            optimizer=self.optimizer,
+            momentum=self.momentum,
+            seed=self.seed,
+            key="l1_sparse",
         )
         return out
 

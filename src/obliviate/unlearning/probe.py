@@ -26,14 +26,21 @@ def features_of(model: nn.Module, data: Dataset, batch_size: int = 4096) -> np.n
     was_training = model.training
     model.eval()
     try:
-        parts = [model.features(data.x[i : i + batch_size]) for i in range(0, len(data), batch_size)]
+        parts = [
+            model.features(data.x[i : i + batch_size]) for i in range(0, len(data), batch_size)
+        ]
     finally:
         model.train(was_training)
     return torch.cat(parts).reshape(len(data), -1).double().numpy() if parts else np.zeros((0, 0))
 
 
 def probe_accuracy(
-    model: nn.Module, fit_on: Dataset, evaluate_on: Dataset, *, reg_strength: float = 1.0, max_iter: int = 2000
+    model: nn.Module,
+    fit_on: Dataset,
+    evaluate_on: Dataset,
+    *,
+    reg_strength: float = 1.0,
+    max_iter: int = 2000,
 ) -> float:
     """Accuracy on ``evaluate_on`` of a logistic-regression probe fitted on ``fit_on``'s features.
 

@@ -24,7 +24,9 @@ def random_wrong_labels(y: Tensor, n_classes: int, gen: torch.Generator) -> Tens
     return (y + shift) % n_classes
 
 
-def relabelled_forget_set(request: ForgetRequest, n_classes: int, seed: int, key: object) -> Dataset:
+def relabelled_forget_set(
+    request: ForgetRequest, n_classes: int, seed: int, key: object
+) -> Dataset:
     """The forget rows with random wrong labels drawn from ``generator(seed, key)`` (ids kept)."""
     forget = request.forget
     return replace(forget, y=random_wrong_labels(forget.y, n_classes, generator(seed, key)))
@@ -114,11 +116,24 @@ class RandomLabel(Unlearner):
         if len(request.forget) == 0:
             return out
         assert request.retain is not None
-        relabelled = relabelled_forget_set(request, n_classes_of(out, request), self.seed, "random_label")
-        parts = [relabelled, retain_sample(request.retain, self.retain_fraction, self.seed, "retain")]
+        relabelled = relabelled_forget_set(
+            request, n_classes_of(out, request), self.seed, "random_label"
+        )
+        parts = [
+            relabelled,
+            retain_sample(request.retain, self.retain_fraction, self.seed, "retain"),
+        ]
         data = Dataset.concat([p for p in parts if len(p)])
         run_steps(
-            out, data, cross_entropy, n_epochs=self.n_epochs, batch_size=self.batch_size, lr=self.lr,
-            optimizer=self.optimizer, momentum=self.momentum, seed=self.seed, key="random_label",
+            out,
+            data,
+            cross_entropy,
+            n_epochs=self.n_epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            optimizer=self.optimizer,
+            momentum=self.momentum,
+            seed=self.seed,
+            key="random_label",
         )
         return out

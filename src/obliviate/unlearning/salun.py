@@ -17,7 +17,9 @@ from obliviate.unlearning.base import ForgetRequest, Unlearner
 from obliviate.unlearning.random_label import n_classes_of, relabelled_forget_set, retain_sample
 
 
-def saliency_mask(model: nn.Module, forget: Dataset, fraction: float, batch_size: int = 256) -> dict[str, Tensor]:
+def saliency_mask(
+    model: nn.Module, forget: Dataset, fraction: float, batch_size: int = 256
+) -> dict[str, Tensor]:
     """Boolean mask per parameter: the top ``fraction`` of all weights by ``|grad|`` of the
     forget loss (Fan et al., eq. 5), one global threshold over every parameter.
 
@@ -33,7 +35,11 @@ def saliency_mask(model: nn.Module, forget: Dataset, fraction: float, batch_size
     try:
         for b in batches(forget, batch_size, None):
             loss = F.cross_entropy(logits(model, b.x, b.task), b.y)
-            for n, g in zip(names, torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True), strict=True):
+            for n, g in zip(
+                names,
+                torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True),
+                strict=True,
+            ):
                 if g is not None:
                     grads[n] += g.detach()
     finally:
@@ -134,12 +140,24 @@ class SalUn(Unlearner):
                     p.grad.mul_(masks[n])
 
         relabelled = relabelled_forget_set(request, n_classes_of(out, request), self.seed, "salun")
-        parts = [relabelled, retain_sample(request.retain, self.retain_fraction, self.seed, "retain")]
+        parts = [
+            relabelled,
+            retain_sample(request.retain, self.retain_fraction, self.seed, "retain"),
+        ]
         data = Dataset.concat([p for p in parts if len(p)])
         run_steps(
-            out, data, cross_entropy, n_epochs=self.n_epochs, batch_size=self.batch_size, lr=self.lr,
-            optimizer=self.optimizer, momentum=self.momentum, seed=self.seed, key="salun",
-            params=params, after_backward=apply_mask,
+            out,
+            data,
+            cross_entropy,
+            n_epochs=self.n_epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            optimizer=self.optimizer,
+            momentum=self.momentum,
+            seed=self.seed,
+            key="salun",
+            params=params,
+            after_backward=apply_mask,
         )
         return out
 

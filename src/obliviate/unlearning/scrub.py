@@ -114,10 +114,18 @@ class SCRUB(Unlearner):
             return out
         assert request.retain is not None
         teacher = frozen_copy(model)
-        cfg = TrainConfig(lr=self.lr, optimizer=self.optimizer, momentum=self.momentum,
-                          weight_decay=self.weight_decay, seed=self.seed)
+        cfg = TrainConfig(
+            lr=self.lr,
+            optimizer=self.optimizer,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            seed=self.seed,
+        )
         opt = make_optimizer([p for p in out.parameters() if p.requires_grad], cfg)
-        gen_max, gen_min = generator(self.seed, "scrub", "max"), generator(self.seed, "scrub", "min")
+        gen_max, gen_min = (
+            generator(self.seed, "scrub", "max"),
+            generator(self.seed, "scrub", "min"),
+        )
         out.train()
         try:
             for epoch in range(self.n_epochs):
@@ -134,7 +142,9 @@ class SCRUB(Unlearner):
                     with torch.no_grad():
                         t = logits(teacher, b.x, b.task)
                     s = logits(out, b.x, b.task)
-                    loss = self.alpha * kl_to_teacher(s, t, self.temperature) + self.gamma * F.cross_entropy(s, b.y)
+                    loss = self.alpha * kl_to_teacher(
+                        s, t, self.temperature
+                    ) + self.gamma * F.cross_entropy(s, b.y)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()

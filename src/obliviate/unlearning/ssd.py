@@ -57,7 +57,9 @@ def dampening_factors(
     """SSD's multiplier per parameter: ``min(lambda []_D / []_f, 1)`` where
     ``[]_f > alpha []_D`` (Foster et al., eqs. 3-4), exactly 1 elsewhere."""
     selected = imp_forget > selection_weighting * imp_train
-    beta = torch.clamp(dampening_constant * imp_train / torch.where(selected, imp_forget, 1.0), max=1.0)
+    beta = torch.clamp(
+        dampening_constant * imp_train / torch.where(selected, imp_forget, 1.0), max=1.0
+    )
     return torch.where(selected, beta, torch.ones_like(imp_train))
 
 
@@ -138,7 +140,10 @@ class SSD(Unlearner):
         with torch.no_grad():
             for name, p in out.named_parameters():
                 factor = dampening_factors(
-                    imp_train[name], imp_forget[name], self.selection_weighting, self.dampening_constant
+                    imp_train[name],
+                    imp_forget[name],
+                    self.selection_weighting,
+                    self.dampening_constant,
                 )
                 selected = factor != 1.0
                 p[selected] = p[selected] * factor[selected]
