@@ -31,6 +31,7 @@ import typer
 
 DEMO_SECTIONS: tuple[str, ...] = (
     "obliviate.cli.demo:continual_section",
+    "obliviate.unlearning.demo:unlearning_section",
     "obliviate.report.demo:report_section",  # keep last: the report of every section above
 )
 """The demo's sections, in order: ``"module:function"``, each ``function(console) -> None``."""
