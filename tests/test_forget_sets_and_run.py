@@ -1,7 +1,6 @@
 """Forget-set specs, run_forget (caching, JSON keys, oracle identity) and the forget CLI."""
 
 import json
-import warnings
 
 import numpy as np
 import pytest

@@ -47,7 +47,7 @@ def unlearning_section(console: Any) -> None:
                       f"{o['mia_auc']:.3f}", f"{rows[0]['js_to_oracle']['original_forget']:.4f}", "-", "-")
         table.add_row("oracle (retrain)", f"{g['retain_acc']:.3f}", f"{g['forget_acc']:.3f}", f"{g['test_acc']:.3f}",
                       f"{g['mia_auc']:.3f}", "0", f"{p.oracle_seconds:.2f}", "1.0x")
-        for m, r in zip(methods, rows):
+        for m, r in zip(methods, rows, strict=True):
             u = r["unlearned"]
             table.add_row(m, f"{u['retain_acc']:.3f}", f"{u['forget_acc']:.3f}", f"{u['test_acc']:.3f}",
                           f"{u['mia_auc']:.3f}", f"{r['js_to_oracle']['forget']:.4f}", f"{r['seconds']:.2f}",
