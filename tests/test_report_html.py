@@ -171,3 +171,28 @@ def test_report_renders_with_all_plots_in_chromium(results_dir, tmp_path):
     subprocess.run([browser, *FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", "--window-size=1280,2400",
                     f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 50_000
+
+
+def test_demo_report_section_collects_every_section(results_dir, tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from obliviate.report.demo import report_section
+
+    demo = tmp_path / "demo"
+    (demo / "learn").mkdir(parents=True)
+    (demo / "forget").mkdir()
+    recs = store.read(results_dir)
+    for r in recs:
+        if r["kind"] in ("learn", "sharded"):
+            store.append(store.results_path(demo / "learn"), r)
+    # the unlearning section's own format: {request: [run_forget result, ...]}
+    forget = [dict(r["metrics"], spec={**r["run"], "recipe": {}}, provenance=r["provenance"]) for r in recs if r["kind"] == "forget"]
+    (demo / "forget" / "results.json").write_text(json.dumps({"class:3": forget}))
+    monkeypatch.setenv("OBLIVIATE_DEMO_DIR", str(demo))
+    buf = io.StringIO()
+    report_section(Console(file=buf, width=300))
+    assert str((demo / "report.html").resolve()) in buf.getvalue()
+    html = (demo / "report.html").read_text()
+    assert {"heatmap", "unlearning-bars", "mia", "deletion-cost"} <= set(re.findall(r'data-kind="([a-z-]+)"', html))
