@@ -2,7 +2,8 @@
 
 For each seed: train the original model with the recipe, build the forget request, retrain the
 oracle (same recipe and seed on the retain set), run every method, and report retain / forget /
-test accuracy, the loss-threshold membership-inference AUC (forget vs test rows), a linear probe
+test accuracy, the loss-threshold membership-inference AUC (forget rows vs test rows of the same
+classes, as ``obliviate forget`` computes it), a linear probe
 of leftover knowledge, and wall time relative to retraining.
 
     python benchmarks/unlearning_methods_c2.py --forget class:3 --seeds 0,1,2
@@ -20,14 +21,13 @@ import statistics
 import time
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from obliviate.data.datasets import load_dataset
 from obliviate.data.forget_sets import build_request
-from obliviate.training import Recipe, accuracy, predict_logits
+from obliviate.training import Recipe
 from obliviate.unlearning import make_unlearner
+from obliviate.unlearning.evaluate import model_report, nonmembers
 from obliviate.unlearning.probe import probe_accuracy
 
 METHODS = (
@@ -49,27 +49,13 @@ def default_recipe(dataset: str, seed: int) -> Recipe:
     return run_default(dataset, seed=seed)
 
 
-def loss_mia_auc(model: torch.nn.Module, members: Any, non_members: Any) -> float:
-    """ROC AUC of the score ``-loss`` separating members (forget rows) from non-members (test)."""
-    from sklearn.metrics import roc_auc_score
-
-    def losses(d: Any) -> np.ndarray:
-        return F.cross_entropy(predict_logits(model, d), d.y, reduction="none").numpy()
-
-    scores = np.concatenate([-losses(members), -losses(non_members)])
-    labels = np.concatenate([np.ones(len(members)), np.zeros(len(non_members))])
-    return float(roc_auc_score(labels, scores))
-
-
 def evaluate(
-    model: torch.nn.Module, request: Any, test: Any, class_forgetting: bool
+    model: torch.nn.Module, request: Any, test: Any, class_forgetting: bool, seed: int
 ) -> dict[str, float]:
-    out = {
-        "retain_acc": accuracy(model, request.retain),
-        "forget_acc": accuracy(model, request.forget),
-        "test_acc": accuracy(model, test),
-        "mia_auc": loss_mia_auc(model, request.forget, test),
-    }
+    """Accuracies and the loss-threshold MIA AUC as ``obliviate forget`` reports them (forget rows
+    vs test rows of the same classes), plus the linear probe of leftover knowledge."""
+    report = model_report(model, request, test, nonmembers(request, test), seed=seed)
+    out = {k: float(report[k]) for k in ("retain_acc", "forget_acc", "test_acc", "mia_auc")}
     # Leftover knowledge: a probe fitted on retain features (random forgetting) or on held-out
     # features that contain the forgotten class (class forgetting), scored on the forget set.
     out["probe_acc"] = probe_accuracy(
@@ -120,7 +106,7 @@ def main() -> None:
                 "method": "original",
                 "seed": seed,
                 "seconds": 0.0,
-                **evaluate(original, request, test, class_forgetting),
+                **evaluate(original, request, test, class_forgetting, seed),
             }
         )
         rows.append(
@@ -128,7 +114,7 @@ def main() -> None:
                 "method": "retrain",
                 "seed": seed,
                 "seconds": t_retrain,
-                **evaluate(oracle, request, test, class_forgetting),
+                **evaluate(oracle, request, test, class_forgetting, seed),
             }
         )
         for name in methods:
@@ -139,7 +125,7 @@ def main() -> None:
                     "method": name,
                     "seed": seed,
                     "seconds": secs,
-                    **evaluate(model, request, test, class_forgetting),
+                    **evaluate(model, request, test, class_forgetting, seed),
                 }
             )
         print(f"seed {seed}: retrain {t_retrain:.2f}s", flush=True)
