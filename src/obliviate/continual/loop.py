@@ -119,7 +119,8 @@ def train_stream(
         opt = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
         for _ in range(config.n_epochs):
             for batch in batches(data, config.batch_size, gen, experience=i):
-                model.train()
+                if not model.training:  # model.train() walks every submodule: ~4% of a small step
+                    model.train()
                 opt.zero_grad(set_to_none=True)
                 strategy.loss(model, batch).backward()
                 strategy.adjust_gradients(model)

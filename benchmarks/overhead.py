@@ -1,0 +1,213 @@
+"""Overhead of obliviate's training loop against a hand-written PyTorch loop doing identical work.
+
+Usage::
+
+    python benchmarks/overhead.py [--dataset digits] [--scenario class-incremental]
+        [--experiences 5] [--repeats 7] [--methods naive,ewc] [--data-dir DIR]
+
+For each method, obliviate (``train_stream`` with the ``naive`` or ``ewc`` strategy) and a
+hand-written loop run in the same process, interleaved (the order alternates every repeat),
+after one untimed warm-up pair. Both get the same thing:
+
+- the same model (built once by ``obliviate.models.build_model`` from the run seed, then copied);
+- the same data order: per experience ``i`` a ``torch.Generator`` seeded with
+  ``derive_seed(seed, "stream", i)``, one ``randperm`` per epoch, batches sliced from it;
+- the same recipe (the dataset's default recipe from ``obliviate.experiments``), a fresh
+  optimiser per experience, the same evaluation (test accuracy of every experience before
+  training and after each experience);
+- for EWC (Kirkpatrick et al., 2017, separate penalties, empirical Fisher): after each
+  experience the diagonal empirical Fisher over the experience's training rows, computed the
+  same way (eval mode, chunks of 256 rows, per-sample gradients of the cross-entropy by a
+  batched ``autograd.grad`` over identity cotangents in blocks of 64 rows, squared, summed,
+  divided by N), and the
+  penalty ``reg_strength / 2 * sum_k sum_i F_k,i (theta_i - theta*_k,i)^2`` added to every
+  batch's cross-entropy.
+
+It checks that both produce bitwise-equal weights and accuracy matrices (the proof that the work
+is identical) and prints median wall times, the ratio of medians, the median of the per-pair
+ratios, the ratio of the fastest runs and the ratio of median process CPU times (obliviate /
+hand; CPU time is the least disturbed by other processes on a busy machine). Target <= 1.10, goal <= 1.05. One CPU thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from obliviate._rng import derive_seed
+from obliviate.continual import make_strategy
+from obliviate.continual.loop import train_stream
+from obliviate.data import build_scenario, load_dataset
+from obliviate.experiments import LearnSpec
+from obliviate.models import model_for_stream
+
+Exp = tuple[Tensor, Tensor, Tensor, Tensor]  # x_train, y_train, x_test, y_test
+
+
+# ---- the hand-written loop -------------------------------------------------------------------
+
+
+def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        acc = float((model(x).argmax(dim=1) == y).float().mean())
+    model.train()
+    return acc
+
+
+def _fisher(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 256, block: int = 64) -> list[Tensor]:
+    """Diagonal empirical Fisher, the same computation as obliviate's (see the module doc)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.eval()
+    sums = [torch.zeros_like(p) for p in params]
+    for start in range(0, x.shape[0], chunk):
+        xc, yc = x[start : start + chunk], y[start : start + chunk]
+        parts: list[list[Tensor]] = [[] for _ in params]
+        for lo in range(0, xc.shape[0], block):
+            xb, yb = xc[lo : lo + block], yc[lo : lo + block]
+            nll = -torch.log_softmax(model(xb), dim=1).gather(1, yb.reshape(-1, 1)).reshape(-1)
+            cot = torch.eye(nll.numel(), dtype=nll.dtype)
+            grads = torch.autograd.grad(nll, params, cot, is_grads_batched=True)
+            for k, g in enumerate(grads):
+                parts[k].append(g.detach())
+        for k, p in enumerate(params):
+            g = torch.cat(parts[k]).reshape(xc.shape[0], *p.shape)
+            sums[k] += g.pow(2).sum(dim=0)
+    model.train()
+    return [s / x.shape[0] for s in sums]
+
+
+def hand_loop(
+    model: nn.Module, exps: list[Exp], *, n_epochs: int, batch_size: int, lr: float, momentum: float,
+    seed: int, ewc: float | None = None,
+) -> list[list[float]]:
+    """Plain PyTorch: the accuracy matrix (row 0: before training) of naive or EWC training."""
+    rows = [[_accuracy(model, xt, yt) for _, _, xt, yt in exps]]
+    penalties: list[tuple[list[Tensor], list[Tensor]]] = []
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.train()
+    for i, (x, y, _, _) in enumerate(exps):
+        gen = torch.Generator().manual_seed(derive_seed(seed, "stream", i))
+        opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
+        n = x.shape[0]
+        for _ in range(n_epochs):
+            order = torch.randperm(n, generator=gen)
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                opt.zero_grad(set_to_none=True)
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+                for fisher, anchor in penalties:
+                    total = None
+                    for f, p, a in zip(fisher, params, anchor):
+                        term = (f * (p - a).pow(2)).sum()
+                        total = term if total is None else total + term
+                    loss = loss + (ewc / 2) * total  # type: ignore[operator]
+                loss.backward()
+                opt.step()
+        if ewc is not None:
+            penalties.append((_fisher(model, x, y), [p.detach().clone() for p in params]))
+        rows.append([_accuracy(model, xt, yt) for _, _, xt, yt in exps])
+    return rows
+
+
+# ---- the comparison --------------------------------------------------------------------------
+
+
+def _timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def compare(method: str, args: argparse.Namespace) -> dict[str, float]:
+    spec = LearnSpec(dataset=args.dataset, scenario=args.scenario, n_experiences=args.experiences,
+                     strategy=method, seed=args.seed, data_dir=args.data_dir).resolved()
+    if spec.optimizer != "sgd" or spec.weight_decay:
+        sys.exit("the hand loop implements SGD (with momentum) without weight decay only")
+    train, test = load_dataset(spec.dataset, data_dir=spec.data_dir)
+    stream = build_scenario(spec.scenario, train, test, n_experiences=spec.n_experiences, seed=spec.seed)
+    if stream.task_aware:
+        sys.exit("the hand loop is single-head: use a scenario without task ids")
+    exps = [(e.train.x, e.train.y, e.test.x, e.test.y) for e in stream]
+    init = model_for_stream(spec.model_spec(), stream)
+    config = spec.train_config()
+    ewc = float(spec.params["reg_strength"]) if method == "ewc" else None
+    if method == "ewc" and (spec.params["mode"], spec.params["fisher"], spec.params["n_fisher_samples"]) != ("separate", "empirical", None):
+        sys.exit("the hand loop implements EWC with separate penalties and the full empirical Fisher")
+
+    def ours() -> tuple[nn.Module, list[list[float]]]:
+        model = copy.deepcopy(init)
+        res = train_stream(model, stream, make_strategy(method, **spec.params), config)
+        return model, [res.initial_accuracy.tolist(), *res.accuracy_matrix.tolist()]
+
+    def hand() -> tuple[nn.Module, list[list[float]]]:
+        model = copy.deepcopy(init)
+        rows = hand_loop(model, exps, n_epochs=config.n_epochs, batch_size=config.batch_size, lr=config.lr,
+                         momentum=config.momentum, seed=config.seed, ewc=ewc)
+        return model, rows
+
+    # warm-up pair, and the proof of identical work
+    (m1, r1), (m2, r2) = ours(), hand()
+    same_w = all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True))
+    same_r = r1 == r2
+    wall: dict[str, list[float]] = {"ours": [], "hand": []}
+    cpu: dict[str, list[float]] = {"ours": [], "hand": []}
+    for k in range(args.repeats):
+        order = [("ours", ours), ("hand", hand)] if k % 2 == 0 else [("hand", hand), ("ours", ours)]
+        for name, fn in order:
+            w, c = _timed(fn)
+            wall[name].append(w)
+            cpu[name].append(c)
+    med = statistics.median
+    return {
+        "ours": med(wall["ours"]),
+        "hand": med(wall["hand"]),
+        "ratio": med(wall["ours"]) / med(wall["hand"]),
+        "pair_ratio": med(a / b for a, b in zip(wall["ours"], wall["hand"], strict=True)),
+        "min_ratio": min(wall["ours"]) / min(wall["hand"]),
+        "cpu_ratio": med(cpu["ours"]) / med(cpu["hand"]),
+        "bitwise_weights": same_w,
+        "same_matrix": same_r,
+        "final_acc": sum(r1[-1]) / len(r1[-1]),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--scenario", default="class-incremental")
+    p.add_argument("--experiences", type=int, default=5)
+    p.add_argument("--methods", default="naive,ewc")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    print(f"{args.dataset} / {args.scenario}, {args.experiences} experiences, default recipe, "
+          f"{args.repeats} interleaved repeats, 1 thread, torch {torch.__version__}")
+    print(f"{'method':8} {'obliviate s':>12} {'hand s':>9} {'ratio':>7} {'pair ratio':>11} {'min ratio':>10} {'CPU ratio':>10} {'bitwise':>8}")
+    ok = True
+    for method in args.methods.split(","):
+        r = compare(method.strip(), args)
+        same = r["bitwise_weights"] and r["same_matrix"]
+        ok &= bool(same)
+        print(f"{method:8} {r['ours']:12.3f} {r['hand']:9.3f} {r['ratio']:7.3f} {r['pair_ratio']:11.3f} {r['min_ratio']:10.3f} {r['cpu_ratio']:10.3f} "
+              f"{'yes' if same else 'NO':>8}", flush=True)
+    print("ratio = median(obliviate) / median(hand); pair ratio = median over repeats of the per-pair "
+          "ratio; min ratio = fastest obliviate run / fastest hand run; CPU ratio = ratio of median process CPU "
+          "times (least disturbed by other load on the machine). "
+          "Target <= 1.10, goal <= 1.05.")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
