@@ -18,7 +18,6 @@ timed as the ``retrain`` method in the same process (one thread). Writes a Markd
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
