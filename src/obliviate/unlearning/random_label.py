@@ -41,11 +41,6 @@ def retain_sample(retain: Dataset, fraction: float, seed: int, key: object) -> D
     return retain.subset(order[:n])
 
 
-def n_classes_of(model: nn.Module, request: ForgetRequest) -> int:
-    """Width of the model's output (obliviate models say it; otherwise the dataset's)."""
-    return int(getattr(model, "n_classes", request.forget.n_classes))
-
-
 class RandomLabel(Unlearner):
     """Fine-tune on the forget samples relabelled with random *wrong* classes, mixed with retain data.
 
@@ -117,7 +112,7 @@ class RandomLabel(Unlearner):
             return out
         assert request.retain is not None
         relabelled = relabelled_forget_set(
-            request, n_classes_of(out, request), self.seed, "random_label"
+            request, request.forget.n_classes, self.seed, "random_label"
         )
         parts = [
             relabelled,

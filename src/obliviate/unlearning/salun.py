@@ -14,7 +14,7 @@ from obliviate.models.base import logits
 from obliviate.training import OPTIMIZERS, batches
 from obliviate.unlearning._ops import cross_entropy, run_steps, start
 from obliviate.unlearning.base import ForgetRequest, Unlearner
-from obliviate.unlearning.random_label import n_classes_of, relabelled_forget_set, retain_sample
+from obliviate.unlearning.random_label import relabelled_forget_set, retain_sample
 
 
 def saliency_mask(
@@ -139,7 +139,7 @@ class SalUn(Unlearner):
                 if p.grad is not None and n in masks:
                     p.grad.mul_(masks[n])
 
-        relabelled = relabelled_forget_set(request, n_classes_of(out, request), self.seed, "salun")
+        relabelled = relabelled_forget_set(request, request.forget.n_classes, self.seed, "salun")
         parts = [
             relabelled,
             retain_sample(request.retain, self.retain_fraction, self.seed, "retain"),
