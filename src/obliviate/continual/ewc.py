@@ -30,7 +30,11 @@ class EWC(Strategy):
     Parameters
     ----------
     reg_strength : float, >= 0
-        ``lambda``, the penalty's weight. ``0`` gives plain fine-tuning.
+        ``lambda``, the penalty's weight. ``0`` gives plain fine-tuning. The default, 30, was
+        chosen on digits domain-permutation (5 experiences, MLP (100,), SGD lr 0.01 momentum
+        0.9): ACC over 3 seeds 0.711 / 0.753 / 0.735 for 10 / 30 / 100, naive 0.584; from about
+        300 on, plain SGD with that step size diverges on the penalty's stiffest directions
+        (``lr * reg_strength * F_i`` too large). Scale it with the recipe's step size.
     mode : {"separate", "online"}
         One penalty per past experience (memory grows with the number of experiences) or one
         running penalty.
@@ -72,7 +76,7 @@ class EWC(Strategy):
     def __init__(
         self,
         *,
-        reg_strength: float = 1000.0,
+        reg_strength: float = 30.0,
         mode: str = "separate",
         gamma: float = 1.0,
         fisher: str = "empirical",
