@@ -288,7 +288,9 @@ def run_forget(spec: ForgetSpec, *, prepared: Prepared | None = None) -> dict[st
 def quality(spec: ForgetSpec, p: Prepared) -> dict[str, Any]:
     """NeurIPS-2023 forgetting quality: ``spec.quality`` originals (seeds derived from the run
     seed) are each unlearned once; their outputs are compared with as many oracles trained with
-    the same seeds."""
+    the same seeds (paired models: the seed noise both sides share cancels, so exact retraining
+    scores F = 1). Deviation from the challenge, which unlearned one fixed original N times
+    against N independently retrained models (N = 512)."""
     if len(p.request.forget) == 0:
         return {"F": float("nan"), "score": float("nan"), "n_models": 0, "note": "empty forget set"}
     base = p.recipe
