@@ -77,6 +77,7 @@ from obliviate.sharded.store import (
     serialize_state,
     sha256_bytes,
     store_lock,
+    sync_checkpoints,
     write_checkpoint,
 )
 from obliviate.training import Recipe, TrainConfig, batches, make_optimizer
@@ -223,11 +224,13 @@ def run_shard_job(job: ShardJob) -> list[dict[str, Any]]:
             gen = generator(cfg.seed, "sisa-stage", job.shard, r)
             train_stage(model, data, cfg.n_epochs * len(job.slices[r]), cfg, gen)
             state = model.state_dict()
-            digest = write_checkpoint(store, state) if job.persist else sha256_bytes(serialize_state(state))
+            digest = write_checkpoint(store, state, sync_dir=False) if job.persist else sha256_bytes(serialize_state(state))
             out.append(
                 {"shard": job.shard, "slice": r, "sha256": digest, "ids_hash": ids_hash(ids), "n_ids": int(ids.size),
                  "seconds": time.perf_counter() - t0}
             )
+        if job.persist and out:
+            sync_checkpoints(store)  # the renames are durable before the ledger refers to them
         return out
     finally:
         torch.set_num_threads(threads)
@@ -267,6 +270,7 @@ class ShardedStore:
         self.data_spec = DataSpec(**spec)
         self.backend, self.n_workers = backend, n_workers
         self.hoods = neighbourhoods(self.config.graph, self.config.n_shards, self.config.seed)
+        self._models_cache: dict[tuple[int, str], nn.Module] = {}
 
     def close(self) -> None:
         """Close the ledger connection (the store stays on disk)."""
@@ -383,11 +387,14 @@ class ShardedStore:
     def _train_all(self) -> None:
         samples = self.ledger.samples(("active", "pending"))
         jobs = [self._job(samples, k, 0, {}) for k in range(self.config.n_shards)]
+        t0 = time.perf_counter()
         results = [row for rows in self._run(jobs) for row in rows]
+        seconds = time.perf_counter() - t0
         failpoint("before_commit")
         with self.ledger.transaction():
             self.ledger.put_checkpoints(0, results)
             self.ledger.set_meta("state", "ready")
+            self.ledger.set_meta("train_run_seconds", seconds)
             self.ledger.append_event(
                 "trained",
                 {"version": 0, "checkpoints": {f"{r['shard']}/{r['slice']}": r["sha256"] for r in results}},
@@ -493,14 +500,12 @@ class ShardedStore:
         before_rows = self.ledger.samples(("active", "pending"))
         pending = before_rows[np.isin(before_rows[:, 0], self.ledger.samples(("pending",))[:, 0])][:, 0]
         plan = self.affected(pending)
-        with self.ledger.transaction():
-            for req in reqs:
-                self.ledger.update_request(req["request_id"], status="running", started=req["started"] or t_start)
-            self.ledger.append_event(
-                "retraining_started",
-                {"requests": [r["request_id"] for r in reqs], "plan": {str(k): v for k, v in plan.items()},
-                 "removed_sha256": ids_hash(pending)},
-            )
+        queued = [r for r in reqs if r["status"] == "queued"]
+        if queued:  # from now on a crash leaves them "running": any next command completes them
+            with self.ledger.transaction():
+                for req in queued:
+                    self.ledger.update_request(req["request_id"], status="running")
+                self.ledger.append_event("requests_started", {"requests": [r["request_id"] for r in queued]})
         remaining = before_rows[~np.isin(before_rows[:, 0], pending)]
         for k, start in plan.items():  # refuse to build on a damaged checkpoint before any work
             if start > 0:
@@ -538,6 +543,7 @@ class ShardedStore:
                 "version_before": version,
                 "version_after": new_version,
                 "removed_sha256": ids_hash(pending),
+                "plan": {str(k): v for k, v in plan.items()},
                 "checkpoints_after": {f"{r['shard']}/{r['slice']}": r["sha256"] for r in new_rows},
             }
             event = self.ledger.append_event("requests_completed", event_payload)
@@ -550,7 +556,7 @@ class ShardedStore:
                     removed_ids=pending, exactness=exactness, event=event, store_config=config_hash(self.config),
                 )
                 self.ledger.update_request(
-                    req["request_id"], status="done", finished=t_end, version_before=version,
+                    req["request_id"], status="done", started=t_start, finished=t_end, version_before=version,
                     version_after=new_version, receipt=json.dumps(receipt, sort_keys=True),
                 )
         failpoint("after_commit")
@@ -588,10 +594,15 @@ class ShardedStore:
             ck = current.get((k, last))
             if ck is None or ck["n_ids"] == 0:
                 continue
-            model = build_model(shard_model_spec(self.config.recipe.model, k), shape, k_classes)
-            model.load_state_dict(read_checkpoint(self.path, ck["sha256"]))
-            model.eval()
-            models.append(model)
+            key = (k, ck["sha256"])
+            if key not in self._models_cache:  # content-addressed: a hash names one set of weights
+                model = build_model(shard_model_spec(self.config.recipe.model, k), shape, k_classes)
+                model.load_state_dict(read_checkpoint(self.path, ck["sha256"]))
+                model.eval()
+                if len(self._models_cache) >= 4 * self.config.n_shards:
+                    self._models_cache.clear()
+                self._models_cache[key] = model
+            models.append(self._models_cache[key])
         if not models:
             raise ObliviateError("the store has no trained shard (every shard is empty)")
         return models

@@ -81,8 +81,11 @@ def serialize_state(state: dict[str, torch.Tensor]) -> bytes:
     return buf.getvalue()
 
 
-def write_checkpoint(store: Path, state: dict[str, torch.Tensor]) -> str:
-    """Write a checkpoint atomically (temp file, fsync, rename, fsync folder); return its sha256."""
+def write_checkpoint(store: Path, state: dict[str, torch.Tensor], *, sync_dir: bool = True) -> str:
+    """Write a checkpoint atomically (temp file, fsync, rename, fsync folder); return its sha256.
+
+    ``sync_dir=False`` leaves the folder fsync to the caller (:func:`sync_checkpoints`), who must
+    do it before the ledger refers to the file."""
     data = serialize_state(state)
     sha = sha256_bytes(data)
     final = checkpoint_path(store, sha)
@@ -95,9 +98,15 @@ def write_checkpoint(store: Path, state: dict[str, torch.Tensor]) -> str:
         os.fsync(f.fileno())
     failpoint("checkpoint_tmp")
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    if sync_dir:
+        _fsync_dir(final.parent)
     failpoint("checkpoint_written")
     return sha
+
+
+def sync_checkpoints(store: Path) -> None:
+    """Make the renames of checkpoint files durable (fsync the checkpoint folder)."""
+    _fsync_dir(store / CHECKPOINT_DIR)
 
 
 def read_checkpoint(store: Path, sha: str) -> dict[str, torch.Tensor]:

@@ -1,0 +1,112 @@
+"""Deletion time of one random sample vs full retraining, SISA S x R grid, and shard graphs.
+
+For each dataset and each (S, R), trains a store in-process (inline backend: one job after the
+other, one torch thread, so times are compute, not parallelism), deletes ``--deletions`` random
+training samples one request at a time, and prints a table: test accuracy, full (re)training
+time, median deletion time, the speed-up, SISA's ideal speed-up S*2R/(R+1) and the fraction of it
+reached. Two speed-ups are shown:
+
+* wall: ``ShardedStore.train`` wall time / ``forget`` wall time (everything: ledger transactions
+  with fsync, checkpoint writes, the receipt's accuracy-before/after verification);
+* CPU: the same in CPU time of the process (``time.process_time``): robust to other load on a
+  shared machine, blind to fsync waits;
+* retrain: wall time running the shard jobs in full training / in the deletion (the part SISA
+  speeds up, without ledger and verification overheads).
+
+``--graphs`` adds a shard-graph table (SAFE): for one (S, R), each graph's test accuracy, expected
+forgetting cost (fraction of full training one random deletion re-runs, from the actual
+assignment) and measured deletion speed-up, next to plain SISA.
+
+Example (the run in docs/sharded.md)::
+
+    python benchmarks/sharded_deletion.py --datasets digits,mnist --data-dir /path/to/mnist \
+        --mnist-limit 20000 --json results/sharded.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+
+def parse_ints(text: str) -> list[int]:
+    return [int(t) for t in text.split(",") if t.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--datasets", default="digits,mnist")
+    ap.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files")
+    ap.add_argument("--shards", default="1,2,5,10,20")
+    ap.add_argument("--slices", default="1,4")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--mnist-epochs", type=int, default=None, help="epochs on mnist (default --epochs)")
+    ap.add_argument("--mnist-limit", type=int, default=None, help="first N MNIST training rows (default all 60000)")
+    ap.add_argument("--hidden", default="100")
+    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--deletions", type=int, default=3, help="deletions per configuration (median reported)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--graphs", default="", help="shard graphs to compare, e.g. none,ring:1,cliques:2 (digits)")
+    ap.add_argument("--graph-shards", type=int, default=10)
+    ap.add_argument("--graph-slices", type=int, default=1)
+    ap.add_argument("--json", default=None, help="append one JSON line per run to this file")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+
+    from obliviate.sharded import run_sharded
+
+    hidden = parse_ints(args.hidden)
+    out = open(args.json, "a") if args.json else None  # noqa: SIM115
+
+    def run(spec: dict) -> dict:
+        res = run_sharded(spec)
+        if out:
+            out.write(json.dumps(res, default=str) + "\n")
+            out.flush()
+        return res
+
+    # warm-up: first-call costs (lazy imports, allocator, kernels) must not land in the first row
+    run_sharded({"dataset": "digits", "limit": 200, "n_shards": 2, "n_slices": 2, "hidden": hidden, "n_epochs": 1,
+                 "n_deletions": 1})
+    header = ("| dataset | n_train | S | R | test acc | full retrain s | deletion s | speed-up wall "
+              "| speed-up CPU | speed-up retrain | ideal S·2R/(R+1) | % of ideal wall | % of ideal CPU |")
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
+    for dataset in [d for d in args.datasets.split(",") if d]:
+        epochs = args.mnist_epochs if dataset == "mnist" and args.mnist_epochs else args.epochs
+        limit = args.mnist_limit if dataset == "mnist" else None
+        for s in parse_ints(args.shards):
+            for r in parse_ints(args.slices):
+                res = run({"dataset": dataset, "data_dir": args.data_dir, "limit": limit, "n_shards": s,
+                           "n_slices": r, "hidden": hidden, "n_epochs": epochs, "lr": args.lr,
+                           "n_deletions": args.deletions, "seed": args.seed})
+                ideal = res["ideal_speedup"]
+                print(f"| {dataset} | {res['n_train']} | {s} | {r} | {res['test_accuracy']:.4f} | "
+                      f"{res['train_seconds']:.2f} | {res['deletion_seconds']:.3f} | {res['speedup']:.2f} | "
+                      f"{res['cpu_speedup']:.2f} | {res['retrain_speedup']:.2f} | {ideal:.2f} | "
+                      f"{100 * res['speedup'] / ideal:.0f} % | {100 * res['cpu_speedup'] / ideal:.0f} % |", flush=True)
+    graphs = [g for g in args.graphs.split(",") if g]
+    if graphs:
+        print()
+        print("| graph (digits) | S | R | test acc | expected cost (fraction of full training) | "
+              "deletion s | speed-up CPU |")
+        print("|---|---|---|---|---|---|---|")
+        for g in graphs:
+            res = run({"dataset": "digits", "n_shards": args.graph_shards, "n_slices": args.graph_slices, "graph": g,
+                       "hidden": hidden, "n_epochs": args.epochs, "lr": args.lr, "n_deletions": args.deletions,
+                       "seed": args.seed})
+            print(f"| {g} | {args.graph_shards} | {args.graph_slices} | {res['test_accuracy']:.4f} | "
+                  f"{res['expected_cost']:.3f} | {res['deletion_seconds']:.3f} | {res['cpu_speedup']:.2f} |",
+                  flush=True)
+    if out:
+        out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    raise SystemExit(main())
