@@ -52,8 +52,9 @@ class EWC(Strategy):
 
     Notes
     -----
-    - Per-sample gradients are vectorised with ``torch.func`` (checked against a per-sample loop
-      in the tests); the Fisher is computed in eval mode.
+    - Per-sample gradients come from one batched backward pass per block of samples
+      (:func:`~obliviate.continual.penalties.per_sample_grads`, checked against a per-sample
+      loop in the tests); the Fisher is computed in eval mode on the experience's training data.
     - The Fisher is the average over samples (Kirkpatrick et al. leave the normalisation
       implicit), so ``reg_strength`` does not scale with the experience's size.
     - Online mode anchors on the latest weights only and does not normalise the running Fisher
