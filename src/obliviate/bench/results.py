@@ -26,7 +26,8 @@ from typing import Any
 from obliviate.errors import ObliviateError
 
 RESULTS = "results.jsonl"
-TIMING_KEYS = ("seconds", "speedup", "time", "wall", "_s")
+TIMING_KEYS = ("seconds", "speedup", "fraction_of_ideal", "time", "wall")
+"""Substrings of metric names that are wall-time figures (or ratios of them)."""
 
 
 def _default(obj: Any) -> Any:
