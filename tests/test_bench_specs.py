@@ -67,6 +67,7 @@ def test_key_lines_tracks_array_tables_and_multiline_values():
         ("n_experiences = 2", "n_experiences = 0", "good.toml:8: learn.n_experiences must be >= 1"),
         ("[[sharded]]", "[sharded]", "good.toml:13: sharded: write the sharded grid as an array of tables"),
         ('n_shards = [1, 2]', 'n_shards = []', "good.toml:15: sharded.n_shards is an empty list"),
+        ('graphs = ["none", "ring:1"]', 'graphs = ["star:2"]', "good.toml:17: sharded.graphs: unknown graph 'star:2'"),
     ],
 )
 def test_errors_name_key_and_line(old, new, expected):
@@ -100,5 +101,14 @@ def test_smoke_spec_parses():
     from pathlib import Path
 
     smoke = Path(__file__).resolve().parents[1] / "benchmarks" / "specs" / "smoke.toml"
-    _, runs = load_spec(smoke, check_methods=False)
+    _, runs = load_spec(smoke)
     assert {r.kind for r in runs} == {"learn", "forget", "sharded"}
+
+
+@pytest.mark.parametrize("name", ["cl_digits", "unlearning_digits", "sharded_digits"])
+def test_published_specs_parse(name):
+    from pathlib import Path
+
+    spec = Path(__file__).resolve().parents[1] / "benchmarks" / "specs" / f"{name}.toml"
+    _, runs = load_spec(spec)
+    assert len(runs) >= 30

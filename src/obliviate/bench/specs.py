@@ -328,6 +328,10 @@ def _valid_names(kind: str) -> dict[str, list[str]]:
         from obliviate.unlearning import UNLEARNERS
 
         names["methods"] = sorted(UNLEARNERS)
+    if kind == "sharded":
+        from obliviate.sharded.graph import GRAPH_KINDS
+
+        names["graphs"] = list(GRAPH_KINDS)
     return names
 
 
