@@ -74,7 +74,8 @@ def register(app: typer.Typer) -> None:
             f"{cell([float(r['relearn_steps']) for r in results], '{:.0f}')} (oracle "
             f"{cell([float(r['relearn_steps_oracle']) for r in results], '{:.0f}')}, cap {relearn_cap})  |  "
             f"time {cell([r['seconds'] for r in results], '{:.3f}')} s, speed-up vs retraining "
-            f"{cell([r['speedup'] for r in results], '{:.1f}')}x"
+            f"{cell([r['speedup'] for r in results], '{:.1f}')}x (CPU time "
+            f"{cell([r['speedup_cpu'] for r in results], '{:.1f}')}x)"
         )
         if quality:
             console.print(

@@ -5,7 +5,8 @@ cache) the original model and the retrained oracle, runs the unlearning method, 
 against the oracle and returns a JSON-ready dict (issue #4): ``original``, ``oracle``,
 ``unlearned`` (each ``retain_acc``, ``forget_acc``, ``test_acc``, ``mia_auc``, ``mia``),
 ``gaps``, ``js_to_oracle``, ``relearn_steps``, ``seconds`` (the method's wall time),
-``oracle_seconds`` (retraining's), ``speedup``, ``learned`` (the method's learned figures, e.g.
+``oracle_seconds`` (retraining's), ``speedup`` (their ratio), the same three in CPU time
+(``cpu_seconds``, ``oracle_cpu_seconds``, ``speedup_cpu``: steadier on a shared machine), ``learned`` (the method's learned figures, e.g.
 Newton's certificate), ``spec``, ``provenance`` and, with ``quality=N``, ``quality``.
 
 Original and oracle depend only on (dataset, recipe, seed) and (that, forget ids); they are
@@ -125,7 +126,7 @@ def raise_quality() -> None:
 
 
 # ---- caching ---------------------------------------------------------------------------------
-_MEMO: dict[str, tuple[dict[str, torch.Tensor], float]] = {}
+_MEMO: dict[str, tuple[dict[str, torch.Tensor], float, float]] = {}
 
 
 def _digest(*parts: object) -> str:
@@ -148,28 +149,30 @@ def _recipe_dict(r: Recipe) -> dict[str, Any]:
     return {"model": asdict(r.model), "train": r.train.to_dict()}
 
 
-def trained(recipe: Recipe, data: Dataset, n_classes: int, cache_dir: str | None, kind: str) -> tuple[nn.Module, float]:
+def trained(recipe: Recipe, data: Dataset, n_classes: int, cache_dir: str | None, kind: str) -> tuple[nn.Module, float, float]:
     """``recipe.fit(data)``, reused from memory or ``cache_dir`` when the same recipe was already
-    trained on the same rows; returns (model, seconds the training took when it ran)."""
+    trained on the same rows; returns (model, wall seconds, CPU seconds the training took when it ran)."""
     key = f"{kind}-{_digest(_recipe_dict(recipe), data_fingerprint(data), n_classes, torch.__version__)}"
     model = recipe.build(data.sample_shape, n_classes)
     if key in _MEMO:
-        state, seconds = _MEMO[key]
+        state, seconds, cpu = _MEMO[key]
         model.load_state_dict(state)
-        return model.eval(), seconds
+        return model.eval(), seconds, cpu
     path = Path(cache_dir).expanduser() / f"{key}.pt" if cache_dir else None
     if path is not None and path.exists():
         blob = torch.load(path, weights_only=True)
         model.load_state_dict(blob["state"])
         seconds = float(blob["seconds"])
+        cpu = float(blob.get("cpu_seconds", blob["seconds"]))
     else:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         model = recipe.fit(data, n_classes=n_classes)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - start_cpu
         if path is not None:
-            _atomic_save({"state": model.state_dict(), "seconds": torch.tensor(seconds)}, path)
-    _MEMO[key] = ({k: v.clone() for k, v in model.state_dict().items()}, seconds)
-    return model.eval(), seconds
+            _atomic_save({"state": model.state_dict(), "seconds": torch.tensor(seconds),
+                          "cpu_seconds": torch.tensor(cpu)}, path)
+    _MEMO[key] = ({k: v.clone() for k, v in model.state_dict().items()}, seconds, cpu)
+    return model.eval(), seconds, cpu
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -220,6 +223,7 @@ class Prepared:
     oracle: nn.Module
     original_seconds: float
     oracle_seconds: float
+    oracle_cpu_seconds: float
 
 
 def _data(spec: ForgetSpec) -> tuple[Dataset, Dataset]:
@@ -231,13 +235,13 @@ def prepare(spec: ForgetSpec, *, data: tuple[Dataset, Dataset] | None = None) ->
     train, test = data if data is not None else _data(spec)
     recipe = spec.resolved_recipe()
     request = build_request(train, spec.forget, seed=spec.seed, recipe=recipe)
-    original, t_orig = trained(recipe, train, train.n_classes, spec.cache_dir, "original")
+    original, t_orig, c_orig = trained(recipe, train, train.n_classes, spec.cache_dir, "original")
     assert request.retain is not None
     if len(request.forget):
-        oracle, t_oracle = trained(recipe, request.retain, train.n_classes, spec.cache_dir, "oracle")
+        oracle, t_oracle, c_oracle = trained(recipe, request.retain, train.n_classes, spec.cache_dir, "oracle")
     else:
-        oracle, t_oracle = original, t_orig
-    return Prepared(train, test, recipe, request, original, oracle, t_orig, t_oracle)
+        oracle, t_oracle, c_oracle = original, t_orig, c_orig
+    return Prepared(train, test, recipe, request, original, oracle, t_orig, t_oracle, c_oracle)
 
 
 def make_method(spec: ForgetSpec, seed: int | None = None) -> Any:
@@ -263,9 +267,9 @@ def run_forget(spec: ForgetSpec, *, prepared: Prepared | None = None) -> dict[st
     """Run one forget experiment (see the module docstring) and return its JSON-ready result."""
     p = prepared if prepared is not None else prepare(spec)
     method = make_method(spec)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     unlearned = method.unlearn(p.original, p.request)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     result = evaluate_unlearning(p.original, p.oracle, unlearned, p.request, p.test,
                                  relearn_cap=spec.relearn_cap, seed=spec.seed)
     result.update({
@@ -276,6 +280,9 @@ def run_forget(spec: ForgetSpec, *, prepared: Prepared | None = None) -> dict[st
         "seconds": seconds,
         "oracle_seconds": p.oracle_seconds,
         "speedup": p.oracle_seconds / seconds if seconds > 0 else float("inf"),
+        "cpu_seconds": cpu,
+        "oracle_cpu_seconds": p.oracle_cpu_seconds,
+        "speedup_cpu": p.oracle_cpu_seconds / cpu if cpu > 0 else float("inf"),
         "learned": learned_state(method),
         "spec": spec.to_dict(),
         "provenance": provenance(seed=spec.seed),
@@ -299,8 +306,8 @@ def quality(spec: ForgetSpec, p: Prepared) -> dict[str, Any]:
     for i in range(spec.quality):
         s = derive_seed(spec.seed, "quality", i) % (2**31)
         r = seeded(base, s)
-        orig, _ = trained(r, p.train, p.train.n_classes, spec.cache_dir, "original")
-        orc, _ = trained(r, p.request.retain, p.train.n_classes, spec.cache_dir, "oracle")
+        orig, _, _ = trained(r, p.train, p.train.n_classes, spec.cache_dir, "original")
+        orc, _, _ = trained(r, p.request.retain, p.train.n_classes, spec.cache_dir, "oracle")
         req = ForgetRequest(forget=p.request.forget, retain=p.request.retain, train=p.request.train, recipe=r)
         unlearned.append(make_method(spec, seed=s).unlearn(orig, req))
         oracles.append(orc)
