@@ -3,7 +3,7 @@
 For each dataset and each (S, R), trains a store in-process (inline backend: one job after the
 other, one torch thread, so times are compute, not parallelism), deletes ``--deletions`` random
 training samples one request at a time, and prints a table: test accuracy, full (re)training
-time, median deletion time, the speed-up, SISA's ideal speed-up S*2R/(R+1) and the fraction of it
+time, mean deletion time, the speed-up, SISA's ideal speed-up S*2R/(R+1) and the fraction of it
 reached. Two speed-ups are shown:
 
 * wall: ``ShardedStore.train`` wall time / ``forget`` wall time (everything: ledger transactions
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mnist-limit", type=int, default=None, help="first N MNIST training rows (default all 60000)")
     ap.add_argument("--hidden", default="100")
     ap.add_argument("--lr", type=float, default=0.05)
-    ap.add_argument("--deletions", type=int, default=3, help="deletions per configuration (median reported)")
+    ap.add_argument("--deletions", type=int, default=3, help="deletions per configuration (mean reported)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--graphs", default="", help="shard graphs to compare, e.g. none,ring:1,cliques:2 (digits)")
     ap.add_argument("--graph-shards", type=int, default=10)

@@ -167,6 +167,7 @@ def test_verify_detects_tampering_and_forget_refuses_corrupt_checkpoints(base, t
     assert not report["ok"] and any("altered" in p for p in report["problems"])
     with pytest.raises(ObliviateError, match="corrupted"):
         store.forget([victim])
+    assert store.status()["samples"]["pending"] == 0 and store.status()["requests"] == []  # nothing recorded
     # the event chain: appending is the only allowed change, and altering a row is detected
     with pytest.raises(Exception, match="append-only"):
         store.ledger.db.execute("UPDATE events SET kind = 'x' WHERE seq = 1")

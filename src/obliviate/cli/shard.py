@@ -135,7 +135,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Each shard's current checkpoint and sample count; every request's status."""
         st = _open(store, data_dir=data_dir)
-        st.recover()
+        try:
+            st.recover()
+        except ObliviateError as exc:  # still show the status; the problem is named
+            print(f"warning: could not complete unfinished work: {exc}", file=sys.stderr)
         info = st.status(include_ids=with_ids)
         if as_json:
             _emit(info)

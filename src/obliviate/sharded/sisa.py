@@ -462,6 +462,7 @@ class ShardedStore:
         and return its record). The same request id returns the same receipt, work done once."""
         self.recover()
         with store_lock(self.path):
+            self._check_bases(ids)  # refuse before recording anything if a needed checkpoint is bad
             # "running" from the start: if this process dies, any next command completes it
             request = self._submit(ids, request_id, "queued" if queue else "running")
             if request["status"] in ("queued", "running") and not queue:
@@ -473,6 +474,12 @@ class ShardedStore:
         if request["status"] != "done":
             return {"request_id": request["request_id"], "status": request["status"], "ids_sha256": request["ids_hash"]}
         return self.receipt(request["request_id"], include_ids=include_ids)
+
+    def _check_bases(self, ids: list[int] | np.ndarray) -> None:
+        current = self.ledger.current_checkpoints()
+        for k, start in self.affected(np.asarray(ids, dtype=np.int64).reshape(-1)).items():
+            if start > 0:
+                read_checkpoint(self.path, current[(k, start - 1)]["sha256"])
 
     def cancel_pending(self) -> list[str]:
         """Roll back every unfinished request: its samples become active again."""

@@ -121,7 +121,7 @@ def read_checkpoint(store: Path, sha: str) -> dict[str, torch.Tensor]:
     if sha256_bytes(data) != sha:
         raise ObliviateError(
             f"checkpoint {path.name} is corrupted (its sha256 no longer matches its name); refusing "
-            "to build on it. Run `obliviate shard verify --store` and retrain the store"
+            "to build on it. Run `obliviate shard verify --store DIR`; retrain the store from its data"
         )
     state = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     if not isinstance(state, dict):
