@@ -5,7 +5,8 @@
 The grid is ``--runs`` continual-learning runs (digits, class-incremental, 5 experiences, EWC,
 one seed each) at ``--epochs`` epochs per experience. Prints the wall time of each backend, the
 speed-up (goal >= 1.8x on 2 workers) and whether every run's metrics are identical (timings
-aside). Ray's start-up and each worker's first import of torch are excluded: a warm-up grid runs
+aside); a local process pool of the same size is timed for reference (its worker start-up,
+importing torch, is included: the pool lives for one grid). Ray's start-up and each worker's first import of torch are excluded: a warm-up grid runs
 on the same Ray instance first (they are a one-off cost per cluster, not per run). Needs the
 optional ``ray`` package (``pip install 'obliviate[distributed]'``) and two idle cores.
 """
@@ -53,6 +54,11 @@ def main() -> None:
         run_grid(runs, Path(tmp) / "local", workers=1)
         local = time.perf_counter() - t0
 
+        run_grid(warm, Path(tmp) / "warm-pool", workers=args.workers)  # not reused: spawn cost included below
+        t0 = time.perf_counter()
+        run_grid(runs, Path(tmp) / "pool", workers=args.workers)
+        pool = time.perf_counter() - t0
+
         kwargs = {"include_dashboard": False, "log_to_driver": False}
         if args.address:
             ray.init(address=args.address, **kwargs)
@@ -70,6 +76,7 @@ def main() -> None:
     print(f"grid: {args.runs} runs (digits, class-incremental, ewc, {args.epochs} epochs/experience); "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     print(f"local, 1 process     {local:7.1f} s")
+    print(f"local, {args.workers} processes  {pool:7.1f} s   (process pool, workers spawned per grid)")
     print(f"ray, {args.workers} workers        {distributed:7.1f} s")
     print(f"speed-up             {local / distributed:7.2f}x   (goal >= 1.8x on 2 workers)")
     print(f"identical metrics    {a == b} ({len(a)} runs)")
