@@ -41,6 +41,7 @@ CREATE TABLE samples (
     state TEXT NOT NULL CHECK (state IN ('active', 'pending', 'deleted')), request_id TEXT
 );
 CREATE INDEX samples_state ON samples(state);
+CREATE INDEX samples_shard ON samples(shard);
 CREATE TABLE checkpoints (
     shard INTEGER NOT NULL, slice INTEGER NOT NULL, version INTEGER NOT NULL,
     sha256 TEXT NOT NULL, ids_hash TEXT NOT NULL, n_ids INTEGER NOT NULL,
@@ -123,13 +124,30 @@ class Ledger:
             zip(ids.tolist(), shard.tolist(), slice_.tolist(), strict=True),
         )
 
-    def samples(self, states: tuple[str, ...] = ("active", "pending")) -> np.ndarray:
-        """``[N, 3]`` int64 array of (id, shard, slice) for samples in ``states``, sorted by id."""
+    def samples(self, states: tuple[str, ...] = ("active", "pending"), shards: list[int] | None = None) -> np.ndarray:
+        """``[N, 3]`` int64 array of (id, shard, slice) for samples in ``states`` (and ``shards``,
+        when given), sorted by id."""
         marks = ",".join("?" * len(states))
-        rows = self.db.execute(
-            f"SELECT id, shard, slice FROM samples WHERE state IN ({marks}) ORDER BY id", states
-        ).fetchall()
+        sql = f"SELECT id, shard, slice FROM samples WHERE state IN ({marks})"
+        args: list[object] = list(states)
+        if shards is not None:
+            sql += f" AND shard IN ({','.join('?' * len(shards))})"
+            args += [int(k) for k in shards]
+        rows = self.db.execute(sql + " ORDER BY id", args).fetchall()
         return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+
+    def rows_of(self, ids: Iterable[int], states: tuple[str, ...]) -> np.ndarray:
+        """(id, shard, slice) rows of these ids when in ``states``."""
+        ids = [int(i) for i in ids]
+        marks = ",".join("?" * len(states))
+        out: list[tuple[int, int, int]] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            out += self.db.execute(
+                f"SELECT id, shard, slice FROM samples WHERE id IN ({','.join('?' * len(chunk))}) AND state IN ({marks})",
+                (*chunk, *states),
+            ).fetchall()
+        return np.asarray(out, dtype=np.int64).reshape(-1, 3)
 
     def sample_states(self, ids: Iterable[int]) -> dict[int, str]:
         out: dict[int, str] = {}

@@ -217,10 +217,12 @@ def run_shard_job(job: ShardJob) -> list[dict[str, Any]]:
             model.load_state_dict(read_checkpoint(store, job.base))
         out = []
         cfg = job.recipe.train
+        all_ids = np.sort(np.concatenate(job.slices))
+        all_pos = train.positions(all_ids).numpy()  # one lookup for every stage
         for r in range(job.start, len(job.slices)):
             t0 = time.perf_counter()
             ids = np.sort(np.concatenate(job.slices[: r + 1]))
-            data = train.select_ids(ids)
+            data = train.subset(all_pos[np.searchsorted(all_ids, ids)])  # rows in id order
             gen = generator(cfg.seed, "sisa-stage", job.shard, r)
             train_stage(model, data, cfg.n_epochs * len(job.slices[r]), cfg, gen)
             state = model.state_dict()
@@ -360,8 +362,7 @@ class ShardedStore:
 
     def affected(self, ids: np.ndarray) -> dict[int, int]:
         """Shard -> first slice to retrain, for deleting ``ids`` (ids this store trains on)."""
-        rows = self.ledger.samples(("active", "pending"))
-        rows = rows[np.isin(rows[:, 0], ids)]
+        rows = self.ledger.rows_of(ids, ("active", "pending"))
         first: dict[int, int] = {}
         for _, j, s in rows.tolist():
             for k in range(self.config.n_shards):
@@ -504,9 +505,10 @@ class ShardedStore:
         t_start = time.time()
         version = int(self.ledger.get_meta("version"))
         current = self.ledger.current_checkpoints()
-        before_rows = self.ledger.samples(("active", "pending"))
-        pending = before_rows[np.isin(before_rows[:, 0], self.ledger.samples(("pending",))[:, 0])][:, 0]
+        pending = self.ledger.samples(("pending",))[:, 0]
         plan = self.affected(pending)
+        needed = sorted({j for k in plan for j in self.hoods[k]})  # shards whose data the jobs read
+        before_rows = self.ledger.samples(("active", "pending"), shards=needed)
         queued = [r for r in reqs if r["status"] == "queued"]
         if queued:  # from now on a crash leaves them "running": any next command completes them
             with self.ledger.transaction():
