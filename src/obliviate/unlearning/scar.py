@@ -89,7 +89,9 @@ class SCAR(Unlearner):
     n_epochs, batch_size, lr : training schedule (Adam). The default ``lr = 5e-3`` was chosen
         on digits class forgetting using the forget and retain *training* sets only; for
         random-sample forgetting it damages utility (measured retain accuracy 0.70 on digits,
-        random 10 %) — use ``lr = 1e-3`` there.
+        random 10 %) — use ``lr = 1e-3`` there. ``n_epochs = 10``: on digits class 3 (default
+        recipe, seeds 0–2) 20 epochs forgot no better (forget accuracy 0.07–0.10 either way) at
+        twice the cost.
     seed : int
         Seeds the surrogate inputs and the batch order.
 
@@ -123,7 +125,7 @@ class SCAR(Unlearner):
         temperature: float = 2.0,
         n_surrogate: int = 1024,
         sharpness: float = 4.0,
-        n_epochs: int = 20,
+        n_epochs: int = 10,
         batch_size: int = 64,
         lr: float = 5e-3,
         seed: int = 0,
