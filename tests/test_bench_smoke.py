@@ -24,7 +24,7 @@ def test_smoke_grid_and_report(tmp_path):
     done = _cli("bench", str(SMOKE), "--out", str(out), "--workers", "2", "--quiet")
     assert done.returncode == 0, done.stderr[-3000:]
     records = store.read(out)
-    assert {r["kind"] for r in records} == {"learn", "forget", "sharded"}
+    assert {r["kind"] for r in records} == {"learn", "forget", "sharded", "events"}
     assert all(r["status"] == "ok" for r in records)
     # originals and oracles trained once per (dataset, forget set, seed), shared by the methods
     cache = sorted(p.name.split("-")[0] for p in (out / "cache").glob("*.pt"))
@@ -35,7 +35,7 @@ def test_smoke_grid_and_report(tmp_path):
     assert rep.returncode == 0, rep.stderr[-3000:]
     html = (tmp_path / "report.html").read_text()
     kinds = set(re.findall(r'<figure class="plot" data-kind="([a-z-]+)"', html))
-    assert kinds == {"heatmap", "experience-lines", "curves", "unlearning-bars", "tradeoff", "mia",
+    assert kinds == {"heatmap", "experience-lines", "curves", "events", "unlearning-bars", "tradeoff", "mia",
                      "deletion-cost", "sharded-accuracy"}
 
 

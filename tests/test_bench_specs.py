@@ -102,7 +102,7 @@ def test_smoke_spec_parses():
 
     smoke = Path(__file__).resolve().parents[1] / "benchmarks" / "specs" / "smoke.toml"
     _, runs = load_spec(smoke)
-    assert {r.kind for r in runs} == {"learn", "forget", "sharded"}
+    assert {r.kind for r in runs} == {"learn", "forget", "sharded", "events"}
 
 
 @pytest.mark.parametrize("name", ["cl_digits", "unlearning_digits", "sharded_digits"])

@@ -29,6 +29,11 @@ strategies = ["naive"]
 n_experiences = 2
 n_epochs = 2
 eval_every = 4
+
+[[events]]
+datasets = ["synthetic"]
+n_epochs = 5
+seeds = [0]
 """
 
 ALL_KINDS = {"heatmap", "experience-lines", "curves", "events", "unlearning-bars", "tradeoff", "mia",
@@ -61,11 +66,8 @@ def _sharded_record(n_shards: int, n_slices: int) -> dict:
 def results_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("results")
     _, runs = parse_spec(CL_SPEC, "cl.toml")
-    runner.run_grid(runs, out)  # real continual-learning runs, with curves
+    runner.run_grid(runs, out)  # real continual-learning runs (with curves) and forgetting events
     path = store.results_path(out)
-    first = store.read(out)[0]
-    events = dict(first, key="events0", metrics={**first["metrics"], "forgetting_counts": [0, 0, 1, 3, 0, 2, 1, 0]})
-    store.append(path, events)
     for seed in (0, 1):
         for method, fa in (("finetune", 0.5), ("ssd", 0.02)):
             store.append(path, _forget_record(method, seed, fa))
@@ -99,10 +101,13 @@ def test_report_has_every_plot_kind_and_the_runs_table(results_dir, tmp_path):
         assert rec["key"] in html
     assert "ObliviateError: &lt;b&gt;no&lt;/b&gt;" in html
     assert "section-omitted" not in html
+    # a mean ± std table per kind: learn, events, forget, sharded
+    assert html.count('<table class="summary">') == 4
+    assert "Example forgetting events, mean ± std over seeds" in html
 
 
 def test_absent_sections_are_omitted_with_a_note(results_dir):
-    cl_only = [r for r in store.read(results_dir) if r["kind"] == "learn" and r["key"] != "events0"]
+    cl_only = [r for r in store.read(results_dir) if r["kind"] == "learn"]
     html = build_report(cl_only, source="x")
     assert html.count('class="note section-omitted"') == 2
     assert "No approximate-unlearning runs" in html and "No sharded (exact unlearning) runs" in html
@@ -185,7 +190,7 @@ def test_demo_report_section_collects_every_section(results_dir, tmp_path, monke
     (demo / "forget").mkdir()
     recs = store.read(results_dir)
     for r in recs:
-        if r["kind"] in ("learn", "sharded"):
+        if r["kind"] in ("learn", "sharded", "events"):
             store.append(store.results_path(demo / "learn"), r)
     # the unlearning section's own format: {request: [run_forget result, ...]}
     forget = [dict(r["metrics"], spec={**r["run"], "recipe": {}}, provenance=r["provenance"]) for r in recs if r["kind"] == "forget"]

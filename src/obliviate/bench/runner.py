@@ -98,10 +98,46 @@ def run_sharded(spec: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     return dict(entry(values))
 
 
+def run_events(spec: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """Example forgetting events (Toneva et al. 2019) through the API behind ``obliviate events``:
+    :func:`obliviate.continual.events.record_presentations` and
+    :mod:`obliviate.metrics.forgetting_events`. Defaults are that command's (MLP(100), SGD lr
+    0.05, batch 32, 20 epochs). ``forgetting_counts`` is per id (``None``: never learned)."""
+    import math
+
+    from obliviate.continual.events import record_presentations
+    from obliviate.data import load_dataset
+    from obliviate.metrics.forgetting_events import forgetting_counts, summary
+    from obliviate.models import ModelSpec, build_model
+    from obliviate.provenance import provenance
+    from obliviate.training import TrainConfig, accuracy
+
+    s = {"model": "mlp", "hidden": [100], "n_epochs": 20, "batch_size": 32, "lr": 0.05, "optimizer": "sgd",
+         "momentum": 0.0, "weight_decay": 0.0, "limit": None, **{k: v for k, v in spec.items() if k != "kind"}}
+    train, test = load_dataset(s["dataset"], data_dir=ctx.get("data_dir"), limit=s["limit"])
+    model = build_model(ModelSpec(name=s["model"], hidden=tuple(s["hidden"]), seed=s["seed"]), train.sample_shape, train.n_classes)
+    config = TrainConfig(n_epochs=s["n_epochs"], batch_size=s["batch_size"], lr=s["lr"], optimizer=s["optimizer"],
+                         momentum=s["momentum"], weight_decay=s["weight_decay"], seed=s["seed"])
+    t0 = time.perf_counter()
+    log = record_presentations(model, train, config)
+    seconds = time.perf_counter() - t0
+    counts = forgetting_counts(log.correct)
+    return {
+        "ids": [int(i) for i in log.ids],
+        "forgetting_counts": [None if math.isinf(c) else int(c) for c in counts.tolist()],
+        "summary": summary(log.correct),
+        "test_acc": accuracy(model, test),
+        "seconds": seconds,
+        "spec": s,
+        "provenance": provenance(seed=s["seed"]),
+    }
+
+
 ADAPTERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = {
     "learn": run_learn,
     "forget": run_forget,
     "sharded": run_sharded,
+    "events": run_events,
 }
 
 

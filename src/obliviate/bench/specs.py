@@ -23,6 +23,10 @@ A spec file holds optional top-level settings and any number of grid blocks of t
     quality = 0                    # N models for the forgetting-quality score (0 = off)
     relearn_cap = 200              # cap of the relearn attack (steps)
 
+    [[events]]                     # example forgetting events (Toneva et al.), as `obliviate events`
+    datasets = ["digits"]
+    n_epochs = 20
+
     [[sharded]]                    # exact sharded unlearning (obliviate.sharded.run_sharded)
     datasets = ["digits"]
     n_shards = [1, 5]
@@ -55,7 +59,7 @@ from typing import Any
 
 from obliviate.errors import ObliviateError
 
-KINDS = ("learn", "forget", "sharded")
+KINDS = ("learn", "forget", "sharded", "events")
 
 # key -> (allowed scalar types, may be a list that forms a grid axis)
 _INT, _FLOAT, _STR = (int,), (int, float), (str,)
@@ -97,11 +101,13 @@ _BLOCK_KEYS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "aggregation": (_STR, False),
         "n_deletions": (_INT, False),
     },
+    "events": {**_TRAIN_KEYS},
 }
 _REQUIRED = {
     "learn": ("datasets", "scenarios", "strategies"),
     "forget": ("datasets", "forgets", "methods"),
     "sharded": ("datasets", "n_shards"),
+    "events": ("datasets",),
 }
 # plural spec key -> singular key of the resolved run
 _SINGULAR = {
@@ -148,6 +154,7 @@ class Run:
             "learn": lambda: f"{s['strategy']}{'(' + params + ')' if params else ''} {s['dataset']}/{s['scenario']}",
             "forget": lambda: f"{s['method']}{'(' + params + ')' if params else ''} {s['dataset']}/{s['forget']}",
             "sharded": lambda: f"S={s['n_shards']} R={s.get('n_slices', 1)} {s.get('graph', 'none')} {s['dataset']}",
+            "events": lambda: f"{s['dataset']}",
         }[self.kind]()
         return f"{self.kind} {what} seed={s['seed']}"
 
@@ -377,7 +384,7 @@ def _expand_block(
     method_grids: dict[str, list[dict[str, Any]]] = {}
     if method_key is None:
         if params:
-            raise ObliviateError(f"{where(path0 + ('params',))}: [[sharded]] takes no params")
+            raise ObliviateError(f"{where(path0 + ('params',))}: [[{kind}]] takes no params")
     else:
         for name in params:
             if name not in axes[method_key]:
@@ -440,7 +447,7 @@ def parse_spec(text: str, source: str = "<spec>", *, check_methods: bool = True)
         values = _check_value(where, (key,), value, types, axis)
         header[key] = values if axis else values[0]
     if not any(k in data for k in KINDS):
-        raise ObliviateError(f"{source}: no runs; add at least one [[learn]], [[forget]] or [[sharded]] block")
+        raise ObliviateError(f"{source}: no runs; add at least one [[learn]], [[forget]], [[sharded]] or [[events]] block")
     specs: list[dict[str, Any]] = []
     for kind in KINDS:
         for i, block in enumerate(data.get(kind, [])):

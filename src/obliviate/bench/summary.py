@@ -31,6 +31,13 @@ METRICS: dict[str, tuple[tuple[str, str], ...]] = {
         ("train_seconds", "train s"),
         ("speedup", "speed-up"),
     ),
+    "events": (
+        ("summary.unforgettable", "unforgettable"),
+        ("summary.forgotten_at_least_once", "forgotten ≥ 1"),
+        ("summary.never_learned", "never learned"),
+        ("test_acc", "test acc"),
+        ("seconds", "s"),
+    ),
 }
 
 
@@ -43,6 +50,7 @@ def method_of(record: dict[str, Any]) -> tuple[str, ...]:
         "learn": ("dataset", "scenario", "strategy"),
         "forget": ("dataset", "forget", "method"),
         "sharded": ("dataset", "n_shards", "n_slices", "graph"),
+        "events": ("dataset",),
     }.get(kind, ())
     parts = [kind] + [str(run.pop(k)) for k in head if k in run]
     params = run.pop("params", {}) or {}

@@ -19,31 +19,34 @@ from obliviate.bench.summary import METRICS, fmt, method_label, summarize
 from obliviate.errors import ObliviateError
 from obliviate.report import plots as P
 
-SECTIONS: tuple[tuple[str, str, tuple[Callable[[Sequence[dict[str, Any]]], list[P.Plot]], ...], dict[str, str]], ...] = (
+SECTIONS: tuple[tuple[str, str, tuple[str, ...], tuple[Callable[[Sequence[dict[str, Any]]], list[P.Plot]], ...], dict[str, str]], ...] = (
     (
         "learn",
         "Continual learning",
+        ("learn", "events"),
         (P.accuracy_heatmaps, P.experience_accuracy, P.continual_curves, P.forgetting_histograms),
         {
             "curves": "No continual-evaluation curves in these runs (set eval_every in the [[learn]] block).",
-            "events": "No forgetting-event counts in these runs (see `obliviate events`).",
+            "events": "No forgetting-event counts in these runs (add an [[events]] block, or see `obliviate events`).",
         },
     ),
     (
         "forget",
         "Approximate unlearning",
+        ("forget",),
         (P.unlearning_accuracy, P.tradeoff, P.mia),
         {"mia": "No membership-inference AUCs in these runs."},
     ),
     (
         "sharded",
         "Exact unlearning (sharded)",
+        ("sharded",),
         (P.deletion_cost, P.sharded_accuracy),
         {},
     ),
 )
 _EMPTY = {
-    "learn": "No continual-learning runs in this results directory; section omitted.",
+    "learn": "No continual-learning or forgetting-event runs in this results directory; section omitted.",
     "forget": "No approximate-unlearning runs in this results directory; section omitted.",
     "sharded": "No sharded (exact unlearning) runs in this results directory; section omitted.",
 }
@@ -58,7 +61,8 @@ def _summary_table(records: Sequence[dict[str, Any]], kind: str) -> dict[str, An
     for method in sorted(summ):
         v = summ[method]
         rows.append([method_label(method), str(v["n"])] + [fmt(*v["stats"][c]) if c in v["stats"] else "-" for c in cols])
-    return {"header": ["method", "seeds", *cols], "rows": rows, "n_label": 1}
+    title = {"events": "Example forgetting events, mean ± std over seeds"}.get(kind, "Mean ± std over seeds")
+    return {"title": title, "header": ["method", "seeds", *cols], "rows": rows, "n_label": 1}
 
 
 def _figures(rec: dict[str, Any]) -> str:
@@ -97,19 +101,19 @@ def build_report(records: Sequence[dict[str, Any]], *, source: str = "", title: 
 
     ok = store.only_ok(records)
     sections = []
-    for kind, name, makers, notes_for in SECTIONS:
-        recs = [r for r in ok if r.get("kind") == kind]
+    for kind, name, kinds, makers, notes_for in SECTIONS:
+        recs = [r for r in ok if r.get("kind") in kinds]
         if not recs:
             sections.append({"id": kind, "title": name, "empty": _EMPTY[kind], "plots": [], "notes": []})
             continue
         plots: list[P.Plot] = []
         for make in makers:
             plots.extend(make(recs))
-        kinds = {p.kind for p in plots}
-        notes = [text for k, text in notes_for.items() if k not in kinds]
-        sections.append({"id": kind, "title": name, "empty": "", "plots": plots, "notes": notes,
-                         "summary": _summary_table(recs, kind)})
-    counts = {k: sum(1 for r in ok if r.get("kind") == k) for k, *_ in SECTIONS}
+        drawn = {p.kind for p in plots}
+        notes = [text for k, text in notes_for.items() if k not in drawn]
+        tables = [t for k in kinds if (t := _summary_table([r for r in recs if r.get("kind") == k], k))]
+        sections.append({"id": kind, "title": name, "empty": "", "plots": plots, "notes": notes, "summaries": tables})
+    counts = {k: sum(1 for r in ok if r.get("kind") in kinds) for k, _, kinds, *_ in SECTIONS}
     failed = sum(1 for r in records if r.get("status") != "ok")
     cards = [{"value": len(records), "label": "runs"}]
     cards += [{"value": counts[k], "label": f"{n.lower()} runs"} for k, n, *_ in SECTIONS]

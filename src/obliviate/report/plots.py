@@ -225,14 +225,14 @@ def continual_curves(records: Sequence[dict[str, Any]]) -> list[Plot]:
     return plots
 
 
-def _event_counts(rec: dict[str, Any]) -> list[int] | None:
+def _event_counts(rec: dict[str, Any]) -> tuple[list[int], int] | None:
+    """(finite per-example counts, number never learned) of a record, if it has them."""
     m = rec.get("metrics", {})
     for key in ("forgetting_counts", "forgetting_events"):
         v = m.get(key)
-        if isinstance(v, dict):
-            v = v.get("counts", list(v.values()))
-        if isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v):
-            return [int(x) for x in v]
+        if isinstance(v, list) and v and all(x is None or isinstance(x, (int, float)) for x in v):
+            finite = [int(x) for x in v if x is not None and math.isfinite(x)]
+            return finite, len(v) - len(finite)
     return None
 
 
@@ -241,18 +241,26 @@ def forgetting_histograms(records: Sequence[dict[str, Any]]) -> list[Plot]:
     items = [(r.get("label", method_name(r)), c) for r in records if (c := _event_counts(r)) is not None]
     if not items:
         return []
-    fig, axes = _grid(len(items[:8]), w=3.0, h=2.4)
-    for ax, (label, counts) in zip(axes, items[:8], strict=True):
-        arr = np.asarray(counts)
-        bins = np.arange(-0.5, max(arr.max(), 1) + 1.5)
-        ax.hist(arr, bins=bins, color=PALETTE[0])
-        ax.set_yscale("log")
+    items = sorted(items)[:8]
+    fig, axes = _grid(len(items), w=3.2, h=2.5)
+    for ax, (label, (counts, never)) in zip(axes, items, strict=True):
+        arr = np.asarray(counts, dtype=int)
+        top = int(arr.max()) if arr.size else 0
+        hist = np.bincount(arr, minlength=top + 1) if arr.size else np.zeros(1, dtype=int)
+        xs = np.arange(hist.size)
+        ax.bar(xs, hist, color=PALETTE[0], width=0.85, label="forgotten k times")
+        ax.bar([hist.size + 0.5], [never], color=PALETTE[2], width=0.85, label="never learned")
+        ax.set_xticks([*xs.tolist(), hist.size + 0.5])
+        ax.set_xticklabels([*(str(x) for x in xs.tolist()), "never"])
+        ax.set_yscale("symlog", linthresh=1)
         ax.set_title(label, fontsize=7)
         ax.set_xlabel("forgetting events per example")
-        ax.set_ylabel("examples")
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel("examples")
+    axes[0].legend(fontsize=6)
     return [Plot("Example forgetting events", "How often each training example went from correct to incorrect "
-                 "between presentations (Toneva et al., ICLR 2019); the bar at 0 holds the unforgettable ones.",
-                 _encode(fig), "events")]
+                 "between presentations (Toneva et al., ICLR 2019); the bar at 0 holds the unforgettable "
+                 "examples, the red bar those never learned (maximally forgettable).", _encode(fig), "events")]
 
 
 # ---- approximate unlearning ------------------------------------------------------------------
