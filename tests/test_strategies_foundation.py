@@ -391,3 +391,17 @@ def test_suite_catches_broken_strategy(cls, check):
 def test_not_applicable_is_declared():
     with pytest.raises(NotApplicable):
         CHECKS["check_memory_bounded"](_LeavesEval)
+
+
+@pytest.mark.parametrize("fisher", ["empirical", "true"])
+def test_fisher_non_linear_models_fall_back_to_batched_per_sample_grads(fisher):
+    # a CNN has conv parameters: the linear fast path must step aside, the batched path must agree
+    tr, te = synthetic_dataset(n_classes=3, n_per_class=6, n_features=16)
+    img = lambda d: d.with_x(d.x.reshape(len(d), 1, 4, 4))  # noqa: E731
+    stream = build_scenario("joint", img(tr), img(te), n_experiences=1)
+    model = model_for_stream(ModelSpec(name="cnn", hidden=(8,), channels=(2, 3), seed=0), stream)
+    data = stream[0].train
+    fast = diagonal_fisher(model, data, fisher=fisher, chunk_size=5)
+    slow = diagonal_fisher(model, data, fisher=fisher, vectorised=False)
+    for name in fast:
+        torch.testing.assert_close(fast[name], slow[name], rtol=1e-4, atol=1e-8)

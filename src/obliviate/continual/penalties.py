@@ -6,7 +6,8 @@ Plain functions over named parameters (``dict[str, Tensor]`` keyed as in
 - :func:`trainable` / :func:`snapshot`: the trainable parameters, live or as a detached copy;
 - :func:`per_sample_grads`: per-sample gradients of the cross-entropy (vectorised as
   one batched backward pass) and :func:`per_sample_grads_loop`, the brute-force reference;
-- :func:`diagonal_fisher`: the diagonal Fisher information, empirical or true;
+- :func:`diagonal_fisher`: the diagonal Fisher information, empirical or true (with an exact
+  fast path for networks whose trainable parameters all sit in ``nn.Linear`` layers);
 - :func:`quadratic_penalty`: ``sum_i omega_i (theta_i - theta*_i)^2``;
 - :func:`distillation_loss`: soft-target cross-entropy at a temperature (Hinton et al., 2015).
 """
@@ -179,6 +180,11 @@ def diagonal_fisher(
             y = data.y[start : start + chunk_size]
             task = None if data.task is None else data.task[start : start + chunk_size]
             labels = y if fisher == "empirical" else None
+            fast = _linear_fisher_sums(model, x, labels, task, fisher) if vectorised else None
+            if fast is not None:
+                for name in sums:
+                    sums[name] += fast[name]
+                continue
             if vectorised:
                 g = per_sample_grads(model, x, labels, task)
             else:
@@ -195,3 +201,66 @@ def diagonal_fisher(
         model.train(was_training)
     n = max(len(data), 1)
     return {name: s / n for name, s in sums.items()}
+
+
+def _linear_fisher_sums(
+    model: nn.Module, x: Tensor, y: Tensor | None, task: Tensor | None, fisher: str
+) -> dict[str, Tensor] | None:
+    """Sums over the rows of ``x`` of the squared per-sample gradients, without materialising them,
+    when every trainable parameter belongs to an ``nn.Linear`` layer called once on the whole batch.
+
+    For a linear layer ``o = W a + b`` the per-sample gradient is ``g_n = δ_n a_nᵀ`` (δ the
+    gradient at the layer's output), so ``Σ_n g_n² = (δ²)ᵀ (a²)`` elementwise and ``Σ_n δ_n²`` for
+    the bias: one ordinary backward pass (one per class for the true Fisher) instead of one per
+    sample. Rows must not interact (no batch norm; the caller uses eval mode). Returns ``None``
+    when the model does not qualify, and the caller falls back to :func:`per_sample_grads`.
+    """
+    params = trainable(model)
+    owner: dict[str, tuple[nn.Linear, str]] = {}
+    for mname, mod in model.named_modules():
+        if isinstance(mod, nn.Linear):
+            for pname, _ in mod.named_parameters(recurse=False):
+                full = f"{mname}.{pname}" if mname else pname
+                if full in params:
+                    owner[full] = (mod, pname)
+    if not params or set(owner) != set(params):
+        return None
+    layers = list(dict.fromkeys(m for m, _ in owner.values()))
+    seen: dict[nn.Linear, list[tuple[Tensor, Tensor]]] = {m: [] for m in layers}
+
+    def record(mod: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        seen[mod].append((inputs[0].detach(), output))  # type: ignore[index]
+
+    hooks = [m.register_forward_hook(record) for m in layers]
+    try:
+        out = _call(model, params, dict(model.named_buffers()), x, task)
+    finally:
+        for h in hooks:
+            h.remove()
+    n = x.shape[0]
+    if any(len(v) != 1 or v[0][0].ndim != 2 or v[0][0].shape[0] != n for v in seen.values()):
+        return None
+    outputs = [seen[m][0][1] for m in layers]
+    sq_inputs = [seen[m][0][0].pow(2) for m in layers]
+    sums = {name: torch.zeros_like(p) for name, p in params.items()}
+    names_of = {m: {pname: full for full, (mm, pname) in owner.items() if mm is m} for m in layers}
+
+    def add(deltas: tuple[Tensor, ...], row_weight: Tensor | None) -> None:
+        for m, d, a2 in zip(layers, deltas, sq_inputs, strict=True):
+            d2 = d.detach().pow(2)
+            if row_weight is not None:
+                d2 = d2 * row_weight.reshape(-1, 1)
+            if "weight" in names_of[m]:
+                sums[names_of[m]["weight"]] += d2.T @ a2
+            if "bias" in names_of[m]:
+                sums[names_of[m]["bias"]] += d2.sum(dim=0)
+
+    logp = torch.log_softmax(out, dim=1)
+    if fisher == "empirical":
+        assert y is not None
+        add(torch.autograd.grad(-logp.gather(1, y.reshape(-1, 1)).sum(), outputs), None)
+    else:
+        probs = logp.detach().exp()
+        for c in range(logp.shape[1]):
+            add(torch.autograd.grad(logp[:, c].sum(), outputs, retain_graph=True), probs[:, c])
+    return sums
