@@ -102,7 +102,9 @@ class RayBackend(Backend):
         self._ray = ray
         self._own = not ray.is_initialized()
         if self._own:
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+            import logging
+
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
             if address:
                 ray.init(address=address, **kwargs)
             else:
