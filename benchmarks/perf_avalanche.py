@@ -94,7 +94,9 @@ def import_avalanche(target: Path):  # type: ignore[no-untyped-def]
     sys.modules["torch.utils.tensorboard"] = tb
     import avalanche
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
-    from avalanche.benchmarks.utils.classification_dataset import _make_taskaware_tensor_classification_dataset
+    from avalanche.benchmarks.utils.classification_dataset import (
+        _make_taskaware_tensor_classification_dataset,
+    )
     from avalanche.evaluation.metrics import accuracy_metrics
     from avalanche.training.plugins import EvaluationPlugin
     from avalanche.training.supervised import EWC, Naive

@@ -73,11 +73,14 @@ def main() -> None:
             ray.shutdown()
         a = {r["key"]: store.strip_timings(r["metrics"]) for r in store.read(Path(tmp) / "local")}
         b = {r["key"]: store.strip_timings(r["metrics"]) for r in store.read(Path(tmp) / "ray")}
+        per_run = {name: sum(r["timings"]["seconds"] for r in store.read(Path(tmp) / name)) / args.runs
+                   for name in ("local", "pool", "ray")}
     print(f"grid: {args.runs} runs (digits, class-incremental, ewc, {args.epochs} epochs/experience); "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    print(f"local, 1 process     {local:7.1f} s")
-    print(f"local, {args.workers} processes  {pool:7.1f} s   (process pool, workers spawned per grid)")
-    print(f"ray, {args.workers} workers        {distributed:7.1f} s")
+    print(f"local, 1 process     {local:7.1f} s   ({per_run['local']:.2f} s per run inside its worker)")
+    print(f"local, {args.workers} processes  {pool:7.1f} s   ({per_run['pool']:.2f} s per run; process pool, "
+          "workers spawned per grid)")
+    print(f"ray, {args.workers} workers        {distributed:7.1f} s   ({per_run['ray']:.2f} s per run)")
     print(f"speed-up             {local / distributed:7.2f}x   (goal >= 1.8x on 2 workers)")
     print(f"identical metrics    {a == b} ({len(a)} runs)")
 

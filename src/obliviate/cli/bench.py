@@ -21,7 +21,13 @@ def register(app: typer.Typer) -> None:
         from pathlib import Path
 
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         from obliviate.bench import results as store
         from obliviate.bench.runner import plan, prepare_out, run_grid
