@@ -143,6 +143,10 @@ def test_bad_input(base, tmp_path):
         ShardedStore(tmp_path)
     with pytest.raises(ObliviateError, match="not a shard store"):
         ShardedStore(tmp_path / "nope")
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "ledger.sqlite").write_text("not a database, just text " * 100)
+    with pytest.raises(ObliviateError, match="not a shard store"):
+        ShardedStore(tmp_path / "fake")
     with pytest.raises(ObliviateError, match="already a shard store"):
         ShardedStore.train(store.path, data=DATA, config=config())
     with pytest.raises(ObliviateError, match="not in dataset"):

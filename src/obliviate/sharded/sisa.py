@@ -47,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -258,11 +259,11 @@ class ShardedStore:
             raise ObliviateError(f"{str(self.path)!r} is not a shard store (no such folder); create one with `obliviate shard train --store DIR`")
         if not _is_store(self.path):
             raise ObliviateError(f"{str(self.path)!r} is not a shard store (no {LEDGER_FILE}); create one with `obliviate shard train --store DIR`")
-        self.ledger = Ledger(self.path / LEDGER_FILE)
         try:
+            self.ledger = Ledger(self.path / LEDGER_FILE)
             fmt = self.ledger.get_meta("format")
-        except Exception:
-            fmt = None
+        except sqlite3.DatabaseError as exc:
+            raise ObliviateError(f"{str(self.path)!r} is not a shard store: {LEDGER_FILE} is not a readable ledger ({exc})") from None
         if fmt != FORMAT or self.ledger.get_meta("config") is None:
             raise ObliviateError(f"{str(self.path)!r} is not a complete shard store (ledger format {fmt!r}); train a new store")
         self.config = ShardConfig.from_dict(self.ledger.get_meta("config"))
@@ -652,7 +653,12 @@ class ShardedStore:
     def _rows(self, ids: np.ndarray) -> Dataset | None:
         if ids.size == 0:
             return None
-        train, _, _ = load_data(self.data_spec)
+        train, _, fingerprint = load_data(self.data_spec)
+        if fingerprint != self.ledger.get_meta("data_sha256"):
+            raise ObliviateError(
+                f"the training data of dataset {self.data_spec.dataset!r} changed since the store was "
+                "trained (fingerprint mismatch); point --data-dir at the original data"
+            )
         return train.select_ids(np.sort(ids))
 
     # ---- status and verification ---------------------------------------------------------
