@@ -17,9 +17,9 @@ after one untimed warm-up pair. Both get the same thing:
   training and after each experience);
 - for EWC (Kirkpatrick et al., 2017, separate penalties, empirical Fisher): after each
   experience the diagonal empirical Fisher over the experience's training rows, computed the
-  same way (eval mode, chunks of 256 rows, per-sample gradients of the cross-entropy by a
-  batched ``autograd.grad`` over identity cotangents in blocks of 64 rows, squared, summed,
-  divided by N), and the
+  same way (eval mode, chunks of 256 rows, the closed form for linear layers: one backward pass
+  to the layer outputs ``delta``, then ``(delta^2)^T a^2`` for each weight and ``sum delta^2``
+  for each bias, summed over chunks, divided by N), and the
   penalty ``reg_strength / 2 * sum_k sum_i F_k,i (theta_i - theta*_k,i)^2`` added to every
   batch's cross-entropy.
 
@@ -63,26 +63,30 @@ def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
     return acc
 
 
-def _fisher(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 256, block: int = 64) -> list[Tensor]:
-    """Diagonal empirical Fisher, the same computation as obliviate's (see the module doc)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def _fisher(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 256) -> list[Tensor]:
+    """Diagonal empirical Fisher of an MLP, the same computation as obliviate's (see the module
+    doc): for ``z = W a + b`` the per-sample gradient is ``delta a^T``, so the sum over rows of
+    its square is ``(delta^2)^T a^2`` (and ``sum delta^2`` for the bias)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     model.eval()
-    sums = [torch.zeros_like(p) for p in params]
+    sums = [[torch.zeros_like(m.weight), torch.zeros_like(m.bias)] for m in linears]
     for start in range(0, x.shape[0], chunk):
-        xc, yc = x[start : start + chunk], y[start : start + chunk]
-        parts: list[list[Tensor]] = [[] for _ in params]
-        for lo in range(0, xc.shape[0], block):
-            xb, yb = xc[lo : lo + block], yc[lo : lo + block]
-            nll = -torch.log_softmax(model(xb), dim=1).gather(1, yb.reshape(-1, 1)).reshape(-1)
-            cot = torch.eye(nll.numel(), dtype=nll.dtype)
-            grads = torch.autograd.grad(nll, params, cot, is_grads_batched=True)
-            for k, g in enumerate(grads):
-                parts[k].append(g.detach())
-        for k, p in enumerate(params):
-            g = torch.cat(parts[k]).reshape(xc.shape[0], *p.shape)
-            sums[k] += g.pow(2).sum(dim=0)
+        xb, yb = x[start : start + chunk], y[start : start + chunk]
+        inputs, outputs = [], []
+        h = xb.flatten(1)
+        for k, lin in enumerate(linears):
+            inputs.append(h.detach())
+            z = lin(h)
+            outputs.append(z)
+            h = torch.relu(z) if k < len(linears) - 1 else z
+        nll = -torch.log_softmax(h, dim=1).gather(1, yb.reshape(-1, 1)).sum()
+        deltas = torch.autograd.grad(nll, outputs)
+        for (sw, sb), d, a in zip(sums, deltas, inputs, strict=True):
+            d2 = d.detach().pow(2)
+            sw += d2.T @ a.pow(2)
+            sb += d2.sum(dim=0)
     model.train()
-    return [s / x.shape[0] for s in sums]
+    return [s / x.shape[0] for pair in sums for s in pair]
 
 
 def hand_loop(
@@ -121,6 +125,17 @@ def hand_loop(
 # ---- the comparison --------------------------------------------------------------------------
 
 
+def _bits_equal(a: Tensor, b: Tensor) -> bool:
+    """Bitwise equality (NaN == NaN when their bits agree)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.is_floating_point():
+        view = {torch.float32: torch.int32, torch.float64: torch.int64}.get(a.dtype)
+        if view is not None:
+            return torch.equal(a.view(view), b.view(view))
+    return torch.equal(a, b)
+
+
 def _timed(fn: Callable[[], object]) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) of one call."""
     c0, t0 = time.process_time(), time.perf_counter()
@@ -135,8 +150,8 @@ def compare(method: str, args: argparse.Namespace) -> dict[str, float]:
         sys.exit("the hand loop implements SGD (with momentum) without weight decay only")
     train, test = load_dataset(spec.dataset, data_dir=spec.data_dir)
     stream = build_scenario(spec.scenario, train, test, n_experiences=spec.n_experiences, seed=spec.seed)
-    if stream.task_aware:
-        sys.exit("the hand loop is single-head: use a scenario without task ids")
+    if stream.task_aware or spec.model != "mlp":
+        sys.exit("the hand loop is a single-head MLP: use --model mlp and a scenario without task ids")
     exps = [(e.train.x, e.train.y, e.test.x, e.test.y) for e in stream]
     init = model_for_stream(spec.model_spec(), stream)
     config = spec.train_config()
@@ -157,8 +172,8 @@ def compare(method: str, args: argparse.Namespace) -> dict[str, float]:
 
     # warm-up pair, and the proof of identical work
     (m1, r1), (m2, r2) = ours(), hand()
-    same_w = all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True))
-    same_r = r1 == r2
+    same_w = all(_bits_equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True))
+    same_r = [[repr(v) for v in row] for row in r1] == [[repr(v) for v in row] for row in r2]  # NaN-safe
     wall: dict[str, list[float]] = {"ours": [], "hand": []}
     cpu: dict[str, list[float]] = {"ours": [], "hand": []}
     for k in range(args.repeats):

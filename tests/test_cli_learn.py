@@ -195,3 +195,40 @@ def test_console_script_bad_input(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
     assert "t10k-labels-idx1-ubyte" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---- the demo ----------------------------------------------------------------------------------
+
+
+def test_demo_sections_resolve():
+    import importlib
+
+    from obliviate.cli.demo import DEMO_SECTIONS
+
+    assert DEMO_SECTIONS[0] == "obliviate.cli.demo:continual_section"
+    for name in DEMO_SECTIONS:
+        module, _, func = name.partition(":")
+        assert callable(getattr(importlib.import_module(module), func)), name
+
+
+def test_demo_table_and_verdict_from_records():
+    from rich.console import Console
+
+    from obliviate.cli.demo import continual_table, verdict
+
+    def rec(strategy, acc, seed):
+        m = {"acc": acc, "bwt": acc - 1, "fwt": 0.0, "forgetting": 1 - acc, "learning_accuracy": 0.99, "seconds": 1.0}
+        return {"status": "ok", "spec": {"scenario": "class-incremental", "strategy": strategy, "seed": seed}, "metrics": m}
+
+    records = [rec(s, a + 0.01 * seed, seed) for s, a in [("naive", 0.2), ("ewc", 0.4), ("replay", 0.8), ("joint", 0.95)] for seed in range(3)]
+    console = Console(width=200, record=True)
+    console.print(continual_table(records, "class-incremental"))
+    text = console.export_text()
+    assert "replay (200)" in text and "0.810 ± 0.010" in text and "lwf" not in text
+    v = verdict(records, "class-incremental")
+    assert "ACC 0.21" in v and "replay (ACC 0.81)" in v and "0.96" in v
+
+
+def test_demo_help(capsys):
+    code, out, err = cli(capsys, "demo", "--help")
+    assert code == 0 and "main job" in out
