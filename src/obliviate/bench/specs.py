@@ -216,7 +216,7 @@ def key_lines(text: str) -> dict[tuple[Any, ...], int]:
                     path = path + (p,)
                     lines.setdefault(path, n)
         depth += line.count("[") + line.count("{") - line.count("]") - line.count("}")
-        depth = max(depth, 0) if depth < 0 else depth
+        depth = max(depth, 0)
     return lines
 
 

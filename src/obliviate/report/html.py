@@ -60,7 +60,8 @@ def _summary_table(records: Sequence[dict[str, Any]], kind: str) -> dict[str, An
     rows = []
     for method in sorted(summ):
         v = summ[method]
-        rows.append([method_label(method), str(v["n"])] + [fmt(*v["stats"][c]) if c in v["stats"] else "-" for c in cols])
+        label = method_label(method).removeprefix(f"{kind} ")  # the section names the kind
+        rows.append([label, str(v["n"])] + [fmt(*v["stats"][c]) if c in v["stats"] else "-" for c in cols])
     title = {"events": "Example forgetting events, mean ± std over seeds"}.get(kind, "Mean ± std over seeds")
     return {"title": title, "header": ["method", "seeds", *cols], "rows": rows, "n_label": 1}
 

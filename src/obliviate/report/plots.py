@@ -120,7 +120,7 @@ def accuracy_heatmaps(records: Sequence[dict[str, Any]]) -> list[Plot]:
         methods = {m: v for m, v in methods.items() if v is not None}
         if not methods:
             continue
-        fig, axes = _grid(len(methods), w=2.8, h=2.8)
+        fig, axes = _grid(len(methods), per_row=5, w=2.8, h=2.8)
         for ax, (m, mat) in zip(axes, methods.items(), strict=True):
             ax.grid(False)
             im = ax.imshow(mat, vmin=0, vmax=1, cmap="viridis")
@@ -154,7 +154,7 @@ def experience_accuracy(records: Sequence[dict[str, Any]]) -> list[Plot]:
         methods = {m: v for m, v in methods.items() if v is not None}
         if not methods:
             continue
-        fig, axes = _grid(len(methods), w=3.0, h=2.5)
+        fig, axes = _grid(len(methods), per_row=5, w=3.0, h=2.5)
         for ax, (m, mat) in zip(axes, methods.items(), strict=True):
             n = mat.shape[0]
             for j in range(mat.shape[1]):
