@@ -37,9 +37,10 @@ than tuned on test accuracy:
   momentum 0.9 and lr 0.01 (effective step 0.1), batch 32, 5 epochs per experience. One
   experience of the 5-way class-incremental split is ~290 rows, i.e. ~45 steps per epoch; every
   experience is learned to ~0.99 test accuracy in well under a second. Plain SGD at lr 0.1
-  learns as well but moves the shared head so little that naive fine-tuning keeps ~0.45 ACC on
-  the 5-way class-incremental split; with momentum the stream shows the textbook catastrophic
-  forgetting (~0.3 ACC, i.e. little beyond the last experience).
+  learns as well (learning accuracy 0.987) but naive fine-tuning then keeps ACC 0.448 ± 0.029
+  on the 5-way class-incremental split (3 seeds); with momentum it ends at 0.306 ± 0.037, the
+  catastrophic forgetting the usual protocol shows (little beyond the last experience, 0.2).
+  Measured with ``obliviate learn --strategy naive --seeds 0,1,2 [--lr 0.1 --momentum 0]``.
 - ``mnist1d`` (4000 x 40): MLP (100, 100), SGD lr 0.1, batch 32, 10 epochs.
 - ``mnist`` / ``fashion-mnist`` (60000 x 28x28): MLP (256, 256), SGD lr 0.05, batch 64, 1 epoch.
 - ``synthetic`` (Gaussian blobs for tests): MLP (32,), SGD lr 0.1, batch 32, 5 epochs.
