@@ -232,3 +232,17 @@ def test_demo_table_and_verdict_from_records():
 def test_demo_help(capsys):
     code, out, err = cli(capsys, "demo", "--help")
     assert code == 0 and "main job" in out
+
+
+@pytest.mark.slow
+def test_acceptance_figures_digits():
+    """Issue #2's acceptance on digits, default settings, seeds 0-2 (about a minute)."""
+
+    def acc(scenario, strategy, **params):
+        runs = [run_learn(LearnSpec(scenario=scenario, strategy=strategy, params=params, seed=s)) for s in range(3)]
+        return aggregate(runs)["mean"]["acc"]
+
+    assert acc("class-incremental", "naive") <= 0.35
+    assert acc("class-incremental", "replay", memory_size=200) >= 0.80
+    assert acc("class-incremental", "joint") >= 0.93
+    assert acc("domain-permutation", "ewc") > acc("domain-permutation", "naive")
