@@ -102,8 +102,9 @@ class EWC(Strategy):
         loss = cross_entropy(model, batch)
         if self.reg_strength == 0:
             return loss
+        params = dict(model.named_parameters())
         for importance, anchor in getattr(self, "penalties_", []):
-            loss = loss + (self.reg_strength / 2) * quadratic_penalty(model, importance, anchor)
+            loss = loss + (self.reg_strength / 2) * quadratic_penalty(model, importance, anchor, params)
         return loss
 
     def end(self, model: nn.Module, experience: Experience) -> None:

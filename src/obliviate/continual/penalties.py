@@ -49,13 +49,20 @@ def snapshot(model: nn.Module) -> dict[str, Tensor]:
     return {n: p.detach().clone() for n, p in trainable(model).items()}
 
 
-def quadratic_penalty(model: nn.Module, importance: Mapping[str, Tensor], anchor: Mapping[str, Tensor]) -> Tensor:
+def quadratic_penalty(
+    model: nn.Module,
+    importance: Mapping[str, Tensor],
+    anchor: Mapping[str, Tensor],
+    params: Mapping[str, Tensor] | None = None,
+) -> Tensor:
     """``sum_i importance_i * (theta_i - anchor_i)^2`` over the parameters named in ``importance``.
 
     No factor 1/2 and no strength: callers multiply (EWC uses ``reg_strength / 2``). A plain L2
     anchor is ``importance = 1`` everywhere. Parameters missing from the model are an error.
+    ``params``: ``dict(model.named_parameters())`` when the caller already has it (a loss with
+    several penalties builds it once per step instead of once per penalty).
     """
-    params = dict(model.named_parameters())
+    params = dict(model.named_parameters()) if params is None else params
     total: Tensor | None = None
     for name, omega in importance.items():
         term = (omega * (params[name] - anchor[name]).pow(2)).sum()
