@@ -44,15 +44,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shards", default="1,2,5,10,20")
     ap.add_argument("--slices", default="1,4")
     ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--mnist-epochs", type=int, default=None, help="epochs on mnist (default --epochs)")
-    ap.add_argument("--mnist-limit", type=int, default=None, help="first N MNIST training rows (default all 60000)")
+    ap.add_argument(
+        "--mnist-epochs", type=int, default=None, help="epochs on mnist (default --epochs)"
+    )
+    ap.add_argument(
+        "--mnist-limit",
+        type=int,
+        default=None,
+        help="first N MNIST training rows (default all 60000)",
+    )
     ap.add_argument("--hidden", default="100")
     ap.add_argument("--lr", type=float, default=0.05)
-    ap.add_argument("--deletions", type=int, default=3, help="deletions per configuration (mean reported)")
+    ap.add_argument(
+        "--deletions", type=int, default=3, help="deletions per configuration (mean reported)"
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--train-repeats", type=int, default=3,
-                    help="full trainings timed per configuration on digits (median); 1 on mnist")
-    ap.add_argument("--graphs", default="", help="shard graphs to compare, e.g. none,ring:1,cliques:2 (digits)")
+    ap.add_argument(
+        "--train-repeats",
+        type=int,
+        default=3,
+        help="full trainings timed per configuration on digits (median); 1 on mnist",
+    )
+    ap.add_argument(
+        "--graphs", default="", help="shard graphs to compare, e.g. none,ring:1,cliques:2 (digits)"
+    )
     ap.add_argument("--graph-shards", type=int, default=10)
     ap.add_argument("--graph-slices", type=int, default=1)
     ap.add_argument("--json", default=None, help="append one JSON line per run to this file")
@@ -73,14 +88,34 @@ def main(argv: list[str] | None = None) -> int:
 
     # warm-up: first-call costs (lazy imports, kernels, first touch of the full-size data tensors)
     # must not land in the first row of the table
-    run_sharded({"dataset": "digits", "limit": 200, "n_shards": 2, "n_slices": 2, "hidden": hidden, "n_epochs": 1,
-                 "n_deletions": 1})
+    run_sharded(
+        {
+            "dataset": "digits",
+            "limit": 200,
+            "n_shards": 2,
+            "n_slices": 2,
+            "hidden": hidden,
+            "n_epochs": 1,
+            "n_deletions": 1,
+        }
+    )
     for dataset in [d for d in args.datasets.split(",") if d]:
-        run_sharded({"dataset": dataset, "data_dir": args.data_dir, "n_shards": 1, "n_slices": 1, "hidden": hidden,
-                     "n_epochs": 0, "n_deletions": 1,
-                     "limit": args.mnist_limit if dataset == "mnist" else None})
-    header = ("| dataset | n_train | S | R | test acc | full retrain s | deletion s | speed-up wall "
-              "| speed-up CPU | speed-up retrain | ideal S·2R/(R+1) | % of ideal wall | % of ideal CPU |")
+        run_sharded(
+            {
+                "dataset": dataset,
+                "data_dir": args.data_dir,
+                "n_shards": 1,
+                "n_slices": 1,
+                "hidden": hidden,
+                "n_epochs": 0,
+                "n_deletions": 1,
+                "limit": args.mnist_limit if dataset == "mnist" else None,
+            }
+        )
+    header = (
+        "| dataset | n_train | S | R | test acc | full retrain s | deletion s | speed-up wall "
+        "| speed-up CPU | speed-up retrain | ideal S·2R/(R+1) | % of ideal wall | % of ideal CPU |"
+    )
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     for dataset in [d for d in args.datasets.split(",") if d]:
@@ -88,28 +123,57 @@ def main(argv: list[str] | None = None) -> int:
         limit = args.mnist_limit if dataset == "mnist" else None
         for s in parse_ints(args.shards):
             for r in parse_ints(args.slices):
-                res = run({"dataset": dataset, "data_dir": args.data_dir, "limit": limit, "n_shards": s,
-                           "n_slices": r, "hidden": hidden, "n_epochs": epochs, "lr": args.lr,
-                           "n_deletions": args.deletions, "seed": args.seed,
-                           "train_repeats": 1 if dataset == "mnist" else args.train_repeats})
+                res = run(
+                    {
+                        "dataset": dataset,
+                        "data_dir": args.data_dir,
+                        "limit": limit,
+                        "n_shards": s,
+                        "n_slices": r,
+                        "hidden": hidden,
+                        "n_epochs": epochs,
+                        "lr": args.lr,
+                        "n_deletions": args.deletions,
+                        "seed": args.seed,
+                        "train_repeats": 1 if dataset == "mnist" else args.train_repeats,
+                    }
+                )
                 ideal = res["ideal_speedup"]
-                print(f"| {dataset} | {res['n_train']} | {s} | {r} | {res['test_accuracy']:.4f} | "
-                      f"{res['train_seconds']:.2f} | {res['deletion_seconds']:.3f} | {res['speedup']:.2f} | "
-                      f"{res['cpu_speedup']:.2f} | {res['retrain_speedup']:.2f} | {ideal:.2f} | "
-                      f"{100 * res['speedup'] / ideal:.0f} % | {100 * res['cpu_speedup'] / ideal:.0f} % |", flush=True)
+                print(
+                    f"| {dataset} | {res['n_train']} | {s} | {r} | {res['test_accuracy']:.4f} | "
+                    f"{res['train_seconds']:.2f} | {res['deletion_seconds']:.3f} | {res['speedup']:.2f} | "
+                    f"{res['cpu_speedup']:.2f} | {res['retrain_speedup']:.2f} | {ideal:.2f} | "
+                    f"{100 * res['speedup'] / ideal:.0f} % | {100 * res['cpu_speedup'] / ideal:.0f} % |",
+                    flush=True,
+                )
     graphs = [g for g in args.graphs.split(",") if g]
     if graphs:
         print()
-        print("| graph (digits) | S | R | test acc | expected cost (fraction of full training) | "
-              "deletion s | speed-up CPU |")
+        print(
+            "| graph (digits) | S | R | test acc | expected cost (fraction of full training) | "
+            "deletion s | speed-up CPU |"
+        )
         print("|---|---|---|---|---|---|---|")
         for g in graphs:
-            res = run({"dataset": "digits", "n_shards": args.graph_shards, "n_slices": args.graph_slices, "graph": g,
-                       "hidden": hidden, "n_epochs": args.epochs, "lr": args.lr, "n_deletions": args.deletions,
-                       "seed": args.seed, "train_repeats": args.train_repeats})
-            print(f"| {g} | {args.graph_shards} | {args.graph_slices} | {res['test_accuracy']:.4f} | "
-                  f"{res['expected_cost']:.3f} | {res['deletion_seconds']:.3f} | {res['cpu_speedup']:.2f} |",
-                  flush=True)
+            res = run(
+                {
+                    "dataset": "digits",
+                    "n_shards": args.graph_shards,
+                    "n_slices": args.graph_slices,
+                    "graph": g,
+                    "hidden": hidden,
+                    "n_epochs": args.epochs,
+                    "lr": args.lr,
+                    "n_deletions": args.deletions,
+                    "seed": args.seed,
+                    "train_repeats": args.train_repeats,
+                }
+            )
+            print(
+                f"| {g} | {args.graph_shards} | {args.graph_slices} | {res['test_accuracy']:.4f} | "
+                f"{res['expected_cost']:.3f} | {res['deletion_seconds']:.3f} | {res['cpu_speedup']:.2f} |",
+                flush=True,
+            )
     if out:
         out.close()
     return 0

@@ -22,8 +22,12 @@ from obliviate.training import Recipe, TrainConfig
 
 DATA = DataSpec(dataset="digits", limit=240)
 CONFIG = ShardConfig(
-    n_shards=3, n_slices=3, seed=2,
-    recipe=Recipe(ModelSpec(hidden=(16,), seed=5), TrainConfig(n_epochs=2, batch_size=16, lr=0.05, seed=5)),
+    n_shards=3,
+    n_slices=3,
+    seed=2,
+    recipe=Recipe(
+        ModelSpec(hidden=(16,), seed=5), TrainConfig(n_epochs=2, batch_size=16, lr=0.05, seed=5)
+    ),
 )
 
 
@@ -54,11 +58,16 @@ def _forget_and_die(path: str, ids: list[int], point: str) -> None:
 
 def check_after_kill(path: Path, ids: list[int], expected: dict, *, rollback: bool = False) -> None:
     with ShardedStore(path, backend="inline") as store:
-        report = store.verify()  # consistent before any repair: live checkpoints intact, chain whole
+        report = (
+            store.verify()
+        )  # consistent before any repair: live checkpoints intact, chain whole
         assert report["ok"], report["problems"]
         counts = store.status()["samples"]
         assert sum(counts.values()) == 240 and counts["deleted"] in (0, len(ids))
-        assert counts["pending"] + counts["deleted"] in (0, len(ids))  # never lost, never counted twice
+        assert counts["pending"] + counts["deleted"] in (
+            0,
+            len(ids),
+        )  # never lost, never counted twice
         if rollback:
             store.cancel_pending()
             assert store.status()["samples"] == {"active": 240, "pending": 0, "deleted": 0}
@@ -79,17 +88,23 @@ def check_after_kill(path: Path, ids: list[int], expected: dict, *, rollback: bo
 def kill_points(n: int, seed: int) -> list[str]:
     """``n`` distinct failpoints (cycling through all of them), each at a random hit count."""
     rng = random.Random(seed)
-    names = [p for _ in range(-(-n // len(FAILPOINTS))) for p in rng.sample(FAILPOINTS, len(FAILPOINTS))][:n]
+    names = [
+        p for _ in range(-(-n // len(FAILPOINTS))) for p in rng.sample(FAILPOINTS, len(FAILPOINTS))
+    ][:n]
     return [f"{p}:{rng.randint(1, 6) if p.startswith('checkpoint') else 1}" for p in names]
 
 
 def _kill_in_forked_child(base: Path, tmp: Path, ids: list[int], point: str) -> Path:
     path = tmp / point.replace(":", "-")
     shutil.copytree(base, path)
-    child = multiprocessing.get_context("fork").Process(target=_forget_and_die, args=(str(path), ids, point))
+    child = multiprocessing.get_context("fork").Process(
+        target=_forget_and_die, args=(str(path), ids, point)
+    )
     child.start()
     child.join(120)
-    assert child.exitcode == -signal.SIGKILL, f"the child was not killed at {point} (exit {child.exitcode})"
+    assert child.exitcode == -signal.SIGKILL, (
+        f"the child was not killed at {point} (exit {child.exitcode})"
+    )
     return path
 
 
@@ -111,16 +126,30 @@ def test_sigkill_then_rollback(setup, tmp_path):
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "obliviate.cli.main", "shard", *args],
-                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "obliviate.cli.main", "shard", *args],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def test_cli_process_killed_mid_retraining(setup, tmp_path):
     base, ids, expected = setup
     path = tmp_path / "cli"
     shutil.copytree(base, path)
-    proc = _cli("forget", "--store", str(path), "--ids", ",".join(map(str, ids)), "--request-id", "r1",
-                "--backend", "inline", env={FAILPOINT_ENV: "checkpoint_written:4"})
+    proc = _cli(
+        "forget",
+        "--store",
+        str(path),
+        "--ids",
+        ",".join(map(str, ids)),
+        "--request-id",
+        "r1",
+        "--backend",
+        "inline",
+        env={FAILPOINT_ENV: "checkpoint_written:4"},
+    )
     proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL
     check_after_kill(path, ids, expected)
@@ -136,14 +165,28 @@ def test_sigkill_at_every_point(setup, tmp_path, point):
 @pytest.mark.slow
 def test_sigkill_at_random_times(tmp_path):
     """Real CLI processes killed after a random delay, over a store whose retraining takes a while."""
-    slow = ShardConfig(n_shards=2, n_slices=4, seed=3, recipe=Recipe(ModelSpec(hidden=(64,)), TrainConfig(n_epochs=40)))
+    slow = ShardConfig(
+        n_shards=2,
+        n_slices=4,
+        seed=3,
+        recipe=Recipe(ModelSpec(hidden=(64,)), TrainConfig(n_epochs=40)),
+    )
     with ShardedStore.train(tmp_path / "base", data=DATA, config=slow, backend="inline") as base:
         rows = base.ledger.samples()
         ids = [int(rows[(rows[:, 1] == k) & (rows[:, 2] == 0)][0, 0]) for k in (0, 1)]
     shutil.copytree(tmp_path / "base", tmp_path / "ref")
     t0 = time.perf_counter()
-    proc = _cli("forget", "--store", str(tmp_path / "ref"), "--ids", ",".join(map(str, ids)), "--request-id", "r1",
-                "--backend", "inline")
+    proc = _cli(
+        "forget",
+        "--store",
+        str(tmp_path / "ref"),
+        "--ids",
+        ",".join(map(str, ids)),
+        "--request-id",
+        "r1",
+        "--backend",
+        "inline",
+    )
     proc.communicate(timeout=600)
     span = time.perf_counter() - t0
     with ShardedStore(tmp_path / "ref") as ref:
@@ -152,8 +195,17 @@ def test_sigkill_at_random_times(tmp_path):
     for n in range(5):
         path = tmp_path / f"kill{n}"
         shutil.copytree(tmp_path / "base", path)
-        proc = _cli("forget", "--store", str(path), "--ids", ",".join(map(str, ids)), "--request-id", "r1",
-                    "--backend", "inline")
+        proc = _cli(
+            "forget",
+            "--store",
+            str(path),
+            "--ids",
+            ",".join(map(str, ids)),
+            "--request-id",
+            "r1",
+            "--backend",
+            "inline",
+        )
         time.sleep(rng.uniform(0.3, 1.0) * span)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)

@@ -10,7 +10,10 @@ from obliviate.training import Recipe, TrainConfig
 
 DATA = DataSpec(dataset="digits", limit=160)
 CONFIG = ShardConfig(
-    n_shards=2, n_slices=2, graph="ring:1", seed=4,
+    n_shards=2,
+    n_slices=2,
+    graph="ring:1",
+    seed=4,
     recipe=Recipe(ModelSpec(hidden=(8,)), TrainConfig(n_epochs=1, batch_size=16, lr=0.05)),
 )
 
@@ -31,12 +34,16 @@ def test_ray_backend_equals_inline(tmp_path):
 
 
 def _compare(tmp_path):
-    with ShardedStore.train(tmp_path / "inline", data=DATA, config=CONFIG, backend="inline") as inline:
+    with ShardedStore.train(
+        tmp_path / "inline", data=DATA, config=CONFIG, backend="inline"
+    ) as inline:
         rows = inline.ledger.samples()
         victim = [int(rows[rows[:, 2] == 0][0, 0])]
         inline.forget(victim)
         expected = {k: v["sha256"] for k, v in inline.ledger.current_checkpoints().items()}
-    with ShardedStore.train(tmp_path / "ray", data=DATA, config=CONFIG, backend="ray", n_workers=2) as on_ray:
+    with ShardedStore.train(
+        tmp_path / "ray", data=DATA, config=CONFIG, backend="ray", n_workers=2
+    ) as on_ray:
         receipt = on_ray.forget(victim)
         assert len(receipt["retrained"]) == 2  # ring over two shards: both retrain, on Ray
         assert {k: v["sha256"] for k, v in on_ray.ledger.current_checkpoints().items()} == expected

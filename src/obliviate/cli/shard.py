@@ -39,7 +39,9 @@ def _parse_ids(text: str | None, file: Path | None) -> list[int]:
         return [int(p) for p in parts]
     except ValueError:
         bad = next(p for p in parts if not p.lstrip("-").isdigit())
-        raise ObliviateError(f"id {bad!r} is not an integer; ids are integers separated by commas, spaces or newlines") from None
+        raise ObliviateError(
+            f"id {bad!r} is not an integer; ids are integers separated by commas, spaces or newlines"
+        ) from None
 
 
 def _emit(obj: Any, output: Path | None = None) -> None:
@@ -50,35 +52,57 @@ def _emit(obj: Any, output: Path | None = None) -> None:
         sys.stdout.write(text + "\n")
 
 
-def _open(store: Path, backend: str = "local", workers: int | None = None, data_dir: str | None = None):  # type: ignore[no-untyped-def]
+def _open(
+    store: Path, backend: str = "local", workers: int | None = None, data_dir: str | None = None
+):  # type: ignore[no-untyped-def]
     from obliviate.sharded import ShardedStore
 
     return ShardedStore(store, backend=backend, n_workers=workers, data_dir=data_dir)
 
 
 def register(app: typer.Typer) -> None:
-    shard = typer.Typer(help="Exact unlearning: sharded (SISA / shard-graph) training with a ledger and receipts.",
-                        no_args_is_help=True)
+    shard = typer.Typer(
+        help="Exact unlearning: sharded (SISA / shard-graph) training with a ledger and receipts.",
+        no_args_is_help=True,
+    )
 
     @shard.command("train")
     def train(
-        store: Path = typer.Option(..., "--store", help=STORE_HELP + " (created; must not exist or be empty)"),
-        dataset: str = typer.Option("digits", "--dataset", help="dataset name (obliviate list datasets)"),
-        data_dir: str | None = typer.Option(None, "--data-dir", help="folder with IDX files (mnist, fashion-mnist)"),
-        limit: int | None = typer.Option(None, "--limit", help="use only the first N training rows"),
+        store: Path = typer.Option(
+            ..., "--store", help=STORE_HELP + " (created; must not exist or be empty)"
+        ),
+        dataset: str = typer.Option(
+            "digits", "--dataset", help="dataset name (obliviate list datasets)"
+        ),
+        data_dir: str | None = typer.Option(
+            None, "--data-dir", help="folder with IDX files (mnist, fashion-mnist)"
+        ),
+        limit: int | None = typer.Option(
+            None, "--limit", help="use only the first N training rows"
+        ),
         shards: int = typer.Option(5, "--shards", help="number of shards S"),
         slices: int = typer.Option(4, "--slices", help="number of slices R per shard"),
-        graph: str = typer.Option("none", "--graph", help="shard graph: none, ring:K, regular:D, cliques:C, edges:0-1,1-2"),
-        aggregation: str = typer.Option("softmax", "--aggregation", help="softmax (mean of softmax) or vote"),
-        exclude_ids: Path | None = typer.Option(None, "--exclude-ids", help="file of ids to train as if they never existed"),
+        graph: str = typer.Option(
+            "none", "--graph", help="shard graph: none, ring:K, regular:D, cliques:C, edges:0-1,1-2"
+        ),
+        aggregation: str = typer.Option(
+            "softmax", "--aggregation", help="softmax (mean of softmax) or vote"
+        ),
+        exclude_ids: Path | None = typer.Option(
+            None, "--exclude-ids", help="file of ids to train as if they never existed"
+        ),
         backend: str = typer.Option("local", "--backend", help=BACKEND_HELP),
-        workers: int | None = typer.Option(None, "--workers", help="parallel workers (default: all cores)"),
+        workers: int | None = typer.Option(
+            None, "--workers", help="parallel workers (default: all cores)"
+        ),
         model: str = typer.Option("mlp", "--model", help="mlp or cnn"),
         hidden: str = typer.Option("100", "--hidden", help="hidden widths, e.g. 100 or 64,64"),
         epochs: int = typer.Option(10, "--epochs", help="n_epochs: passes over each shard's data"),
         batch_size: int = typer.Option(32, "--batch-size"),
         lr: float = typer.Option(0.05, "--lr"),
-        seed: int = typer.Option(0, "--seed", help="seed of assignment, initial weights and data order"),
+        seed: int = typer.Option(
+            0, "--seed", help="seed of assignment, initial weights and data order"
+        ),
         as_json: bool = typer.Option(False, "--json", help="print the status as JSON"),
     ) -> None:
         """Train a new shard store."""
@@ -90,12 +114,27 @@ def register(app: typer.Typer) -> None:
             widths = tuple(int(h) for h in hidden.split(",") if h.strip())
         except ValueError:
             raise ObliviateError(f"--hidden {hidden!r}: give integers like 100 or 64,64") from None
-        recipe = Recipe(ModelSpec(name=model, hidden=widths, seed=seed),
-                        TrainConfig(n_epochs=epochs, batch_size=batch_size, lr=lr, seed=seed))
-        config = ShardConfig(n_shards=shards, n_slices=slices, graph=graph, aggregation=aggregation, seed=seed, recipe=recipe)
+        recipe = Recipe(
+            ModelSpec(name=model, hidden=widths, seed=seed),
+            TrainConfig(n_epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
+        )
+        config = ShardConfig(
+            n_shards=shards,
+            n_slices=slices,
+            graph=graph,
+            aggregation=aggregation,
+            seed=seed,
+            recipe=recipe,
+        )
         excluded = _parse_ids(None, exclude_ids) if exclude_ids is not None else None
-        st = ShardedStore.train(store, data=DataSpec(dataset=dataset, data_dir=data_dir, limit=limit, split_seed=0),
-                                config=config, exclude_ids=excluded, backend=backend, n_workers=workers)
+        st = ShardedStore.train(
+            store,
+            data=DataSpec(dataset=dataset, data_dir=data_dir, limit=limit, split_seed=0),
+            config=config,
+            exclude_ids=excluded,
+            backend=backend,
+            n_workers=workers,
+        )
         status = st.status()
         if as_json:
             _emit(status)
@@ -103,27 +142,51 @@ def register(app: typer.Typer) -> None:
             from obliviate.sharded.sisa import load_data
 
             _, test, _ = load_data(st.data_spec)
-            print(f"trained {shards} shards x {slices} slices ({graph}) on {sum(status['samples'].values())} samples "
-                  f"into {store}; test accuracy {st.accuracy(test):.4f}")
+            print(
+                f"trained {shards} shards x {slices} slices ({graph}) on {sum(status['samples'].values())} samples "
+                f"into {store}; test accuracy {st.accuracy(test):.4f}"
+            )
 
     @shard.command("forget")
     def forget(
         store: Path = typer.Option(..., "--store", help=STORE_HELP),
         ids: str | None = typer.Option(None, "--ids", help="ids to delete, e.g. 1,2,3"),
-        ids_file: Path | None = typer.Option(None, "--ids-file", help="file of ids (text, .json or .npy)"),
-        request_id: str | None = typer.Option(None, "--request-id", help="idempotency key (default: hash of the ids)"),
-        include_ids: bool = typer.Option(False, "--include-ids", help="put the ids themselves in the receipt"),
-        queue: bool = typer.Option(False, "--queue", help="only record the request; `shard resume` processes the queue in one pass"),
-        check_exactness: bool = typer.Option(False, "--check-exactness", help="also retrain affected shards from scratch and compare hashes"),
+        ids_file: Path | None = typer.Option(
+            None, "--ids-file", help="file of ids (text, .json or .npy)"
+        ),
+        request_id: str | None = typer.Option(
+            None, "--request-id", help="idempotency key (default: hash of the ids)"
+        ),
+        include_ids: bool = typer.Option(
+            False, "--include-ids", help="put the ids themselves in the receipt"
+        ),
+        queue: bool = typer.Option(
+            False,
+            "--queue",
+            help="only record the request; `shard resume` processes the queue in one pass",
+        ),
+        check_exactness: bool = typer.Option(
+            False,
+            "--check-exactness",
+            help="also retrain affected shards from scratch and compare hashes",
+        ),
         backend: str = typer.Option("local", "--backend", help=BACKEND_HELP),
         workers: int | None = typer.Option(None, "--workers"),
-        data_dir: str | None = typer.Option(None, "--data-dir", help="override the store's data folder"),
+        data_dir: str | None = typer.Option(
+            None, "--data-dir", help="override the store's data folder"
+        ),
         output: Path | None = typer.Option(None, "--output", help="write the receipt to this file"),
     ) -> None:
         """Delete samples exactly; prints the JSON receipt."""
         wanted = _parse_ids(ids, ids_file)
         st = _open(store, backend, workers, data_dir)
-        receipt = st.forget(wanted, request_id, queue=queue, check_exactness=check_exactness, include_ids=include_ids)
+        receipt = st.forget(
+            wanted,
+            request_id,
+            queue=queue,
+            check_exactness=check_exactness,
+            include_ids=include_ids,
+        )
         _emit(receipt, output)
 
     @shard.command("status")
@@ -146,12 +209,19 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"{store}: model version {info['model_version']}, graph {info['graph']}, samples {info['samples']}")
+        table = Table(
+            title=f"{store}: model version {info['model_version']}, graph {info['graph']}, samples {info['samples']}"
+        )
         for col in ("shard", "checkpoint", "n_samples", "n_own", "neighbourhood"):
             table.add_column(col)
         for s in info["shards"]:
-            table.add_row(str(s["shard"]), (s["checkpoint"] or "-")[:16], str(s["n_samples"]), str(s["n_own"]),
-                          ",".join(map(str, s["neighbourhood"])))
+            table.add_row(
+                str(s["shard"]),
+                (s["checkpoint"] or "-")[:16],
+                str(s["n_samples"]),
+                str(s["n_own"]),
+                ",".join(map(str, s["neighbourhood"])),
+            )
         Console().print(table)
         for r in info["requests"]:
             print(f"request {r['request_id']}: {r['status']}")
@@ -170,7 +240,9 @@ def register(app: typer.Typer) -> None:
     @shard.command("resume")
     def resume(
         store: Path = typer.Option(..., "--store", help=STORE_HELP),
-        rollback: bool = typer.Option(False, "--rollback", help="cancel unfinished requests instead of completing them"),
+        rollback: bool = typer.Option(
+            False, "--rollback", help="cancel unfinished requests instead of completing them"
+        ),
         check_exactness: bool = typer.Option(False, "--check-exactness"),
         backend: str = typer.Option("local", "--backend", help=BACKEND_HELP),
         workers: int | None = typer.Option(None, "--workers"),
@@ -187,15 +259,21 @@ def register(app: typer.Typer) -> None:
     @shard.command("predict")
     def predict(
         store: Path = typer.Option(..., "--store", help=STORE_HELP),
-        input_: Path = typer.Option(..., "--input", help=".npy of rows shaped like the store's (standardised) data"),
-        output: Path | None = typer.Option(None, "--output", help="write class scores [N, classes] to this .npy"),
+        input_: Path = typer.Option(
+            ..., "--input", help=".npy of rows shaped like the store's (standardised) data"
+        ),
+        output: Path | None = typer.Option(
+            None, "--output", help="write class scores [N, classes] to this .npy"
+        ),
         data_dir: str | None = typer.Option(None, "--data-dir"),
     ) -> None:
         """Predict labels with the aggregated shard models; prints a JSON list of labels."""
         import numpy as np
 
         if not input_.exists():
-            raise ObliviateError(f"input file {str(input_)!r} does not exist; give a .npy array of rows")
+            raise ObliviateError(
+                f"input file {str(input_)!r} does not exist; give a .npy array of rows"
+            )
         try:
             x = np.load(input_, allow_pickle=False)
         except (ValueError, OSError) as exc:

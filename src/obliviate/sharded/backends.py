@@ -34,11 +34,16 @@ def _init_worker() -> None:
 
 
 def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return max(
+        1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
 
 
 def run_jobs(
-    fn: Callable[[Any], Any], jobs: Sequence[Any], backend: str = "local", n_workers: int | None = None
+    fn: Callable[[Any], Any],
+    jobs: Sequence[Any],
+    backend: str = "local",
+    n_workers: int | None = None,
 ) -> list[Any]:
     """``[fn(job) for job in jobs]`` on the chosen backend, results in the order of ``jobs``."""
     check_choice("backend", backend, BACKENDS)
@@ -65,7 +70,9 @@ def _run_ray(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: int) -> lis
         ) from None
     started = False
     if not ray.is_initialized():
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(
+            num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False
+        )
         started = True
     try:
         task = ray.remote(num_cpus=1)(_ray_call)

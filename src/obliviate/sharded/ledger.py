@@ -90,7 +90,9 @@ class Ledger:
     def create(cls, path: Path) -> Ledger:
         ledger = cls(path)
         fmt = json.dumps(FORMAT).replace("'", "''")
-        ledger.db.executescript(f"BEGIN; {SCHEMA} INSERT INTO meta VALUES ('format', '{fmt}'); COMMIT;")
+        ledger.db.executescript(
+            f"BEGIN; {SCHEMA} INSERT INTO meta VALUES ('format', '{fmt}'); COMMIT;"
+        )
         return ledger
 
     def close(self) -> None:
@@ -124,7 +126,9 @@ class Ledger:
             zip(ids.tolist(), shard.tolist(), slice_.tolist(), strict=True),
         )
 
-    def samples(self, states: tuple[str, ...] = ("active", "pending"), shards: list[int] | None = None) -> np.ndarray:
+    def samples(
+        self, states: tuple[str, ...] = ("active", "pending"), shards: list[int] | None = None
+    ) -> np.ndarray:
         """``[N, 3]`` int64 array of (id, shard, slice) for samples in ``states`` (and ``shards``,
         when given), sorted by id."""
         marks = ",".join("?" * len(states))
@@ -155,7 +159,9 @@ class Ledger:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for i, state in self.db.execute(f"SELECT id, state FROM samples WHERE id IN ({marks})", chunk):
+            for i, state in self.db.execute(
+                f"SELECT id, state FROM samples WHERE id IN ({marks})", chunk
+            ):
                 out[int(i)] = state
         return out
 
@@ -166,10 +172,14 @@ class Ledger:
         )
 
     def mark_deleted(self, ids: Iterable[int]) -> None:
-        self.db.executemany("UPDATE samples SET state = 'deleted' WHERE id = ?", ((int(i),) for i in ids))
+        self.db.executemany(
+            "UPDATE samples SET state = 'deleted' WHERE id = ?", ((int(i),) for i in ids)
+        )
 
     def count_states(self) -> dict[str, int]:
-        return dict(self.db.execute("SELECT state, COUNT(*) FROM samples GROUP BY state").fetchall())
+        return dict(
+            self.db.execute("SELECT state, COUNT(*) FROM samples GROUP BY state").fetchall()
+        )
 
     # ---- checkpoints ----------------------------------------------------------------------
     def current_checkpoints(self) -> dict[tuple[int, int], dict[str, Any]]:
@@ -177,7 +187,8 @@ class Ledger:
             "SELECT shard, slice, version, sha256, ids_hash, n_ids FROM checkpoints WHERE current = 1"
         ).fetchall()
         return {
-            (s, r): {"version": v, "sha256": h, "ids_hash": ih, "n_ids": n} for s, r, v, h, ih, n in rows
+            (s, r): {"version": v, "sha256": h, "ids_hash": ih, "n_ids": n}
+            for s, r, v, h, ih, n in rows
         }
 
     def all_checkpoint_hashes(self) -> list[tuple[int, int, int, str, int]]:
@@ -195,7 +206,16 @@ class Ledger:
             )
             self.db.execute(
                 "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
-                (row["shard"], row["slice"], version, row["sha256"], row["ids_hash"], row["n_ids"], row["seconds"], now),
+                (
+                    row["shard"],
+                    row["slice"],
+                    version,
+                    row["sha256"],
+                    row["ids_hash"],
+                    row["n_ids"],
+                    row["seconds"],
+                    now,
+                ),
             )
 
     # ---- requests -------------------------------------------------------------------------
@@ -216,7 +236,9 @@ class Ledger:
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
-    def add_request(self, request_id: str, ids: list[int], submitted: float, status: str = "queued") -> None:
+    def add_request(
+        self, request_id: str, ids: list[int], submitted: float, status: str = "queued"
+    ) -> None:
         self.db.execute(
             "INSERT INTO requests(request_id, ids_hash, ids, n_ids, status, submitted) VALUES (?, ?, ?, ?, ?, ?)",
             (request_id, ids_hash(ids), json.dumps(sorted(ids)), len(ids), status, submitted),
@@ -224,7 +246,9 @@ class Ledger:
 
     def update_request(self, request_id: str, **fields: Any) -> None:
         sets = ", ".join(f"{k} = ?" for k in fields)
-        self.db.execute(f"UPDATE requests SET {sets} WHERE request_id = ?", (*fields.values(), request_id))
+        self.db.execute(
+            f"UPDATE requests SET {sets} WHERE request_id = ?", (*fields.values(), request_id)
+        )
 
     # ---- events ---------------------------------------------------------------------------
     def last_event(self) -> tuple[int, str]:
@@ -238,11 +262,15 @@ class Ledger:
         when = time.time()
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         digest = event_hash(seq, when, kind, text, prev)
-        self.db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", (seq, when, kind, text, prev, digest))
+        self.db.execute(
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", (seq, when, kind, text, prev, digest)
+        )
         return digest
 
     def events(self) -> list[tuple[int, float, str, str, str, str]]:
-        return self.db.execute("SELECT seq, time, kind, payload, prev, hash FROM events ORDER BY seq").fetchall()
+        return self.db.execute(
+            "SELECT seq, time, kind, payload, prev, hash FROM events ORDER BY seq"
+        ).fetchall()
 
     def check_chain(self) -> list[str]:
         """Problems in the event chain (empty when every link and hash checks out)."""
@@ -254,6 +282,8 @@ class Ledger:
             if prev_stored != prev:
                 problems.append(f"event {seq} ({kind}): its previous-hash link is broken")
             if event_hash(seq, when, kind, payload, prev_stored) != digest:
-                problems.append(f"event {seq} ({kind}): its content does not match its hash (altered)")
+                problems.append(
+                    f"event {seq} ({kind}): its content does not match its hash (altered)"
+                )
             prev, expect = digest, seq + 1
         return problems

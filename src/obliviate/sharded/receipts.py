@@ -88,7 +88,9 @@ def build_receipt(
         "ids_sha256": request["ids_hash"],
         "n_ids": len(ids),
         "n_removed": n_removed,
-        "n_already_deleted": len(ids) - n_removed - _pending_elsewhere(ids, removed_by_request, rid),
+        "n_already_deleted": len(ids)
+        - n_removed
+        - _pending_elsewhere(ids, removed_by_request, rid),
         "n_removed_in_batch": int(removed_ids.size),
         "batch": batch,
         "retrained": retrained,

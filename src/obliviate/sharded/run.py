@@ -77,7 +77,9 @@ RUN_KEYS: dict[str, Any] = {
 def resolve_spec(spec: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(spec) - set(RUN_KEYS))
     if unknown:
-        raise ObliviateError(f"run_sharded: unknown key(s) {', '.join(unknown)}; valid: {', '.join(RUN_KEYS)}")
+        raise ObliviateError(
+            f"run_sharded: unknown key(s) {', '.join(unknown)}; valid: {', '.join(RUN_KEYS)}"
+        )
     out = {**RUN_KEYS, **spec}
     hidden = out["hidden"]
     out["hidden"] = (int(hidden),) if isinstance(hidden, int) else tuple(int(h) for h in hidden)
@@ -94,24 +96,46 @@ def run_sharded(spec: dict[str, Any]) -> dict[str, Any]:
     s = resolve_spec(spec)
     recipe = Recipe(
         model=ModelSpec(name=s["model"], hidden=s["hidden"], seed=s["seed"]),
-        train=TrainConfig(n_epochs=s["n_epochs"], batch_size=s["batch_size"], lr=s["lr"], optimizer=s["optimizer"],
-                          momentum=s["momentum"], weight_decay=s["weight_decay"], seed=s["seed"]),
+        train=TrainConfig(
+            n_epochs=s["n_epochs"],
+            batch_size=s["batch_size"],
+            lr=s["lr"],
+            optimizer=s["optimizer"],
+            momentum=s["momentum"],
+            weight_decay=s["weight_decay"],
+            seed=s["seed"],
+        ),
     )
-    config = ShardConfig(n_shards=s["n_shards"], n_slices=s["n_slices"], graph=s["graph"],
-                         aggregation=s["aggregation"], seed=s["seed"], recipe=recipe)
-    data = DataSpec(dataset=s["dataset"], data_dir=s["data_dir"], limit=s["limit"], split_seed=s["split_seed"])
+    config = ShardConfig(
+        n_shards=s["n_shards"],
+        n_slices=s["n_slices"],
+        graph=s["graph"],
+        aggregation=s["aggregation"],
+        seed=s["seed"],
+        recipe=recipe,
+    )
+    data = DataSpec(
+        dataset=s["dataset"], data_dir=s["data_dir"], limit=s["limit"], split_seed=s["split_seed"]
+    )
     train, test, _ = load_data(data)
     with tempfile.TemporaryDirectory(prefix="obliviate-sharded-") as tmp:
         folder = Path(s["store"]) if s["store"] else Path(tmp) / "store"
         t0, c0 = time.perf_counter(), time.process_time()
-        store = ShardedStore.train(folder, data=data, config=config, backend=s["backend"], n_workers=s["n_workers"])
+        store = ShardedStore.train(
+            folder, data=data, config=config, backend=s["backend"], n_workers=s["n_workers"]
+        )
         train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - c0
         train_run_seconds = float(store.ledger.get_meta("train_run_seconds"))
         walls, cpus, runs = [train_seconds], [train_cpu], [train_run_seconds]
         for n in range(int(s["train_repeats"]) - 1):  # identical retrainings, for a steadier time
             t0, c0 = time.perf_counter(), time.process_time()
-            with ShardedStore.train(Path(tmp) / f"repeat{n}", data=data, config=config, backend=s["backend"],
-                                    n_workers=s["n_workers"]) as again:
+            with ShardedStore.train(
+                Path(tmp) / f"repeat{n}",
+                data=data,
+                config=config,
+                backend=s["backend"],
+                n_workers=s["n_workers"],
+            ) as again:
                 walls.append(time.perf_counter() - t0)
                 cpus.append(time.process_time() - c0)
                 runs.append(float(again.ledger.get_meta("train_run_seconds")))
@@ -120,7 +144,9 @@ def run_sharded(spec: dict[str, Any]) -> dict[str, Any]:
         test_accuracy = store.accuracy(test)
         cost = store.expected_cost()
         rng = np.random.default_rng(s["seed"])
-        victims = rng.choice(train.ids.numpy(), size=min(s["n_deletions"], len(train) - 1), replace=False)
+        victims = rng.choice(
+            train.ids.numpy(), size=min(s["n_deletions"], len(train) - 1), replace=False
+        )
         seconds, cpu, retrain, exact = [], [], [], None
         acc = []
         for n, victim in enumerate(victims.tolist()):
@@ -145,7 +171,9 @@ def run_sharded(spec: dict[str, Any]) -> dict[str, Any]:
         "deletion_seconds_all": seconds,
         "retrain_seconds": statistics.fmean(retrain) if retrain else float("nan"),
         "train_run_seconds": train_run_seconds,
-        "retrain_speedup": train_run_seconds / statistics.fmean(retrain) if retrain else float("nan"),
+        "retrain_speedup": train_run_seconds / statistics.fmean(retrain)
+        if retrain
+        else float("nan"),
         "speedup": speedup,
         "train_cpu_seconds": train_cpu,
         "deletion_cpu_seconds": statistics.fmean(cpu) if cpu else float("nan"),

@@ -123,7 +123,9 @@ class ShardConfig:
     def from_dict(cls, d: dict[str, Any]) -> ShardConfig:
         r = d["recipe"]
         m = r["model"]
-        model = ModelSpec(name=m["name"], hidden=tuple(m["hidden"]), seed=m["seed"], channels=tuple(m["channels"]))
+        model = ModelSpec(
+            name=m["name"], hidden=tuple(m["hidden"]), seed=m["seed"], channels=tuple(m["channels"])
+        )
         recipe = Recipe(model=model, train=TrainConfig(**r["train"]))
         return cls(**{**d, "recipe": recipe})
 
@@ -146,15 +148,21 @@ def data_fingerprint(data: Dataset) -> str:
 def load_data(spec: DataSpec) -> tuple[Dataset, Dataset, str]:
     """(train, test, fingerprint of train), cached per process."""
     if spec not in _DATA:
-        train, test = load_dataset(spec.dataset, data_dir=spec.data_dir, limit=spec.limit, split_seed=spec.split_seed)
+        train, test = load_dataset(
+            spec.dataset, data_dir=spec.data_dir, limit=spec.limit, split_seed=spec.split_seed
+        )
         _DATA[spec] = (train, test, data_fingerprint(train))
     return _DATA[spec]
 
 
-def assign(ids: np.ndarray, n_shards: int, n_slices: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def assign(
+    ids: np.ndarray, n_shards: int, n_slices: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Shard and slice of every id: a seeded hash of the id alone."""
     h = np.array([derive_seed(seed, "sisa-assign", int(i)) for i in ids], dtype=np.uint64)
-    return (h % np.uint64(n_shards)).astype(np.int64), ((h // np.uint64(n_shards)) % np.uint64(n_slices)).astype(np.int64)
+    return (h % np.uint64(n_shards)).astype(np.int64), (
+        (h // np.uint64(n_shards)) % np.uint64(n_slices)
+    ).astype(np.int64)
 
 
 def shard_model_spec(spec: ModelSpec, shard: int) -> ModelSpec:
@@ -183,7 +191,9 @@ class ShardJob:
     persist: bool = True
 
 
-def train_stage(model: nn.Module, data: Dataset, n_samples: int, config: TrainConfig, gen: torch.Generator) -> None:
+def train_stage(
+    model: nn.Module, data: Dataset, n_samples: int, config: TrainConfig, gen: torch.Generator
+) -> None:
     """Train ``model`` in place on ``n_samples`` samples drawn epoch by epoch from ``data``."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, config)
@@ -193,7 +203,11 @@ def train_stage(model: nn.Module, data: Dataset, n_samples: int, config: TrainCo
         for batch in batches(data, config.batch_size, gen):
             if left <= 0:
                 break
-            x, y, task = batch.x[:left], batch.y[:left], None if batch.task is None else batch.task[:left]
+            x, y, task = (
+                batch.x[:left],
+                batch.y[:left],
+                None if batch.task is None else batch.task[:left],
+            )
             opt.zero_grad(set_to_none=True)
             nn.functional.cross_entropy(logits(model, x, task), y).backward()
             opt.step()
@@ -212,7 +226,9 @@ def run_shard_job(job: ShardJob) -> list[dict[str, Any]]:
                 f"the training data of dataset {job.data.dataset!r} changed since the store was "
                 "trained (fingerprint mismatch); point --data-dir at the original data"
             )
-        model = build_model(shard_model_spec(job.recipe.model, job.shard), job.sample_shape, job.n_classes)
+        model = build_model(
+            shard_model_spec(job.recipe.model, job.shard), job.sample_shape, job.n_classes
+        )
         store = Path(job.store)
         if job.base is not None:
             model.load_state_dict(read_checkpoint(store, job.base))
@@ -227,10 +243,20 @@ def run_shard_job(job: ShardJob) -> list[dict[str, Any]]:
             gen = generator(cfg.seed, "sisa-stage", job.shard, r)
             train_stage(model, data, cfg.n_epochs * len(job.slices[r]), cfg, gen)
             state = model.state_dict()
-            digest = write_checkpoint(store, state, sync_dir=False) if job.persist else sha256_bytes(serialize_state(state))
+            digest = (
+                write_checkpoint(store, state, sync_dir=False)
+                if job.persist
+                else sha256_bytes(serialize_state(state))
+            )
             out.append(
-                {"shard": job.shard, "slice": r, "sha256": digest, "ids_hash": ids_hash(ids), "n_ids": int(ids.size),
-                 "seconds": time.perf_counter() - t0}
+                {
+                    "shard": job.shard,
+                    "slice": r,
+                    "sha256": digest,
+                    "ids_hash": ids_hash(ids),
+                    "n_ids": int(ids.size),
+                    "seconds": time.perf_counter() - t0,
+                }
             )
         if job.persist and out:
             sync_checkpoints(store)  # the renames are durable before the ledger refers to them
@@ -252,20 +278,34 @@ class ShardedStore:
     process left behind (:meth:`recover`).
     """
 
-    def __init__(self, path: str | Path, *, data_dir: str | None = None, backend: str = "local",
-                 n_workers: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        data_dir: str | None = None,
+        backend: str = "local",
+        n_workers: int | None = None,
+    ) -> None:
         self.path = Path(path)
         if not self.path.is_dir():
-            raise ObliviateError(f"{str(self.path)!r} is not a shard store (no such folder); create one with `obliviate shard train --store DIR`")
+            raise ObliviateError(
+                f"{str(self.path)!r} is not a shard store (no such folder); create one with `obliviate shard train --store DIR`"
+            )
         if not _is_store(self.path):
-            raise ObliviateError(f"{str(self.path)!r} is not a shard store (no {LEDGER_FILE}); create one with `obliviate shard train --store DIR`")
+            raise ObliviateError(
+                f"{str(self.path)!r} is not a shard store (no {LEDGER_FILE}); create one with `obliviate shard train --store DIR`"
+            )
         try:
             self.ledger = Ledger(self.path / LEDGER_FILE)
             fmt = self.ledger.get_meta("format")
         except sqlite3.DatabaseError as exc:
-            raise ObliviateError(f"{str(self.path)!r} is not a shard store: {LEDGER_FILE} is not a readable ledger ({exc})") from None
+            raise ObliviateError(
+                f"{str(self.path)!r} is not a shard store: {LEDGER_FILE} is not a readable ledger ({exc})"
+            ) from None
         if fmt != FORMAT or self.ledger.get_meta("config") is None:
-            raise ObliviateError(f"{str(self.path)!r} is not a complete shard store (ledger format {fmt!r}); train a new store")
+            raise ObliviateError(
+                f"{str(self.path)!r} is not a complete shard store (ledger format {fmt!r}); train a new store"
+            )
         self.config = ShardConfig.from_dict(self.ledger.get_meta("config"))
         spec = self.ledger.get_meta("data")
         if data_dir is not None:
@@ -301,10 +341,16 @@ class ShardedStore:
         they had never existed."""
         path = Path(path)
         if _is_store(path):
-            raise ObliviateError(f"{str(path)!r} is already a shard store; choose a new folder (or delete it first)")
+            raise ObliviateError(
+                f"{str(path)!r} is already a shard store; choose a new folder (or delete it first)"
+            )
         leftovers = {CHECKPOINT_DIR, ".lock", "ledger.tmp", "ledger.tmp-wal", "ledger.tmp-shm"}
-        if path.exists() and (not path.is_dir() or any(p.name not in leftovers for p in path.iterdir())):
-            raise ObliviateError(f"{str(path)!r} exists and is not an empty folder; choose a new folder for the store")
+        if path.exists() and (
+            not path.is_dir() or any(p.name not in leftovers for p in path.iterdir())
+        ):
+            raise ObliviateError(
+                f"{str(path)!r} exists and is not an empty folder; choose a new folder for the store"
+            )
         for name in ("ledger.tmp", "ledger.tmp-wal", "ledger.tmp-shm"):  # an interrupted creation
             (path / name).unlink(missing_ok=True)
         train, _, fingerprint = load_data(data)
@@ -325,14 +371,21 @@ class ShardedStore:
             ledger.set_meta("data_sha256", fingerprint)
             ledger.set_meta("n_classes", int(train.n_classes))
             ledger.set_meta("sample_shape", list(train.sample_shape))
-            ledger.set_meta("excluded", {"n_ids": int(excluded.size), "ids_sha256": ids_hash(excluded)})
+            ledger.set_meta(
+                "excluded", {"n_ids": int(excluded.size), "ids_sha256": ids_hash(excluded)}
+            )
             ledger.set_meta("state", "training")
             ledger.set_meta("version", 0)
             ledger.add_samples(ids, shard, slice_)
             ledger.append_event(
                 "store_created",
-                {"config_sha256": config_hash(config), "data_sha256": fingerprint, "n_samples": int(ids.size),
-                 "samples_sha256": ids_hash(ids), "excluded_sha256": ids_hash(excluded)},
+                {
+                    "config_sha256": config_hash(config),
+                    "data_sha256": fingerprint,
+                    "n_samples": int(ids.size),
+                    "samples_sha256": ids_hash(ids),
+                    "excluded_sha256": ids_hash(excluded),
+                },
             )
         ledger.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         ledger.close()
@@ -348,14 +401,27 @@ class ShardedStore:
         rows = samples[in_hood]
         return tuple(np.sort(rows[rows[:, 2] == r, 0]) for r in range(self.config.n_slices))
 
-    def _job(self, samples: np.ndarray, shard: int, start: int, current: dict[tuple[int, int], dict[str, Any]],
-             persist: bool = True) -> ShardJob:
+    def _job(
+        self,
+        samples: np.ndarray,
+        shard: int,
+        start: int,
+        current: dict[tuple[int, int], dict[str, Any]],
+        persist: bool = True,
+    ) -> ShardJob:
         base = None if start == 0 else current[(shard, start - 1)]["sha256"]
         return ShardJob(
-            store=str(self.path), data=self.data_spec, data_sha=self.ledger.get_meta("data_sha256"),
-            recipe=self.config.recipe, shard=shard, start=start, base=base,
-            slices=self._slices_of(samples, shard), n_classes=int(self.ledger.get_meta("n_classes")),
-            sample_shape=tuple(self.ledger.get_meta("sample_shape")), persist=persist,
+            store=str(self.path),
+            data=self.data_spec,
+            data_sha=self.ledger.get_meta("data_sha256"),
+            recipe=self.config.recipe,
+            shard=shard,
+            start=start,
+            base=base,
+            slices=self._slices_of(samples, shard),
+            n_classes=int(self.ledger.get_meta("n_classes")),
+            sample_shape=tuple(self.ledger.get_meta("sample_shape")),
+            persist=persist,
         )
 
     def _run(self, jobs: list[ShardJob]) -> list[list[dict[str, Any]]]:
@@ -399,7 +465,10 @@ class ShardedStore:
             self.ledger.set_meta("train_run_seconds", seconds)
             self.ledger.append_event(
                 "trained",
-                {"version": 0, "checkpoints": {f"{r['shard']}/{r['slice']}": r["sha256"] for r in results}},
+                {
+                    "version": 0,
+                    "checkpoints": {f"{r['shard']}/{r['slice']}": r["sha256"] for r in results},
+                },
             )
 
     def _collect_garbage(self) -> None:
@@ -417,7 +486,9 @@ class ShardedStore:
         with store_lock(self.path):
             return self._submit(ids, request_id, "queued")
 
-    def _submit(self, ids: list[int] | np.ndarray, request_id: str | None, status: str) -> dict[str, Any]:
+    def _submit(
+        self, ids: list[int] | np.ndarray, request_id: str | None, status: str
+    ) -> dict[str, Any]:
         want = sorted({int(i) for i in np.asarray(ids, dtype=np.int64).reshape(-1).tolist()})
         if not want:
             raise ObliviateError("the deletion request names no ids; give at least one id")
@@ -433,17 +504,26 @@ class ShardedStore:
         states = self.ledger.sample_states(want)
         unknown = [i for i in want if i not in states]
         if unknown:
-            shown = ", ".join(map(str, unknown[:10])) + (f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else "")
-            raise ObliviateError(f"{len(unknown)} id(s) were never trained on in this store: {shown}")
+            shown = ", ".join(map(str, unknown[:10])) + (
+                f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else ""
+            )
+            raise ObliviateError(
+                f"{len(unknown)} id(s) were never trained on in this store: {shown}"
+            )
         fresh = [i for i in want if states[i] == "active"]
         with self.ledger.transaction():
             self.ledger.add_request(rid, want, time.time(), status)
             self.ledger.set_states(fresh, "pending", rid)
             self.ledger.append_event(
                 "request_submitted",
-                {"request_id": rid, "ids_sha256": digest, "n_ids": len(want), "n_new": len(fresh),
-                 "n_already_deleted": sum(states[i] == "deleted" for i in want),
-                 "n_already_pending": sum(states[i] == "pending" for i in want)},
+                {
+                    "request_id": rid,
+                    "ids_sha256": digest,
+                    "n_ids": len(want),
+                    "n_new": len(fresh),
+                    "n_already_deleted": sum(states[i] == "deleted" for i in want),
+                    "n_already_pending": sum(states[i] == "pending" for i in want),
+                },
             )
         failpoint("submitted")
         request = self.ledger.request(rid)
@@ -458,8 +538,15 @@ class ShardedStore:
             self._collect_garbage()
             return receipts
 
-    def forget(self, ids: list[int] | np.ndarray, request_id: str | None = None, *, queue: bool = False,
-               check_exactness: bool = False, include_ids: bool = False) -> dict[str, Any]:
+    def forget(
+        self,
+        ids: list[int] | np.ndarray,
+        request_id: str | None = None,
+        *,
+        queue: bool = False,
+        check_exactness: bool = False,
+        include_ids: bool = False,
+    ) -> dict[str, Any]:
         """Delete ``ids`` exactly and return the receipt (with ``queue``: only record the request
         and return its record). The same request id returns the same receipt, work done once."""
         self.recover()
@@ -474,7 +561,11 @@ class ShardedStore:
             request = self.ledger.request(request["request_id"])
             assert request is not None
         if request["status"] != "done":
-            return {"request_id": request["request_id"], "status": request["status"], "ids_sha256": request["ids_hash"]}
+            return {
+                "request_id": request["request_id"],
+                "status": request["status"],
+                "ids_sha256": request["ids_hash"],
+            }
         return self.receipt(request["request_id"], include_ids=include_ids)
 
     def _check_bases(self, ids: list[int] | np.ndarray) -> None:
@@ -493,7 +584,9 @@ class ShardedStore:
                     states = self.ledger.sample_states(ids)
                     back = [i for i in ids if states.get(i) == "pending"]
                     self.ledger.set_states(back, "active", None)
-                    self.ledger.update_request(req["request_id"], status="cancelled", finished=time.time())
+                    self.ledger.update_request(
+                        req["request_id"], status="cancelled", finished=time.time()
+                    )
                     self.ledger.append_event("request_cancelled", {"request_id": req["request_id"]})
             remove_temporaries(self.path)
             self._collect_garbage()
@@ -515,7 +608,9 @@ class ShardedStore:
             with self.ledger.transaction():
                 for req in queued:
                     self.ledger.update_request(req["request_id"], status="running")
-                self.ledger.append_event("requests_started", {"requests": [r["request_id"] for r in queued]})
+                self.ledger.append_event(
+                    "requests_started", {"requests": [r["request_id"] for r in queued]}
+                )
         remaining = before_rows[~np.isin(before_rows[:, 0], pending)]
         for k, start in plan.items():  # refuse to build on a damaged checkpoint before any work
             if start > 0:
@@ -531,13 +626,25 @@ class ShardedStore:
         if check_exactness and jobs:
             scratch = self._run([self._job(remaining, k, 0, current, persist=False) for k in plan])
             shards = [
-                {"shard": job.shard, "retrained": res[-1]["sha256"], "from_scratch": ref[-1]["sha256"]}
+                {
+                    "shard": job.shard,
+                    "retrained": res[-1]["sha256"],
+                    "from_scratch": ref[-1]["sha256"],
+                }
                 for job, res, ref in zip(jobs, results, scratch, strict=True)
             ]
-            exactness = {"checked": True, "equal": all(s["retrained"] == s["from_scratch"] for s in shards), "shards": shards}
+            exactness = {
+                "checked": True,
+                "equal": all(s["retrained"] == s["from_scratch"] for s in shards),
+                "shards": shards,
+            }
         after = dict(current)
         for row in new_rows:
-            after[(row["shard"], row["slice"])] = {"sha256": row["sha256"], "ids_hash": row["ids_hash"], "n_ids": row["n_ids"]}
+            after[(row["shard"], row["slice"])] = {
+                "sha256": row["sha256"],
+                "ids_hash": row["ids_hash"],
+                "n_ids": row["n_ids"],
+            }
         acc_after = self._accuracy_with(after, removed_data)
         new_version = version + 1 if plan else version
         t_end = time.time()
@@ -559,15 +666,32 @@ class ShardedStore:
             event = self.ledger.append_event("requests_completed", event_payload)
             for req in reqs:
                 receipt = rc.build_receipt(
-                    request=req, batch=[r["request_id"] for r in reqs], plan=plan, current=current, after=after,
-                    n_slices=self.config.n_slices, n_shards=self.config.n_shards, removed_by_request=pending_owner,
-                    version_before=version, version_after=new_version, times=(req["submitted"], t_start, t_end),
-                    retrain_seconds=retrain_seconds, accuracy=(acc_before, acc_after),
-                    removed_ids=pending, exactness=exactness, event=event, store_config=config_hash(self.config),
+                    request=req,
+                    batch=[r["request_id"] for r in reqs],
+                    plan=plan,
+                    current=current,
+                    after=after,
+                    n_slices=self.config.n_slices,
+                    n_shards=self.config.n_shards,
+                    removed_by_request=pending_owner,
+                    version_before=version,
+                    version_after=new_version,
+                    times=(req["submitted"], t_start, t_end),
+                    retrain_seconds=retrain_seconds,
+                    accuracy=(acc_before, acc_after),
+                    removed_ids=pending,
+                    exactness=exactness,
+                    event=event,
+                    store_config=config_hash(self.config),
                 )
                 self.ledger.update_request(
-                    req["request_id"], status="done", started=t_start, finished=t_end, version_before=version,
-                    version_after=new_version, receipt=json.dumps(receipt, sort_keys=True),
+                    req["request_id"],
+                    status="done",
+                    started=t_start,
+                    finished=t_end,
+                    version_before=version,
+                    version_after=new_version,
+                    receipt=json.dumps(receipt, sort_keys=True),
                 )
         failpoint("after_commit")
         return [self.receipt(r["request_id"]) for r in reqs]
@@ -578,7 +702,9 @@ class ShardedStore:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for i, owner in self.ledger.db.execute(f"SELECT id, request_id FROM samples WHERE id IN ({marks})", chunk):
+            for i, owner in self.ledger.db.execute(
+                f"SELECT id, request_id FROM samples WHERE id IN ({marks})", chunk
+            ):
                 out[int(i)] = owner
         return out
 
@@ -588,7 +714,9 @@ class ShardedStore:
         if req is None:
             raise ObliviateError(f"no request {request_id!r} in this store")
         if req["receipt"] is None:
-            raise ObliviateError(f"request {request_id!r} is {req['status']}; it has no receipt yet (run `obliviate shard resume`)")
+            raise ObliviateError(
+                f"request {request_id!r} is {req['status']}; it has no receipt yet (run `obliviate shard resume`)"
+            )
         receipt = json.loads(req["receipt"])
         if include_ids:
             receipt["ids"] = json.loads(req["ids"])
@@ -630,10 +758,14 @@ class ShardedStore:
         """Aggregated class scores ``[N, n_classes]`` (mean softmax, or vote fractions)."""
         xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
         shape = tuple(self.ledger.get_meta("sample_shape"))
-        if tuple(xt.shape[1:]) != shape and xt.reshape(xt.shape[0], -1).shape[1] == int(np.prod(shape)):
+        if tuple(xt.shape[1:]) != shape and xt.reshape(xt.shape[0], -1).shape[1] == int(
+            np.prod(shape)
+        ):
             xt = xt.reshape(xt.shape[0], *shape)
         if tuple(xt.shape[1:]) != shape:
-            raise ObliviateError(f"input rows have shape {tuple(xt.shape[1:])}; this store expects {shape}")
+            raise ObliviateError(
+                f"input rows have shape {tuple(xt.shape[1:])}; this store expects {shape}"
+            )
         if not torch.isfinite(xt).all():
             raise ObliviateError("input contains NaN or inf")
         return self._proba(self._models(self.ledger.current_checkpoints()), xt)
@@ -644,7 +776,9 @@ class ShardedStore:
     def accuracy(self, data: Dataset) -> float:
         return self._accuracy_with(self.ledger.current_checkpoints(), data)
 
-    def _accuracy_with(self, current: dict[tuple[int, int], dict[str, Any]], data: Dataset | None) -> float | None:
+    def _accuracy_with(
+        self, current: dict[tuple[int, int], dict[str, Any]], data: Dataset | None
+    ) -> float | None:
         if data is None or len(data) == 0:
             return None
         pred = self._proba(self._models(current), data.x).argmax(dim=1)
@@ -689,7 +823,10 @@ class ShardedStore:
             "graph": self.config.graph,
             "samples": {s: int(counts.get(s, 0)) for s in ("active", "pending", "deleted")},
             "shards": shards,
-            "requests": [{"request_id": r["request_id"], "status": r["status"]} for r in self.ledger.requests()],
+            "requests": [
+                {"request_id": r["request_id"], "status": r["status"]}
+                for r in self.ledger.requests()
+            ],
         }
 
     def expected_cost(self) -> float:
@@ -706,11 +843,15 @@ class ShardedStore:
             path = checkpoint_path(self.path, sha)
             if not path.exists():
                 if cur:
-                    problems.append(f"checkpoint shard {shard} slice {slice_} ({sha[:16]}…) is missing")
+                    problems.append(
+                        f"checkpoint shard {shard} slice {slice_} ({sha[:16]}…) is missing"
+                    )
                 continue
             checked += 1
             if sha256_bytes(path.read_bytes()) != sha:
-                problems.append(f"checkpoint shard {shard} slice {slice_} version {version}: file {path.name} was altered (sha256 mismatch)")
+                problems.append(
+                    f"checkpoint shard {shard} slice {slice_} version {version}: file {path.name} was altered (sha256 mismatch)"
+                )
         state = self.ledger.get_meta("state")
         current = self.ledger.current_checkpoints()
         if state == "ready":
@@ -723,12 +864,16 @@ class ShardedStore:
                     if ck is None:
                         problems.append(f"shard {k} slice {r} has no checkpoint")
                     elif ck["ids_hash"] != ids_hash(ids):
-                        problems.append(f"shard {k} slice {r}: the ids its checkpoint was trained on differ from the samples table")
+                        problems.append(
+                            f"shard {k} slice {r}: the ids its checkpoint was trained on differ from the samples table"
+                        )
         problems += self.ledger.check_chain()
         events = self.ledger.events()
         if events and events[0][2] == "store_created":
             if json.loads(events[0][3]).get("config_sha256") != config_hash(self.config):
-                problems.append("the store configuration differs from the one recorded when it was created")
+                problems.append(
+                    "the store configuration differs from the one recorded when it was created"
+                )
         unfinished = [r["request_id"] for r in self.ledger.requests(("queued", "running"))]
         return {
             "ok": not problems,
