@@ -142,6 +142,7 @@ class LearnSpec:
     n_experiences: int = 5
     strategy: str = "naive"
     params: Mapping[str, Any] = field(default_factory=dict)
+    scenario_params: Mapping[str, Any] = field(default_factory=dict)
     model: str | None = None
     hidden: tuple[int, ...] | None = None
     n_epochs: int | None = None
@@ -175,6 +176,15 @@ class LearnSpec:
         if not isinstance(self.params, Mapping):
             raise ObliviateError(f"params must be a mapping of hyperparameters, got {self.params!r}")
         object.__setattr__(self, "params", dict(self.params))
+        if not isinstance(self.scenario_params, Mapping):
+            raise ObliviateError(f"scenario_params must be a mapping, got {self.scenario_params!r}")
+        object.__setattr__(self, "scenario_params", dict(self.scenario_params))
+        valid_sp = _scenario_keywords(self.scenario)
+        bad = [k for k in self.scenario_params if k not in valid_sp]
+        if bad:
+            raise ObliviateError(
+                f"scenario {self.scenario!r} has no parameter {bad[0]!r}; valid: {', '.join(valid_sp) or '(none)'}"
+            )
         check_number("n_experiences", self.n_experiences, low=1, integer=True)
         check_number("seed", self.seed, integer=True)
         if self.model is not None:
@@ -220,6 +230,11 @@ class LearnSpec:
         for key in ("n_epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay"):
             value = getattr(self, key)
             filled[key] = recipe[key] if value is None else value
+        if self.scenario in SINGLE_PASS_SCENARIOS:  # the online protocol: one pass, small batches
+            from obliviate.data.streams import ONLINE_BATCH_SIZE
+
+            filled["n_epochs"] = 1
+            filled["batch_size"] = min(int(filled["batch_size"]), ONLINE_BATCH_SIZE)
         return replace(self, params=self.strategy_params(), **filled)
 
     def strategy_params(self) -> dict[str, Any]:
@@ -309,7 +324,9 @@ def learn(spec: LearnSpec, *, progress: bool = False) -> LearnRun:
     spec = spec.resolved()
     _warm_up()
     train, test = load_dataset(spec.dataset, data_dir=spec.data_dir, limit=spec.limit)
-    stream = build_scenario(spec.scenario, train, test, n_experiences=spec.n_experiences, seed=spec.seed)
+    stream = build_scenario(
+        spec.scenario, train, test, n_experiences=spec.n_experiences, seed=spec.seed, **spec.scenario_params
+    )
     strategy = make_strategy(spec.strategy, **_constructor_params(spec.params))
     model = model_for_stream(spec.model_spec(), stream)
     result = train_stream(
@@ -378,6 +395,25 @@ def _warm_up() -> None:
     import torch
 
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+
+SINGLE_PASS_SCENARIOS = ("online",)
+"""Task-free scenarios trained by the online protocol (:func:`obliviate.data.streams.online_config`):
+:meth:`LearnSpec.resolved` sets one epoch and small batches for them, whatever the recipe says."""
+
+
+def _scenario_keywords(scenario: str) -> list[str]:
+    """The keyword parameters a scenario builder takes beyond ``n_experiences`` and ``seed``."""
+    import inspect
+
+    from obliviate.data.scenarios import SCENARIOS
+
+    fn = SCENARIOS[scenario]
+    return [
+        p.name
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind is p.KEYWORD_ONLY and p.name not in ("n_experiences", "seed")
+    ]
 
 
 def _constructor_params(params: Mapping[str, Any]) -> dict[str, Any]:

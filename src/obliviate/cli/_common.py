@@ -51,19 +51,23 @@ def _coerce(key: str, text: str, annotation: Any, owner: str) -> Any:
     return text
 
 
-def parse_sets(cls: type, pairs: list[str] | None) -> dict[str, Any]:
-    """Turn ``["key=value", ...]`` into constructor arguments of ``cls``, typed by its
-    annotations. Unknown keys and values of the wrong type raise :class:`ObliviateError`."""
-    hints = typing.get_type_hints(cls.__init__)  # type: ignore[misc]
+def parse_sets(cls: Any, pairs: list[str] | None, *, exclude: tuple[str, ...] = (), option: str = "--set") -> dict[str, Any]:
+    """Turn ``["key=value", ...]`` into keyword-only arguments of ``cls`` (a class: its
+    constructor; or a function), typed by its annotations. Unknown keys (and ``exclude``-d ones)
+    and values of the wrong type raise :class:`ObliviateError`."""
+    target = cls.__init__ if isinstance(cls, type) else cls
+    hints = typing.get_type_hints(target)
     params = {
-        p.name for p in inspect.signature(cls.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY  # type: ignore[misc]
+        p.name
+        for p in inspect.signature(target).parameters.values()
+        if p.kind is p.KEYWORD_ONLY and p.name not in exclude
     }
     out: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         key = key.strip().replace("-", "_")
         if not sep:
-            raise ObliviateError(f"--set {pair!r}: expected key=value")
+            raise ObliviateError(f"{option} {pair!r}: expected key=value")
         if key not in params:
             valid = ", ".join(sorted(params)) or "(none)"
             raise ObliviateError(f"{cls.__name__} has no parameter {key!r}; valid: {valid}")

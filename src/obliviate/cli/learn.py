@@ -120,6 +120,9 @@ def register(app: typer.Typer) -> None:
         model: str | None = typer.Option(None, "--model", help="mlp | cnn (default: the dataset's recipe)"),
         hidden: str | None = typer.Option(None, "--hidden", help="hidden widths, e.g. 100,100 ('' = linear)"),
         sets: list[str] | None = typer.Option(None, "--set", help="strategy hyperparameter key=value (repeatable)"),
+        scenario_sets: list[str] | None = typer.Option(
+            None, "--scenario-set", help="scenario parameter key=value, e.g. blurry=0.1 for online (repeatable)"
+        ),
         json_path: str | None = typer.Option(None, "--json", help="write the JSON result here (atomically)"),
         data_dir: str | None = typer.Option(None, "--data-dir", help="folder of IDX files (default: $OBLIVIATE_DATA)"),
         eval_every: int | None = typer.Option(None, "--eval-every", help="continual evaluation every k steps"),
@@ -138,6 +141,13 @@ def register(app: typer.Typer) -> None:
         if json_path is not None:
             check_json_target(json_path)
         params = parse_sets(strategy_class(strategy), sets)
+        from obliviate.data.scenarios import SCENARIOS
+
+        if scenario not in SCENARIOS:
+            raise ObliviateError(f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
+        scenario_params = parse_sets(
+            SCENARIOS[scenario], scenario_sets, exclude=("n_experiences", "seed"), option="--scenario-set"
+        )
         widths = None if hidden is None else parse_int_tuple("--hidden", hidden)
         base = LearnSpec(
             dataset=dataset,
@@ -145,6 +155,7 @@ def register(app: typer.Typer) -> None:
             n_experiences=experiences,
             strategy=strategy,
             params=params,
+            scenario_params=scenario_params,
             model=model,
             hidden=widths,
             n_epochs=epochs,
@@ -164,7 +175,7 @@ def register(app: typer.Typer) -> None:
         console = make_console()
         results = []
         for s in seed_list:
-            spec = LearnSpec.from_dict({**base.to_dict(), "seed": s, "params": {**params}})
+            spec = LearnSpec.from_dict({**base.to_dict(), "seed": s, "params": {**params}, "scenario_params": {**scenario_params}})
             results.append(run_learn(spec, progress=not quiet))
         agg = aggregate(results)
         title = f"{strategy} on {dataset} / {scenario} ({experiences} experiences, seeds {','.join(map(str, seed_list))})"
