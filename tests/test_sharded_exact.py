@@ -249,9 +249,12 @@ def test_local_pool_equals_inline(base, tmp_path):
     pooled = ShardedStore.train(
         tmp_path / "pool", data=DATA, config=config(), backend="local", n_workers=2
     )
-    inline = ShardedStore(base)
+    inline = copy_store(base, tmp_path, "inline")
     assert hashes(pooled) == hashes(inline)
-    inline.close()
+    two_shards = pick_ids(inline)[2]  # one request touching shards 0 and 2: two jobs in the pool
+    assert len(pooled.forget(two_shards)["retrained"]) == 2
+    inline.forget(two_shards)
+    assert hashes(pooled) == hashes(inline)
 
 
 def test_cli_status_json_and_exclude_ids(base, tmp_path, capsys):
