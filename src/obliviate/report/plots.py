@@ -405,7 +405,7 @@ def _sharded_lines(records: Sequence[dict[str, Any]], path: str, ylabel: str, ti
 
 
 def deletion_cost(records: Sequence[dict[str, Any]]) -> list[Plot]:
-    return _sharded_lines(records, "deletion_seconds", "seconds per deletion (median)", "Deletion cost vs shards",
+    return _sharded_lines(records, "deletion_seconds", "seconds per deletion (mean)", "Deletion cost vs shards",
                           "Wall time to delete one random training sample exactly (ledger and checkpoints "
                           "included), against the number of shards; one line per slice count and shard graph. "
                           "The dashed line is the time to train every shard from scratch, i.e. full retraining.",
