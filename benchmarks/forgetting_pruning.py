@@ -21,7 +21,7 @@ import torch
 
 from obliviate.continual.events import record_presentations
 from obliviate.data import load_dataset
-from obliviate.metrics.forgetting_events import forgetting_counts, forgettability_order, summary
+from obliviate.metrics.forgetting_events import forgettability_order, forgetting_counts, summary
 from obliviate.models import ModelSpec, build_model
 from obliviate.training import TrainConfig, accuracy, fit
 

@@ -110,7 +110,7 @@ def hand_loop(
                 loss = F.cross_entropy(model(x[idx]), y[idx])
                 for fisher, anchor in penalties:
                     total = None
-                    for f, p, a in zip(fisher, params, anchor):
+                    for f, p, a in zip(fisher, params, anchor, strict=True):
                         term = (f * (p - a).pow(2)).sum()
                         total = term if total is None else total + term
                     loss = loss + (ewc / 2) * total  # type: ignore[operator]

@@ -63,7 +63,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     for scenario in args.scenarios.split(","):
         for name in args.strategies.split(","):
-            accs, secs = zip(*(run(scenario, name, s, params.get(name, {}), args) for s in seeds))
+            accs, secs = zip(*(run(scenario, name, s, params.get(name, {}), args) for s in seeds), strict=True)
             print(f"{scenario:20s} {name:10s} ACC {np.mean(accs):.3f} +- {np.std(accs):.3f}  "
                   f"({', '.join(f'{a:.3f}' for a in accs)})  {np.mean(secs):.1f} s/run", flush=True)
 

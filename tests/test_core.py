@@ -77,13 +77,13 @@ def _run(seed=0, stop_after=None, resume=None):
 def test_loop_deterministic_and_resumable():
     m1, r1 = _run()
     m2, r2 = _run()
-    for a, b in zip(m1.parameters(), m2.parameters()):
+    for a, b in zip(m1.parameters(), m2.parameters(), strict=True):
         assert torch.equal(a, b)
     np.testing.assert_array_equal(r1.accuracy_matrix, r2.accuracy_matrix)
     _, half = _run(stop_after=1)
     assert np.isnan(half.accuracy_matrix[1]).all()
     m3, r3 = _run(resume=half.state)
-    for a, b in zip(m1.parameters(), m3.parameters()):
+    for a, b in zip(m1.parameters(), m3.parameters(), strict=True):
         assert torch.equal(a, b)
     np.testing.assert_array_equal(r1.accuracy_matrix, r3.accuracy_matrix)
 

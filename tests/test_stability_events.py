@@ -13,7 +13,12 @@ from obliviate.continual import make_strategy
 from obliviate.continual.events import record_presentations
 from obliviate.continual.loop import train_stream
 from obliviate.data import build_scenario, load_dataset, synthetic_dataset
-from obliviate.metrics.forgetting_events import forgetting_counts, forgettability_order, learning_counts, unforgettable
+from obliviate.metrics.forgetting_events import (
+    forgettability_order,
+    forgetting_counts,
+    learning_counts,
+    unforgettable,
+)
 from obliviate.metrics.stability import min_acc, stability_gap, wc_acc, windowed_forgetting
 from obliviate.models import ModelSpec, build_model, model_for_stream
 from obliviate.training import TrainConfig

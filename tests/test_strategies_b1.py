@@ -170,8 +170,8 @@ def test_icarl_restores_the_trained_head_before_training_again():
     nme_head = [p.detach().clone() for p in model.head_parameters()]
     icarl.begin(model, stream[0])
     restored = [p.detach() for p in model.head_parameters()]
-    assert all(torch.equal(a, b) for a, b in zip(restored, icarl.trained_head_))
-    assert not all(torch.equal(a, b) for a, b in zip(restored, nme_head))
+    assert all(torch.equal(a, b) for a, b in zip(restored, icarl.trained_head_, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(restored, nme_head, strict=True))
 
 
 # ---- GDumb -------------------------------------------------------------------------------------

@@ -138,7 +138,7 @@ def test_packnet_freezes_claimed_weights_bitwise_and_masks_are_disjoint(granular
             if name in strategy.prunable_:
                 assert bool((values[name][free] == 0).all())  # released weights are zero
     # one owner per entry: the claimed sets of different tasks are disjoint and cover the rest
-    for name, o in final_owner.items():
+    for o in final_owner.values():
         counts = sum(int((o == r).sum()) for r in range(len(stream))) + int((o == -1).sum())
         assert counts == o.numel()
     # task-aware inference: a task's outputs (so its accuracy) never change after it is learned

@@ -130,7 +130,7 @@ def test_ewc_online_running_fisher_equals_decayed_sum_of_separate():
     onl = make_strategy("ewc", mode="online", gamma=0.5)
     m_sep, m_onl = _train(sep, stream), _train(onl, stream)
     # with one past experience both modes have the same single penalty, hence the same run
-    for a, b in zip(m_sep.parameters(), m_onl.parameters()):
+    for a, b in zip(m_sep.parameters(), m_onl.parameters(), strict=True):
         assert torch.equal(a, b)
     assert len(sep.penalties_) == 2 and len(onl.penalties_) == 1
     (f1, _), (f2, anchor2) = sep.penalties_

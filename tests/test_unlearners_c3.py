@@ -31,7 +31,7 @@ def test_iau_is_one_corrected_gradient_step(setup):
     ref = copy.deepcopy(model)
     loss = 0.7 * F.cross_entropy(ref(req.retain.x), req.retain.y) - F.cross_entropy(ref(req.forget.x), req.forget.y)
     grads = torch.autograd.grad(loss, list(ref.parameters()))
-    for p, g, q in zip(ref.parameters(), grads, out.parameters()):
+    for p, g, q in zip(ref.parameters(), grads, out.parameters(), strict=True):
         torch.testing.assert_close(q, p - 0.5 * g, rtol=1e-5, atol=1e-6)
 
 
@@ -61,7 +61,7 @@ def test_upcore_prunes_a_planted_outlier(setup):
     direct = make_unlearner("neggrad_plus").unlearn(
         model, ForgetRequest(forget=req.forget.select_ids(core), retain=req.retain, train=req.train, recipe=recipe)
     )
-    for a, b in zip(out.parameters(), direct.parameters()):
+    for a, b in zip(out.parameters(), direct.parameters(), strict=True):
         assert torch.equal(a, b)  # the wrapped method saw exactly the core set
 
 

@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
                 )
             else:
                 lines = ["id,forgetting_events,never_learned"]
-                lines += [f"{i},{'' if np.isinf(c) else int(c)},{int(np.isinf(c))}" for i, c in zip(log.ids, counts)]
+                lines += [f"{i},{'' if np.isinf(c) else int(c)},{int(np.isinf(c))}" for i, c in zip(log.ids, counts, strict=True)]
                 text = "\n".join(lines) + "\n"
             atomic_write_text(out, text)
             console.print(f"wrote {out}")

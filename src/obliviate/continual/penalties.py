@@ -126,7 +126,7 @@ def per_sample_grads(
         flat = values.reshape(-1)
         cotangents = torch.eye(flat.numel(), dtype=flat.dtype)
         grads = torch.autograd.grad(flat, list(params.values()), cotangents, allow_unused=True, is_grads_batched=True)
-        for k, g, p in zip(names, grads, params.values()):
+        for k, g, p in zip(names, grads, params.values(), strict=True):
             parts[k].append(p.new_zeros((flat.numel(), *p.shape)) if g is None else g.detach())
     shape = (x.shape[0],) if y is not None else (x.shape[0], n_out)
     return {k: torch.cat(v).reshape(*shape, *params[k].shape) for k, v in parts.items()}
@@ -146,7 +146,7 @@ def per_sample_grads_loop(model: nn.Module, x: Tensor, y: Tensor | None, task: T
         for c in targets:
             value = logp[c] if y is None else -logp[c]
             gs = torch.autograd.grad(value, list(params.values()), retain_graph=True, allow_unused=True)
-            per_class.append([torch.zeros_like(p) if g is None else g for g, p in zip(gs, params.values())])
+            per_class.append([torch.zeros_like(p) if g is None else g for g, p in zip(gs, params.values(), strict=True)])
         for j, k in enumerate(names):
             stacked = torch.stack([g[j] for g in per_class])
             rows[k].append(stacked if y is None else stacked[0])

@@ -29,7 +29,13 @@ import torch
 from obliviate._rng import generator
 from obliviate._validation import check_choice, check_number
 from obliviate.data.dataset import Dataset
-from obliviate.data.scenarios import Stream, class_incremental, domain_permutation, domain_rotation, task_incremental
+from obliviate.data.scenarios import (
+    Stream,
+    class_incremental,
+    domain_permutation,
+    domain_rotation,
+    task_incremental,
+)
 from obliviate.errors import ObliviateError
 
 if TYPE_CHECKING:  # obliviate.training imports the data layer

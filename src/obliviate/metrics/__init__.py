@@ -10,7 +10,13 @@ from obliviate.metrics.accuracy_matrix import (
     summary,
 )
 from obliviate.metrics.epsilon import bin_scores, per_example_epsilon
-from obliviate.metrics.membership import auc, entropy_auc, logistic_attack, loss_threshold_auc, membership_attacks
+from obliviate.metrics.membership import (
+    auc,
+    entropy_auc,
+    logistic_attack,
+    loss_threshold_auc,
+    membership_attacks,
+)
 from obliviate.metrics.unlearning import (
     accuracy_gaps,
     confidence_scores,

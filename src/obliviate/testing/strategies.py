@@ -108,7 +108,7 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
 
 
@@ -299,7 +299,7 @@ def check_memory_bounded(cls: StrategyType) -> None:
     for size in (5, cls().get_params()["memory_size"]):
         setup = tiny_setup(cls)
         strategy = cls(**{**cls().get_params(), "memory_size": size})
-        for event, i, _ in _drive(strategy, setup, setup.model()):
+        for event, _i, _ in _drive(strategy, setup, setup.model()):
             used = strategy.memory_used()
             assert 0 <= used <= size, f"{cls.__name__}: stores {used} samples after {event!r} with memory_size={size}"
         assert strategy.memory_used() > 0, f"{cls.__name__}: memory_used() is 0 after training with memory_size={size}"
@@ -318,7 +318,7 @@ def check_finite_gradients(cls: StrategyType) -> None:
             assert batch is not None
             params = {n: p for n, p in model.named_parameters() if p.requires_grad}
             grads = torch.autograd.grad(cross_entropy(model, batch), list(params.values()), allow_unused=True)
-            reached = {n for n, g in zip(params, grads) if g is not None}
+            reached = {n for n, g in zip(params, grads, strict=True) if g is not None}
         if event != "adjust_gradients":
             continue
         n_steps += 1
