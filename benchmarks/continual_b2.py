@@ -53,7 +53,11 @@ def run(scenario: str, name: str, params: dict, seed: int, args: argparse.Namesp
 
 SCENARIO_ARGS = {
     "online": {"blurry": 0.1},  # single pass, batches of 10 (online_config)
-    "recurring": {"n_experiences": 20, "n_tasks": 5, "alpha": 1.0},  # class-incremental tasks recurring
+    "recurring": {
+        "n_experiences": 20,
+        "n_tasks": 5,
+        "alpha": 1.0,
+    },  # class-incremental tasks recurring
 }
 
 
@@ -85,7 +89,9 @@ def main() -> None:
         ("recurring", "naive", {}),
         ("recurring", "agem", {"memory_size": m}),
     ]
-    print(f"digits, 5 x 2 classes, MLP {args.hidden}, {args.epochs} epochs, lr {args.lr}, batch {args.batch_size}, seeds {seeds}")
+    print(
+        f"digits, 5 x 2 classes, MLP {args.hidden}, {args.epochs} epochs, lr {args.lr}, batch {args.batch_size}, seeds {seeds}"
+    )
     print(f"{'scenario':<18} {'strategy':<36} {'ACC':>15} {'s/run':>7}")
     packnet_report = None
     for scenario, name, params in table:
@@ -96,12 +102,20 @@ def main() -> None:
             secs.append(sec)
             if name == "packnet" and params and packnet_report is None:
                 packnet_report = strategy.capacity_report()
-        label = name + ("" if not params else "(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")")
-        print(f"{scenario:<18} {label:<36} {np.mean(accs):.3f} +- {np.std(accs):.3f} {np.mean(secs):7.2f}")
+        label = name + (
+            "" if not params else "(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
+        )
+        print(
+            f"{scenario:<18} {label:<36} {np.mean(accs):.3f} +- {np.std(accs):.3f} {np.mean(secs):7.2f}"
+        )
     if packnet_report:
-        print(f"\nPackNet, granularity=unit, capacity (seed {seeds[0]}), per layer and task: claimed weights | used / reused / new / free units")
+        print(
+            f"\nPackNet, granularity=unit, capacity (seed {seeds[0]}), per layer and task: claimed weights | used / reused / new / free units"
+        )
         for rec in packnet_report:
-            print(f"{rec['layer']}: {rec['n_units']} units, {rec['n_weights']} weights, {rec['free_weights']} free now")
+            print(
+                f"{rec['layer']}: {rec['n_units']} units, {rec['n_weights']} weights, {rec['free_weights']} free now"
+            )
             for t in range(len(rec["weights"])):
                 print(
                     f"  task {t}: {rec['weights'][t]:>6} weights | used {rec['used_units'][t]:>4}  "

@@ -27,7 +27,9 @@ from obliviate.training import TrainConfig, accuracy, fit
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--dataset", default="mnist1d")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--seeds", default="0,1,2")
@@ -50,26 +52,37 @@ def main() -> None:
         log = record_presentations(model, train, config)
         counts = forgetting_counts(log.correct)
         s = summary(log.correct)
-        print(f"seed {seed}: full-data test acc {accuracy(model, test):.4f}; unforgettable "
-              f"{int(s['unforgettable'])}/{len(train)}, never learned {int(s['never_learned'])}")
+        print(
+            f"seed {seed}: full-data test acc {accuracy(model, test):.4f}; unforgettable "
+            f"{int(s['unforgettable'])}/{len(train)}, never learned {int(s['never_learned'])}"
+        )
         rows.setdefault(("full", 0.0), []).append(accuracy(model, test))
         order = log.ids[forgettability_order(counts, seed=seed)]
         rng = np.random.default_rng(seed)
         for frac in fractions:
             k = int(round(frac * len(train)))
-            for how, drop in (("unforgettable", order[:k]), ("random", rng.choice(log.ids, size=k, replace=False))):
+            for how, drop in (
+                ("unforgettable", order[:k]),
+                ("random", rng.choice(log.ids, size=k, replace=False)),
+            ):
                 m = build_model(spec, train.sample_shape, train.n_classes)
                 fit(m, train.without_ids(drop), config)
                 rows.setdefault((how, frac), []).append(accuracy(m, test))
-    print(f"\n{args.dataset}, MLP {hidden}, {args.epochs} epochs, lr {args.lr}, seeds {seeds} "
-          f"({time.perf_counter() - started:.0f} s)")
+    print(
+        f"\n{args.dataset}, MLP {hidden}, {args.epochs} epochs, lr {args.lr}, seeds {seeds} "
+        f"({time.perf_counter() - started:.0f} s)"
+    )
     print("| removed | least forgettable removed: test acc | random removed: test acc |")
     print("|---|---|---|")
     full = rows[("full", 0.0)]
-    print(f"| 0 % | {np.mean(full):.4f} ± {np.std(full):.4f} | {np.mean(full):.4f} ± {np.std(full):.4f} |")
+    print(
+        f"| 0 % | {np.mean(full):.4f} ± {np.std(full):.4f} | {np.mean(full):.4f} ± {np.std(full):.4f} |"
+    )
     for frac in fractions:
         a, b = rows[("unforgettable", frac)], rows[("random", frac)]
-        print(f"| {frac:.0%} | {np.mean(a):.4f} ± {np.std(a):.4f} | {np.mean(b):.4f} ± {np.std(b):.4f} |")
+        print(
+            f"| {frac:.0%} | {np.mean(a):.4f} ± {np.std(a):.4f} | {np.mean(b):.4f} ± {np.std(b):.4f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -90,8 +90,15 @@ def _fisher(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 256) -> list[Te
 
 
 def hand_loop(
-    model: nn.Module, exps: list[Exp], *, n_epochs: int, batch_size: int, lr: float, momentum: float,
-    seed: int, ewc: float | None = None,
+    model: nn.Module,
+    exps: list[Exp],
+    *,
+    n_epochs: int,
+    batch_size: int,
+    lr: float,
+    momentum: float,
+    seed: int,
+    ewc: float | None = None,
 ) -> list[list[float]]:
     """Plain PyTorch: the accuracy matrix (row 0: before training) of naive or EWC training."""
     rows = [[_accuracy(model, xt, yt) for _, _, xt, yt in exps]]
@@ -144,20 +151,36 @@ def _timed(fn: Callable[[], object]) -> tuple[float, float]:
 
 
 def compare(method: str, args: argparse.Namespace) -> dict[str, float]:
-    spec = LearnSpec(dataset=args.dataset, scenario=args.scenario, n_experiences=args.experiences,
-                     strategy=method, seed=args.seed, data_dir=args.data_dir).resolved()
+    spec = LearnSpec(
+        dataset=args.dataset,
+        scenario=args.scenario,
+        n_experiences=args.experiences,
+        strategy=method,
+        seed=args.seed,
+        data_dir=args.data_dir,
+    ).resolved()
     if spec.optimizer != "sgd" or spec.weight_decay:
         sys.exit("the hand loop implements SGD (with momentum) without weight decay only")
     train, test = load_dataset(spec.dataset, data_dir=spec.data_dir)
-    stream = build_scenario(spec.scenario, train, test, n_experiences=spec.n_experiences, seed=spec.seed)
+    stream = build_scenario(
+        spec.scenario, train, test, n_experiences=spec.n_experiences, seed=spec.seed
+    )
     if stream.task_aware or spec.model != "mlp":
-        sys.exit("the hand loop is a single-head MLP: use --model mlp and a scenario without task ids")
+        sys.exit(
+            "the hand loop is a single-head MLP: use --model mlp and a scenario without task ids"
+        )
     exps = [(e.train.x, e.train.y, e.test.x, e.test.y) for e in stream]
     init = model_for_stream(spec.model_spec(), stream)
     config = spec.train_config()
     ewc = float(spec.params["reg_strength"]) if method == "ewc" else None
-    if method == "ewc" and (spec.params["mode"], spec.params["fisher"], spec.params["n_fisher_samples"]) != ("separate", "empirical", None):
-        sys.exit("the hand loop implements EWC with separate penalties and the full empirical Fisher")
+    if method == "ewc" and (
+        spec.params["mode"],
+        spec.params["fisher"],
+        spec.params["n_fisher_samples"],
+    ) != ("separate", "empirical", None):
+        sys.exit(
+            "the hand loop implements EWC with separate penalties and the full empirical Fisher"
+        )
 
     def ours() -> tuple[nn.Module, list[list[float]]]:
         model = copy.deepcopy(init)
@@ -166,14 +189,27 @@ def compare(method: str, args: argparse.Namespace) -> dict[str, float]:
 
     def hand() -> tuple[nn.Module, list[list[float]]]:
         model = copy.deepcopy(init)
-        rows = hand_loop(model, exps, n_epochs=config.n_epochs, batch_size=config.batch_size, lr=config.lr,
-                         momentum=config.momentum, seed=config.seed, ewc=ewc)
+        rows = hand_loop(
+            model,
+            exps,
+            n_epochs=config.n_epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            momentum=config.momentum,
+            seed=config.seed,
+            ewc=ewc,
+        )
         return model, rows
 
     # warm-up pair, and the proof of identical work
     (m1, r1), (m2, r2) = ours(), hand()
-    same_w = all(_bits_equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True))
-    same_r = [[repr(v) for v in row] for row in r1] == [[repr(v) for v in row] for row in r2]  # NaN-safe
+    same_w = all(
+        _bits_equal(a, b)
+        for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True)
+    )
+    same_r = [[repr(v) for v in row] for row in r1] == [
+        [repr(v) for v in row] for row in r2
+    ]  # NaN-safe
     wall: dict[str, list[float]] = {"ours": [], "hand": []}
     cpu: dict[str, list[float]] = {"ours": [], "hand": []}
     for k in range(args.repeats):
@@ -207,20 +243,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    print(f"{args.dataset} / {args.scenario}, {args.experiences} experiences, default recipe, "
-          f"{args.repeats} interleaved repeats, 1 thread, torch {torch.__version__}")
-    print(f"{'method':8} {'obliviate s':>12} {'hand s':>9} {'ratio':>7} {'pair ratio':>11} {'min ratio':>10} {'CPU ratio':>10} {'bitwise':>8}")
+    print(
+        f"{args.dataset} / {args.scenario}, {args.experiences} experiences, default recipe, "
+        f"{args.repeats} interleaved repeats, 1 thread, torch {torch.__version__}"
+    )
+    print(
+        f"{'method':8} {'obliviate s':>12} {'hand s':>9} {'ratio':>7} {'pair ratio':>11} {'min ratio':>10} {'CPU ratio':>10} {'bitwise':>8}"
+    )
     ok = True
     for method in args.methods.split(","):
         r = compare(method.strip(), args)
         same = r["bitwise_weights"] and r["same_matrix"]
         ok &= bool(same)
-        print(f"{method:8} {r['ours']:12.3f} {r['hand']:9.3f} {r['ratio']:7.3f} {r['pair_ratio']:11.3f} {r['min_ratio']:10.3f} {r['cpu_ratio']:10.3f} "
-              f"{'yes' if same else 'NO':>8}", flush=True)
-    print("ratio = median(obliviate) / median(hand); pair ratio = median over repeats of the per-pair "
-          "ratio; min ratio = fastest obliviate run / fastest hand run; CPU ratio = ratio of median process CPU "
-          "times (least disturbed by other load on the machine). "
-          "Target <= 1.10, goal <= 1.05.")
+        print(
+            f"{method:8} {r['ours']:12.3f} {r['hand']:9.3f} {r['ratio']:7.3f} {r['pair_ratio']:11.3f} {r['min_ratio']:10.3f} {r['cpu_ratio']:10.3f} "
+            f"{'yes' if same else 'NO':>8}",
+            flush=True,
+        )
+    print(
+        "ratio = median(obliviate) / median(hand); pair ratio = median over repeats of the per-pair "
+        "ratio; min ratio = fastest obliviate run / fastest hand run; CPU ratio = ratio of median process CPU "
+        "times (least disturbed by other load on the machine). "
+        "Target <= 1.10, goal <= 1.05."
+    )
     return 0 if ok else 1
 
 

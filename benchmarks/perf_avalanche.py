@@ -34,8 +34,24 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 AVALANCHE_PINS = ["avalanche-lib==0.6.0", "dill==0.3.9", "psutil==7.2.2", "tqdm==4.70.1"]
-STUBBED = ("torchvision", "pycocotools", "GPUtil", "gputil", "torchmetrics", "wandb", "tensorboard", "pytorchcv",
-           "gdown", "quadprog", "lvis", "ctrl", "qpsolvers", "higher", "ffcv", "kornia")
+STUBBED = (
+    "torchvision",
+    "pycocotools",
+    "GPUtil",
+    "gputil",
+    "torchmetrics",
+    "wandb",
+    "tensorboard",
+    "pytorchcv",
+    "gdown",
+    "quadprog",
+    "lvis",
+    "ctrl",
+    "qpsolvers",
+    "higher",
+    "ffcv",
+    "kornia",
+)
 
 
 # ---- stubs for Avalanche's unused optional imports (this script only) --------------------------
@@ -59,7 +75,9 @@ class _Inert(type):
 
 
 def _inert(name: str) -> type:
-    return _Inert(name, (), {"__init__": lambda self, *a, **k: None, "__call__": lambda self, *a, **k: None})
+    return _Inert(
+        name, (), {"__init__": lambda self, *a, **k: None, "__call__": lambda self, *a, **k: None}
+    )
 
 
 def _module_getattr(name: str):  # type: ignore[no-untyped-def]
@@ -86,7 +104,9 @@ class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 def import_avalanche(target: Path):  # type: ignore[no-untyped-def]
     if not (target / "avalanche").is_dir():
-        sys.exit(f"Avalanche is not installed in {target}; run: python {Path(__file__).name} --setup")
+        sys.exit(
+            f"Avalanche is not installed in {target}; run: python {Path(__file__).name} --setup"
+        )
     sys.path.insert(0, str(target))
     sys.meta_path.insert(0, _StubFinder())
     tb = types.ModuleType("torch.utils.tensorboard")  # torch's shim checks tensorboard's version
@@ -102,9 +122,13 @@ def import_avalanche(target: Path):  # type: ignore[no-untyped-def]
     from avalanche.training.supervised import EWC, Naive
 
     return types.SimpleNamespace(
-        version=avalanche.__version__, benchmark_from_datasets=benchmark_from_datasets,
-        tensor_dataset=_make_taskaware_tensor_classification_dataset, accuracy_metrics=accuracy_metrics,
-        EvaluationPlugin=EvaluationPlugin, Naive=Naive, EWC=EWC,
+        version=avalanche.__version__,
+        benchmark_from_datasets=benchmark_from_datasets,
+        tensor_dataset=_make_taskaware_tensor_classification_dataset,
+        accuracy_metrics=accuracy_metrics,
+        EvaluationPlugin=EvaluationPlugin,
+        Naive=Naive,
+        EWC=EWC,
     )
 
 
@@ -118,7 +142,9 @@ def run_obliviate(stream, args):  # type: ignore[no-untyped-def]
     from obliviate.training import TrainConfig
 
     model = model_for_stream(ModelSpec(hidden=(100,), seed=0), stream)
-    params = {"reg_strength": args.reg_strength, "mode": "separate"} if args.strategy == "ewc" else {}
+    params = (
+        {"reg_strength": args.reg_strength, "mode": "separate"} if args.strategy == "ewc" else {}
+    )
     strategy = make_strategy(args.strategy, **params)
     config = TrainConfig(n_epochs=args.epochs, batch_size=32, lr=args.lr, seed=0)
     t0 = time.perf_counter()
@@ -134,14 +160,29 @@ def run_avalanche(av, stream, args):  # type: ignore[no-untyped-def]
     def ds(d):  # type: ignore[no-untyped-def]
         return av.tensor_dataset(d.x, d.y, targets=d.y.tolist(), task_labels=0)
 
-    bench = av.benchmark_from_datasets(train=[ds(e.train) for e in stream], test=[ds(e.test) for e in stream])
+    bench = av.benchmark_from_datasets(
+        train=[ds(e.train) for e in stream], test=[ds(e.test) for e in stream]
+    )
     model = model_for_stream(ModelSpec(hidden=(100,), seed=0), stream)
     evaluator = av.EvaluationPlugin(av.accuracy_metrics(experience=True), loggers=[])
-    common = {"train_mb_size": 32, "train_epochs": args.epochs, "eval_mb_size": 4096, "device": "cpu", "evaluator": evaluator}
+    common = {
+        "train_mb_size": 32,
+        "train_epochs": args.epochs,
+        "eval_mb_size": 4096,
+        "device": "cpu",
+        "evaluator": evaluator,
+    }
     opt = torch.optim.SGD(model.parameters(), lr=args.lr)
     loss = torch.nn.CrossEntropyLoss()
     if args.strategy == "ewc":
-        strat = av.EWC(model=model, optimizer=opt, criterion=loss, ewc_lambda=args.reg_strength, mode="separate", **common)
+        strat = av.EWC(
+            model=model,
+            optimizer=opt,
+            criterion=loss,
+            ewc_lambda=args.reg_strength,
+            mode="separate",
+            **common,
+        )
     else:
         strat = av.Naive(model=model, optimizer=opt, criterion=loss, **common)
     t0 = time.perf_counter()
@@ -157,17 +198,33 @@ def run_avalanche(av, stream, args):  # type: ignore[no-untyped-def]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--setup", action="store_true", help="pip-install Avalanche into --target and stop")
+    ap.add_argument(
+        "--setup", action="store_true", help="pip-install Avalanche into --target and stop"
+    )
     ap.add_argument("--target", type=Path, default=HERE / ".avalanche")
     ap.add_argument("--strategy", choices=("naive", "ewc"), default="naive")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--lr", type=float, default=0.1)
-    ap.add_argument("--reg-strength", type=float, default=1000.0, help="EWC lambda (both frameworks)")
+    ap.add_argument(
+        "--reg-strength", type=float, default=1000.0, help="EWC lambda (both frameworks)"
+    )
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     if args.setup:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(args.target), *AVALANCHE_PINS],
-                       check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-deps",
+                "--target",
+                str(args.target),
+                *AVALANCHE_PINS,
+            ],
+            check=True,
+        )
         print(f"Avalanche installed in {args.target}")
         return
 
@@ -183,17 +240,24 @@ def main() -> None:
 
     warnings.filterwarnings("ignore", module="avalanche")
     warnings.filterwarnings("ignore", message=".*positional arguments.*")
-    run_obliviate(stream, args), run_avalanche(av, stream, args)  # warm-up: first-call costs of both
+    (
+        run_obliviate(stream, args),
+        run_avalanche(av, stream, args),
+    )  # warm-up: first-call costs of both
     ours, theirs = [], []
     for _ in range(args.repeat):  # interleaved, so a busy machine hurts both alike
         ours.append(run_obliviate(stream, args))
         theirs.append(run_avalanche(av, stream, args))
     t_ours = statistics.median(t for t, _ in ours)
     t_theirs = statistics.median(t for t, _ in theirs)
-    print(f"digits class-incremental 5x2, MLP(100), SGD lr {args.lr}, batch 32, {args.epochs} epochs/experience, "
-          f"strategy {args.strategy}; median of {args.repeat}")
+    print(
+        f"digits class-incremental 5x2, MLP(100), SGD lr {args.lr}, batch 32, {args.epochs} epochs/experience, "
+        f"strategy {args.strategy}; median of {args.repeat}"
+    )
     print(f"obliviate          {t_ours:7.2f} s   final row {[round(v, 3) for v in ours[0][1]]}")
-    print(f"avalanche {av.version:8s} {t_theirs:7.2f} s   final row {[round(v, 3) for v in theirs[0][1]]}")
+    print(
+        f"avalanche {av.version:8s} {t_theirs:7.2f} s   final row {[round(v, 3) for v in theirs[0][1]]}"
+    )
     print(f"avalanche / obliviate = {t_theirs / t_ours:.2f}x   (goal >= 2x)")
 
 

@@ -42,8 +42,16 @@ def main() -> None:
         f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
     helps = [_time(help_code) for _ in range(args.repeat)]
-    print("median of", args.repeat, "fresh processes: wall time (CPU time = user + sys, immune to a busy machine)")
-    for name, runs, goal in (("python -c pass", baseline, None), ("import obliviate", imp, 1.0), ("obliviate --help", helps, 1.0)):
+    print(
+        "median of",
+        args.repeat,
+        "fresh processes: wall time (CPU time = user + sys, immune to a busy machine)",
+    )
+    for name, runs, goal in (
+        ("python -c pass", baseline, None),
+        ("import obliviate", imp, 1.0),
+        ("obliviate --help", helps, 1.0),
+    ):
         wall = statistics.median(r[0] for r in runs)
         cpu = statistics.median(r[2] for r in runs)
         verdict = "" if goal is None else ("OK (< 1 s)" if wall < goal else "SLOW (goal < 1 s)")

@@ -35,7 +35,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--address", default=None, help="an existing Ray cluster (default: start a local one)")
+    ap.add_argument(
+        "--address", default=None, help="an existing Ray cluster (default: start a local one)"
+    )
     args = ap.parse_args()
 
     import ray
@@ -47,14 +49,18 @@ def main() -> None:
 
     torch.set_num_threads(1)
     _, runs = parse_spec(SPEC.format(seeds=list(range(args.runs)), epochs=args.epochs), "perf_ray")
-    _, warm = parse_spec(SPEC.format(seeds=list(range(100, 100 + 2 * args.workers)), epochs=1), "warm-up")
+    _, warm = parse_spec(
+        SPEC.format(seeds=list(range(100, 100 + 2 * args.workers)), epochs=1), "warm-up"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         run_grid(warm[:1], Path(tmp) / "warm-local")  # imports and data caches of this process
         t0 = time.perf_counter()
         run_grid(runs, Path(tmp) / "local", workers=1)
         local = time.perf_counter() - t0
 
-        run_grid(warm, Path(tmp) / "warm-pool", workers=args.workers)  # not reused: spawn cost included below
+        run_grid(
+            warm, Path(tmp) / "warm-pool", workers=args.workers
+        )  # not reused: spawn cost included below
         t0 = time.perf_counter()
         run_grid(runs, Path(tmp) / "pool", workers=args.workers)
         pool = time.perf_counter() - t0
@@ -73,14 +79,24 @@ def main() -> None:
             ray.shutdown()
         a = {r["key"]: store.strip_timings(r["metrics"]) for r in store.read(Path(tmp) / "local")}
         b = {r["key"]: store.strip_timings(r["metrics"]) for r in store.read(Path(tmp) / "ray")}
-        per_run = {name: sum(r["timings"]["seconds"] for r in store.read(Path(tmp) / name)) / args.runs
-                   for name in ("local", "pool", "ray")}
-    print(f"grid: {args.runs} runs (digits, class-incremental, ewc, {args.epochs} epochs/experience); "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    print(f"local, 1 process     {local:7.1f} s   ({per_run['local']:.2f} s per run inside its worker)")
-    print(f"local, {args.workers} processes  {pool:7.1f} s   ({per_run['pool']:.2f} s per run; process pool, "
-          "workers spawned per grid)")
-    print(f"ray, {args.workers} workers        {distributed:7.1f} s   ({per_run['ray']:.2f} s per run)")
+        per_run = {
+            name: sum(r["timings"]["seconds"] for r in store.read(Path(tmp) / name)) / args.runs
+            for name in ("local", "pool", "ray")
+        }
+    print(
+        f"grid: {args.runs} runs (digits, class-incremental, ewc, {args.epochs} epochs/experience); "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"local, 1 process     {local:7.1f} s   ({per_run['local']:.2f} s per run inside its worker)"
+    )
+    print(
+        f"local, {args.workers} processes  {pool:7.1f} s   ({per_run['pool']:.2f} s per run; process pool, "
+        "workers spawned per grid)"
+    )
+    print(
+        f"ray, {args.workers} workers        {distributed:7.1f} s   ({per_run['ray']:.2f} s per run)"
+    )
     print(f"speed-up             {local / distributed:7.2f}x   (goal >= 1.8x on 2 workers)")
     print(f"identical metrics    {a == b} ({len(a)} runs)")
 

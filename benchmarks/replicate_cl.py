@@ -33,7 +33,15 @@ from obliviate.training import TrainConfig
 
 # van de Ven et al. 2022, Table 2, Split MNIST, class-IL (as quoted in obliviate issue #3; the
 # issue asks to verify them against the paper's own table — see docs/replication.md).
-SPLIT_CLASS_IL = {"naive": 19.9, "ewc": 20.6, "si": 21.2, "lwf": 21.9, "agem": 65.1, "replay": 88.8, "joint": 98.2}
+SPLIT_CLASS_IL = {
+    "naive": 19.9,
+    "ewc": 20.6,
+    "si": 21.2,
+    "lwf": 21.9,
+    "agem": 65.1,
+    "replay": 88.8,
+    "joint": 98.2,
+}
 
 # Method settings for Split MNIST (memory: 100 samples per class = 1000 in total for the
 # replay-based methods).
@@ -54,10 +62,47 @@ SPLIT_METHODS: dict[str, dict] = {
 # continual-learning-baselines (ContinualAI), strategies/target_results.csv and
 # experiments/permuted_mnist/*.py: target ACC and protocol.
 PMNIST = {
-    "ewc": {"target": 0.83, "tasks": 10, "hidden": (1000, 1000), "epochs": 30, "lr": 0.001, "opt": "sgd", "batch": 256, "params": {"reg_strength": 1.0}},
-    "si": {"target": 0.94, "tasks": 10, "hidden": (2000, 2000), "epochs": 20, "lr": 0.001, "opt": "adam", "batch": 256, "params": {"reg_strength": 0.1, "damping": 0.1}},
-    "gem": {"target": 0.83, "tasks": 20, "hidden": (100, 100), "epochs": 1, "lr": 0.1, "opt": "sgd", "batch": 10, "per_task": 1000, "params": {"memory_size": 1000, "memory_strength": 0.5}},
-    "agem": {"target": 0.81, "tasks": 17, "hidden": (256, 256), "epochs": 1, "lr": 0.1, "opt": "sgd", "batch": 10, "params": {"memory_size": 250}},
+    "ewc": {
+        "target": 0.83,
+        "tasks": 10,
+        "hidden": (1000, 1000),
+        "epochs": 30,
+        "lr": 0.001,
+        "opt": "sgd",
+        "batch": 256,
+        "params": {"reg_strength": 1.0},
+    },
+    "si": {
+        "target": 0.94,
+        "tasks": 10,
+        "hidden": (2000, 2000),
+        "epochs": 20,
+        "lr": 0.001,
+        "opt": "adam",
+        "batch": 256,
+        "params": {"reg_strength": 0.1, "damping": 0.1},
+    },
+    "gem": {
+        "target": 0.83,
+        "tasks": 20,
+        "hidden": (100, 100),
+        "epochs": 1,
+        "lr": 0.1,
+        "opt": "sgd",
+        "batch": 10,
+        "per_task": 1000,
+        "params": {"memory_size": 1000, "memory_strength": 0.5},
+    },
+    "agem": {
+        "target": 0.81,
+        "tasks": 17,
+        "hidden": (256, 256),
+        "epochs": 1,
+        "lr": 0.1,
+        "opt": "sgd",
+        "batch": 10,
+        "params": {"memory_size": 250},
+    },
 }
 
 
@@ -73,7 +118,15 @@ def split_stream(train: Dataset, test: Dataset, scenario: str) -> Stream:
             te = replace(te, y=te.y - 2 * t, n_classes=2)
         if scenario == "task":
             tr, te = tr.with_task(t), te.with_task(t)
-        exps.append(Experience(t, tr, te, (0, 1) if scenario == "domain" else cls, t if scenario == "task" else None))
+        exps.append(
+            Experience(
+                t,
+                tr,
+                te,
+                (0, 1) if scenario == "domain" else cls,
+                t if scenario == "task" else None,
+            )
+        )
     return Stream(
         name=f"split-mnist-{scenario}",
         experiences=tuple(exps),
@@ -84,7 +137,9 @@ def split_stream(train: Dataset, test: Dataset, scenario: str) -> Stream:
     )
 
 
-def run(stream: Stream, name: str, params: dict, hidden: tuple[int, ...], config: TrainConfig, seed: int) -> float:
+def run(
+    stream: Stream, name: str, params: dict, hidden: tuple[int, ...], config: TrainConfig, seed: int
+) -> float:
     cls_params = dict(params)
     if "seed" in make_strategy(name).get_params():
         cls_params["seed"] = seed
@@ -102,9 +157,15 @@ def split(args: argparse.Namespace) -> None:
     train, test = load_dataset("mnist", data_dir=args.data_dir, standardized=False)
     seeds = [int(s) for s in args.seeds.split(",")]
     scenarios = args.scenarios.split(",")
-    methods = [m for m in (args.methods.split(",") if args.methods else SPLIT_METHODS) if m in STRATEGIES]
-    print(f"Split MNIST: MLP 2x400, Adam lr 1e-3, batch 128, {args.iters} iterations/task, seeds {seeds}")
-    print("| method | " + " | ".join(f"{s}-IL ACC (%)" for s in scenarios) + " | published class-IL |")
+    methods = [
+        m for m in (args.methods.split(",") if args.methods else SPLIT_METHODS) if m in STRATEGIES
+    ]
+    print(
+        f"Split MNIST: MLP 2x400, Adam lr 1e-3, batch 128, {args.iters} iterations/task, seeds {seeds}"
+    )
+    print(
+        "| method | " + " | ".join(f"{s}-IL ACC (%)" for s in scenarios) + " | published class-IL |"
+    )
     print("|---|" + "---|" * len(scenarios) + "---|")
     for name in methods:
         cells = []
@@ -116,10 +177,23 @@ def split(args: argparse.Namespace) -> None:
             per_task = len(stream[0].train)
             epochs = max(1, math.ceil(args.iters * 128 / per_task))
             started = time.perf_counter()
-            vals = [run(stream, name, SPLIT_METHODS.get(name, {}), (400, 400), TrainConfig(n_epochs=epochs, batch_size=128, lr=1e-3, optimizer="adam", seed=s), s) for s in seeds]
+            vals = [
+                run(
+                    stream,
+                    name,
+                    SPLIT_METHODS.get(name, {}),
+                    (400, 400),
+                    TrainConfig(n_epochs=epochs, batch_size=128, lr=1e-3, optimizer="adam", seed=s),
+                    s,
+                )
+                for s in seeds
+            ]
             cells.append(fmt(vals) + f" ({time.perf_counter() - started:.0f}s)")
         pub = SPLIT_CLASS_IL.get(name)
-        print(f"| {name} | " + " | ".join(cells) + f" | {pub if pub is not None else '–'} |", flush=True)
+        print(
+            f"| {name} | " + " | ".join(cells) + f" | {pub if pub is not None else '–'} |",
+            flush=True,
+        )
 
 
 def pmnist(args: argparse.Namespace) -> None:
@@ -135,22 +209,35 @@ def pmnist(args: argparse.Namespace) -> None:
         tr = train.subset(torch.arange(args.limit)) if args.limit else train
         stream = build_scenario("domain-permutation", tr, test, n_experiences=tasks, seed=0)
         config = TrainConfig(n_epochs=epochs, batch_size=p["batch"], lr=p["lr"], optimizer=p["opt"])
-        vals = [run(stream, name, p["params"], p["hidden"], replace(config, seed=s), s) for s in seeds]
-        proto = f"{tasks} tasks, MLP {p['hidden']}, {epochs} ep, {p['opt']} lr {p['lr']}, batch {p['batch']}" + (f", {args.limit} train samples" if args.limit else "")
+        vals = [
+            run(stream, name, p["params"], p["hidden"], replace(config, seed=s), s) for s in seeds
+        ]
+        proto = (
+            f"{tasks} tasks, MLP {p['hidden']}, {epochs} ep, {p['opt']} lr {p['lr']}, batch {p['batch']}"
+            + (f", {args.limit} train samples" if args.limit else "")
+        )
         print(f"| {name} | {proto} | {fmt(vals)} | {100 * p['target']:.0f} |", flush=True)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("table", choices=["split", "pmnist"])
     ap.add_argument("--data-dir", required=True, help="folder with the MNIST IDX files")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--methods", default="", help="comma-separated subset (default: all in the table)")
+    ap.add_argument(
+        "--methods", default="", help="comma-separated subset (default: all in the table)"
+    )
     ap.add_argument("--scenarios", default="class,task,domain")
     ap.add_argument("--iters", type=int, default=2000, help="iterations per task (split)")
-    ap.add_argument("--pmnist-tasks", type=int, default=0, help="override the number of permutations")
+    ap.add_argument(
+        "--pmnist-tasks", type=int, default=0, help="override the number of permutations"
+    )
     ap.add_argument("--max-epochs", type=int, default=0, help="cap epochs per task (pmnist)")
-    ap.add_argument("--limit", type=int, default=0, help="use only the first N training samples (pmnist)")
+    ap.add_argument(
+        "--limit", type=int, default=0, help="use only the first N training samples (pmnist)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     split(args) if args.table == "split" else pmnist(args)

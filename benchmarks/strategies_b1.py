@@ -36,7 +36,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--regularisers", default="naive,si,mas,l2")
     p.add_argument("--replay", default="naive,der,derpp,icarl,gdumb")
-    p.add_argument("--set", action="append", default=[], help="strategy.key=value (a Python literal)")
+    p.add_argument(
+        "--set", action="append", default=[], help="strategy.key=value (a Python literal)"
+    )
     args = p.parse_args()
     params: dict[str, dict] = {}
     for item in args.set:
@@ -44,18 +46,30 @@ def main() -> None:
         strategy, _, key = lhs.partition(".")
         params.setdefault(strategy, {})[key] = ast.literal_eval(value)
     seeds = [int(s) for s in args.seeds.split(",")]
-    recipe = {"n_epochs": args.epochs, "lr": args.lr, "momentum": args.momentum, "batch_size": args.batch_size}
+    recipe = {
+        "n_epochs": args.epochs,
+        "lr": args.lr,
+        "momentum": args.momentum,
+        "batch_size": args.batch_size,
+    }
     recipe = {k: v for k, v in recipe.items() if v is not None}
     jobs = [("domain-permutation", s) for s in args.regularisers.split(",") if s] + [
         ("class-incremental", s) for s in args.replay.split(",") if s
     ]
-    print(f"digits, 5 experiences, seeds {seeds}, recipe overrides {recipe or 'none (digits default)'}")
+    print(
+        f"digits, 5 experiences, seeds {seeds}, recipe overrides {recipe or 'none (digits default)'}"
+    )
     for scenario, name in jobs:
         accs, secs = [], []
         for seed in seeds:
             spec = LearnSpec(
-                dataset="digits", scenario=scenario, n_experiences=5, strategy=name,
-                params=params.get(name, {}), seed=seed, **recipe,
+                dataset="digits",
+                scenario=scenario,
+                n_experiences=5,
+                strategy=name,
+                params=params.get(name, {}),
+                seed=seed,
+                **recipe,
             )
             started = time.perf_counter()
             accs.append(run_learn(spec)["acc"])

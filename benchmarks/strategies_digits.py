@@ -28,11 +28,19 @@ from obliviate.models import ModelSpec, model_for_stream
 from obliviate.training import TrainConfig
 
 
-def run(scenario: str, name: str, seed: int, params: dict, args: argparse.Namespace) -> tuple[float, float]:
+def run(
+    scenario: str, name: str, seed: int, params: dict, args: argparse.Namespace
+) -> tuple[float, float]:
     train, test = load_dataset("digits")
     stream = build_scenario(scenario, train, test, n_experiences=5, seed=seed)
     model = model_for_stream(ModelSpec(hidden=tuple(args.hidden), seed=seed), stream)
-    config = TrainConfig(n_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, seed=seed)
+    config = TrainConfig(
+        n_epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        momentum=args.momentum,
+        seed=seed,
+    )
     started = time.perf_counter()
     if "seed" in param_names(strategy_class(name)):
         params = {"seed": seed, **params}
@@ -51,7 +59,12 @@ def main() -> None:
     p.add_argument("--hidden", type=int, nargs="+", default=[100])
     p.add_argument("--strategies", default="naive,ewc,lwf,replay,joint")
     p.add_argument("--scenarios", default="class-incremental,domain-permutation")
-    p.add_argument("--set", action="append", default=[], help="strategy.key=value (value parsed as Python literal)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="strategy.key=value (value parsed as Python literal)",
+    )
     args = p.parse_args()
     import ast
 
@@ -63,9 +76,14 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     for scenario in args.scenarios.split(","):
         for name in args.strategies.split(","):
-            accs, secs = zip(*(run(scenario, name, s, params.get(name, {}), args) for s in seeds), strict=True)
-            print(f"{scenario:20s} {name:10s} ACC {np.mean(accs):.3f} +- {np.std(accs):.3f}  "
-                  f"({', '.join(f'{a:.3f}' for a in accs)})  {np.mean(secs):.1f} s/run", flush=True)
+            accs, secs = zip(
+                *(run(scenario, name, s, params.get(name, {}), args) for s in seeds), strict=True
+            )
+            print(
+                f"{scenario:20s} {name:10s} ACC {np.mean(accs):.3f} +- {np.std(accs):.3f}  "
+                f"({', '.join(f'{a:.3f}' for a in accs)})  {np.mean(secs):.1f} s/run",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

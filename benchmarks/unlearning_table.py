@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", default="digits")
     ap.add_argument("--out", default="docs/unlearning.md")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--cache", default=None, help="cache folder for originals/oracles (default: none)")
+    ap.add_argument(
+        "--cache", default=None, help="cache folder for originals/oracles (default: none)"
+    )
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -59,16 +61,32 @@ def main(argv: list[str] | None = None) -> int:
     for forget in args.forget:
         results[forget] = {m: [] for m in methods}
         for seed in seeds:
-            base = ForgetSpec(dataset=args.dataset, forget=forget, seed=seed, cache_dir=args.cache, data_dir=args.data_dir)
+            base = ForgetSpec(
+                dataset=args.dataset,
+                forget=forget,
+                seed=seed,
+                cache_dir=args.cache,
+                data_dir=args.data_dir,
+            )
             p = prepare(base)
             for m in methods:
-                spec = ForgetSpec(dataset=args.dataset, forget=forget, method=m, seed=seed, cache_dir=args.cache,
-                                  data_dir=args.data_dir)
+                spec = ForgetSpec(
+                    dataset=args.dataset,
+                    forget=forget,
+                    method=m,
+                    seed=seed,
+                    cache_dir=args.cache,
+                    data_dir=args.data_dir,
+                )
                 r = run_forget(spec, prepared=p)
                 results[forget][m].append(r)
-                print(f"[{time.perf_counter() - t0:7.1f}s] {forget} seed {seed} {m}: RA {r['unlearned']['retain_acc']:.3f} "
-                      f"FA {r['unlearned']['forget_acc']:.3f} TA {r['unlearned']['test_acc']:.3f} "
-                      f"MIA {r['unlearned']['mia_auc']:.3f} t {r['seconds']:.3f}s", file=sys.stderr, flush=True)
+                print(
+                    f"[{time.perf_counter() - t0:7.1f}s] {forget} seed {seed} {m}: RA {r['unlearned']['retain_acc']:.3f} "
+                    f"FA {r['unlearned']['forget_acc']:.3f} TA {r['unlearned']['test_acc']:.3f} "
+                    f"MIA {r['unlearned']['mia_auc']:.3f} t {r['seconds']:.3f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     lines = [
         "# Unlearning on digits: every method against the retrained oracle",
         "",
@@ -86,16 +104,23 @@ def main(argv: list[str] | None = None) -> int:
     ]
     summary = {}
     for forget, per in results.items():
-        rt = statistics.median(r["cpu_seconds"] for r in per.get("retrain", [])) if "retrain" in per else statistics.median(
-            r["oracle_cpu_seconds"] for rs in per.values() for r in rs)
+        rt = (
+            statistics.median(r["cpu_seconds"] for r in per.get("retrain", []))
+            if "retrain" in per
+            else statistics.median(r["oracle_cpu_seconds"] for rs in per.values() for r in rs)
+        )
         o = [r["oracle"] for r in next(iter(per.values()))]
-        lines += [f"## forget `{forget}` ({next(iter(per.values()))[0]['n_forget']} training samples), "
-                  f"{len(seeds)} seeds", "",
-                  f"Oracle: RA {fmt([x['retain_acc'] for x in o])}, FA {fmt([x['forget_acc'] for x in o])}, "
-                  f"TA {fmt([x['test_acc'] for x in o])}, MIA {fmt([x['mia_auc'] for x in o])}; "
-                  f"retraining median {rt:.3f} CPU s.", "",
-                  "| method | RA | FA | TA | ΔRA | ΔFA | ΔTA | MIA [oracle] | JS forget | relearn [oracle] | CPU s | wall s | % of retrain | speed-up |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## forget `{forget}` ({next(iter(per.values()))[0]['n_forget']} training samples), "
+            f"{len(seeds)} seeds",
+            "",
+            f"Oracle: RA {fmt([x['retain_acc'] for x in o])}, FA {fmt([x['forget_acc'] for x in o])}, "
+            f"TA {fmt([x['test_acc'] for x in o])}, MIA {fmt([x['mia_auc'] for x in o])}; "
+            f"retraining median {rt:.3f} CPU s.",
+            "",
+            "| method | RA | FA | TA | ΔRA | ΔFA | ΔTA | MIA [oracle] | JS forget | relearn [oracle] | CPU s | wall s | % of retrain | speed-up |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         summary[forget] = {}
         for m, rs in per.items():
             u = [r["unlearned"] for r in rs]
@@ -114,23 +139,38 @@ def main(argv: list[str] | None = None) -> int:
             summary[forget][m] = {
                 "forget_acc_max": max(x["forget_acc"] for x in u),
                 "retain_gap_min_points": min(100 * x["retain_acc"] for x in g),
-                "median_cpu_seconds": t, "median_seconds": wall, "percent_of_retrain": 100 * t / rt,
+                "median_cpu_seconds": t,
+                "median_seconds": wall,
+                "percent_of_retrain": 100 * t / rt,
             }
         lines.append("")
     if "class:3" in results:
-        lines += ["## Acceptance check (class forgetting: FA ≤ 0.05 on every seed, RA within 3 points of the oracle)", ""]
+        lines += [
+            "## Acceptance check (class forgetting: FA ≤ 0.05 on every seed, RA within 3 points of the oracle)",
+            "",
+        ]
         for m in ("ssd", "scrub", "neggrad_plus", "famr", "bad_teacher"):
             if m in summary["class:3"]:
                 s = summary["class:3"][m]
                 ok = s["forget_acc_max"] <= 0.05 and s["retain_gap_min_points"] >= -3
-                lines.append(f"- {m}: worst-seed FA {s['forget_acc_max']:.3f}, worst-seed ΔRA "
-                             f"{s['retain_gap_min_points']:.1f} points → {'meets' if ok else 'does NOT meet'} the target")
+                lines.append(
+                    f"- {m}: worst-seed FA {s['forget_acc_max']:.3f}, worst-seed ΔRA "
+                    f"{s['retain_gap_min_points']:.1f} points → {'meets' if ok else 'does NOT meet'} the target"
+                )
         lines.append("")
-    slow = [(f, m, s["percent_of_retrain"]) for f, d in summary.items() for m, s in d.items()
-            if m != "retrain" and s["percent_of_retrain"] > 20]
-    lines += [f"Approximate methods above 20 % of retraining time: "
-              f"{', '.join(f'{m} on {f} ({p:.0f} %)' for f, m, p in slow) if slow else 'none'}.", "",
-              f"Total benchmark wall time {time.perf_counter() - t0:.0f} s.", ""]
+    slow = [
+        (f, m, s["percent_of_retrain"])
+        for f, d in summary.items()
+        for m, s in d.items()
+        if m != "retrain" and s["percent_of_retrain"] > 20
+    ]
+    lines += [
+        f"Approximate methods above 20 % of retraining time: "
+        f"{', '.join(f'{m} on {f} ({p:.0f} %)' for f, m, p in slow) if slow else 'none'}.",
+        "",
+        f"Total benchmark wall time {time.perf_counter() - t0:.0f} s.",
+        "",
+    ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))

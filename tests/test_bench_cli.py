@@ -25,7 +25,9 @@ def test_help_does_not_import_torch():
 
 def test_bad_spec_is_one_line_error_exit_2(tmp_path, capsys):
     spec = tmp_path / "s.toml"
-    spec.write_text('seeds = [0]\n[[learn]]\ndatasets = ["digits"]\nscenarios = ["joint"]\nstrategies = ["naive"]\nlr = "x"\n')
+    spec.write_text(
+        'seeds = [0]\n[[learn]]\ndatasets = ["digits"]\nscenarios = ["joint"]\nstrategies = ["naive"]\nlr = "x"\n'
+    )
     assert main(["bench", str(spec), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"error: {spec}:6: learn.lr must be a number or a list of them, got 'x'"
@@ -33,16 +35,32 @@ def test_bad_spec_is_one_line_error_exit_2(tmp_path, capsys):
 
 
 def _rec(method: str, seed: int, acc: float) -> dict:
-    run = {"kind": "learn", "dataset": "digits", "scenario": "class-incremental", "strategy": method, "params": {}, "seed": seed}
-    return {"key": run_key(run), "kind": "learn", "status": "ok", "run": run,
-            "metrics": {"acc": acc, "bwt": -0.1, "forgetting": 0.1, "seconds": 1.0}}
+    run = {
+        "kind": "learn",
+        "dataset": "digits",
+        "scenario": "class-incremental",
+        "strategy": method,
+        "params": {},
+        "seed": seed,
+    }
+    return {
+        "key": run_key(run),
+        "kind": "learn",
+        "status": "ok",
+        "run": run,
+        "metrics": {"acc": acc, "bwt": -0.1, "forgetting": 0.1, "seconds": 1.0},
+    }
 
 
 def test_compare_prints_mean_std_and_difference(tmp_path, capsys):
     for d, accs in (("a", (0.5, 0.7)), ("b", (0.8, 0.8))):
         for seed, acc in enumerate(accs):
-            store.append(store.results_path(tmp_path / d) if (tmp_path / d).mkdir(exist_ok=True) is None else None,
-                         _rec("naive", seed, acc))
+            store.append(
+                store.results_path(tmp_path / d)
+                if (tmp_path / d).mkdir(exist_ok=True) is None
+                else None,
+                _rec("naive", seed, acc),
+            )
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if "ACC" in x)

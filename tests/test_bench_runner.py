@@ -107,7 +107,9 @@ def _wait_for_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float =
         if path.exists() and len(path.read_bytes().splitlines()) >= n:
             return
         if proc.poll() is not None:
-            raise AssertionError(f"runner exited early: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise AssertionError(
+                f"runner exited early: {proc.stderr.read().decode() if proc.stderr else ''}"
+            )
         time.sleep(0.05)
     raise AssertionError("runner produced no result in time")
 
@@ -118,7 +120,9 @@ def test_kill_and_rerun_completes_without_redoing(tmp_path, sig):
     out = tmp_path / "out"
     path = store.results_path(out)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(_cli("bench", str(spec), "--out", str(out), "--quiet"), env=env, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _cli("bench", str(spec), "--out", str(out), "--quiet"), env=env, stderr=subprocess.PIPE
+    )
     try:
         _wait_for_lines(path, 1, proc)
         proc.send_signal(sig)
@@ -132,7 +136,12 @@ def test_kill_and_rerun_completes_without_redoing(tmp_path, sig):
     if sig == signal.SIGKILL:  # simulate the worst case: the kill tore a line in mid-write
         with open(path, "ab") as fh:
             fh.write(b'{"key":"torn","status":"o')
-    done = subprocess.run(_cli("bench", str(spec), "--out", str(out), "--quiet"), env=env, capture_output=True, timeout=300)
+    done = subprocess.run(
+        _cli("bench", str(spec), "--out", str(out), "--quiet"),
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr.decode()
     after = store.read(out)
     assert len(after) == 4 and all(r["status"] == "ok" for r in after)
@@ -168,7 +177,9 @@ def test_ray_gives_identical_metrics(tmp_path):
     try:
         import ray  # noqa: F401
     except ImportError:
-        pytest.skip("ray is not installed (optional extra: pip install 'obliviate[distributed]'); local-vs-Ray check skipped")
+        pytest.skip(
+            "ray is not installed (optional extra: pip install 'obliviate[distributed]'); local-vs-Ray check skipped"
+        )
     _, runs = parse_spec(SPEC.format(epochs=1), "s.toml")
     runner.run_grid(runs, tmp_path / "local", workers=1)
     runner.run_grid(runs, tmp_path / "ray", backend="ray", workers=2)

@@ -15,7 +15,12 @@ SMOKE = Path(__file__).resolve().parents[1] / "benchmarks" / "specs" / "smoke.to
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "obliviate.cli.main", *args], capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "obliviate.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @pytest.mark.slow
@@ -35,15 +40,34 @@ def test_smoke_grid_and_report(tmp_path):
     assert rep.returncode == 0, rep.stderr[-3000:]
     html = (tmp_path / "report.html").read_text()
     kinds = set(re.findall(r'<figure class="plot" data-kind="([a-z-]+)"', html))
-    assert kinds == {"heatmap", "experience-lines", "curves", "events", "unlearning-bars", "tradeoff", "mia",
-                     "deletion-cost", "sharded-accuracy"}
+    assert kinds == {
+        "heatmap",
+        "experience-lines",
+        "curves",
+        "events",
+        "unlearning-bars",
+        "tradeoff",
+        "mia",
+        "deletion-cost",
+        "sharded-accuracy",
+    }
 
 
 @pytest.mark.slow
 def test_smoke_grid_ray_matches_local(tmp_path):
     pytest.importorskip("ray", reason="ray is not installed (optional extra [distributed])")
     a = _cli("bench", str(SMOKE), "--out", str(tmp_path / "local"), "--workers", "2", "--quiet")
-    b = _cli("bench", str(SMOKE), "--out", str(tmp_path / "ray"), "--backend", "ray", "--workers", "2", "--quiet")
+    b = _cli(
+        "bench",
+        str(SMOKE),
+        "--out",
+        str(tmp_path / "ray"),
+        "--backend",
+        "ray",
+        "--workers",
+        "2",
+        "--quiet",
+    )
     assert a.returncode == 0 and b.returncode == 0, (a.stderr[-2000:], b.stderr[-2000:])
     la = {r["key"]: store.strip_timings(r["metrics"]) for r in store.read(tmp_path / "local")}
     lb = {r["key"]: store.strip_timings(r["metrics"]) for r in store.read(tmp_path / "ray")}

@@ -38,8 +38,15 @@ def test_grid_expansion_and_keys():
     assert len(sharded) == 2 * 2  # shards x graphs, one seed
     first = learn[0].spec
     assert first == {
-        "kind": "learn", "dataset": "synthetic", "scenario": "class-incremental", "n_experiences": 2,
-        "n_epochs": 1, "lr": 0.05, "strategy": "naive", "params": {}, "seed": 0,
+        "kind": "learn",
+        "dataset": "synthetic",
+        "scenario": "class-incremental",
+        "n_experiences": 2,
+        "n_epochs": 1,
+        "lr": 0.05,
+        "strategy": "naive",
+        "params": {},
+        "seed": 0,
     }
     assert {r.spec["seed"] for r in sharded} == {3}
     assert len({r.key for r in runs}) == len(runs)
@@ -58,16 +65,40 @@ def test_key_lines_tracks_array_tables_and_multiline_values():
     ("old", "new", "expected"),
     [
         ("lr = 0.05", "lr = 'fast'", "good.toml:11: learn.lr must be a number"),
-        ("lr = 0.05", "lr = 0.05\nlearning_rate = 1", "good.toml:12: learn.learning_rate: unknown key"),
-        ('n_slices = 2', 'n_slices = "2"', "good.toml:16: sharded.n_slices must be an integer"),
-        ('seeds = [0, 1]', 'seeds = [0, 1]\ncolour = "red"', "good.toml:3: colour: unknown key"),
-        ('strategies = ["naive"]', 'strategies = ["nope"]', "good.toml:7: learn.strategies: unknown strategy 'nope'"),
-        ('datasets = ["synthetic"]', 'datasets = ["imagenet"]', "good.toml:5: learn.datasets: unknown dataset"),
-        ("n_experiences = 2", "n_experiences = true", "good.toml:8: learn.n_experiences must be an integer"),
+        (
+            "lr = 0.05",
+            "lr = 0.05\nlearning_rate = 1",
+            "good.toml:12: learn.learning_rate: unknown key",
+        ),
+        ("n_slices = 2", 'n_slices = "2"', "good.toml:16: sharded.n_slices must be an integer"),
+        ("seeds = [0, 1]", 'seeds = [0, 1]\ncolour = "red"', "good.toml:3: colour: unknown key"),
+        (
+            'strategies = ["naive"]',
+            'strategies = ["nope"]',
+            "good.toml:7: learn.strategies: unknown strategy 'nope'",
+        ),
+        (
+            'datasets = ["synthetic"]',
+            'datasets = ["imagenet"]',
+            "good.toml:5: learn.datasets: unknown dataset",
+        ),
+        (
+            "n_experiences = 2",
+            "n_experiences = true",
+            "good.toml:8: learn.n_experiences must be an integer",
+        ),
         ("n_experiences = 2", "n_experiences = 0", "good.toml:8: learn.n_experiences must be >= 1"),
-        ("[[sharded]]", "[sharded]", "good.toml:13: sharded: write the sharded grid as an array of tables"),
-        ('n_shards = [1, 2]', 'n_shards = []', "good.toml:15: sharded.n_shards is an empty list"),
-        ('graphs = ["none", "ring:1"]', 'graphs = ["star:2"]', "good.toml:17: sharded.graphs: unknown graph 'star:2'"),
+        (
+            "[[sharded]]",
+            "[sharded]",
+            "good.toml:13: sharded: write the sharded grid as an array of tables",
+        ),
+        ("n_shards = [1, 2]", "n_shards = []", "good.toml:15: sharded.n_shards is an empty list"),
+        (
+            'graphs = ["none", "ring:1"]',
+            'graphs = ["star:2"]',
+            "good.toml:17: sharded.graphs: unknown graph 'star:2'",
+        ),
     ],
 )
 def test_errors_name_key_and_line(old, new, expected):
@@ -79,14 +110,22 @@ def test_errors_name_key_and_line(old, new, expected):
 
 def test_strategy_params_are_checked_with_line():
     text = GOOD.replace("lr = 0.05", "lr = 0.05\n[learn.params.naive]\nstrength = [1, 2]")
-    with pytest.raises(ObliviateError, match=r"good.toml:13: learn.params.naive.strength: naive has no parameter 'strength'"):
+    with pytest.raises(
+        ObliviateError,
+        match=r"good.toml:13: learn.params.naive.strength: naive has no parameter 'strength'",
+    ):
         parse_spec(text, "good.toml")
 
 
 def test_missing_required_key_and_toml_syntax():
-    with pytest.raises(ObliviateError, match=r"good.toml:4: learn: \[\[learn\]\] block 1 lacks the required key 'strategies'"):
+    with pytest.raises(
+        ObliviateError,
+        match=r"good.toml:4: learn: \[\[learn\]\] block 1 lacks the required key 'strategies'",
+    ):
         parse_spec(GOOD.replace('strategies = ["naive"]\n', ""), "good.toml")
-    with pytest.raises(ObliviateError, match=r"good.toml:3: not valid TOML: Invalid value \(column 3\)"):
+    with pytest.raises(
+        ObliviateError, match=r"good.toml:3: not valid TOML: Invalid value \(column 3\)"
+    ):
         parse_spec("name = 'x'\nseeds = [0,\n[[learn]]\n", "good.toml")
     with pytest.raises(ObliviateError, match="no runs"):
         parse_spec("seeds = [0]\n", "good.toml")

@@ -27,7 +27,14 @@ def cli(capsys, *args):
 
 
 def test_run_learn_result_shape_and_determinism():
-    spec = LearnSpec(dataset="digits", scenario="class-incremental", n_experiences=5, n_epochs=1, limit=300, seed=3)
+    spec = LearnSpec(
+        dataset="digits",
+        scenario="class-incremental",
+        n_experiences=5,
+        n_epochs=1,
+        limit=300,
+        seed=3,
+    )
     a = run_learn(spec)
     assert set(a) == set(RESULT_KEYS)
     r = np.asarray(a["accuracy_matrix"])
@@ -36,7 +43,11 @@ def test_run_learn_result_shape_and_determinism():
     assert a["learning_accuracy"] == pytest.approx(np.diag(r).mean())
     assert a["spec"]["seed"] == 3 and a["provenance"]["seed"] == 3
     # the spec is fully resolved (the digits recipe) and JSON round-trips
-    assert a["spec"]["n_epochs"] == 1 and a["spec"]["hidden"] == [100] and a["spec"]["optimizer"] == "sgd"
+    assert (
+        a["spec"]["n_epochs"] == 1
+        and a["spec"]["hidden"] == [100]
+        and a["spec"]["optimizer"] == "sgd"
+    )
     json.dumps(a, allow_nan=False)
     b = run_learn(LearnSpec.from_dict(a["spec"]))
     assert b["accuracy_matrix"] == a["accuracy_matrix"]
@@ -46,7 +57,9 @@ def test_run_learn_result_shape_and_determinism():
 
 def test_run_learn_curves_and_task_incremental():
     res = run_learn(
-        LearnSpec(scenario="task-incremental", n_experiences=2, n_epochs=5, limit=300, eval_every=10)
+        LearnSpec(
+            scenario="task-incremental", n_experiences=2, n_epochs=5, limit=300, eval_every=10
+        )
     )
     assert "curves" in res
     assert len(res["curves"]["step"]) == len(res["curves"]["acc"]) > 0
@@ -63,7 +76,9 @@ def test_one_experience_gives_null_transfer():
 
 def test_resolved_spec_fills_recipe_and_strategy_params():
     spec = LearnSpec(strategy="replay", params={"memory_size": 50}, seed=7).resolved()
-    assert spec.params["memory_size"] == 50 and spec.params["seed"] == 7  # strategy seed follows the run
+    assert (
+        spec.params["memory_size"] == 50 and spec.params["seed"] == 7
+    )  # strategy seed follows the run
     assert spec.n_epochs is not None and spec.lr is not None and spec.model == "mlp"
     assert spec.resolved() == spec
     cnn = LearnSpec(model="cnn").resolved()
@@ -95,7 +110,9 @@ def test_from_dict_rejects_unknown_keys():
 
 
 def test_aggregate():
-    agg = aggregate([{"acc": 0.5, "bwt": None, "seconds": 1.0}, {"acc": 0.7, "bwt": None, "seconds": 3.0}])
+    agg = aggregate(
+        [{"acc": 0.5, "bwt": None, "seconds": 1.0}, {"acc": 0.7, "bwt": None, "seconds": 3.0}]
+    )
     assert agg["n"] == 2
     assert agg["mean"]["acc"] == pytest.approx(0.6)
     assert agg["std"]["acc"] == pytest.approx(math.sqrt(0.02))  # sample std, ddof=1
@@ -107,7 +124,19 @@ def test_aggregate():
 
 def test_learn_writes_json(capsys, tmp_path):
     path = tmp_path / "r.json"
-    code, out, err = cli(capsys, "learn", "--strategy", "replay", "--set", "memory_size=40", "--seed", "1", "--json", str(path), *QUICK)
+    code, out, err = cli(
+        capsys,
+        "learn",
+        "--strategy",
+        "replay",
+        "--set",
+        "memory_size=40",
+        "--seed",
+        "1",
+        "--json",
+        str(path),
+        *QUICK,
+    )
     assert code == 0, err
     assert "ACC" in out and "replay" in out
     data = json.loads(path.read_text())
@@ -147,21 +176,45 @@ def _bad_inputs(tmp_path):
     x_inf = x.copy()
     x_inf[7, 0] = np.inf
     return [
-        (["--dataset", "imagenet"], ["unknown dataset 'imagenet'", "digits", "mnist1d", "npz:PATH"]),
+        (
+            ["--dataset", "imagenet"],
+            ["unknown dataset 'imagenet'", "digits", "mnist1d", "npz:PATH"],
+        ),
         (["--strategy", "magic"], ["unknown strategy 'magic'", "naive", "ewc", "replay"]),
-        (["--scenario", "sideways"], ["unknown scenario 'sideways'", "class-incremental", "domain-permutation"]),
-        (["--experiences", "3"], ["n_experiences=3 does not divide the 10 classes", "[1, 2, 5, 10]"]),
-        (["--dataset", _npz(tmp_path, x, y_bad, "lab.npz"), "--experiences", "2"], ["label -2 is outside the class range"]),
+        (
+            ["--scenario", "sideways"],
+            ["unknown scenario 'sideways'", "class-incremental", "domain-permutation"],
+        ),
+        (
+            ["--experiences", "3"],
+            ["n_experiences=3 does not divide the 10 classes", "[1, 2, 5, 10]"],
+        ),
+        (
+            ["--dataset", _npz(tmp_path, x, y_bad, "lab.npz"), "--experiences", "2"],
+            ["label -2 is outside the class range"],
+        ),
         (["--dataset", _npz(tmp_path, x_nan, y, "nan.npz"), "--experiences", "2"], ["NaN or inf"]),
         (["--dataset", _npz(tmp_path, x_inf, y, "inf.npz"), "--experiences", "2"], ["NaN or inf"]),
         (
             ["--dataset", "mnist", "--data-dir", "/nonexistent"],
-            ["/nonexistent", "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"],
+            [
+                "/nonexistent",
+                "train-images-idx3-ubyte",
+                "train-labels-idx1-ubyte",
+                "t10k-images-idx3-ubyte",
+                "t10k-labels-idx1-ubyte",
+            ],
         ),
         (["--strategy", "ewc", "--set", "strength=3"], ["no parameter 'strength'", "reg_strength"]),
-        (["--strategy", "ewc", "--set", "reg_strength=lots"], ["reg_strength='lots' must be a number"]),
+        (
+            ["--strategy", "ewc", "--set", "reg_strength=lots"],
+            ["reg_strength='lots' must be a number"],
+        ),
         (["--strategy", "ewc", "--set", "reg_strength=-1"], ["reg_strength must be >= 0"]),
-        (["--strategy", "replay", "--set", "memory_size=2.5"], ["memory_size='2.5' must be an integer"]),
+        (
+            ["--strategy", "replay", "--set", "memory_size=2.5"],
+            ["memory_size='2.5' must be an integer"],
+        ),
         (["--strategy", "ewc", "--set", "reg_strength"], ["expected key=value"]),
         (["--seeds", "0,x"], ["--seeds '0,x'"]),
         (["--seeds", "0,0"], ["appears twice"]),
@@ -190,7 +243,10 @@ def test_console_script_bad_input(tmp_path):
     env = {**os.environ, "OBLIVIATE_DATA": ""}
     proc = subprocess.run(
         [*cmd, "learn", "--dataset", "mnist", "--data-dir", str(tmp_path / "missing")],
-        capture_output=True, text=True, timeout=120, env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
@@ -217,10 +273,25 @@ def test_demo_table_and_verdict_from_records():
     from obliviate.cli.demo import continual_table, verdict
 
     def rec(strategy, acc, seed):
-        m = {"acc": acc, "bwt": acc - 1, "fwt": 0.0, "forgetting": 1 - acc, "learning_accuracy": 0.99, "seconds": 1.0}
-        return {"status": "ok", "spec": {"scenario": "class-incremental", "strategy": strategy, "seed": seed}, "metrics": m}
+        m = {
+            "acc": acc,
+            "bwt": acc - 1,
+            "fwt": 0.0,
+            "forgetting": 1 - acc,
+            "learning_accuracy": 0.99,
+            "seconds": 1.0,
+        }
+        return {
+            "status": "ok",
+            "spec": {"scenario": "class-incremental", "strategy": strategy, "seed": seed},
+            "metrics": m,
+        }
 
-    records = [rec(s, a + 0.01 * seed, seed) for s, a in [("naive", 0.2), ("ewc", 0.4), ("replay", 0.8), ("joint", 0.95)] for seed in range(3)]
+    records = [
+        rec(s, a + 0.01 * seed, seed)
+        for s, a in [("naive", 0.2), ("ewc", 0.4), ("replay", 0.8), ("joint", 0.95)]
+        for seed in range(3)
+    ]
     console = Console(width=200, record=True)
     console.print(continual_table(records, "class-incremental"))
     text = console.export_text()
@@ -239,7 +310,10 @@ def test_acceptance_figures_digits():
     """Issue #2's acceptance on digits, default settings, seeds 0-2 (about a minute)."""
 
     def acc(scenario, strategy, **params):
-        runs = [run_learn(LearnSpec(scenario=scenario, strategy=strategy, params=params, seed=s)) for s in range(3)]
+        runs = [
+            run_learn(LearnSpec(scenario=scenario, strategy=strategy, params=params, seed=s))
+            for s in range(3)
+        ]
         return aggregate(runs)["mean"]["acc"]
 
     assert acc("class-incremental", "naive") <= 0.35

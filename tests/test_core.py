@@ -70,7 +70,14 @@ def _run(seed=0, stop_after=None, resume=None):
     tr, te = synthetic_dataset(n_classes=4)
     stream = build_scenario("class-incremental", tr, te, n_experiences=2, seed=0)
     model = model_for_stream(ModelSpec(hidden=(16,), seed=seed), stream)
-    res = train_stream(model, stream, make_strategy("naive"), TrainConfig(seed=seed, n_epochs=2), stop_after=stop_after, resume=resume)
+    res = train_stream(
+        model,
+        stream,
+        make_strategy("naive"),
+        TrainConfig(seed=seed, n_epochs=2),
+        stop_after=stop_after,
+        resume=resume,
+    )
     return model, res
 
 

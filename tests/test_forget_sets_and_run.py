@@ -33,11 +33,24 @@ def test_forget_spec_kinds(tmp_path):
     np.save(tmp_path / "ids.npy", chosen.numpy())
     for f in ("ids.txt", "ids.npy"):
         assert torch.equal(forget_ids(TRAIN, f"source:{tmp_path / f}"), torch.sort(chosen).values)
-    assert torch.equal(forget_ids(TRAIN, "ids:" + ",".join(str(int(i)) for i in chosen)), torch.sort(chosen).values)
+    assert torch.equal(
+        forget_ids(TRAIN, "ids:" + ",".join(str(int(i)) for i in chosen)), torch.sort(chosen).values
+    )
 
 
-@pytest.mark.parametrize("bad", ["random", "random:x", "class:9", "subclass:1", "nope:1", "random:101%",
-                                 f"random:{len(TRAIN) + 1}", "source:/no/such/file"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "random",
+        "random:x",
+        "class:9",
+        "subclass:1",
+        "nope:1",
+        "random:101%",
+        f"random:{len(TRAIN) + 1}",
+        "source:/no/such/file",
+    ],
+)
 def test_bad_specs_raise(bad):
     with pytest.raises(ObliviateError):
         forget_ids(TRAIN, bad)
@@ -57,12 +70,22 @@ def test_request_validation():
     assert not bool(torch.isin(req.forget.ids, req.retain.ids).any())
 
 
-RECIPE = Recipe(ModelSpec("mlp", (16,)), TrainConfig(n_epochs=3, batch_size=32, lr=3e-3, optimizer="adam"))
+RECIPE = Recipe(
+    ModelSpec("mlp", (16,)), TrainConfig(n_epochs=3, batch_size=32, lr=3e-3, optimizer="adam")
+)
 
 
 def spec(method: str, cache, **kw) -> ForgetSpec:
-    return ForgetSpec(dataset="synthetic", forget="class:2", method=method, seed=0, recipe=RECIPE,
-                      relearn_cap=5, cache_dir=str(cache), **kw)
+    return ForgetSpec(
+        dataset="synthetic",
+        forget="class:2",
+        method=method,
+        seed=0,
+        recipe=RECIPE,
+        relearn_cap=5,
+        cache_dir=str(cache),
+        **kw,
+    )
 
 
 def test_run_forget_keys_cache_and_retrain_is_oracle(tmp_path):
@@ -73,7 +96,9 @@ def test_run_forget_keys_cache_and_retrain_is_oracle(tmp_path):
         assert key in r
     assert r["unlearned"] == r["oracle"] and r["js_to_oracle"]["forget"] == 0.0
     cached = sorted(p.name for p in tmp_path.glob("*.pt"))
-    assert len(cached) == 2 and cached[0].startswith("oracle-") and cached[1].startswith("original-")
+    assert (
+        len(cached) == 2 and cached[0].startswith("oracle-") and cached[1].startswith("original-")
+    )
     again = run_forget(spec("finetune", tmp_path, params={"n_epochs": 1}))
     assert again["original"] == r["original"] and again["oracle"] == r["oracle"]
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == cached  # reused, nothing retrained
@@ -88,13 +113,36 @@ def test_run_forget_quality(tmp_path):
 
 def test_forget_cli_json_and_errors(tmp_path, capsys):
     out = tmp_path / "r.json"
-    code = main(["forget", "--dataset", "synthetic", "--forget", "random:5%", "--method", "neggrad_plus",
-                 "--epochs", "2", "--relearn-cap", "5", "--cache", str(tmp_path), "--json", str(out),
-                 "--set", "alpha=0.5"])
+    code = main(
+        [
+            "forget",
+            "--dataset",
+            "synthetic",
+            "--forget",
+            "random:5%",
+            "--method",
+            "neggrad_plus",
+            "--epochs",
+            "2",
+            "--relearn-cap",
+            "5",
+            "--cache",
+            str(tmp_path),
+            "--json",
+            str(out),
+            "--set",
+            "alpha=0.5",
+        ]
+    )
     assert code == 0
     data = json.loads(out.read_text())
     assert data["spec"]["params"] == {"alpha": 0.5} and data["spec"]["forget"] == "random:5%"
     assert main(["forget", "--method", "nope"]) == 2
-    assert main(["forget", "--dataset", "synthetic", "--forget", "ids:999999", "--cache", str(tmp_path)]) == 2
+    assert (
+        main(
+            ["forget", "--dataset", "synthetic", "--forget", "ids:999999", "--cache", str(tmp_path)]
+        )
+        == 2
+    )
     assert main(["forget", "--method", "finetune", "--set", "lr=abc"]) == 2
     assert "error:" in capsys.readouterr().err

@@ -9,8 +9,15 @@ from obliviate.experiments import LearnSpec, run_learn
 
 
 def test_online_scenario_forces_a_single_pass_with_small_batches():
-    spec = LearnSpec(dataset="synthetic", scenario="online", n_experiences=2, strategy="der", n_epochs=7,
-                     batch_size=64, scenario_params={"blurry": 0.2})
+    spec = LearnSpec(
+        dataset="synthetic",
+        scenario="online",
+        n_experiences=2,
+        strategy="der",
+        n_epochs=7,
+        batch_size=64,
+        scenario_params={"blurry": 0.2},
+    )
     r = spec.resolved()
     assert r.n_epochs == 1 and r.batch_size == ONLINE_BATCH_SIZE
     out = run_learn(spec)
@@ -24,4 +31,9 @@ def test_scenario_params_are_validated():
     with pytest.raises(ObliviateError, match="no parameter 'nope'"):
         LearnSpec(scenario="online", scenario_params={"nope": 1})
     assert main(["learn", "--scenario", "online", "--scenario-set", "blurry=x", "--quiet"]) == 2
-    assert main(["learn", "--scenario", "class-incremental", "--scenario-set", "blurry=0.1", "--quiet"]) == 2
+    assert (
+        main(
+            ["learn", "--scenario", "class-incremental", "--scenario-set", "blurry=0.1", "--quiet"]
+        )
+        == 2
+    )

@@ -36,30 +36,81 @@ n_epochs = 5
 seeds = [0]
 """
 
-ALL_KINDS = {"heatmap", "experience-lines", "curves", "events", "unlearning-bars", "tradeoff", "mia",
-             "deletion-cost", "sharded-accuracy"}
+ALL_KINDS = {
+    "heatmap",
+    "experience-lines",
+    "curves",
+    "events",
+    "unlearning-bars",
+    "tradeoff",
+    "mia",
+    "deletion-cost",
+    "sharded-accuracy",
+}
 
 
 def _forget_record(method: str, seed: int, fa: float) -> dict:
     # the shape run_forget returns (issue #4): original / oracle / unlearned, seconds, speedup
-    run = {"kind": "forget", "dataset": "digits", "forget": "class:3", "method": method, "params": {}, "seed": seed}
+    run = {
+        "kind": "forget",
+        "dataset": "digits",
+        "forget": "class:3",
+        "method": method,
+        "params": {},
+        "seed": seed,
+    }
     models = {
         "original": {"retain_acc": 0.99, "forget_acc": 0.98, "test_acc": 0.95, "mia_auc": 0.62},
         "oracle": {"retain_acc": 0.99, "forget_acc": 0.0, "test_acc": 0.86, "mia_auc": 0.81},
-        "unlearned": {"retain_acc": 0.97, "forget_acc": fa, "test_acc": 0.84 + 0.01 * seed, "mia_auc": 0.7},
+        "unlearned": {
+            "retain_acc": 0.97,
+            "forget_acc": fa,
+            "test_acc": 0.84 + 0.01 * seed,
+            "mia_auc": 0.7,
+        },
     }
-    return {"key": run_key(run), "kind": "forget", "label": f"forget {method} seed={seed}", "status": "ok",
-            "run": run, "spec": run, "metrics": {**models, "seconds": 0.5 + fa, "speedup": 4.0, "js_to_oracle": 0.1},
-            "timings": {"seconds": 0.6}, "provenance": {"git_commit": "0" * 40, "seed": seed}}
+    return {
+        "key": run_key(run),
+        "kind": "forget",
+        "label": f"forget {method} seed={seed}",
+        "status": "ok",
+        "run": run,
+        "spec": run,
+        "metrics": {**models, "seconds": 0.5 + fa, "speedup": 4.0, "js_to_oracle": 0.1},
+        "timings": {"seconds": 0.6},
+        "provenance": {"git_commit": "0" * 40, "seed": seed},
+    }
 
 
 def _sharded_record(n_shards: int, n_slices: int) -> dict:
     # the shape run_sharded returns (issue #5)
-    run = {"kind": "sharded", "dataset": "digits", "n_shards": n_shards, "n_slices": n_slices, "seed": 0}
-    metrics = {"test_accuracy": 0.95 - 0.02 * n_shards, "train_seconds": 2.0, "deletion_seconds": 2.0 / n_shards / n_slices,
-               "speedup": n_shards * n_slices, "n_shards": n_shards, "n_slices": n_slices, "graph": "none"}
-    return {"key": run_key(run), "kind": "sharded", "label": f"sharded S={n_shards}", "status": "ok", "run": run,
-            "spec": run, "metrics": metrics, "timings": {"seconds": 1.0}, "provenance": {"git_commit": "0" * 40}}
+    run = {
+        "kind": "sharded",
+        "dataset": "digits",
+        "n_shards": n_shards,
+        "n_slices": n_slices,
+        "seed": 0,
+    }
+    metrics = {
+        "test_accuracy": 0.95 - 0.02 * n_shards,
+        "train_seconds": 2.0,
+        "deletion_seconds": 2.0 / n_shards / n_slices,
+        "speedup": n_shards * n_slices,
+        "n_shards": n_shards,
+        "n_slices": n_slices,
+        "graph": "none",
+    }
+    return {
+        "key": run_key(run),
+        "kind": "sharded",
+        "label": f"sharded S={n_shards}",
+        "status": "ok",
+        "run": run,
+        "spec": run,
+        "metrics": metrics,
+        "timings": {"seconds": 1.0},
+        "provenance": {"git_commit": "0" * 40},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -74,14 +125,27 @@ def results_dir(tmp_path_factory) -> Path:
     for s in (1, 2, 4):
         for r in (1, 2):
             store.append(path, _sharded_record(s, r))
-    store.append(path, {"key": "bad", "kind": "learn", "label": "learn broken", "status": "error",
-                        "error": "ObliviateError: <b>no</b>", "run": {"kind": "learn"}, "timings": {"seconds": 0.1},
-                        "provenance": {}})
+    store.append(
+        path,
+        {
+            "key": "bad",
+            "kind": "learn",
+            "label": "learn broken",
+            "status": "error",
+            "error": "ObliviateError: <b>no</b>",
+            "run": {"kind": "learn"},
+            "timings": {"seconds": 0.1},
+            "provenance": {},
+        },
+    )
     return out
 
 
 def _svgs(html: str) -> list[bytes]:
-    return [base64.b64decode(b) for b in re.findall(r'src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', html)]
+    return [
+        base64.b64decode(b)
+        for b in re.findall(r'src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', html)
+    ]
 
 
 def test_report_has_every_plot_kind_and_the_runs_table(results_dir, tmp_path):
@@ -122,9 +186,17 @@ def test_report_of_missing_dir_is_a_clear_error(tmp_path):
 
 # ---- in a real browser ----------------------------------------------------------------------
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 PROBE = """
 <script>
@@ -149,8 +221,10 @@ def _chromium() -> str:
         path = shutil.which(name)
         if path:
             return path
-    pytest.skip("headless Chromium not found: `make browser` installs Debian's `chromium` "
-                "(needs root and apt); browser test skipped")
+    pytest.skip(
+        "headless Chromium not found: `make browser` installs Debian's `chromium` "
+        "(needs root and apt); browser test skipped"
+    )
 
 
 def test_report_renders_with_all_plots_in_chromium(results_dir, tmp_path):
@@ -158,8 +232,14 @@ def test_report_renders_with_all_plots_in_chromium(results_dir, tmp_path):
     html = build_report(store.read(results_dir), source=str(results_dir))
     page = tmp_path / "report.html"
     page.write_text(html.replace("</body>", PROBE + "</body>"))
-    cmd = [browser, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
-           "--dump-dom", page.as_uri()]
+    cmd = [
+        browser,
+        *FLAGS,
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        page.as_uri(),
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired:
@@ -173,8 +253,18 @@ def test_report_renders_with_all_plots_in_chromium(results_dir, tmp_path):
         assert f["shownW"] > 100 and f["shownH"] > 50, f
     # and a screenshot that is not blank
     shot = tmp_path / "shot.png"
-    subprocess.run([browser, *FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", "--window-size=1280,2400",
-                    f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            browser,
+            *FLAGS,
+            f"--user-data-dir={tmp_path / 'profile2'}",
+            "--window-size=1280,2400",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.exists() and shot.stat().st_size > 50_000
 
 
@@ -193,11 +283,17 @@ def test_demo_report_section_collects_every_section(results_dir, tmp_path, monke
         if r["kind"] in ("learn", "sharded", "events"):
             store.append(store.results_path(demo / "learn"), r)
     # the unlearning section's own format: {request: [run_forget result, ...]}
-    forget = [dict(r["metrics"], spec={**r["run"], "recipe": {}}, provenance=r["provenance"]) for r in recs if r["kind"] == "forget"]
+    forget = [
+        dict(r["metrics"], spec={**r["run"], "recipe": {}}, provenance=r["provenance"])
+        for r in recs
+        if r["kind"] == "forget"
+    ]
     (demo / "forget" / "results.json").write_text(json.dumps({"class:3": forget}))
     monkeypatch.setenv("OBLIVIATE_DEMO_DIR", str(demo))
     buf = io.StringIO()
     report_section(Console(file=buf, width=300))
     assert str((demo / "report.html").resolve()) in buf.getvalue()
     html = (demo / "report.html").read_text()
-    assert {"heatmap", "unlearning-bars", "mia", "deletion-cost"} <= set(re.findall(r'data-kind="([a-z-]+)"', html))
+    assert {"heatmap", "unlearning-bars", "mia", "deletion-cost"} <= set(
+        re.findall(r'data-kind="([a-z-]+)"', html)
+    )

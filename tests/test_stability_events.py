@@ -45,7 +45,9 @@ def test_loop_curves_feed_stability_gap():
     tr, te = load_dataset("digits")
     stream = build_scenario("class-incremental", tr, te, n_experiences=2)
     model = model_for_stream(ModelSpec(hidden=(32,)), stream)
-    res = train_stream(model, stream, make_strategy("naive"), TrainConfig(n_epochs=2, lr=0.1), eval_every=2)
+    res = train_stream(
+        model, stream, make_strategy("naive"), TrainConfig(n_epochs=2, lr=0.1), eval_every=2
+    )
     c = res.curves
     assert len(c["acc"]) == res.n_steps // 2 and set(c["experience"]) == {0, 1}
     gap = stability_gap(c["acc"], c["experience"], res.accuracy_matrix)

@@ -236,7 +236,10 @@ def test_each_regulariser_beats_naive_on_permuted_digits():
     from obliviate.experiments import LearnSpec, run_learn
 
     def acc(name):
-        runs = [run_learn(LearnSpec(scenario="domain-permutation", strategy=name, seed=s)) for s in range(3)]
+        runs = [
+            run_learn(LearnSpec(scenario="domain-permutation", strategy=name, seed=s))
+            for s in range(3)
+        ]
         return sum(r["acc"] for r in runs) / 3
 
     naive = acc("naive")

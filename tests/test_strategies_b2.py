@@ -84,7 +84,9 @@ def test_gem_single_constraint_equals_agem(seed):
     if float(G[0] @ g) > 0:
         g = -g
     expected = agem_project(g, G[0])
-    np.testing.assert_allclose(gem_project(G, g, 0.0).numpy(), expected.numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        gem_project(G, g, 0.0).numpy(), expected.numpy(), rtol=1e-9, atol=1e-12
+    )
     assert float(expected @ G[0]) == pytest.approx(0.0, abs=1e-9)
     assert agem_project(-g, G[0]) is not None and torch.equal(agem_project(-g, G[0]), -g)
 
@@ -159,7 +161,9 @@ def test_packnet_freezes_claimed_weights_bitwise_and_masks_are_disjoint(granular
 
 
 def test_packnet_prunes_the_requested_fraction():
-    _, model, strategy, _ = _run("packnet", "task-incremental", {"prune_ratio": 0.25, "retrain_epochs": 0})
+    _, model, strategy, _ = _run(
+        "packnet", "task-incremental", {"prune_ratio": 0.25, "retrain_epochs": 0}
+    )
     for rec in strategy.capacity_report():
         n = rec["n_weights"]
         expected = []
@@ -177,7 +181,15 @@ def test_hft_freezes_half_of_every_tensor_despite_momentum_and_weight_decay(opti
     model = model_for_stream(ModelSpec(hidden=(16,), seed=0), stream)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     strategy = make_strategy("hft")
-    cfg = TrainConfig(n_epochs=2, batch_size=16, lr=0.01, optimizer=optimizer, momentum=0.9, weight_decay=0.05, seed=0)
+    cfg = TrainConfig(
+        n_epochs=2,
+        batch_size=16,
+        lr=0.01,
+        optimizer=optimizer,
+        momentum=0.9,
+        weight_decay=0.05,
+        seed=0,
+    )
     train_stream(model, stream, strategy, cfg, stop_after=1)
     masks = strategy.frozen_
     for name, p in model.named_parameters():
@@ -187,7 +199,9 @@ def test_hft_freezes_half_of_every_tensor_despite_momentum_and_weight_decay(opti
         assert not torch.equal(p.detach()[~m], before[name][~m])
     first = {n: m.clone() for n, m in masks.items()}
     strategy.begin(model, stream[1])
-    assert any(not torch.equal(first[n], strategy.frozen_[n]) for n in first)  # fresh half per experience
+    assert any(
+        not torch.equal(first[n], strategy.frozen_[n]) for n in first
+    )  # fresh half per experience
 
 
 def test_fpf_round_tunes_only_the_selected_modules():
@@ -201,13 +215,17 @@ def test_fpf_round_tunes_only_the_selected_modules():
     assert strategy.memory_used() == 20
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     strategy.end(model, stream[0])
-    changed = {n.rsplit(".", 1)[0] for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    changed = {
+        n.rsplit(".", 1)[0] for n, p in model.named_parameters() if not torch.equal(p, before[n])
+    }
     assert changed == set(strategy.selected_)
     assert set(strategy.sensitivity_) == {"body.1", "head"}
 
 
 def test_kfpf_runs_periodic_rounds_without_replay():
-    _, _, strategy, result = _run("fpf", "class-incremental", {"memory_size": 25, "fpf_every": 4, "fpf_steps": 2})
+    _, _, strategy, result = _run(
+        "fpf", "class-incremental", {"memory_size": 25, "fpf_every": 4, "fpf_steps": 2}
+    )
     assert strategy.n_rounds_ == result.n_steps // 4
     assert strategy.memory_used() <= 25
 

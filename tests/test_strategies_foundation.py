@@ -94,7 +94,10 @@ def test_fisher_subsample_is_seeded():
 def test_quadratic_penalty_matches_formula(shift, omega):
     model = torch.nn.Linear(2, 2)
     anchor = snapshot(model)
-    assert float(quadratic_penalty(model, {"weight": torch.full((2, 2), omega)}, anchor).detach()) == 0.0
+    assert (
+        float(quadratic_penalty(model, {"weight": torch.full((2, 2), omega)}, anchor).detach())
+        == 0.0
+    )
     with torch.no_grad():
         model.weight += torch.tensor(shift).reshape(2, 2)
     got = float(quadratic_penalty(model, {"weight": torch.full((2, 2), omega)}, anchor).detach())
@@ -183,7 +186,11 @@ def test_lwf_loss_adds_distillation_after_first_experience():
 
 
 @settings(max_examples=30, deadline=None)
-@given(memory=st.integers(1, 12), sizes=st.lists(st.integers(0, 15), min_size=1, max_size=5), seed=st.integers(0, 99))
+@given(
+    memory=st.integers(1, 12),
+    sizes=st.lists(st.integers(0, 15), min_size=1, max_size=5),
+    seed=st.integers(0, 99),
+)
 def test_reservoir_never_exceeds_memory(memory, sizes, seed):
     buf = ReservoirBuffer(memory_size=memory, seed=seed)
     next_id, offered = 0, []
@@ -214,7 +221,9 @@ def test_reservoir_is_uniform():
 @settings(max_examples=30, deadline=None)
 @given(
     memory=st.integers(1, 20),
-    experiences=st.lists(st.lists(st.integers(0, 5), min_size=1, max_size=25), min_size=1, max_size=4),
+    experiences=st.lists(
+        st.lists(st.integers(0, 5), min_size=1, max_size=25), min_size=1, max_size=4
+    ),
     seed=st.integers(0, 99),
 )
 def test_class_balanced_quotas(memory, experiences, seed):
@@ -259,7 +268,9 @@ def test_replay_memory_holds_past_samples_only_and_is_bounded():
         ids = replay.memory_.filled()["ids"]
         assert replay.memory_used() == 10 and torch.isin(ids, stream[0].train.ids).all()
         if kind == "class_balanced":
-            assert sorted(replay.memory_.filled()["y"].tolist()) == sorted(list(stream[0].classes) * 5)
+            assert sorted(replay.memory_.filled()["y"].tolist()) == sorted(
+                list(stream[0].classes) * 5
+            )
 
 
 # ---- bad input ----------------------------------------------------------------------------------

@@ -28,7 +28,9 @@ def test_online_stream_is_task_free_and_rejects_boundary_strategies():
         check_compatible(make_strategy("gem"), stream)
     assert "GEM" in str(err.value) and "task-free" in str(err.value)
     model = model_for_stream(ModelSpec(hidden=(8,), seed=0), stream)
-    result = train_stream(model, stream, make_strategy("naive"), online_config(TrainConfig(batch_size=64)))
+    result = train_stream(
+        model, stream, make_strategy("naive"), online_config(TrainConfig(batch_size=64))
+    )
     n_train = sum(len(e.train) for e in stream)
     assert result.n_steps == sum(-(-len(e.train) // 10) for e in stream)  # one pass, batches of 10
     assert n_train == len(tr)
@@ -47,7 +49,9 @@ def _uses_boundaries(cls: type[Strategy]) -> bool:
 def test_strategies_using_experience_hooks_declare_boundaries(name):
     cls = strategy_class(name)
     if _uses_boundaries(cls):
-        assert cls.needs_task_boundaries, f"{name} uses begin/end or past experiences but does not declare needs_task_boundaries"
+        assert cls.needs_task_boundaries, (
+            f"{name} uses begin/end or past experiences but does not declare needs_task_boundaries"
+        )
 
 
 @pytest.mark.parametrize("blurry", [0.0, 0.1, 0.25])
@@ -104,7 +108,10 @@ def _mean_gap(sched: list[int]) -> float:
 
 
 def test_power_law_exponent_favours_recent_tasks():
-    gaps = {a: np.mean([_mean_gap(power_law_schedule(400, 8, alpha=a, seed=s)) for s in range(3)]) for a in (0.0, 1.0, 3.0)}
+    gaps = {
+        a: np.mean([_mean_gap(power_law_schedule(400, 8, alpha=a, seed=s)) for s in range(3)])
+        for a in (0.0, 1.0, 3.0)
+    }
     assert gaps[0.0] > gaps[1.0] > gaps[3.0]
 
 

@@ -29,7 +29,9 @@ def test_iau_is_one_corrected_gradient_step(setup):
     req = ForgetRequest.from_ids(tr, tr.ids[:10], recipe)
     out = make_unlearner("iau", optimizer="sgd", lr=0.5, retain_weight=0.7).unlearn(model, req)
     ref = copy.deepcopy(model)
-    loss = 0.7 * F.cross_entropy(ref(req.retain.x), req.retain.y) - F.cross_entropy(ref(req.forget.x), req.forget.y)
+    loss = 0.7 * F.cross_entropy(ref(req.retain.x), req.retain.y) - F.cross_entropy(
+        ref(req.forget.x), req.forget.y
+    )
     grads = torch.autograd.grad(loss, list(ref.parameters()))
     for p, g, q in zip(ref.parameters(), grads, out.parameters(), strict=True):
         torch.testing.assert_close(q, p - 0.5 * g, rtol=1e-5, atol=1e-6)
@@ -37,7 +39,9 @@ def test_iau_is_one_corrected_gradient_step(setup):
 
 def test_scar_forgets_a_class_without_retain_data():
     tr, te = load_dataset("digits")
-    model = Recipe(ModelSpec(hidden=(100,), seed=0), TrainConfig(n_epochs=20, lr=0.05, seed=0)).fit(tr)
+    model = Recipe(ModelSpec(hidden=(100,), seed=0), TrainConfig(n_epochs=20, lr=0.05, seed=0)).fit(
+        tr
+    )
     req = ForgetRequest(forget=tr.subset(tr.y == 3))  # retain-free: nothing but the forget set
     out = make_unlearner("scar").unlearn(model, req)
     keep = te.subset(te.y != 3)
@@ -59,7 +63,10 @@ def test_upcore_prunes_a_planted_outlier(setup):
     assert len(core) + len(pruned) == len(ids)
     out = up.unlearn(model, req)
     direct = make_unlearner("neggrad_plus").unlearn(
-        model, ForgetRequest(forget=req.forget.select_ids(core), retain=req.retain, train=req.train, recipe=recipe)
+        model,
+        ForgetRequest(
+            forget=req.forget.select_ids(core), retain=req.retain, train=req.train, recipe=recipe
+        ),
     )
     for a, b in zip(out.parameters(), direct.parameters(), strict=True):
         assert torch.equal(a, b)  # the wrapped method saw exactly the core set

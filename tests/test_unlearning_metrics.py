@@ -38,7 +38,9 @@ def test_auc_equals_sklearn_roc_auc_with_ties(seed):
     assert auc(members, nonmembers) == pytest.approx(ref, abs=1e-12)
     # the loss attack scores low loss as member
     losses_m, losses_n = np.exp(-members), np.exp(-nonmembers)
-    assert loss_threshold_auc(losses_m, losses_n) == pytest.approx(roc_auc_score(labels, -np.r_[losses_m, losses_n]), abs=1e-12)
+    assert loss_threshold_auc(losses_m, losses_n) == pytest.approx(
+        roc_auc_score(labels, -np.r_[losses_m, losses_n]), abs=1e-12
+    )
 
 
 def test_entropy_and_logistic_attacks():
@@ -50,7 +52,9 @@ def test_entropy_and_logistic_attacks():
     same = rng.exponential(size=400)
     chance = logistic_attack(same[:200], same[200:], seed=0)
     assert abs(chance["auc"] - 0.5) < 0.12
-    separated = logistic_attack(rng.exponential(0.01, size=100), rng.exponential(1.0, size=100), seed=0)
+    separated = logistic_attack(
+        rng.exponential(0.01, size=100), rng.exponential(1.0, size=100), seed=0
+    )
     assert separated["auc"] > 0.9 and separated["accuracy"] > 0.8
 
 
@@ -90,12 +94,15 @@ def test_epsilon_matches_brute_force(seed):
 def test_epsilon_constructed_cases():
     same = np.linspace(-1, 1, 16)[:, None]
     assert per_example_epsilon(same, same)[0] == 0.0  # identical outputs: no attack works
-    sep = per_example_epsilon(np.full((16, 1), 5.0) + np.arange(16)[:, None] * 0.01, np.zeros((16, 1)))
+    sep = per_example_epsilon(
+        np.full((16, 1), 5.0) + np.arange(16)[:, None] * 0.01, np.zeros((16, 1))
+    )
     assert sep[0] == 6.0  # perfect separation is capped
     # one threshold: U = {1,2,3,4}, R = {0,0.5,1.5,2.5}; the worst attack (best bound) by hand:
     u, r = np.array([[1.0], [2.0], [3.0], [4.0]]), np.array([[0.0], [0.5], [1.5], [2.5]])
     assert per_example_epsilon(u, r, delta=0.0)[0] == pytest.approx(
-        brute_force_epsilon(u[:, 0], r[:, 0], 0.0, 6.0), abs=1e-12)
+        brute_force_epsilon(u[:, 0], r[:, 0], 0.0, 6.0), abs=1e-12
+    )
     # farther apart distributions give a larger epsilon
     rng = np.random.default_rng(0)
     r = rng.normal(size=(200, 30))
@@ -140,8 +147,12 @@ def test_newton_removal_lands_near_retrained_logistic_model():
     def flat(m):
         return torch.cat([p.detach().reshape(-1) for p in m.head_parameters()])
 
-    ratio = float((flat(removed) - flat(retrained)).norm() / (flat(original) - flat(retrained)).norm())
-    print(f"newton distance ratio ||w_newton - w_retrain|| / ||w_orig - w_retrain|| = {ratio:.4f}; "
-          f"certificate {newton.certificate_}")
+    ratio = float(
+        (flat(removed) - flat(retrained)).norm() / (flat(original) - flat(retrained)).norm()
+    )
+    print(
+        f"newton distance ratio ||w_newton - w_retrain|| / ||w_orig - w_retrain|| = {ratio:.4f}; "
+        f"certificate {newton.certificate_}"
+    )
     assert ratio < 0.1, ratio
     assert newton.certificate_["gradient_residual_norm"] < 1e-3

@@ -82,10 +82,23 @@ __all__ = [
 ]
 
 RECIPES: dict[str, dict[str, Any]] = {
-    "digits": {"model": "mlp", "hidden": (100,), "n_epochs": 5, "batch_size": 32, "lr": 0.01, "momentum": 0.9},
+    "digits": {
+        "model": "mlp",
+        "hidden": (100,),
+        "n_epochs": 5,
+        "batch_size": 32,
+        "lr": 0.01,
+        "momentum": 0.9,
+    },
     "mnist1d": {"model": "mlp", "hidden": (100, 100), "n_epochs": 10, "batch_size": 32, "lr": 0.1},
     "mnist": {"model": "mlp", "hidden": (256, 256), "n_epochs": 1, "batch_size": 64, "lr": 0.05},
-    "fashion-mnist": {"model": "mlp", "hidden": (256, 256), "n_epochs": 1, "batch_size": 64, "lr": 0.05},
+    "fashion-mnist": {
+        "model": "mlp",
+        "hidden": (256, 256),
+        "n_epochs": 1,
+        "batch_size": 64,
+        "lr": 0.05,
+    },
     "synthetic": {"model": "mlp", "hidden": (32,), "n_epochs": 5, "batch_size": 32, "lr": 0.1},
     "npz": {"model": "mlp", "hidden": (100,), "n_epochs": 5, "batch_size": 32, "lr": 0.05},
 }
@@ -164,17 +177,25 @@ class LearnSpec:
 
         for name in ("dataset", "scenario", "strategy"):
             if not isinstance(getattr(self, name), str):
-                raise ObliviateError(f"{name} must be a name (a string), got {getattr(self, name)!r}")
+                raise ObliviateError(
+                    f"{name} must be a name (a string), got {getattr(self, name)!r}"
+                )
         if not (self.dataset in DATASETS or self.dataset.startswith("npz:")):
             raise ObliviateError(
                 f"unknown dataset {self.dataset!r}; valid: {', '.join(list(DATASETS) + ['npz:PATH'])}"
             )
         if self.scenario not in SCENARIOS:
-            raise ObliviateError(f"unknown scenario {self.scenario!r}; valid: {', '.join(SCENARIOS)}")
+            raise ObliviateError(
+                f"unknown scenario {self.scenario!r}; valid: {', '.join(SCENARIOS)}"
+            )
         if self.strategy not in STRATEGIES:
-            raise ObliviateError(f"unknown strategy {self.strategy!r}; valid: {', '.join(sorted(STRATEGIES))}")
+            raise ObliviateError(
+                f"unknown strategy {self.strategy!r}; valid: {', '.join(sorted(STRATEGIES))}"
+            )
         if not isinstance(self.params, Mapping):
-            raise ObliviateError(f"params must be a mapping of hyperparameters, got {self.params!r}")
+            raise ObliviateError(
+                f"params must be a mapping of hyperparameters, got {self.params!r}"
+            )
         object.__setattr__(self, "params", dict(self.params))
         if not isinstance(self.scenario_params, Mapping):
             raise ObliviateError(f"scenario_params must be a mapping, got {self.scenario_params!r}")
@@ -191,7 +212,9 @@ class LearnSpec:
             check_choice("model", self.model, MODELS)
         if self.hidden is not None:
             if isinstance(self.hidden, (str, bytes)) or not isinstance(self.hidden, Sequence):
-                raise ObliviateError(f"hidden must be a sequence of layer widths, got {self.hidden!r}")
+                raise ObliviateError(
+                    f"hidden must be a sequence of layer widths, got {self.hidden!r}"
+                )
             for h in self.hidden:
                 check_number("hidden width", h, low=1, integer=True)
             object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -201,7 +224,10 @@ class LearnSpec:
         if self.data_dir is not None and not isinstance(self.data_dir, str):
             raise ObliviateError(f"data_dir must be a folder path, got {self.data_dir!r}")
         # the recipe fields are checked by TrainConfig when they are given
-        given = {k: getattr(self, k) for k in ("n_epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay")}
+        given = {
+            k: getattr(self, k)
+            for k in ("n_epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay")
+        }
         given = {k: v for k, v in given.items() if v is not None}
         if given:
             from obliviate.training import TrainConfig
@@ -294,7 +320,9 @@ class LearnSpec:
         data = {k: v for k, v in data.items() if not (k == "kind" and v == "learn")}
         unknown = [k for k in data if k not in names]
         if unknown:
-            raise ObliviateError(f"unknown learn-spec key {unknown[0]!r}; valid: {', '.join(names)}")
+            raise ObliviateError(
+                f"unknown learn-spec key {unknown[0]!r}; valid: {', '.join(names)}"
+            )
         return cls(**data)
 
 
@@ -325,14 +353,21 @@ def learn(spec: LearnSpec, *, progress: bool = False) -> LearnRun:
     _warm_up()
     train, test = load_dataset(spec.dataset, data_dir=spec.data_dir, limit=spec.limit)
     stream = build_scenario(
-        spec.scenario, train, test, n_experiences=spec.n_experiences, seed=spec.seed, **spec.scenario_params
+        spec.scenario,
+        train,
+        test,
+        n_experiences=spec.n_experiences,
+        seed=spec.seed,
+        **spec.scenario_params,
     )
     strategy = make_strategy(spec.strategy, **_constructor_params(spec.params))
     model = model_for_stream(spec.model_spec(), stream)
     result = train_stream(
         model, stream, strategy, spec.train_config(), eval_every=spec.eval_every, progress=progress
     )
-    return LearnRun(spec=spec, stream=stream, model=model, strategy=result.state.strategy, result=result)
+    return LearnRun(
+        spec=spec, stream=stream, model=model, strategy=result.state.strategy, result=result
+    )
 
 
 def result_from_run(run: LearnRun) -> dict[str, Any]:

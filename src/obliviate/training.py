@@ -83,10 +83,14 @@ def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.opt
     """A fresh optimiser over ``params`` as the recipe says."""
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
 
 
-def batches(data: Dataset, batch_size: int, gen: torch.Generator | None, experience: int = 0) -> Iterator[Batch]:
+def batches(
+    data: Dataset, batch_size: int, gen: torch.Generator | None, experience: int = 0
+) -> Iterator[Batch]:
     """Minibatches of ``data`` in a random order drawn from ``gen`` (in order when ``gen`` is None)."""
     n = len(data)
     order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)

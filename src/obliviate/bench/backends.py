@@ -37,7 +37,9 @@ class Backend:
     def __enter__(self) -> Backend:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
@@ -64,7 +66,9 @@ class ProcessPool(Backend):
 
     def __init__(self, workers: int) -> None:
         self.capacity = workers
-        self._pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        self._pool = cf.ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        )
         self._futures: set[cf.Future[dict[str, Any]]] = set()
 
     def submit(self, run: Run, ctx: dict[str, Any]) -> None:
@@ -104,7 +108,11 @@ class RayBackend(Backend):
         if self._own:
             import logging
 
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
+            kwargs: dict[str, Any] = {
+                "include_dashboard": False,
+                "log_to_driver": False,
+                "logging_level": logging.ERROR,
+            }
             if address:
                 ray.init(address=address, **kwargs)
             else:

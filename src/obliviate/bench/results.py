@@ -107,7 +107,9 @@ def read(path: str | Path) -> list[dict[str, Any]]:
     if p.is_dir():
         p = p / RESULTS
     if not p.exists():
-        raise ObliviateError(f"no results at {str(p)!r}; run `obliviate bench SPEC --out DIR` first")
+        raise ObliviateError(
+            f"no results at {str(p)!r}; run `obliviate bench SPEC --out DIR` first"
+        )
     raw = p.read_bytes()
     lines = raw.split(b"\n")
     torn = lines[-1]  # b"" when the file ends with a newline
@@ -118,7 +120,9 @@ def read(path: str | Path) -> list[dict[str, Any]]:
         try:
             rec = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ObliviateError(f"{p}:{n}: corrupt result line; delete it and re-run the benchmark") from None
+            raise ObliviateError(
+                f"{p}:{n}: corrupt result line; delete it and re-run the benchmark"
+            ) from None
         if not isinstance(rec, dict) or "key" not in rec:
             raise ObliviateError(f"{p}:{n}: not a result record")
         records[rec["key"]] = rec
@@ -170,4 +174,16 @@ def only_ok(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in records if r.get("status") == "ok"]
 
 
-__all__ = ["RESULTS", "append", "dumps", "finished_keys", "get", "is_timing", "only_ok", "read", "repair", "results_path", "strip_timings"]
+__all__ = [
+    "RESULTS",
+    "append",
+    "dumps",
+    "finished_keys",
+    "get",
+    "is_timing",
+    "only_ok",
+    "read",
+    "repair",
+    "results_path",
+    "strip_timings",
+]

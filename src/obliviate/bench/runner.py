@@ -31,7 +31,17 @@ from obliviate.bench import results as store
 from obliviate.bench.specs import Run, load_spec
 from obliviate.errors import ObliviateError
 
-TRAIN_KEYS = ("model", "hidden", "n_epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "limit")
+TRAIN_KEYS = (
+    "model",
+    "hidden",
+    "n_epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "momentum",
+    "weight_decay",
+    "limit",
+)
 
 
 # ---- adapters: one per run kind ------------------------------------------------------------
@@ -42,7 +52,9 @@ def _fill(cls: type, values: dict[str, Any], owner: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(k for k in values if k not in names)
     if unknown:
-        raise ObliviateError(f"{owner} has no field {unknown[0]!r}; valid: {', '.join(sorted(names))}")
+        raise ObliviateError(
+            f"{owner} has no field {unknown[0]!r}; valid: {', '.join(sorted(names))}"
+        )
     return cls(**values)
 
 
@@ -71,7 +83,11 @@ def run_forget(spec: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
 
     values = {k: v for k, v in spec.items() if k != "kind"}
     model_over = {k: values.pop(k) for k in ("model", "hidden") if k in values}
-    train_over = {k: values.pop(k) for k in ("batch_size", "lr", "optimizer", "momentum", "weight_decay") if k in values}
+    train_over = {
+        k: values.pop(k)
+        for k in ("batch_size", "lr", "optimizer", "momentum", "weight_decay")
+        if k in values
+    }
     if model_over or train_over:
         from obliviate.training import Recipe
 
@@ -80,7 +96,10 @@ def run_forget(spec: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
             model_over["name"] = model_over.pop("model")
         if "hidden" in model_over:
             model_over["hidden"] = tuple(model_over["hidden"])
-        values["recipe"] = Recipe(dataclasses.replace(base.model, **model_over), dataclasses.replace(base.train, **train_over))
+        values["recipe"] = Recipe(
+            dataclasses.replace(base.model, **model_over),
+            dataclasses.replace(base.train, **train_over),
+        )
     if ctx.get("data_dir") is not None:
         values["data_dir"] = ctx["data_dir"]
     if ctx.get("cache_dir") is not None:
@@ -112,12 +131,33 @@ def run_events(spec: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     from obliviate.provenance import provenance
     from obliviate.training import TrainConfig, accuracy
 
-    s = {"model": "mlp", "hidden": [100], "n_epochs": 20, "batch_size": 32, "lr": 0.05, "optimizer": "sgd",
-         "momentum": 0.0, "weight_decay": 0.0, "limit": None, **{k: v for k, v in spec.items() if k != "kind"}}
+    s = {
+        "model": "mlp",
+        "hidden": [100],
+        "n_epochs": 20,
+        "batch_size": 32,
+        "lr": 0.05,
+        "optimizer": "sgd",
+        "momentum": 0.0,
+        "weight_decay": 0.0,
+        "limit": None,
+        **{k: v for k, v in spec.items() if k != "kind"},
+    }
     train, test = load_dataset(s["dataset"], data_dir=ctx.get("data_dir"), limit=s["limit"])
-    model = build_model(ModelSpec(name=s["model"], hidden=tuple(s["hidden"]), seed=s["seed"]), train.sample_shape, train.n_classes)
-    config = TrainConfig(n_epochs=s["n_epochs"], batch_size=s["batch_size"], lr=s["lr"], optimizer=s["optimizer"],
-                         momentum=s["momentum"], weight_decay=s["weight_decay"], seed=s["seed"])
+    model = build_model(
+        ModelSpec(name=s["model"], hidden=tuple(s["hidden"]), seed=s["seed"]),
+        train.sample_shape,
+        train.n_classes,
+    )
+    config = TrainConfig(
+        n_epochs=s["n_epochs"],
+        batch_size=s["batch_size"],
+        lr=s["lr"],
+        optimizer=s["optimizer"],
+        momentum=s["momentum"],
+        weight_decay=s["weight_decay"],
+        seed=s["seed"],
+    )
     t0 = time.perf_counter()
     log = record_presentations(model, train, config)
     seconds = time.perf_counter() - t0
@@ -157,7 +197,12 @@ def execute(run: Run, ctx: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(int(ctx.get("threads", 1)))
     started, t0 = _utc(), time.perf_counter()
-    record: dict[str, Any] = {"key": run.key, "kind": run.kind, "label": run.label(), "run": run.spec}
+    record: dict[str, Any] = {
+        "key": run.key,
+        "kind": run.kind,
+        "label": run.label(),
+        "run": run.spec,
+    }
     try:
         out = ADAPTERS[run.kind](run.spec, ctx)
         record["status"] = "ok"
@@ -268,7 +313,13 @@ def prepare_out(spec_path: str | Path, out: str | Path) -> None:
 
 
 def bench(
-    spec_path: str | Path, out: str | Path, *, backend: str = "local", workers: int | None = 1, address: str | None = None, **kw: Any
+    spec_path: str | Path,
+    out: str | Path,
+    *,
+    backend: str = "local",
+    workers: int | None = 1,
+    address: str | None = None,
+    **kw: Any,
 ) -> dict[str, int]:
     """Load a spec file and run its grid into ``out`` (see :func:`run_grid`)."""
     _, runs = load_spec(spec_path)

@@ -151,9 +151,15 @@ class Run:
         s = self.spec
         params = ",".join(f"{k}={v}" for k, v in sorted(s.get("params", {}).items()))
         what = {
-            "learn": lambda: f"{s['strategy']}{'(' + params + ')' if params else ''} {s['dataset']}/{s['scenario']}",
-            "forget": lambda: f"{s['method']}{'(' + params + ')' if params else ''} {s['dataset']}/{s['forget']}",
-            "sharded": lambda: f"S={s['n_shards']} R={s.get('n_slices', 1)} {s.get('graph', 'none')} {s['dataset']}",
+            "learn": lambda: (
+                f"{s['strategy']}{'(' + params + ')' if params else ''} {s['dataset']}/{s['scenario']}"
+            ),
+            "forget": lambda: (
+                f"{s['method']}{'(' + params + ')' if params else ''} {s['dataset']}/{s['forget']}"
+            ),
+            "sharded": lambda: (
+                f"S={s['n_shards']} R={s.get('n_slices', 1)} {s.get('graph', 'none')} {s['dataset']}"
+            ),
             "events": lambda: f"{s['dataset']}",
         }[self.kind]()
         return f"{self.kind} {what} seed={s['seed']}"
@@ -168,7 +174,9 @@ def run_key(spec: dict[str, Any]) -> str:
 # ---- line numbers ----------------------------------------------------------------------------
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_KEYLINE = re.compile(r"^\s*((?:[A-Za-z0-9_\-]+|\"[^\"]*\"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_\-]+|\"[^\"]*\"|'[^']*'))*)\s*=")
+_KEYLINE = re.compile(
+    r"^\s*((?:[A-Za-z0-9_\-]+|\"[^\"]*\"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_\-]+|\"[^\"]*\"|'[^']*'))*)\s*="
+)
 
 
 def _split_dotted(text: str) -> list[str]:
@@ -245,7 +253,9 @@ def _type_name(types: tuple[type, ...]) -> str:
     return " or ".join(names.get(t, t.__name__) for t in types)
 
 
-def _check_value(where: _Where, path: tuple[Any, ...], value: Any, types: tuple[type, ...], axis: bool) -> list[Any]:
+def _check_value(
+    where: _Where, path: tuple[Any, ...], value: Any, types: tuple[type, ...], axis: bool
+) -> list[Any]:
     """The values of one key as a list (a scalar is a one-value axis); wrong types raise."""
 
     def ok(v: Any) -> bool:
@@ -257,21 +267,32 @@ def _check_value(where: _Where, path: tuple[Any, ...], value: Any, types: tuple[
 
     if path[-1] == "hidden":
         # hidden = [64, 64] is one value; hidden = [[64], [64, 64]] is an axis
-        values = value if isinstance(value, list) and value and isinstance(value[0], list) else [value]
+        values = (
+            value if isinstance(value, list) and value and isinstance(value[0], list) else [value]
+        )
         for v in values:
-            if not (isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v)):
-                raise ObliviateError(f"{where(path)} must be a list of integers (layer widths), got {v!r}")
+            if not (
+                isinstance(v, list)
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+            ):
+                raise ObliviateError(
+                    f"{where(path)} must be a list of integers (layer widths), got {v!r}"
+                )
         return values
     values = value if (axis and isinstance(value, list)) else [value]
     if axis and isinstance(value, list) and not value:
         raise ObliviateError(f"{where(path)} is an empty list; give at least one value")
     for v in values:
         if not ok(v):
-            raise ObliviateError(f"{where(path)} must be {_type_name(types)}{' or a list of them' if axis else ''}, got {v!r}")
+            raise ObliviateError(
+                f"{where(path)} must be {_type_name(types)}{' or a list of them' if axis else ''}, got {v!r}"
+            )
     return values
 
 
-def _check_names(where: _Where, path: tuple[Any, ...], values: list[Any], valid: list[str], what: str) -> None:
+def _check_names(
+    where: _Where, path: tuple[Any, ...], values: list[Any], valid: list[str], what: str
+) -> None:
     for v in values:
         name = v.split(":", 1)[0] if what == "graph" else v
         if what == "dataset" and v.startswith("npz:"):
@@ -280,7 +301,9 @@ def _check_names(where: _Where, path: tuple[Any, ...], values: list[Any], valid:
             raise ObliviateError(f"{where(path)}: unknown {what} {v!r}; valid: {', '.join(valid)}")
 
 
-def _param_grid(where: _Where, path: tuple[Any, ...], params: Any, cls: type | None, owner: str) -> list[dict[str, Any]]:
+def _param_grid(
+    where: _Where, path: tuple[Any, ...], params: Any, cls: type | None, owner: str
+) -> list[dict[str, Any]]:
     """Expand a ``params.<method>`` table into hyperparameter dicts (lists are axes)."""
     if not isinstance(params, dict):
         raise ObliviateError(f"{where(path)} must be a table of hyperparameters, got {params!r}")
@@ -297,7 +320,9 @@ def _param_grid(where: _Where, path: tuple[Any, ...], params: Any, cls: type | N
             )
         values = value if isinstance(value, list) else [value]
         if not values:
-            raise ObliviateError(f"{where(path + (name,))} is an empty list; give at least one value")
+            raise ObliviateError(
+                f"{where(path + (name,))} is an empty list; give at least one value"
+            )
         axes.append([(name, v) for v in values])
     grid = [dict(combo) for combo in itertools.product(*axes)]
     if cls is not None:
@@ -351,10 +376,14 @@ def _expand_block(
     schema = _BLOCK_KEYS[kind]
     for key in block:
         if key not in schema:
-            raise ObliviateError(f"{where(path0 + (key,))}: unknown key {key!r} in [[{kind}]]; valid: {', '.join(schema)}")
+            raise ObliviateError(
+                f"{where(path0 + (key,))}: unknown key {key!r} in [[{kind}]]; valid: {', '.join(schema)}"
+            )
     for key in _REQUIRED[kind]:
         if key not in block:
-            raise ObliviateError(f"{where(path0)}: [[{kind}]] block {index + 1} lacks the required key {key!r}")
+            raise ObliviateError(
+                f"{where(path0)}: [[{kind}]] block {index + 1} lacks the required key {key!r}"
+            )
     axes: dict[str, list[Any]] = {}
     for key, (types, axis) in schema.items():
         if key == "params" or key not in block:
@@ -362,19 +391,31 @@ def _expand_block(
         axes[key] = _check_value(where, path0 + (key,), block[key], types, axis)
     if "seeds" not in axes:
         if not top_seeds:
-            raise ObliviateError(f"{where(path0)}: no seeds; set seeds = [0, ...] at the top or in the block")
+            raise ObliviateError(
+                f"{where(path0)}: no seeds; set seeds = [0, ...] at the top or in the block"
+            )
         axes["seeds"] = list(top_seeds)
     names = _valid_names(kind)
     for key, valid in names.items():
         if key in axes:
-            _check_names(where, path0 + (key,), axes[key], valid, key.rstrip("s") if key != "strategies" else "strategy")
+            _check_names(
+                where,
+                path0 + (key,),
+                axes[key],
+                valid,
+                key.rstrip("s") if key != "strategies" else "strategy",
+            )
     for key in ("n_shards", "n_slices", "n_experiences", "n_epochs", "batch_size", "limit"):
         for v in axes.get(key, []):
             if v < (0 if key in ("n_epochs",) else 1):
-                raise ObliviateError(f"{where(path0 + (key,))} must be >= {0 if key == 'n_epochs' else 1}, got {v}")
+                raise ObliviateError(
+                    f"{where(path0 + (key,))} must be >= {0 if key == 'n_epochs' else 1}, got {v}"
+                )
     for v in axes.get("forgets", []):
         if not re.fullmatch(r"(class:\d+|random:\d+(\.\d+)?%?|[a-z_]+:.+)", v):
-            raise ObliviateError(f"{where(path0 + ('forgets',))}: bad forget request {v!r}; use class:C or random:K")
+            raise ObliviateError(
+                f"{where(path0 + ('forgets',))}: bad forget request {v!r}; use class:C or random:K"
+            )
 
     # per-method hyperparameter grids
     method_key = {"learn": "strategies", "forget": "methods"}.get(kind)
@@ -394,7 +435,9 @@ def _expand_block(
                 )
         for name in axes[method_key]:
             cls = _method_class(kind, name) if check_methods else None
-            method_grids[name] = _param_grid(where, path0 + ("params", name), params.get(name, {}), cls, name)
+            method_grids[name] = _param_grid(
+                where, path0 + ("params", name), params.get(name, {}), cls, name
+            )
 
     # the grid, in a stable order: data axes outermost, seeds innermost
     plain = [k for k in axes if k not in ("seeds", method_key)]
@@ -417,7 +460,9 @@ def _expand_block(
     return runs
 
 
-def parse_spec(text: str, source: str = "<spec>", *, check_methods: bool = True) -> tuple[dict[str, Any], list[Run]]:
+def parse_spec(
+    text: str, source: str = "<spec>", *, check_methods: bool = True
+) -> tuple[dict[str, Any], list[Run]]:
     """Parse spec text: ``(header, runs)``; errors name ``source``, the key and its line.
 
     ``check_methods`` constructs every strategy/unlearner with its hyperparameters to validate
@@ -438,7 +483,9 @@ def parse_spec(text: str, source: str = "<spec>", *, check_methods: bool = True)
     for key, value in data.items():
         if key in KINDS:
             if not isinstance(value, list):
-                raise ObliviateError(f"{where((key,))}: write the {key} grid as an array of tables: [[{key}]]")
+                raise ObliviateError(
+                    f"{where((key,))}: write the {key} grid as an array of tables: [[{key}]]"
+                )
             continue
         if key not in _TOP_KEYS:
             valid = ", ".join(list(_TOP_KEYS) + [f"[[{k}]]" for k in KINDS])
@@ -447,11 +494,17 @@ def parse_spec(text: str, source: str = "<spec>", *, check_methods: bool = True)
         values = _check_value(where, (key,), value, types, axis)
         header[key] = values if axis else values[0]
     if not any(k in data for k in KINDS):
-        raise ObliviateError(f"{source}: no runs; add at least one [[learn]], [[forget]], [[sharded]] or [[events]] block")
+        raise ObliviateError(
+            f"{source}: no runs; add at least one [[learn]], [[forget]], [[sharded]] or [[events]] block"
+        )
     specs: list[dict[str, Any]] = []
     for kind in KINDS:
         for i, block in enumerate(data.get(kind, [])):
-            specs.extend(_expand_block(kind, i, block, header.get("seeds", []), where, check_methods=check_methods))
+            specs.extend(
+                _expand_block(
+                    kind, i, block, header.get("seeds", []), where, check_methods=check_methods
+                )
+            )
     runs: list[Run] = []
     seen: set[str] = set()
     for spec in specs:

@@ -54,7 +54,9 @@ def method_of(record: dict[str, Any]) -> tuple[str, ...]:
     }.get(kind, ())
     parts = [kind] + [str(run.pop(k)) for k in head if k in run]
     params = run.pop("params", {}) or {}
-    rest = [f"{k}={v}" for k, v in sorted(params.items())] + [f"{k}={v}" for k, v in sorted(run.items())]
+    rest = [f"{k}={v}" for k, v in sorted(params.items())] + [
+        f"{k}={v}" for k, v in sorted(run.items())
+    ]
     if rest:
         parts.append(" ".join(rest))
     return tuple(parts)
@@ -102,7 +104,9 @@ def fmt(mean: float, std: float) -> str:
     return f"{mean:.3f} ± {std:.3f}"
 
 
-def compare_rows(a: dict[tuple[str, ...], dict[str, Any]], b: dict[tuple[str, ...], dict[str, Any]]) -> list[dict[str, Any]]:
+def compare_rows(
+    a: dict[tuple[str, ...], dict[str, Any]], b: dict[tuple[str, ...], dict[str, Any]]
+) -> list[dict[str, Any]]:
     """One row per (method, metric) present in A or B: A, B, and B - A where both exist."""
     rows = []
     for method in sorted(set(a) | set(b)):

@@ -26,7 +26,9 @@ def _coerce(key: str, text: str, annotation: Any, owner: str) -> Any:
     if origin is typing.Literal:
         choices = typing.get_args(annotation)
         if text not in [str(c) for c in choices]:
-            raise ObliviateError(f"{owner}: {key}={text!r} must be one of {', '.join(map(str, choices))}")
+            raise ObliviateError(
+                f"{owner}: {key}={text!r} must be one of {', '.join(map(str, choices))}"
+            )
         return next(c for c in choices if str(c) == text)
     if origin in (tuple, list):
         inner = typing.get_args(annotation)[0] if typing.get_args(annotation) else str
@@ -51,7 +53,9 @@ def _coerce(key: str, text: str, annotation: Any, owner: str) -> Any:
     return text
 
 
-def parse_sets(cls: Any, pairs: list[str] | None, *, exclude: tuple[str, ...] = (), option: str = "--set") -> dict[str, Any]:
+def parse_sets(
+    cls: Any, pairs: list[str] | None, *, exclude: tuple[str, ...] = (), option: str = "--set"
+) -> dict[str, Any]:
     """Turn ``["key=value", ...]`` into keyword-only arguments of ``cls`` (a class: its
     constructor; or a function), typed by its annotations. Unknown keys (and ``exclude``-d ones)
     and values of the wrong type raise :class:`ObliviateError`."""
@@ -111,4 +115,6 @@ def parse_int_tuple(option: str, text: str) -> tuple[int, ...]:
     try:
         return tuple(int(p) for p in text.split(",") if p.strip())
     except ValueError:
-        raise ObliviateError(f"{option} {text!r}: give comma-separated integers like 100,100") from None
+        raise ObliviateError(
+            f"{option} {text!r}: give comma-separated integers like 100,100"
+        ) from None

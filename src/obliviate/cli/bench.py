@@ -8,11 +8,19 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench(
-        spec: str = typer.Argument(..., help="TOML spec file describing the grid (see benchmarks/specs/)"),
-        out: str = typer.Option(..., "--out", "-o", help="results directory (created; re-running resumes)"),
+        spec: str = typer.Argument(
+            ..., help="TOML spec file describing the grid (see benchmarks/specs/)"
+        ),
+        out: str = typer.Option(
+            ..., "--out", "-o", help="results directory (created; re-running resumes)"
+        ),
         backend: str = typer.Option("local", help="local | ray"),
-        workers: int = typer.Option(None, min=1, help="parallel runs (default: 1 locally, all CPUs on Ray)"),
-        address: str = typer.Option(None, help="address of an existing Ray cluster (--backend ray)"),
+        workers: int = typer.Option(
+            None, min=1, help="parallel runs (default: 1 locally, all CPUs on Ray)"
+        ),
+        address: str = typer.Option(
+            None, help="address of an existing Ray cluster (--backend ray)"
+        ),
         data_dir: str = typer.Option(None, help="folder with dataset files (mnist, fashion-mnist)"),
         dry_run: bool = typer.Option(False, "--dry-run", help="list the runs still to do and stop"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
@@ -44,30 +52,47 @@ def register(app: typer.Typer) -> None:
             return
         prepare_out(spec, out)
         progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=False, disable=quiet,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+            disable=quiet,
         )
         state: dict = {}
 
         def on_start(n_todo: int, n_skipped: int) -> None:
             name = header.get("name", Path(spec).stem)
-            console.print(f"{name}: {len(runs)} runs, {n_skipped} already done, {n_todo} to run -> {out}")
+            console.print(
+                f"{name}: {len(runs)} runs, {n_skipped} already done, {n_todo} to run -> {out}"
+            )
             state["task"] = progress.add_task(name, total=n_todo)
 
         def on_result(rec: dict) -> None:
             ok = rec["status"] == "ok"
             mark = "[green]ok[/]" if ok else f"[red]error[/] {rec.get('error', '')}"
-            progress.console.print(f"{rec['timings']['seconds']:7.1f}s  {rec['label']}  {mark}", highlight=False)
+            progress.console.print(
+                f"{rec['timings']['seconds']:7.1f}s  {rec['label']}  {mark}", highlight=False
+            )
             progress.advance(state["task"])
 
         try:
             with progress:
                 counts = run_grid(
-                    runs, out, backend=backend, workers=workers, address=address, data_dir=data_dir,
-                    on_start=on_start, on_result=on_result,
+                    runs,
+                    out,
+                    backend=backend,
+                    workers=workers,
+                    address=address,
+                    data_dir=data_dir,
+                    on_start=on_start,
+                    on_result=on_result,
                 )
         except KeyboardInterrupt:
-            console.print("interrupted: finished runs are stored; run the same command again to resume")
+            console.print(
+                "interrupted: finished runs are stored; run the same command again to resume"
+            )
             raise typer.Exit(130) from None
         console.print(
             f"done: {counts['ok']} ok, {counts['error']} failed, {counts['skipped']} skipped -> "
@@ -94,12 +119,22 @@ def register(app: typer.Typer) -> None:
             table.add_column(col, justify="left" if col in ("method", "metric") else "right")
         for r in rows:
             diff = "-" if r["diff"] != r["diff"] else f"{r['diff']:+.3f}"
-            table.add_row(r["method"], r["metric"], str(r["n_a"]), fmt(*r["a"]), str(r["n_b"]), fmt(*r["b"]), diff)
+            table.add_row(
+                r["method"],
+                r["metric"],
+                str(r["n_a"]),
+                fmt(*r["a"]),
+                str(r["n_b"]),
+                fmt(*r["b"]),
+                diff,
+            )
         Console(width=200).print(table)
 
     @app.command("report")
     def report(
-        results_dir: str = typer.Argument(..., help="results directory written by `obliviate bench`"),
+        results_dir: str = typer.Argument(
+            ..., help="results directory written by `obliviate bench`"
+        ),
         output: str = typer.Option("report.html", "--output", "-o", help="HTML file to write"),
         title: str = typer.Option(None, help="report title"),
     ) -> None:

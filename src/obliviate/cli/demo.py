@@ -102,8 +102,12 @@ def continual_section(console: Any) -> None:
     )
     started = time.perf_counter()
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
     ) as bar:
         task = bar.add_task("training", total=len(runs))
         counts = run_grid(runs, out, workers=workers(), on_result=lambda rec: bar.advance(task))
@@ -111,7 +115,9 @@ def continual_section(console: Any) -> None:
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         first = failed[0]
-        raise RuntimeError(f"{len(failed)} demo run(s) failed; first: {first.get('label')}: {first.get('error')}")
+        raise RuntimeError(
+            f"{len(failed)} demo run(s) failed; first: {first.get('label')}: {first.get('error')}"
+        )
     for scenario in SCENARIOS:
         console.print(continual_table(records, scenario))
         console.print(verdict(records, scenario))
@@ -140,7 +146,14 @@ def continual_table(records: list[dict[str, Any]], scenario: str) -> Any:
     from obliviate.cli.learn import fmt
 
     table = Table(title=f"digits / {scenario} (5 experiences, {len(SEEDS)} seeds)")
-    for name, justify in (("strategy", "left"), ("ACC", "right"), ("BWT", "right"), ("forgetting", "right"), ("LA", "right"), ("time (s)", "right")):
+    for name, justify in (
+        ("strategy", "left"),
+        ("ACC", "right"),
+        ("BWT", "right"),
+        ("forgetting", "right"),
+        ("LA", "right"),
+        ("time (s)", "right"),
+    ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for strategy, agg in _by_strategy(records, scenario).items():
         m, s = agg["mean"], agg["std"]

@@ -15,7 +15,9 @@ def register(app: typer.Typer) -> None:
         hidden: str = typer.Option("100", help="MLP hidden widths, comma-separated"),
         seed: int = typer.Option(0),
         out: str = typer.Option("", help="write per-id counts here (.csv or .json)"),
-        data_dir: str = typer.Option(None, help="folder with the dataset's files (mnist, fashion-mnist)"),
+        data_dir: str = typer.Option(
+            None, help="folder with the dataset's files (mnist, fashion-mnist)"
+        ),
     ) -> None:
         """Train once, record every example's correctness at each presentation, count forgetting events."""
         import json
@@ -34,7 +36,9 @@ def register(app: typer.Typer) -> None:
         train, test = load_dataset(dataset, data_dir=data_dir)
         spec = ModelSpec(hidden=parse_int_tuple("--hidden", hidden), seed=seed)
         model = build_model(spec, train.sample_shape, train.n_classes)
-        log = record_presentations(model, train, TrainConfig(n_epochs=epochs, lr=lr, batch_size=batch_size, seed=seed))
+        log = record_presentations(
+            model, train, TrainConfig(n_epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+        )
         counts = forgetting_counts(log.correct)
         s = summary(log.correct)
         console = Console()
@@ -45,7 +49,10 @@ def register(app: typer.Typer) -> None:
             f"test accuracy {accuracy(model, test):.4f}"
         )
         hist = np.bincount(np.minimum(counts[np.isfinite(counts)], 10).astype(int), minlength=11)
-        console.print("forgetting events histogram (10 = 10+): " + ", ".join(f"{k}:{v}" for k, v in enumerate(hist)))
+        console.print(
+            "forgetting events histogram (10 = 10+): "
+            + ", ".join(f"{k}:{v}" for k, v in enumerate(hist))
+        )
         if out:
             if out.endswith(".json"):
                 text = json.dumps(
@@ -53,12 +60,22 @@ def register(app: typer.Typer) -> None:
                         "ids": log.ids.tolist(),
                         "forgetting_events": [None if np.isinf(c) else int(c) for c in counts],
                         "summary": s,
-                        "spec": {"dataset": dataset, "epochs": epochs, "lr": lr, "batch_size": batch_size, "hidden": list(spec.hidden), "seed": seed},
+                        "spec": {
+                            "dataset": dataset,
+                            "epochs": epochs,
+                            "lr": lr,
+                            "batch_size": batch_size,
+                            "hidden": list(spec.hidden),
+                            "seed": seed,
+                        },
                     }
                 )
             else:
                 lines = ["id,forgetting_events,never_learned"]
-                lines += [f"{i},{'' if np.isinf(c) else int(c)},{int(np.isinf(c))}" for i, c in zip(log.ids, counts, strict=True)]
+                lines += [
+                    f"{i},{'' if np.isinf(c) else int(c)},{int(np.isinf(c))}"
+                    for i, c in zip(log.ids, counts, strict=True)
+                ]
                 text = "\n".join(lines) + "\n"
             atomic_write_text(out, text)
             console.print(f"wrote {out}")

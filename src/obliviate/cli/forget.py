@@ -12,18 +12,33 @@ def register(app: typer.Typer) -> None:
     def forget(
         dataset: str = typer.Option("digits", help="dataset name (obliviate list datasets)"),
         forget_spec: str = typer.Option(
-            "class:3", "--forget", help="random:K | random:P% | class:C | subclass:C:K | source:FILE | ids:1,2,3"
+            "class:3",
+            "--forget",
+            help="random:K | random:P% | class:C | subclass:C:K | source:FILE | ids:1,2,3",
         ),
         method: str = typer.Option("retrain", help="unlearning method (obliviate list unlearners)"),
         seed: int = typer.Option(0, help="seed of the recipe, the forget-set draw and the method"),
-        seeds: str = typer.Option(None, help="several seeds, e.g. 0,1,2 or 0-4 (mean and std reported)"),
-        set_: list[str] = typer.Option(None, "--set", help="method hyperparameter key=value (repeatable)"),
+        seeds: str = typer.Option(
+            None, help="several seeds, e.g. 0,1,2 or 0-4 (mean and std reported)"
+        ),
+        set_: list[str] = typer.Option(
+            None, "--set", help="method hyperparameter key=value (repeatable)"
+        ),
         epochs: int = typer.Option(None, min=1, help="override the recipe's training epochs"),
-        quality: int = typer.Option(0, min=0, help="N > 0: NeurIPS-2023 forgetting quality over N vs N models"),
+        quality: int = typer.Option(
+            0, min=0, help="N > 0: NeurIPS-2023 forgetting quality over N vs N models"
+        ),
         relearn_cap: int = typer.Option(200, min=0, help="cap on relearn-attack steps"),
-        cache: str = typer.Option(None, help="cache folder for trained originals/oracles (default $OBLIVIATE_CACHE or ~/.cache/obliviate)"),
-        json_path: str = typer.Option(None, "--json", help="write the result(s) here as JSON (atomically)"),
-        data_dir: str = typer.Option(None, help="folder with the dataset's files (mnist, fashion-mnist)"),
+        cache: str = typer.Option(
+            None,
+            help="cache folder for trained originals/oracles (default $OBLIVIATE_CACHE or ~/.cache/obliviate)",
+        ),
+        json_path: str = typer.Option(
+            None, "--json", help="write the result(s) here as JSON (atomically)"
+        ),
+        data_dir: str = typer.Option(
+            None, help="folder with the dataset's files (mnist, fashion-mnist)"
+        ),
     ) -> None:
         """Train (or load) the original and the retrained oracle, unlearn, and print the comparison."""
         import math
@@ -37,14 +52,29 @@ def register(app: typer.Typer) -> None:
         from obliviate.unlearning import unlearner_class
         from obliviate.unlearning.run import CACHE_ENV, ForgetSpec, run_forget, write_json_atomic
 
-        torch.set_num_threads(1)  # the small models here run fastest (and fairest to time) on one thread
+        torch.set_num_threads(
+            1
+        )  # the small models here run fastest (and fairest to time) on one thread
         params = parse_sets(unlearner_class(method), set_)
-        cache_dir = cache or os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "obliviate")
+        cache_dir = (
+            cache
+            or os.environ.get(CACHE_ENV)
+            or os.path.join(os.path.expanduser("~"), ".cache", "obliviate")
+        )
         results = []
         for s in parse_seeds(seed, seeds):
-            spec = ForgetSpec(dataset=dataset, forget=forget_spec, method=method, seed=s, params=params,
-                              n_epochs=epochs, quality=quality, relearn_cap=relearn_cap, cache_dir=cache_dir,
-                              data_dir=data_dir)
+            spec = ForgetSpec(
+                dataset=dataset,
+                forget=forget_spec,
+                method=method,
+                seed=s,
+                params=params,
+                n_epochs=epochs,
+                quality=quality,
+                relearn_cap=relearn_cap,
+                cache_dir=cache_dir,
+                data_dir=data_dir,
+            )
             results.append(run_forget(spec))
 
         def cell(values: list[float], fmt: str = "{:.3f}") -> str:
@@ -56,16 +86,31 @@ def register(app: typer.Typer) -> None:
             return f"{fmt.format(statistics.mean(vals))} ± {fmt.format(statistics.stdev(vals))}"
 
         r0 = results[0]
-        table = Table(title=f"forget {forget_spec} on {dataset} with {method} ({r0['n_forget']} ids, "
-                      f"{len(results)} seed{'s' if len(results) > 1 else ''})")
-        for col in ("model", "retain acc", "forget acc", "test acc", "MIA AUC (loss)", "MIA AUC (entropy)", "MIA AUC (logistic)"):
+        table = Table(
+            title=f"forget {forget_spec} on {dataset} with {method} ({r0['n_forget']} ids, "
+            f"{len(results)} seed{'s' if len(results) > 1 else ''})"
+        )
+        for col in (
+            "model",
+            "retain acc",
+            "forget acc",
+            "test acc",
+            "MIA AUC (loss)",
+            "MIA AUC (entropy)",
+            "MIA AUC (logistic)",
+        ):
             table.add_column(col)
         for who in ("original", "oracle", "unlearned"):
             rs = [r[who] for r in results]
-            table.add_row(who if who != "unlearned" else method,
-                          cell([r["retain_acc"] for r in rs]), cell([r["forget_acc"] for r in rs]),
-                          cell([r["test_acc"] for r in rs]), cell([r["mia_auc"] for r in rs]),
-                          cell([r["mia"]["entropy_auc"] for r in rs]), cell([r["mia"]["logistic_auc"] for r in rs]))
+            table.add_row(
+                who if who != "unlearned" else method,
+                cell([r["retain_acc"] for r in rs]),
+                cell([r["forget_acc"] for r in rs]),
+                cell([r["test_acc"] for r in rs]),
+                cell([r["mia_auc"] for r in rs]),
+                cell([r["mia"]["entropy_auc"] for r in rs]),
+                cell([r["mia"]["logistic_auc"] for r in rs]),
+            )
         console = Console()
         console.print(table)
         console.print(

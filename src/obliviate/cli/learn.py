@@ -24,9 +24,13 @@ def check_json_target(path: str | Path) -> Path:
     """The output path, checked before any work is done: its folder must exist."""
     target = Path(path).expanduser()
     if target.is_dir():
-        raise ObliviateError(f"--json {str(target)!r} is a folder; give a file path such as result.json")
+        raise ObliviateError(
+            f"--json {str(target)!r} is a folder; give a file path such as result.json"
+        )
     if not target.parent.is_dir():
-        raise ObliviateError(f"--json {str(target)!r}: folder {str(target.parent)!r} does not exist; create it first")
+        raise ObliviateError(
+            f"--json {str(target)!r}: folder {str(target.parent)!r} does not exist; create it first"
+        )
     return target
 
 
@@ -76,7 +80,9 @@ def summary_table(title: str, rows: list[tuple[str, dict[str, Any]]], *, with_st
         table.add_column(name, justify="right")
     for label, agg in rows:
         m, s = agg["mean"], agg["std"] if with_std else {}
-        cells = [fmt(m[k], s.get(k)) for k in ("acc", "bwt", "fwt", "forgetting", "learning_accuracy")]
+        cells = [
+            fmt(m[k], s.get(k)) for k in ("acc", "bwt", "fwt", "forgetting", "learning_accuracy")
+        ]
         cells.append(fmt(m["seconds"], s.get("seconds"), digits=1))
         table.add_row(label, *cells)
     return table
@@ -106,29 +112,67 @@ def _seedless(spec: dict[str, Any], user_params: dict[str, Any]) -> dict[str, An
 def register(app: typer.Typer) -> None:
     @app.command("learn")
     def learn(
-        dataset: str = typer.Option("digits", "--dataset", help="digits | mnist1d | mnist | fashion-mnist | synthetic | npz:PATH"),
-        scenario: str = typer.Option("class-incremental", "--scenario", help="see `obliviate list scenarios`"),
+        dataset: str = typer.Option(
+            "digits",
+            "--dataset",
+            help="digits | mnist1d | mnist | fashion-mnist | synthetic | npz:PATH",
+        ),
+        scenario: str = typer.Option(
+            "class-incremental", "--scenario", help="see `obliviate list scenarios`"
+        ),
         experiences: int = typer.Option(5, "--experiences", help="number of experiences"),
         strategy: str = typer.Option("naive", "--strategy", help="see `obliviate list strategies`"),
         seed: int = typer.Option(0, "--seed", help="seeds model init, data order and class order"),
-        seeds: str | None = typer.Option(None, "--seeds", help="several seeds: 0,1,2 or a range 0-4 (overrides --seed)"),
-        epochs: int | None = typer.Option(None, "--epochs", help="epochs per experience (default: the dataset's recipe)"),
-        lr: float | None = typer.Option(None, "--lr", help="learning rate (default: the dataset's recipe)"),
-        batch_size: int | None = typer.Option(None, "--batch-size", help="minibatch size (default: the dataset's recipe)"),
-        optimizer: str | None = typer.Option(None, "--optimizer", help="sgd | adam (default: the dataset's recipe)"),
-        momentum: float | None = typer.Option(None, "--momentum", help="SGD momentum (default: the dataset's recipe)"),
-        model: str | None = typer.Option(None, "--model", help="mlp | cnn (default: the dataset's recipe)"),
-        hidden: str | None = typer.Option(None, "--hidden", help="hidden widths, e.g. 100,100 ('' = linear)"),
-        sets: list[str] | None = typer.Option(None, "--set", help="strategy hyperparameter key=value (repeatable)"),
-        scenario_sets: list[str] | None = typer.Option(
-            None, "--scenario-set", help="scenario parameter key=value, e.g. blurry=0.1 for online (repeatable)"
+        seeds: str | None = typer.Option(
+            None, "--seeds", help="several seeds: 0,1,2 or a range 0-4 (overrides --seed)"
         ),
-        json_path: str | None = typer.Option(None, "--json", help="write the JSON result here (atomically)"),
-        data_dir: str | None = typer.Option(None, "--data-dir", help="folder of IDX files (default: $OBLIVIATE_DATA)"),
-        eval_every: int | None = typer.Option(None, "--eval-every", help="continual evaluation every k steps"),
-        limit: int | None = typer.Option(None, "--limit", help="keep only the first N training rows"),
-        threads: int = typer.Option(1, "--threads", help="torch CPU threads (small models run fastest on 1)"),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar, no accuracy matrix"),
+        epochs: int | None = typer.Option(
+            None, "--epochs", help="epochs per experience (default: the dataset's recipe)"
+        ),
+        lr: float | None = typer.Option(
+            None, "--lr", help="learning rate (default: the dataset's recipe)"
+        ),
+        batch_size: int | None = typer.Option(
+            None, "--batch-size", help="minibatch size (default: the dataset's recipe)"
+        ),
+        optimizer: str | None = typer.Option(
+            None, "--optimizer", help="sgd | adam (default: the dataset's recipe)"
+        ),
+        momentum: float | None = typer.Option(
+            None, "--momentum", help="SGD momentum (default: the dataset's recipe)"
+        ),
+        model: str | None = typer.Option(
+            None, "--model", help="mlp | cnn (default: the dataset's recipe)"
+        ),
+        hidden: str | None = typer.Option(
+            None, "--hidden", help="hidden widths, e.g. 100,100 ('' = linear)"
+        ),
+        sets: list[str] | None = typer.Option(
+            None, "--set", help="strategy hyperparameter key=value (repeatable)"
+        ),
+        scenario_sets: list[str] | None = typer.Option(
+            None,
+            "--scenario-set",
+            help="scenario parameter key=value, e.g. blurry=0.1 for online (repeatable)",
+        ),
+        json_path: str | None = typer.Option(
+            None, "--json", help="write the JSON result here (atomically)"
+        ),
+        data_dir: str | None = typer.Option(
+            None, "--data-dir", help="folder of IDX files (default: $OBLIVIATE_DATA)"
+        ),
+        eval_every: int | None = typer.Option(
+            None, "--eval-every", help="continual evaluation every k steps"
+        ),
+        limit: int | None = typer.Option(
+            None, "--limit", help="keep only the first N training rows"
+        ),
+        threads: int = typer.Option(
+            1, "--threads", help="torch CPU threads (small models run fastest on 1)"
+        ),
+        quiet: bool = typer.Option(
+            False, "--quiet", "-q", help="no progress bar, no accuracy matrix"
+        ),
     ) -> None:
         """Learn a stream with a continual-learning strategy; print ACC, BWT, FWT, forgetting."""
         import torch
@@ -146,7 +190,10 @@ def register(app: typer.Typer) -> None:
         if scenario not in SCENARIOS:
             raise ObliviateError(f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
         scenario_params = parse_sets(
-            SCENARIOS[scenario], scenario_sets, exclude=("n_experiences", "seed"), option="--scenario-set"
+            SCENARIOS[scenario],
+            scenario_sets,
+            exclude=("n_experiences", "seed"),
+            option="--scenario-set",
         )
         widths = None if hidden is None else parse_int_tuple("--hidden", hidden)
         base = LearnSpec(
@@ -175,7 +222,14 @@ def register(app: typer.Typer) -> None:
         console = make_console()
         results = []
         for s in seed_list:
-            spec = LearnSpec.from_dict({**base.to_dict(), "seed": s, "params": {**params}, "scenario_params": {**scenario_params}})
+            spec = LearnSpec.from_dict(
+                {
+                    **base.to_dict(),
+                    "seed": s,
+                    "params": {**params},
+                    "scenario_params": {**scenario_params},
+                }
+            )
             results.append(run_learn(spec, progress=not quiet))
         agg = aggregate(results)
         title = f"{strategy} on {dataset} / {scenario} ({experiences} experiences, seeds {','.join(map(str, seed_list))})"
@@ -186,6 +240,11 @@ def register(app: typer.Typer) -> None:
             if len(results) == 1:
                 payload: Any = results[0]
             else:
-                payload = {"spec": _seedless(results[0]["spec"], params), "seeds": seed_list, "runs": results, **agg}
+                payload = {
+                    "spec": _seedless(results[0]["spec"], params),
+                    "seeds": seed_list,
+                    "runs": results,
+                    **agg,
+                }
             where = write_json_atomic(json_path, payload)
             console.print(f"wrote {where}")

@@ -11,7 +11,9 @@ KINDS = ("strategies", "unlearners", "datasets", "scenarios")
 
 def register(app: typer.Typer) -> None:
     @app.command("list")
-    def list_(kind: str = typer.Argument(..., help="strategies | unlearners | datasets | scenarios")) -> None:
+    def list_(
+        kind: str = typer.Argument(..., help="strategies | unlearners | datasets | scenarios"),
+    ) -> None:
         """List what obliviate offers of one kind."""
         from rich.console import Console
         from rich.table import Table
@@ -22,7 +24,12 @@ def register(app: typer.Typer) -> None:
         if kind == "strategies":
             from obliviate.continual import STRATEGIES, strategy_class
 
-            table.add_column("name"), table.add_column("needs boundaries"), table.add_column("needs task ids"), table.add_column("summary")
+            (
+                table.add_column("name"),
+                table.add_column("needs boundaries"),
+                table.add_column("needs task ids"),
+                table.add_column("summary"),
+            )
             for name in sorted(STRATEGIES):
                 cls = strategy_class(name)
                 doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
@@ -30,7 +37,12 @@ def register(app: typer.Typer) -> None:
         elif kind == "unlearners":
             from obliviate.unlearning import UNLEARNERS, unlearner_class
 
-            table.add_column("name"), table.add_column("guarantee"), table.add_column("needs"), table.add_column("summary")
+            (
+                table.add_column("name"),
+                table.add_column("guarantee"),
+                table.add_column("needs"),
+                table.add_column("summary"),
+            )
             for name in sorted(UNLEARNERS):
                 cls = unlearner_class(name)
                 doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""

@@ -18,7 +18,9 @@ def trainable_params(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 def flat_grad(params: list[nn.Parameter]) -> Tensor:
     """The concatenated ``.grad`` of ``params`` (zeros where a gradient is None)."""
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    return torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+    )
 
 
 def write_flat_grad(params: list[nn.Parameter], flat: Tensor) -> None:
@@ -35,11 +37,18 @@ def write_flat_grad(params: list[nn.Parameter], flat: Tensor) -> None:
             p.grad.copy_(part)
 
 
-def loss_gradient(model: nn.Module, params: list[nn.Parameter], x: Tensor, y: Tensor, task: Tensor | None) -> Tensor:
+def loss_gradient(
+    model: nn.Module, params: list[nn.Parameter], x: Tensor, y: Tensor, task: Tensor | None
+) -> Tensor:
     """Flat gradient of the mean cross-entropy on ``(x, y)``; ``.grad`` is left untouched."""
     loss = nn.functional.cross_entropy(logits(model, x, task), y)
     grads = torch.autograd.grad(loss, params, allow_unused=True)
-    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params, strict=True)])
+    return torch.cat(
+        [
+            (g if g is not None else torch.zeros_like(p)).reshape(-1)
+            for g, p in zip(grads, params, strict=True)
+        ]
+    )
 
 
 # ---- episodic memories, one per experience ------------------------------------------------
@@ -49,7 +58,9 @@ def memory_quotas(memory_size: int, n_memories: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(n_memories)]
 
 
-def add_experience_memory(memories: list[Dataset], data: Dataset, memory_size: int, gen: torch.Generator) -> None:
+def add_experience_memory(
+    memories: list[Dataset], data: Dataset, memory_size: int, gen: torch.Generator
+) -> None:
     """Append a random sample of ``data`` as a new per-experience memory, in place.
 
     Every memory then holds at most its equal share of ``memory_size`` (older memories keep a

@@ -35,7 +35,14 @@ class ReservoirBuffer:
     def __len__(self) -> int:
         return self._filled
 
-    def add(self, x: Tensor, y: Tensor, ids: Tensor, task: Tensor | None = None, extra: Tensor | None = None) -> None:
+    def add(
+        self,
+        x: Tensor,
+        y: Tensor,
+        ids: Tensor,
+        task: Tensor | None = None,
+        extra: Tensor | None = None,
+    ) -> None:
         """Offer a batch to the reservoir (Algorithm R, one sample at a time)."""
         x, y, ids = x.detach(), y.detach(), ids.detach()
         task = torch.full_like(y, -1) if task is None else task.detach()
@@ -57,7 +64,12 @@ class ReservoirBuffer:
                 slot = int(draws[k] % (self.n_seen + 1))
             self.n_seen += 1
             if slot < self.memory_size:
-                self.x[slot], self.y[slot], self.ids[slot], self.task[slot] = x[k], y[k], ids[k], task[k]
+                self.x[slot], self.y[slot], self.ids[slot], self.task[slot] = (
+                    x[k],
+                    y[k],
+                    ids[k],
+                    task[k],
+                )
                 if self.extra is not None and extra is not None:
                     self.extra[slot] = extra[k]
 
@@ -67,7 +79,13 @@ class ReservoirBuffer:
             return {"x": None, "y": self.y, "ids": self.ids, "task": self.task, "extra": None}
         f = self._filled
         extra = None if self.extra is None else self.extra[:f]
-        return {"x": self.x[:f], "y": self.y[:f], "ids": self.ids[:f], "task": self.task[:f], "extra": extra}
+        return {
+            "x": self.x[:f],
+            "y": self.y[:f],
+            "ids": self.ids[:f],
+            "task": self.task[:f],
+            "extra": extra,
+        }
 
     def sample(self, n: int, gen: torch.Generator) -> Tensor:
         """Indices of ``min(n, len)`` distinct stored samples, drawn with ``gen``."""
@@ -114,7 +132,12 @@ class ClassBalancedBuffer:
             n_before = self.n_seen.get(c, 0)
             self.n_seen[c] = n_before + int(rows.numel())
             if kept is None:
-                kept = {"x": x[rows[:0]].detach().clone(), "y": y[rows[:0]].clone(), "ids": ids[rows[:0]].clone(), "task": task[rows[:0]].clone()}
+                kept = {
+                    "x": x[rows[:0]].detach().clone(),
+                    "y": y[rows[:0]].clone(),
+                    "ids": ids[rows[:0]].clone(),
+                    "task": task[rows[:0]].clone(),
+                }
             # Algorithm R within the class: sample j (0-based among the class's samples) goes in
             # while there is room, otherwise replaces slot r ~ U{0..j} if r < quota.
             slots = [int(i) for i in range(kept["y"].numel())]
@@ -153,7 +176,9 @@ class ClassBalancedBuffer:
             e = torch.empty(0, dtype=torch.int64)
             return {"x": None, "y": e, "ids": e, "task": e, "extra": None}
         parts = [self.per_class[c] for c in sorted(self.per_class)]
-        out: dict[str, Tensor | None] = {k: torch.cat([p[k] for p in parts]) for k in ("x", "y", "ids", "task")}
+        out: dict[str, Tensor | None] = {
+            k: torch.cat([p[k] for p in parts]) for k in ("x", "y", "ids", "task")
+        }
         out["extra"] = None
         return out
 

@@ -26,7 +26,9 @@ class Cumulative(Strategy):
     Nature Machine Intelligence 4, 1185-1197.
     """
 
-    needs_task_boundaries: ClassVar[bool] = True  # "seen" re-reads past experiences by their boundaries
+    needs_task_boundaries: ClassVar[bool] = (
+        True  # "seen" re-reads past experiences by their boundaries
+    )
     data_view: ClassVar[DataView] = "seen"
 
     def __init__(self) -> None:

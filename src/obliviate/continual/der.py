@@ -24,7 +24,9 @@ def check_replay_params(owner: str, memory_size: object, seed: object, **weights
         check_number(name, value, low=0, owner=owner)
 
 
-def buffer_batch(buffer: ReservoirBuffer, n: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+def buffer_batch(
+    buffer: ReservoirBuffer, n: int, gen: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
     """``min(n, len(buffer))`` distinct stored samples: ``(x, y, task or None, stored logits)``."""
     stored = buffer.filled()
     idx = buffer.sample(n, gen)

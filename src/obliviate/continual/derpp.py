@@ -50,7 +50,9 @@ class DERpp(Strategy):
 
     keeps_memory: ClassVar[bool] = True
 
-    def __init__(self, *, memory_size: int = 200, alpha: float = 0.1, beta: float = 0.5, seed: int = 0) -> None:
+    def __init__(
+        self, *, memory_size: int = 200, alpha: float = 0.1, beta: float = 0.5, seed: int = 0
+    ) -> None:
         check_replay_params("DERpp", memory_size, seed, alpha=alpha, beta=beta)
         self.memory_size = memory_size
         self.alpha = alpha

@@ -104,7 +104,9 @@ class EWC(Strategy):
             return loss
         params = dict(model.named_parameters())
         for importance, anchor in getattr(self, "penalties_", []):
-            loss = loss + (self.reg_strength / 2) * quadratic_penalty(model, importance, anchor, params)
+            loss = loss + (self.reg_strength / 2) * quadratic_penalty(
+                model, importance, anchor, params
+            )
         return loss
 
     def end(self, model: nn.Module, experience: Experience) -> None:
@@ -117,7 +119,9 @@ class EWC(Strategy):
             key=("ewc-fisher", experience.index),
         )
         anchor = snapshot(model)
-        past: list[tuple[dict[str, Tensor], dict[str, Tensor]]] = list(getattr(self, "penalties_", []))
+        past: list[tuple[dict[str, Tensor], dict[str, Tensor]]] = list(
+            getattr(self, "penalties_", [])
+        )
         if self.mode == "online" and past:
             running = past[0][0]
             fisher = {n: self.gamma * running[n] + f for n, f in fisher.items()}

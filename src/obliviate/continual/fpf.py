@@ -162,18 +162,27 @@ class FPF(Strategy):
 
     def _fpf_round(self, model: nn.Module) -> None:
         """Rank modules by sensitivity on the buffer, then SGD on the top ``n_modules`` only."""
-        modules = {n: m for n, m in model.named_modules() if any(p.requires_grad for p in m.parameters(recurse=False))}
+        modules = {
+            n: m
+            for n, m in model.named_modules()
+            if any(p.requires_grad for p in m.parameters(recurse=False))
+        }
         was_training = model.training
         model.train()
         try:
             with torch.enable_grad():
-                params = {n: [p for p in m.parameters(recurse=False) if p.requires_grad] for n, m in modules.items()}
+                params = {
+                    n: [p for p in m.parameters(recurse=False) if p.requires_grad]
+                    for n, m in modules.items()
+                }
                 flat = [p for ps in params.values() for p in ps]
                 grads = torch.autograd.grad(self._buffer_loss(model), flat, allow_unused=True)
             by_param = {id(p): g for p, g in zip(flat, grads, strict=True)}
             score = {}
             for n, ps in params.items():
-                sq = sum(float((by_param[id(p)] ** 2).sum()) for p in ps if by_param[id(p)] is not None)
+                sq = sum(
+                    float((by_param[id(p)] ** 2).sum()) for p in ps if by_param[id(p)] is not None
+                )
                 score[n] = sq / sum(p.numel() for p in ps)
             ranked = sorted(score, key=lambda n: (-score[n], n))
             self.selected_ = ranked[: self.n_modules]
@@ -183,7 +192,9 @@ class FPF(Strategy):
                 gen = generator(self.seed, "fpf-round", self.n_rounds_, step)
                 idx = self.buffer_.sample(self.fpf_batch_size, gen)
                 with torch.enable_grad():
-                    grads = torch.autograd.grad(self._buffer_loss(model, idx), tuned, allow_unused=True)
+                    grads = torch.autograd.grad(
+                        self._buffer_loss(model, idx), tuned, allow_unused=True
+                    )
                 with torch.no_grad():
                     for p, g in zip(tuned, grads, strict=True):
                         if g is not None:

@@ -18,7 +18,9 @@ from obliviate.models.base import logits
 __all__ = ["GDumb", "greedy_balanced_update"]
 
 
-def greedy_balanced_update(memory_y: Tensor, new_y: Tensor, memory_size: int, gen: torch.Generator) -> list[tuple[int, int]]:
+def greedy_balanced_update(
+    memory_y: Tensor, new_y: Tensor, memory_size: int, gen: torch.Generator
+) -> list[tuple[int, int]]:
     """GDumb's greedy class-balancing sampler (Algorithm 1), applied to ``new_y`` in order.
 
     ``memory_y`` are the labels in memory now (slot ``i`` holds ``memory_y[i]``). A new sample of
@@ -115,7 +117,11 @@ class GDumb(Strategy):
 
     def _update_memory(self, experience: Experience) -> None:
         data = experience.train
-        data = data.subset(torch.randperm(len(data), generator=generator(self.seed, "gdumb-order", experience.index)))
+        data = data.subset(
+            torch.randperm(
+                len(data), generator=generator(self.seed, "gdumb-order", experience.index)
+            )
+        )
         gen = generator(self.seed, "gdumb-sampler", experience.index)
         memory = self.memory_
         old_y = torch.empty(0, dtype=torch.int64) if memory is None else memory.y
@@ -137,10 +143,16 @@ class GDumb(Strategy):
             x[keep], y[keep], ids[keep] = memory.x[keep], memory.y[keep], memory.ids[keep]
             if task is not None and memory.task is not None:
                 task[keep] = memory.task[keep]
-        x[slots_new], y[slots_new], ids[slots_new] = data.x[rows_new], data.y[rows_new], data.ids[rows_new]
+        x[slots_new], y[slots_new], ids[slots_new] = (
+            data.x[rows_new],
+            data.y[rows_new],
+            data.ids[rows_new],
+        )
         if task is not None and data.task is not None:
             task[slots_new] = data.task[rows_new]
-        self.memory_ = Dataset(x=x, y=y, ids=ids, n_classes=data.n_classes, task=task, name="gdumb-memory")
+        self.memory_ = Dataset(
+            x=x, y=y, ids=ids, n_classes=data.n_classes, task=task, name="gdumb-memory"
+        )
 
     def _next_rows(self, n: int) -> Tensor:
         """The next ``n`` memory rows, epoch after epoch, each epoch in a fresh seeded order."""

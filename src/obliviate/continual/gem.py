@@ -73,7 +73,9 @@ class GEM(Strategy):
     needs_task_boundaries: ClassVar[bool] = True
     keeps_memory: ClassVar[bool] = True
 
-    def __init__(self, *, memory_size: int = 200, memory_strength: float = 0.5, seed: int = 0) -> None:
+    def __init__(
+        self, *, memory_size: int = 200, memory_strength: float = 0.5, seed: int = 0
+    ) -> None:
         check_number("memory_size", memory_size, low=1, integer=True, owner="GEM")
         check_number("memory_strength", memory_strength, low=0, owner="GEM")
         check_number("seed", seed, integer=True, owner="GEM")

@@ -45,7 +45,9 @@ def herding(features: Tensor, m: int) -> Tensor:
     return torch.tensor(picks, dtype=torch.int64)
 
 
-def nme_weights(class_features: dict[int, Tensor], n_classes: int, feature_dim: int) -> tuple[Tensor, Tensor]:
+def nme_weights(
+    class_features: dict[int, Tensor], n_classes: int, feature_dim: int
+) -> tuple[Tensor, Tensor]:
     """Weights and bias of a linear layer that computes the nearest-mean-of-exemplars rule.
 
     With ``mu_c`` the re-normalised mean of the normalised exemplar features of class ``c``,
@@ -163,7 +165,9 @@ class ICaRL(Strategy):
         memory = self.memory_
         if memory is not None and self.replay_ratio_ > 0:
             n = min(len(memory), math.ceil(x.shape[0] * self.replay_ratio_))
-            idx = torch.randperm(len(memory), generator=generator(self.seed, "icarl", self.n_steps_))[:n]
+            idx = torch.randperm(
+                len(memory), generator=generator(self.seed, "icarl", self.n_steps_)
+            )[:n]
             x, y = torch.cat([x, memory.x[idx]]), torch.cat([y, memory.y[idx]])
             if task is not None and memory.task is not None:
                 task = torch.cat([task, memory.task[idx]])
@@ -176,7 +180,9 @@ class ICaRL(Strategy):
                 q = torch.sigmoid(logits(self.old_model_, x, task)[:, self.old_classes_])
             target[:, self.old_classes_] = q
         cols = self.columns_
-        bce = nn.functional.binary_cross_entropy_with_logits(out[:, cols], target[:, cols], reduction="none")
+        bce = nn.functional.binary_cross_entropy_with_logits(
+            out[:, cols], target[:, cols], reduction="none"
+        )
         return bce.sum(dim=1).mean()
 
     @torch.no_grad()
@@ -193,7 +199,9 @@ class ICaRL(Strategy):
         model.eval()
         try:
             for c in list(self.exemplars_):
-                self.exemplars_[c] = self.exemplars_[c].subset(torch.arange(min(m, len(self.exemplars_[c]))))
+                self.exemplars_[c] = self.exemplars_[c].subset(
+                    torch.arange(min(m, len(self.exemplars_[c])))
+                )
             data = experience.train
             for c in experience.classes:
                 pool = data.subset(data.y == c)

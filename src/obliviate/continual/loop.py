@@ -33,7 +33,9 @@ class LoopState:
     rows: list[list[float]]
     initial_accuracy: list[float]
     step: int = 0
-    curves: dict[str, list] = field(default_factory=lambda: {"step": [], "experience": [], "acc": []})
+    curves: dict[str, list] = field(
+        default_factory=lambda: {"step": [], "experience": [], "acc": []}
+    )
     seconds: float = 0.0
 
 

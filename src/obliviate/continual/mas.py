@@ -19,7 +19,9 @@ from obliviate.models.base import Model
 __all__ = ["MAS", "output_norm_importance"]
 
 
-def output_norm_importance(model: nn.Module, data: Dataset, *, chunk_size: int = 256) -> dict[str, Tensor]:
+def output_norm_importance(
+    model: nn.Module, data: Dataset, *, chunk_size: int = 256
+) -> dict[str, Tensor]:
     """MAS importance (eq. 3-4): ``Omega_k = mean_n |d ||F(x_n)||_2^2 / d theta_k|``.
 
     ``F(x)`` is the model's output (the logits, full width); the gradient is taken per sample
@@ -36,7 +38,10 @@ def output_norm_importance(model: nn.Module, data: Dataset, *, chunk_size: int =
         if data.task is None:
             groups = [(torch.arange(len(data)), None)]
         else:  # a task tensor cannot be vmapped through a multi-head model: one group per task
-            groups = [((data.task == t).nonzero().reshape(-1), t.reshape(1)) for t in torch.unique(data.task)]
+            groups = [
+                ((data.task == t).nonzero().reshape(-1), t.reshape(1))
+                for t in torch.unique(data.task)
+            ]
         for rows, task in groups:
 
             def sq_norm(p: Mapping[str, Tensor], xi: Tensor, task: Tensor | None = task) -> Tensor:

@@ -53,7 +53,9 @@ class _EvalMasks:
         self.masks = masks
         self.active = False
 
-    def __call__(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Tensor) -> Tensor | None:
+    def __call__(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Tensor
+    ) -> Tensor | None:
         if module.training or self.active:
             return None
         task = args[1] if len(args) > 1 else kwargs.get("task")
@@ -159,7 +161,15 @@ class PackNet(Strategy):
         batch_size: int = 32,
         seed: int = 0,
     ) -> None:
-        check_number("prune_ratio", prune_ratio, low=0, high=1, low_open=True, high_open=True, owner="PackNet")
+        check_number(
+            "prune_ratio",
+            prune_ratio,
+            low=0,
+            high=1,
+            low_open=True,
+            high_open=True,
+            owner="PackNet",
+        )
         check_choice("granularity", granularity, GRANULARITIES, owner="PackNet")
         check_number("retrain_epochs", retrain_epochs, low=0, integer=True, owner="PackNet")
         check_number("retrain_lr", retrain_lr, low=0, low_open=True, owner="PackNet")
@@ -178,12 +188,16 @@ class PackNet(Strategy):
             self.masks_ = PackNetMasks()
             self.values_: dict[str, Tensor] = {}
             self.prunable_ = _prunable_names(model)
-            self.masks_.owner = {n: torch.full(p.shape, FREE, dtype=torch.int64) for n, p in trainable_params(model)}
+            self.masks_.owner = {
+                n: torch.full(p.shape, FREE, dtype=torch.int64) for n, p in trainable_params(model)
+            }
         task = _task_of(experience)
         self.masks_.training = task
         if self.granularity == "unit" and self.masks_.rank:
             self._reinit_free_units(model, experience)
-        self.touched_ = {n: torch.zeros(p.shape, dtype=torch.bool) for n, p in trainable_params(model)}
+        self.touched_ = {
+            n: torch.zeros(p.shape, dtype=torch.bool) for n, p in trainable_params(model)
+        }
         _install_hook(model, self.masks_)
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
@@ -255,9 +269,13 @@ class PackNet(Strategy):
                     continue
                 bound = rows.shape[1] ** -0.5
                 gen = generator(self.seed, "packnet-reinit", experience.index, name)
-                rows[free] = (torch.rand((free.numel(), rows.shape[1]), generator=gen) * 2 - 1) * bound
+                rows[free] = (
+                    torch.rand((free.numel(), rows.shape[1]), generator=gen) * 2 - 1
+                ) * bound
                 if name in biases:
-                    params[biases[name]][free] = (torch.rand(free.numel(), generator=gen) * 2 - 1) * bound
+                    params[biases[name]][free] = (
+                        torch.rand(free.numel(), generator=gen) * 2 - 1
+                    ) * bound
 
     def _restore(self, model: nn.Module) -> None:
         if not self.values_:
@@ -279,9 +297,13 @@ class PackNet(Strategy):
         gen = generator(self.seed, "packnet-retrain", experience.index)
         try:
             for _ in range(self.retrain_epochs):
-                for batch in batches(experience.train, self.batch_size, gen, experience=experience.index):
+                for batch in batches(
+                    experience.train, self.batch_size, gen, experience=experience.index
+                ):
                     with torch.enable_grad():
-                        grads = torch.autograd.grad(cross_entropy(model, batch), params, allow_unused=True)
+                        grads = torch.autograd.grad(
+                            cross_entropy(model, batch), params, allow_unused=True
+                        )
                     with torch.no_grad():
                         for p, g, m in zip(params, grads, update, strict=True):
                             if g is not None:

@@ -86,13 +86,24 @@ def distillation_loss(student: Tensor, teacher: Tensor, temperature: float) -> T
 # ---- per-sample gradients ----------------------------------------------------------------------
 
 
-def _call(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor, task: Tensor | None) -> Tensor:
+def _call(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    buffers: Mapping[str, Tensor],
+    x: Tensor,
+    task: Tensor | None,
+) -> Tensor:
     args = (x, task) if isinstance(model, Model) else (x,)
     return functional_call(model, ({**params}, {**buffers}), args)
 
 
 def per_sample_grads(
-    model: nn.Module, x: Tensor, y: Tensor | None, task: Tensor | None = None, *, chunk_size: int = 64
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None,
+    task: Tensor | None = None,
+    *,
+    chunk_size: int = 64,
 ) -> dict[str, Tensor]:
     """Per-sample gradients, vectorised as one batched backward pass.
 
@@ -114,7 +125,9 @@ def per_sample_grads(
     parts: dict[str, list[Tensor]] = {k: [] for k in names}
     n_out = 1
     # the batched backward costs (cotangents x rows of the graph): keep both small per block
-    n_classes = int(_call(model, params, buffers, x[:1], None if task is None else task[:1]).shape[1])
+    n_classes = int(
+        _call(model, params, buffers, x[:1], None if task is None else task[:1]).shape[1]
+    )
     per_row = 1 if y is not None else n_classes
     rows = max(1, chunk_size // per_row)
     for start in range(0, x.shape[0], rows):
@@ -125,14 +138,18 @@ def per_sample_grads(
         n_out = values.shape[1]
         flat = values.reshape(-1)
         cotangents = torch.eye(flat.numel(), dtype=flat.dtype)
-        grads = torch.autograd.grad(flat, list(params.values()), cotangents, allow_unused=True, is_grads_batched=True)
+        grads = torch.autograd.grad(
+            flat, list(params.values()), cotangents, allow_unused=True, is_grads_batched=True
+        )
         for k, g, p in zip(names, grads, params.values(), strict=True):
             parts[k].append(p.new_zeros((flat.numel(), *p.shape)) if g is None else g.detach())
     shape = (x.shape[0],) if y is not None else (x.shape[0], n_out)
     return {k: torch.cat(v).reshape(*shape, *params[k].shape) for k, v in parts.items()}
 
 
-def per_sample_grads_loop(model: nn.Module, x: Tensor, y: Tensor | None, task: Tensor | None = None) -> dict[str, Tensor]:
+def per_sample_grads_loop(
+    model: nn.Module, x: Tensor, y: Tensor | None, task: Tensor | None = None
+) -> dict[str, Tensor]:
     """The brute-force reference of :func:`per_sample_grads`: one ``autograd.grad`` per sample
     (and per class when ``y`` is None)."""
     params = trainable(model)
@@ -140,13 +157,22 @@ def per_sample_grads_loop(model: nn.Module, x: Tensor, y: Tensor | None, task: T
     rows: dict[str, list[Tensor]] = {k: [] for k in names}
     for i in range(x.shape[0]):
         t = None if task is None else task[i : i + 1]
-        logp = torch.log_softmax(_call(model, params, dict(model.named_buffers()), x[i : i + 1], t), dim=1)[0]
+        logp = torch.log_softmax(
+            _call(model, params, dict(model.named_buffers()), x[i : i + 1], t), dim=1
+        )[0]
         targets = range(logp.shape[0]) if y is None else [int(y[i])]
         per_class = []
         for c in targets:
             value = logp[c] if y is None else -logp[c]
-            gs = torch.autograd.grad(value, list(params.values()), retain_graph=True, allow_unused=True)
-            per_class.append([torch.zeros_like(p) if g is None else g for g, p in zip(gs, params.values(), strict=True)])
+            gs = torch.autograd.grad(
+                value, list(params.values()), retain_graph=True, allow_unused=True
+            )
+            per_class.append(
+                [
+                    torch.zeros_like(p) if g is None else g
+                    for g, p in zip(gs, params.values(), strict=True)
+                ]
+            )
         for j, k in enumerate(names):
             stacked = torch.stack([g[j] for g in per_class])
             rows[k].append(stacked if y is None else stacked[0])
@@ -198,7 +224,9 @@ def diagonal_fisher(
                 g = per_sample_grads_loop(model, x, labels, task)
             if fisher == "true":
                 with torch.no_grad():
-                    p = torch.softmax(_call(model, trainable(model), dict(model.named_buffers()), x, task), dim=1)
+                    p = torch.softmax(
+                        _call(model, trainable(model), dict(model.named_buffers()), x, task), dim=1
+                    )
             for name in sums:
                 sq = g[name].detach().pow(2)
                 if fisher == "true":

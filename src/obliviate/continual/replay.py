@@ -68,7 +68,9 @@ class Replay(Strategy):
         check_number("memory_size", memory_size, low=1, integer=True, owner="Replay")
         check_choice("buffer", buffer, BUFFERS, owner="Replay")
         if replay_batch_size is not None:
-            check_number("replay_batch_size", replay_batch_size, low=1, integer=True, owner="Replay")
+            check_number(
+                "replay_batch_size", replay_batch_size, low=1, integer=True, owner="Replay"
+            )
         check_number("seed", seed, integer=True, owner="Replay")
         self.memory_size = memory_size
         self.buffer = buffer
@@ -95,7 +97,9 @@ class Replay(Strategy):
     def end(self, model: nn.Module, experience: Experience) -> None:
         if getattr(self, "memory_", None) is None:
             cls = ReservoirBuffer if self.buffer == "reservoir" else ClassBalancedBuffer
-            self.memory_: ReservoirBuffer | ClassBalancedBuffer = cls(memory_size=self.memory_size, seed=self.seed)
+            self.memory_: ReservoirBuffer | ClassBalancedBuffer = cls(
+                memory_size=self.memory_size, seed=self.seed
+            )
             self.n_replayed_ = 0
         data = experience.train
         if isinstance(self.memory_, ReservoirBuffer):

@@ -105,7 +105,12 @@ class SI(Strategy):
                 continue
             g = p.grad.detach().clone()
             if self._penalised() and name in self.importance_:  # type: ignore[operator]
-                g -= 2 * self.reg_strength * self.importance_[name] * (p.detach() - self.anchor_[name])  # type: ignore[index]
+                g -= (
+                    2
+                    * self.reg_strength
+                    * self.importance_[name]
+                    * (p.detach() - self.anchor_[name])
+                )  # type: ignore[index]
             grads[name] = g
         self.before_ = {name: params[name].detach().clone() for name in grads}
         self.task_grad_ = grads

@@ -85,11 +85,11 @@ def _find_idx_folder(name: str, data_dir: str | None) -> Path:
         candidates.append(Path("/usr/share/dataset-fashion-mnist"))
         candidates.append(Path("/usr/share/fashion-mnist"))
     for folder in candidates:
-        if all(
-            (folder / f).exists() or (folder / (f + ".gz")).exists() for f in IDX_FILES
-        ):
+        if all((folder / f).exists() or (folder / (f + ".gz")).exists() for f in IDX_FILES):
             return folder
-    where = ", ".join(str(c) for c in candidates) or "nowhere (no --data-dir and no $" + DATA_ENV + ")"
+    where = (
+        ", ".join(str(c) for c in candidates) or "nowhere (no --data-dir and no $" + DATA_ENV + ")"
+    )
     raise ObliviateError(
         f"{name}: no folder with its IDX files; looked in {where}. Put the four files "
         f"{', '.join(f + '[.gz]' for f in IDX_FILES)} in a folder and pass --data-dir DIR "
@@ -118,7 +118,12 @@ def _idx_source(name: str) -> Callable[[str | None], Raw]:
 
 
 def synthetic_arrays(
-    *, n_classes: int = 4, n_per_class: int = 60, n_features: int = 8, spread: float = 1.0, seed: int = 0
+    *,
+    n_classes: int = 4,
+    n_per_class: int = 60,
+    n_features: int = 8,
+    spread: float = 1.0,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian blobs: class ``c`` is centred on a random unit-scale mean, noise ``spread``."""
     rng = np.random.default_rng(seed)
@@ -136,7 +141,9 @@ def _synthetic(data_dir: str | None) -> Raw:
 def _npz(path: str) -> Raw:
     p = Path(path).expanduser()
     if not p.exists():
-        raise ObliviateError(f"npz file {str(p)!r} does not exist; give npz:PATH to a .npz with arrays x and y")
+        raise ObliviateError(
+            f"npz file {str(p)!r} does not exist; give npz:PATH to a .npz with arrays x and y"
+        )
     with np.load(p) as f:
         keys = set(f.files)
         if not {"x", "y"} <= keys:
@@ -166,7 +173,9 @@ DATASET_HELP = {
 
 
 # ---- splitting and standardisation ---------------------------------------------------------
-def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    y: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic stratified split: row indices (train, test), each sorted."""
     rng = np.random.default_rng(seed)
     train, test = [], []
@@ -234,10 +243,17 @@ def load_dataset(
 
 
 def synthetic_dataset(
-    *, n_classes: int = 4, n_per_class: int = 60, n_features: int = 8, seed: int = 0, test_fraction: float = 0.25
+    *,
+    n_classes: int = 4,
+    n_per_class: int = 60,
+    n_features: int = 8,
+    seed: int = 0,
+    test_fraction: float = 0.25,
 ) -> tuple[Dataset, Dataset]:
     """A small standardised Gaussian-blob (train, test) pair for tests."""
-    x, y = synthetic_arrays(n_classes=n_classes, n_per_class=n_per_class, n_features=n_features, seed=seed)
+    x, y = synthetic_arrays(
+        n_classes=n_classes, n_per_class=n_per_class, n_features=n_features, seed=seed
+    )
     full = Dataset.from_arrays(x, y, n_classes=n_classes, name="synthetic")
     tr, te = stratified_split(y, test_fraction, seed)
     return standardize(full.subset(tr), full.subset(te).renamed("synthetic:test"))

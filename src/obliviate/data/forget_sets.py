@@ -41,7 +41,9 @@ def _int(text: str, what: str, spec: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise ObliviateError(f"forget spec {spec!r}: {what} {text!r} is not an integer; {_HELP}") from None
+        raise ObliviateError(
+            f"forget spec {spec!r}: {what} {text!r} is not an integer; {_HELP}"
+        ) from None
     if value < 0:
         raise ObliviateError(f"forget spec {spec!r}: {what} must be >= 0, got {value}")
     return value
@@ -53,13 +55,17 @@ def _count(text: str, n: int, spec: str) -> int:
         try:
             pct = float(text[:-1])
         except ValueError:
-            raise ObliviateError(f"forget spec {spec!r}: {text!r} is not a percentage like 10%") from None
+            raise ObliviateError(
+                f"forget spec {spec!r}: {text!r} is not a percentage like 10%"
+            ) from None
         if not 0.0 <= pct <= 100.0:
             raise ObliviateError(f"forget spec {spec!r}: percentage must be in 0..100, got {pct}")
         return int(round(pct / 100.0 * n))
     k = _int(text, "count", spec)
     if k > n:
-        raise ObliviateError(f"forget spec {spec!r}: asks for {k} samples but only {n} are available")
+        raise ObliviateError(
+            f"forget spec {spec!r}: asks for {k} samples but only {n} are available"
+        )
     return k
 
 
@@ -85,7 +91,9 @@ def read_id_file(path: str | Path) -> Tensor:
     """Ids from a text file (one per line, ``#`` comments) or a ``.npy`` integer array."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise ObliviateError(f"id file {str(p)!r} does not exist; give source:FILE with one id per line or a .npy")
+        raise ObliviateError(
+            f"id file {str(p)!r} does not exist; give source:FILE with one id per line or a .npy"
+        )
     if p.suffix == ".npy":
         arr = np.load(p, allow_pickle=False)
         if arr.size and not np.issubdtype(arr.dtype, np.integer):
@@ -119,7 +127,9 @@ def forget_ids(train: Dataset, spec: str, *, seed: int = 0) -> Tensor:
     if kind == "subclass":
         c_text, sep, k_text = rest.partition(":")
         if not sep:
-            raise ObliviateError(f"forget spec {spec!r}: subclass needs subclass:C:K or subclass:C:P%")
+            raise ObliviateError(
+                f"forget spec {spec!r}: subclass needs subclass:C:K or subclass:C:P%"
+            )
         (c,) = _classes(c_text, train, spec)
         pool = train.ids[train.y == c]
         k = _count(k_text.strip(), pool.numel(), spec)
@@ -140,7 +150,11 @@ def build_request(train: Dataset, spec: str | Tensor, *, seed: int = 0, recipe=N
     """
     from obliviate.unlearning.base import ForgetRequest
 
-    ids = forget_ids(train, spec, seed=seed) if isinstance(spec, str) else torch.unique(as_id_tensor(spec))
+    ids = (
+        forget_ids(train, spec, seed=seed)
+        if isinstance(spec, str)
+        else torch.unique(as_id_tensor(spec))
+    )
     if ids.numel() == 0:
         warnings.warn(
             f"forget spec {spec!r} selects no training sample of {train.name!r}; unlearning is the identity",

@@ -102,12 +102,16 @@ def _class_split(
     )
 
 
-def class_incremental(train: Dataset, test: Dataset, *, n_experiences: int = 5, seed: int = 0) -> Stream:
+def class_incremental(
+    train: Dataset, test: Dataset, *, n_experiences: int = 5, seed: int = 0
+) -> Stream:
     """Split the classes into ``n_experiences`` equal groups (order drawn from ``seed``); one head."""
     return _class_split(train, test, n_experiences, seed, False, "class-incremental")
 
 
-def task_incremental(train: Dataset, test: Dataset, *, n_experiences: int = 5, seed: int = 0) -> Stream:
+def task_incremental(
+    train: Dataset, test: Dataset, *, n_experiences: int = 5, seed: int = 0
+) -> Stream:
     """Class-incremental split plus task ids: train with a multi-head model."""
     return _class_split(train, test, n_experiences, seed, True, "task-incremental")
 
@@ -117,7 +121,12 @@ def _all_classes(d: Dataset) -> tuple[int, ...]:
 
 
 def domain_permutation(
-    train: Dataset, test: Dataset, *, n_experiences: int = 5, seed: int = 0, first_identity: bool = True
+    train: Dataset,
+    test: Dataset,
+    *,
+    n_experiences: int = 5,
+    seed: int = 0,
+    first_identity: bool = True,
 ) -> Stream:
     """Each experience applies one fixed random permutation of the features to all the data.
 
@@ -150,7 +159,12 @@ def rotate_images(x: torch.Tensor, degrees: float) -> torch.Tensor:
 
 
 def domain_rotation(
-    train: Dataset, test: Dataset, *, n_experiences: int = 5, seed: int = 0, max_degrees: float = 180.0
+    train: Dataset,
+    test: Dataset,
+    *,
+    n_experiences: int = 5,
+    seed: int = 0,
+    max_degrees: float = 180.0,
 ) -> Stream:
     """Image data rotated by a fixed angle per experience: 0, then evenly spaced up to ``max_degrees``.
 
@@ -162,8 +176,12 @@ def domain_rotation(
             f"{train.sample_shape}. Use domain-permutation instead"
         )
     _check_n(n_experiences, 360, "rotations")
-    angles = np.linspace(0.0, max_degrees, n_experiences, endpoint=n_experiences > 1 and max_degrees < 360)
-    rest = angles[1:][torch.randperm(n_experiences - 1, generator=generator(seed, "rotation")).numpy()]
+    angles = np.linspace(
+        0.0, max_degrees, n_experiences, endpoint=n_experiences > 1 and max_degrees < 360
+    )
+    rest = angles[1:][
+        torch.randperm(n_experiences - 1, generator=generator(seed, "rotation")).numpy()
+    ]
     angles = np.concatenate([[0.0], rest])
     exps = []
     for i, a in enumerate(angles):
@@ -181,7 +199,9 @@ def domain_rotation(
 def joint(train: Dataset, test: Dataset, *, n_experiences: int = 1, seed: int = 0) -> Stream:
     """A single experience holding all the data."""
     if n_experiences != 1:
-        raise ObliviateError(f"the joint scenario has exactly 1 experience, got n_experiences={n_experiences}")
+        raise ObliviateError(
+            f"the joint scenario has exactly 1 experience, got n_experiences={n_experiences}"
+        )
     exp = Experience(0, train, test, _all_classes(train))
     return Stream("joint", (exp,), train.n_classes, train.sample_shape)
 
@@ -199,7 +219,9 @@ SCENARIOS: dict[str, Callable[..., Stream]] = {
 }
 
 
-def build_scenario(name: str, train: Dataset, test: Dataset, *, n_experiences: int, seed: int = 0, **kwargs) -> Stream:  # type: ignore[no-untyped-def]
+def build_scenario(
+    name: str, train: Dataset, test: Dataset, *, n_experiences: int, seed: int = 0, **kwargs
+) -> Stream:  # type: ignore[no-untyped-def]
     """Build the named scenario; unknown names list the valid ones."""
     if name not in SCENARIOS:
         raise ObliviateError(f"unknown scenario {name!r}; valid: {', '.join(SCENARIOS)}")

@@ -112,7 +112,9 @@ def _drop(data: Dataset, ids: torch.Tensor) -> Dataset:
 
 
 # ---- recurring tasks on a power-law schedule --------------------------------------------------
-def power_law_schedule(n_experiences: int, n_tasks: int, *, alpha: float = 1.0, seed: int = 0) -> list[int]:
+def power_law_schedule(
+    n_experiences: int, n_tasks: int, *, alpha: float = 1.0, seed: int = 0
+) -> list[int]:
     """Which task each of ``n_experiences`` positions presents.
 
     Task ``k`` first appears at position ``floor(k * n_experiences / n_tasks)`` (so the tasks
@@ -133,7 +135,9 @@ def power_law_schedule(n_experiences: int, n_tasks: int, *, alpha: float = 1.0, 
             "appear at least once, so use n_experiences >= n_tasks"
         )
     first = {(k * n_experiences) // n_tasks: k for k in range(n_tasks)}
-    rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator(seed, "power-law"))))
+    rng = np.random.default_rng(
+        int(torch.randint(0, 2**62, (1,), generator=generator(seed, "power-law")))
+    )
     last: dict[int, int] = {}
     schedule = []
     for t in range(n_experiences):
@@ -177,7 +181,9 @@ def recurring(
     try:
         tasks = BASES[base](train, test, n_experiences=n_tasks, seed=seed)
     except ObliviateError as err:  # the base scenario speaks of n_experiences; here it is n_tasks
-        raise ObliviateError(f"recurring: n_tasks={n_tasks} distinct tasks from {base!r}: {err}") from None
+        raise ObliviateError(
+            f"recurring: n_tasks={n_tasks} distinct tasks from {base!r}: {err}"
+        ) from None
     exps = tuple(replace(tasks[k], index=i) for i, k in enumerate(schedule))
     return replace(tasks, name=f"recurring-{base}", experiences=exps)
 
@@ -199,4 +205,11 @@ def task_accuracy(accuracy_matrix: np.ndarray, tasks: list[int]) -> np.ndarray:
     return matrix[:, [first[k] for k in range(len(first))]]
 
 
-__all__ = ["distinct_tasks", "online", "online_config", "power_law_schedule", "recurring", "task_accuracy"]
+__all__ = [
+    "distinct_tasks",
+    "online",
+    "online_config",
+    "power_law_schedule",
+    "recurring",
+    "task_accuracy",
+]

@@ -37,7 +37,9 @@ def attack_error_rates(unlearned: Any, retrained: Any) -> tuple[np.ndarray, np.n
     """
     u, r = _mat(unlearned), _mat(retrained)
     if u.shape[1] != r.shape[1]:
-        raise ValueError(f"unlearned and retrained need the same examples, got {u.shape} and {r.shape}")
+        raise ValueError(
+            f"unlearned and retrained need the same examples, got {u.shape} and {r.shape}"
+        )
     n_u, n_r, s = u.shape[0], r.shape[0], u.shape[1]
     vals = np.concatenate([u, r], axis=0)
     lab = np.concatenate([np.ones((n_u, s)), np.zeros((n_r, s))], axis=0)
@@ -70,12 +72,16 @@ def epsilon_from_rates(fpr: Any, fnr: Any, *, delta: float = 1e-5, cap: float = 
     one_zero = ((fpr == 0) ^ (fnr == 0)) | np.isnan(fpr) | np.isnan(fnr)
     eps = np.where(one_zero, np.nan, eps)
     eps = np.where(perfect, np.inf, eps)
-    eps = np.where(np.isnan(eps) & ~one_zero, np.inf, eps)  # both logs undefined: as the reference code
+    eps = np.where(
+        np.isnan(eps) & ~one_zero, np.inf, eps
+    )  # both logs undefined: as the reference code
     best = np.nanmax(np.vstack([np.zeros((1, eps.shape[1])), eps]), axis=0)
     return np.minimum(best, cap)
 
 
-def per_example_epsilon(unlearned: Any, retrained: Any, *, delta: float = 1e-5, cap: float = 6.0) -> np.ndarray:
+def per_example_epsilon(
+    unlearned: Any, retrained: Any, *, delta: float = 1e-5, cap: float = 6.0
+) -> np.ndarray:
     """Epsilon of each example (column) from all single- and interval-threshold attacks."""
     fpr, fnr = attack_error_rates(unlearned, retrained)
     return epsilon_from_rates(fpr, fnr, delta=delta, cap=cap)

@@ -64,5 +64,7 @@ def summary(correct) -> dict[str, float]:  # type: ignore[no-untyped-def]
         "unforgettable": float(np.sum(counts == 0)),
         "forgotten_at_least_once": float(np.sum(np.isfinite(counts) & (counts > 0))),
         "never_learned": float(np.sum(np.isinf(counts))),
-        "mean_finite_count": float(counts[np.isfinite(counts)].mean()) if np.isfinite(counts).any() else float("nan"),
+        "mean_finite_count": float(counts[np.isfinite(counts)].mean())
+        if np.isfinite(counts).any()
+        else float("nan"),
     }

@@ -81,7 +81,12 @@ def logistic_attack(
 
 
 def membership_attacks(
-    member_losses: Any, nonmember_losses: Any, member_probs: Any, nonmember_probs: Any, *, seed: int = 0
+    member_losses: Any,
+    nonmember_losses: Any,
+    member_probs: Any,
+    nonmember_probs: Any,
+    *,
+    seed: int = 0,
 ) -> dict[str, float]:
     """All three attacks: ``loss_auc``, ``entropy_auc``, ``logistic_auc``, ``logistic_accuracy``."""
     lr = logistic_attack(member_losses, nonmember_losses, seed=seed)
@@ -93,4 +98,11 @@ def membership_attacks(
     }
 
 
-__all__ = ["auc", "entropy", "entropy_auc", "logistic_attack", "loss_threshold_auc", "membership_attacks"]
+__all__ = [
+    "auc",
+    "entropy",
+    "entropy_auc",
+    "logistic_attack",
+    "loss_threshold_auc",
+    "membership_attacks",
+]

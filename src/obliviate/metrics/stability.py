@@ -19,11 +19,15 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def _arrays(acc: Sequence[Sequence[float]] | np.ndarray, experience: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _arrays(
+    acc: Sequence[Sequence[float]] | np.ndarray, experience: Sequence[int] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     a = np.asarray(acc, dtype=float)
     e = np.asarray(experience, dtype=int)
     if a.ndim != 2 or e.shape != (a.shape[0],):
-        raise ValueError(f"acc must be [n_evals, n_experiences] and experience [n_evals]; got {a.shape} and {e.shape}")
+        raise ValueError(
+            f"acc must be [n_evals, n_experiences] and experience [n_evals]; got {a.shape} and {e.shape}"
+        )
     return a, e
 
 

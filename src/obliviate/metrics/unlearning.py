@@ -36,8 +36,11 @@ def _np(a: Any) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)
 
 
-def accuracy_gaps(model: dict[str, float], oracle: dict[str, float], keys: tuple[str, ...] = (
-        "retain_acc", "forget_acc", "test_acc")) -> dict[str, float]:
+def accuracy_gaps(
+    model: dict[str, float],
+    oracle: dict[str, float],
+    keys: tuple[str, ...] = ("retain_acc", "forget_acc", "test_acc"),
+) -> dict[str, float]:
     """``model[k] - oracle[k]`` for each key (positive: the model is more accurate than the oracle)."""
     return {k: float(model[k]) - float(oracle[k]) for k in keys}
 
@@ -55,7 +58,11 @@ def js_divergence(p: Any, q: Any) -> float:
     def kl(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         a = np.clip(a, 0.0, None)
         with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.where(a > 0, a * (np.log(np.clip(a, 1e-300, None)) - np.log(np.clip(b, 1e-300, None))), 0.0)
+            t = np.where(
+                a > 0,
+                a * (np.log(np.clip(a, 1e-300, None)) - np.log(np.clip(b, 1e-300, None))),
+                0.0,
+            )
         return t.sum(axis=1)
 
     return float(np.mean(0.5 * kl(p, m) + 0.5 * kl(q, m)))
@@ -88,13 +95,26 @@ def forgetting_quality(
     cap = bin_width * (n_bins - 1)
     eps = per_example_epsilon(unlearned_scores, oracle_scores, delta=delta, cap=cap)
     h = bin_scores(eps, bin_width=bin_width, n_bins=n_bins)
-    return {"F": float(np.mean(h)) if h.size else float("nan"), "epsilons": eps.tolist(),
-            "mean_epsilon": float(np.mean(eps)) if eps.size else float("nan")}
+    return {
+        "F": float(np.mean(h)) if h.size else float("nan"),
+        "epsilons": eps.tolist(),
+        "mean_epsilon": float(np.mean(eps)) if eps.size else float("nan"),
+    }
 
 
-def final_score(f: float, ra_unlearned: float, ra_oracle: float, ta_unlearned: float, ta_oracle: float) -> float:
+def final_score(
+    f: float, ra_unlearned: float, ra_oracle: float, ta_unlearned: float, ta_oracle: float
+) -> float:
     """The challenge's final score ``F * RA_u / RA_o * TA_u / TA_o``."""
-    return float(f) * float(ra_unlearned) / float(ra_oracle) * float(ta_unlearned) / float(ta_oracle)
+    return (
+        float(f) * float(ra_unlearned) / float(ra_oracle) * float(ta_unlearned) / float(ta_oracle)
+    )
 
 
-__all__ = ["accuracy_gaps", "confidence_scores", "final_score", "forgetting_quality", "js_divergence"]
+__all__ = [
+    "accuracy_gaps",
+    "confidence_scores",
+    "final_score",
+    "forgetting_quality",
+    "js_divergence",
+]

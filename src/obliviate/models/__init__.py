@@ -52,7 +52,22 @@ def build_model(
 
 def model_for_stream(spec: ModelSpec, stream) -> Model:  # type: ignore[no-untyped-def]
     """The model a stream calls for: multi-head on task-aware streams, single-head otherwise."""
-    return build_model(spec, stream.sample_shape, stream.n_classes, stream.task_classes if stream.task_aware else None)
+    return build_model(
+        spec,
+        stream.sample_shape,
+        stream.n_classes,
+        stream.task_classes if stream.task_aware else None,
+    )
 
 
-__all__ = ["CNN", "MLP", "MODELS", "Model", "ModelSpec", "MultiHead", "build_model", "logits", "model_for_stream"]
+__all__ = [
+    "CNN",
+    "MLP",
+    "MODELS",
+    "Model",
+    "ModelSpec",
+    "MultiHead",
+    "build_model",
+    "logits",
+    "model_for_stream",
+]

@@ -13,16 +13,27 @@ class CNN(Model):
     Works for any ``[C, H, W]`` input with ``H, W >= 4``; 8x8 inputs end at 2x2, 28x28 at 7x7.
     """
 
-    def __init__(self, in_shape: tuple[int, ...], n_classes: int, channels: tuple[int, int] = (16, 32), hidden: int = 64) -> None:
+    def __init__(
+        self,
+        in_shape: tuple[int, ...],
+        n_classes: int,
+        channels: tuple[int, int] = (16, 32),
+        hidden: int = 64,
+    ) -> None:
         super().__init__()
         if len(in_shape) != 3:
             raise ValueError(f"CNN needs image inputs [C, H, W], got sample shape {in_shape}")
         c, h, w = in_shape
         self.body = nn.Sequential(
-            nn.Conv2d(c, channels[0], 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(channels[0], channels[1], 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c, channels[0], 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(channels[0], channels[1], 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
             nn.Flatten(),
-            nn.Linear(channels[1] * (h // 4) * (w // 4), hidden), nn.ReLU(),
+            nn.Linear(channels[1] * (h // 4) * (w // 4), hidden),
+            nn.ReLU(),
         )
         self.head = nn.Linear(hidden, n_classes)
         self.n_classes, self.feature_dim = n_classes, hidden

@@ -29,9 +29,13 @@ class MultiHead(Model):
         self.task_classes = [tuple(int(c) for c in cs) for cs in task_classes]
         self.n_classes = trunk.n_classes
         self.feature_dim = trunk.feature_dim
-        self.heads = nn.ModuleList(nn.Linear(trunk.feature_dim, len(cs)) for cs in self.task_classes)
+        self.heads = nn.ModuleList(
+            nn.Linear(trunk.feature_dim, len(cs)) for cs in self.task_classes
+        )
         for t, cs in enumerate(self.task_classes):
-            self.register_buffer(f"classes_{t}", torch.tensor(cs, dtype=torch.int64), persistent=False)
+            self.register_buffer(
+                f"classes_{t}", torch.tensor(cs, dtype=torch.int64), persistent=False
+            )
 
     def features(self, x: Tensor) -> Tensor:
         return self.trunk.features(x)

@@ -22,12 +22,28 @@ def forget_records(path: Path) -> list[dict[str, Any]]:
     for results in data.values():
         for res in results:
             spec = res.get("spec", {})
-            run = {"kind": "forget", "dataset": spec.get("dataset"), "forget": spec.get("forget"),
-                   "method": spec.get("method"), "params": spec.get("params") or {}, "seed": spec.get("seed", 0)}
+            run = {
+                "kind": "forget",
+                "dataset": spec.get("dataset"),
+                "forget": spec.get("forget"),
+                "method": spec.get("method"),
+                "params": spec.get("params") or {},
+                "seed": spec.get("seed", 0),
+            }
             metrics = {k: v for k, v in res.items() if k not in ("spec", "provenance")}
-            records.append({"key": run_key(run), "kind": "forget", "label": Run(run, "").label(), "status": "ok",
-                            "run": run, "spec": spec, "metrics": metrics,
-                            "timings": {"seconds": res.get("seconds")}, "provenance": res.get("provenance", {})})
+            records.append(
+                {
+                    "key": run_key(run),
+                    "kind": "forget",
+                    "label": Run(run, "").label(),
+                    "status": "ok",
+                    "run": run,
+                    "spec": spec,
+                    "metrics": metrics,
+                    "timings": {"seconds": res.get("seconds")},
+                    "provenance": res.get("provenance", {}),
+                }
+            )
     return records
 
 
@@ -59,7 +75,9 @@ def report_section(console: Any) -> None:
     target = folder / "report.html"
     atomic_write_text(target, build_report(records, source=str(folder), title="obliviate demo"))
     target.chmod(0o644)
-    console.print(f"HTML report ({len(records)} runs, plots embedded, opens offline in any browser):")
+    console.print(
+        f"HTML report ({len(records)} runs, plots embedded, opens offline in any browser):"
+    )
     console.print(str(target.resolve()), highlight=False, soft_wrap=True)
 
 

@@ -19,7 +19,16 @@ from obliviate.bench.summary import METRICS, fmt, method_label, summarize
 from obliviate.errors import ObliviateError
 from obliviate.report import plots as P
 
-SECTIONS: tuple[tuple[str, str, tuple[str, ...], tuple[Callable[[Sequence[dict[str, Any]]], list[P.Plot]], ...], dict[str, str]], ...] = (
+SECTIONS: tuple[
+    tuple[
+        str,
+        str,
+        tuple[str, ...],
+        tuple[Callable[[Sequence[dict[str, Any]]], list[P.Plot]], ...],
+        dict[str, str],
+    ],
+    ...,
+] = (
     (
         "learn",
         "Continual learning",
@@ -61,8 +70,12 @@ def _summary_table(records: Sequence[dict[str, Any]], kind: str) -> dict[str, An
     for method in sorted(summ):
         v = summ[method]
         label = method_label(method).removeprefix(f"{kind} ")  # the section names the kind
-        rows.append([label, str(v["n"])] + [fmt(*v["stats"][c]) if c in v["stats"] else "-" for c in cols])
-    title = {"events": "Example forgetting events, mean ± std over seeds"}.get(kind, "Mean ± std over seeds")
+        rows.append(
+            [label, str(v["n"])] + [fmt(*v["stats"][c]) if c in v["stats"] else "-" for c in cols]
+        )
+    title = {"events": "Example forgetting events, mean ± std over seeds"}.get(
+        kind, "Mean ± std over seeds"
+    )
     return {"title": title, "header": ["method", "seeds", *cols], "rows": rows, "n_label": 1}
 
 
@@ -78,8 +91,12 @@ def _figures(rec: dict[str, Any]) -> str:
 
 
 def _run_row(rec: dict[str, Any]) -> dict[str, Any]:
-    detail = {"run": rec.get("run"), "spec": rec.get("spec"), "provenance": rec.get("provenance"),
-              "timings": rec.get("timings")}
+    detail = {
+        "run": rec.get("run"),
+        "spec": rec.get("spec"),
+        "provenance": rec.get("provenance"),
+        "timings": rec.get("timings"),
+    }
     secs = (rec.get("timings") or {}).get("seconds")
     return {
         "key": rec.get("key", ""),
@@ -94,7 +111,9 @@ def _run_row(rec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_report(records: Sequence[dict[str, Any]], *, source: str = "", title: str | None = None) -> str:
+def build_report(
+    records: Sequence[dict[str, Any]], *, source: str = "", title: str | None = None
+) -> str:
     """The HTML text of the report for ``records`` (as :func:`obliviate.bench.results.read` gives)."""
     import jinja2
 
@@ -105,21 +124,40 @@ def build_report(records: Sequence[dict[str, Any]], *, source: str = "", title: 
     for kind, name, kinds, makers, notes_for in SECTIONS:
         recs = [r for r in ok if r.get("kind") in kinds]
         if not recs:
-            sections.append({"id": kind, "title": name, "empty": _EMPTY[kind], "plots": [], "notes": []})
+            sections.append(
+                {"id": kind, "title": name, "empty": _EMPTY[kind], "plots": [], "notes": []}
+            )
             continue
         plots: list[P.Plot] = []
         for make in makers:
             plots.extend(make(recs))
         drawn = {p.kind for p in plots}
         notes = [text for k, text in notes_for.items() if k not in drawn]
-        tables = [t for k in kinds if (t := _summary_table([r for r in recs if r.get("kind") == k], k))]
-        sections.append({"id": kind, "title": name, "empty": "", "plots": plots, "notes": notes, "summaries": tables})
+        tables = [
+            t for k in kinds if (t := _summary_table([r for r in recs if r.get("kind") == k], k))
+        ]
+        sections.append(
+            {
+                "id": kind,
+                "title": name,
+                "empty": "",
+                "plots": plots,
+                "notes": notes,
+                "summaries": tables,
+            }
+        )
     counts = {k: sum(1 for r in ok if r.get("kind") in kinds) for k, _, kinds, *_ in SECTIONS}
     failed = sum(1 for r in records if r.get("status") != "ok")
     cards = [{"value": len(records), "label": "runs"}]
     cards += [{"value": counts[k], "label": f"{n.lower()} runs"} for k, n, *_ in SECTIONS]
     cards.append({"value": failed, "label": "failed runs"})
-    commits = sorted({str((r.get("provenance") or {}).get("git_commit")) for r in records if (r.get("provenance") or {}).get("git_commit")})
+    commits = sorted(
+        {
+            str((r.get("provenance") or {}).get("git_commit"))
+            for r in records
+            if (r.get("provenance") or {}).get("git_commit")
+        }
+    )
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(__file__).parent)),
         autoescape=True,
@@ -135,7 +173,10 @@ def build_report(records: Sequence[dict[str, Any]], *, source: str = "", title: 
         cards=cards,
         commits=commits,
         sections=sections,
-        runs=[_run_row(r) for r in sorted(records, key=lambda r: (r.get("kind", ""), r.get("label", "")))],
+        runs=[
+            _run_row(r)
+            for r in sorted(records, key=lambda r: (r.get("kind", ""), r.get("label", "")))
+        ],
     )
 
 

@@ -18,7 +18,18 @@ import numpy as np
 
 from obliviate.bench import results as store
 
-PALETTE = ("#4269d0", "#efb118", "#ff725c", "#6cc5b0", "#3ca951", "#ff8ab7", "#a463f2", "#97bbf5", "#9c6b4e", "#9498a0")
+PALETTE = (
+    "#4269d0",
+    "#efb118",
+    "#ff725c",
+    "#6cc5b0",
+    "#3ca951",
+    "#ff8ab7",
+    "#a463f2",
+    "#97bbf5",
+    "#9c6b4e",
+    "#9498a0",
+)
 
 
 @dataclass(frozen=True)
@@ -65,7 +76,9 @@ def _grid(n: int, per_row: int = 4, w: float = 3.0, h: float = 2.7):  # type: ig
     plt = _plt()
     cols = min(n, per_row)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(w * cols, h * rows), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(w * cols, h * rows), squeeze=False, layout="constrained"
+    )
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -84,7 +97,9 @@ def method_name(rec: dict[str, Any]) -> str:
     return f"{name}({params})" if params else str(name)
 
 
-def _groups(records: Sequence[dict[str, Any]], *keys: str) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+def _groups(
+    records: Sequence[dict[str, Any]], *keys: str
+) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
     out: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in records:
         out.setdefault(tuple(r.get("run", {}).get(k) for k in keys), []).append(r)
@@ -103,7 +118,9 @@ def _mean_matrix(recs: Sequence[dict[str, Any]]) -> np.ndarray | None:
     for r in recs:
         m = r.get("metrics", {}).get("accuracy_matrix")
         if m:
-            mats.append(np.array([[np.nan if v is None else v for v in row] for row in m], dtype=float))
+            mats.append(
+                np.array([[np.nan if v is None else v for v in row] for row in m], dtype=float)
+            )
     if not mats or len({m.shape for m in mats}) != 1:
         return None
     return np.nanmean(np.stack(mats), axis=0) if len(mats) > 1 else mats[0]
@@ -129,8 +146,15 @@ def accuracy_heatmaps(records: Sequence[dict[str, Any]]) -> list[Plot]:
                 for i in range(n):
                     for j in range(mat.shape[1]):
                         if not np.isnan(mat[i, j]):
-                            ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                                    color="white" if mat[i, j] < 0.6 else "black")
+                            ax.text(
+                                j,
+                                i,
+                                f"{mat[i, j]:.2f}",
+                                ha="center",
+                                va="center",
+                                fontsize=6,
+                                color="white" if mat[i, j] < 0.6 else "black",
+                            )
             ax.set_title(m)
             ax.set_xlabel("evaluated on experience j")
             if ax.get_subplotspec().is_first_col():
@@ -139,10 +163,15 @@ def accuracy_heatmaps(records: Sequence[dict[str, Any]]) -> list[Plot]:
             ax.set_yticks(range(n))
         fig.colorbar(im, ax=axes, shrink=0.8, label="accuracy")
         n_seeds = max(len(rs) for rs in _by_method(recs).values())
-        plots.append(Plot(f"Accuracy matrices — {ds} / {sc}",
-                          f"R[i, j]: accuracy on experience j's test set after learning experience i, mean over "
-                          f"up to {n_seeds} seeds. Below the diagonal is retention; its fading is forgetting.",
-                          _encode(fig), "heatmap"))
+        plots.append(
+            Plot(
+                f"Accuracy matrices — {ds} / {sc}",
+                f"R[i, j]: accuracy on experience j's test set after learning experience i, mean over "
+                f"up to {n_seeds} seeds. Below the diagonal is retention; its fading is forgetting.",
+                _encode(fig),
+                "heatmap",
+            )
+        )
     return plots
 
 
@@ -159,7 +188,14 @@ def experience_accuracy(records: Sequence[dict[str, Any]]) -> list[Plot]:
             n = mat.shape[0]
             for j in range(mat.shape[1]):
                 xs = np.arange(j, n)
-                ax.plot(xs, mat[j:, j], marker="o", ms=3, color=PALETTE[j % len(PALETTE)], label=f"exp {j}")
+                ax.plot(
+                    xs,
+                    mat[j:, j],
+                    marker="o",
+                    ms=3,
+                    color=PALETTE[j % len(PALETTE)],
+                    label=f"exp {j}",
+                )
             ax.set_ylim(-0.02, 1.02)
             ax.set_title(m)
             ax.set_xlabel("experiences learned")
@@ -167,9 +203,15 @@ def experience_accuracy(records: Sequence[dict[str, Any]]) -> list[Plot]:
                 ax.set_ylabel("accuracy")
             ax.set_xticks(range(n))
         axes[0].legend(fontsize=6, loc="lower left")
-        plots.append(Plot(f"Accuracy of each experience over the stream — {ds} / {sc}",
-                          "Each line follows one experience's test accuracy from the moment it is learned to the "
-                          "end of the stream (mean over seeds).", _encode(fig), "experience-lines"))
+        plots.append(
+            Plot(
+                f"Accuracy of each experience over the stream — {ds} / {sc}",
+                "Each line follows one experience's test accuracy from the moment it is learned to the "
+                "end of the stream (mean over seeds).",
+                _encode(fig),
+                "experience-lines",
+            )
+        )
     return plots
 
 
@@ -180,13 +222,18 @@ def continual_curves(records: Sequence[dict[str, Any]]) -> list[Plot]:
     plots = []
     with_curves = [r for r in records if (r.get("metrics", {}).get("curves") or {}).get("step")]
     for (ds, sc), recs in sorted(_groups(with_curves, "dataset", "scenario").items(), key=str):
-        methods = {m: sorted(rs, key=lambda r: r["run"].get("seed", 0))[0] for m, rs in _by_method(recs).items()}
+        methods = {
+            m: sorted(rs, key=lambda r: r["run"].get("seed", 0))[0]
+            for m, rs in _by_method(recs).items()
+        }
         fig, axes = _grid(len(methods), per_row=2, w=5.0, h=2.8)
         for ax, (m, rec) in zip(axes, methods.items(), strict=True):
             c = rec["metrics"]["curves"]
             step = np.asarray(c["step"], dtype=float)
             exp = np.asarray(c["experience"], dtype=int)
-            acc = np.array([[np.nan if v is None else v for v in row] for row in c["acc"]], dtype=float)
+            acc = np.array(
+                [[np.nan if v is None else v for v in row] for row in c["acc"]], dtype=float
+            )
             for j in range(acc.shape[1]):
                 ax.plot(step, acc[:, j], lw=1.2, color=PALETTE[j % len(PALETTE)], label=f"exp {j}")
             for k in range(1, int(exp.max()) + 1 if exp.size else 0):
@@ -195,16 +242,24 @@ def continual_curves(records: Sequence[dict[str, Any]]) -> list[Plot]:
                     ax.axvline(step[first[0]], color="#888", ls=":", lw=0.8)
             matrix = rec["metrics"].get("accuracy_matrix")
             if matrix:
-                r = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
+                r = np.array(
+                    [[np.nan if v is None else v for v in row] for row in matrix], dtype=float
+                )
                 gap = stability_gap(acc, exp, r)
                 worst: dict[int, dict[str, Any]] = {}
                 for p in gap["pairs"]:  # the largest drop at each task switch
-                    if p["drop"] > 0.02 and (p["new"] not in worst or p["drop"] > worst[p["new"]]["drop"]):
+                    if p["drop"] > 0.02 and (
+                        p["new"] not in worst or p["drop"] > worst[p["new"]]["drop"]
+                    ):
                         worst[p["new"]] = p
                 for p in worst.values():
                     x = step[p["low_step_index"]]
-                    ax.annotate("", xy=(x, p["low"]), xytext=(x, p["before"]),
-                                arrowprops={"arrowstyle": "->", "color": "crimson", "lw": 1.2})
+                    ax.annotate(
+                        "",
+                        xy=(x, p["low"]),
+                        xytext=(x, p["before"]),
+                        arrowprops={"arrowstyle": "->", "color": "crimson", "lw": 1.2},
+                    )
                     ax.plot([x], [p["low"]], "v", color="crimson", ms=5)
                 if worst:
                     ax.plot([], [], "v", color="crimson", label="stability gap")
@@ -217,11 +272,16 @@ def continual_curves(records: Sequence[dict[str, Any]]) -> list[Plot]:
             if ax.get_subplotspec().is_first_col():
                 ax.set_ylabel("accuracy")
         axes[0].legend(fontsize=6, loc="lower left", ncol=2)
-        plots.append(Plot(f"Continual evaluation — {ds} / {sc}",
-                          "Accuracy of every seen experience, evaluated every few steps (first seed). Dotted "
-                          "lines are task switches; red arrows mark the stability gap: the largest drop of an "
-                          "old experience right after a switch (De Lange et al., ICLR 2023).",
-                          _encode(fig), "curves"))
+        plots.append(
+            Plot(
+                f"Continual evaluation — {ds} / {sc}",
+                "Accuracy of every seen experience, evaluated every few steps (first seed). Dotted "
+                "lines are task switches; red arrows mark the stability gap: the largest drop of an "
+                "old experience right after a switch (De Lange et al., ICLR 2023).",
+                _encode(fig),
+                "curves",
+            )
+        )
     return plots
 
 
@@ -238,7 +298,9 @@ def _event_counts(rec: dict[str, Any]) -> tuple[list[int], int] | None:
 
 def forgetting_histograms(records: Sequence[dict[str, Any]]) -> list[Plot]:
     """Histogram of per-example forgetting-event counts (Toneva et al.), when runs recorded them."""
-    items = [(r.get("label", method_name(r)), c) for r in records if (c := _event_counts(r)) is not None]
+    items = [
+        (r.get("label", method_name(r)), c) for r in records if (c := _event_counts(r)) is not None
+    ]
     if not items:
         return []
     items = sorted(items)[:8]
@@ -258,9 +320,16 @@ def forgetting_histograms(records: Sequence[dict[str, Any]]) -> list[Plot]:
         if ax.get_subplotspec().is_first_col():
             ax.set_ylabel("examples")
     axes[0].legend(fontsize=6)
-    return [Plot("Example forgetting events", "How often each training example went from correct to incorrect "
-                 "between presentations (Toneva et al., ICLR 2019); the bar at 0 holds the unforgettable "
-                 "examples, the red bar those never learned (maximally forgettable).", _encode(fig), "events")]
+    return [
+        Plot(
+            "Example forgetting events",
+            "How often each training example went from correct to incorrect "
+            "between presentations (Toneva et al., ICLR 2019); the bar at 0 holds the unforgettable "
+            "examples, the red bar those never learned (maximally forgettable).",
+            _encode(fig),
+            "events",
+        )
+    ]
 
 
 # ---- approximate unlearning ------------------------------------------------------------------
@@ -284,9 +353,21 @@ def unlearning_accuracy(records: Sequence[dict[str, Any]]) -> list[Plot]:
         plt = _plt()
         fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(rows) + 2), 3.0))
         x = np.arange(len(rows))
-        for k, (metric, colour) in enumerate((("forget_acc", PALETTE[2]), ("retain_acc", PALETTE[0]), ("test_acc", PALETTE[4]))):
-            means, stds = zip(*(_val(rs, f"{which}.{metric}") for _, rs, which in rows), strict=True)
-            ax.bar(x + (k - 1) * 0.26, means, 0.26, yerr=stds, color=colour, label=metric.replace("_acc", ""), capsize=2)
+        for k, (metric, colour) in enumerate(
+            (("forget_acc", PALETTE[2]), ("retain_acc", PALETTE[0]), ("test_acc", PALETTE[4]))
+        ):
+            means, stds = zip(
+                *(_val(rs, f"{which}.{metric}") for _, rs, which in rows), strict=True
+            )
+            ax.bar(
+                x + (k - 1) * 0.26,
+                means,
+                0.26,
+                yerr=stds,
+                color=colour,
+                label=metric.replace("_acc", ""),
+                capsize=2,
+            )
         oracle_forget = _val(recs, "oracle.forget_acc")[0]
         if oracle_forget == oracle_forget:
             ax.axhline(oracle_forget, color=PALETTE[2], ls="--", lw=0.8, label="oracle forget")
@@ -295,9 +376,15 @@ def unlearning_accuracy(records: Sequence[dict[str, Any]]) -> list[Plot]:
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("accuracy")
         ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, 1.18))
-        plots.append(Plot(f"Forget / retain / test accuracy — {ds}, forget {fg}",
-                          "Each method's unlearned model next to the original and the retrained oracle (same seed). "
-                          "The target is the oracle's bars, not zero.", _encode(fig), "unlearning-bars"))
+        plots.append(
+            Plot(
+                f"Forget / retain / test accuracy — {ds}, forget {fg}",
+                "Each method's unlearned model next to the original and the retrained oracle (same seed). "
+                "The target is the oracle's bars, not zero.",
+                _encode(fig),
+                "unlearning-bars",
+            )
+        )
     return plots
 
 
@@ -315,24 +402,54 @@ def tradeoff(records: Sequence[dict[str, Any]]) -> list[Plot]:
             if use_quality:
                 xv = _val(rs, "quality.score")[0]
             else:
-                gaps = [abs(a - b) for r in rs if (a := store.get(r, "unlearned.forget_acc")) is not None
-                        and (b := store.get(r, "oracle.forget_acc")) is not None]
+                gaps = [
+                    abs(a - b)
+                    for r in rs
+                    if (a := store.get(r, "unlearned.forget_acc")) is not None
+                    and (b := store.get(r, "oracle.forget_acc")) is not None
+                ]
                 xv = float(np.mean(gaps)) if gaps else float("nan")
             yv = _val(rs, "unlearned.test_acc")[0]
             s = _val(rs, "seconds")[0]
             size = 30 + 400 * (s / smax if s == s else 0.1)
-            ax.scatter([xv], [yv], s=size, color=PALETTE[k % len(PALETTE)], alpha=0.75, edgecolor="k", lw=0.5)
+            ax.scatter(
+                [xv],
+                [yv],
+                s=size,
+                color=PALETTE[k % len(PALETTE)],
+                alpha=0.75,
+                edgecolor="k",
+                lw=0.5,
+            )
             ax.annotate(m, (xv, yv), textcoords="offset points", xytext=(6, 4), fontsize=7)
         oy = _val(recs, "oracle.test_acc")[0]
         if oy == oy:
-            ax.scatter([1.0 if use_quality else 0.0], [oy], marker="*", s=160, color="k", label="oracle", zorder=3)
+            ax.scatter(
+                [1.0 if use_quality else 0.0],
+                [oy],
+                marker="*",
+                s=160,
+                color="k",
+                label="oracle",
+                zorder=3,
+            )
             ax.legend(fontsize=7, loc="best")
         ax.margins(x=0.15, y=0.15)
-        ax.set_xlabel("forgetting quality (higher is better)" if use_quality else "|forget acc − oracle forget acc| (lower is better)")
+        ax.set_xlabel(
+            "forgetting quality (higher is better)"
+            if use_quality
+            else "|forget acc − oracle forget acc| (lower is better)"
+        )
         ax.set_ylabel("test accuracy (utility)")
-        plots.append(Plot(f"Forgetting vs utility — {ds}, forget {fg}",
-                          "Each method's forgetting against its test accuracy (mean over seeds); marker area is "
-                          "proportional to its wall time. The star is the retrained oracle.", _encode(fig), "tradeoff"))
+        plots.append(
+            Plot(
+                f"Forgetting vs utility — {ds}, forget {fg}",
+                "Each method's forgetting against its test accuracy (mean over seeds); marker area is "
+                "proportional to its wall time. The star is the retrained oracle.",
+                _encode(fig),
+                "tradeoff",
+            )
+        )
     return plots
 
 
@@ -349,25 +466,55 @@ def mia(records: Sequence[dict[str, Any]]) -> list[Plot]:
         x = np.arange(len(names))
         um = [_val(methods[n], "unlearned.mia_auc") for n in names]
         om = [_val(methods[n], "oracle.mia_auc") for n in names]
-        ax.bar(x - 0.2, [u[0] for u in um], 0.4, yerr=[u[1] for u in um], color=PALETTE[0], label="unlearned", capsize=2)
-        ax.bar(x + 0.2, [o[0] for o in om], 0.4, yerr=[o[1] for o in om], color="#999", label="oracle", capsize=2)
+        ax.bar(
+            x - 0.2,
+            [u[0] for u in um],
+            0.4,
+            yerr=[u[1] for u in um],
+            color=PALETTE[0],
+            label="unlearned",
+            capsize=2,
+        )
+        ax.bar(
+            x + 0.2,
+            [o[0] for o in om],
+            0.4,
+            yerr=[o[1] for o in om],
+            color="#999",
+            label="oracle",
+            capsize=2,
+        )
         ax.axhline(0.5, color="k", lw=0.6, ls=":")
         ax.set_xticks(x)
         ax.set_xticklabels(names, rotation=20, ha="right")
         ax.set_ylim(0, 1)
         ax.set_ylabel("MIA AUC (forget vs test)")
         ax.legend(fontsize=7)
-        plots.append(Plot(f"Membership inference — {ds}, forget {fg}",
-                          "AUC of a membership-inference attack telling forget-set samples from test samples; "
-                          "the target is the oracle's AUC (grey), not 0.5.", _encode(fig), "mia"))
+        plots.append(
+            Plot(
+                f"Membership inference — {ds}, forget {fg}",
+                "AUC of a membership-inference attack telling forget-set samples from test samples; "
+                "the target is the oracle's AUC (grey), not 0.5.",
+                _encode(fig),
+                "mia",
+            )
+        )
     return plots
 
 
 # ---- exact (sharded) unlearning -------------------------------------------------------------
 
 
-def _sharded_lines(records: Sequence[dict[str, Any]], path: str, ylabel: str, title: str, caption: str,
-                   kind: str, log: bool, reference: str | None = None) -> list[Plot]:
+def _sharded_lines(
+    records: Sequence[dict[str, Any]],
+    path: str,
+    ylabel: str,
+    title: str,
+    caption: str,
+    kind: str,
+    log: bool,
+    reference: str | None = None,
+) -> list[Plot]:
     plots = []
     for (ds,), recs in sorted(_groups(records, "dataset").items(), key=str):
         lines = _groups(recs, "n_slices", "graph")
@@ -380,11 +527,26 @@ def _sharded_lines(records: Sequence[dict[str, Any]], path: str, ylabel: str, ti
             vals = [_val(by_s[(s,)], path) for s in shards]
             if all(math.isnan(v[0]) for v in vals):
                 continue
-            ax.errorbar(shards, [v[0] for v in vals], yerr=[v[1] for v in vals], marker="o", capsize=2,
-                        color=PALETTE[k % len(PALETTE)], label=f"R={r_ or 1}, graph={g or 'none'}")
+            ax.errorbar(
+                shards,
+                [v[0] for v in vals],
+                yerr=[v[1] for v in vals],
+                marker="o",
+                capsize=2,
+                color=PALETTE[k % len(PALETTE)],
+                label=f"R={r_ or 1}, graph={g or 'none'}",
+            )
             if reference and not drawn:
                 ref = [_val(by_s[(s,)], reference)[0] for s in shards]
-                ax.plot(shards, ref, ls="--", color="#777", marker="s", ms=3, label="full retraining (all shards)")
+                ax.plot(
+                    shards,
+                    ref,
+                    ls="--",
+                    color="#777",
+                    marker="s",
+                    ms=3,
+                    label="full retraining (all shards)",
+                )
             drawn = True
         if not drawn:
             plt.close(fig)
@@ -405,17 +567,31 @@ def _sharded_lines(records: Sequence[dict[str, Any]], path: str, ylabel: str, ti
 
 
 def deletion_cost(records: Sequence[dict[str, Any]]) -> list[Plot]:
-    return _sharded_lines(records, "deletion_seconds", "seconds per deletion (mean)", "Deletion cost vs shards",
-                          "Wall time to delete one random training sample exactly (ledger and checkpoints "
-                          "included), against the number of shards; one line per slice count and shard graph. "
-                          "The dashed line is the time to train every shard from scratch, i.e. full retraining.",
-                          "deletion-cost", True, reference="train_seconds")
+    return _sharded_lines(
+        records,
+        "deletion_seconds",
+        "seconds per deletion (mean)",
+        "Deletion cost vs shards",
+        "Wall time to delete one random training sample exactly (ledger and checkpoints "
+        "included), against the number of shards; one line per slice count and shard graph. "
+        "The dashed line is the time to train every shard from scratch, i.e. full retraining.",
+        "deletion-cost",
+        True,
+        reference="train_seconds",
+    )
 
 
 def sharded_accuracy(records: Sequence[dict[str, Any]]) -> list[Plot]:
-    return _sharded_lines(records, "test_accuracy", "test accuracy (ensemble)", "Accuracy vs shards",
-                          "Test accuracy of the aggregated shard ensemble: more shards make deletion cheaper and "
-                          "each shard's model weaker.", "sharded-accuracy", False)
+    return _sharded_lines(
+        records,
+        "test_accuracy",
+        "test accuracy (ensemble)",
+        "Accuracy vs shards",
+        "Test accuracy of the aggregated shard ensemble: more shards make deletion cheaper and "
+        "each shard's model weaker.",
+        "sharded-accuracy",
+        False,
+    )
 
 
 __all__ = [

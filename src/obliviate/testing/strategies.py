@@ -100,8 +100,11 @@ def _learned(strategy: Strategy) -> list[str]:
 def _same(a: Any, b: Any) -> bool:
     """Deep equality that treats tensors and arrays bitwise (NaN equal to NaN)."""
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and bool(
-            torch.equal(torch.nan_to_num(a), torch.nan_to_num(b))
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.shape == b.shape
+            and bool(torch.equal(torch.nan_to_num(a), torch.nan_to_num(b)))
         )
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
@@ -116,14 +119,18 @@ def _weights_equal(m1: nn.Module, m2: nn.Module) -> bool:
     return _same(m1.state_dict(), m2.state_dict())
 
 
-def _assert_same_run(name: str, a: tuple[nn.Module, StreamResult], b: tuple[nn.Module, StreamResult], what: str) -> None:
+def _assert_same_run(
+    name: str, a: tuple[nn.Module, StreamResult], b: tuple[nn.Module, StreamResult], what: str
+) -> None:
     assert _weights_equal(a[0], b[0]), f"{name}: {what}: the final weights differ"
     assert _same(a[1].accuracy_matrix, b[1].accuracy_matrix), (
         f"{name}: {what}: the accuracy matrices differ:\n{a[1].accuracy_matrix}\n{b[1].accuracy_matrix}"
     )
 
 
-def _drive(strategy: Strategy, setup: Setup, model: nn.Module) -> Iterator[tuple[str, int, Batch | None]]:
+def _drive(
+    strategy: Strategy, setup: Setup, model: nn.Module
+) -> Iterator[tuple[str, int, Batch | None]]:
     """The loop's hook sequence, step by step, yielding after every hook (for checks that watch
     the model between hooks). Same data order and optimiser as :func:`train_stream`."""
     stream, config = setup.stream, setup.config
@@ -162,21 +169,31 @@ def check_default_constructible(cls: StrategyType) -> None:
     name = cls.__name__
     sig = inspect.signature(cls.__init__)
     for p in list(sig.parameters.values())[1:]:
-        assert p.kind is p.KEYWORD_ONLY, f"{name}: constructor argument {p.name!r} must be keyword-only"
+        assert p.kind is p.KEYWORD_ONLY, (
+            f"{name}: constructor argument {p.name!r} must be keyword-only"
+        )
         assert p.default is not p.empty, f"{name}: constructor argument {p.name!r} needs a default"
     strategy = cls()
     params = strategy.get_params()
-    assert list(params) == param_names(cls), f"{name}: get_params() does not read back every argument"
+    assert list(params) == param_names(cls), (
+        f"{name}: get_params() does not read back every argument"
+    )
     for k, v in params.items():
-        assert _same(v, sig.parameters[k].default), f"{name}: attribute {k!r} = {v!r} is not the default it was given"
+        assert _same(v, sig.parameters[k].default), (
+            f"{name}: attribute {k!r} = {v!r} is not the default it was given"
+        )
     assert name in repr(strategy)
-    assert _same(strategy.clone().get_params(), params), f"{name}: clone() changes the hyperparameters"
+    assert _same(strategy.clone().get_params(), params), (
+        f"{name}: clone() changes the hyperparameters"
+    )
 
 
 def check_no_learned_state_before_training(cls: StrategyType) -> None:
     """A fresh strategy holds no attribute ending in ``_`` (learned state)."""
     learned = _learned(cls())
-    assert not learned, f"{cls.__name__}: learned state {learned} exists before training; create it in a hook"
+    assert not learned, (
+        f"{cls.__name__}: learned state {learned} exists before training; create it in a hook"
+    )
 
 
 def check_params_unchanged_by_training(cls: StrategyType) -> None:
@@ -185,7 +202,9 @@ def check_params_unchanged_by_training(cls: StrategyType) -> None:
     before = copy.deepcopy(strategy.get_params())
     _run(strategy, tiny_setup(cls))
     after = strategy.get_params()
-    assert _same(before, after), f"{cls.__name__}: training changed hyperparameters {before} -> {after}"
+    assert _same(before, after), (
+        f"{cls.__name__}: training changed hyperparameters {before} -> {after}"
+    )
 
 
 def check_clone_is_fresh(cls: StrategyType) -> None:
@@ -196,14 +215,18 @@ def check_clone_is_fresh(cls: StrategyType) -> None:
     first = _run(trained, setup)
     clone = trained.clone()
     assert not _learned(clone), f"{cls.__name__}: clone() carries learned state {_learned(clone)}"
-    assert _same(clone.get_params(), trained.get_params()), f"{cls.__name__}: clone() changed hyperparameters"
+    assert _same(clone.get_params(), trained.get_params()), (
+        f"{cls.__name__}: clone() changed hyperparameters"
+    )
     _assert_same_run(cls.__name__, first, _run(clone, setup), "training a clone vs the original")
 
 
 def check_deterministic(cls: StrategyType) -> None:
     """The same seed gives bitwise the same weights and accuracy matrix."""
     setup = tiny_setup(cls)
-    _assert_same_run(cls.__name__, _run(cls(), setup), _run(cls(), setup), "two runs with the same seed")
+    _assert_same_run(
+        cls.__name__, _run(cls(), setup), _run(cls(), setup), "two runs with the same seed"
+    )
 
 
 def check_inputs_not_mutated(cls: StrategyType) -> None:
@@ -214,12 +237,19 @@ def check_inputs_not_mutated(cls: StrategyType) -> None:
         out: list[torch.Tensor | None] = []
         for e in stream:
             for d in (e.train, e.test):
-                out += [d.x.clone(), d.y.clone(), d.ids.clone(), None if d.task is None else d.task.clone()]
+                out += [
+                    d.x.clone(),
+                    d.y.clone(),
+                    d.ids.clone(),
+                    None if d.task is None else d.task.clone(),
+                ]
         return out
 
     before = tensors(setup.stream)
     _run(cls(), setup)
-    assert _same(before, tensors(setup.stream)), f"{cls.__name__}: training mutated the stream's data"
+    assert _same(before, tensors(setup.stream)), (
+        f"{cls.__name__}: training mutated the stream's data"
+    )
 
 
 def check_hooks_restore_mode(cls: StrategyType) -> None:
@@ -230,7 +260,9 @@ def check_hooks_restore_mode(cls: StrategyType) -> None:
     model = setup.model()
 
     def snap() -> tuple[list[bool], dict[str, bool]]:
-        return [m.training for m in model.modules()], {n: p.requires_grad for n, p in model.named_parameters()}
+        return [m.training for m in model.modules()], {
+            n: p.requires_grad for n, p in model.named_parameters()
+        }
 
     last = snap()
     at_begin = last
@@ -241,11 +273,17 @@ def check_hooks_restore_mode(cls: StrategyType) -> None:
             if event == "before-begin":
                 at_begin = now
             continue
-        assert now[0] == last[0], f"{cls.__name__}: hook {event!r} (experience {i}) changed the model's train/eval mode"
+        assert now[0] == last[0], (
+            f"{cls.__name__}: hook {event!r} (experience {i}) changed the model's train/eval mode"
+        )
         if not cls.freezes_parameters:
-            assert now[1] == last[1], f"{cls.__name__}: hook {event!r} (experience {i}) changed requires_grad"
+            assert now[1] == last[1], (
+                f"{cls.__name__}: hook {event!r} (experience {i}) changed requires_grad"
+            )
         elif event == "end":
-            assert now[1] == at_begin[1], f"{cls.__name__}: requires_grad not restored by the end of experience {i}"
+            assert now[1] == at_begin[1], (
+                f"{cls.__name__}: requires_grad not restored by the end of experience {i}"
+            )
         last = now
 
 
@@ -255,7 +293,12 @@ def check_neutral_equals_naive(cls: StrategyType) -> None:
         raise NotApplicable("declares no neutral_params (not a regulariser)")
     setup = tiny_setup(cls)
     neutral = cls(**dict(cls.neutral_params))
-    _assert_same_run(cls.__name__, _run(neutral, setup), _run(Naive(), setup), f"{dict(cls.neutral_params)} vs naive")
+    _assert_same_run(
+        cls.__name__,
+        _run(neutral, setup),
+        _run(Naive(), setup),
+        f"{dict(cls.neutral_params)} vs naive",
+    )
 
 
 def check_default_differs_from_naive(cls: StrategyType) -> None:
@@ -265,7 +308,9 @@ def check_default_differs_from_naive(cls: StrategyType) -> None:
     setup = tiny_setup(cls)
     model, _ = _run(cls(), setup)
     naive, _ = _run(Naive(), setup)
-    assert not _weights_equal(model, naive), f"{cls.__name__}: default hyperparameters give naive fine-tuning's weights"
+    assert not _weights_equal(model, naive), (
+        f"{cls.__name__}: default hyperparameters give naive fine-tuning's weights"
+    )
 
 
 def check_resume_equals_uninterrupted(cls: StrategyType) -> None:
@@ -274,7 +319,9 @@ def check_resume_equals_uninterrupted(cls: StrategyType) -> None:
     setup = tiny_setup(cls)
     full = _run(cls(), setup)
     _, part = _run(cls(), setup, stop_after=1)
-    _assert_same_run(cls.__name__, full, _run(cls(), setup, resume=part.state), "stop after 1 + resume")
+    _assert_same_run(
+        cls.__name__, full, _run(cls(), setup, resume=part.state), "stop after 1 + resume"
+    )
 
 
 def check_pickle_roundtrip(cls: StrategyType) -> None:
@@ -283,11 +330,21 @@ def check_pickle_roundtrip(cls: StrategyType) -> None:
     setup = tiny_setup(cls)
     fresh = cls()
     for copied in (pickle.loads(pickle.dumps(fresh)), copy.deepcopy(fresh)):
-        assert type(copied) is cls and _same(copied.get_params(), fresh.get_params()), f"{cls.__name__}: copy lost hyperparameters"
+        assert type(copied) is cls and _same(copied.get_params(), fresh.get_params()), (
+            f"{cls.__name__}: copy lost hyperparameters"
+        )
     full = _run(cls(), setup)
     _, part = _run(cls(), setup, stop_after=1)
-    for how, state in (("pickle", pickle.loads(pickle.dumps(part.state))), ("deepcopy", copy.deepcopy(part.state))):
-        _assert_same_run(cls.__name__, full, _run(cls(), setup, resume=state), f"{how} of the mid-stream state + resume")
+    for how, state in (
+        ("pickle", pickle.loads(pickle.dumps(part.state))),
+        ("deepcopy", copy.deepcopy(part.state)),
+    ):
+        _assert_same_run(
+            cls.__name__,
+            full,
+            _run(cls(), setup, resume=state),
+            f"{how} of the mid-stream state + resume",
+        )
 
 
 def check_memory_bounded(cls: StrategyType) -> None:
@@ -295,14 +352,20 @@ def check_memory_bounded(cls: StrategyType) -> None:
     every hook, with a small memory) and does store some after the first experience."""
     if not cls.keeps_memory:
         raise NotApplicable("declares keeps_memory = False")
-    assert "memory_size" in param_names(cls), f"{cls.__name__}: keeps_memory needs a memory_size hyperparameter"
+    assert "memory_size" in param_names(cls), (
+        f"{cls.__name__}: keeps_memory needs a memory_size hyperparameter"
+    )
     for size in (5, cls().get_params()["memory_size"]):
         setup = tiny_setup(cls)
         strategy = cls(**{**cls().get_params(), "memory_size": size})
         for event, _i, _ in _drive(strategy, setup, setup.model()):
             used = strategy.memory_used()
-            assert 0 <= used <= size, f"{cls.__name__}: stores {used} samples after {event!r} with memory_size={size}"
-        assert strategy.memory_used() > 0, f"{cls.__name__}: memory_used() is 0 after training with memory_size={size}"
+            assert 0 <= used <= size, (
+                f"{cls.__name__}: stores {used} samples after {event!r} with memory_size={size}"
+            )
+        assert strategy.memory_used() > 0, (
+            f"{cls.__name__}: memory_used() is 0 after training with memory_size={size}"
+        )
 
 
 def check_finite_gradients(cls: StrategyType) -> None:
@@ -317,7 +380,9 @@ def check_finite_gradients(cls: StrategyType) -> None:
         if event == "before-loss":
             assert batch is not None
             params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-            grads = torch.autograd.grad(cross_entropy(model, batch), list(params.values()), allow_unused=True)
+            grads = torch.autograd.grad(
+                cross_entropy(model, batch), list(params.values()), allow_unused=True
+            )
             reached = {n for n, g in zip(params, grads, strict=True) if g is not None}
         if event != "adjust_gradients":
             continue
@@ -326,9 +391,13 @@ def check_finite_gradients(cls: StrategyType) -> None:
             if not p.requires_grad:
                 continue
             if n in reached:
-                assert p.grad is not None, f"{cls.__name__}: trainable parameter {n!r} got no gradient (experience {i})"
+                assert p.grad is not None, (
+                    f"{cls.__name__}: trainable parameter {n!r} got no gradient (experience {i})"
+                )
             if p.grad is not None:
-                assert bool(torch.isfinite(p.grad).all()), f"{cls.__name__}: non-finite gradient in {n!r} (experience {i})"
+                assert bool(torch.isfinite(p.grad).all()), (
+                    f"{cls.__name__}: non-finite gradient in {n!r} (experience {i})"
+                )
     assert n_steps > 0, f"{cls.__name__}: no training step was taken"
 
 
@@ -342,9 +411,13 @@ def check_declared_boundaries(cls: StrategyType) -> None:
         except ObliviateError as err:
             assert "task boundaries" in str(err)
             return
-        raise AssertionError(f"{cls.__name__}: declares needs_task_boundaries but ran on a task-free stream")
+        raise AssertionError(
+            f"{cls.__name__}: declares needs_task_boundaries but ran on a task-free stream"
+        )
     _, res = _run(cls(), setup)
-    assert not np.isnan(res.accuracy_matrix).all(), f"{cls.__name__}: no accuracy on a task-free stream"
+    assert not np.isnan(res.accuracy_matrix).all(), (
+        f"{cls.__name__}: no accuracy on a task-free stream"
+    )
 
 
 STRATEGY_CHECKS: tuple[Callable[[StrategyType], None], ...] = (
@@ -367,7 +440,9 @@ STRATEGY_CHECKS: tuple[Callable[[StrategyType], None], ...] = (
 
 
 def check_strategy(
-    cls_or_name: StrategyType | str, *, checks: tuple[Callable[[StrategyType], None], ...] = STRATEGY_CHECKS
+    cls_or_name: StrategyType | str,
+    *,
+    checks: tuple[Callable[[StrategyType], None], ...] = STRATEGY_CHECKS,
 ) -> dict[str, str]:
     """Run every check on a strategy class (or registry name); raise on the first failure.
 

@@ -39,7 +39,10 @@ from obliviate.unlearning.base import ForgetRequest, Unlearner
 
 UnlearnerType = type[Unlearner]
 
-TOY_RECIPE = Recipe(ModelSpec("mlp", (64,), seed=0), TrainConfig(n_epochs=20, batch_size=16, lr=3e-3, optimizer="adam", seed=0))
+TOY_RECIPE = Recipe(
+    ModelSpec("mlp", (64,), seed=0),
+    TrainConfig(n_epochs=20, batch_size=16, lr=3e-3, optimizer="adam", seed=0),
+)
 N_MISLABELLED = 30
 
 
@@ -95,9 +98,15 @@ def check_default_constructible(cls: UnlearnerType) -> None:
     """Constructible with defaults; hyperparameters read back; declarations valid."""
     u = cls()
     params = u.get_params()
-    assert set(params) == set(param_names(cls)), f"{_name(cls)}: get_params() {sorted(params)} != constructor args"
-    assert cls.guarantee in ("exact", "approximate"), f"{_name(cls)}: guarantee {cls.guarantee!r} invalid"
-    assert set(cls.needs) <= {"retain", "train", "recipe"}, f"{_name(cls)}: unknown needs {set(cls.needs)}"
+    assert set(params) == set(param_names(cls)), (
+        f"{_name(cls)}: get_params() {sorted(params)} != constructor args"
+    )
+    assert cls.guarantee in ("exact", "approximate"), (
+        f"{_name(cls)}: guarantee {cls.guarantee!r} invalid"
+    )
+    assert set(cls.needs) <= {"retain", "train", "recipe"}, (
+        f"{_name(cls)}: unknown needs {set(cls.needs)}"
+    )
     clone = u.clone()
     assert clone is not u and clone.get_params() == params, f"{_name(cls)}: clone() differs"
 
@@ -109,8 +118,12 @@ def check_input_not_mutated(cls: UnlearnerType) -> None:
     flags = [p.requires_grad for p in toy.original.parameters()]
     out = _make(cls).unlearn(toy.original, toy.request)
     assert out is not toy.original, f"{_name(cls)}: unlearn returned its input model"
-    assert _equal(before, _state(toy.original)), f"{_name(cls)}: unlearn mutated the input model's weights"
-    assert [p.requires_grad for p in toy.original.parameters()] == flags, f"{_name(cls)}: requires_grad changed"
+    assert _equal(before, _state(toy.original)), (
+        f"{_name(cls)}: unlearn mutated the input model's weights"
+    )
+    assert [p.requires_grad for p in toy.original.parameters()] == flags, (
+        f"{_name(cls)}: requires_grad changed"
+    )
     assert not toy.original.training, f"{_name(cls)}: left the input model in train mode"
 
 
@@ -119,8 +132,12 @@ def check_empty_is_identity(cls: UnlearnerType) -> None:
     toy = toy_setup()
     empty = ForgetRequest.from_ids(toy.train, [], toy.recipe)
     out = _make(cls).unlearn(toy.original, empty)
-    assert out is not toy.original, f"{_name(cls)}: the empty request returned the input object itself"
-    assert _equal(_state(out), _state(toy.original)), f"{_name(cls)}: the empty request changed the weights"
+    assert out is not toy.original, (
+        f"{_name(cls)}: the empty request returned the input object itself"
+    )
+    assert _equal(_state(out), _state(toy.original)), (
+        f"{_name(cls)}: the empty request changed the weights"
+    )
 
 
 def check_deterministic(cls: UnlearnerType) -> None:
@@ -141,9 +158,13 @@ def check_missing_needs_raise(cls: UnlearnerType) -> None:
         try:
             _make(cls).unlearn(toy.original, req)
         except ObliviateError as exc:
-            assert need in str(exc), f"{_name(cls)}: the error for a missing {need} does not name it: {exc}"
+            assert need in str(exc), (
+                f"{_name(cls)}: the error for a missing {need} does not name it: {exc}"
+            )
         else:
-            raise AssertionError(f"{_name(cls)}: a request without {need} did not raise ObliviateError")
+            raise AssertionError(
+                f"{_name(cls)}: a request without {need} did not raise ObliviateError"
+            )
 
 
 def check_unknown_ids_raise(cls: UnlearnerType) -> None:
@@ -163,7 +184,9 @@ def check_unknown_ids_raise(cls: UnlearnerType) -> None:
         _make(cls).unlearn(toy.original, req)
     except ObliviateError:
         return
-    raise AssertionError(f"{_name(cls)}: unlearning rows that are not in request.train did not raise ObliviateError")
+    raise AssertionError(
+        f"{_name(cls)}: unlearning rows that are not in request.train did not raise ObliviateError"
+    )
 
 
 def check_exact_equals_retrain(cls: UnlearnerType) -> None:
@@ -172,7 +195,9 @@ def check_exact_equals_retrain(cls: UnlearnerType) -> None:
         raise NotApplicable("approximate method")
     toy = toy_setup()
     out = _make(cls).unlearn(toy.original, toy.request)
-    assert _equal(_state(out), _state(toy.oracle)), f"{_name(cls)}: differs from retraining without the forget set"
+    assert _equal(_state(out), _state(toy.oracle)), (
+        f"{_name(cls)}: differs from retraining without the forget set"
+    )
 
 
 def check_forgets_memorised(cls: UnlearnerType) -> None:
@@ -186,12 +211,16 @@ def check_forgets_memorised(cls: UnlearnerType) -> None:
     fa_oracle = accuracy(toy.oracle, toy.request.forget)
     fa = accuracy(out, toy.request.forget)
     ra, ra_oracle = accuracy(out, toy.request.retain), accuracy(toy.oracle, toy.request.retain)
-    assert fa_orig - fa_oracle >= 0.5, f"toy broken: original {fa_orig:.2f} vs oracle {fa_oracle:.2f} on the forget set"
+    assert fa_orig - fa_oracle >= 0.5, (
+        f"toy broken: original {fa_orig:.2f} vs oracle {fa_oracle:.2f} on the forget set"
+    )
     assert fa <= fa_orig - max(0.1, (fa_orig - fa_oracle) / 8) + 1e-9, (
         f"{_name(cls)}: forget accuracy {fa:.2f} did not fall towards the oracle's {fa_oracle:.2f} "
         f"(original {fa_orig:.2f})"
     )
-    assert ra >= ra_oracle - 0.15, f"{_name(cls)}: retain accuracy {ra:.2f} fell below the oracle's {ra_oracle:.2f} - 0.15"
+    assert ra >= ra_oracle - 0.15, (
+        f"{_name(cls)}: retain accuracy {ra:.2f} fell below the oracle's {ra_oracle:.2f} - 0.15"
+    )
 
 
 UNLEARNER_CHECKS: tuple[Callable[[UnlearnerType], None], ...] = (
@@ -208,7 +237,9 @@ UNLEARNER_CHECKS: tuple[Callable[[UnlearnerType], None], ...] = (
 
 
 def check_unlearner(
-    cls_or_name: UnlearnerType | str, *, checks: tuple[Callable[[UnlearnerType], None], ...] = UNLEARNER_CHECKS
+    cls_or_name: UnlearnerType | str,
+    *,
+    checks: tuple[Callable[[UnlearnerType], None], ...] = UNLEARNER_CHECKS,
 ) -> dict[str, str]:
     """Run every check on an unlearner class (or registry name); raise on the first failure.
 
@@ -228,6 +259,6 @@ def check_unlearner(
     return report
 
 
-__all__ = ["UNLEARNER_CHECKS", "Toy", "check_unlearner", "toy_setup"] + [c.__name__ for c in UNLEARNER_CHECKS]
-
-
+__all__ = ["UNLEARNER_CHECKS", "Toy", "check_unlearner", "toy_setup"] + [
+    c.__name__ for c in UNLEARNER_CHECKS
+]

@@ -98,7 +98,9 @@ def cross_entropy(model: nn.Module, batch: Batch) -> Tensor:
     return F.cross_entropy(logits(model, batch.x, batch.task), batch.y)
 
 
-def kl_to_teacher(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
+def kl_to_teacher(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0
+) -> Tensor:
     """``KL(teacher || student)`` of the temperature-softened outputs, batch mean, times ``T**2``
     (Hinton et al., 2015)."""
     t = float(temperature)
@@ -113,10 +115,24 @@ def soft_cross_entropy(student_logits: Tensor, target_probs: Tensor) -> Tensor:
 
 
 # ---- optimisation --------------------------------------------------------------------------
-def _config(n_epochs: int, batch_size: int, lr: float, optimizer: str, momentum: float,
-            weight_decay: float, seed: int) -> TrainConfig:
-    return TrainConfig(n_epochs=n_epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                       momentum=momentum, weight_decay=weight_decay, seed=seed)
+def _config(
+    n_epochs: int,
+    batch_size: int,
+    lr: float,
+    optimizer: str,
+    momentum: float,
+    weight_decay: float,
+    seed: int,
+) -> TrainConfig:
+    return TrainConfig(
+        n_epochs=n_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        seed=seed,
+    )
 
 
 def cycle(data: Dataset, batch_size: int, gen: torch.Generator) -> Iterator[Batch]:

@@ -47,7 +47,9 @@ class ForgetRequest:
         return self.forget.ids
 
     @classmethod
-    def from_ids(cls, train: Dataset, ids: Tensor | Any, recipe: Recipe | None = None) -> ForgetRequest:
+    def from_ids(
+        cls, train: Dataset, ids: Tensor | Any, recipe: Recipe | None = None
+    ) -> ForgetRequest:
         """Split ``train`` into forget (``ids``) and retain rows.
 
         Ids never trained on raise; forgetting every training row raises.

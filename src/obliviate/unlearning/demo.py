@@ -29,29 +29,72 @@ def unlearning_section(console: Any) -> None:
     out = fresh_section_dir("forget")
     methods = [m for m in METHODS if m in UNLEARNERS]
     console.rule("[bold]Unlearning: forget on request, measured against the retrained oracle")
-    console.print(f"digits, MLP(128) trained 30 epochs (Adam 1e-3), seed {SEED}; each method's default "
-                  "hyperparameters; the oracle is retrained from scratch without the forget set")
+    console.print(
+        f"digits, MLP(128) trained 30 epochs (Adam 1e-3), seed {SEED}; each method's default "
+        "hyperparameters; the oracle is retrained from scratch without the forget set"
+    )
     started = time.perf_counter()
     results: dict[str, list[dict[str, Any]]] = {}
     for request in REQUESTS:
         base = ForgetSpec(dataset="digits", forget=request, seed=SEED, relearn_cap=RELEARN_CAP)
         p = prepare(base)
-        rows = [run_forget(ForgetSpec(dataset="digits", forget=request, method=m, seed=SEED,
-                                      relearn_cap=RELEARN_CAP), prepared=p) for m in methods]
+        rows = [
+            run_forget(
+                ForgetSpec(
+                    dataset="digits", forget=request, method=m, seed=SEED, relearn_cap=RELEARN_CAP
+                ),
+                prepared=p,
+            )
+            for m in methods
+        ]
         results[request] = rows
-        table = Table(title=f"forget {request} ({len(p.request.forget)} of {len(p.train)} training samples)")
-        for col in ("model", "retain acc", "forget acc", "test acc", "MIA AUC", "JS to oracle", "seconds", "speed-up"):
+        table = Table(
+            title=f"forget {request} ({len(p.request.forget)} of {len(p.train)} training samples)"
+        )
+        for col in (
+            "model",
+            "retain acc",
+            "forget acc",
+            "test acc",
+            "MIA AUC",
+            "JS to oracle",
+            "seconds",
+            "speed-up",
+        ):
             table.add_column(col, justify="right" if col != "model" else "left")
         o, g = rows[0]["original"], rows[0]["oracle"]
-        table.add_row("original", f"{o['retain_acc']:.3f}", f"{o['forget_acc']:.3f}", f"{o['test_acc']:.3f}",
-                      f"{o['mia_auc']:.3f}", f"{rows[0]['js_to_oracle']['original_forget']:.4f}", "-", "-")
-        table.add_row("oracle (retrain)", f"{g['retain_acc']:.3f}", f"{g['forget_acc']:.3f}", f"{g['test_acc']:.3f}",
-                      f"{g['mia_auc']:.3f}", "0", f"{p.oracle_seconds:.2f}", "1.0x")
+        table.add_row(
+            "original",
+            f"{o['retain_acc']:.3f}",
+            f"{o['forget_acc']:.3f}",
+            f"{o['test_acc']:.3f}",
+            f"{o['mia_auc']:.3f}",
+            f"{rows[0]['js_to_oracle']['original_forget']:.4f}",
+            "-",
+            "-",
+        )
+        table.add_row(
+            "oracle (retrain)",
+            f"{g['retain_acc']:.3f}",
+            f"{g['forget_acc']:.3f}",
+            f"{g['test_acc']:.3f}",
+            f"{g['mia_auc']:.3f}",
+            "0",
+            f"{p.oracle_seconds:.2f}",
+            "1.0x",
+        )
         for m, r in zip(methods, rows, strict=True):
             u = r["unlearned"]
-            table.add_row(m, f"{u['retain_acc']:.3f}", f"{u['forget_acc']:.3f}", f"{u['test_acc']:.3f}",
-                          f"{u['mia_auc']:.3f}", f"{r['js_to_oracle']['forget']:.4f}", f"{r['seconds']:.2f}",
-                          f"{r['speedup']:.0f}x")
+            table.add_row(
+                m,
+                f"{u['retain_acc']:.3f}",
+                f"{u['forget_acc']:.3f}",
+                f"{u['test_acc']:.3f}",
+                f"{u['mia_auc']:.3f}",
+                f"{r['js_to_oracle']['forget']:.4f}",
+                f"{r['seconds']:.2f}",
+                f"{r['speedup']:.0f}x",
+            )
         console.print(table)
     write_json_atomic(results, out / "results.json")
     console.print(

@@ -41,7 +41,9 @@ def nonmembers(request: ForgetRequest, test: Dataset) -> Dataset:
     return sub if len(sub) else test
 
 
-def model_report(model: nn.Module, request: ForgetRequest, test: Dataset, held_out: Dataset, *, seed: int = 0) -> dict[str, Any]:
+def model_report(
+    model: nn.Module, request: ForgetRequest, test: Dataset, held_out: Dataset, *, seed: int = 0
+) -> dict[str, Any]:
     """Accuracies and membership attacks of one model."""
     retain = request.retain if request.retain is not None else request.forget.subset([])
     out: dict[str, Any] = {
@@ -54,17 +56,27 @@ def model_report(model: nn.Module, request: ForgetRequest, test: Dataset, held_o
         mia = membership_attacks(
             F.cross_entropy(lf, request.forget.y, reduction="none"),
             F.cross_entropy(lt, held_out.y, reduction="none"),
-            lf.softmax(1), lt.softmax(1), seed=seed,
+            lf.softmax(1),
+            lt.softmax(1),
+            seed=seed,
         )
     else:
-        mia = dict.fromkeys(("loss_auc", "entropy_auc", "logistic_auc", "logistic_accuracy"), float("nan"))
+        mia = dict.fromkeys(
+            ("loss_auc", "entropy_auc", "logistic_auc", "logistic_accuracy"), float("nan")
+        )
     out["mia_auc"] = mia["loss_auc"]
     out["mia"] = mia
     return out
 
 
-def relearn_steps(model: nn.Module, forget: Dataset, target_acc: float, *, cap: int = 200,
-                  config: TrainConfig = RELEARN) -> int:
+def relearn_steps(
+    model: nn.Module,
+    forget: Dataset,
+    target_acc: float,
+    *,
+    cap: int = 200,
+    config: TrainConfig = RELEARN,
+) -> int:
     """Optimiser steps of fine-tuning a copy of ``model`` on ``forget`` until its forget accuracy
     reaches ``target_acc``; ``cap`` if it never does within ``cap`` steps (0 if it already does)."""
     if len(forget) == 0 or accuracy(model, forget) >= target_acc:
@@ -105,8 +117,10 @@ def evaluate_unlearning(
     ``relearn_steps`` (unlearned), ``relearn_steps_oracle``, ``relearn_cap``.
     """
     held_out = nonmembers(request, test)
-    reports = {name: model_report(m, request, test, held_out, seed=seed)
-               for name, m in (("original", original), ("oracle", oracle), ("unlearned", unlearned))}
+    reports = {
+        name: model_report(m, request, test, held_out, seed=seed)
+        for name, m in (("original", original), ("oracle", oracle), ("unlearned", unlearned))
+    }
     u, o = reports["unlearned"], reports["oracle"]
     gaps = {k: u[k] - o[k] for k in ("retain_acc", "forget_acc", "test_acc", "mia_auc")}
     gaps.update({f"mia_{k}": u["mia"][k] - o["mia"][k] for k in ("entropy_auc", "logistic_auc")})
@@ -117,7 +131,9 @@ def evaluate_unlearning(
     js = {
         "forget": js_divergence(probs(unlearned, request.forget), probs(oracle, request.forget)),
         "test": js_divergence(probs(unlearned, test), probs(oracle, test)),
-        "original_forget": js_divergence(probs(original, request.forget), probs(oracle, request.forget)),
+        "original_forget": js_divergence(
+            probs(original, request.forget), probs(oracle, request.forget)
+        ),
         "original_test": js_divergence(probs(original, test), probs(oracle, test)),
     }
     target = reports["original"]["forget_acc"]
@@ -150,7 +166,9 @@ def forgetting_quality(
     assert retain is not None
 
     def scores(models: Sequence[nn.Module]) -> np.ndarray:
-        return np.stack([confidence_scores(predict_logits(m, request.forget), request.forget.y) for m in models])
+        return np.stack(
+            [confidence_scores(predict_logits(m, request.forget), request.forget.y) for m in models]
+        )
 
     fq = _fq(scores(unlearned_models), scores(oracle_models), delta=delta)
     ra_u = float(np.mean([accuracy(m, retain) for m in unlearned_models]))
@@ -170,4 +188,10 @@ def forgetting_quality(
     }
 
 
-__all__ = ["evaluate_unlearning", "forgetting_quality", "model_report", "nonmembers", "relearn_steps"]
+__all__ = [
+    "evaluate_unlearning",
+    "forgetting_quality",
+    "model_report",
+    "nonmembers",
+    "relearn_steps",
+]

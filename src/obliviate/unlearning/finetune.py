@@ -46,8 +46,14 @@ class Finetune(Unlearner):
     needs: ClassVar[frozenset[str]] = frozenset({"retain"})
 
     def __init__(
-        self, *, n_epochs: int = 2, lr: float = 0.05, batch_size: int = 32, momentum: float = 0.9,
-        optimizer: str = "sgd", seed: int = 0,
+        self,
+        *,
+        n_epochs: int = 2,
+        lr: float = 0.05,
+        batch_size: int = 32,
+        momentum: float = 0.9,
+        optimizer: str = "sgd",
+        seed: int = 0,
     ) -> None:
         check_number("n_epochs", n_epochs, low=1, integer=True, owner="Finetune")
         check_number("lr", lr, low=0, low_open=True, owner="Finetune")
@@ -63,6 +69,16 @@ class Finetune(Unlearner):
         if len(request.forget) == 0:
             return out
         assert request.retain is not None
-        run_steps(out, request.retain, cross_entropy, n_epochs=self.n_epochs, batch_size=self.batch_size,
-                  lr=self.lr, momentum=self.momentum, optimizer=self.optimizer, seed=self.seed, key="finetune")
+        run_steps(
+            out,
+            request.retain,
+            cross_entropy,
+            n_epochs=self.n_epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            momentum=self.momentum,
+            optimizer=self.optimizer,
+            seed=self.seed,
+            key="finetune",
+        )
         return out

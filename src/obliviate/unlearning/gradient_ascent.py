@@ -42,7 +42,13 @@ class GradientAscent(Unlearner):
     """
 
     def __init__(
-        self, *, n_epochs: int = 5, lr: float = 0.1, batch_size: int = 32, max_loss: float = 5.0, seed: int = 0
+        self,
+        *,
+        n_epochs: int = 5,
+        lr: float = 0.1,
+        batch_size: int = 32,
+        max_loss: float = 5.0,
+        seed: int = 0,
     ) -> None:
         check_number("n_epochs", n_epochs, low=1, integer=True, owner="GradientAscent")
         check_number("lr", lr, low=0, low_open=True, owner="GradientAscent")
@@ -50,7 +56,13 @@ class GradientAscent(Unlearner):
         if max_loss != float("inf"):
             check_number("max_loss", max_loss, low=0, low_open=True, owner="GradientAscent")
         check_number("seed", seed, integer=True, owner="GradientAscent")
-        self.n_epochs, self.lr, self.batch_size, self.max_loss, self.seed = n_epochs, lr, batch_size, max_loss, seed
+        self.n_epochs, self.lr, self.batch_size, self.max_loss, self.seed = (
+            n_epochs,
+            lr,
+            batch_size,
+            max_loss,
+            seed,
+        )
 
     def unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
         out = start(self, model, request)
@@ -62,6 +74,14 @@ class GradientAscent(Unlearner):
             ce = cross_entropy(m, batch)
             return -ce if float(ce.detach()) < max_loss else ce * 0.0
 
-        run_steps(out, request.forget, loss, n_epochs=self.n_epochs, batch_size=self.batch_size,
-                  lr=self.lr, seed=self.seed, key="gradient_ascent")
+        run_steps(
+            out,
+            request.forget,
+            loss,
+            n_epochs=self.n_epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            seed=self.seed,
+            key="gradient_ascent",
+        )
         return out

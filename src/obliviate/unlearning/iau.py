@@ -84,7 +84,9 @@ class IAU(Unlearner):
             return out
         assert request.retain is not None
         params = [p for p in out.parameters() if p.requires_grad]
-        opt = make_optimizer(params, TrainConfig(lr=self.lr, optimizer=self.optimizer, seed=self.seed))
+        opt = make_optimizer(
+            params, TrainConfig(lr=self.lr, optimizer=self.optimizer, seed=self.seed)
+        )
         for _ in range(self.n_steps):
             opt.zero_grad(set_to_none=True)
             self._accumulate(out, request.retain, self.retain_weight)
@@ -101,5 +103,7 @@ class IAU(Unlearner):
         for s in range(0, n, self.batch_size):
             task = None if data.task is None else data.task[s : s + self.batch_size]
             out = logits(model, data.x[s : s + self.batch_size], task)
-            loss = F.cross_entropy(out, data.y[s : s + self.batch_size], reduction="sum") * (weight / n)
+            loss = F.cross_entropy(out, data.y[s : s + self.batch_size], reduction="sum") * (
+                weight / n
+            )
             loss.backward()

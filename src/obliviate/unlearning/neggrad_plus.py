@@ -50,8 +50,16 @@ class NegGradPlus(Unlearner):
     needs: ClassVar[frozenset[str]] = frozenset({"retain"})
 
     def __init__(
-        self, *, alpha: float = 0.8, n_epochs: int = 1, lr: float = 0.05, batch_size: int = 32,
-        forget_batch_size: int = 32, momentum: float = 0.9, max_forget_loss: float = 5.0, seed: int = 0,
+        self,
+        *,
+        alpha: float = 0.8,
+        n_epochs: int = 1,
+        lr: float = 0.05,
+        batch_size: int = 32,
+        forget_batch_size: int = 32,
+        momentum: float = 0.9,
+        max_forget_loss: float = 5.0,
+        seed: int = 0,
     ) -> None:
         o = "NegGradPlus"
         check_number("alpha", alpha, low=0, high=1, low_open=True, high_open=True, owner=o)
@@ -65,7 +73,11 @@ class NegGradPlus(Unlearner):
         check_number("seed", seed, integer=True, owner=o)
         self.alpha, self.n_epochs, self.lr, self.batch_size = alpha, n_epochs, lr, batch_size
         self.forget_batch_size, self.momentum, self.max_forget_loss, self.seed = (
-            forget_batch_size, momentum, max_forget_loss, seed)
+            forget_batch_size,
+            momentum,
+            max_forget_loss,
+            seed,
+        )
 
     def unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
         out = start(self, model, request)
@@ -79,7 +91,17 @@ class NegGradPlus(Unlearner):
             lr_ = cross_entropy(m, retain)
             return alpha * lr_ - (1.0 - alpha) * lf if float(lf.detach()) < cap else alpha * lr_
 
-        run_paired_steps(out, request.retain, request.forget, loss, n_epochs=self.n_epochs,
-                         batch_size=self.batch_size, other_batch_size=self.forget_batch_size, lr=self.lr,
-                         momentum=self.momentum, seed=self.seed, key="neggrad_plus")
+        run_paired_steps(
+            out,
+            request.retain,
+            request.forget,
+            loss,
+            n_epochs=self.n_epochs,
+            batch_size=self.batch_size,
+            other_batch_size=self.forget_batch_size,
+            lr=self.lr,
+            momentum=self.momentum,
+            seed=self.seed,
+            key="neggrad_plus",
+        )
         return out

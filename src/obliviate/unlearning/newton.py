@@ -41,7 +41,9 @@ def design_matrix(model: nn.Module, data: Dataset) -> Tensor:
     return torch.cat([h, torch.ones(len(data), 1, dtype=torch.float64)], dim=1)
 
 
-def objective_grad_hessian(w: Tensor, x: Tensor, y: Tensor, reg_strength: float) -> tuple[Tensor, Tensor, Tensor]:
+def objective_grad_hessian(
+    w: Tensor, x: Tensor, y: Tensor, reg_strength: float
+) -> tuple[Tensor, Tensor, Tensor]:
     """Value, gradient ``[K, D]`` and Hessian ``[K*D, K*D]`` (row-major over (class, feature)) of
 
     ``L(w) = mean_i CE(softmax(w x_i), y_i) + reg_strength / 2 * ||w||^2``  for ``w`` of shape ``[K, D]``.
@@ -79,7 +81,15 @@ def hessian_vector(v: Tensor, x: Tensor, p: Tensor, reg_strength: float) -> Tens
     return s.T @ x / x.shape[0] + reg_strength * v
 
 
-def solve_cg(x: Tensor, p: Tensor, b: Tensor, reg_strength: float, *, tol: float = 1e-12, max_iter: int = 2000) -> Tensor:
+def solve_cg(
+    x: Tensor,
+    p: Tensor,
+    b: Tensor,
+    reg_strength: float,
+    *,
+    tol: float = 1e-12,
+    max_iter: int = 2000,
+) -> Tensor:
     """``H^-1 b`` by conjugate gradients on Hessian-vector products (H is positive definite)."""
     sol = torch.zeros_like(b)
     r = b.clone()
@@ -99,7 +109,9 @@ def solve_cg(x: Tensor, p: Tensor, b: Tensor, reg_strength: float, *, tol: float
     return sol
 
 
-def newton_steps(w: Tensor, x: Tensor, y: Tensor, reg_strength: float, n_steps: int) -> tuple[Tensor, Tensor]:
+def newton_steps(
+    w: Tensor, x: Tensor, y: Tensor, reg_strength: float, n_steps: int
+) -> tuple[Tensor, Tensor]:
     """``n_steps`` Newton steps on the objective above from ``w``; returns (new w, last step).
 
     Each step solves ``H step = grad`` by conjugate gradients (Guo et al., Sec. 4, suggest the
@@ -113,7 +125,9 @@ def newton_steps(w: Tensor, x: Tensor, y: Tensor, reg_strength: float, n_steps: 
     return w, step
 
 
-def fit_head(model: nn.Module, data: Dataset, *, reg_strength: float = 1e-3, n_steps: int = 25) -> nn.Module:
+def fit_head(
+    model: nn.Module, data: Dataset, *, reg_strength: float = 1e-3, n_steps: int = 25
+) -> nn.Module:
     """Set ``model``'s linear head (in place) to the minimiser of the l2-regularised softmax loss
     on ``data`` with frozen features, by Newton's method; returns ``model``.
 

@@ -49,11 +49,22 @@ from obliviate.unlearning.evaluate import evaluate_unlearning, forgetting_qualit
 CACHE_ENV = "OBLIVIATE_CACHE"
 
 _DEFAULTS: dict[str, Recipe] = {
-    "digits": Recipe(ModelSpec("mlp", (128,)), TrainConfig(n_epochs=30, batch_size=32, lr=1e-3, optimizer="adam")),
-    "synthetic": Recipe(ModelSpec("mlp", (64,)), TrainConfig(n_epochs=30, batch_size=32, lr=1e-3, optimizer="adam")),
-    "mnist1d": Recipe(ModelSpec("mlp", (256, 256)), TrainConfig(n_epochs=30, batch_size=64, lr=1e-3, optimizer="adam")),
-    "mnist": Recipe(ModelSpec("mlp", (256,)), TrainConfig(n_epochs=5, batch_size=128, lr=1e-3, optimizer="adam")),
-    "fashion-mnist": Recipe(ModelSpec("mlp", (256,)), TrainConfig(n_epochs=5, batch_size=128, lr=1e-3, optimizer="adam")),
+    "digits": Recipe(
+        ModelSpec("mlp", (128,)), TrainConfig(n_epochs=30, batch_size=32, lr=1e-3, optimizer="adam")
+    ),
+    "synthetic": Recipe(
+        ModelSpec("mlp", (64,)), TrainConfig(n_epochs=30, batch_size=32, lr=1e-3, optimizer="adam")
+    ),
+    "mnist1d": Recipe(
+        ModelSpec("mlp", (256, 256)),
+        TrainConfig(n_epochs=30, batch_size=64, lr=1e-3, optimizer="adam"),
+    ),
+    "mnist": Recipe(
+        ModelSpec("mlp", (256,)), TrainConfig(n_epochs=5, batch_size=128, lr=1e-3, optimizer="adam")
+    ),
+    "fashion-mnist": Recipe(
+        ModelSpec("mlp", (256,)), TrainConfig(n_epochs=5, batch_size=128, lr=1e-3, optimizer="adam")
+    ),
 }
 
 
@@ -122,7 +133,9 @@ class ForgetSpec:
 def raise_quality() -> None:
     from obliviate.errors import ObliviateError
 
-    raise ObliviateError("quality=1 cannot estimate anything; use quality >= 2 (e.g. 16) or 0 to skip it")
+    raise ObliviateError(
+        "quality=1 cannot estimate anything; use quality >= 2 (e.g. 16) or 0 to skip it"
+    )
 
 
 # ---- caching ---------------------------------------------------------------------------------
@@ -149,7 +162,9 @@ def _recipe_dict(r: Recipe) -> dict[str, Any]:
     return {"model": asdict(r.model), "train": r.train.to_dict()}
 
 
-def trained(recipe: Recipe, data: Dataset, n_classes: int, cache_dir: str | None, kind: str) -> tuple[nn.Module, float, float]:
+def trained(
+    recipe: Recipe, data: Dataset, n_classes: int, cache_dir: str | None, kind: str
+) -> tuple[nn.Module, float, float]:
     """``recipe.fit(data)``, reused from memory or ``cache_dir`` when the same recipe was already
     trained on the same rows; returns (model, wall seconds, CPU seconds the training took when it ran)."""
     key = f"{kind}-{_digest(_recipe_dict(recipe), data_fingerprint(data), n_classes, torch.__version__)}"
@@ -169,8 +184,14 @@ def trained(recipe: Recipe, data: Dataset, n_classes: int, cache_dir: str | None
         model = recipe.fit(data, n_classes=n_classes)
         seconds, cpu = time.perf_counter() - start, time.process_time() - start_cpu
         if path is not None:
-            _atomic_save({"state": model.state_dict(), "seconds": torch.tensor(seconds),
-                          "cpu_seconds": torch.tensor(cpu)}, path)
+            _atomic_save(
+                {
+                    "state": model.state_dict(),
+                    "seconds": torch.tensor(seconds),
+                    "cpu_seconds": torch.tensor(cpu),
+                },
+                path,
+            )
     _MEMO[key] = ({k: v.clone() for k, v in model.state_dict().items()}, seconds, cpu)
     return model.eval(), seconds, cpu
 
@@ -238,7 +259,9 @@ def prepare(spec: ForgetSpec, *, data: tuple[Dataset, Dataset] | None = None) ->
     original, t_orig, c_orig = trained(recipe, train, train.n_classes, spec.cache_dir, "original")
     assert request.retain is not None
     if len(request.forget):
-        oracle, t_oracle, c_oracle = trained(recipe, request.retain, train.n_classes, spec.cache_dir, "oracle")
+        oracle, t_oracle, c_oracle = trained(
+            recipe, request.retain, train.n_classes, spec.cache_dir, "oracle"
+        )
     else:
         oracle, t_oracle, c_oracle = original, t_orig, c_orig
     return Prepared(train, test, recipe, request, original, oracle, t_orig, t_oracle, c_oracle)
@@ -258,7 +281,11 @@ def learned_state(unlearner: Any) -> dict[str, Any]:
     """An unlearner's learned figures (attributes ending in ``_``) that are JSON-friendly."""
     out = {}
     for k, v in vars(unlearner).items():
-        if k.endswith("_") and not k.startswith("_") and isinstance(v, (int, float, str, bool, dict, list)):
+        if (
+            k.endswith("_")
+            and not k.startswith("_")
+            and isinstance(v, (int, float, str, bool, dict, list))
+        ):
             out[k] = v
     return out
 
@@ -270,23 +297,32 @@ def run_forget(spec: ForgetSpec, *, prepared: Prepared | None = None) -> dict[st
     start, start_cpu = time.perf_counter(), time.process_time()
     unlearned = method.unlearn(p.original, p.request)
     seconds, cpu = time.perf_counter() - start, time.process_time() - start_cpu
-    result = evaluate_unlearning(p.original, p.oracle, unlearned, p.request, p.test,
-                                 relearn_cap=spec.relearn_cap, seed=spec.seed)
-    result.update({
-        "method": spec.method,
-        "guarantee": type(method).guarantee,
-        "n_forget": len(p.request.forget),
-        "n_retain": len(p.request.retain) if p.request.retain is not None else None,
-        "seconds": seconds,
-        "oracle_seconds": p.oracle_seconds,
-        "speedup": p.oracle_seconds / seconds if seconds > 0 else float("inf"),
-        "cpu_seconds": cpu,
-        "oracle_cpu_seconds": p.oracle_cpu_seconds,
-        "speedup_cpu": p.oracle_cpu_seconds / cpu if cpu > 0 else float("inf"),
-        "learned": learned_state(method),
-        "spec": spec.to_dict(),
-        "provenance": provenance(seed=spec.seed),
-    })
+    result = evaluate_unlearning(
+        p.original,
+        p.oracle,
+        unlearned,
+        p.request,
+        p.test,
+        relearn_cap=spec.relearn_cap,
+        seed=spec.seed,
+    )
+    result.update(
+        {
+            "method": spec.method,
+            "guarantee": type(method).guarantee,
+            "n_forget": len(p.request.forget),
+            "n_retain": len(p.request.retain) if p.request.retain is not None else None,
+            "seconds": seconds,
+            "oracle_seconds": p.oracle_seconds,
+            "speedup": p.oracle_seconds / seconds if seconds > 0 else float("inf"),
+            "cpu_seconds": cpu,
+            "oracle_cpu_seconds": p.oracle_cpu_seconds,
+            "speedup_cpu": p.oracle_cpu_seconds / cpu if cpu > 0 else float("inf"),
+            "learned": learned_state(method),
+            "spec": spec.to_dict(),
+            "provenance": provenance(seed=spec.seed),
+        }
+    )
     if spec.quality:
         result["quality"] = quality(spec, p)
     return result
@@ -308,10 +344,20 @@ def quality(spec: ForgetSpec, p: Prepared) -> dict[str, Any]:
         r = seeded(base, s)
         orig, _, _ = trained(r, p.train, p.train.n_classes, spec.cache_dir, "original")
         orc, _, _ = trained(r, p.request.retain, p.train.n_classes, spec.cache_dir, "oracle")
-        req = ForgetRequest(forget=p.request.forget, retain=p.request.retain, train=p.request.train, recipe=r)
+        req = ForgetRequest(
+            forget=p.request.forget, retain=p.request.retain, train=p.request.train, recipe=r
+        )
         unlearned.append(make_method(spec, seed=s).unlearn(orig, req))
         oracles.append(orc)
     return forgetting_quality(unlearned, oracles, p.request, p.test)
 
 
-__all__ = ["ForgetSpec", "Prepared", "default_recipe", "make_method", "prepare", "run_forget", "write_json_atomic"]
+__all__ = [
+    "ForgetSpec",
+    "Prepared",
+    "default_recipe",
+    "make_method",
+    "prepare",
+    "run_forget",
+    "write_json_atomic",
+]

@@ -28,7 +28,9 @@ def shrink_covariance(cov: Tensor, gamma1: float = 3.0, gamma2: float = 3.0) -> 
     return cov + gamma1 * v1 * eye + gamma2 * v2 * (1 - eye)
 
 
-def class_statistics(features: Tensor, probs: Tensor, sharpness: float = 1.0) -> tuple[Tensor, Tensor]:
+def class_statistics(
+    features: Tensor, probs: Tensor, sharpness: float = 1.0
+) -> tuple[Tensor, Tensor]:
     """Soft class means ``[C, d]`` and shrunk precision matrices ``[C, d, d]`` from features
     weighted by sharpened class probabilities ``p_c(x)**sharpness`` (renormalised per sample):
     every class gets statistics, even with few argmax hits, and larger ``sharpness`` moves each
@@ -139,9 +141,19 @@ class SCAR(Unlearner):
         check_number("batch_size", batch_size, low=1, integer=True, owner="SCAR")
         check_number("lr", lr, low=0, low_open=True, owner="SCAR")
         check_number("seed", seed, integer=True, owner="SCAR")
-        self.lambda_forget, self.lambda_retain, self.temperature = lambda_forget, lambda_retain, temperature
+        self.lambda_forget, self.lambda_retain, self.temperature = (
+            lambda_forget,
+            lambda_retain,
+            temperature,
+        )
         self.sharpness = sharpness
-        self.n_surrogate, self.n_epochs, self.batch_size, self.lr, self.seed = n_surrogate, n_epochs, batch_size, lr, seed
+        self.n_surrogate, self.n_epochs, self.batch_size, self.lr, self.seed = (
+            n_surrogate,
+            n_epochs,
+            batch_size,
+            lr,
+            seed,
+        )
 
     def surrogate(self, forget: Dataset) -> Tensor:
         """The generated OOD inputs (see Notes), shaped like the forget samples."""
@@ -167,21 +179,30 @@ class SCAR(Unlearner):
                 teacher.features(x_ood), F.softmax(ood_logits, dim=1), self.sharpness
             )
             feats = teacher.features(forget.x)
-            dist = torch.stack([mahalanobis(feats, means[c], precisions[c]) for c in range(means.shape[0])], dim=1)
+            dist = torch.stack(
+                [mahalanobis(feats, means[c], precisions[c]) for c in range(means.shape[0])], dim=1
+            )
             dist[torch.arange(len(forget)), forget.y] = float("inf")
             target = dist.argmin(dim=1)
-        opt = make_optimizer([p for p in out.parameters() if p.requires_grad], TrainConfig(lr=self.lr, optimizer="adam"))
+        opt = make_optimizer(
+            [p for p in out.parameters() if p.requires_grad],
+            TrainConfig(lr=self.lr, optimizer="adam"),
+        )
         gen = generator(self.seed, "scar-batches")
         out.train()
         for _ in range(self.n_epochs):
             order = torch.randperm(len(forget), generator=gen)
             for s in range(0, len(forget), self.batch_size):
                 idx = order[s : s + self.batch_size]
-                ood_idx = torch.randint(0, len(x_ood), (max(len(idx), self.batch_size),), generator=gen)
+                ood_idx = torch.randint(
+                    0, len(x_ood), (max(len(idx), self.batch_size),), generator=gen
+                )
                 f = out.features(forget.x[idx])
                 t = target[idx]
                 diff = f - means[t]
-                relocate = torch.sqrt(torch.einsum("bi,bij,bj->b", diff, precisions[t], diff).clamp_min(1e-12)).mean()
+                relocate = torch.sqrt(
+                    torch.einsum("bi,bij,bj->b", diff, precisions[t], diff).clamp_min(1e-12)
+                ).mean()
                 keep = js_divergence(ood_logits[ood_idx], out(x_ood[ood_idx]), self.temperature)
                 opt.zero_grad(set_to_none=True)
                 (self.lambda_forget * relocate + self.lambda_retain * keep).backward()

@@ -69,7 +69,9 @@ class UPCORE(Unlearner):
 
         if method not in UNLEARNERS or method == "upcore":
             valid = ", ".join(sorted(k for k in UNLEARNERS if k != "upcore"))
-            raise ObliviateError(f"UPCORE: method {method!r} is not a wrappable unlearner; valid: {valid}")
+            raise ObliviateError(
+                f"UPCORE: method {method!r} is not a wrappable unlearner; valid: {valid}"
+            )
         check_number("contamination", contamination, low=0, high=0.5, low_open=True, owner="UPCORE")
         check_number("n_estimators", n_estimators, low=1, integer=True, owner="UPCORE")
         check_number("seed", seed, integer=True, owner="UPCORE")
@@ -87,7 +89,9 @@ class UPCORE(Unlearner):
         return cls(**params)
 
     @torch.no_grad()
-    def coreset(self, model: nn.Module, request: ForgetRequest) -> tuple[torch.Tensor, torch.Tensor]:
+    def coreset(
+        self, model: nn.Module, request: ForgetRequest
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(core ids, pruned outlier ids) of the forget set."""
         from sklearn.ensemble import IsolationForest
 
@@ -98,7 +102,9 @@ class UPCORE(Unlearner):
         model.eval()
         feats = model.features(forget.x).numpy().astype(np.float64)  # type: ignore[operator]
         model.train(was)
-        forest = IsolationForest(n_estimators=self.n_estimators, contamination=self.contamination, random_state=self.seed)
+        forest = IsolationForest(
+            n_estimators=self.n_estimators, contamination=self.contamination, random_state=self.seed
+        )
         inlier = torch.as_tensor(forest.fit_predict(feats) == 1)
         return forget.ids[inlier].clone(), forget.ids[~inlier].clone()
 
