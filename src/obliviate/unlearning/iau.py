@@ -31,7 +31,12 @@ class IAU(Unlearner):
     Parameters
     ----------
     lr : float, > 0
-        Step size η of the optimiser.
+        Step size η of the optimiser. Default 1e-2, chosen on digits with training data only (the
+        default ``obliviate forget`` recipe, seed 0): one Adam step then leaves random-10 %
+        forget accuracy at the oracle's (0.979 vs 0.979, retain 1.000), while 1e-3 moves
+        nothing and 3e-2 costs 10 points of retain accuracy. It is an influence (first-order)
+        method: a whole class is not removed by one step (class-3 forget accuracy 0.90); use
+        ``n_steps=5`` for that (measured 0.00, retain 0.995).
     n_steps : int, >= 1
         Number of full-batch correction steps (reference: 1).
     retain_weight : float, >= 0
@@ -62,7 +67,7 @@ class IAU(Unlearner):
     def __init__(
         self,
         *,
-        lr: float = 1e-3,
+        lr: float = 1e-2,
         n_steps: int = 1,
         retain_weight: float = 1.0,
         optimizer: str = "adam",
