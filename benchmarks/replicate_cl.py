@@ -90,8 +90,9 @@ PMNIST = {
         "lr": 0.1,
         "opt": "sgd",
         "batch": 10,
+        "limit": 1000,  # the baselines train GEM on the first 1000 patterns of each experience
         "per_task": 1000,
-        "params": {"memory_size": 1000, "memory_strength": 0.5},
+        "params": {"memory_strength": 0.5},
     },
     "agem": {
         "target": 0.81,
@@ -101,7 +102,8 @@ PMNIST = {
         "lr": 0.1,
         "opt": "sgd",
         "batch": 10,
-        "params": {"memory_size": 250},
+        "per_task": 250,
+        "params": {"sample_size": 256},
     },
 }
 
@@ -206,15 +208,17 @@ def pmnist(args: argparse.Namespace) -> None:
         p = PMNIST[name]
         tasks = args.pmnist_tasks or p["tasks"]
         epochs = min(p["epochs"], args.max_epochs) if args.max_epochs else p["epochs"]
-        tr = train.subset(torch.arange(args.limit)) if args.limit else train
+        limit = args.limit or p.get("limit", 0)
+        tr = train.subset(torch.arange(limit)) if limit else train
         stream = build_scenario("domain-permutation", tr, test, n_experiences=tasks, seed=0)
         config = TrainConfig(n_epochs=epochs, batch_size=p["batch"], lr=p["lr"], optimizer=p["opt"])
-        vals = [
-            run(stream, name, p["params"], p["hidden"], replace(config, seed=s), s) for s in seeds
-        ]
+        params = dict(p["params"])
+        if "per_task" in p:  # the baselines' patterns_per_exp; our memory_size is the total
+            params["memory_size"] = p["per_task"] * tasks
+        vals = [run(stream, name, params, p["hidden"], replace(config, seed=s), s) for s in seeds]
         proto = (
             f"{tasks} tasks, MLP {p['hidden']}, {epochs} ep, {p['opt']} lr {p['lr']}, batch {p['batch']}"
-            + (f", {args.limit} train samples" if args.limit else "")
+            + (f", {limit} train samples per task" if limit else "")
         )
         print(f"| {name} | {proto} | {fmt(vals)} | {100 * p['target']:.0f} |", flush=True)
 
