@@ -82,8 +82,7 @@ def _find_idx_folder(name: str, data_dir: str | None) -> Path:
         root = Path(base).expanduser()
         candidates += [root, root / name, root / name.replace("-", "_")]
     if name == "fashion-mnist":  # where Debian's dataset-fashion-mnist package puts its files
-        candidates.append(Path("/usr/share/dataset-fashion-mnist"))
-        candidates.append(Path("/usr/share/fashion-mnist"))
+        candidates.append(Path("/usr/share/datasets/fashion-mnist"))
     for folder in candidates:
         if all((folder / f).exists() or (folder / (f + ".gz")).exists() for f in IDX_FILES):
             return folder
