@@ -45,3 +45,25 @@ def check_choice(name: str, value: Any, choices: Iterable[Any], *, owner: str = 
     if value not in choices:
         valid = ", ".join(repr(c) for c in choices)
         raise ObliviateError(f"{_where(owner, name)} must be one of {valid}; got {value!r}")
+
+
+_SCHEDULE_RULES: dict[str, dict[str, Any]] = {
+    "n_epochs": {"low": 1, "integer": True},
+    "lr": {"low": 0, "low_open": True},
+    "batch_size": {"low": 1, "integer": True},
+    "momentum": {"low": 0, "high": 1, "high_open": True},
+    "seed": {"integer": True},
+}
+
+
+def check_schedule(owner: str, **values: Any) -> None:
+    """Check the usual optimisation hyperparameters, by name: ``n_epochs`` (integer >= 1),
+    ``lr`` (> 0), ``batch_size`` (integer >= 1), ``optimizer`` (one of ``training.OPTIMIZERS``), ``momentum``
+    (in [0, 1)) and ``seed`` (integer). Other names are an error of the caller."""
+    for name, value in values.items():
+        if name == "optimizer":
+            from obliviate.training import OPTIMIZERS  # training imports this module
+
+            check_choice("optimizer", value, OPTIMIZERS, owner=owner)
+        else:
+            check_number(name, value, owner=owner, **_SCHEDULE_RULES[name])

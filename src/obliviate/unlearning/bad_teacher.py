@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from obliviate._validation import check_choice, check_number
+from obliviate._validation import check_number, check_schedule
 from obliviate.data.dataset import Dataset
 from obliviate.models.base import logits
-from obliviate.training import OPTIMIZERS, Batch
+from obliviate.training import Batch
 from obliviate.unlearning._ops import fresh_like, frozen_copy, run_steps, start
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 from obliviate.unlearning.random_label import retain_sample
@@ -80,13 +80,16 @@ class BadTeacher(Unlearner):
         retain_fraction: float = 0.3,
         seed: int = 0,
     ) -> None:
-        check_number("n_epochs", n_epochs, low=1, integer=True, owner="BadTeacher")
-        check_number("lr", lr, low=0, low_open=True, owner="BadTeacher")
-        check_number("batch_size", batch_size, low=1, integer=True, owner="BadTeacher")
-        check_choice("optimizer", optimizer, OPTIMIZERS, owner="BadTeacher")
+        check_schedule(
+            "BadTeacher",
+            n_epochs=n_epochs,
+            lr=lr,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            seed=seed,
+        )
         check_number("temperature", temperature, low=0, low_open=True, owner="BadTeacher")
         check_number("retain_fraction", retain_fraction, low=0, high=1, owner="BadTeacher")
-        check_number("seed", seed, integer=True, owner="BadTeacher")
         self.n_epochs = n_epochs
         self.lr = lr
         self.batch_size = batch_size

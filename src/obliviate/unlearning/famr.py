@@ -7,9 +7,9 @@ from typing import ClassVar, Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from obliviate._validation import check_choice, check_number
+from obliviate._validation import check_number, check_schedule
 from obliviate.models.base import logits
-from obliviate.training import OPTIMIZERS, Batch
+from obliviate.training import Batch
 from obliviate.unlearning._ops import run_steps, start
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
@@ -72,13 +72,16 @@ class FAMR(Unlearner):
         reg_strength: float = 0.1,
         seed: int = 0,
     ) -> None:
-        check_number("n_epochs", n_epochs, low=1, integer=True, owner="FAMR")
-        check_number("lr", lr, low=0, low_open=True, owner="FAMR")
-        check_number("batch_size", batch_size, low=1, integer=True, owner="FAMR")
-        check_choice("optimizer", optimizer, OPTIMIZERS, owner="FAMR")
-        check_number("momentum", momentum, low=0, high=1, high_open=True, owner="FAMR")
+        check_schedule(
+            "FAMR",
+            n_epochs=n_epochs,
+            lr=lr,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            momentum=momentum,
+            seed=seed,
+        )
         check_number("reg_strength", reg_strength, low=0, owner="FAMR")
-        check_number("seed", seed, integer=True, owner="FAMR")
         self.n_epochs = n_epochs
         self.lr = lr
         self.batch_size = batch_size

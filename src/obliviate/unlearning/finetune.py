@@ -6,8 +6,7 @@ from typing import ClassVar
 
 from torch import nn
 
-from obliviate._validation import check_choice, check_number
-from obliviate.training import OPTIMIZERS
+from obliviate._validation import check_schedule
 from obliviate.unlearning._ops import cross_entropy, run_steps, start
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
@@ -55,12 +54,15 @@ class Finetune(Unlearner):
         optimizer: str = "sgd",
         seed: int = 0,
     ) -> None:
-        check_number("n_epochs", n_epochs, low=1, integer=True, owner="Finetune")
-        check_number("lr", lr, low=0, low_open=True, owner="Finetune")
-        check_number("batch_size", batch_size, low=1, integer=True, owner="Finetune")
-        check_number("momentum", momentum, low=0, high=1, high_open=True, owner="Finetune")
-        check_choice("optimizer", optimizer, OPTIMIZERS, owner="Finetune")
-        check_number("seed", seed, integer=True, owner="Finetune")
+        check_schedule(
+            "Finetune",
+            n_epochs=n_epochs,
+            lr=lr,
+            batch_size=batch_size,
+            momentum=momentum,
+            optimizer=optimizer,
+            seed=seed,
+        )
         self.n_epochs, self.lr, self.batch_size = n_epochs, lr, batch_size
         self.momentum, self.optimizer, self.seed = momentum, optimizer, seed
 

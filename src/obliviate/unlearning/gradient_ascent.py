@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from obliviate._validation import check_number
+from obliviate._validation import check_number, check_schedule
 from obliviate.training import Batch
 from obliviate.unlearning._ops import cross_entropy, run_steps, start
 from obliviate.unlearning.base import ForgetRequest, Unlearner
@@ -50,12 +50,9 @@ class GradientAscent(Unlearner):
         max_loss: float = 5.0,
         seed: int = 0,
     ) -> None:
-        check_number("n_epochs", n_epochs, low=1, integer=True, owner="GradientAscent")
-        check_number("lr", lr, low=0, low_open=True, owner="GradientAscent")
-        check_number("batch_size", batch_size, low=1, integer=True, owner="GradientAscent")
+        check_schedule("GradientAscent", n_epochs=n_epochs, lr=lr, batch_size=batch_size, seed=seed)
         if max_loss != float("inf"):
             check_number("max_loss", max_loss, low=0, low_open=True, owner="GradientAscent")
-        check_number("seed", seed, integer=True, owner="GradientAscent")
         self.n_epochs, self.lr, self.batch_size, self.max_loss, self.seed = (
             n_epochs,
             lr,

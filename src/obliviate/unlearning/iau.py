@@ -7,7 +7,7 @@ from typing import ClassVar
 import torch.nn.functional as F
 from torch import nn
 
-from obliviate._validation import check_choice, check_number
+from obliviate._validation import check_number, check_schedule
 from obliviate.models.base import logits
 from obliviate.training import TrainConfig, make_optimizer
 from obliviate.unlearning._ops import start
@@ -74,12 +74,9 @@ class IAU(Unlearner):
         batch_size: int = 1024,
         seed: int = 0,
     ) -> None:
-        check_number("lr", lr, low=0, low_open=True, owner="IAU")
+        check_schedule("IAU", lr=lr, optimizer=optimizer, batch_size=batch_size, seed=seed)
         check_number("n_steps", n_steps, low=1, integer=True, owner="IAU")
         check_number("retain_weight", retain_weight, low=0, owner="IAU")
-        check_choice("optimizer", optimizer, ("adam", "sgd"), owner="IAU")
-        check_number("batch_size", batch_size, low=1, integer=True, owner="IAU")
-        check_number("seed", seed, integer=True, owner="IAU")
         self.lr, self.n_steps, self.retain_weight = lr, n_steps, retain_weight
         self.optimizer, self.batch_size, self.seed = optimizer, batch_size, seed
 

@@ -6,8 +6,8 @@ from typing import ClassVar, Literal
 
 from torch import Tensor, nn
 
-from obliviate._validation import check_choice, check_number
-from obliviate.training import OPTIMIZERS, Batch
+from obliviate._validation import check_number, check_schedule
+from obliviate.training import Batch
 from obliviate.unlearning._ops import cross_entropy, run_steps, start
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
@@ -70,13 +70,16 @@ class L1Sparse(Unlearner):
         reg_strength: float = 5e-3,
         seed: int = 0,
     ) -> None:
-        check_number("n_epochs", n_epochs, low=1, integer=True, owner="L1Sparse")
-        check_number("lr", lr, low=0, low_open=True, owner="L1Sparse")
-        check_number("batch_size", batch_size, low=1, integer=True, owner="L1Sparse")
-        check_choice("optimizer", optimizer, OPTIMIZERS, owner="L1Sparse")
-        check_number("momentum", momentum, low=0, high=1, high_open=True, owner="L1Sparse")
+        check_schedule(
+            "L1Sparse",
+            n_epochs=n_epochs,
+            lr=lr,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            momentum=momentum,
+            seed=seed,
+        )
         check_number("reg_strength", reg_strength, low=0, owner="L1Sparse")
-        check_number("seed", seed, integer=True, owner="L1Sparse")
         self.n_epochs = n_epochs
         self.lr = lr
         self.batch_size = batch_size

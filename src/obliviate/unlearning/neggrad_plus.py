@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from obliviate._validation import check_number
+from obliviate._validation import check_number, check_schedule
 from obliviate.training import Batch
 from obliviate.unlearning._ops import cross_entropy, run_paired_steps, start
 from obliviate.unlearning.base import ForgetRequest, Unlearner
@@ -63,14 +63,12 @@ class NegGradPlus(Unlearner):
     ) -> None:
         o = "NegGradPlus"
         check_number("alpha", alpha, low=0, high=1, low_open=True, high_open=True, owner=o)
-        check_number("n_epochs", n_epochs, low=1, integer=True, owner=o)
-        check_number("lr", lr, low=0, low_open=True, owner=o)
-        check_number("batch_size", batch_size, low=1, integer=True, owner=o)
+        check_schedule(
+            o, n_epochs=n_epochs, lr=lr, batch_size=batch_size, momentum=momentum, seed=seed
+        )
         check_number("forget_batch_size", forget_batch_size, low=1, integer=True, owner=o)
-        check_number("momentum", momentum, low=0, high=1, high_open=True, owner=o)
         if max_forget_loss != float("inf"):
             check_number("max_forget_loss", max_forget_loss, low=0, low_open=True, owner=o)
-        check_number("seed", seed, integer=True, owner=o)
         self.alpha, self.n_epochs, self.lr, self.batch_size = alpha, n_epochs, lr, batch_size
         self.forget_batch_size, self.momentum, self.max_forget_loss, self.seed = (
             forget_batch_size,

@@ -9,9 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from obliviate._rng import generator
-from obliviate._validation import check_choice, check_number
+from obliviate._validation import check_number, check_schedule
 from obliviate.data.dataset import Dataset
-from obliviate.training import OPTIMIZERS
 from obliviate.unlearning._ops import cross_entropy, run_steps, start
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
@@ -91,13 +90,16 @@ class RandomLabel(Unlearner):
         retain_fraction: float = 0.5,
         seed: int = 0,
     ) -> None:
-        check_number("n_epochs", n_epochs, low=1, integer=True, owner="RandomLabel")
-        check_number("lr", lr, low=0, low_open=True, owner="RandomLabel")
-        check_number("batch_size", batch_size, low=1, integer=True, owner="RandomLabel")
-        check_choice("optimizer", optimizer, OPTIMIZERS, owner="RandomLabel")
-        check_number("momentum", momentum, low=0, high=1, high_open=True, owner="RandomLabel")
+        check_schedule(
+            "RandomLabel",
+            n_epochs=n_epochs,
+            lr=lr,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            momentum=momentum,
+            seed=seed,
+        )
         check_number("retain_fraction", retain_fraction, low=0, high=1, owner="RandomLabel")
-        check_number("seed", seed, integer=True, owner="RandomLabel")
         self.n_epochs = n_epochs
         self.lr = lr
         self.batch_size = batch_size

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from obliviate._validation import check_choice, check_number
+from obliviate._validation import check_number, check_schedule
 from obliviate.data.dataset import Dataset
 from obliviate.models.base import logits
-from obliviate.training import OPTIMIZERS, batches
+from obliviate.training import batches
 from obliviate.unlearning._ops import cross_entropy, run_steps, start
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 from obliviate.unlearning.random_label import relabelled_forget_set, retain_sample
@@ -109,13 +109,16 @@ class SalUn(Unlearner):
         seed: int = 0,
     ) -> None:
         check_number("sparsity", sparsity, low=0, high=1, low_open=True, owner="SalUn")
-        check_number("n_epochs", n_epochs, low=1, integer=True, owner="SalUn")
-        check_number("lr", lr, low=0, low_open=True, owner="SalUn")
-        check_number("batch_size", batch_size, low=1, integer=True, owner="SalUn")
-        check_choice("optimizer", optimizer, OPTIMIZERS, owner="SalUn")
-        check_number("momentum", momentum, low=0, high=1, high_open=True, owner="SalUn")
+        check_schedule(
+            "SalUn",
+            n_epochs=n_epochs,
+            lr=lr,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            momentum=momentum,
+            seed=seed,
+        )
         check_number("retain_fraction", retain_fraction, low=0, high=1, owner="SalUn")
-        check_number("seed", seed, integer=True, owner="SalUn")
         self.sparsity = sparsity
         self.n_epochs = n_epochs
         self.lr = lr

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from obliviate._rng import generator
-from obliviate._validation import check_number
+from obliviate._validation import check_number, check_schedule
 from obliviate.data.dataset import Dataset
 from obliviate.training import TrainConfig, make_optimizer
 from obliviate.unlearning._ops import frozen_copy, start
@@ -137,10 +137,7 @@ class SCAR(Unlearner):
         check_number("temperature", temperature, low=0, low_open=True, owner="SCAR")
         check_number("n_surrogate", n_surrogate, low=16, integer=True, owner="SCAR")
         check_number("sharpness", sharpness, low=0, owner="SCAR")
-        check_number("n_epochs", n_epochs, low=1, integer=True, owner="SCAR")
-        check_number("batch_size", batch_size, low=1, integer=True, owner="SCAR")
-        check_number("lr", lr, low=0, low_open=True, owner="SCAR")
-        check_number("seed", seed, integer=True, owner="SCAR")
+        check_schedule("SCAR", n_epochs=n_epochs, batch_size=batch_size, lr=lr, seed=seed)
         self.lambda_forget, self.lambda_retain, self.temperature = (
             lambda_forget,
             lambda_retain,

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from obliviate._rng import generator
-from obliviate._validation import check_choice, check_number
+from obliviate._validation import check_number, check_schedule
 from obliviate.models.base import logits
-from obliviate.training import OPTIMIZERS, TrainConfig, batches, make_optimizer
+from obliviate.training import TrainConfig, batches, make_optimizer
 from obliviate.unlearning._ops import frozen_copy, kl_to_teacher, start
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
@@ -83,18 +83,21 @@ class SCRUB(Unlearner):
         forget_batch_size: int = 32,
         seed: int = 0,
     ) -> None:
-        check_number("n_epochs", n_epochs, low=1, integer=True, owner="SCRUB")
+        check_schedule(
+            "SCRUB",
+            n_epochs=n_epochs,
+            lr=lr,
+            momentum=momentum,
+            optimizer=optimizer,
+            batch_size=batch_size,
+            seed=seed,
+        )
         check_number("msteps", msteps, low=0, high=n_epochs, integer=True, owner="SCRUB")
         check_number("alpha", alpha, low=0, owner="SCRUB")
         check_number("gamma", gamma, low=0, owner="SCRUB")
         check_number("temperature", temperature, low=0, low_open=True, owner="SCRUB")
-        check_number("lr", lr, low=0, low_open=True, owner="SCRUB")
-        check_number("momentum", momentum, low=0, high=1, high_open=True, owner="SCRUB")
         check_number("weight_decay", weight_decay, low=0, owner="SCRUB")
-        check_choice("optimizer", optimizer, OPTIMIZERS, owner="SCRUB")
-        check_number("batch_size", batch_size, low=1, integer=True, owner="SCRUB")
         check_number("forget_batch_size", forget_batch_size, low=1, integer=True, owner="SCRUB")
-        check_number("seed", seed, integer=True, owner="SCRUB")
         self.n_epochs = n_epochs
         self.msteps = msteps
         self.alpha = alpha
