@@ -123,6 +123,11 @@ def test_sigkill_then_rollback(setup, tmp_path):
     with ShardedStore(path) as store:
         assert hashes(store) == original and store.verify()["ok"]
         assert [r["status"] for r in store.status()["requests"]] == ["cancelled"]
+        # the same erasure asked again (same ids, same request id) is carried out, not refused
+        receipt = store.forget(ids, request_id="r1")
+        assert receipt["n_removed"] == 2 and hashes(store) == expected
+        assert store.status()["samples"] == {"active": 238, "pending": 0, "deleted": 2}
+        assert store.verify()["ok"]
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.Popen:

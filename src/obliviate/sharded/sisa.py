@@ -71,6 +71,7 @@ from obliviate.sharded.ledger import FORMAT, Ledger, ids_hash
 from obliviate.sharded.store import (
     CHECKPOINT_DIR,
     LEDGER_FILE,
+    _fsync_dir,
     checkpoint_path,
     failpoint,
     read_checkpoint,
@@ -364,6 +365,7 @@ class ShardedStore:
         ids = np.sort(ids)
         shard, slice_ = assign(ids, config.n_shards, config.n_slices, config.seed)
         (path / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        _fsync_dir(path)  # the checkpoints folder's entry is durable before files go in it
         ledger = Ledger.create(path / "ledger.tmp")
         with ledger.transaction():
             ledger.set_meta("config", config.to_dict())
@@ -390,6 +392,7 @@ class ShardedStore:
         ledger.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         ledger.close()
         os.replace(path / "ledger.tmp", path / LEDGER_FILE)  # the store exists once complete
+        _fsync_dir(path)  # ...and survives a power loss once train() returns
         store = cls(path, backend=backend, n_workers=n_workers)
         store.recover()
         return store
@@ -500,7 +503,21 @@ class ShardedStore:
                 raise ObliviateError(
                     f"request id {rid!r} was already used for a different set of ids; choose a new request id"
                 )
-            return existing
+            if existing["status"] != "cancelled":
+                return existing
+            # a request rolled back by `resume --rollback` and asked for again: re-open it, or a
+            # repeated erasure request (same ids, same default id) would silently never happen
+            states = self.ledger.sample_states(want)
+            again = [i for i in want if states.get(i) == "active"]
+            with self.ledger.transaction():
+                self.ledger.update_request(rid, status=status, finished=None)
+                self.ledger.set_states(again, "pending", rid)
+                self.ledger.append_event(
+                    "request_reopened", {"request_id": rid, "ids_sha256": digest, "status": status}
+                )
+            reopened = self.ledger.request(rid)
+            assert reopened is not None
+            return reopened
         states = self.ledger.sample_states(want)
         unknown = [i for i in want if i not in states]
         if unknown:
@@ -603,6 +620,9 @@ class ShardedStore:
         plan = self.affected(pending)
         needed = sorted({j for k in plan for j in self.hoods[k]})  # shards whose data the jobs read
         before_rows = self.ledger.samples(("active", "pending"), shards=needed)
+        for k, start in plan.items():  # refuse to build on a damaged checkpoint before any work
+            if start > 0:
+                read_checkpoint(self.path, current[(k, start - 1)]["sha256"])
         queued = [r for r in reqs if r["status"] == "queued"]
         if queued:  # from now on a crash leaves them "running": any next command completes them
             with self.ledger.transaction():
@@ -612,9 +632,6 @@ class ShardedStore:
                     "requests_started", {"requests": [r["request_id"] for r in queued]}
                 )
         remaining = before_rows[~np.isin(before_rows[:, 0], pending)]
-        for k, start in plan.items():  # refuse to build on a damaged checkpoint before any work
-            if start > 0:
-                read_checkpoint(self.path, current[(k, start - 1)]["sha256"])
         removed_data = self._rows(pending)
         acc_before = self._accuracy_with(current, removed_data)
         t0 = time.perf_counter()

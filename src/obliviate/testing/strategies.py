@@ -97,6 +97,16 @@ def _learned(strategy: Strategy) -> list[str]:
     return sorted(k for k in vars(strategy) if k.endswith("_") and not k.startswith("__"))
 
 
+def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal values, NaN where the other has NaN (and nowhere else), infinities of the same sign."""
+    if not (a.is_floating_point() or a.is_complex()):
+        return bool(torch.equal(a, b))
+    nan_a, nan_b = torch.isnan(a), torch.isnan(b)
+    if not torch.equal(nan_a, nan_b):
+        return False
+    return bool(torch.equal(a[~nan_a], b[~nan_b]))
+
+
 def _same(a: Any, b: Any) -> bool:
     """Deep equality that treats tensors and arrays bitwise (NaN equal to NaN)."""
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
@@ -104,7 +114,8 @@ def _same(a: Any, b: Any) -> bool:
             isinstance(a, torch.Tensor)
             and isinstance(b, torch.Tensor)
             and a.shape == b.shape
-            and bool(torch.equal(torch.nan_to_num(a), torch.nan_to_num(b)))
+            and a.dtype == b.dtype
+            and _bits_equal(a, b)
         )
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
