@@ -80,3 +80,10 @@ def test_upcore_errors_and_auc():
     # utility falls linearly from 1 to 0.5 while deletion goes 0 -> 1: area 0.75
     assert deletion_utility_auc([0.0, 0.5, 1.0], [1.0, 0.75, 0.5]) == pytest.approx(0.75)
     assert deletion_utility_auc([1.0, 0.0], [0.5, 1.0]) == pytest.approx(0.75)
+
+
+def test_upcore_validates_the_wrapped_methods_params_at_construction():
+    with pytest.raises(ObliviateError, match="has no parameter 'bogus'"):
+        make_unlearner("upcore", method_params={"bogus": 1})
+    with pytest.raises(ObliviateError, match="alpha"):
+        make_unlearner("upcore", method_params={"alpha": 5.0})

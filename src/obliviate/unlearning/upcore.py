@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from obliviate._hyper import param_names
 from obliviate._validation import check_number
 from obliviate.errors import ObliviateError
 from obliviate.unlearning._ops import clone_model
@@ -77,6 +78,7 @@ class UPCORE(Unlearner):
         check_number("seed", seed, integer=True, owner="UPCORE")
         self.method, self.contamination, self.n_estimators = method, contamination, n_estimators
         self.method_params, self.seed = method_params, seed
+        self.inner()  # validates method_params now: unknown keys or bad values raise here
 
     def inner(self) -> Unlearner:
         """The wrapped unlearner, constructed from ``method`` and ``method_params``."""
@@ -84,7 +86,13 @@ class UPCORE(Unlearner):
 
         cls = unlearner_class(self.method)
         params = dict(self.method_params or {})
-        if "seed" in cls.__init__.__kwdefaults__ and "seed" not in params:
+        valid = param_names(cls)
+        unknown = [k for k in params if k not in valid]
+        if unknown:
+            raise ObliviateError(
+                f"UPCORE: {self.method} has no parameter {unknown[0]!r}; valid: {', '.join(valid)}"
+            )
+        if "seed" in valid and "seed" not in params:
             params["seed"] = self.seed
         return cls(**params)
 
