@@ -167,7 +167,9 @@ class Newton(Unlearner):
     reg_strength : float, > 0
         The l2 strength ``lambda`` of the head objective (the paper's lambda, per sample).
     n_steps : int, >= 1
-        Newton steps (the paper takes one).
+        Newton steps (the paper takes one). The certificate figures use the whole move
+        ``w- - w`` (for one step, the paper's ``H^-1 Delta``); with several steps the bound is
+        computed on that total move, outside the paper's one-step analysis.
 
     Notes
     -----
@@ -196,13 +198,15 @@ class Newton(Unlearner):
     def unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
         out = start(self, model, request)
         if len(request.forget) == 0:
+            self.certificate_ = None  # nothing removed: no figures (not the previous removal's)
             return out
         assert request.retain is not None
         weight, bias = _head(out)
         x = design_matrix(out, request.retain)
         y = request.retain.y
         w0 = torch.cat([weight.detach(), bias.detach()[:, None]], dim=1).to(torch.float64)
-        w, step = newton_steps(w0, x, y, self.reg_strength, self.n_steps)
+        w, _ = newton_steps(w0, x, y, self.reg_strength, self.n_steps)
+        step = w - w0  # the whole removal move (one Newton step in the paper; several here)
         grad_after, _ = objective_grad(w, x, y, self.reg_strength)
         n = x.shape[0]
         x_norm = float(torch.linalg.matrix_norm(x, ord=2))
