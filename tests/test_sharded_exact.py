@@ -395,3 +395,29 @@ def test_run_sharded_api():
     assert out["exact"] is True and out["ideal_speedup"] == pytest.approx(8 / 3)
     with pytest.raises(ObliviateError, match="unknown key"):
         run_sharded({"dataset": "digits", "shards": 2})
+
+
+def test_verify_detects_a_ledger_reverted_to_before_a_deletion(base, tmp_path):
+    """Revert tables and files to their pre-deletion state (events are append-only and stay):
+    the live checkpoints no longer match what the event log says, and verify must say so."""
+    before = copy_store(base, tmp_path, "before")
+    old_files = {p.name: p.read_bytes() for p in (before.path / "checkpoints").glob("*.pt")}
+    before.close()
+    store = copy_store(base, tmp_path, "store")
+    gone = pick_ids(store)[0]
+    store.forget(gone)
+    assert store.verify()["ok"]
+    db = store.ledger.db
+    with db:
+        db.execute("UPDATE checkpoints SET current = 0 WHERE version > 0")
+        db.execute(
+            "UPDATE checkpoints SET current = 1 WHERE version = 0 AND NOT EXISTS ("
+            "SELECT 1 FROM checkpoints c WHERE c.shard = checkpoints.shard AND "
+            "c.slice = checkpoints.slice AND c.version = 0 AND c.rowid > checkpoints.rowid)"
+        )
+        db.execute("UPDATE samples SET state = 'active', request_id = NULL WHERE state = 'deleted'")
+    for name, data in old_files.items():
+        (store.path / "checkpoints" / name).write_bytes(data)
+    report = store.verify()
+    assert not report["ok"]
+    assert any("not the ones the event log records" in p for p in report["problems"])

@@ -886,6 +886,25 @@ class ShardedStore:
                         )
         problems += self.ledger.check_chain()
         events = self.ledger.events()
+        # replay the log: the live checkpoints must be the ones its training and deletion events
+        # produced, so reverting the tables (and files) to before a deletion does not verify
+        recorded: dict[str, str] = {}
+        trained = False
+        for event in events:
+            kind, payload = event[2], json.loads(event[3])
+            if kind == "trained":
+                recorded, trained = dict(payload["checkpoints"]), True
+            elif kind == "requests_completed":
+                recorded.update(payload["checkpoints_after"])
+        if state == "ready" and trained:
+            live = {f"{k}/{r}": c["sha256"] for (k, r), c in current.items()}
+            if live != recorded:
+                changed = sorted(set(live.items()) ^ set(recorded.items()))
+                where = ", ".join(sorted({key for key, _ in changed}))
+                problems.append(
+                    f"the live checkpoints of {where} are not the ones the event log records "
+                    "(the ledger tables were edited or rolled back)"
+                )
         if events and events[0][2] == "store_created":
             if json.loads(events[0][3]).get("config_sha256") != config_hash(self.config):
                 problems.append(
