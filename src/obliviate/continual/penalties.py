@@ -273,7 +273,15 @@ def _linear_fisher_sums(
         for h in hooks:
             h.remove()
     n = x.shape[0]
-    if any(len(v) != 1 or v[0][0].ndim != 2 or v[0][0].shape[0] != n for v in seen.values()):
+    # each layer must be called at most once; a call on a subset of the rows (a task's head in
+    # a multi-head model) is fine for the empirical Fisher, whose row weights are all 1, and a
+    # layer not called at all (another task's head) has zero gradient
+    if any(len(v) > 1 or (v and v[0][0].ndim != 2) for v in seen.values()):
+        return None
+    if fisher == "true" and any(v and v[0][0].shape[0] != n for v in seen.values()):
+        return None
+    layers = [m for m in layers if seen[m]]
+    if not layers:
         return None
     outputs = [seen[m][0][1] for m in layers]
     sq_inputs = [seen[m][0][0].pow(2) for m in layers]
