@@ -853,7 +853,9 @@ class ShardedStore:
 
     def verify(self) -> dict[str, Any]:
         """Re-hash every checkpoint file, check every live checkpoint's ids against the samples
-        table, walk the event chain. Returns ``{"ok", "problems", ...}``; changes nothing."""
+        table, walk the event chain and replay it (the live checkpoints must be those its
+        training and deletion events produced). Returns ``{"ok", "problems", ...}``; changes
+        nothing."""
         problems: list[str] = []
         checked = 0
         for shard, slice_, version, sha, cur in self.ledger.all_checkpoint_hashes():
