@@ -1,0 +1,112 @@
+"""A shard store's configuration and sample assignment: where the data comes from
+(:class:`DataSpec`), how it is sharded (:class:`ShardConfig`), which shard and slice every id
+belongs to (:func:`assign`), and the per-process cache of loaded training data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from obliviate._rng import derive_seed
+from obliviate._validation import check_choice, check_number
+from obliviate.data.dataset import Dataset
+from obliviate.data.datasets import load_dataset
+from obliviate.models import ModelSpec
+from obliviate.sharded.graph import neighbourhoods
+from obliviate.training import Recipe, TrainConfig
+
+AGGREGATIONS = ("softmax", "vote")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where a store's training data comes from (reloaded by every command, fingerprinted)."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    limit: int | None = None
+    split_seed: int = 0
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    """The sharding: ``n_shards`` (S), ``n_slices`` (R), the shard graph, the aggregation rule,
+    the assignment ``seed`` and the training recipe every shard uses."""
+
+    n_shards: int = 5
+    n_slices: int = 4
+    graph: str = "none"
+    aggregation: str = "softmax"
+    seed: int = 0
+    recipe: Recipe = field(default_factory=Recipe)
+
+    def __post_init__(self) -> None:
+        check_number("n_shards", self.n_shards, low=1, integer=True)
+        check_number("n_slices", self.n_slices, low=1, integer=True)
+        check_number("seed", self.seed, integer=True)
+        check_choice("aggregation", self.aggregation, AGGREGATIONS)
+        neighbourhoods(self.graph, self.n_shards, self.seed)  # validates the graph spec
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ShardConfig:
+        r = d["recipe"]
+        m = r["model"]
+        model = ModelSpec(
+            name=m["name"], hidden=tuple(m["hidden"]), seed=m["seed"], channels=tuple(m["channels"])
+        )
+        recipe = Recipe(model=model, train=TrainConfig(**r["train"]))
+        return cls(**{**d, "recipe": recipe})
+
+
+def config_hash(config: ShardConfig) -> str:
+    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+# ---- data ------------------------------------------------------------------------------------
+_DATA: dict[DataSpec, tuple[Dataset, Dataset, str]] = {}
+
+
+def data_fingerprint(data: Dataset) -> str:
+    h = hashlib.sha256()
+    for t in (data.ids, data.y, data.x):
+        h.update(np.ascontiguousarray(t.numpy()).tobytes())
+    return h.hexdigest()
+
+
+def load_data(spec: DataSpec) -> tuple[Dataset, Dataset, str]:
+    """(train, test, fingerprint of train), cached per process."""
+    if spec not in _DATA:
+        train, test = load_dataset(
+            spec.dataset, data_dir=spec.data_dir, limit=spec.limit, split_seed=spec.split_seed
+        )
+        _DATA[spec] = (train, test, data_fingerprint(train))
+    return _DATA[spec]
+
+
+# ---- assignment ------------------------------------------------------------------------------
+def assign(
+    ids: np.ndarray, n_shards: int, n_slices: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shard and slice of every id: a seeded hash of the id alone."""
+    h = np.array([derive_seed(seed, "sisa-assign", int(i)) for i in ids], dtype=np.uint64)
+    return (h % np.uint64(n_shards)).astype(np.int64), (
+        (h // np.uint64(n_shards)) % np.uint64(n_slices)
+    ).astype(np.int64)
+
+
+def shard_model_spec(spec: ModelSpec, shard: int) -> ModelSpec:
+    return replace(spec, seed=derive_seed(spec.seed, "sisa-shard", shard))
+
+
+def slices_of(samples: np.ndarray, hood: tuple[int, ...], n_slices: int) -> tuple[np.ndarray, ...]:
+    """Sorted ids per slice over a shard's neighbourhood ``hood``, from (id, shard, slice) rows."""
+    in_hood = np.isin(samples[:, 1], hood)
+    rows = samples[in_hood]
+    return tuple(np.sort(rows[rows[:, 2] == r, 0]) for r in range(n_slices))

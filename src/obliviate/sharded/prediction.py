@@ -1,0 +1,97 @@
+"""Prediction from a store: load the shard models of a set of checkpoints (cached by content
+hash) and aggregate them (mean of softmax, or vote fractions)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from obliviate.data.dataset import Dataset
+from obliviate.errors import ObliviateError
+from obliviate.models import build_model
+from obliviate.models.base import logits
+from obliviate.sharded.config import load_data, shard_model_spec
+from obliviate.sharded.store import read_checkpoint
+
+if TYPE_CHECKING:  # annotations only; sisa imports this module
+    from obliviate.sharded.sisa import ShardedStore
+
+Checkpoints = dict[tuple[int, int], dict[str, Any]]
+
+
+def shard_models(store: ShardedStore, current: Checkpoints) -> list[nn.Module]:
+    """The final-slice model of every non-empty shard among the checkpoints ``current``."""
+    config = store.config
+    cache = store.models_cache
+    last = config.n_slices - 1
+    shape = tuple(store.ledger.get_meta("sample_shape"))
+    k_classes = int(store.ledger.get_meta("n_classes"))
+    models = []
+    for k in range(config.n_shards):
+        ck = current.get((k, last))
+        if ck is None or ck["n_ids"] == 0:
+            continue
+        key = (k, ck["sha256"])
+        if key not in cache:  # content-addressed: a hash names one set of weights
+            model = build_model(shard_model_spec(config.recipe.model, k), shape, k_classes)
+            model.load_state_dict(read_checkpoint(store.path, ck["sha256"]))
+            model.eval()
+            if len(cache) >= 4 * config.n_shards:
+                cache.clear()
+            cache[key] = model
+        models.append(cache[key])
+    if not models:
+        raise ObliviateError("the store has no trained shard (every shard is empty)")
+    return models
+
+
+@torch.no_grad()
+def aggregate(aggregation: str, models: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """Class scores ``[N, n_classes]``: mean softmax, or (``"vote"``) vote fractions."""
+    outs = [logits(m, x) for m in models]
+    if aggregation == "vote":
+        votes = torch.stack([o.argmax(dim=1) for o in outs])
+        counts = torch.nn.functional.one_hot(votes, outs[0].shape[1]).sum(dim=0).float()
+        return counts / len(models)
+    return torch.stack([o.softmax(dim=1) for o in outs]).mean(dim=0)
+
+
+def predict_proba(store: ShardedStore, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """See :meth:`ShardedStore.predict_proba`."""
+    xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    shape = tuple(store.ledger.get_meta("sample_shape"))
+    if tuple(xt.shape[1:]) != shape and xt.reshape(xt.shape[0], -1).shape[1] == int(np.prod(shape)):
+        xt = xt.reshape(xt.shape[0], *shape)
+    if tuple(xt.shape[1:]) != shape:
+        raise ObliviateError(
+            f"input rows have shape {tuple(xt.shape[1:])}; this store expects {shape}"
+        )
+    if not torch.isfinite(xt).all():
+        raise ObliviateError("input contains NaN or inf")
+    models = shard_models(store, store.ledger.current_checkpoints())
+    return aggregate(store.config.aggregation, models, xt)
+
+
+def accuracy_with(store: ShardedStore, current: Checkpoints, data: Dataset | None) -> float | None:
+    """Accuracy of the ensemble of checkpoints ``current`` on ``data`` (None when no data)."""
+    if data is None or len(data) == 0:
+        return None
+    models = shard_models(store, current)
+    pred = aggregate(store.config.aggregation, models, data.x).argmax(dim=1)
+    return float((pred == data.y).float().mean())
+
+
+def training_rows(store: ShardedStore, ids: np.ndarray) -> Dataset | None:
+    """The store's training rows of ``ids`` in id order (None when ``ids`` is empty)."""
+    if ids.size == 0:
+        return None
+    train, _, fingerprint = load_data(store.data_spec)
+    if fingerprint != store.ledger.get_meta("data_sha256"):
+        raise ObliviateError(
+            f"the training data of dataset {store.data_spec.dataset!r} changed since the store was "
+            "trained (fingerprint mismatch); point --data-dir at the original data"
+        )
+    return train.select_ids(np.sort(ids))
