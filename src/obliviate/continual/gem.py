@@ -120,7 +120,9 @@ def gem_project(memory_grads: Tensor, g: Tensor, margin: float = 0.0) -> Tensor:
     ``min_{u >= 0} 1/2 ||G^T u + g'||^2`` with ``g' = g + gamma G^T 1``, which we reduce to
     ``k x k`` through the eigen-decomposition of ``G G^T`` and solve exactly with
     :func:`scipy.optimize.nnls` (Lawson-Hanson active set). Computed in float64; for every row
-    ``k`` the result satisfies ``<g~, g_k> >= 0`` up to rounding.
+    ``k`` the result satisfies ``<g~, g_k> >= -tol_k`` (:func:`constraint_tolerance`) before
+    the cast back to ``g.dtype``: when the reduced solve misses that (nearly parallel
+    constraints), the NNLS is solved again on ``G^T`` directly.
     """
     G = memory_grads.detach().to(torch.float64).cpu().numpy()
     gv = g.detach().to(torch.float64).cpu().numpy()
@@ -135,6 +137,33 @@ def gem_project(memory_grads: Tensor, g: Tensor, margin: float = 0.0) -> Tensor:
     M = np.sqrt(lam[keep])[:, None] * Q[:, keep].T  # M^T M = A on its range
     b = (Q[:, keep].T @ c) / np.sqrt(lam[keep])  # M^T b = c (c lies in range(A))
     u, _ = nnls(M, -b, maxiter=50 * k)
-    v = u + margin
-    out = gv + G.T @ v
+    out = gv + G.T @ (u + margin)
+    if not _satisfied(G, gv, out):
+        # Nearly parallel constraints make G G^T ill-conditioned and the k x k reduction loses
+        # digits (violations of ~1e-6 relative were found). Solve the NNLS on G^T itself
+        # (p x k): slower for large p, exact to rounding.
+        u, _ = nnls(G.T, -g_shift, maxiter=50 * k + 50)
+        out = gv + G.T @ (u + margin)
     return torch.from_numpy(out).to(g.dtype)
+
+
+#: Relative tolerance of the constraints ``<g~, g_k> >= 0``, see :func:`constraint_tolerance`.
+CONSTRAINT_RTOL = 1e-10
+
+
+def constraint_tolerance(G: np.ndarray, g: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Per-constraint tolerance ``CONSTRAINT_RTOL * ||g_k|| * (||g|| + ||g~ - g|| + ||g~||)``.
+
+    ``g~ = g + G^T v`` is a sum of vectors of norm up to ``||g||`` and ``||g~ - g||``; float64
+    rounding of that sum and of the dot product ``<g~, g_k>`` is a few ``p`` ulps of this scale
+    (``p`` parameters, ``eps = 2.2e-16``), so ``1e-10`` allows ``p`` up to ~10^5 ulps each while
+    still catching the ~1e-6 relative violations an ill-conditioned reduction produces.
+    Shapes: ``G`` ``[k, p]``, ``g`` and ``out`` ``[p]`` (float64); returns ``[k]``.
+    """
+    size = float(np.linalg.norm(g) + np.linalg.norm(out - g) + np.linalg.norm(out))
+    return CONSTRAINT_RTOL * np.linalg.norm(G, axis=1) * max(size, 1e-300)
+
+
+def _satisfied(G: np.ndarray, g: np.ndarray, out: np.ndarray) -> bool:
+    """Whether every constraint ``G_k . out >= 0`` holds to :func:`constraint_tolerance`."""
+    return bool((G @ out >= -constraint_tolerance(G, g, out)).all())
