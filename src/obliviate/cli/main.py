@@ -5,12 +5,16 @@ rich, the standard library); torch and friends are imported inside the command f
 ``obliviate --help`` stays fast.
 
 Bad input (an :class:`~obliviate.errors.ObliviateError` or a usage error) prints one line
-``error: ...`` on stderr and exits with code 2; no traceback.
+``error: ...`` on stderr and exits with code 2; no traceback. A file the command cannot read or
+write (``OSError``: missing, read-only, disk full) is one line naming the file, exit 2. Anything
+else is a bug: one line saying what failed and where to report it, exit 1. ``--debug`` anywhere on
+the command line (or ``OBLIVIATE_DEBUG=1``) lets every exception through with its traceback.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -51,11 +55,41 @@ def build_app() -> typer.Typer:
     return app
 
 
+REPORT_URL = "the project's issue tracker"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("OBLIVIATE_DEBUG", "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
+    if debug:
+        return _main(args)
+    try:
+        return _main(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # last resort: never a bare traceback
+        command = next((a for a in args if not a.startswith("-")), "obliviate")
+        detail = " ".join(str(exc).split())[:300]  # one line, bounded
+        print(
+            f"error: unexpected failure in `obliviate {command}`: {type(exc).__name__}: {detail} "
+            f"(this is a bug: rerun with --debug for the traceback and report it on "
+            f"{REPORT_URL})",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _main(args: list[str]) -> int:
     app = build_app()
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = app(args=args, standalone_mode=False)
     except ObliviateError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
