@@ -111,6 +111,35 @@ def check_default_constructible(cls: UnlearnerType) -> None:
     assert clone is not u and clone.get_params() == params, f"{_name(cls)}: clone() differs"
 
 
+def check_contract_structure(cls: UnlearnerType) -> None:
+    """The class implements ``_unlearn`` and keeps the base's concrete ``unlearn`` (which clears
+    the learned state, checks the request, and copies the model) instead of overriding it."""
+    assert cls.unlearn is Unlearner.unlearn, (
+        f"{_name(cls)}: overrides unlearn(); implement _unlearn(model, request) instead"
+    )
+    assert "_unlearn" not in getattr(cls, "__abstractmethods__", ()), (
+        f"{_name(cls)}: does not implement _unlearn"
+    )
+
+
+def check_learned_state_declared(cls: UnlearnerType) -> None:
+    """A fresh unlearner holds no learned figures; after a call, every attribute it recorded
+    ending in ``_`` is declared in ``learned_state``; an empty request clears them all."""
+    toy = toy_setup()
+    u = _make(cls)
+    fresh = {k: v for k, v in u.learned().items() if v is not None}
+    assert not fresh, f"{_name(cls)}: learned state {sorted(fresh)} set before any unlearn call"
+    u.unlearn(toy.original, toy.request)
+    recorded = sorted(k for k in vars(u) if k.endswith("_") and not k.startswith("_"))
+    undeclared = [k for k in recorded if k not in cls.learned_state]
+    assert not undeclared, (
+        f"{_name(cls)}: records {undeclared} without declaring them in learned_state"
+    )
+    u.unlearn(toy.original, ForgetRequest.from_ids(toy.train, [], toy.recipe))
+    stale = {k: v for k, v in u.learned().items() if v is not None}
+    assert not stale, f"{_name(cls)}: learned state {sorted(stale)} survived an empty request"
+
+
 def check_input_not_mutated(cls: UnlearnerType) -> None:
     """``unlearn`` returns a new model and leaves the input's weights, mode and grads untouched."""
     toy = toy_setup()
@@ -225,6 +254,8 @@ def check_forgets_memorised(cls: UnlearnerType) -> None:
 
 UNLEARNER_CHECKS: tuple[Callable[[UnlearnerType], None], ...] = (
     check_default_constructible,
+    check_contract_structure,
+    check_learned_state_declared,
     check_input_not_mutated,
     check_empty_is_identity,
     check_deterministic,

@@ -1,17 +1,17 @@
-"""Small functions every unlearner shares: start a request, copy a model, run optimisation steps.
+"""Small functions every unlearner shares: copy a model, run optimisation steps, losses.
 
 Unlearners share code through these functions, not through base classes. The step routines batch
 and optimise through :func:`obliviate.training.batches` and :func:`obliviate.training.make_optimizer`,
 so a seed and a key give the same data order (and bits) everywhere.
 
-Typical use inside ``unlearn``::
+Typical ``_unlearn`` (the base class has already checked the request, handled the empty one and
+handed over a private copy of the model)::
 
-    out = start(self, model, request)          # checks needs and ids, returns a private copy
-    if len(request.forget) == 0:
-        return out                             # the empty request is the identity
-    run_steps(out, request.retain, cross_entropy, n_epochs=..., batch_size=..., lr=...,
-              seed=self.seed, key="finetune")
-    return out
+    def _unlearn(self, model, request):
+        out = trainable(model)                 # every parameter trainable, eval mode
+        run_steps(out, request.retain, cross_entropy, n_epochs=..., batch_size=..., lr=...,
+                  seed=self.seed, key="finetune")
+        return out
 """
 
 from __future__ import annotations
@@ -26,22 +26,25 @@ from torch import Tensor, nn
 from obliviate._rng import generator
 from obliviate.data.dataset import Dataset
 from obliviate.errors import ObliviateError
-from obliviate.models.base import logits
-from obliviate.training import Batch, TrainConfig, batches, make_optimizer
-from obliviate.unlearning.base import ForgetRequest, Unlearner, require
+from obliviate.training import Batch, TrainConfig, batches, cross_entropy, make_optimizer
+from obliviate.unlearning.base import ForgetRequest, Unlearner, check_request
 
 BatchLoss = Callable[[nn.Module, Batch], Tensor]
 PairLoss = Callable[[nn.Module, Batch, Batch], Tensor]
 
 
 # ---- models --------------------------------------------------------------------------------
-def clone_model(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` (weights, buffers, mode), trainable, sharing no storage."""
-    out = copy.deepcopy(model)
-    for p in out.parameters():
+def trainable(model: nn.Module) -> nn.Module:
+    """``model`` itself, with every parameter trainable and in eval mode (in place)."""
+    for p in model.parameters():
         p.requires_grad_(True)
-    out.eval()
-    return out
+    model.eval()
+    return model
+
+
+def clone_model(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` (weights, buffers), trainable, in eval mode, sharing no storage."""
+    return trainable(copy.deepcopy(model))
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
@@ -73,29 +76,14 @@ def fresh_like(model: nn.Module, seed: int, key: object = "fresh") -> nn.Module:
 def start(unlearner: Unlearner, model: nn.Module, request: ForgetRequest) -> nn.Module:
     """Check ``request`` for ``unlearner`` and return a private trainable copy of ``model``.
 
-    Raises :class:`ObliviateError` when the request lacks what the unlearner ``needs``, or when
-    it names forget ids that are not in ``request.train`` (never trained on) or that also appear
-    in ``request.retain``.
+    Deprecated: :meth:`Unlearner.unlearn` now does this before calling ``_unlearn``; kept for one
+    release for unlearners written against the old contract. Raises as :func:`check_request`.
     """
-    require(unlearner, request)
-    if len(request.forget):
-        if request.train is not None:
-            request.train.positions(request.forget.ids)  # raises naming ids never trained on
-        if request.retain is not None and len(request.retain):
-            both = torch.isin(request.forget.ids, request.retain.ids)
-            if bool(both.any()):
-                shown = ", ".join(str(int(i)) for i in request.forget.ids[both][:10])
-                raise ObliviateError(
-                    f"{int(both.sum())} id(s) are in both the forget and the retain set: {shown}; "
-                    "build the request with ForgetRequest.from_ids(train, ids)"
-                )
+    check_request(unlearner, request)
     return clone_model(model)
 
 
 # ---- losses --------------------------------------------------------------------------------
-def cross_entropy(model: nn.Module, batch: Batch) -> Tensor:
-    """Mean cross-entropy of ``model`` on ``batch``."""
-    return F.cross_entropy(logits(model, batch.x, batch.task), batch.y)
 
 
 def kl_to_teacher(
@@ -255,4 +243,5 @@ __all__ = [
     "run_steps",
     "soft_cross_entropy",
     "start",
+    "trainable",
 ]

@@ -12,7 +12,7 @@ from obliviate._validation import check_number, check_schedule
 from obliviate.data.dataset import Dataset
 from obliviate.models.base import logits
 from obliviate.training import Batch
-from obliviate.unlearning._ops import fresh_like, frozen_copy, run_steps, start
+from obliviate.unlearning._ops import fresh_like, frozen_copy, run_steps, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 from obliviate.unlearning.random_label import retain_sample
 
@@ -98,10 +98,8 @@ class BadTeacher(Unlearner):
         self.retain_fraction = retain_fraction
         self.seed = seed
 
-    def unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
-        out = start(self, model, request)
-        if len(request.forget) == 0:
-            return out
+    def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
+        out = trainable(model)
         assert request.retain is not None
         competent = frozen_copy(model)
         incompetent = fresh_like(model, self.seed, "bad_teacher")

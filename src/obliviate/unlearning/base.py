@@ -1,21 +1,36 @@
 """The unlearner contract and the forget request.
 
-An unlearner stores hyperparameters in its constructor and implements one method,
-``unlearn(model, request) -> new model``; it never mutates the model it is given. It declares
+An unlearner stores hyperparameters in its constructor and implements one abstract method,
+``_unlearn(model, request) -> model``. The public :meth:`Unlearner.unlearn` is concrete and final
+(scikit-learn's ``fit`` / ``_fit`` pattern); it
+
+1. clears the declared learned state (every name in ``learned_state`` is set to ``None``), so
+   figures of a previous call never survive into this one;
+2. checks the request (:func:`check_request`: what the unlearner ``needs`` is present, forget ids
+   were trained on and are not also in the retain set);
+3. returns an independent deep copy of the model for an empty forget set (the identity);
+4. otherwise calls ``_unlearn`` on a deep copy of the model, which the method may modify in place
+   and return (or return another model).
+
+So "never mutates its input", "the empty request is the identity" and "no stale figures" hold by
+construction. An unlearner declares
 
 ``guarantee``  ``"exact"`` (the result equals retraining without the forget set) or
 ``"approximate"``;
 ``needs``  which parts of the request it reads beyond the forget set: ``"retain"`` (the retain
-set), ``"train"`` (the original training set) and/or ``"recipe"`` (how the original was trained).
+set), ``"train"`` (the original training set) and/or ``"recipe"`` (how the original was trained);
+``learned_state``  the names (ending in ``_``) of the figures ``_unlearn`` records on the
+instance (e.g. Newton's ``certificate_``); read them with :meth:`Unlearner.learned`.
 
 A request missing something an unlearner needs fails with a clear error (:func:`require`).
 """
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self, final
 
 import torch
 from torch import Tensor, nn
@@ -66,14 +81,42 @@ class ForgetRequest:
 
 
 class Unlearner(ABC):
-    """Abstract base of unlearning methods. Subclasses are final."""
+    """Abstract base of unlearning methods. Subclasses are final and implement :meth:`_unlearn`."""
 
     guarantee: ClassVar[Literal["exact", "approximate"]] = "approximate"
     needs: ClassVar[frozenset[str]] = frozenset()
+    learned_state: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        bad = [n for n in cls.learned_state if not n.endswith("_") or n.startswith("_")]
+        if bad:
+            raise TypeError(f"{cls.__name__}.learned_state names must end in '_': {bad}")
+
+    @final
+    def unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
+        """A new model that has forgotten ``request.forget``; ``model`` is left untouched.
+
+        Clears the declared ``learned_state``, checks the request (:func:`check_request`; raises
+        :class:`ObliviateError`), returns a deep copy of ``model`` when ``request.forget`` is
+        empty, and otherwise ``self._unlearn(copy.deepcopy(model), request)``.
+        """
+        for name in self.learned_state:
+            setattr(self, name, None)
+        check_request(self, request)
+        if len(request.forget) == 0:
+            return copy.deepcopy(model)
+        return self._unlearn(copy.deepcopy(model), request)
 
     @abstractmethod
-    def unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
-        """A new model that has forgotten ``request.forget``; ``model`` is left untouched."""
+    def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
+        """Forget ``request.forget`` (non-empty, checked). ``model`` is a private deep copy of the
+        caller's model: modify it in place and return it, or return another model."""
+
+    def learned(self) -> dict[str, Any]:
+        """The declared learned state: ``{name: value}`` for every name in ``learned_state``
+        (``None`` before the first call to :meth:`unlearn`, or when the last call set none)."""
+        return {name: vars(self).get(name) for name in self.learned_state}
 
     def get_params(self) -> dict[str, Any]:
         return get_params(self)
@@ -94,3 +137,22 @@ def require(unlearner: Unlearner, request: ForgetRequest) -> None:
             f"(ForgetRequest.{missing[0]}); build it with ForgetRequest.from_ids(train, ids, recipe) "
             "or choose a method that needs less"
         )
+
+
+def check_request(unlearner: Unlearner, request: ForgetRequest) -> None:
+    """Raise :class:`ObliviateError` when ``request`` lacks what ``unlearner.needs``, names forget
+    ids that are not in ``request.train`` (never trained on), or ids that are also in
+    ``request.retain``."""
+    require(unlearner, request)
+    if not len(request.forget):
+        return
+    if request.train is not None:
+        request.train.positions(request.forget.ids)  # raises naming ids never trained on
+    if request.retain is not None and len(request.retain):
+        both = torch.isin(request.forget.ids, request.retain.ids)
+        if bool(both.any()):
+            shown = ", ".join(str(int(i)) for i in request.forget.ids[both][:10])
+            raise ObliviateError(
+                f"{int(both.sum())} id(s) are in both the forget and the retain set: {shown}; "
+                "build the request with ForgetRequest.from_ids(train, ids)"
+            )

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from obliviate._validation import check_number, check_schedule
 from obliviate.models.base import logits
 from obliviate.training import Batch
-from obliviate.unlearning._ops import run_steps, start
+from obliviate.unlearning._ops import run_steps, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
 
@@ -90,10 +90,8 @@ class FAMR(Unlearner):
         self.reg_strength = reg_strength
         self.seed = seed
 
-    def unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
-        out = start(self, model, request)
-        if len(request.forget) == 0:
-            return out
+    def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
+        out = trainable(model)
         anchor = [p.detach().clone() for p in out.parameters()]
 
         def loss(m: nn.Module, batch: Batch) -> Tensor:

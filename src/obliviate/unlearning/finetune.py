@@ -7,7 +7,7 @@ from typing import ClassVar
 from torch import nn
 
 from obliviate._validation import check_schedule
-from obliviate.unlearning._ops import cross_entropy, run_steps, start
+from obliviate.unlearning._ops import cross_entropy, run_steps, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
 
@@ -66,10 +66,8 @@ class Finetune(Unlearner):
         self.n_epochs, self.lr, self.batch_size = n_epochs, lr, batch_size
         self.momentum, self.optimizer, self.seed = momentum, optimizer, seed
 
-    def unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
-        out = start(self, model, request)
-        if len(request.forget) == 0:
-            return out
+    def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
+        out = trainable(model)
         assert request.retain is not None
         run_steps(
             out,

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from obliviate._validation import check_number, check_schedule
 from obliviate.training import Batch
-from obliviate.unlearning._ops import cross_entropy, run_steps, start
+from obliviate.unlearning._ops import cross_entropy, run_steps, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
 
@@ -61,10 +61,8 @@ class GradientAscent(Unlearner):
             seed,
         )
 
-    def unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
-        out = start(self, model, request)
-        if len(request.forget) == 0:
-            return out
+    def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
+        out = trainable(model)
         max_loss = self.max_loss
 
         def loss(m: nn.Module, batch: Batch) -> Tensor:

@@ -10,7 +10,7 @@ from torch import nn
 from obliviate._validation import check_number, check_schedule
 from obliviate.models.base import logits
 from obliviate.training import TrainConfig, make_optimizer
-from obliviate.unlearning._ops import start
+from obliviate.unlearning._ops import trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
 
@@ -80,10 +80,8 @@ class IAU(Unlearner):
         self.lr, self.n_steps, self.retain_weight = lr, n_steps, retain_weight
         self.optimizer, self.batch_size, self.seed = optimizer, batch_size, seed
 
-    def unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
-        out = start(self, model, request)
-        if len(request.forget) == 0:
-            return out
+    def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
+        out = trainable(model)
         assert request.retain is not None
         params = [p for p in out.parameters() if p.requires_grad]
         opt = make_optimizer(

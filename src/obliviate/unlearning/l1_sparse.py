@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from obliviate._validation import check_number, check_schedule
 from obliviate.training import Batch
-from obliviate.unlearning._ops import cross_entropy, run_steps, start
+from obliviate.unlearning._ops import cross_entropy, run_steps, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
 
@@ -88,10 +88,8 @@ class L1Sparse(Unlearner):
         self.reg_strength = reg_strength
         self.seed = seed
 
-    def unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
-        out = start(self, model, request)
-        if len(request.forget) == 0:
-            return out
+    def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
+        out = trainable(model)
         assert request.retain is not None
         if len(request.retain) == 0:
             return out

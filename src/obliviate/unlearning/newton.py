@@ -12,7 +12,7 @@ from obliviate._validation import check_number
 from obliviate.data.dataset import Dataset
 from obliviate.errors import ObliviateError
 from obliviate.models.base import Model
-from obliviate.unlearning._ops import start
+from obliviate.unlearning._ops import trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
 GAMMA = 0.25
@@ -154,7 +154,8 @@ class Newton(Unlearner):
     minimises ``L(.; D)`` this is the paper's update ``w + H^-1 Delta`` (``Delta`` the removed
     points' gradient contribution).
 
-    After ``unlearn``, ``certificate_`` holds the paper's figures for that removal:
+    After ``unlearn``, ``certificate_`` (declared in ``learned_state``; ``None`` after an empty
+    request) holds the paper's figures for that removal:
     ``gradient_residual_norm`` = ``||grad L(w-; D')||`` (measured exactly), ``residual_bound`` =
     the data-dependent bound of Guo et al. (Corollary 2), ``gamma * ||X|| * ||H^-1 Delta|| *
     ||X H^-1 Delta||`` (divided by ``n`` for the mean-normalised loss), and
@@ -189,17 +190,15 @@ class Newton(Unlearner):
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"retain"})
+    learned_state: ClassVar[tuple[str, ...]] = ("certificate_",)
 
     def __init__(self, *, reg_strength: float = 1e-3, n_steps: int = 1) -> None:
         check_number("reg_strength", reg_strength, low=0, low_open=True, owner="Newton")
         check_number("n_steps", n_steps, low=1, integer=True, owner="Newton")
         self.reg_strength, self.n_steps = reg_strength, n_steps
 
-    def unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
-        out = start(self, model, request)
-        if len(request.forget) == 0:
-            self.certificate_ = None  # nothing removed: no figures (not the previous removal's)
-            return out
+    def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
+        out = trainable(model)
         assert request.retain is not None
         weight, bias = _head(out)
         x = design_matrix(out, request.retain)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from obliviate._rng import generator
 from obliviate._validation import check_number, check_schedule
 from obliviate.data.dataset import Dataset
-from obliviate.unlearning._ops import cross_entropy, run_steps, start
+from obliviate.unlearning._ops import cross_entropy, run_steps, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
 
@@ -108,10 +108,8 @@ class RandomLabel(Unlearner):
         self.retain_fraction = retain_fraction
         self.seed = seed
 
-    def unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
-        out = start(self, model, request)
-        if len(request.forget) == 0:
-            return out
+    def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
+        out = trainable(model)
         assert request.retain is not None
         relabelled = relabelled_forget_set(
             request, request.forget.n_classes, self.seed, "random_label"

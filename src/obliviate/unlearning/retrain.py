@@ -6,7 +6,6 @@ from typing import ClassVar, Literal
 
 from torch import nn
 
-from obliviate.unlearning._ops import start
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
 
@@ -35,10 +34,7 @@ class Retrain(Unlearner):
     def __init__(self) -> None:
         pass
 
-    def unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
-        out = start(self, model, request)
-        if len(request.forget) == 0:
-            return out
+    def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
         assert request.retain is not None and request.recipe is not None
         n_classes = getattr(model, "n_classes", request.retain.n_classes)
         return request.recipe.fit(request.retain, n_classes=n_classes)

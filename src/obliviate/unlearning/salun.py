@@ -12,7 +12,7 @@ from obliviate._validation import check_number, check_schedule
 from obliviate.data.dataset import Dataset
 from obliviate.models.base import logits
 from obliviate.training import batches
-from obliviate.unlearning._ops import cross_entropy, run_steps, start
+from obliviate.unlearning._ops import cross_entropy, run_steps, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 from obliviate.unlearning.random_label import relabelled_forget_set, retain_sample
 
@@ -128,10 +128,8 @@ class SalUn(Unlearner):
         self.retain_fraction = retain_fraction
         self.seed = seed
 
-    def unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
-        out = start(self, model, request)
-        if len(request.forget) == 0:
-            return out
+    def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
+        out = trainable(model)
         assert request.retain is not None
         masks = saliency_mask(out, request.forget, self.sparsity)
         named = dict(out.named_parameters())

@@ -12,7 +12,7 @@ from obliviate._rng import generator
 from obliviate._validation import check_number, check_schedule
 from obliviate.data.dataset import Dataset
 from obliviate.training import TrainConfig, make_optimizer
-from obliviate.unlearning._ops import frozen_copy, start
+from obliviate.unlearning._ops import frozen_copy, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
 
@@ -163,10 +163,8 @@ class SCAR(Unlearner):
         shuffled = torch.gather(flat, 1, perm).reshape(len(rows), *forget.sample_shape)
         return torch.cat([noise, shuffled])
 
-    def unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
-        out = start(self, model, request)
-        if len(request.forget) == 0:
-            return out
+    def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
+        out = trainable(model)
         forget = request.forget
         teacher = frozen_copy(model)
         x_ood = self.surrogate(forget)

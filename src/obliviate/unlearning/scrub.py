@@ -12,7 +12,7 @@ from obliviate._rng import generator
 from obliviate._validation import check_number, check_schedule
 from obliviate.models.base import logits
 from obliviate.training import TrainConfig, batches, make_optimizer
-from obliviate.unlearning._ops import frozen_copy, kl_to_teacher, start
+from obliviate.unlearning._ops import frozen_copy, kl_to_teacher, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
 
@@ -111,10 +111,8 @@ class SCRUB(Unlearner):
         self.forget_batch_size = forget_batch_size
         self.seed = seed
 
-    def unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
-        out = start(self, model, request)
-        if len(request.forget) == 0:
-            return out
+    def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
+        out = trainable(model)
         assert request.retain is not None
         teacher = frozen_copy(model)
         cfg = TrainConfig(

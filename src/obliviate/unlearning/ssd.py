@@ -12,7 +12,7 @@ from obliviate._validation import check_number
 from obliviate.data.dataset import Dataset
 from obliviate.models.base import logits
 from obliviate.training import batches
-from obliviate.unlearning._ops import start
+from obliviate.unlearning._ops import trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
 
@@ -130,10 +130,8 @@ class SSD(Unlearner):
         self.batch_size = batch_size
         self.seed = seed
 
-    def unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
-        out = start(self, model, request)
-        if len(request.forget) == 0:
-            return out
+    def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
+        out = trainable(model)
         assert request.train is not None
         imp_train = batch_importances(out, class_sorted(request.train), self.batch_size)
         imp_forget = batch_importances(out, class_sorted(request.forget), self.batch_size)

@@ -12,7 +12,6 @@ from torch import nn
 from obliviate._hyper import param_names
 from obliviate._validation import check_number
 from obliviate.errors import ObliviateError
-from obliviate.unlearning._ops import clone_model
 from obliviate.unlearning.base import ForgetRequest, Unlearner, require
 
 
@@ -116,12 +115,9 @@ class UPCORE(Unlearner):
         inlier = torch.as_tensor(forest.fit_predict(feats) == 1)
         return forget.ids[inlier].clone(), forget.ids[~inlier].clone()
 
-    def unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
+    def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
         inner = self.inner()
-        require(self, request)
         require(inner, request)
-        if len(request.forget) == 0:
-            return clone_model(model)
         core_ids, _ = self.coreset(model, request)
         core = ForgetRequest(
             forget=request.forget.select_ids(core_ids),
