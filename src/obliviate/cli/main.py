@@ -34,6 +34,8 @@ COMMANDS: tuple[str, ...] = (
     "obliviate.cli.events",
     "obliviate.cli.bench",
     "obliviate.cli.forget",
+    "obliviate.cli.serve",
+    "obliviate.cli.receipt",
 )
 
 

@@ -91,6 +91,11 @@ def register(app: typer.Typer) -> None:
         exclude_ids: Path | None = typer.Option(
             None, "--exclude-ids", help="file of ids to train as if they never existed"
         ),
+        subjects: Path | None = typer.Option(
+            None,
+            "--subjects",
+            help="data subjects: CSV (columns subject,id) or JSON {subject: [ids]}, stored as keyed hashes",
+        ),
         backend: str = typer.Option("local", "--backend", help=BACKEND_HELP),
         workers: int | None = typer.Option(
             None, "--workers", help="parallel workers (default: all cores)"
@@ -127,6 +132,11 @@ def register(app: typer.Typer) -> None:
             recipe=recipe,
         )
         excluded = _parse_ids(None, exclude_ids) if exclude_ids is not None else None
+        mapping = None
+        if subjects is not None:  # read (and reject a bad file) before the training
+            from obliviate.sharded.subjects import read_mapping
+
+            mapping = read_mapping(subjects)
         st = ShardedStore.train(
             store,
             data=DataSpec(dataset=dataset, data_dir=data_dir, limit=limit, split_seed=0),
@@ -135,6 +145,10 @@ def register(app: typer.Typer) -> None:
             backend=backend,
             n_workers=workers,
         )
+        if mapping is not None:
+            from obliviate.sharded.subjects import import_subjects
+
+            import_subjects(st.ledger, mapping)
         status = st.status()
         if as_json:
             _emit(status)

@@ -1,0 +1,218 @@
+"""The service's intake queue: accepted deletion requests, in the ledger file.
+
+``POST /v1/deletions`` writes one row of ``serve_requests`` in one durable transaction (the
+ledger's SQLite file, WAL, ``synchronous=FULL``) before it answers 202; nothing is held in
+process memory. The worker then *forwards* accepted rows to the store
+(:meth:`ShardedStore.submit`, idempotent by request id) and runs one retraining pass
+(:meth:`ShardedStore.process`). A process killed between the two steps leaves a row that is
+forwarded again at restart (the store returns the existing request); a pass killed midway is
+completed by :meth:`ShardedStore.recover`. So no accepted request is lost and none runs twice.
+
+Idempotency: a row stores the caller's key id, its ``Idempotency-Key`` and the sha256 of the
+canonical request body; ``UNIQUE (key_id, idem_key)``. The same key with the same body returns
+the existing request; with another body the caller gets a conflict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS serve_requests (
+    request_id TEXT PRIMARY KEY, key_id TEXT NOT NULL, idem_key TEXT, body_sha256 TEXT NOT NULL,
+    ids TEXT NOT NULL, n_ids INTEGER NOT NULL, unknown_ids TEXT NOT NULL,
+    subject_sha256 TEXT, accepted REAL NOT NULL, forwarded REAL, error TEXT,
+    UNIQUE (key_id, idem_key)
+);
+CREATE INDEX IF NOT EXISTS serve_requests_forwarded ON serve_requests(forwarded);
+"""
+
+
+def body_sha256(body: dict[str, Any]) -> str:
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def unknown_sha256(ids: list[int]) -> str:
+    return hashlib.sha256(json.dumps(sorted(ids)).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Accepted:
+    request_id: str
+    replayed: bool
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with another body."""
+
+
+def accept(
+    db: sqlite3.Connection,
+    *,
+    key_id: str,
+    idem_key: str | None,
+    body: dict[str, Any],
+    ids: list[int],
+    unknown_ids: list[int],
+    subject_sha256: str | None,
+) -> Accepted:
+    """Record an accepted request durably (or return the one with the same Idempotency-Key)."""
+    digest = body_sha256(body)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if idem_key is not None:
+            row = db.execute(
+                "SELECT request_id, body_sha256 FROM serve_requests WHERE key_id = ? AND idem_key = ?",
+                (key_id, idem_key),
+            ).fetchone()
+            if row is not None:
+                db.execute("ROLLBACK")
+                if row[1] != digest:
+                    raise IdempotencyConflict(row[0])
+                return Accepted(row[0], True)
+        rid = "del-" + uuid.uuid4().hex
+        db.execute(
+            "INSERT INTO serve_requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+            (
+                rid,
+                key_id,
+                idem_key,
+                digest,
+                json.dumps(sorted(ids)),
+                len(ids),
+                json.dumps(sorted(unknown_ids)),
+                subject_sha256,
+                time.time(),
+            ),
+        )
+        db.execute("COMMIT")
+    except IdempotencyConflict:
+        raise
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return Accepted(rid, False)
+
+
+def unforwarded(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Accepted rows not yet handed to the store, oldest first."""
+    cur = db.execute(
+        "SELECT request_id, ids, accepted FROM serve_requests WHERE forwarded IS NULL "
+        "ORDER BY accepted, request_id"
+    )
+    return [{"request_id": r, "ids": json.loads(i), "accepted": a} for r, i, a in cur.fetchall()]
+
+
+def oldest_unforwarded(db: sqlite3.Connection) -> float | None:
+    row = db.execute("SELECT MIN(accepted) FROM serve_requests WHERE forwarded IS NULL").fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def mark_forwarded(db: sqlite3.Connection, request_ids: list[str]) -> None:
+    now = time.time()
+    db.execute("BEGIN IMMEDIATE")
+    db.executemany(
+        "UPDATE serve_requests SET forwarded = ? WHERE request_id = ?",
+        [(now, r) for r in request_ids],
+    )
+    db.execute("COMMIT")
+
+
+def set_error(db: sqlite3.Connection, request_ids: list[str], error: str | None) -> None:
+    db.execute("BEGIN IMMEDIATE")
+    db.executemany(
+        "UPDATE serve_requests SET error = ? WHERE request_id = ?",
+        [(error, r) for r in request_ids],
+    )
+    db.execute("COMMIT")
+
+
+def row(db: sqlite3.Connection, request_id: str) -> dict[str, Any] | None:
+    cur = db.execute("SELECT * FROM serve_requests WHERE request_id = ?", (request_id,))
+    found = cur.fetchone()
+    if found is None:
+        return None
+    return dict(zip([d[0] for d in cur.description], found, strict=True))
+
+
+def view(db: sqlite3.Connection, request_id: str) -> dict[str, Any] | None:
+    """The request as the API shows it: the intake row joined with the store's request."""
+    cur = db.execute(
+        "SELECT s.request_id, s.ids, s.n_ids, s.unknown_ids, s.subject_sha256, s.accepted, "
+        "s.forwarded, s.error, r.status, r.ids_hash, r.started, r.finished, r.version_before, "
+        "r.version_after FROM serve_requests s LEFT JOIN requests r USING (request_id) "
+        "WHERE s.request_id = ?",
+        (request_id,),
+    )
+    found = cur.fetchone()
+    if found is None:
+        return None
+    return _view(dict(zip([d[0] for d in cur.description], found, strict=True)))
+
+
+def recent(db: sqlite3.Connection, limit: int = 50) -> list[dict[str, Any]]:
+    cur = db.execute(
+        "SELECT s.request_id, s.ids, s.n_ids, s.unknown_ids, s.subject_sha256, s.accepted, "
+        "s.forwarded, s.error, r.status, r.ids_hash, r.started, r.finished, r.version_before, "
+        "r.version_after FROM serve_requests s LEFT JOIN requests r USING (request_id) "
+        "ORDER BY s.accepted DESC, s.request_id LIMIT ?",
+        (limit,),
+    )
+    cols = [d[0] for d in cur.description]
+    return [_view(dict(zip(cols, r, strict=True))) for r in cur.fetchall()]
+
+
+def counts(db: sqlite3.Connection) -> dict[str, int]:
+    """Requests of the service by state (queued, running, done, failed, cancelled)."""
+    out = dict.fromkeys(("queued", "running", "done", "failed", "cancelled"), 0)
+    for status, error, n in db.execute(
+        "SELECT COALESCE(r.status, 'queued'), s.error IS NOT NULL, COUNT(*) FROM serve_requests s "
+        "LEFT JOIN requests r USING (request_id) GROUP BY 1, 2"
+    ):
+        state = "failed" if error and status in ("queued", "running") else status
+        out[state] = out.get(state, 0) + int(n)
+    return out
+
+
+def _utc(t: float | None) -> str | None:
+    return None if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _view(r: dict[str, Any]) -> dict[str, Any]:
+    status = r["status"] or "queued"
+    if r["error"] and status in ("queued", "running"):
+        status = "failed"
+    unknown = json.loads(r["unknown_ids"])
+    ids = json.loads(r["ids"])
+    return {
+        "request_id": r["request_id"],
+        "status": status,
+        "n_ids": r["n_ids"],
+        "ids_sha256": r["ids_hash"] or _ids_hash(ids),
+        "n_unknown_ids": len(unknown),
+        "unknown_ids": unknown[:100],
+        "subject_sha256": r["subject_sha256"],
+        "error": r["error"],
+        "timestamps": {
+            "accepted": _utc(r["accepted"]),
+            "forwarded": _utc(r["forwarded"]),
+            "started": _utc(r["started"]),
+            "finished": _utc(r["finished"]),
+        },
+        "model_version_before": r["version_before"],
+        "model_version_after": r["version_after"],
+    }
+
+
+def _ids_hash(ids: list[int]) -> str:
+    from obliviate.sharded.ledger import ids_hash
+
+    return ids_hash(ids)
