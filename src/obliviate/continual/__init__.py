@@ -28,6 +28,12 @@ STRATEGIES: dict[str, str] = {
     "packnet": "obliviate.continual.packnet:PackNet",
     "hft": "obliviate.continual.hft:HFT",
     "fpf": "obliviate.continual.fpf:FPF",
+    "slda": "obliviate.continual.slda:SLDA",
+    "remind": "obliviate.continual.remind:REMIND",
+    "lucir": "obliviate.continual.lucir:LUCIR",
+    "cope": "obliviate.continual.cope:CoPE",
+    "l2p": "obliviate.continual.l2p:L2P",
+    "pnn": "obliviate.continual.pnn:PNN",
 }
 
 
