@@ -25,6 +25,11 @@ UNLEARNERS: dict[str, str] = {
     "iau": "obliviate.unlearning.iau:IAU",
     "scar": "obliviate.unlearning.scar:SCAR",
     "upcore": "obliviate.unlearning.upcore:UPCORE",
+    "negmerge": "obliviate.unlearning.negmerge:NegMerge",
+    "sfron": "obliviate.unlearning.sfron:SFRon",
+    "cf_k": "obliviate.unlearning.cf_k:CFk",
+    "eu_k": "obliviate.unlearning.eu_k:EUk",
+    "stochastic_teacher": "obliviate.unlearning.stochastic_teacher:StochasticTeacher",
 }
 
 

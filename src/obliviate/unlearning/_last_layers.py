@@ -1,0 +1,102 @@
+"""The "last k layers" of any model, and training only those (shared by CF-k and EU-k).
+
+A *layer* here is a parameterised module: one that owns parameters directly
+(``module.parameters(recurse=False)`` is not empty), e.g. ``nn.Linear``, ``nn.Conv2d``,
+``nn.BatchNorm2d``. The last ``k`` layers are the last ``k`` such modules in registration order
+(``model.named_modules()``), which for a sequential network is the order of the forward pass.
+Activations, pooling and dropout own no parameters and are not layers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from obliviate._rng import generator
+from obliviate.data.dataset import Dataset
+from obliviate.errors import ObliviateError
+from obliviate.models.base import logits
+from obliviate.training import TrainConfig, batches, make_optimizer
+
+
+def parameterised_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every module of ``model`` that owns parameters directly, in registration order."""
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if next(m.parameters(recurse=False), None) is not None
+    ]
+
+
+def last_layers(model: nn.Module, k: int, owner: str) -> list[tuple[str, nn.Module]]:
+    """The last ``k`` parameterised layers of ``model`` (see the module docstring).
+
+    Raises :class:`ObliviateError` when the model has fewer than ``k`` such layers.
+    """
+    layers = parameterised_layers(model)
+    if k > len(layers):
+        names = ", ".join(name or "<root>" for name, _ in layers)
+        raise ObliviateError(
+            f"{owner}: k={k} exceeds the {len(layers)} parameterised layer(s) of "
+            f"{type(model).__name__} ({names}); choose k <= {len(layers)}"
+        )
+    return layers[len(layers) - k :]
+
+
+def reinitialise(layers: list[tuple[str, nn.Module]], seed: int, owner: str) -> None:
+    """Re-draw the parameters (and reset the buffers) of ``layers`` by their own
+    ``reset_parameters``, from ``seed`` only; the global RNG is left as it was."""
+    missing = [name for name, m in layers if not hasattr(m, "reset_parameters")]
+    if missing:
+        raise ObliviateError(
+            f"{owner}: layer(s) {', '.join(missing)} have no reset_parameters() to "
+            "re-initialise them; give them one or choose a smaller k"
+        )
+    g = generator(seed, "last-layers-init")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
+        for _, m in layers:
+            m.reset_parameters()  # type: ignore[operator]
+
+
+def train_layers(
+    model: nn.Module,
+    layers: list[tuple[str, nn.Module]],
+    data: Dataset,
+    config: TrainConfig,
+    key: object,
+) -> int:
+    """Minimise cross-entropy on ``data`` over the parameters of ``layers`` only, in place.
+
+    Every other parameter and buffer stays bitwise as it was: the other parameters get no
+    gradient, and the other modules that hold buffers (batch norm) run in eval mode, so their
+    running statistics are not updated. Dropout elsewhere stays active. Returns the step count.
+    """
+    chosen = {id(m) for _, m in layers}
+    params = [p for _, m in layers for p in m.parameters(recurse=False)]
+    chosen_params = {id(p) for p in params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in chosen_params)
+    opt = make_optimizer(params, config)
+    gen = generator(config.seed, key)
+    steps = 0
+    try:
+        model.train()
+        for m in model.modules():
+            if id(m) not in chosen and next(m.buffers(recurse=False), None) is not None:
+                m.eval()
+        for _ in range(config.n_epochs):
+            for b in batches(data, config.batch_size, gen):
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(logits(model, b.x, b.task), b.y).backward()
+                opt.step()
+                steps += 1
+    finally:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return steps
+
+
+__all__ = ["last_layers", "parameterised_layers", "reinitialise", "train_layers"]
