@@ -63,6 +63,24 @@ def dampening_factors(
     return torch.where(selected, beta, torch.ones_like(imp_train))
 
 
+@torch.no_grad()
+def dampen(
+    model: nn.Module,
+    imp_train: dict[str, Tensor],
+    imp_forget: dict[str, Tensor],
+    selection_weighting: float,
+    dampening_constant: float,
+) -> None:
+    """Multiply every parameter of ``model`` (in place) by its :func:`dampening_factors`; the
+    parameters that are not selected are left bitwise unchanged. Shared by SSD and LF-SSD."""
+    for name, p in model.named_parameters():
+        factor = dampening_factors(
+            imp_train[name], imp_forget[name], selection_weighting, dampening_constant
+        )
+        selected = factor != 1.0
+        p[selected] = p[selected] * factor[selected]
+
+
 class SSD(Unlearner):
     """Selective Synaptic Dampening: shrink the weights that matter far more to the forget set.
 
@@ -135,14 +153,5 @@ class SSD(Unlearner):
         assert request.train is not None
         imp_train = batch_importances(out, class_sorted(request.train), self.batch_size)
         imp_forget = batch_importances(out, class_sorted(request.forget), self.batch_size)
-        with torch.no_grad():
-            for name, p in out.named_parameters():
-                factor = dampening_factors(
-                    imp_train[name],
-                    imp_forget[name],
-                    self.selection_weighting,
-                    self.dampening_constant,
-                )
-                selected = factor != 1.0
-                p[selected] = p[selected] * factor[selected]
+        dampen(out, imp_train, imp_forget, self.selection_weighting, self.dampening_constant)
         return out
