@@ -23,7 +23,7 @@ import copy
 import dataclasses
 import inspect
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,16 +31,15 @@ import torch
 from torch import nn
 
 from obliviate._hyper import param_names
-from obliviate._rng import generator
 from obliviate.continual import strategy_class
 from obliviate.continual.base import Strategy, cross_entropy
-from obliviate.continual.loop import StreamResult, train_stream, training_data
+from obliviate.continual.loop import StreamResult, train_stream
 from obliviate.continual.naive import Naive
 from obliviate.data import build_scenario, synthetic_dataset
-from obliviate.data.scenarios import Stream
+from obliviate.data.scenarios import Experience, Stream
 from obliviate.errors import ObliviateError
 from obliviate.models import ModelSpec, model_for_stream
-from obliviate.training import Batch, TrainConfig, batches, make_optimizer
+from obliviate.training import Batch, TrainConfig
 
 __all__ = [
     "STRATEGY_CHECKS",
@@ -139,36 +138,61 @@ def _assert_same_run(
     )
 
 
-def _drive(
-    strategy: Strategy, setup: Setup, model: nn.Module
-) -> Iterator[tuple[str, int, Batch | None]]:
-    """The loop's hook sequence, step by step, yielding after every hook (for checks that watch
-    the model between hooks). Same data order and optimiser as :func:`train_stream`."""
-    stream, config = setup.stream, setup.config
-    for i, exp in enumerate(stream):
-        data = training_data(stream, i, strategy.data_view)
-        gen = generator(config.seed, "stream", i)
+Watch = Callable[[str, int, Batch | None], None]
+
+
+class _Watched(Strategy):
+    """Runs ``inner`` inside the real loop and reports to ``watch`` before and after each hook.
+
+    Events: ``before-begin``, ``begin``, ``before-loss``, ``loss``, ``backward`` (after
+    ``backward()``, before ``adjust_gradients``), ``adjust_gradients``, ``before-end``, ``end``;
+    each with the experience index and the batch (``None`` around ``begin``/``end``). Before
+    ``begin`` and ``end`` the model's mode alternates between train and eval, so the suite also
+    sees whether a hook leaves an eval-mode model in eval mode.
+    """
+
+    def __init__(self, inner: Strategy, watch: Watch) -> None:
+        self.inner, self.watch = inner, watch
+        self.experience, self.batch = -1, None
+        # the loop reads the wrapped strategy's declarations off this instance
+        vars(self).update(
+            needs_task_boundaries=inner.needs_task_boundaries,
+            needs_task_ids=inner.needs_task_ids,
+            data_view=inner.data_view,
+        )
+
+    def begin(self, model: nn.Module, experience: Experience) -> None:
+        self.experience += 1
+        i = self.experience
         model.train(i % 2 == 0)  # the hooks must also leave an eval-mode model in eval mode
-        yield "before-begin", i, None
-        strategy.begin(model, exp)
-        yield "begin", i, None
-        opt = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
-        for _ in range(config.n_epochs):
-            for batch in batches(data, config.batch_size, gen, experience=i):
-                model.train()
-                opt.zero_grad(set_to_none=True)
-                yield "before-loss", i, batch
-                loss = strategy.loss(model, batch)
-                yield "loss", i, batch
-                loss.backward()
-                yield "backward", i, batch
-                strategy.adjust_gradients(model)
-                yield "adjust_gradients", i, batch
-                opt.step()
+        self.watch("before-begin", i, None)
+        self.inner.begin(model, experience)
+        self.watch("begin", i, None)
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        self.batch = batch
+        self.watch("before-loss", self.experience, batch)
+        value = self.inner.loss(model, batch)
+        self.watch("loss", self.experience, batch)
+        return value
+
+    def adjust_gradients(self, model: nn.Module) -> None:
+        self.watch("backward", self.experience, self.batch)
+        self.inner.adjust_gradients(model)
+        self.watch("adjust_gradients", self.experience, self.batch)
+
+    def end(self, model: nn.Module, experience: Experience) -> None:
+        i = self.experience
         model.train(i % 2 == 1)
-        yield "before-end", i, None
-        strategy.end(model, exp)
-        yield "end", i, None
+        self.watch("before-end", i, None)
+        self.inner.end(model, experience)
+        self.watch("end", i, None)
+
+
+def _drive(strategy: Strategy, setup: Setup, model: nn.Module, watch: Watch) -> StreamResult:
+    """Train with the real loop (:func:`~obliviate.continual.loop.train_stream`), calling
+    ``watch(event, experience, batch)`` around every hook (see :class:`_Watched`)."""
+    return train_stream(model, setup.stream, _Watched(strategy, watch), setup.config)
 
 
 # ---- the checks ---------------------------------------------------------------------------------
@@ -277,13 +301,15 @@ def check_hooks_restore_mode(cls: StrategyType) -> None:
 
     last = snap()
     at_begin = last
-    for event, i, _ in _drive(strategy, setup, model):
+
+    def watch(event: str, i: int, _batch: Batch | None) -> None:
+        nonlocal last, at_begin
         now = snap()
         if event.startswith("before") or event == "backward":
             last = now
             if event == "before-begin":
                 at_begin = now
-            continue
+            return
         assert now[0] == last[0], (
             f"{cls.__name__}: hook {event!r} (experience {i}) changed the model's train/eval mode"
         )
@@ -296,6 +322,8 @@ def check_hooks_restore_mode(cls: StrategyType) -> None:
                 f"{cls.__name__}: requires_grad not restored by the end of experience {i}"
             )
         last = now
+
+    _drive(strategy, setup, model, watch)
 
 
 def check_neutral_equals_naive(cls: StrategyType) -> None:
@@ -369,11 +397,20 @@ def check_memory_bounded(cls: StrategyType) -> None:
     for size in (5, cls().get_params()["memory_size"]):
         setup = tiny_setup(cls)
         strategy = cls(**{**cls().get_params(), "memory_size": size})
-        for event, _i, _ in _drive(strategy, setup, setup.model()):
+
+        def watch(
+            event: str,
+            _i: int,
+            _batch: Batch | None,
+            size: int = size,
+            strategy: Strategy = strategy,
+        ) -> None:
             used = strategy.memory_used()
             assert 0 <= used <= size, (
                 f"{cls.__name__}: stores {used} samples after {event!r} with memory_size={size}"
             )
+
+        _drive(strategy, setup, setup.model(), watch)
         assert strategy.memory_used() > 0, (
             f"{cls.__name__}: memory_used() is 0 after training with memory_size={size}"
         )
@@ -387,7 +424,9 @@ def check_finite_gradients(cls: StrategyType) -> None:
     model = setup.model()
     n_steps = 0
     reached: set[str] = set()
-    for event, i, batch in _drive(strategy, setup, model):
+
+    def watch(event: str, i: int, batch: Batch | None) -> None:
+        nonlocal n_steps, reached
         if event == "before-loss":
             assert batch is not None
             params = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -396,7 +435,7 @@ def check_finite_gradients(cls: StrategyType) -> None:
             )
             reached = {n for n, g in zip(params, grads, strict=True) if g is not None}
         if event != "adjust_gradients":
-            continue
+            return
         n_steps += 1
         for n, p in model.named_parameters():
             if not p.requires_grad:
@@ -409,6 +448,8 @@ def check_finite_gradients(cls: StrategyType) -> None:
                 assert bool(torch.isfinite(p.grad).all()), (
                     f"{cls.__name__}: non-finite gradient in {n!r} (experience {i})"
                 )
+
+    _drive(strategy, setup, model, watch)
     assert n_steps > 0, f"{cls.__name__}: no training step was taken"
 
 
