@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 import torch
@@ -10,10 +11,26 @@ from torch import nn
 
 from obliviate._rng import generator
 from obliviate._validation import check_number, check_schedule
+from obliviate.errors import ObliviateError
 from obliviate.models.base import logits
-from obliviate.training import TrainConfig, batches, make_optimizer
+from obliviate.training import TrainConfig, accuracy, batches, make_optimizer
 from obliviate.unlearning._ops import frozen_copy, kl_to_teacher, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
+
+
+def rewind_index(forget_errors: Sequence[float], target: float) -> int:
+    """SCRUB+R's checkpoint choice: the index of the forget error closest to ``target``.
+
+    ``forget_errors[i]``: the forget-set error (in [0, 1]) of the checkpoint after epoch
+    ``i + 1``; ``target``: the reference error (Kurmanji et al., 2023, Sec. "SCRUB+R": the
+    error on a validation set from the forget set's distribution). Ties go to the later
+    checkpoint (more retain passes). Raises :class:`ObliviateError` for no checkpoints.
+    """
+    if len(forget_errors) == 0:
+        raise ObliviateError("rewind_index needs at least one checkpoint error")
+    gaps = [abs(float(e) - float(target)) for e in forget_errors]
+    best = min(gaps)
+    return max(i for i, g in enumerate(gaps) if g == best)
 
 
 class SCRUB(Unlearner):
@@ -27,6 +44,12 @@ class SCRUB(Unlearner):
       teacher on the forget set);
     - one pass over the retain set minimising ``alpha d(x) + gamma CE(student(x), y)`` (stay
       close to the teacher and accurate on the retain set).
+
+    With ``rewind=True`` (SCRUB+R, the paper's variant for user privacy) a checkpoint is kept
+    after every epoch, and the one whose forget-set error is closest to ``rewind_target`` is
+    returned (:func:`rewind_index`): a forget error "just high enough", like that of a model
+    that never saw the forget set, rather than suspiciously high (which a membership-inference
+    attack would notice).
 
     Parameters
     ----------
@@ -44,11 +67,27 @@ class SCRUB(Unlearner):
         minibatch sizes of the min and max passes.
     seed:
         data order.
+    rewind:
+        SCRUB+R: return the epoch checkpoint whose forget error is closest to ``rewind_target``.
+    rewind_target:
+        the reference forget error in [0, 1] (required with ``rewind=True``): the paper's error
+        of the final SCRUB model on a held-out validation set drawn from the forget set's
+        distribution (e.g. held-out rows of a forgotten class).
+
+    Attributes
+    ----------
+    forget_errors_ : list of float
+        With ``rewind``: the forget-set error after each epoch.
+    rewind_epoch_ : int
+        With ``rewind``: the epoch (1-based) of the returned checkpoint.
 
     Notes
     -----
-    - Rewinding (SCRUB+R, which needs a held-out validation set of the forget distribution to
-      pick a checkpoint) is not implemented; a request carries no such set.
+    - SCRUB+R: a request carries no held-out data, so the reference error is a hyperparameter
+      (``rewind_target``) that the caller measures; to measure it as the paper does, run SCRUB
+      once without rewinding (the same seed gives the same trajectory) and take that model's
+      error on held-out rows of the forget distribution (``benchmarks/unlearning_new_methods_b.py``
+      does this). The checkpoints are the states after each epoch (not the original's).
     - The reference code's learning-rate decay epochs (after epoch 3) never trigger within its
       3-epoch class-forgetting runs and are omitted.
     - ``lr`` 0.03 and ``n_epochs`` 5 were set on the retain/forget sets of a small digits MLP:
@@ -66,6 +105,7 @@ class SCRUB(Unlearner):
 
     guarantee: ClassVar[Literal["exact", "approximate"]] = "approximate"
     needs: ClassVar[frozenset[str]] = frozenset({"retain"})
+    learned_state: ClassVar[tuple[str, ...]] = ("forget_errors_", "rewind_epoch_")
 
     def __init__(
         self,
@@ -82,6 +122,8 @@ class SCRUB(Unlearner):
         batch_size: int = 128,
         forget_batch_size: int = 32,
         seed: int = 0,
+        rewind: bool = False,
+        rewind_target: float | None = None,
     ) -> None:
         check_schedule(
             "SCRUB",
@@ -98,6 +140,15 @@ class SCRUB(Unlearner):
         check_number("temperature", temperature, low=0, low_open=True, owner="SCRUB")
         check_number("weight_decay", weight_decay, low=0, owner="SCRUB")
         check_number("forget_batch_size", forget_batch_size, low=1, integer=True, owner="SCRUB")
+        if not isinstance(rewind, bool):
+            raise ObliviateError(f"SCRUB: rewind must be True or False, got {rewind!r}")
+        if rewind_target is not None:
+            check_number("rewind_target", rewind_target, low=0, high=1, owner="SCRUB")
+        elif rewind:
+            raise ObliviateError(
+                "SCRUB: rewind=True needs rewind_target, the forget error to rewind to (in "
+                "[0, 1]): the error on held-out rows of the forget set's distribution, e.g. 0.9"
+            )
         self.n_epochs = n_epochs
         self.msteps = msteps
         self.alpha = alpha
@@ -110,6 +161,8 @@ class SCRUB(Unlearner):
         self.batch_size = batch_size
         self.forget_batch_size = forget_batch_size
         self.seed = seed
+        self.rewind = rewind
+        self.rewind_target = rewind_target
 
     def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
         out = trainable(model)
@@ -127,6 +180,8 @@ class SCRUB(Unlearner):
             generator(self.seed, "scrub", "max"),
             generator(self.seed, "scrub", "min"),
         )
+        checkpoints: list[dict[str, torch.Tensor]] = []
+        errors: list[float] = []
         out.train()
         try:
             for epoch in range(self.n_epochs):
@@ -137,9 +192,7 @@ class SCRUB(Unlearner):
                         opt.zero_grad(set_to_none=True)
                         (-kl_to_teacher(logits(out, b.x, b.task), t, self.temperature)).backward()
                         opt.step()
-                if len(request.retain) == 0:
-                    continue
-                for b in batches(request.retain, self.batch_size, gen_min):
+                for b in batches(request.retain, self.batch_size, gen_min):  # none if empty
                     with torch.no_grad():
                         t = logits(teacher, b.x, b.task)
                     s = logits(out, b.x, b.task)
@@ -149,6 +202,15 @@ class SCRUB(Unlearner):
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
+                if self.rewind:  # SCRUB+R: the checkpoint after this epoch and its forget error
+                    checkpoints.append({k: v.detach().clone() for k, v in out.state_dict().items()})
+                    errors.append(1.0 - accuracy(out, request.forget))
         finally:
             out.eval()
+        if self.rewind:
+            assert self.rewind_target is not None
+            best = rewind_index(errors, self.rewind_target)
+            out.load_state_dict(checkpoints[best])
+            self.forget_errors_ = errors
+            self.rewind_epoch_ = best + 1
         return out
