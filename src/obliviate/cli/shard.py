@@ -245,10 +245,20 @@ def register(app: typer.Typer) -> None:
 
     @shard.command("verify")
     def verify(store: Path = typer.Option(..., "--store", help=STORE_HELP)) -> None:
-        """Re-hash every checkpoint, check ids against the ledger, walk the event chain."""
-        report = _open(store).verify()
+        """Re-hash every checkpoint, check ids against the ledger, walk the event chain.
+
+        Exit 0 when sound; 1 when damage is found (the JSON report on stdout, one line naming
+        the first problem on stderr)."""
+        from obliviate.sharded.ledger import LedgerDamaged
+
+        try:
+            report = _open(store).verify()
+        except LedgerDamaged as exc:
+            report = {"ok": False, "problems": [str(exc)], "state": "damaged"}
         _emit(report)
         if not report["ok"]:
+            n = len(report["problems"])
+            print(f"verify: {n} problem(s); first: {report['problems'][0]}", file=sys.stderr)
             raise typer.Exit(1)
 
     @shard.command("resume")

@@ -5,6 +5,7 @@ Reads only; changes nothing."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,6 +54,32 @@ def status(store: ShardedStore, *, include_ids: bool = False) -> dict[str, Any]:
 
 def verify(store: ShardedStore) -> dict[str, Any]:
     """See :meth:`ShardedStore.verify`."""
+    damage = store.ledger.integrity_problems()
+    if damage:  # a damaged file is reported, never read further (reads may fail or mislead)
+        return {
+            "ok": False,
+            "problems": [
+                f"the ledger file is damaged (SQLite integrity_check: {m})" for m in damage
+            ],
+            "n_checkpoint_files": 0,
+            "n_events": 0,
+            "state": "damaged",
+            "unfinished_requests": [],
+        }
+    try:
+        return _verify(store)
+    except sqlite3.DatabaseError as exc:
+        return {
+            "ok": False,
+            "problems": [f"the ledger cannot be read: {exc}"],
+            "n_checkpoint_files": 0,
+            "n_events": 0,
+            "state": "damaged",
+            "unfinished_requests": [],
+        }
+
+
+def _verify(store: ShardedStore) -> dict[str, Any]:
     ledger, config = store.ledger, store.config
     problems: list[str] = []
     checked = 0
@@ -69,6 +96,11 @@ def verify(store: ShardedStore) -> dict[str, Any]:
             )
     state = ledger.get_meta("state")
     current = ledger.current_checkpoints()
+    if state != "ready":
+        problems.append(
+            f"the store is in state {state!r}, not 'ready' (training did not finish); "
+            "run `obliviate shard resume --store DIR` to finish it"
+        )
     if state == "ready":
         samples = ledger.samples(("active", "pending"))
         for k in range(config.n_shards):

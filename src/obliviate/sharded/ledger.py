@@ -15,13 +15,17 @@ Tables
 
 Every change of state happens inside one transaction (``BEGIN IMMEDIATE`` .. ``COMMIT``), and
 ``synchronous=FULL`` makes a commit durable, so a process killed at any instant leaves either the
-state before or the state after a transaction.
+X
+``PRAGMA integrity_check``: a damaged file (flipped bytes, a torn copy) is never written to
+(:class:`LedgerDamaged`). A ledger whose file or folder is not writable (a read-only backup) is
+opened read-only (SQLite ``mode=ro``, ``immutable=1``): reads work, writes are refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -30,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from obliviate.errors import ObliviateError
 
 GENESIS = "0" * 64
 FORMAT = "obliviate-shard-store/1"
@@ -76,15 +82,45 @@ def event_hash(seq: int, when: float, kind: str, payload: str, prev: str) -> str
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class Ledger:
-    """Thin typed access to the ledger file. Use :meth:`transaction` around every change."""
+class LedgerDamaged(ObliviateError):
+    """The ledger file fails SQLite's integrity check; nothing is written to it."""
 
-    def __init__(self, path: Path) -> None:
+
+def _writable(path: Path) -> bool:
+    folder = path.parent
+    return os.access(folder, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+
+
+class Ledger:
+    """Thin typed access to the ledger file. Use :meth:`transaction` around every change.
+
+    ``read_only``: ``None`` (default) opens read-only exactly when the file or its folder is not
+    writable; ``True`` forces it (nothing may write meanwhile: the file is opened immutable).
+    """
+
+    def __init__(self, path: Path, *, read_only: bool | None = None) -> None:
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, timeout=60.0)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
+        self.read_only = (not _writable(Path(path))) if read_only is None else read_only
+        if self.read_only:
+            uri = f"{Path(path).resolve().as_uri()}?mode=ro&immutable=1"
+            self.db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=60.0)
+        else:
+            self.db = sqlite3.connect(path, isolation_level=None, timeout=60.0)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
+        self._checked = False
+
+    def integrity_problems(self, *, quick: bool = False) -> list[str]:
+        """SQLite's ``integrity_check`` (or the faster ``quick_check``): ``[]`` when sound, else
+        its messages (a file too damaged to read gives the error text)."""
+        pragma = "quick_check" if quick else "integrity_check"
+        try:
+            rows = self.db.execute(f"PRAGMA {pragma}").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return [f"the ledger cannot be read: {exc}"]
+        messages = [str(r[0]) for r in rows]
+        return [] if messages == ["ok"] else messages
 
     @classmethod
     def create(cls, path: Path) -> Ledger:
@@ -100,6 +136,20 @@ class Ledger:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        if self.read_only:
+            raise ObliviateError(
+                f"the ledger {str(self.path)!r} is read-only (a backup or a read-only mount); "
+                "copy the store to a writable folder to change it"
+            )
+        if not self._checked:
+            problems = self.integrity_problems()
+            if problems:
+                raise LedgerDamaged(
+                    f"the ledger {str(self.path)!r} is damaged (SQLite: {problems[0]}); nothing "
+                    "was written. Restore the store from a backup; `obliviate shard verify` "
+                    "lists what it finds"
+                )
+            self._checked = True
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield

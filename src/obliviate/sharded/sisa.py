@@ -73,7 +73,7 @@ from obliviate.sharded.config import (
 )
 from obliviate.sharded.graph import expected_cost, neighbourhoods
 from obliviate.sharded.jobs import ShardJob, run_shard_job, train_stage
-from obliviate.sharded.ledger import FORMAT, Ledger
+from obliviate.sharded.ledger import FORMAT, Ledger, LedgerDamaged
 from obliviate.sharded.store import LEDGER_FILE, remove_temporaries, store_lock
 
 __all__ = [
@@ -126,8 +126,9 @@ class ShardedStore:
             self.ledger = Ledger(self.path / LEDGER_FILE)
             fmt = self.ledger.get_meta("format")
         except sqlite3.DatabaseError as exc:
-            raise ObliviateError(
-                f"{str(self.path)!r} is not a shard store: {LEDGER_FILE} is not a readable ledger ({exc})"
+            raise LedgerDamaged(
+                f"{str(self.path)!r} is not a shard store, or its ledger is damaged "
+                f"({LEDGER_FILE}: {exc}); nothing was written. Restore the store from a backup"
             ) from None
         if fmt != FORMAT or self.ledger.get_meta("config") is None:
             raise ObliviateError(

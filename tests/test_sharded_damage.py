@@ -1,0 +1,96 @@
+"""A damaged or read-only ledger: verify reports damage (never crashes), forget refuses to write
+to a damaged ledger, and a read-only store still verifies, reports status and predicts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from obliviate.cli.main import main
+from obliviate.errors import ObliviateError
+from obliviate.models import ModelSpec
+from obliviate.sharded import DataSpec, ShardConfig, ShardedStore
+from obliviate.sharded.ledger import Ledger, LedgerDamaged
+from obliviate.training import Recipe, TrainConfig
+
+DATA = DataSpec(dataset="digits", limit=200)
+RECIPE = Recipe(
+    ModelSpec(hidden=(8,), seed=0), TrainConfig(n_epochs=1, batch_size=32, lr=0.05, seed=0)
+)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("damage") / "base"
+    config = ShardConfig(n_shards=2, n_slices=2, graph="none", seed=0, recipe=RECIPE)
+    ShardedStore.train(path, data=DATA, config=config, backend="inline").close()
+    return path
+
+
+def _flip(path: Path, n: int = 64) -> None:
+    """Flip ``n`` bytes at the start of the ledger's second page (a b-tree page)."""
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")  # the page size, from the SQLite header
+    data[page : page + n] = bytes(b ^ 0xFF for b in data[page : page + n])
+    path.write_bytes(bytes(data))
+
+
+def _damaged_copy(base: Path, tmp_path: Path) -> Path:
+    store = tmp_path / "store"
+    shutil.copytree(base, store)
+    _flip(store / "ledger.sqlite")
+    return store
+
+
+def _an_id(base: Path) -> int:
+    with ShardedStore(base, backend="inline") as st:
+        return int(st.ledger.samples()[0, 0])
+
+
+def test_verify_reports_a_byte_flipped_ledger(base, tmp_path, capsys):
+    store = _damaged_copy(base, tmp_path)
+    assert Ledger(store / "ledger.sqlite").integrity_problems()  # SQLite sees the damage
+    code = main(["shard", "verify", "--store", str(store)])
+    out, err = capsys.readouterr()
+    assert code == 1, (out, err)
+    assert "damaged" in out + err and "Traceback" not in out + err
+
+
+def test_forget_refuses_to_write_to_a_damaged_ledger(base, tmp_path, capsys):
+    some_id = _an_id(base)
+    store = _damaged_copy(base, tmp_path)
+    before = (store / "ledger.sqlite").read_bytes()
+    code = main(["shard", "forget", "--store", str(store), "--ids", str(some_id)])
+    err = capsys.readouterr().err
+    assert code in (1, 2) and "Traceback" not in err and err.count("\n") == 1, err
+    assert (store / "ledger.sqlite").read_bytes() == before  # nothing written
+    with pytest.raises(LedgerDamaged):
+        with Ledger(store / "ledger.sqlite").transaction():
+            pass
+
+
+def test_read_only_store_verifies_reports_status_and_predicts(base, tmp_path, monkeypatch):
+    store = tmp_path / "ro"
+    shutil.copytree(base, store)
+    x = np.zeros((3, 64), dtype=np.float32)
+    with ShardedStore(base, backend="inline") as st:
+        expected, status = st.predict(x), st.status()
+    # as on a read-only mount (the tests run as root, for whom chmod does not stop writes)
+    real_access = os.access
+    monkeypatch.setattr(
+        "obliviate.sharded.ledger.os.access",
+        lambda p, mode: False if str(p).startswith(str(store)) else real_access(p, mode),
+    )
+    before = {p.name: p.read_bytes() for p in store.rglob("*") if p.is_file()}
+    with ShardedStore(store, backend="inline") as st:
+        assert st.ledger.read_only
+        assert st.verify()["ok"]
+        assert {**st.status(), "store": None} == {**status, "store": None}
+        assert np.array_equal(st.predict(x).numpy(), expected.numpy())
+        with pytest.raises(ObliviateError, match="read-only"):
+            st.forget([_an_id(base)])
+    assert {p.name: p.read_bytes() for p in store.rglob("*") if p.is_file()} == before
