@@ -41,12 +41,14 @@ def register(app: typer.Typer) -> None:
                 table.add_column("name"),
                 table.add_column("guarantee"),
                 table.add_column("needs"),
+                table.add_column("model needs"),
                 table.add_column("summary"),
             )
             for name in sorted(UNLEARNERS):
                 cls = unlearner_class(name)
                 doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-                table.add_row(name, cls.guarantee, ", ".join(sorted(cls.needs)) or "-", doc)
+                needs = ", ".join(sorted(cls.needs)) or "-"
+                table.add_row(name, cls.guarantee, needs, cls.model_requirement or "-", doc)
         elif kind == "datasets":
             from obliviate.data.datasets import DATASET_HELP
 

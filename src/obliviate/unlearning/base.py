@@ -86,6 +86,9 @@ class Unlearner(ABC):
     guarantee: ClassVar[Literal["exact", "approximate"]] = "approximate"
     needs: ClassVar[frozenset[str]] = frozenset()
     learned_state: ClassVar[tuple[str, ...]] = ()
+    model_requirement: ClassVar[str | None] = None
+    """What the method needs of the model beyond ``forward(x)``, in words (e.g. a final linear
+    output layer); ``None``: any classifier. A model without it is refused with an ObliviateError."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
