@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
-    from obliviate.sharded import run_sharded
+    from obliviate.experiments import run_sharded
 
     hidden = parse_ints(args.hidden)
     out = open(args.json, "a") if args.json else None  # noqa: SIM115

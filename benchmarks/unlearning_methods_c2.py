@@ -43,8 +43,8 @@ METHODS = (
 
 
 def default_recipe(dataset: str, seed: int) -> Recipe:
-    """The recipe ``obliviate forget`` uses for ``dataset`` (:func:`obliviate.unlearning.run.default_recipe`)."""
-    from obliviate.unlearning.run import default_recipe as run_default
+    """The recipe ``obliviate forget`` uses for ``dataset`` (:func:`obliviate.experiments.forget.default_recipe`)."""
+    from obliviate.experiments.forget import default_recipe as run_default
 
     return run_default(dataset, seed=seed)
 

@@ -7,7 +7,7 @@ Usage::
 
 For every forget spec and seed the original and the oracle are trained once (default digits
 recipe: MLP 128, Adam 1e-3, 30 epochs; cached under ``--cache``) and every method unlearns the
-same original (``obliviate.unlearning.run.run_forget``). Reported per method, mean ± std over
+same original (``obliviate.experiments.forget.run_forget``). Reported per method, mean ± std over
 the seeds: retain / forget / test accuracy and their gaps to the oracle (points), the
 loss-threshold MIA AUC (forget vs held-out test rows of the same classes) next to the oracle's,
 the JS divergence to the oracle on the forget set, relearn steps (capped at 200), the median
@@ -27,8 +27,9 @@ from pathlib import Path
 
 import torch
 
+from obliviate.experiments.forget import ForgetSpec, prepare, run_forget
+from obliviate.io import write_json_atomic
 from obliviate.unlearning import UNLEARNERS
-from obliviate.unlearning.run import ForgetSpec, prepare, run_forget, write_json_atomic
 
 
 def fmt(vals: list[float], scale: float = 1.0, digits: int = 3) -> str:
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))
     if args.json:
-        write_json_atomic({"results": results, "summary": summary}, args.json)
+        write_json_atomic(args.json, {"results": results, "summary": summary}, allow_nan=True)
     return 0
 
 

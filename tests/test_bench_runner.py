@@ -83,10 +83,12 @@ def test_failed_run_is_recorded_and_retried(tmp_path, monkeypatch):
     out = tmp_path / "out"
     _, runs = load_spec(spec_file(tmp_path, seeds="[0]"))
 
-    def boom(spec, ctx):
+    def boom(spec):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setitem(runner.ADAPTERS, "learn", boom)
+    import obliviate.experiments.learn as learn_kind
+
+    monkeypatch.setattr(learn_kind, "run", boom)
     counts = runner.run_grid(runs, out)
     assert counts["error"] == 1
     (rec,) = store.read(out)
@@ -152,12 +154,14 @@ def test_kill_and_rerun_completes_without_redoing(tmp_path, sig):
 
 
 def test_unknown_backend_and_workers():
-    from obliviate.bench.backends import make_backend
+    from obliviate.parallel import map_jobs, open_executor
 
     with pytest.raises(ObliviateError, match="unknown backend 'slurm'"):
-        make_backend("slurm")
+        open_executor("slurm")
     with pytest.raises(ObliviateError, match="--workers must be >= 1"):
-        make_backend("local", workers=0)
+        open_executor("local", n_workers=0)
+    with pytest.raises(ObliviateError, match="unknown backend 'slurm'"):
+        map_jobs(abs, [1], "slurm")
 
 
 def _metrics_by_key(out: Path) -> dict[str, object]:

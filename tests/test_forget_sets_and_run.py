@@ -10,9 +10,7 @@ from obliviate.cli.main import main
 from obliviate.data import synthetic_dataset
 from obliviate.data.forget_sets import EmptyForgetSetWarning, build_request, forget_ids
 from obliviate.errors import ObliviateError
-from obliviate.models import ModelSpec
-from obliviate.training import Recipe, TrainConfig
-from obliviate.unlearning.run import ForgetSpec, run_forget
+from obliviate.experiments import ForgetSpec, run_forget
 
 TRAIN, _ = synthetic_dataset(n_classes=4, n_per_class=50, n_features=6, seed=0)
 
@@ -70,9 +68,14 @@ def test_request_validation():
     assert not bool(torch.isin(req.forget.ids, req.retain.ids).any())
 
 
-RECIPE = Recipe(
-    ModelSpec("mlp", (16,)), TrainConfig(n_epochs=3, batch_size=32, lr=3e-3, optimizer="adam")
-)
+RECIPE = {
+    "model": "mlp",
+    "hidden": (16,),
+    "n_epochs": 3,
+    "batch_size": 32,
+    "lr": 3e-3,
+    "optimizer": "adam",
+}
 
 
 def spec(method: str, cache, **kw) -> ForgetSpec:
@@ -81,7 +84,7 @@ def spec(method: str, cache, **kw) -> ForgetSpec:
         forget="class:2",
         method=method,
         seed=0,
-        recipe=RECIPE,
+        **RECIPE,
         relearn_cap=5,
         cache_dir=str(cache),
         **kw,

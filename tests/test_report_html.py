@@ -273,7 +273,7 @@ def test_demo_report_section_collects_every_section(results_dir, tmp_path, monke
 
     from rich.console import Console
 
-    from obliviate.report.demo import report_section
+    from obliviate.cli.demo import report_section
 
     demo = tmp_path / "demo"
     (demo / "learn").mkdir(parents=True)

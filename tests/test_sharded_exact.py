@@ -369,7 +369,7 @@ def test_cli_status_json_and_exclude_ids(base, tmp_path, capsys):
 
 
 def test_run_sharded_api():
-    from obliviate.sharded import run_sharded
+    from obliviate.experiments import run_sharded
 
     out = run_sharded(
         {
@@ -393,7 +393,7 @@ def test_run_sharded_api():
     ):
         assert isinstance(out[key], float)
     assert out["exact"] is True and out["ideal_speedup"] == pytest.approx(8 / 3)
-    with pytest.raises(ObliviateError, match="unknown key"):
+    with pytest.raises(ObliviateError, match="unknown sharded-spec key 'shards'"):
         run_sharded({"dataset": "digits", "shards": 2})
 
 

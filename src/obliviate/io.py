@@ -1,10 +1,19 @@
-"""Crash-safe file writes: temp file in the same folder, fsync, rename."""
+"""Crash-safe file writes (temp file in the same folder, fsync, rename) and JSON normalisation.
+
+The one module for both: every result file obliviate writes goes through
+:func:`atomic_write_bytes` (or :func:`write_json_atomic` / :func:`atomic_save_torch` on top of
+it), and every result dict is made JSON-able by :func:`jsonable`.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -33,3 +42,66 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` made JSON-able, recursively: mappings -> dicts with str keys, tuples and arrays
+    -> lists, NumPy and torch scalars -> Python numbers, NaN and +-inf -> ``None``; anything else
+    -> its ``repr``. The one normalisation every result dict goes through."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (bool, int, float, str)):
+        return jsonable(value.tolist())  # numpy arrays and scalars, torch tensors
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if value is None or isinstance(value, str):
+        return value
+    return repr(value)
+
+
+def _json_default(obj: Any) -> Any:
+    """JSON for what :func:`json.dumps` cannot write: tensors and arrays, NumPy scalars, paths."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any, *, allow_nan: bool = False) -> Path:
+    """Write ``data`` as indented JSON (one trailing newline) to ``path`` atomically (see
+    :func:`atomic_write_bytes`); returns the path. Tensors and arrays are written as lists.
+    ``allow_nan=False`` (the default) refuses NaN and infinities with :class:`ValueError`, since
+    results carry ``null`` for undefined figures (:func:`jsonable`); ``True`` writes them as
+    JavaScript's ``NaN`` / ``Infinity``."""
+    target = Path(path).expanduser()
+    text = json.dumps(data, indent=2, default=_json_default, allow_nan=allow_nan) + "\n"
+    atomic_write_text(target, text)
+    return target
+
+
+def atomic_save_torch(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save(obj)`` to ``path`` atomically (serialised in memory, then
+    :func:`atomic_write_bytes`)."""
+    import io as _io
+
+    import torch
+
+    buf = _io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+__all__ = [
+    "atomic_save_torch",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "jsonable",
+    "write_json_atomic",
+]

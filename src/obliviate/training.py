@@ -103,7 +103,10 @@ def batches(
 LossFn = Callable[[nn.Module, Batch], Tensor]
 
 
-def _cross_entropy(model: nn.Module, batch: Batch) -> Tensor:
+def cross_entropy(model: nn.Module, batch: Batch) -> Tensor:
+    """Mean cross-entropy of ``model`` on ``batch`` (its task head when ``batch.task`` is set):
+    the plain training loss, a scalar tensor. The one implementation; continual strategies and
+    unlearners import it from here."""
     return nn.functional.cross_entropy(logits(model, batch.x, batch.task), batch.y)
 
 
@@ -120,7 +123,7 @@ def fit(
     The data order comes from ``generator(config.seed, key)``: the same model, data (same rows in
     the same order), recipe and key give bitwise the same weights.
     """
-    loss_fn = loss_fn or _cross_entropy
+    loss_fn = loss_fn or cross_entropy
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, config)
     gen = generator(config.seed, key)

@@ -1,54 +1,63 @@
-"""Benchmark spec files (TOML): a grid of runs, validated with the offending line named.
+"""Benchmark spec files (TOML): a grid of runs, generated from the run kinds' spec dataclasses.
 
-A spec file holds optional top-level settings and any number of grid blocks of three kinds::
+A spec file holds optional top-level settings and any number of grid blocks, one per run kind
+of :data:`obliviate.experiments.KINDS`::
 
     name = "smoke"                 # optional label
     description = "..."            # optional
     seeds = [0, 1, 2]              # default seeds of every block
 
-    [[learn]]                      # continual learning (obliviate.experiments.run_learn)
-    datasets = ["digits"]
-    scenarios = ["class-incremental"]
+    [[learn]]                      # continual learning (obliviate.experiments.learn.LearnSpec)
+    datasets = ["digits"]          # = dataset; a list is a grid axis
+    scenarios = ["class-incremental", "online"]
     strategies = ["naive", "replay"]
     n_experiences = 5              # scalar or list (a grid axis)
-    n_epochs = [1, 2]              # every training key: scalar or list
-    eval_every = 10                # continual evaluation every k steps (optional)
+    n_epochs = [1, 2]
+    eval_every = 10
     [learn.params.replay]          # hyperparameters of one strategy; a list is a grid axis
     memory_size = [100, 200]
+    [learn.scenario_params.online] # keywords of one scenario builder; a list is a grid axis
+    blurry = [0.0, 0.1]
 
-    [[forget]]                     # approximate unlearning (obliviate.unlearning.run.run_forget)
+    [[forget]]                     # approximate unlearning (ForgetSpec)
     datasets = ["digits"]
     forgets = ["class:3", "random:100"]
     methods = ["finetune", "ssd"]
-    quality = 0                    # N models for the forgetting-quality score (0 = off)
-    relearn_cap = 200              # cap of the relearn attack (steps)
+    [forget.params.ssd]
+    alpha = [5.0, 10.0]
 
-    [[events]]                     # example forgetting events (Toneva et al.), as `obliviate events`
+    [[events]]                     # example forgetting events (EventsSpec), as `obliviate events`
     datasets = ["digits"]
     n_epochs = 20
 
-    [[sharded]]                    # exact sharded unlearning (obliviate.sharded.run_sharded)
+    [[sharded]]                    # exact sharded unlearning (ShardedSpec)
     datasets = ["digits"]
     n_shards = [1, 5]
     n_slices = [1, 4]
     graphs = ["none", "ring:1"]
-    n_deletions = 3                # single-sample deletions timed per run
 
-Every block also accepts ``seeds`` and the training keys ``model``, ``hidden``, ``n_epochs``,
-``batch_size``, ``lr``, ``optimizer``, ``momentum``, ``weight_decay`` and ``limit`` (first
-``limit`` training rows). A list value is a grid axis; to pass a list-valued hyperparameter
-(``hidden``) as one value, wrap it: ``hidden = [[64, 64]]``.
+The keys of a block are the fields of the kind's spec dataclass, with the same names as in
+Python and on the command line (``n_epochs``, ``batch_size``, ``scenario_params``, ...), so the
+file format cannot drift from the API: a field added to a spec is a key here. Name fields may
+also be written in the plural (``datasets``, ``scenarios``, ``strategies``, ``forgets``,
+``methods``, ``graphs``, ``seeds``). A list value is a grid axis; a field that holds a list
+(``hidden``) takes one list as one value and a list of lists as an axis:
+``hidden = [[64], [64, 64]]``. A mapping field keyed by another field's names (``params`` by
+the strategy or method, ``scenario_params`` by the scenario) is written per name, as above.
 
-:func:`load_spec` returns the expanded grid: a list of :class:`Run`, each a resolved,
-JSON-serialisable dict plus its key (a hash of the dict) — the key is how the runner recognises
-finished runs. Unknown keys, wrong types, unknown names (datasets, scenarios, strategies,
-unlearners) and bad hyperparameters are :class:`~obliviate.errors.ObliviateError` naming the key
-and its line.
+:func:`load_spec` returns the expanded grid: a list of :class:`Run`, each a JSON-serialisable
+dict of the keys the file set (plus ``kind``, ``seed`` and the method's ``params``) and its key
+(a hash of the dict): the key is how the runner recognises finished runs. Unknown keys, wrong
+types, unknown names (datasets, scenarios, strategies, unlearners, graphs), bad values and bad
+hyperparameters are :class:`~obliviate.errors.ObliviateError` naming the file, the key and its
+line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import inspect
 import itertools
 import json
 import re
@@ -57,78 +66,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from obliviate._validation import check_number
 from obliviate.errors import ObliviateError
+from obliviate.experiments import KINDS
+from obliviate.experiments import kind as kind_module
+from obliviate.experiments._spec import FieldType
 
-KINDS = ("learn", "forget", "sharded", "events")
-
-# key -> (allowed scalar types, may be a list that forms a grid axis)
-_INT, _FLOAT, _STR = (int,), (int, float), (str,)
-_TRAIN_KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
-    "model": (_STR, True),
-    "hidden": ((list, int), True),
-    "n_epochs": (_INT, True),
-    "batch_size": (_INT, True),
-    "lr": (_FLOAT, True),
-    "optimizer": (_STR, True),
-    "momentum": (_FLOAT, True),
-    "weight_decay": (_FLOAT, True),
-    "limit": (_INT, True),
-    "seeds": (_INT, True),
-    "datasets": (_STR, True),
-}
-_BLOCK_KEYS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
-    "learn": {
-        **_TRAIN_KEYS,
-        "scenarios": (_STR, True),
-        "strategies": (_STR, True),
-        "n_experiences": (_INT, True),
-        "eval_every": (_INT, False),
-        "params": ((dict,), False),
-    },
-    "forget": {
-        **_TRAIN_KEYS,
-        "forgets": (_STR, True),
-        "methods": (_STR, True),
-        "quality": (_INT, False),
-        "relearn_cap": (_INT, False),
-        "params": ((dict,), False),
-    },
-    "sharded": {
-        **_TRAIN_KEYS,
-        "n_shards": (_INT, True),
-        "n_slices": (_INT, True),
-        "graphs": (_STR, True),
-        "aggregation": (_STR, False),
-        "n_deletions": (_INT, False),
-    },
-    "events": {**_TRAIN_KEYS},
-}
-_REQUIRED = {
-    "learn": ("datasets", "scenarios", "strategies"),
-    "forget": ("datasets", "forgets", "methods"),
-    "sharded": ("datasets", "n_shards"),
-    "events": ("datasets",),
-}
-# plural spec key -> singular key of the resolved run
-_SINGULAR = {
-    "datasets": "dataset",
-    "scenarios": "scenario",
-    "strategies": "strategy",
-    "forgets": "forget",
-    "methods": "method",
-    "seeds": "seed",
-    "graphs": "graph",
-}
-_TOP_KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
-    "name": (_STR, False),
-    "description": (_STR, False),
-    "seeds": (_INT, True),
-}
+_TOP_KEYS = ("name", "description", "seeds")
+_INT = FieldType("int", optional=False)
 
 
 @dataclass(frozen=True)
 class Run:
-    """One point of the grid: ``spec`` (resolved, JSON-able) and ``key`` (its hash)."""
+    """One point of the grid: ``spec`` (the grid point, JSON-able) and ``key`` (its hash)."""
 
     spec: dict[str, Any]
     key: str
@@ -139,34 +89,21 @@ class Run:
 
     @property
     def group(self) -> str | None:
-        """Runs of one group share cached models (an unlearning run's original and oracle):
+        """Runs of one group share trained models (an unlearning run's original and oracle):
         the runner finishes one run of a group before starting the others."""
-        if self.kind != "forget":
+        ignore = kind_module(self.kind).SHARED_MODELS_IGNORE
+        if ignore is None:
             return None
-        shared = {k: v for k, v in self.spec.items() if k not in ("method", "params", "quality")}
+        shared = {k: v for k, v in self.spec.items() if k not in ignore}
         return run_key(shared)
 
     def label(self) -> str:
         """A short human-readable name: what ran, on what, with which seed."""
-        s = self.spec
-        params = ",".join(f"{k}={v}" for k, v in sorted(s.get("params", {}).items()))
-        what = {
-            "learn": lambda: (
-                f"{s['strategy']}{'(' + params + ')' if params else ''} {s['dataset']}/{s['scenario']}"
-            ),
-            "forget": lambda: (
-                f"{s['method']}{'(' + params + ')' if params else ''} {s['dataset']}/{s['forget']}"
-            ),
-            "sharded": lambda: (
-                f"S={s['n_shards']} R={s.get('n_slices', 1)} {s.get('graph', 'none')} {s['dataset']}"
-            ),
-            "events": lambda: f"{s['dataset']}",
-        }[self.kind]()
-        return f"{self.kind} {what} seed={s['seed']}"
+        return f"{self.kind} {kind_module(self.kind).label(self.spec)} seed={self.spec['seed']}"
 
 
 def run_key(spec: dict[str, Any]) -> str:
-    """The hash that names a run: sha256 of the canonical JSON of its resolved spec (16 hex)."""
+    """The hash that names a run: sha256 of the canonical JSON of its grid point (16 hex)."""
     text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -243,128 +180,136 @@ class _Where:
         return f"{self.source}: {shown}"
 
 
-# ---- validation ------------------------------------------------------------------------------
+# ---- the schema of a kind, read off its spec dataclass ----------------------------------------
 
 
-def _type_name(types: tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", dict: "a table", list: "a list"}
-    if types == _FLOAT:
-        return "a number"
-    return " or ".join(names.get(t, t.__name__) for t in types)
+@dataclass(frozen=True)
+class _Schema:
+    kind: str
+    cls: type
+    types: dict[str, Any]  # field -> FieldType
+    checks: dict[str, Any]  # field -> check(name, value) or None
+    alias: dict[str, str]  # written key (field name or plural alias) -> field
+    required: tuple[str, ...]  # fields every block must set
+    method_field: str | None
+    per_name: dict[str, str]  # mapping field -> the field whose names key it
 
 
-def _check_value(
-    where: _Where, path: tuple[Any, ...], value: Any, types: tuple[type, ...], axis: bool
-) -> list[Any]:
+def schema(kind: str) -> _Schema:
+    """What a ``[[kind]]`` block accepts, derived from the kind's spec dataclass."""
+    from obliviate.experiments._spec import field_types
+
+    mod = kind_module(kind)
+    cls = mod.Spec
+    types = field_types(cls)
+    alias: dict[str, str] = {}
+    checks: dict[str, Any] = {}
+    required = []
+    for f in dataclasses.fields(cls):
+        alias[f.name] = f.name
+        if f.metadata.get("alias"):
+            alias[f.metadata["alias"]] = f.name
+        checks[f.name] = f.metadata.get("check")
+        if f.metadata.get("required"):
+            required.append(f.name)
+    per_name = {}
+    if getattr(mod, "METHOD_FIELD", None) and "params" in types:
+        per_name["params"] = mod.METHOD_FIELD
+    if "scenario_params" in types and "scenario" in types:
+        per_name["scenario_params"] = "scenario"
+    return _Schema(
+        kind,
+        cls,
+        types,
+        checks,
+        alias,
+        tuple(required),
+        getattr(mod, "METHOD_FIELD", None),
+        per_name,
+    )
+
+
+def _written(sch: _Schema, name: str, block: dict[str, Any]) -> str:
+    """The key a block uses for field ``name`` (its plural alias if written so)."""
+    for key, field in sch.alias.items():
+        if field == name and key in block:
+            return key
+    return next((k for k, f in sch.alias.items() if f == name and k != name), name)
+
+
+def _axis(where: _Where, path: tuple[Any, ...], value: Any, ftype: Any) -> list[Any]:
     """The values of one key as a list (a scalar is a one-value axis); wrong types raise."""
-
-    def ok(v: Any) -> bool:
-        if isinstance(v, bool):
-            return bool in types
-        if list in types and isinstance(v, list):  # e.g. hidden = [64, 64]
-            return all(isinstance(x, int) and not isinstance(x, bool) for x in v)
-        return isinstance(v, tuple(t for t in types if t is not list))
-
-    if path[-1] == "hidden":
-        # hidden = [64, 64] is one value; hidden = [[64], [64, 64]] is an axis
-        values = (
-            value if isinstance(value, list) and value and isinstance(value[0], list) else [value]
-        )
-        for v in values:
-            if not (
-                isinstance(v, list)
-                and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
-            ):
-                raise ObliviateError(
-                    f"{where(path)} must be a list of integers (layer widths), got {v!r}"
-                )
-        return values
-    values = value if (axis and isinstance(value, list)) else [value]
-    if axis and isinstance(value, list) and not value:
+    if ftype.kind == "ints":
+        nested = isinstance(value, list) and value and isinstance(value[0], list)
+        values = value if nested else [value]
+    else:
+        values = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and not value:
         raise ObliviateError(f"{where(path)} is an empty list; give at least one value")
     for v in values:
-        if not ok(v):
-            raise ObliviateError(
-                f"{where(path)} must be {_type_name(types)}{' or a list of them' if axis else ''}, got {v!r}"
-            )
+        if not ftype.accepts(v) or v is None:
+            raise ObliviateError(f"{where(path)} must be {ftype.noun} or a list of them, got {v!r}")
     return values
 
 
-def _check_names(
-    where: _Where, path: tuple[Any, ...], values: list[Any], valid: list[str], what: str
-) -> None:
-    for v in values:
-        name = v.split(":", 1)[0] if what == "graph" else v
-        if what == "dataset" and v.startswith("npz:"):
-            continue
-        if name not in valid:
-            raise ObliviateError(f"{where(path)}: unknown {what} {v!r}; valid: {', '.join(valid)}")
+def _owner(sch: _Schema, table_field: str, name: str) -> Any:
+    """The class or function whose keywords a per-name table sets (None: unknown name)."""
+    if table_field == "params":
+        if sch.kind == "learn":
+            from obliviate.continual import STRATEGIES, strategy_class
+
+            return strategy_class(name) if name in STRATEGIES else None
+        from obliviate.unlearning import UNLEARNERS, unlearner_class
+
+        return unlearner_class(name) if name in UNLEARNERS else None
+    if table_field == "scenario_params":
+        from obliviate.data.scenarios import SCENARIOS
+
+        return SCENARIOS.get(name)
+    return None
 
 
-def _param_grid(
-    where: _Where, path: tuple[Any, ...], params: Any, cls: type | None, owner: str
-) -> list[dict[str, Any]]:
-    """Expand a ``params.<method>`` table into hyperparameter dicts (lists are axes)."""
-    if not isinstance(params, dict):
-        raise ObliviateError(f"{where(path)} must be a table of hyperparameters, got {params!r}")
-    valid: list[str] | None = None
-    if cls is not None:
+def _keywords(owner: Any) -> list[str]:
+    if isinstance(owner, type):
         from obliviate._hyper import param_names
 
-        valid = param_names(cls)
+        return list(param_names(owner))
+    return [
+        p.name
+        for p in inspect.signature(owner).parameters.values()
+        if p.kind is p.KEYWORD_ONLY and p.name not in ("n_experiences", "seed")
+    ]
+
+
+def _table_grid(
+    where: _Where, path: tuple[Any, ...], table: Any, owner: Any, name: str, check: bool
+) -> list[dict[str, Any]]:
+    """Expand one ``<field>.<name>`` table into keyword dicts (lists are axes)."""
+    if not isinstance(table, dict):
+        raise ObliviateError(f"{where(path)} must be a table of hyperparameters, got {table!r}")
+    valid = _keywords(owner) if (check and owner is not None) else None
     axes: list[list[tuple[str, Any]]] = []
-    for name, value in params.items():
-        if valid is not None and name not in valid:
+    for key, value in table.items():
+        if valid is not None and key not in valid:
             raise ObliviateError(
-                f"{where(path + (name,))}: {owner} has no parameter {name!r}; valid: {', '.join(valid) or '(none)'}"
+                f"{where(path + (key,))}: {name} has no parameter {key!r}; valid: {', '.join(valid) or '(none)'}"
             )
         values = value if isinstance(value, list) else [value]
         if not values:
             raise ObliviateError(
-                f"{where(path + (name,))} is an empty list; give at least one value"
+                f"{where(path + (key,))} is an empty list; give at least one value"
             )
-        axes.append([(name, v) for v in values])
+        axes.append([(key, v) for v in values])
     grid = [dict(combo) for combo in itertools.product(*axes)]
-    if cls is not None:
+    if check and isinstance(owner, type):
         for combo in grid:
             try:
-                cls(**combo)
+                owner(**combo)
             except ObliviateError as exc:
                 raise ObliviateError(f"{where(path)}: {exc}") from None
             except TypeError as exc:
-                raise ObliviateError(f"{where(path)}: {owner}: {exc}") from None
+                raise ObliviateError(f"{where(path)}: {name}: {exc}") from None
     return grid
-
-
-def _method_class(kind: str, name: str) -> type | None:
-    """The class registered under ``name`` (strategy or unlearner), or None when unknown."""
-    if kind == "learn":
-        from obliviate.continual import STRATEGIES, strategy_class
-
-        return strategy_class(name) if name in STRATEGIES else None
-    from obliviate.unlearning import UNLEARNERS, unlearner_class
-
-    return unlearner_class(name) if name in UNLEARNERS else None
-
-
-def _valid_names(kind: str) -> dict[str, list[str]]:
-    from obliviate.data.datasets import DATASETS
-    from obliviate.data.scenarios import SCENARIOS
-
-    names: dict[str, list[str]] = {"datasets": list(DATASETS), "scenarios": list(SCENARIOS)}
-    if kind == "learn":
-        from obliviate.continual import STRATEGIES
-
-        names["strategies"] = sorted(STRATEGIES)
-    if kind == "forget":
-        from obliviate.unlearning import UNLEARNERS
-
-        names["methods"] = sorted(UNLEARNERS)
-    if kind == "sharded":
-        from obliviate.sharded.graph import GRAPH_KINDS
-
-        names["graphs"] = list(GRAPH_KINDS)
-    return names
 
 
 def _expand_block(
@@ -373,90 +318,103 @@ def _expand_block(
     path0: tuple[Any, ...] = (kind, index)
     if not isinstance(block, dict):
         raise ObliviateError(f"{where(path0)} must be a table ([[{kind}]])")
-    schema = _BLOCK_KEYS[kind]
+    sch = schema(kind)
+    written: dict[str, str] = {}  # field -> key as written
     for key in block:
-        if key not in schema:
+        field = sch.alias.get(key)
+        if field is None:
+            valid = ", ".join(f.name for f in dataclasses.fields(sch.cls))
             raise ObliviateError(
-                f"{where(path0 + (key,))}: unknown key {key!r} in [[{kind}]]; valid: {', '.join(schema)}"
+                f"{where(path0 + (key,))}: unknown key {key!r} in [[{kind}]]; valid: {valid}"
             )
-    for key in _REQUIRED[kind]:
-        if key not in block:
+        if field in written:
             raise ObliviateError(
-                f"{where(path0)}: [[{kind}]] block {index + 1} lacks the required key {key!r}"
+                f"{where(path0 + (key,))}: {key!r} and {written[field]!r} are the same key; write one"
             )
+        written[field] = key
+    for field in sch.required:
+        if field not in written:
+            raise ObliviateError(
+                f"{where(path0)}: [[{kind}]] block {index + 1} lacks the required key "
+                f"{_written(sch, field, block)!r}"
+            )
+
     axes: dict[str, list[Any]] = {}
-    for key, (types, axis) in schema.items():
-        if key == "params" or key not in block:
+    for field, key in written.items():
+        if field in sch.per_name or sch.types[field].kind == "table":
             continue
-        axes[key] = _check_value(where, path0 + (key,), block[key], types, axis)
-    if "seeds" not in axes:
+        path = path0 + (key,)
+        values = _axis(where, path, block[key], sch.types[field])
+        check = sch.checks.get(field)
+        if check is not None:
+            for v in values:
+                check(where(path), v)
+        axes[field] = values
+    if "seed" not in axes:
         if not top_seeds:
             raise ObliviateError(
                 f"{where(path0)}: no seeds; set seeds = [0, ...] at the top or in the block"
             )
-        axes["seeds"] = list(top_seeds)
-    names = _valid_names(kind)
-    for key, valid in names.items():
-        if key in axes:
-            _check_names(
+        axes["seed"] = list(top_seeds)
+
+    # per-name tables: params per strategy / method, scenario_params per scenario
+    tables: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for field, owner_field in sch.per_name.items():
+        key = written.get(field, field)
+        table = block.get(key, {})
+        if not isinstance(table, dict):
+            raise ObliviateError(f"{where(path0 + (key,))} must be a table of {owner_field} tables")
+        names = axes.get(owner_field, [])
+        for name in table:
+            if name not in names:
+                raise ObliviateError(
+                    f"{where(path0 + (key, name))}: {key} for {name!r}, which is not in "
+                    f"{written.get(owner_field, owner_field)} ({', '.join(map(str, names))})"
+                )
+        tables[field] = {
+            name: _table_grid(
                 where,
-                path0 + (key,),
-                axes[key],
-                valid,
-                key.rstrip("s") if key != "strategies" else "strategy",
+                path0 + (key, name),
+                table[name],
+                _owner(sch, field, name),
+                name,
+                check_methods or field != "params",
             )
-    for key in ("n_shards", "n_slices", "n_experiences", "n_epochs", "batch_size", "limit"):
-        for v in axes.get(key, []):
-            if v < (0 if key in ("n_epochs",) else 1):
-                raise ObliviateError(
-                    f"{where(path0 + (key,))} must be >= {0 if key == 'n_epochs' else 1}, got {v}"
-                )
-    for v in axes.get("forgets", []):
-        if not re.fullmatch(r"(class:\d+|random:\d+(\.\d+)?%?|[a-z_]+:.+)", v):
-            raise ObliviateError(
-                f"{where(path0 + ('forgets',))}: bad forget request {v!r}; use class:C or random:K"
-            )
+            for name in table
+        }
+    for field in sch.types:
+        if sch.types[field].kind == "table" and field not in sch.per_name and field in written:
+            raise ObliviateError(f"{where(path0 + (written[field],))}: write it per name")
 
-    # per-method hyperparameter grids
-    method_key = {"learn": "strategies", "forget": "methods"}.get(kind)
-    params = block.get("params", {})
-    if not isinstance(params, dict):
-        raise ObliviateError(f"{where(path0 + ('params',))} must be a table of method tables")
-    method_grids: dict[str, list[dict[str, Any]]] = {}
-    if method_key is None:
-        if params:
-            raise ObliviateError(f"{where(path0 + ('params',))}: [[{kind}]] takes no params")
-    else:
-        for name in params:
-            if name not in axes[method_key]:
-                raise ObliviateError(
-                    f"{where(path0 + ('params', name))}: params for {name!r}, which is not in {method_key} "
-                    f"({', '.join(axes[method_key])})"
-                )
-        for name in axes[method_key]:
-            cls = _method_class(kind, name) if check_methods else None
-            method_grids[name] = _param_grid(
-                where, path0 + ("params", name), params.get(name, {}), cls, name
-            )
-
-    # the grid, in a stable order: data axes outermost, seeds innermost
-    plain = [k for k in axes if k not in ("seeds", method_key)]
+    # the grid, in a stable order: data axes outermost, the method and its params, then seeds
+    method = sch.method_field
+    plain = [f for f in axes if f not in ("seed", method)]
     runs: list[dict[str, Any]] = []
-    for combo in itertools.product(*(axes[k] for k in plain)):
-        base = {"kind": kind, **{_SINGULAR.get(k, k): v for k, v in zip(plain, combo, strict=True)}}
-        for key in ("eval_every", "quality", "relearn_cap", "aggregation", "n_deletions"):
-            if key in base and base[key] is None:
-                del base[key]
-        methods = axes[method_key] if method_key else [None]
-        for method in methods:
-            for hp in method_grids.get(method, [{}]) if method else [{}]:
-                for seed in axes["seeds"]:
-                    run = dict(base)
-                    if method_key:
-                        run[_SINGULAR[method_key]] = method
-                        run["params"] = hp
-                    run["seed"] = seed
-                    runs.append(run)
+    for combo in itertools.product(*(axes[f] for f in plain)):
+        base = {"kind": kind, **dict(zip(plain, combo, strict=True))}
+        variants = [base]
+        if "scenario_params" in tables and base.get("scenario") in tables["scenario_params"]:
+            variants = [
+                {**base, "scenario_params": sp}
+                for sp in tables["scenario_params"][base["scenario"]]
+            ]
+        for variant in variants:
+            for name in axes[method] if method else [None]:
+                hps = tables.get("params", {}).get(name, [{}]) if method else [{}]
+                for hp in hps:
+                    for seed in axes["seed"]:
+                        run = dict(variant)
+                        if method:
+                            run[method] = name
+                            run["params"] = hp
+                        run["seed"] = seed
+                        runs.append(run)
+    if check_methods:
+        for run in runs:  # the spec's own cross-field checks (recipes, scenario keywords, ...)
+            try:
+                sch.cls.from_dict(run)
+            except ObliviateError as exc:
+                raise ObliviateError(f"{where(path0)}: {exc}") from None
     return runs
 
 
@@ -490,13 +448,17 @@ def parse_spec(
         if key not in _TOP_KEYS:
             valid = ", ".join(list(_TOP_KEYS) + [f"[[{k}]]" for k in KINDS])
             raise ObliviateError(f"{where((key,))}: unknown key {key!r}; valid: {valid}")
-        types, axis = _TOP_KEYS[key]
-        values = _check_value(where, (key,), value, types, axis)
-        header[key] = values if axis else values[0]
+        if key == "seeds":
+            header[key] = _axis(where, (key,), value, _INT)
+            for v in header[key]:
+                check_number(where((key,)), v, integer=True)
+        elif not isinstance(value, str):
+            raise ObliviateError(f"{where((key,))} must be a string, got {value!r}")
+        else:
+            header[key] = value
     if not any(k in data for k in KINDS):
-        raise ObliviateError(
-            f"{source}: no runs; add at least one [[learn]], [[forget]], [[sharded]] or [[events]] block"
-        )
+        blocks = ", ".join(f"[[{k}]]" for k in KINDS)
+        raise ObliviateError(f"{source}: no runs; add at least one block of {blocks}")
     specs: list[dict[str, Any]] = []
     for kind in KINDS:
         for i, block in enumerate(data.get(kind, [])):
@@ -525,4 +487,4 @@ def load_spec(path: str | Path, *, check_methods: bool = True) -> tuple[dict[str
     return parse_spec(text, str(p), check_methods=check_methods)
 
 
-__all__ = ["KINDS", "Run", "key_lines", "load_spec", "parse_spec", "run_key"]
+__all__ = ["KINDS", "Run", "key_lines", "load_spec", "parse_spec", "run_key", "schema"]

@@ -14,7 +14,9 @@ def register(app: typer.Typer) -> None:
         out: str = typer.Option(
             ..., "--out", "-o", help="results directory (created; re-running resumes)"
         ),
-        backend: str = typer.Option("local", help="local | ray"),
+        backend: str = typer.Option(
+            "local", help="inline (this process) | local (process pool) | ray"
+        ),
         workers: int = typer.Option(
             None, min=1, help="parallel runs (default: 1 locally, all CPUs on Ray)"
         ),

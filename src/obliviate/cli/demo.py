@@ -17,6 +17,18 @@ classes) and domain-incremental (5 feature permutations), 3 seeds each, with eve
 default hyperparameters and the digits default recipe (:mod:`obliviate.experiments`), and prints
 one table per scenario: catastrophic forgetting (naive: high learning accuracy, low final ACC)
 and how much each strategy mitigates it.
+
+:func:`unlearning_section`: on digits (default forget recipe: MLP(128), Adam 1e-3, 30 epochs),
+seed 0, forget class 3 and a random 10 % of the training set with a few methods, and print one
+table per request with the retrained oracle alongside (retain / forget / test accuracy,
+loss-threshold MIA AUC, JS divergence to the oracle on the forget set, wall time and speed-up vs
+retraining). Results are also written as JSON to ``<demo dir>/forget/results.json``.
+
+:func:`report_section` (last): the HTML report of everything the sections above left under
+:func:`demo_dir` (:func:`obliviate.report.demo.collect`), written to ``<demo dir>/report.html``.
+
+Sections live here, in the CLI layer, because they print and choose where files go; what they
+run is the experiments layer (:mod:`obliviate.experiments`, :mod:`obliviate.bench`).
 """
 
 from __future__ import annotations
@@ -31,8 +43,8 @@ import typer
 
 DEMO_SECTIONS: tuple[str, ...] = (
     "obliviate.cli.demo:continual_section",
-    "obliviate.unlearning.demo:unlearning_section",
-    "obliviate.report.demo:report_section",  # keep last: the report of every section above
+    "obliviate.cli.demo:unlearning_section",
+    "obliviate.cli.demo:report_section",  # keep last: the report of every section above
 )
 """The demo's sections, in order: ``"module:function"``, each ``function(console) -> None``."""
 
@@ -184,6 +196,131 @@ def verdict(records: list[dict[str, Any]], scenario: str) -> str:
     if joint is not None:
         text += f"; joint training, the upper bound, reaches {joint:.2f}"
     return text + ".\n"
+
+
+# ---- the unlearning section -------------------------------------------------------------------
+
+FORGET_REQUESTS = ("class:3", "random:10%")
+FORGET_METHODS = ("neggrad_plus", "ssd", "scrub", "bad_teacher", "newton")
+FORGET_SEED = 0
+RELEARN_CAP = 100
+
+
+def unlearning_section(console: Any) -> None:
+    """Class and random forgetting on digits: a few methods next to the retrained oracle."""
+    from rich.table import Table
+
+    from obliviate.experiments.forget import ForgetSpec, prepare, run_forget
+    from obliviate.io import write_json_atomic
+    from obliviate.unlearning import UNLEARNERS
+
+    out = fresh_section_dir("forget")
+    methods = [m for m in FORGET_METHODS if m in UNLEARNERS]
+    console.rule("[bold]Unlearning: forget on request, measured against the retrained oracle")
+    console.print(
+        f"digits, MLP(128) trained 30 epochs (Adam 1e-3), seed {FORGET_SEED}; each method's default "
+        "hyperparameters; the oracle is retrained from scratch without the forget set"
+    )
+    started = time.perf_counter()
+    results: dict[str, list[dict[str, Any]]] = {}
+    for request in FORGET_REQUESTS:
+        base = ForgetSpec(
+            dataset="digits", forget=request, seed=FORGET_SEED, relearn_cap=RELEARN_CAP
+        )
+        p = prepare(base)
+        rows = [
+            run_forget(
+                ForgetSpec(
+                    dataset="digits",
+                    forget=request,
+                    method=m,
+                    seed=FORGET_SEED,
+                    relearn_cap=RELEARN_CAP,
+                ),
+                prepared=p,
+            )
+            for m in methods
+        ]
+        results[request] = rows
+        table = Table(
+            title=f"forget {request} ({len(p.request.forget)} of {len(p.train)} training samples)"
+        )
+        for col in (
+            "model",
+            "retain acc",
+            "forget acc",
+            "test acc",
+            "MIA AUC",
+            "JS to oracle",
+            "seconds",
+            "speed-up",
+        ):
+            table.add_column(col, justify="right" if col != "model" else "left")
+        o, g = rows[0]["original"], rows[0]["oracle"]
+        table.add_row(
+            "original",
+            f"{o['retain_acc']:.3f}",
+            f"{o['forget_acc']:.3f}",
+            f"{o['test_acc']:.3f}",
+            f"{o['mia_auc']:.3f}",
+            f"{rows[0]['js_to_oracle']['original_forget']:.4f}",
+            "-",
+            "-",
+        )
+        table.add_row(
+            "oracle (retrain)",
+            f"{g['retain_acc']:.3f}",
+            f"{g['forget_acc']:.3f}",
+            f"{g['test_acc']:.3f}",
+            f"{g['mia_auc']:.3f}",
+            "0",
+            f"{p.oracle_seconds:.2f}",
+            "1.0x",
+        )
+        for m, r in zip(methods, rows, strict=True):
+            u = r["unlearned"]
+            table.add_row(
+                m,
+                f"{u['retain_acc']:.3f}",
+                f"{u['forget_acc']:.3f}",
+                f"{u['test_acc']:.3f}",
+                f"{u['mia_auc']:.3f}",
+                f"{r['js_to_oracle']['forget']:.4f}",
+                f"{r['seconds']:.2f}",
+                f"{r['speedup']:.0f}x",
+            )
+        console.print(table)
+    write_json_atomic(out / "results.json", results, allow_nan=True)
+    console.print(
+        "Class forgetting: the target is the oracle's forget accuracy (0: it never saw a 3); random "
+        "forgetting: the target is the oracle's forget accuracy and MIA AUC, not 0 and not 0.5. "
+        f"Section took {time.perf_counter() - started:.0f} s; the full table of every method over 3 seeds: "
+        "docs/unlearning.md (python benchmarks/unlearning_table.py)."
+    )
+
+
+# ---- the report section ------------------------------------------------------------------------
+
+
+def report_section(console: Any) -> None:
+    """Write the demo's HTML report (``<demo dir>/report.html``) and print its path."""
+    from obliviate.io import atomic_write_text
+    from obliviate.report.demo import collect
+    from obliviate.report.html import build_report
+
+    folder = demo_dir()
+    records = collect(folder) if folder.exists() else []
+    console.rule("[bold]Report")
+    if not records:
+        console.print(f"no demo results under {folder}; no report written")
+        return
+    target = folder / "report.html"
+    atomic_write_text(target, build_report(records, source=str(folder), title="obliviate demo"))
+    target.chmod(0o644)
+    console.print(
+        f"HTML report ({len(records)} runs, plots embedded, opens offline in any browser):"
+    )
+    console.print(str(target.resolve()), highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -49,8 +49,9 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from obliviate.cli._common import parse_seeds, parse_sets
+        from obliviate.experiments.forget import CACHE_ENV, ForgetSpec, run_forget
+        from obliviate.io import write_json_atomic
         from obliviate.unlearning import unlearner_class
-        from obliviate.unlearning.run import CACHE_ENV, ForgetSpec, run_forget, write_json_atomic
 
         torch.set_num_threads(
             1
@@ -131,5 +132,6 @@ def register(app: typer.Typer) -> None:
             if r["learned"]:
                 console.print(f"seed {r['spec']['seed']} learned: {r['learned']}")
         if json_path:
-            write_json_atomic(results[0] if len(results) == 1 else {"runs": results}, json_path)
+            payload = results[0] if len(results) == 1 else {"runs": results}
+            write_json_atomic(json_path, payload, allow_nan=True)
             console.print(f"wrote {json_path}")

@@ -9,9 +9,6 @@ forgetting, learning accuracy and seconds.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +32,11 @@ def check_json_target(path: str | Path) -> Path:
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` via a temporary file in the same folder and a rename,
-    so a reader never sees a half-written file. NaN is refused (results carry ``null``)."""
-    target = check_json_target(path)
-    folder = target.parent
-    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    """:func:`obliviate.io.write_json_atomic` after :func:`check_json_target` (NaN refused:
+    results carry ``null``)."""
+    from obliviate.io import write_json_atomic as write
+
+    return write(check_json_target(path), data)
 
 
 def make_console() -> Any:
@@ -175,6 +163,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Learn a stream with a continual-learning strategy; print ACC, BWT, FWT, forgetting."""
+        from dataclasses import replace
+
         import torch
 
         from obliviate.cli._common import parse_int_tuple, parse_seeds, parse_sets
@@ -196,7 +186,7 @@ def register(app: typer.Typer) -> None:
             option="--scenario-set",
         )
         widths = None if hidden is None else parse_int_tuple("--hidden", hidden)
-        base = LearnSpec(
+        user = LearnSpec(
             dataset=dataset,
             scenario=scenario,
             n_experiences=experiences,
@@ -214,22 +204,16 @@ def register(app: typer.Typer) -> None:
             data_dir=data_dir,
             eval_every=eval_every,
             limit=limit,
-        ).resolved()  # validate everything before the first run starts
+        )
+        first = user.resolved()  # validate everything before the first run starts
 
         if threads < 1:
             raise ObliviateError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
         console = make_console()
         results = []
-        for s in seed_list:
-            spec = LearnSpec.from_dict(
-                {
-                    **base.to_dict(),
-                    "seed": s,
-                    "params": {**params},
-                    "scenario_params": {**scenario_params},
-                }
-            )
+        for s in seed_list:  # each run's spec is resolved once (its seed may seed the strategy)
+            spec = first if s == seed_list[0] else replace(user, seed=s).resolved()
             results.append(run_learn(spec, progress=not quiet))
         agg = aggregate(results)
         title = f"{strategy} on {dataset} / {scenario} ({experiences} experiences, seeds {','.join(map(str, seed_list))})"

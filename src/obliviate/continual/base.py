@@ -39,8 +39,7 @@ from torch import Tensor, nn
 
 from obliviate._hyper import describe, get_params
 from obliviate.data.scenarios import Experience
-from obliviate.models.base import logits
-from obliviate.training import Batch
+from obliviate.training import Batch, cross_entropy
 
 DataView = Literal["experience", "seen", "all"]
 
@@ -85,8 +84,3 @@ class Strategy(ABC):
 
     def __repr__(self) -> str:
         return describe(self)
-
-
-def cross_entropy(model: nn.Module, batch: Batch) -> Tensor:
-    """Mean cross-entropy of the model on a batch (the plain fine-tuning loss)."""
-    return nn.functional.cross_entropy(logits(model, batch.x, batch.task), batch.y)

@@ -170,3 +170,20 @@ class Dataset:
             name=parts[0].name if name is None else name,
         )
         return out
+
+    def fingerprint(self) -> str:
+        """:func:`data_fingerprint` of this dataset."""
+        return data_fingerprint(self)
+
+
+def data_fingerprint(data: Dataset) -> str:
+    """sha256 (64 hex digits) of a dataset's rows: its ids (int64), labels (int64) and features
+    (float32), in row order, as raw bytes. Equal rows in equal order give equal fingerprints;
+    a sharded store keeps it to refuse data that differs from what it was trained on, and the
+    unlearning cache keys trained models by it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in (data.ids, data.y, data.x):
+        h.update(np.ascontiguousarray(t.numpy()).tobytes())
+    return h.hexdigest()

@@ -1,9 +1,9 @@
-"""The last section of ``obliviate demo``: the HTML report of everything the demo just ran.
+"""Records for the demo's HTML report (the section itself is :func:`obliviate.cli.demo.report_section`).
 
-It gathers the results the earlier sections left under the demo folder
-(:func:`obliviate.cli.demo.demo_dir`): every ``*/results.jsonl`` (results-store format) and the
-unlearning section's ``forget/results.json`` (``{request: [run_forget result, ...]}``, turned
-into store records here), writes ``<demo dir>/report.html`` and prints its path.
+:func:`collect` gathers the results the demo's sections left under a folder: every
+``*/results.jsonl`` (results-store format) and the unlearning section's
+``forget/results.json`` (``{request: [run_forget result, ...]}``, turned into store records by
+:func:`forget_records`).
 """
 
 from __future__ import annotations
@@ -60,25 +60,4 @@ def collect(folder: Path) -> list[dict[str, Any]]:
     return records
 
 
-def report_section(console: Any) -> None:
-    """Write the demo's HTML report (``<demo dir>/report.html``) and print its path."""
-    from obliviate.cli.demo import demo_dir
-    from obliviate.io import atomic_write_text
-    from obliviate.report.html import build_report
-
-    folder = demo_dir()
-    records = collect(folder) if folder.exists() else []
-    console.rule("[bold]Report")
-    if not records:
-        console.print(f"no demo results under {folder}; no report written")
-        return
-    target = folder / "report.html"
-    atomic_write_text(target, build_report(records, source=str(folder), title="obliviate demo"))
-    target.chmod(0o644)
-    console.print(
-        f"HTML report ({len(records)} runs, plots embedded, opens offline in any browser):"
-    )
-    console.print(str(target.resolve()), highlight=False, soft_wrap=True)
-
-
-__all__ = ["collect", "forget_records", "report_section"]
+__all__ = ["collect", "forget_records"]

@@ -13,7 +13,7 @@ import numpy as np
 
 from obliviate._rng import derive_seed
 from obliviate._validation import check_choice, check_number
-from obliviate.data.dataset import Dataset
+from obliviate.data.dataset import Dataset, data_fingerprint
 from obliviate.data.datasets import load_dataset
 from obliviate.models import ModelSpec
 from obliviate.sharded.graph import neighbourhoods
@@ -71,13 +71,6 @@ def config_hash(config: ShardConfig) -> str:
 
 # ---- data ------------------------------------------------------------------------------------
 _DATA: dict[DataSpec, tuple[Dataset, Dataset, str]] = {}
-
-
-def data_fingerprint(data: Dataset) -> str:
-    h = hashlib.sha256()
-    for t in (data.ids, data.y, data.x):
-        h.update(np.ascontiguousarray(t.numpy()).tobytes())
-    return h.hexdigest()
 
 
 def load_data(spec: DataSpec) -> tuple[Dataset, Dataset, str]:
