@@ -94,3 +94,29 @@ def test_read_only_store_verifies_reports_status_and_predicts(base, tmp_path, mo
         with pytest.raises(ObliviateError, match="read-only"):
             st.forget([_an_id(base)])
     assert {p.name: p.read_bytes() for p in store.rglob("*") if p.is_file()} == before
+
+
+def test_a_request_for_every_id_is_refused_and_the_next_one_succeeds(base, tmp_path):
+    shutil.copytree(base, tmp_path / "s")
+    with ShardedStore(tmp_path / "s", backend="inline") as st:
+        every = st.ledger.samples()[:, 0]
+        with pytest.raises(ObliviateError, match="all .* remaining training samples"):
+            st.forget(every)
+        assert st.status()["samples"]["pending"] == 0
+        assert st.ledger.requests(("queued", "running")) == []  # nothing recorded
+        receipt = st.forget(every[:2])  # no --rollback needed
+        assert receipt["status"] == "done"
+
+
+def test_a_damaged_checkpoint_of_an_untouched_shard_is_refused_before_recording(base, tmp_path):
+    shutil.copytree(base, tmp_path / "s")
+    with ShardedStore(tmp_path / "s", backend="inline") as st:
+        rows = st.ledger.samples()
+        victim = int(rows[rows[:, 1] == 0][0, 0])  # a sample of shard 0 ...
+        other = st.ledger.current_checkpoints()[(1, st.config.n_slices - 1)]["sha256"]
+    ckpt = next(p for p in (tmp_path / "s").rglob(f"{other}*"))
+    ckpt.write_bytes(b"garbage")  # ... and shard 1's live model is unreadable
+    with ShardedStore(tmp_path / "s", backend="inline") as st:
+        with pytest.raises(ObliviateError):
+            st.forget([victim])
+        assert st.ledger.requests(("queued", "running")) == []

@@ -19,7 +19,7 @@ from obliviate.sharded import receipts as rc
 from obliviate.sharded.building import run, shard_job
 from obliviate.sharded.config import config_hash
 from obliviate.sharded.ledger import ids_hash
-from obliviate.sharded.prediction import accuracy_with, training_rows
+from obliviate.sharded.prediction import accuracy_with, shard_models, training_rows
 from obliviate.sharded.store import failpoint, read_checkpoint
 
 if TYPE_CHECKING:  # annotations only; sisa imports this module
@@ -38,11 +38,25 @@ def affected(store: ShardedStore, ids: np.ndarray) -> dict[int, int]:
 
 
 def check_bases(store: ShardedStore, ids: list[int] | np.ndarray) -> None:
-    """Read (and so re-hash) every checkpoint a deletion of ``ids`` would build on."""
+    """Refuse, before anything is recorded, a deletion of ``ids`` that could not complete.
+
+    Reads (and so re-hashes) every checkpoint the deletion would build on and every live
+    shard model (the receipt's accuracy figures load them all), and refuses a request that
+    would leave no training sample: a request that cannot be carried out must never be
+    recorded as running, or it would block every later command.
+    """
+    wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
+    active = store.ledger.samples(("active",))[:, 0]
+    if len(active) and np.isin(active, wanted).all():
+        raise ObliviateError(
+            f"the request would delete all {len(active)} remaining training samples of the "
+            "store, leaving no model; train a new store instead"
+        )
     current = store.ledger.current_checkpoints()
-    for k, start in affected(store, np.asarray(ids, dtype=np.int64).reshape(-1)).items():
+    for k, start in affected(store, wanted).items():
         if start > 0:
             read_checkpoint(store.path, current[(k, start - 1)]["sha256"])
+    shard_models(store, current)
 
 
 def submit(
