@@ -5,9 +5,15 @@ A *layer* here is a parameterised module: one that owns parameters directly
 ``nn.BatchNorm2d``. The last ``k`` layers are the last ``k`` such modules in registration order
 (``model.named_modules()``), which for a sequential network is the order of the forward pass.
 Activations, pooling and dropout own no parameters and are not layers.
+
+Also here: :func:`global_rng_from`, which makes layers that draw from torch's global generator
+(dropout) draw from a seed, so that a user model with dropout unlearns to the same bits.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +24,17 @@ from obliviate.data.dataset import Dataset
 from obliviate.errors import ObliviateError
 from obliviate.models.base import logits
 from obliviate.training import TrainConfig, batches, make_optimizer
+
+
+@contextmanager
+def global_rng_from(seed: int, *keys: object) -> Iterator[None]:
+    """Inside, torch's global CPU generator is seeded from ``(seed, *keys)``; on exit it is
+    restored, so the caller's random stream is untouched. Dropout draws from the global
+    generator; under this, the same seed gives the same dropout masks (and bits)."""
+    g = generator(seed, "global-rng", *keys)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
+        yield
 
 
 def parameterised_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -99,4 +116,4 @@ def train_layers(
     return steps
 
 
-__all__ = ["last_layers", "parameterised_layers", "reinitialise", "train_layers"]
+__all__ = ["global_rng_from", "last_layers", "parameterised_layers", "reinitialise", "train_layers"]

@@ -8,7 +8,7 @@ from torch import nn
 
 from obliviate._validation import check_number, check_schedule
 from obliviate.training import TrainConfig
-from obliviate.unlearning._last_layers import last_layers, train_layers
+from obliviate.unlearning._last_layers import global_rng_from, last_layers, train_layers
 from obliviate.unlearning._ops import trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
@@ -86,7 +86,10 @@ class CFk(Unlearner):
         self.seed = seed
 
     def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
-        model = trainable(model)
+        with global_rng_from(self.seed, "cf_k"):  # dropout masks of user models
+            return self._run(trainable(model), request)
+
+    def _run(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
         assert request.retain is not None
         layers = last_layers(model, self.k, "CFk")
         if len(request.retain):

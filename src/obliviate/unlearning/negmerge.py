@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from obliviate._validation import check_choice, check_number, check_schedule
 from obliviate.errors import ObliviateError
 from obliviate.training import OPTIMIZERS, accuracy
+from obliviate.unlearning._last_layers import global_rng_from
 from obliviate.unlearning._ops import clone_model, cross_entropy, run_steps, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 from obliviate.unlearning.random_label import retain_sample
@@ -133,7 +134,10 @@ class NegMerge(Unlearner):
         self.seed = seed
 
     def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
-        model = trainable(model)
+        with global_rng_from(self.seed, "negmerge"):  # dropout masks of user models
+            return self._run(trainable(model), request)
+
+    def _run(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
         assert request.retain is not None
         names = [n for n, _ in model.named_parameters()]
         theta_o = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -1,4 +1,4 @@
-"""SFR-on (Huang et al., NeurIPS 2024): saliency forgetting in the remain-preserving manifold, online."""
+"""SFR-on (Huang et al., NeurIPS 2024): saliency forgetting on the remain-preserving manifold."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from obliviate._validation import check_number, check_schedule
 from obliviate.data.dataset import Dataset
 from obliviate.models.base import logits
 from obliviate.training import TrainConfig, batches, make_optimizer
+from obliviate.unlearning._last_layers import global_rng_from
 from obliviate.unlearning._ops import cycle, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
 
 def adaptive_forget_loss(losses: Tensor, lam: float) -> Tensor:
-    """The adaptive weighted forget loss: ``sum_i w_i l_i`` with ``w_i ∝ l_i^(-lam)``, ``sum w_i = 1``.
+    """The adaptive weighted forget loss ``sum_i w_i l_i``, ``w_i ∝ l_i^(-lam)``, ``sum_i w_i = 1``.
 
     ``losses``: per-sample cross-entropies ``[B]``. Samples the model already gets wrong (large
     loss) weigh less, so gradient *ascent* on this loss concentrates on the forget samples still
@@ -164,7 +165,10 @@ class SFRon(Unlearner):
         self.seed = seed
 
     def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
-        model = trainable(model)
+        with global_rng_from(self.seed, "sfron"):  # dropout masks of user models
+            return self._run(trainable(model), request)
+
+    def _run(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
         retain = request.retain
         assert retain is not None
         forget_f = _squared_grads(model, request.forget, self.forget_batch_size)

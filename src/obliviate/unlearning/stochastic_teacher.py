@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from obliviate._validation import check_number, check_schedule
 from obliviate.models.base import logits
 from obliviate.training import Batch
+from obliviate.unlearning._last_layers import global_rng_from
 from obliviate.unlearning._ops import fresh_like, frozen_copy, kl_to_teacher, run_steps, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
@@ -107,7 +108,10 @@ class StochasticTeacher(Unlearner):
         self.seed = seed
 
     def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
-        model = trainable(model)
+        with global_rng_from(self.seed, "stochastic_teacher"):  # dropout masks of user models
+            return self._run(trainable(model), request)
+
+    def _run(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
         assert request.retain is not None
         original = frozen_copy(model)
         stochastic = fresh_like(model, self.seed, "stochastic_teacher")
