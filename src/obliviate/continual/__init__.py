@@ -34,6 +34,12 @@ STRATEGIES: dict[str, str] = {
     "cope": "obliviate.continual.cope:CoPE",
     "l2p": "obliviate.continual.l2p:L2P",
     "pnn": "obliviate.continual.pnn:PNN",
+    "erace": "obliviate.continual.erace:ERACE",
+    "rwalk": "obliviate.continual.rwalk:RWalk",
+    "mir": "obliviate.continual.mir:MIR",
+    "gss": "obliviate.continual.gss:GSS",
+    "xder": "obliviate.continual.xder:XDER",
+    "bic": "obliviate.continual.bic:BiC",
 }
 
 
