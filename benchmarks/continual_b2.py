@@ -29,9 +29,9 @@ import torch
 from obliviate.continual import make_strategy
 from obliviate.continual.loop import train_stream
 from obliviate.data import build_scenario, load_dataset
-from obliviate.data.streams import distinct_tasks, online_config, task_accuracy
+from obliviate.data.streams import distinct_tasks, task_accuracy
 from obliviate.models import ModelSpec, model_for_stream
-from obliviate.training import TrainConfig
+from obliviate.training import TrainConfig, online_config
 
 
 def run(scenario: str, name: str, params: dict, seed: int, args: argparse.Namespace):  # type: ignore[no-untyped-def]

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 
 from obliviate.data.datasets import load_dataset
-from obliviate.data.forget_sets import build_request
 from obliviate.training import Recipe
 from obliviate.unlearning import make_unlearner
+from obliviate.unlearning.base import build_request
 from obliviate.unlearning.evaluate import model_report, nonmembers
 from obliviate.unlearning.probe import probe_accuracy
 

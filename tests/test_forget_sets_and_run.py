@@ -8,9 +8,10 @@ import torch
 
 from obliviate.cli.main import main
 from obliviate.data import synthetic_dataset
-from obliviate.data.forget_sets import EmptyForgetSetWarning, build_request, forget_ids
+from obliviate.data.forget_sets import EmptyForgetSetWarning, forget_ids
 from obliviate.errors import ObliviateError
 from obliviate.experiments import ForgetSpec, run_forget
+from obliviate.unlearning.base import build_request
 
 TRAIN, _ = synthetic_dataset(n_classes=4, n_per_class=50, n_features=6, seed=0)
 

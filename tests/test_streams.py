@@ -10,10 +10,10 @@ from obliviate.continual import STRATEGIES, make_strategy, strategy_class
 from obliviate.continual.base import Strategy
 from obliviate.continual.loop import check_compatible, train_stream
 from obliviate.data import build_scenario, synthetic_dataset
-from obliviate.data.streams import distinct_tasks, online_config, power_law_schedule, task_accuracy
+from obliviate.data.streams import distinct_tasks, power_law_schedule, task_accuracy
 from obliviate.errors import ObliviateError
 from obliviate.models import ModelSpec, model_for_stream
-from obliviate.training import TrainConfig
+from obliviate.training import TrainConfig, online_config
 
 
 def _data(n_classes: int = 6):

@@ -47,6 +47,9 @@ def check_choice(name: str, value: Any, choices: Iterable[Any], *, owner: str = 
         raise ObliviateError(f"{_where(owner, name)} must be one of {valid}; got {value!r}")
 
 
+OPTIMIZERS = ("sgd", "adam")
+"""The optimisers a training recipe may name (:func:`obliviate.training.make_optimizer`)."""
+
 _SCHEDULE_RULES: dict[str, dict[str, Any]] = {
     "n_epochs": {"low": 1, "integer": True},
     "lr": {"low": 0, "low_open": True},
@@ -58,12 +61,10 @@ _SCHEDULE_RULES: dict[str, dict[str, Any]] = {
 
 def check_schedule(owner: str, **values: Any) -> None:
     """Check the usual optimisation hyperparameters, by name: ``n_epochs`` (integer >= 1),
-    ``lr`` (> 0), ``batch_size`` (integer >= 1), ``optimizer`` (one of ``training.OPTIMIZERS``), ``momentum``
+    ``lr`` (> 0), ``batch_size`` (integer >= 1), ``optimizer`` (one of :data:`OPTIMIZERS`), ``momentum``
     (in [0, 1)) and ``seed`` (integer). Other names are an error of the caller."""
     for name, value in values.items():
         if name == "optimizer":
-            from obliviate.training import OPTIMIZERS  # training imports this module
-
             check_choice("optimizer", value, OPTIMIZERS, owner=owner)
         else:
             check_number(name, value, owner=owner, **_SCHEDULE_RULES[name])

@@ -7,18 +7,17 @@ optimises through these functions, so the same recipe and seed give the same bit
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
 from obliviate._rng import generator
-from obliviate._validation import check_choice, check_number
+from obliviate._validation import OPTIMIZERS, check_choice, check_number
 from obliviate.data.dataset import Dataset
+from obliviate.data.streams import ONLINE_BATCH_SIZE
 from obliviate.models import ModelSpec, build_model
 from obliviate.models.base import Model, logits
-
-OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,6 +54,16 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+def online_config(config: TrainConfig) -> TrainConfig:
+    """The online protocol's training recipe: ``config`` with one epoch (a single pass) and, if
+    it uses more, at most :data:`~obliviate.data.streams.ONLINE_BATCH_SIZE` samples per batch.
+
+    A :class:`~obliviate.data.scenarios.Stream` cannot set the loop's epochs; whoever runs an
+    online stream (the CLI, experiments, benchmarks) passes its recipe through this function.
+    """
+    return replace(config, n_epochs=1, batch_size=min(config.batch_size, ONLINE_BATCH_SIZE))
 
 
 @dataclass(frozen=True)

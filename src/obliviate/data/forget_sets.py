@@ -10,9 +10,10 @@ Specs (``seed`` drives every random choice, through :func:`obliviate._rng.genera
                     blank lines ignored) or a ``.npy`` array of integers;
 ``ids:1,2,3``       the ids given.
 
-Validation (:func:`build_request`): ids never trained on raise :class:`ObliviateError`; an empty
-forget set is allowed, returns the identity request and emits a :class:`EmptyForgetSetWarning`;
-a request naming every training sample raises.
+Validation (:func:`request_ids`, and :func:`obliviate.unlearning.base.build_request` that turns
+them into a forget request): ids never trained on raise :class:`ObliviateError`; an empty forget
+set is allowed (the identity request) and emits a :class:`EmptyForgetSetWarning`; a request
+naming every training sample raises.
 """
 
 from __future__ import annotations
@@ -142,14 +143,13 @@ def forget_ids(train: Dataset, spec: str, *, seed: int = 0) -> Tensor:
     raise ObliviateError(f"unknown forget-set kind {kind!r} in {spec!r}; {_HELP}")
 
 
-def build_request(train: Dataset, spec: str | Tensor, *, seed: int = 0, recipe=None):  # type: ignore[no-untyped-def]
-    """A validated :class:`~obliviate.unlearning.base.ForgetRequest` for ``spec`` (a text spec or ids).
+def request_ids(train: Dataset, spec: str | Tensor, *, seed: int = 0) -> Tensor:
+    """The sorted unique ids a deletion request names: ``spec`` is a text spec (see the module
+    docstring) or the ids themselves (int64 ``[K]``).
 
-    Ids never trained on raise; forgetting every training sample raises; an empty forget set
-    warns (:class:`EmptyForgetSetWarning`) and yields a request unlearners treat as the identity.
+    An empty selection warns (:class:`EmptyForgetSetWarning`); the ids are checked against
+    ``train`` when the request is built (:meth:`obliviate.unlearning.base.ForgetRequest.from_ids`).
     """
-    from obliviate.unlearning.base import ForgetRequest
-
     ids = (
         forget_ids(train, spec, seed=seed)
         if isinstance(spec, str)
@@ -159,9 +159,9 @@ def build_request(train: Dataset, spec: str | Tensor, *, seed: int = 0, recipe=N
         warnings.warn(
             f"forget spec {spec!r} selects no training sample of {train.name!r}; unlearning is the identity",
             EmptyForgetSetWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    return ForgetRequest.from_ids(train, ids, recipe)
+    return ids
 
 
-__all__ = ["KINDS", "EmptyForgetSetWarning", "build_request", "forget_ids", "read_id_file"]
+__all__ = ["KINDS", "EmptyForgetSetWarning", "forget_ids", "read_id_file", "request_ids"]

@@ -1,8 +1,9 @@
 """Stream builders beyond the fixed task sequence: an online, task-free stream with optionally
 blurry boundaries, and recurring tasks on a power-law schedule.
 
-Both build on a *base* scenario from :mod:`obliviate.data.scenarios` (class-incremental by
-default) and keep every sample's id.
+Both build on a *base* scenario from :mod:`obliviate.data.splits` (class-incremental by
+default) and keep every sample's id. The online protocol's training recipe is
+:func:`obliviate.training.online_config`.
 
 References
 ----------
@@ -21,7 +22,6 @@ accumulation when tasks re-occur).
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ import torch
 from obliviate._rng import generator
 from obliviate._validation import check_choice, check_number
 from obliviate.data.dataset import Dataset
-from obliviate.data.scenarios import (
+from obliviate.data.splits import (
     Stream,
     class_incremental,
     domain_permutation,
@@ -37,9 +37,6 @@ from obliviate.data.scenarios import (
     task_incremental,
 )
 from obliviate.errors import ObliviateError
-
-if TYPE_CHECKING:  # obliviate.training imports the data layer
-    from obliviate.training import TrainConfig
 
 BASES = {
     "class-incremental": class_incremental,
@@ -50,16 +47,6 @@ BASES = {
 
 ONLINE_BATCH_SIZE = 10
 """Batch size of the online protocol (small batches, e.g. Aljundi et al., 2019)."""
-
-
-def online_config(config: TrainConfig) -> TrainConfig:
-    """The online protocol's training recipe: ``config`` with one epoch (a single pass) and, if
-    it uses more, at most :data:`ONLINE_BATCH_SIZE` samples per batch.
-
-    A :class:`Stream` cannot set the loop's epochs; whoever runs an online stream (the CLI,
-    experiments, benchmarks) passes its recipe through this function.
-    """
-    return replace(config, n_epochs=1, batch_size=min(config.batch_size, ONLINE_BATCH_SIZE))
 
 
 def online(
@@ -76,7 +63,7 @@ def online(
     The loop still walks the experiences in order (they are the stream's segments and the rows
     of the accuracy matrix), but strategies that need task boundaries are rejected by
     :func:`obliviate.continual.loop.check_compatible`. Train it with one pass and small batches
-    (:func:`online_config`).
+    (:func:`obliviate.training.online_config`).
 
     ``blurry`` in [0, 1): blurry boundaries. Segment ``i`` (all but the last) receives
     ``round(blurry * n_{i+1})`` training samples drawn at random (seeded) from segment ``i + 1``,
@@ -208,7 +195,6 @@ def task_accuracy(accuracy_matrix: np.ndarray, tasks: list[int]) -> np.ndarray:
 __all__ = [
     "distinct_tasks",
     "online",
-    "online_config",
     "power_law_schedule",
     "recurring",
     "task_accuracy",

@@ -246,7 +246,7 @@ class Prepared:
 def prepare(spec: ForgetSpec, *, data: tuple[Dataset, Dataset] | None = None) -> Prepared:
     """Load data, build the request, train or load the original and the oracle."""
     from obliviate.data.datasets import load_dataset
-    from obliviate.data.forget_sets import build_request
+    from obliviate.unlearning.base import build_request
 
     if data is None:
         data = load_dataset(spec.dataset, data_dir=spec.data_dir, limit=spec.limit)

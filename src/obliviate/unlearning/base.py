@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from obliviate._hyper import describe, get_params
 from obliviate.data.dataset import Dataset
+from obliviate.data.forget_sets import request_ids
 from obliviate.errors import ObliviateError
 from obliviate.training import Recipe
 
@@ -78,6 +79,19 @@ class ForgetRequest:
                 "learn from. Retrain from scratch instead, or forget fewer ids"
             )
         return cls(forget=forget, retain=train.without_ids(ids_t), train=train, recipe=recipe)
+
+
+def build_request(
+    train: Dataset, spec: str | Tensor, *, seed: int = 0, recipe: Recipe | None = None
+) -> ForgetRequest:
+    """A validated :class:`ForgetRequest` for ``spec``: a forget-set text spec
+    (:mod:`obliviate.data.forget_sets`, e.g. ``"class:3"``, ``"random:5%"``) or ids.
+
+    Ids never trained on raise; forgetting every training sample raises; an empty forget set
+    warns (:class:`~obliviate.data.forget_sets.EmptyForgetSetWarning`) and yields a request
+    unlearners treat as the identity.
+    """
+    return ForgetRequest.from_ids(train, request_ids(train, spec, seed=seed), recipe)
 
 
 class Unlearner(ABC):
