@@ -90,6 +90,8 @@ class LUCIR(Strategy):
         ``K``, hard negative classes per exemplar in Eq. 8 (paper: 2).
     scale_lr : float, > 0
         Learning rate of the plain SGD step on ``eta`` (initialised to 1, as in the paper's code).
+        The paper trains ``eta`` with the network's SGD (lr 0.1, momentum 0.9: an effective step
+        of 0.1 / (1 - 0.9) = 1.0); the default 1.0 is that step without momentum.
     seed : int
         Seeds the exemplars mixed into each batch.
 
@@ -124,7 +126,7 @@ class LUCIR(Strategy):
         lambda_base: float = 5.0,
         margin: float = 0.5,
         n_hard: int = 2,
-        scale_lr: float = 0.1,
+        scale_lr: float = 1.0,
         seed: int = 0,
     ) -> None:
         check_number("memory_size", memory_size, low=1, integer=True, owner="LUCIR")

@@ -76,7 +76,7 @@ class REMIND(Strategy):
     part) is trained. Product-quantisation codebooks are fitted once on the encoder's features
     of the pretraining data (the paper's base initialisation). For each batch (Hayes et al.,
     2020, Algorithm 1): the batch's features are quantised and reconstructed, joined by
-    ``replay_size`` samples drawn (seeded) from the memory of codes and reconstructed, ``F`` is
+    ``replay_size`` samples per new sample drawn (seeded) from the memory of codes and reconstructed, ``F`` is
     trained on the union with cross-entropy, then the batch's codes enter the memory. When the
     memory is full, each new sample replaces a random sample of the class with the most samples
     (Section 3.2).
@@ -90,7 +90,8 @@ class REMIND(Strategy):
     n_codewords : int, in [2, 256]
         ``c``, centroids per slice (paper: 256, one byte per code).
     replay_size : int, >= 1
-        ``r``, memory samples replayed per batch (paper: 50 per new sample, online).
+        ``r``, memory samples replayed per new sample (paper: 50): a batch of ``B`` samples is
+        joined by ``min(r * B, memory)`` reconstructed memory samples.
     encoder : {"blobs", "fashion-mnist"}
         Pretraining data of the frozen encoder (see :mod:`obliviate.continual._encoder`).
     encoder_epochs : int, >= 0
@@ -109,7 +110,7 @@ class REMIND(Strategy):
       stream; the paper base-initialises on the first 100 ImageNet classes.
     - The loop may feed an experience for several epochs; the memory takes each sample at its
       first appearance in the experience only. Minibatches replace the paper's one-sample steps
-      (``r`` replayed samples per batch, not per sample).
+      (``r * B`` replayed samples for a batch of ``B``).
     - No augmentation of the reconstructed features (the paper's random crops and manifold mixup
       on feature maps).
 
@@ -131,7 +132,7 @@ class REMIND(Strategy):
         memory_size: int = 1000,
         n_subvectors: int = 8,
         n_codewords: int = 256,
-        replay_size: int = 32,
+        replay_size: int = 50,
         encoder: str = "blobs",
         encoder_epochs: int = 3,
         seed: int = 0,
@@ -171,7 +172,8 @@ class REMIND(Strategy):
         y, task = batch.y, batch.task
         if self.memory_used():
             gen = generator(self.seed, "remind-replay", self.n_steps_)
-            idx = torch.randperm(self.memory_used(), generator=gen)[: self.replay_size]
+            n = self.replay_size * batch.y.shape[0]
+            idx = torch.randperm(self.memory_used(), generator=gen)[:n]
             h = torch.cat([h, pq_decode(self.memory_codes_[idx], self.codebooks_)])
             y = torch.cat([y, self.memory_y_[idx]])
             if task is not None:
