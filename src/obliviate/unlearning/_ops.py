@@ -26,7 +26,14 @@ from torch import Tensor, nn
 from obliviate._rng import generator
 from obliviate.data.dataset import Dataset
 from obliviate.errors import ObliviateError
-from obliviate.training import Batch, TrainConfig, batches, cross_entropy, make_optimizer
+from obliviate.training import (
+    Batch,
+    TrainConfig,
+    batches,
+    cross_entropy,
+    make_optimizer,
+    predict_logits,
+)
 from obliviate.unlearning.base import ForgetRequest, Unlearner, check_request
 
 BatchLoss = Callable[[nn.Module, Batch], Tensor]
@@ -226,8 +233,6 @@ def run_paired_steps(
 @torch.no_grad()
 def predict_probs(model: nn.Module, data: Dataset) -> Tensor:
     """Softmax outputs ``[N, n_classes]`` in eval mode (mode restored)."""
-    from obliviate.training import predict_logits
-
     return F.softmax(predict_logits(model, data), dim=1)
 
 

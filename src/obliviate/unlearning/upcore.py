@@ -12,6 +12,7 @@ from torch import nn
 from obliviate._hyper import param_names
 from obliviate._validation import check_number
 from obliviate.errors import ObliviateError
+from obliviate.unlearning import UNLEARNERS, unlearner_class
 from obliviate.unlearning.base import ForgetRequest, Unlearner, require
 
 
@@ -65,8 +66,6 @@ class UPCORE(Unlearner):
         method_params: Mapping[str, Any] | None = None,
         seed: int = 0,
     ) -> None:
-        from obliviate.unlearning import UNLEARNERS
-
         if method not in UNLEARNERS or method == "upcore":
             valid = ", ".join(sorted(k for k in UNLEARNERS if k != "upcore"))
             raise ObliviateError(
@@ -81,8 +80,6 @@ class UPCORE(Unlearner):
 
     def inner(self) -> Unlearner:
         """The wrapped unlearner, constructed from ``method`` and ``method_params``."""
-        from obliviate.unlearning import unlearner_class
-
         cls = unlearner_class(self.method)
         params = dict(self.method_params or {})
         valid = param_names(cls)
