@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
+from obliviate._lifetime import die_with_parent
 from obliviate.errors import ObliviateError
 
 BACKENDS = ("inline", "local", "ray")
@@ -41,6 +42,7 @@ def default_workers() -> int:
 
 
 def _init_worker() -> None:
+    die_with_parent()  # first (torch's import takes seconds): a killed caller takes its workers
     import torch
 
     torch.set_num_threads(1)
@@ -110,7 +112,8 @@ class LocalExecutor(Executor):
     def _start(self, fn: Callable[..., Any]) -> cf.ProcessPoolExecutor:
         if self._pool is None:
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload([fn.__module__])  # import torch once; workers fork from it
+            # import torch once (workers fork from the forkserver); the forkserver dies with us
+            ctx.set_forkserver_preload([fn.__module__, "obliviate._forkserver_preload"])
             self._pool = cf.ProcessPoolExecutor(
                 max_workers=self.capacity, mp_context=ctx, initializer=_init_worker
             )
@@ -227,7 +230,7 @@ def map_jobs(
                 ray_ex.submit(fn, job)
             return ray_ex.gather()
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([fn.__module__])
+    ctx.set_forkserver_preload([fn.__module__, "obliviate._forkserver_preload"])
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as p:
         return list(p.map(fn, jobs))
 
