@@ -8,37 +8,32 @@ together.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from obliviate.bench import results as store
+from obliviate.experiments import KINDS
+from obliviate.experiments import kind as kind_module
 
-# the figures shown per run kind: (dotted metric path, column name)
-METRICS: dict[str, tuple[tuple[str, str], ...]] = {
-    "learn": (("acc", "ACC"), ("bwt", "BWT"), ("forgetting", "forgetting"), ("seconds", "s")),
-    "forget": (
-        ("unlearned.forget_acc", "forget acc"),
-        ("unlearned.retain_acc", "retain acc"),
-        ("unlearned.test_acc", "test acc"),
-        ("unlearned.mia_auc", "MIA AUC"),
-        ("oracle.forget_acc", "oracle forget acc"),
-        ("quality.score", "quality"),
-        ("seconds", "s"),
-    ),
-    "sharded": (
-        ("test_accuracy", "test acc"),
-        ("deletion_seconds", "deletion s"),
-        ("train_seconds", "train s"),
-        ("speedup", "speed-up"),
-    ),
-    "events": (
-        ("summary.unforgettable", "unforgettable"),
-        ("summary.forgotten_at_least_once", "forgotten ≥ 1"),
-        ("summary.never_learned", "never learned"),
-        ("test_acc", "test acc"),
-        ("seconds", "s"),
-    ),
-}
+
+class _Columns(Mapping[str, tuple[tuple[str, str], ...]]):
+    """Run kind -> its ``SUMMARY_COLUMNS`` (dotted metric path, column name), read from the
+    registry of kinds (:data:`obliviate.experiments.KINDS`) when first asked for."""
+
+    def __getitem__(self, kind: str) -> tuple[tuple[str, str], ...]:
+        if kind not in KINDS:
+            raise KeyError(kind)
+        return tuple(kind_module(kind).SUMMARY_COLUMNS)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(KINDS)
+
+    def __len__(self) -> int:
+        return len(KINDS)
+
+
+METRICS: Mapping[str, tuple[tuple[str, str], ...]] = _Columns()
+"""The figures shown per run kind: (dotted metric path, column name)."""
 
 
 def method_of(record: dict[str, Any]) -> tuple[str, ...]:
@@ -46,12 +41,7 @@ def method_of(record: dict[str, Any]) -> tuple[str, ...]:
     run = dict(record.get("run", {}))
     run.pop("seed", None)
     kind = str(run.pop("kind", record.get("kind", "?")))
-    head = {
-        "learn": ("dataset", "scenario", "strategy"),
-        "forget": ("dataset", "forget", "method"),
-        "sharded": ("dataset", "n_shards", "n_slices", "graph"),
-        "events": ("dataset",),
-    }.get(kind, ())
+    head = tuple(kind_module(kind).METHOD_KEYS) if kind in KINDS else ()
     parts = [kind] + [str(run.pop(k)) for k in head if k in run]
     params = run.pop("params", {}) or {}
     rest = [f"{k}={v}" for k, v in sorted(params.items())] + [

@@ -189,7 +189,7 @@ def model(name: str, value: Any) -> None:
 
 
 def optimizer(name: str, value: Any) -> None:
-    from obliviate.training import OPTIMIZERS
+    from obliviate._validation import OPTIMIZERS
 
     _string(name, value)
     if value not in OPTIMIZERS:

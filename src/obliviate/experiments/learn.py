@@ -88,7 +88,7 @@ METRIC_KEYS: tuple[str, ...] = ("acc", "bwt", "fwt", "forgetting", "learning_acc
 """The scalar figures :func:`aggregate` summarises over seeds."""
 
 SINGLE_PASS_SCENARIOS = ("online",)
-"""Task-free scenarios trained by the online protocol (:func:`obliviate.data.streams.online_config`):
+"""Task-free scenarios trained by the online protocol (:func:`obliviate.training.online_config`):
 :meth:`LearnSpec.resolved` sets one epoch and small batches for them, whatever the recipe says."""
 
 
@@ -155,6 +155,8 @@ class LearnSpec:
             )
         if self.data_dir is not None and not isinstance(self.data_dir, str):
             raise ObliviateError(f"data_dir must be a folder path, got {self.data_dir!r}")
+        # a dataset without a learn recipe fails here, before any work
+        recipes.fill("learn", self.dataset, {k: getattr(self, k) for k in recipes.TRAIN_FIELDS})
 
     # ---- resolution ----------------------------------------------------------------------
     @property

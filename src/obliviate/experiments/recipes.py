@@ -170,7 +170,7 @@ def fill(kind: str, dataset: str, given: Mapping[str, Any]) -> dict[str, Any]:
         hidden = base["hidden"]
     else:
         hidden = CNN_HIDDEN if model == "cnn" else RECIPES["npz"]["hidden"]
-    out = {k: set_.get(k, base[k]) for k in TRAIN_FIELDS}
+    out = {k: set_[k] if k in set_ else base[k] for k in TRAIN_FIELDS}
     out["model"], out["hidden"] = model, tuple(int(h) for h in hidden)
     return out
 

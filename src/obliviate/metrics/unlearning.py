@@ -15,7 +15,7 @@ perfect separation gives epsilon = ``cap`` (6.0, the last bin) instead of infini
 same score). N is small here (8-64 models instead of 512), and the best attack is chosen on the
 same samples it is scored on, as in the challenge, which biases epsilon upwards: two independent
 samples of 64 draws from one distribution already give epsilon of about 2 per example (see
-``tests/test_unlearning_metrics.py``). :func:`obliviate.unlearning.run.quality` therefore pairs
+``tests/test_unlearning_metrics.py``). :func:`obliviate.experiments.forget.quality` therefore pairs
 the models (unlearned model i starts from an original trained with seed i, oracle i is retrained
 with seed i), which removes the seed noise both sides share: exact retraining scores F = 1.
 """

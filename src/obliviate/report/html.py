@@ -1,7 +1,8 @@
 """``obliviate report``: one self-contained HTML file from a results directory.
 
-Sections per run kind (continual learning, approximate unlearning, exact sharded unlearning),
-each with a mean ± std table over seeds and the plots of :mod:`obliviate.report.plots` embedded
+Sections per run kind (continual learning, approximate unlearning, exact sharded unlearning;
+a registered kind of :data:`obliviate.experiments.KINDS` without a section here gets its summary
+table under its own name), each with a mean ± std table over seeds and the plots of :mod:`obliviate.report.plots` embedded
 as SVG data URIs; a section without data is replaced by a one-line note. The last table lists
 every run with its resolved spec and provenance. Nothing is loaded from the network.
 """
@@ -17,6 +18,7 @@ from typing import Any
 from obliviate.bench import results as store
 from obliviate.bench.summary import METRICS, fmt, method_label, summarize
 from obliviate.errors import ObliviateError
+from obliviate.experiments import KINDS
 from obliviate.report import plots as P
 
 SECTIONS: tuple[
@@ -144,6 +146,22 @@ def build_report(
                 "plots": plots,
                 "notes": notes,
                 "summaries": tables,
+            }
+        )
+    covered = {k for _, _, kinds, *_ in SECTIONS for k in kinds}
+    for kind in KINDS:  # a registered kind without a section of its own: its summary table
+        recs = [r for r in ok if r.get("kind") == kind]
+        if kind in covered or not recs:
+            continue
+        table = _summary_table(recs, kind)
+        sections.append(
+            {
+                "id": kind,
+                "title": kind,
+                "empty": "",
+                "plots": [],
+                "notes": [],
+                "summaries": [table] if table else [],
             }
         )
     counts = {k: sum(1 for r in ok if r.get("kind") in kinds) for k, _, kinds, *_ in SECTIONS}
