@@ -385,3 +385,32 @@ def test_cli_keys_subjects_and_loopback(service, tmp_path, capsys):
     subjects.write_text(f"subject,id\ncarol,{service['ids'][50]}\ncarol,{10**9}\n")
     assert main(["serve", "subjects", "import", str(subjects), "--store", str(path)]) == 2
     assert "never trained on" in capsys.readouterr().err
+
+
+def test_a_failing_pass_shows_failed_and_the_server_stays_up(tmp_path, service):
+    """A damaged checkpoint makes the retraining pass refuse: the request shows ``failed`` with
+    the reason, the store is unchanged, and other endpoints keep answering."""
+    path = tmp_path / "store"
+    with ShardedStore.train(path, data=DATA, config=CONFIG, backend="inline") as st:
+        rows = st.ledger.samples()
+        victim = int(
+            rows[(rows[:, 1] == 0) & (rows[:, 2] == 1)][0, 0]
+        )  # needs slice 0's checkpoint
+        base = st.ledger.current_checkpoints()[(0, 0)]["sha256"]
+    ck = path / "checkpoints" / f"{base}.pt"
+    data = bytearray(ck.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    ck.write_bytes(bytes(data))
+    db = connect(path / "ledger.sqlite")
+    key = add_key(db, "admin")[1]
+    db.close()
+    with ServerThread(ServeConfig(store=path, backend="inline", batch_window=0.0)) as url:
+        c = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+        rid = c.post("/v1/deletions", json={"ids": [victim]}).json()["request_id"]
+        state = wait_done(c, rid)
+        assert state["status"] == "failed" and "corrupted" in state["error"], state
+        assert c.get(f"/v1/deletions/{rid}/receipt").status_code == 409
+        assert 'obliviate_requests{state="failed"} 1.0' in c.get("/metrics").text
+        assert c.get("/v1/model").json()["model_version"] == 0
+        bad = c.post("/v1/predict", json={"x": [[0.0] * 5]})
+        assert bad.status_code == 422 and "expects" in bad.json()["error"]["message"]

@@ -349,6 +349,15 @@ class _State:
             db = self.local.db = connect(self.ledger_path)
         return db
 
+    def ledger(self) -> Any:
+        """This thread's :class:`~obliviate.sharded.ledger.Ledger` (light: one connection)."""
+        ledger = getattr(self.local, "ledger", None)
+        if ledger is None:
+            from obliviate.sharded.ledger import Ledger
+
+            ledger = self.local.ledger = Ledger(self.ledger_path)
+        return ledger
+
     def store(self) -> Any:
         store = getattr(self.local, "store", None)
         if store is None:
@@ -541,10 +550,10 @@ def _build(config: ServeConfig, state_or_none: "_State | None") -> FastAPI:
         """Accept a deletion request (durably recorded before the answer) for the worker."""
         from obliviate.sharded.subjects import subject_ids
 
-        store = state.store()
+        ledger = state.ledger()
         subject_sha = None
         if body.subject is not None:
-            subject_sha, wanted = subject_ids(store.ledger, body.subject)
+            subject_sha, wanted = subject_ids(ledger, body.subject)
             if not wanted:
                 raise ApiError(422, "unknown_subject", "no data subject of that name in this store")
         else:
@@ -556,7 +565,7 @@ def _build(config: ServeConfig, state_or_none: "_State | None") -> FastAPI:
                 "too_many_ids",
                 f"{len(wanted)} ids in one request; the limit is {config.max_ids}: split it",
             )
-        states = store.ledger.sample_states(wanted)
+        states = ledger.sample_states(wanted)
         known = [i for i in wanted if i in states]
         unknown = [i for i in wanted if i not in states]
         if not known:
