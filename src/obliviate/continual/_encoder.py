@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from obliviate._rng import derive_seed, generator
 from obliviate._validation import check_choice, check_number
 from obliviate.data.dataset import Dataset
+from obliviate.data.datasets import load_dataset, synthetic_arrays
 from obliviate.errors import ObliviateError
 from obliviate.models.base import Model, seeded_init
 from obliviate.models.multihead import MultiHead
@@ -159,8 +160,6 @@ def pretraining_data(recipe: EncoderRecipe, sample_shape: tuple[int, ...]) -> Da
     feature on themselves (as obliviate's datasets are)."""
     n = recipe.n_samples
     if recipe.source == "blobs":
-        from obliviate.data.datasets import synthetic_arrays
-
         n_features = int(np.prod(sample_shape))
         x, y = synthetic_arrays(
             n_classes=10,
@@ -176,8 +175,6 @@ def pretraining_data(recipe: EncoderRecipe, sample_shape: tuple[int, ...]) -> Da
                 f"encoder='fashion-mnist' needs single-channel images [1, H, W]; the stream's "
                 f"samples have shape {tuple(sample_shape)}; use encoder='blobs'"
             )
-        from obliviate.data.datasets import load_dataset
-
         train, _ = load_dataset("fashion-mnist", standardized=False, limit=n)
         xt = nn.functional.interpolate(train.x, size=tuple(sample_shape[1:]), mode="area")
         yt = train.y
