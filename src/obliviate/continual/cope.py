@@ -63,10 +63,13 @@ def ppp_loss(z: Tensor, y: Tensor, prototypes: Tensor, seen: Tensor, temperature
 def update_prototypes(prototypes: Tensor, z: Tensor, y: Tensor, momentum: float) -> None:
     """Evolve the prototypes of the classes in a batch, in place (Eq. 3)::
 
-    p_c <- normalise(alpha * p_c + (1 - alpha) * normalise(mean_{i: y_i = c} z_i))
+        p_c <- normalise(alpha * p_c + (1 - alpha) * mean_{i: y_i = c} z_i)
+
+    ``z`` are the batch's normalised embeddings; their class mean is not re-normalised before
+    the momentum step, as in the authors' code.
     """
     for c in torch.unique(y).tolist():
-        batch_mean = nn.functional.normalize(z[y == c].mean(dim=0), dim=0)
+        batch_mean = z[y == c].mean(dim=0)
         moved = momentum * prototypes[c] + (1 - momentum) * batch_mean
         prototypes[c] = nn.functional.normalize(moved, dim=0)
 
