@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from obliviate._rng import generator
+from obliviate._rng import derive_seed, generator
 from obliviate._validation import check_schedule
-from obliviate.models.base import logits
+from obliviate.models.base import logits, seeded_init
 from obliviate.training import Batch
 from obliviate.unlearning._ops import run_steps, trainable
 from obliviate.unlearning._output_layer import REQUIREMENT, output_layer
@@ -112,21 +112,23 @@ class BoundaryExpand(Unlearner):
             target = torch.full_like(batch.y, n_classes)
             return F.cross_entropy(logits(m, batch.x, batch.task), target)
 
-        handle = layer.register_forward_hook(widen)
-        try:
-            params = [p for p in model.parameters() if p.requires_grad] + [weight, bias]
-            run_steps(
-                model,
-                request.forget,
-                loss,
-                n_epochs=self.n_epochs,
-                lr=self.lr,
-                momentum=self.momentum,
-                batch_size=self.batch_size,
-                seed=self.seed,
-                key="boundary_expand",
-                params=params,
-            )
-        finally:
-            handle.remove()  # prune the shadow class
+        # a user model's dropout draws from the global RNG: seed it from ``seed``
+        with seeded_init(derive_seed(self.seed, "boundary_expand", "dropout")):
+            handle = layer.register_forward_hook(widen)
+            try:
+                params = [p for p in model.parameters() if p.requires_grad] + [weight, bias]
+                run_steps(
+                    model,
+                    request.forget,
+                    loss,
+                    n_epochs=self.n_epochs,
+                    lr=self.lr,
+                    momentum=self.momentum,
+                    batch_size=self.batch_size,
+                    seed=self.seed,
+                    key="boundary_expand",
+                    params=params,
+                )
+            finally:
+                handle.remove()  # prune the shadow class
         return model

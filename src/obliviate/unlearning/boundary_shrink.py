@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from obliviate._rng import derive_seed
 from obliviate._validation import check_number, check_schedule
-from obliviate.models.base import logits
+from obliviate.models.base import logits, seeded_init
 from obliviate.training import batches, cross_entropy
 from obliviate.unlearning._ops import frozen_copy, run_steps, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
@@ -119,15 +120,17 @@ class BoundaryShrink(Unlearner):
                 for b in batches(forget, 256, None)
             ]
         )
-        run_steps(
-            model,
-            replace(forget, y=y_nbi),
-            cross_entropy,
-            n_epochs=self.n_epochs,
-            lr=self.lr,
-            momentum=self.momentum,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            key="boundary_shrink",
-        )
+        # a user model's dropout draws from the global RNG: seed it from ``seed``
+        with seeded_init(derive_seed(self.seed, "boundary_shrink", "dropout")):
+            run_steps(
+                model,
+                replace(forget, y=y_nbi),
+                cross_entropy,
+                n_epochs=self.n_epochs,
+                lr=self.lr,
+                momentum=self.momentum,
+                batch_size=self.batch_size,
+                seed=self.seed,
+                key="boundary_shrink",
+            )
         return model

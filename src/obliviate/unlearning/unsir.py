@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from obliviate._rng import generator
+from obliviate._rng import derive_seed, generator
 from obliviate._validation import check_number, check_schedule
 from obliviate.data.dataset import Dataset
-from obliviate.models.base import logits
+from obliviate.models.base import logits, seeded_init
 from obliviate.training import cross_entropy
 from obliviate.unlearning._ops import run_steps, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
@@ -195,27 +195,29 @@ class UNSIR(Unlearner):
         )
         sample = retain_sample(request.retain, self.retain_fraction, self.seed, "unsir-retain")
         impair = Dataset.concat([noise_data, sample]) if len(sample) else noise_data
-        run_steps(
-            model,
-            impair,
-            cross_entropy,
-            n_epochs=self.n_epochs_impair,
-            lr=self.lr_impair,
-            batch_size=self.batch_size,
-            optimizer=self.optimizer,
-            seed=self.seed,
-            key="unsir-impair",
-        )
-        if len(sample):
+        # a user model's dropout draws from the global RNG: seed it from ``seed``
+        with seeded_init(derive_seed(self.seed, "unsir", "dropout")):
             run_steps(
                 model,
-                sample,
+                impair,
                 cross_entropy,
-                n_epochs=self.n_epochs_repair,
-                lr=self.lr_repair,
+                n_epochs=self.n_epochs_impair,
+                lr=self.lr_impair,
                 batch_size=self.batch_size,
                 optimizer=self.optimizer,
                 seed=self.seed,
-                key="unsir-repair",
+                key="unsir-impair",
             )
+            if len(sample):
+                run_steps(
+                    model,
+                    sample,
+                    cross_entropy,
+                    n_epochs=self.n_epochs_repair,
+                    lr=self.lr_repair,
+                    batch_size=self.batch_size,
+                    optimizer=self.optimizer,
+                    seed=self.seed,
+                    key="unsir-repair",
+                )
         return model
