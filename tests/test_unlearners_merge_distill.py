@@ -290,3 +290,23 @@ def test_new_methods_run_on_a_user_model(user_setup, name):
     assert accuracy(a, keep) > accuracy(model, keep) - 0.1, name
     if name == "eu_k":  # a head retrained without class 3 cannot predict it
         assert accuracy(a, req.forget) < 0.2
+
+
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("negmerge", {"lrs": ()}),
+        ("negmerge", {"epoch_grid": (1.5,)}),
+        ("negmerge", {"coefficients": (-1.0,)}),
+        ("negmerge", {"retain_threshold": 1.5}),
+        ("sfron", {"n_steps": 0}),
+        ("sfron", {"adaptive_power": -1.0}),
+        ("cf_k", {"k": 0}),
+        ("eu_k", {"lr": 0.0}),
+        ("stochastic_teacher", {"temperature": 0.0}),
+        ("scrub", {"rewind_target": 1.5, "rewind": True}),
+    ],
+)
+def test_bad_hyperparameters_raise_naming_the_value(name, params):
+    with pytest.raises(ObliviateError, match=next(iter(params))):
+        make_unlearner(name, **params)

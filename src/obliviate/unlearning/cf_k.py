@@ -39,8 +39,9 @@ class CFk(Unlearner):
 
     Notes
     -----
-    - Goel et al. count ResNet *blocks* as layers; here every parameterised module counts
-      (a batch-norm layer is one layer), which defines ``k`` for any user model.
+    - What counts as a layer in the paper follows its architectures; here every module that
+      owns parameters counts (a batch-norm layer is one layer), which defines ``k`` for any
+      user model.
     - The paper trains for the original model's schedule; here ``n_epochs`` (default 5) and
       ``lr`` were set on the digits MLP so that the method costs a fraction of retraining.
 

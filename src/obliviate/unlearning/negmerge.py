@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 import torch
@@ -32,9 +33,11 @@ def sign_consensus_merge(task_vectors: list[Tensor]) -> Tensor:
     return torch.where(consensus, stacked.mean(dim=0), torch.zeros_like(stacked[0]))
 
 
-def _check_grid(name: str, values: tuple[float, ...], *, integer: bool = False) -> None:
-    if not isinstance(values, tuple) or not values:
-        raise ObliviateError(f"NegMerge: {name} must be a non-empty tuple, got {values!r}")
+def _check_grid(name: str, values: Sequence[float], *, integer: bool = False) -> None:
+    if not isinstance(values, (tuple, list)) or not values:
+        raise ObliviateError(
+            f"NegMerge: {name} must be a non-empty tuple or list of numbers, got {values!r}"
+        )
     for v in values:
         check_number(name, v, low=0, low_open=True, integer=integer, owner="NegMerge")
 
@@ -57,11 +60,11 @@ class NegMerge(Unlearner):
 
     Parameters
     ----------
-    lrs : tuple of float, each > 0
+    lrs : tuple (or list) of float, each > 0
         Learning rates of the fine-tuning grid.
-    epoch_grid : tuple of int, each >= 1
+    epoch_grid : tuple (or list) of int, each >= 1
         Epoch counts of the fine-tuning grid (every pair with ``lrs`` is one fine-tuned model).
-    coefficients : tuple of float, each > 0
+    coefficients : tuple (or list) of float, each > 0
         Candidate values of the negation coefficient ``lambda``.
     retain_threshold : float in [0, 1]
         Minimum retain accuracy, as a fraction of the original's, when choosing ``lambda``.

@@ -28,7 +28,10 @@ def distillation_loss(teacher: nn.Module, temperature: float):  # type: ignore[n
 
 
 class StochasticTeacher(Unlearner):
-    """Two phases of knowledge distillation into the original model (the student).
+    """Distil from a randomly initialised teacher on the forget set, then from the original on
+    the retain set.
+
+    Two phases of knowledge distillation into the original model (the student):
 
     1. *Knowledge erasure*: the student is distilled, on the forget set only, towards a
        *stochastic teacher*: a network of the same architecture with randomly initialised
