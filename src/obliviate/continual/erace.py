@@ -22,7 +22,7 @@ def asymmetric_cross_entropy(out: Tensor, y: Tensor) -> Tensor:
 
     ``out``: logits ``[B, C]`` (float); ``y``: labels ``[B]`` (int64). Every column whose class
     does not occur in ``y`` is masked to the dtype's lowest value before the softmax, so the
-    loss neither pushes those logits down nor depends on them (Caccia et al., 2022, eq. 6,
+    loss neither pushes those logits down nor depends on them (Caccia et al., 2022, Section 4,
     ``L_CE^{C_curr}``). Returns the batch mean, a scalar.
     """
     present = torch.zeros(out.shape[1], dtype=torch.bool, device=out.device)
@@ -34,7 +34,7 @@ def asymmetric_cross_entropy(out: Tensor, y: Tensor) -> Tensor:
 class ERACE(Strategy):
     """ER-ACE: experience replay whose incoming-batch loss ignores absent classes.
 
-    Each step minimises (Caccia et al., 2022, Section 4, eq. 6)::
+    Each step minimises (Caccia et al., 2022, Section 4, the ER-ACE loss)::
 
         L_CE^{C_in}(f(X_in), Y_in) + L_CE(f(X_bf), Y_bf)
 
@@ -58,7 +58,7 @@ class ERACE(Strategy):
 
     Notes
     -----
-    - The mask applies from the first batch on, as in the paper's eq. 6 (the authors' and
+    - The mask applies from the first batch on, as the paper writes the loss (the authors' and
       Mammoth's code switch it on only from the second task; on the first task the two differ
       only on batches that miss some of the task's classes).
     - The incoming batch is offered to the reservoir after its loss is computed (as DER does);
@@ -69,7 +69,7 @@ class ERACE(Strategy):
     ----------
     Caccia, L., Aljundi, R., Asadi, N., Tuytelaars, T., Pineau, J. & Belilovsky, E. (2022).
     New Insights on Reducing Abrupt Representation Change in Online Continual Learning.
-    ICLR 2022, Section 4, eq. (6).
+    ICLR 2022, Section 4 (equation numbers not checked against a stored copy).
     """
 
     keeps_memory: ClassVar[bool] = True

@@ -69,7 +69,7 @@ class GSS(Strategy):
     References
     ----------
     Aljundi, R., Lin, M., Goujaud, B. & Bengio, Y. (2019). Gradient based sample selection for
-    online continual learning. NeurIPS 2019, Section 3.3, Algorithm 2 (GSS-Greedy).
+    online continual learning. NeurIPS 2019, the GSS-Greedy algorithm (Algorithm 2).
     """
 
     keeps_memory: ClassVar[bool] = True

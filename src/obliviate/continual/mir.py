@@ -20,7 +20,7 @@ __all__ = ["MIR", "interference_scores"]
 
 
 def interference_scores(loss_before: Tensor, loss_after: Tensor, k: int) -> Tensor:
-    """MIR's retrieval criterion (Aljundi et al., 2019, eq. 2 and Algorithm 1).
+    """MIR's retrieval criterion (Aljundi et al., 2019, Section 3, Algorithm 1).
 
     ``loss_before[i]`` / ``loss_after[i]``: candidate ``i``'s loss (float, shape ``[C]``) under
     the current parameters ``theta`` and under the virtual update
@@ -40,7 +40,7 @@ class MIR(Strategy):
 
     1. the virtual update ``theta_v = theta - lr * grad_theta L(f_theta(B_in))`` is computed;
     2. ``n_candidates`` samples ``C`` are drawn at random from a reservoir memory, and each one's
-       interference ``s(x) = l(f_theta_v(x), y) - l(f_theta(x), y)`` is measured (eq. 2);
+       interference ``s(x) = l(f_theta_v(x), y) - l(f_theta(x), y)`` is measured;
     3. the ``replay_batch_size`` candidates with the largest ``s`` (:func:`interference_scores`)
        are replayed: the loss is ``L(B_in) + L(B_MIR)``, each a mean cross-entropy (as the
        authors' code: two mean losses, summed).
@@ -85,7 +85,8 @@ class MIR(Strategy):
     ----------
     Aljundi, R., Caccia, L., Belilovsky, E., Caccia, M., Lin, M., Charlin, L. & Tuytelaars, T.
     (2019). Online Continual Learning with Maximally Interfered Retrieval. NeurIPS 2019,
-    Section 3.1, eq. (2), Algorithm 1.
+    Section 3 and Algorithm 1; the authors' code (optimass/Maximally_Interfered_Retrieval,
+    ``mir.py``) for the candidate and replay sizes.
     """
 
     keeps_memory: ClassVar[bool] = True
