@@ -185,8 +185,7 @@ class BiC(Strategy):
             for c in new:
                 rows = (data.y == c).nonzero().reshape(-1)
                 held.append(rows[torch.randperm(rows.numel(), generator=gen)[:n_val]])
-        cat = lambda parts: torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)  # noqa: E731
-        tr, va, ho = cat(train_rows), cat(val_rows), cat(held)
+        tr, va, ho = _cat(train_rows), _cat(val_rows), _cat(held)
         self.exemplars_ = {k: v[tr] for k, v in stored.items() if v is not None}
         data = experience.train
         self.val_ = {
@@ -258,6 +257,10 @@ class BiC(Strategy):
         self.memory_.add_experience(data.x, data.y, data.ids, data.task)
         del self.teacher_, self.new_, self.old_, self.columns_, self.lam_
         del self.exemplars_, self.val_, self.held_out_ids_, self.replay_ratio_
+
+
+def _cat(parts: list[Tensor]) -> Tensor:
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
 
 
 def _module(model: nn.Module, name: str | None) -> nn.Linear:

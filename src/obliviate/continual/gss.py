@@ -64,6 +64,10 @@ class GSS(Strategy):
       (:func:`~obliviate.continual.penalties.per_sample_grads`).
     - Samples stored while the memory is still empty get score 1 (cosine 0, nothing to compare
       with).
+    - The paper's Algorithm 2 is followed, not the authors' code, which compares against the
+      mean gradients of ``n`` random memory *minibatches*, first gates the whole batch by its
+      mean gradient's similarity, starts stored scores at 0.1 and takes separate SGD steps on
+      the incoming and the replayed batch.
     - With several epochs a sample is offered once per epoch (the paper has one epoch).
 
     References
