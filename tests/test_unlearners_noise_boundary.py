@@ -238,3 +238,19 @@ def test_new_unlearners_run_on_user_models(name, user_setup):
     if (kind, name) not in NO_FORGETTING_CHECK:
         assert accuracy(a, toy.request.forget) < fa_orig
     assert accuracy(a, toy.request.retain) >= accuracy(model, toy.request.retain) - 0.15
+
+
+def test_list_unlearners_says_what_a_method_needs_of_the_model(capsys, monkeypatch):
+    from obliviate.cli.main import main
+
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main(["list", "unlearners"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 3}
+    assert "model needs" in out
+    for name in NEW:
+        assert name in lines, name
+    for name in ("boundary_expand", "fisher_forgetting"):
+        assert "nn.Linear" in lines[name]
+    for name in ("unsir", "boundary_shrink", "lf_ssd", "jit"):
+        assert "nn.Linear" not in lines[name]

@@ -39,7 +39,7 @@ class BoundaryExpand(Unlearner):
     The output layer gets one extra unit (the *shadow* class, index ``n_classes``); the widened
     model is fine-tuned with cross-entropy to put every forget row in the shadow class, which
     expands the decision space around them; then the shadow unit is removed, leaving the forget
-    rows scattered over the remaining classes (Chen et al., Sec. 4.3). Every weight of the model
+    rows scattered over the remaining classes (Chen et al., Boundary Expanding). Every weight of the model
     is fine-tuned (as in the reference code), the shadow unit is discarded.
 
     Parameters

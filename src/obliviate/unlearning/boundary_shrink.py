@@ -47,7 +47,7 @@ class BoundaryShrink(Unlearner):
 
     For every forget row ``(x, y)`` the original model (frozen) gives the *nearest but incorrect*
     label ``y_nbi`` by an FGSM step of size ``epsilon`` (:func:`nearest_wrong_labels`; Chen et
-    al., Sec. 4.2, "neighbour searching"); the model is then fine-tuned with cross-entropy on
+    al.'s "neighbour searching"); the model is then fine-tuned with cross-entropy on
     ``(x, y_nbi)`` (the shrink objective ``min_w sum CE(f(x), y_nbi)``), which
     moves the forget rows just across the nearest boundary instead of to a random class.
 
@@ -65,10 +65,10 @@ class BoundaryShrink(Unlearner):
 
     Notes
     -----
-    - The reference code searches with a 5-step L-inf PGD and keeps ``argmax f(x_adv)`` even when
-      the attack fails (then the "nearest" label is the true one); here a single FGSM step, as the
-      paper describes, and the highest *wrong* class of the adversarial logits, so the label is
-      always wrong.
+    - The public implementations search with FGSM or a few L-inf PGD steps (bound 0.1 on
+      normalised images) and keep ``argmax f(x_adv)`` even when the attack fails (then the
+      "nearest" label is the true one); here one FGSM step, as the paper describes, and the
+      highest *wrong* class of the adversarial logits, so the label is always wrong.
     - The neighbour labels are computed once from the original model (the reference's attack
       model is a frozen copy of the original too, so its labels are the same every epoch).
     - ``lr`` 1e-3 (``n_epochs`` 10 and momentum 0.9 as in the paper) was set on the retain/forget

@@ -94,7 +94,8 @@ class FisherForgetting(Unlearner):
     References
     ----------
     Golatkar, A., Achille, A. & Soatto, S. (2020). Eternal Sunshine of the Spotless Net: Selective
-    Forgetting in Deep Networks. CVPR 2020. arXiv:1911.04933. (Fisher forgetting, Sec. 4.)
+    Forgetting in Deep Networks. CVPR 2020. arXiv:1911.04933. (The
+    "Fisher forgetting" scrubbing procedure.)
     """
 
     guarantee: ClassVar[Literal["exact", "approximate"]] = "approximate"

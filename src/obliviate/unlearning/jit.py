@@ -81,8 +81,9 @@ class JiT(Unlearner):
 
     References
     ----------
-    Foster, J., Fogarty, K., Schoepf, S., Dugue, Z., Öztireli, C. & Brintrup, A. (2024).
-    Zero-shot Machine Unlearning at Scale via Lipschitz Regularization. arXiv:2402.01401.
+    Foster, J. et al. (2024). Zero-shot Machine Unlearning at Scale via Lipschitz
+    Regularization. arXiv:2402.01401 (later versions: "An Information Theoretic Approach to
+    Machine Unlearning"); reference code: Lipschitz.py in jwf40/Information-Theoretic-Unlearning.
     """
 
     guarantee: ClassVar[Literal["exact", "approximate"]] = "approximate"

@@ -84,7 +84,7 @@ class LFSSD(Unlearner):
     References
     ----------
     Foster, J., Schoepf, S. & Brintrup, A. (2024). Loss-Free Machine Unlearning. ICLR 2024 Tiny
-    Papers. arXiv:2402.19308. Aljundi, R. et al. (2018). Memory Aware Synapses. ECCV 2018.
+    Papers. Aljundi, R. et al. (2018). Memory Aware Synapses. ECCV 2018.
     """
 
     guarantee: ClassVar[Literal["exact", "approximate"]] = "approximate"

@@ -24,7 +24,7 @@ def noise_objective(model: nn.Module, noise: Tensor, label: int, reg_strength: f
     ``-CE(f(N), y_f) + reg_strength * mean_b ||N_b||_2**2``
 
     i.e. maximise the model's error on the forget class ``y_f = label`` while keeping the noise
-    small (Tarun et al., Sec. III-B; the reference code's exact form). A scalar tensor.
+    small (Tarun et al.; the reference code's exact form). A scalar tensor.
     """
     y = torch.full((noise.shape[0],), int(label), dtype=torch.int64)
     ce = F.cross_entropy(logits(model, noise), y)
@@ -73,15 +73,15 @@ class UNSIR(Unlearner):
     Parameters
     ----------
     noise_batch_size:
-        noise rows per forget label (reference code: 32 in Foster et al.'s port; 256 in the
-        authors' notebook).
+        noise rows per forget label (the public implementations use 32 to 256).
     noise_steps, noise_lr:
-        Adam steps and learning rate of the noise (reference: 0.1; 40 steps in the notebook, 250
-        in Foster et al.'s port; here 100).
+        Adam steps and learning rate of the noise (reference learning rate 0.1; the public
+        implementations take 40 to 250 steps; here 100).
     reg_strength:
         ``lambda``, the weight of the noise norm (reference: 0.1).
     noise_copies:
-        times each noise batch is repeated in the impair data (the notebook repeats it 20 times).
+        times each noise batch is repeated in the impair data (the authors' notebook repeats
+        it; here 5).
     lr_impair, lr_repair:
         learning rates of the two passes (paper: 0.02 and 0.01, with Adam).
     n_epochs_impair, n_epochs_repair:
