@@ -26,6 +26,9 @@ from typing import Any
 
 from obliviate.bench import results as store
 from obliviate.bench.specs import Run, load_spec
+from obliviate.experiments import kind
+from obliviate.parallel import open_executor
+from obliviate.provenance import provenance
 
 # ---- executing one run (in whichever process the backend picks) -----------------------------
 
@@ -37,7 +40,6 @@ def _utc() -> str:
 def run_point(point: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     """Run one grid point through its kind: ``Spec.from_dict(point)`` (with ``ctx``'s
     ``data_dir`` / ``cache_dir`` for specs that have such fields), then the kind's ``run``."""
-    from obliviate.experiments import kind
 
     mod = kind(point["kind"])
     names = {f.name for f in dataclasses.fields(mod.Spec)}
@@ -52,8 +54,6 @@ def execute(run: Run, ctx: dict[str, Any]) -> dict[str, Any]:
     """Run one grid point and return its result record (never raises for a failed run: the
     record says ``status: error`` with the message)."""
     import torch
-
-    from obliviate.provenance import provenance
 
     torch.set_num_threads(int(ctx.get("threads", 1)))
     started, t0 = _utc(), time.perf_counter()
@@ -109,7 +109,6 @@ def run_grid(
     first of their group has finished, so those models are trained once. Returns counts:
     ``total``, ``skipped``, ``ok``, ``error``.
     """
-    from obliviate.parallel import open_executor
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

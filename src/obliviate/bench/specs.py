@@ -66,11 +66,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from obliviate._hyper import param_names
 from obliviate._validation import check_number
+from obliviate.continual import STRATEGIES, strategy_class
+from obliviate.data.scenarios import SCENARIOS
 from obliviate.errors import ObliviateError
 from obliviate.experiments import KINDS
 from obliviate.experiments import kind as kind_module
-from obliviate.experiments._spec import FieldType
+from obliviate.experiments._spec import FieldType, field_types
+from obliviate.unlearning import UNLEARNERS, unlearner_class
 
 _TOP_KEYS = ("name", "description", "seeds")
 _INT = FieldType("int", optional=False)
@@ -197,7 +201,6 @@ class _Schema:
 
 def schema(kind: str) -> _Schema:
     """What a ``[[kind]]`` block accepts, derived from the kind's spec dataclass."""
-    from obliviate.experiments._spec import field_types
 
     mod = kind_module(kind)
     cls = mod.Spec
@@ -256,23 +259,16 @@ def _owner(sch: _Schema, table_field: str, name: str) -> Any:
     """The class or function whose keywords a per-name table sets (None: unknown name)."""
     if table_field == "params":
         if sch.kind == "learn":
-            from obliviate.continual import STRATEGIES, strategy_class
-
             return strategy_class(name) if name in STRATEGIES else None
-        from obliviate.unlearning import UNLEARNERS, unlearner_class
 
         return unlearner_class(name) if name in UNLEARNERS else None
     if table_field == "scenario_params":
-        from obliviate.data.scenarios import SCENARIOS
-
         return SCENARIOS.get(name)
     return None
 
 
 def _keywords(owner: Any) -> list[str]:
     if isinstance(owner, type):
-        from obliviate._hyper import param_names
-
         return list(param_names(owner))
     return [
         p.name

@@ -18,8 +18,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass
 from typing import Any
 
-from obliviate._validation import check_number
+from obliviate._validation import OPTIMIZERS, check_number
+from obliviate.continual import STRATEGIES
+from obliviate.data.datasets import DATASETS
+from obliviate.data.scenarios import SCENARIOS
 from obliviate.errors import ObliviateError
+from obliviate.io import jsonable
+from obliviate.models import MODELS
+from obliviate.sharded.graph import GRAPH_KINDS
+from obliviate.unlearning import UNLEARNERS
 
 Check = Callable[[str, Any], None]
 
@@ -149,7 +156,6 @@ def _string(name: str, value: Any) -> None:
 
 
 def dataset(name: str, value: Any) -> None:
-    from obliviate.data.datasets import DATASETS
 
     _string(name, value)
     if not (value in DATASETS or value.startswith("npz:")):
@@ -157,7 +163,6 @@ def dataset(name: str, value: Any) -> None:
 
 
 def scenario(name: str, value: Any) -> None:
-    from obliviate.data.scenarios import SCENARIOS
 
     _string(name, value)
     if value not in SCENARIOS:
@@ -165,7 +170,6 @@ def scenario(name: str, value: Any) -> None:
 
 
 def strategy(name: str, value: Any) -> None:
-    from obliviate.continual import STRATEGIES
 
     _string(name, value)
     if value not in STRATEGIES:
@@ -173,7 +177,6 @@ def strategy(name: str, value: Any) -> None:
 
 
 def unlearner(name: str, value: Any) -> None:
-    from obliviate.unlearning import UNLEARNERS
 
     _string(name, value)
     if value not in UNLEARNERS:
@@ -181,7 +184,6 @@ def unlearner(name: str, value: Any) -> None:
 
 
 def model(name: str, value: Any) -> None:
-    from obliviate.models import MODELS
 
     _string(name, value)
     if value not in MODELS:
@@ -189,7 +191,6 @@ def model(name: str, value: Any) -> None:
 
 
 def optimizer(name: str, value: Any) -> None:
-    from obliviate._validation import OPTIMIZERS
 
     _string(name, value)
     if value not in OPTIMIZERS:
@@ -204,7 +205,6 @@ def widths(name: str, value: Any) -> None:
 
 
 def graph(name: str, value: Any) -> None:
-    from obliviate.sharded.graph import GRAPH_KINDS
 
     _string(name, value)
     if value.split(":", 1)[0] not in GRAPH_KINDS:
@@ -260,7 +260,6 @@ def from_dict(cls: type, data: Mapping[str, Any], kind: str) -> Any:
 
 def to_dict(spec: Any) -> dict[str, Any]:
     """A JSON-able dict of every field (tuples become lists)."""
-    from obliviate.io import jsonable
 
     return jsonable(dataclasses.asdict(spec))
 

@@ -26,8 +26,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from obliviate.continual.events import record_presentations
+from obliviate.data import load_dataset
 from obliviate.experiments import _spec as S
 from obliviate.experiments import recipes
+from obliviate.metrics.forgetting_events import forgetting_counts, summary
+from obliviate.models import ModelSpec, build_model
+from obliviate.provenance import provenance
+from obliviate.training import TrainConfig, accuracy
 
 SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("summary.unforgettable", "unforgettable"),
@@ -94,13 +100,6 @@ def run(spec: EventsSpec) -> dict[str, Any]:
     """Train once, record every example's correctness at each presentation, count forgetting
     events; the result dict of the module docstring."""
     import math
-
-    from obliviate.continual.events import record_presentations
-    from obliviate.data import load_dataset
-    from obliviate.metrics.forgetting_events import forgetting_counts, summary
-    from obliviate.models import ModelSpec, build_model
-    from obliviate.provenance import provenance
-    from obliviate.training import TrainConfig, accuracy
 
     s = spec.resolved()
     train, test = load_dataset(s.dataset, data_dir=s.data_dir, limit=s.limit)

@@ -31,9 +31,20 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from obliviate._hyper import param_names
+from obliviate._rng import derive_seed
+from obliviate.data.dataset import data_fingerprint
+from obliviate.data.datasets import load_dataset
 from obliviate.errors import ObliviateError
 from obliviate.experiments import _spec as S
 from obliviate.experiments import recipes
+from obliviate.io import atomic_save_torch
+from obliviate.models import ModelSpec
+from obliviate.provenance import provenance
+from obliviate.training import Recipe, TrainConfig
+from obliviate.unlearning import unlearner_class
+from obliviate.unlearning.base import ForgetRequest, build_request
+from obliviate.unlearning.evaluate import evaluate_unlearning, forgetting_quality
 
 if TYPE_CHECKING:
     from torch import nn
@@ -123,9 +134,6 @@ class ForgetSpec:
         Computed once per spec."""
         cached = self.__dict__.get("_recipe")
         if cached is None:
-            from obliviate.models import ModelSpec
-            from obliviate.training import Recipe, TrainConfig
-
             r = recipes.fill("forget", self.dataset, self._recipe_fields())
             cached = Recipe(
                 ModelSpec(name=r["model"], hidden=r["hidden"], seed=self.seed),
@@ -167,7 +175,6 @@ def default_recipe(dataset: str, seed: int = 0) -> Recipe:
 
 def seeded(recipe: Recipe, seed: int) -> Recipe:
     """``recipe`` with ``seed`` as its model-init seed and its data-order seed."""
-    from obliviate.training import Recipe
 
     return Recipe(replace(recipe.model, seed=seed), replace(recipe.train, seed=seed))
 
@@ -194,9 +201,6 @@ def trained(
     """``recipe.fit(data)``, reused from memory or ``cache_dir`` when the same recipe was already
     trained on the same rows; returns (model, wall seconds, CPU seconds the training took when it ran)."""
     import torch
-
-    from obliviate.data.dataset import data_fingerprint
-    from obliviate.io import atomic_save_torch
 
     key = f"{kind}-{_digest(_recipe_dict(recipe), data_fingerprint(data), n_classes, torch.__version__)}"
     model = recipe.build(data.sample_shape, n_classes)
@@ -245,8 +249,6 @@ class Prepared:
 
 def prepare(spec: ForgetSpec, *, data: tuple[Dataset, Dataset] | None = None) -> Prepared:
     """Load data, build the request, train or load the original and the oracle."""
-    from obliviate.data.datasets import load_dataset
-    from obliviate.unlearning.base import build_request
 
     if data is None:
         data = load_dataset(spec.dataset, data_dir=spec.data_dir, limit=spec.limit)
@@ -267,8 +269,6 @@ def prepare(spec: ForgetSpec, *, data: tuple[Dataset, Dataset] | None = None) ->
 def make_method(spec: ForgetSpec, seed: int | None = None) -> Any:
     """The unlearner of ``spec`` with its params; ``seed`` (default: the run seed) fills the
     method's ``seed`` hyperparameter unless ``params`` sets it."""
-    from obliviate._hyper import param_names
-    from obliviate.unlearning import unlearner_class
 
     cls = unlearner_class(spec.method)
     params = dict(spec.params)
@@ -294,8 +294,6 @@ def run(spec: ForgetSpec, *, prepared: Prepared | None = None) -> dict[str, Any]
     """Run one forget experiment (see the module docstring) and return its JSON-ready result.
     ``prepared`` (from :func:`prepare` of a spec equal but for the method) skips loading and
     training. Bad input raises :class:`~obliviate.errors.ObliviateError`."""
-    from obliviate.provenance import provenance
-    from obliviate.unlearning.evaluate import evaluate_unlearning
 
     p = prepared if prepared is not None else prepare(spec)
     method = make_method(spec)
@@ -342,9 +340,6 @@ def quality(spec: ForgetSpec, p: Prepared) -> dict[str, Any]:
     the same seeds (paired models: the seed noise both sides share cancels, so exact retraining
     scores F = 1). Deviation from the challenge, which unlearned one fixed original N times
     against N independently retrained models (N = 512)."""
-    from obliviate._rng import derive_seed
-    from obliviate.unlearning.base import ForgetRequest
-    from obliviate.unlearning.evaluate import forgetting_quality
 
     if len(p.request.forget) == 0:
         return {"F": float("nan"), "score": float("nan"), "n_models": 0, "note": "empty forget set"}

@@ -46,9 +46,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from obliviate._hyper import param_names
+from obliviate.continual import make_strategy, strategy_class
+from obliviate.continual.loop import train_stream
+from obliviate.data import build_scenario, load_dataset
+from obliviate.data.scenarios import SCENARIOS
+from obliviate.data.streams import ONLINE_BATCH_SIZE
 from obliviate.errors import ObliviateError
 from obliviate.experiments import _spec as S
 from obliviate.experiments import recipes
+from obliviate.io import jsonable
+from obliviate.metrics import summary
+from obliviate.models import ModelSpec, model_for_stream
+from obliviate.provenance import provenance
+from obliviate.training import TrainConfig
 
 SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("acc", "ACC"),
@@ -174,8 +185,6 @@ class LearnSpec:
             "learn", self.dataset, {k: getattr(self, k) for k in recipes.TRAIN_FIELDS}
         )
         if self.scenario in SINGLE_PASS_SCENARIOS:  # the online protocol: one pass, small batches
-            from obliviate.data.streams import ONLINE_BATCH_SIZE
-
             filled["n_epochs"] = 1
             filled["batch_size"] = min(int(filled["batch_size"]), ONLINE_BATCH_SIZE)
         return S.mark_resolved(replace(self, params=self.strategy_params(), **filled))
@@ -183,10 +192,6 @@ class LearnSpec:
     def strategy_params(self) -> dict[str, Any]:
         """Every hyperparameter of the strategy: ``params`` over its defaults, plus the run seed
         for a ``seed`` hyperparameter ``params`` leaves unset. Bad keys or values raise."""
-        from obliviate._hyper import param_names
-        from obliviate.continual import strategy_class
-        from obliviate.io import jsonable
-
         cls = strategy_class(self.strategy)
         valid = param_names(cls)
         unknown = [k for k in self.params if k not in valid]
@@ -205,8 +210,6 @@ class LearnSpec:
 
     def train_config(self):  # type: ignore[no-untyped-def]
         """The :class:`~obliviate.training.TrainConfig` of the resolved recipe."""
-        from obliviate.training import TrainConfig
-
         r = self.resolved()
         return TrainConfig(
             n_epochs=r.n_epochs,  # type: ignore[arg-type]
@@ -220,8 +223,6 @@ class LearnSpec:
 
     def model_spec(self):  # type: ignore[no-untyped-def]
         """The :class:`~obliviate.models.ModelSpec` of the resolved recipe (init seeded by ``seed``)."""
-        from obliviate.models import ModelSpec
-
         r = self.resolved()
         return ModelSpec(name=r.model, hidden=r.hidden, seed=r.seed)  # type: ignore[arg-type]
 
@@ -258,10 +259,6 @@ class LearnRun:
 def learn(spec: LearnSpec, *, progress: bool = False) -> LearnRun:
     """Run ``spec`` and keep everything (model and stream included), for callers that continue
     with the trained model (e.g. unlearning). :func:`run` is the JSON view of it."""
-    from obliviate.continual import make_strategy
-    from obliviate.continual.loop import train_stream
-    from obliviate.data import build_scenario, load_dataset
-    from obliviate.models import model_for_stream
 
     spec = spec.resolved()
     _warm_up()
@@ -286,9 +283,6 @@ def learn(spec: LearnSpec, *, progress: bool = False) -> LearnRun:
 
 def result_from_run(run: LearnRun) -> dict[str, Any]:
     """The JSON result (see the module docstring) of a finished :class:`LearnRun`."""
-    from obliviate.io import jsonable
-    from obliviate.metrics import summary
-    from obliviate.provenance import provenance
 
     res = run.result
     metrics = summary(res.accuracy_matrix, res.initial_accuracy)
@@ -355,8 +349,6 @@ def _warm_up() -> None:
 def scenario_keywords(scenario: str) -> list[str]:
     """The keyword parameters a scenario builder takes beyond ``n_experiences`` and ``seed``."""
     import inspect
-
-    from obliviate.data.scenarios import SCENARIOS
 
     fn = SCENARIOS[scenario]
     return [

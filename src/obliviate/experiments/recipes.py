@@ -55,6 +55,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from obliviate.data.datasets import DATASET_HELP, DATASETS
 from obliviate.errors import ObliviateError
 
 TRAIN_FIELDS: tuple[str, ...] = (
@@ -194,7 +195,6 @@ def register_dataset(
     datasets`` shows. Re-registering a name replaces it; ``npz:`` names are reserved. Bad
     input raises :class:`~obliviate.errors.ObliviateError`.
     """
-    from obliviate.data.datasets import DATASET_HELP, DATASETS
 
     if not isinstance(name, str) or not name or name.startswith("npz:") or ":" in name:
         raise ObliviateError(f"dataset name {name!r}: give a plain name such as 'blobs'")

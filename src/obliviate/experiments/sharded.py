@@ -44,6 +44,12 @@ from typing import Any
 from obliviate.errors import ObliviateError
 from obliviate.experiments import _spec as S
 from obliviate.experiments import recipes
+from obliviate.models import ModelSpec
+from obliviate.parallel import BACKENDS
+from obliviate.provenance import provenance
+from obliviate.sharded import DataSpec, ShardConfig, ShardedStore
+from obliviate.sharded.config import load_data
+from obliviate.training import Recipe, TrainConfig
 
 SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("test_accuracy", "test acc"),
@@ -71,7 +77,6 @@ def _aggregation(name: str, value: Any) -> None:
 
 
 def _backend(name: str, value: Any) -> None:
-    from obliviate.parallel import BACKENDS
 
     if value not in BACKENDS:
         raise ObliviateError(f"{name}: unknown backend {value!r}; valid: {', '.join(BACKENDS)}")
@@ -145,12 +150,6 @@ def run(spec: ShardedSpec | Mapping[str, Any]) -> dict[str, Any]:
     """Train a sharded store, delete random samples one by one, report accuracy and timings.
     ``spec`` may be a dict of :class:`ShardedSpec` fields (unknown keys raise)."""
     import numpy as np
-
-    from obliviate.models import ModelSpec
-    from obliviate.provenance import provenance
-    from obliviate.sharded import DataSpec, ShardConfig, ShardedStore
-    from obliviate.sharded.config import load_data
-    from obliviate.training import Recipe, TrainConfig
 
     if not isinstance(spec, ShardedSpec):
         spec = ShardedSpec.from_dict(spec)

@@ -12,10 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from obliviate.bench import results as store
+from obliviate.bench.specs import Run, run_key
+
 
 def forget_records(path: Path) -> list[dict[str, Any]]:
     """Store records from a ``{request: [run_forget result, ...]}`` JSON file."""
-    from obliviate.bench.specs import Run, run_key
 
     data = json.loads(path.read_text())
     records = []
@@ -49,7 +51,6 @@ def forget_records(path: Path) -> list[dict[str, Any]]:
 
 def collect(folder: Path) -> list[dict[str, Any]]:
     """Every result record under ``folder`` (one level of section folders)."""
-    from obliviate.bench import results as store
 
     records: list[dict[str, Any]] = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):

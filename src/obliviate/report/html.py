@@ -15,10 +15,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from obliviate import __version__
 from obliviate.bench import results as store
 from obliviate.bench.summary import METRICS, fmt, method_label, summarize
 from obliviate.errors import ObliviateError
 from obliviate.experiments import KINDS
+from obliviate.io import atomic_write_text
 from obliviate.report import plots as P
 
 SECTIONS: tuple[
@@ -119,8 +121,6 @@ def build_report(
     """The HTML text of the report for ``records`` (as :func:`obliviate.bench.results.read` gives)."""
     import jinja2
 
-    from obliviate import __version__
-
     ok = store.only_ok(records)
     sections = []
     for kind, name, kinds, makers, notes_for in SECTIONS:
@@ -200,7 +200,6 @@ def build_report(
 
 def write_report(results_dir: str | Path, out: str | Path, *, title: str | None = None) -> Path:
     """Read ``results_dir`` and write the report to ``out``; returns the path written."""
-    from obliviate.io import atomic_write_text
 
     records = store.read(results_dir)
     if not records:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from obliviate.bench import results as store
+from obliviate.metrics.stability import stability_gap
 
 PALETTE = (
     "#4269d0",
@@ -217,8 +218,6 @@ def experience_accuracy(records: Sequence[dict[str, Any]]) -> list[Plot]:
 
 def continual_curves(records: Sequence[dict[str, Any]]) -> list[Plot]:
     """Continual-evaluation curves (first seed of each method) with the stability gap marked."""
-    from obliviate.metrics.stability import stability_gap
-
     plots = []
     with_curves = [r for r in records if (r.get("metrics", {}).get("curves") or {}).get("step")]
     for (ds, sc), recs in sorted(_groups(with_curves, "dataset", "scenario").items(), key=str):
