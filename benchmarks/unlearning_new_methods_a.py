@@ -13,7 +13,9 @@ CPU time of the method as a fraction of retraining's CPU time (``cpu_seconds`` /
     python benchmarks/unlearning_new_methods_a.py --dataset mnist --data-dir DIR --forget class:3
 
 Nothing here looks at the test split to choose anything; it is only reported. The relearn
-attack is off (``relearn_cap=0``) to keep the run short.
+attack is off (``relearn_cap=0``) to keep the run short. A method whose run fails (e.g. its
+weights turn NaN and the evaluation refuses them) is reported as failed on that seed, with the
+error, instead of stopping the table.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 import torch
 
+from obliviate.errors import ObliviateError
 from obliviate.experiments import ForgetSpec, run_forget
 from obliviate.experiments.forget import prepare
 
@@ -66,6 +69,7 @@ def main() -> None:
     methods = [m for m in args.methods.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",")]
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in ["original", *methods]}
+    failures: dict[str, list[str]] = {}
     for seed in seeds:
         base = ForgetSpec(
             dataset=args.dataset,
@@ -78,7 +82,13 @@ def main() -> None:
         )
         prepared = prepare(base)
         for name in methods:
-            result = run_forget(dataclasses.replace(base, method=name), prepared=prepared)
+            try:
+                result = run_forget(dataclasses.replace(base, method=name), prepared=prepared)
+            except (ValueError, ObliviateError) as exc:
+                reason = str(exc).splitlines()[0]
+                failures.setdefault(name, []).append(f"seed {seed}: {reason}")
+                print(f"seed {seed} {name}: FAILED {reason}", flush=True)
+                continue
             rows[name].append(row(result))
             if name == methods[0]:
                 o = result["original"]
@@ -92,6 +102,9 @@ def main() -> None:
     print("|---|" + "---|" * len(KEYS))
     summary: dict[str, dict[str, list[float]]] = {}
     for name, rs in rows.items():
+        if not rs:
+            print(f"| {name} | " + " | ".join(["failed"] * len(KEYS)) + " |")
+            continue
         cells, summary[name] = [], {}
         for k in KEYS:
             vals = [r[k] for r in rs]
@@ -99,10 +112,17 @@ def main() -> None:
             std = statistics.stdev(vals) if len(vals) > 1 else 0.0
             summary[name][k] = [mean, std]
             cells.append(f"{mean:.3f} ± {std:.3f}")
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        failed = f" (failed on {len(failures[name])} seed(s))" if name in failures else ""
+        print(f"| {name}{failed} | " + " | ".join(cells) + " |")
+    for name, why in failures.items():
+        print(f"{name} failed: " + "; ".join(why))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"args": vars(args), "rows": rows, "summary": summary}, fh, indent=1)
+            json.dump(
+                {"args": vars(args), "rows": rows, "summary": summary, "failures": failures},
+                fh,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":
