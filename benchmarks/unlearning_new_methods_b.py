@@ -87,7 +87,7 @@ def main() -> None:
     methods = [m for m in args.methods.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",")]
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in ["original", *methods]}
-    extra: dict[str, list[Any]] = {"scrub_r_target": [], "scrub_r_epoch": []}
+    extra: dict[str, list[Any]] = {"scrub_r_target": [], "scrub_r_epoch": [], "failures": []}
     for seed in seeds:
         base = ForgetSpec(
             dataset=args.dataset,
@@ -107,7 +107,14 @@ def main() -> None:
                 )
             else:
                 spec = dataclasses.replace(base, method=name)
-            result = run_forget(spec, prepared=prepared)
+            try:
+                result = run_forget(spec, prepared=prepared)
+            except (ValueError, RuntimeError) as exc:  # e.g. a method whose weights diverged
+                why = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+                extra["failures"].append(f"seed {seed} {name}: {why}")
+                rows[name].append({k: float("nan") for k in KEYS})
+                print(f"seed {seed} {name}: FAILED ({why})", flush=True)
+                continue
             rows[name].append(row(result))
             if name == "scrub_r":
                 extra["scrub_r_target"].append(target)
@@ -124,6 +131,8 @@ def main() -> None:
         print(
             f"scrub_r: reference errors {extra['scrub_r_target']}, epochs {extra['scrub_r_epoch']}"
         )
+    for failure in extra["failures"]:
+        print(f"failed (NaN in the table): {failure}")
     print("| method | " + " | ".join(KEYS) + " |")
     print("|---|" + "---|" * len(KEYS))
     summary: dict[str, dict[str, list[float]]] = {}

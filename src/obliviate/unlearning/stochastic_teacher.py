@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import torch
@@ -15,7 +16,9 @@ from obliviate.unlearning._ops import fresh_like, frozen_copy, kl_to_teacher, ru
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
 
-def distillation_loss(teacher: nn.Module, temperature: float):  # type: ignore[no-untyped-def]
+def distillation_loss(
+    teacher: nn.Module, temperature: float
+) -> Callable[[nn.Module, Batch], Tensor]:
     """The batch loss ``KL(teacher(x) || student(x))`` of temperature-softened outputs (times
     ``T**2``) with a frozen ``teacher``: the loss of both phases."""
 
