@@ -64,29 +64,53 @@ def test_every_spec_field_is_a_spec_file_key(name):
     assert fields <= set(sch.alias)  # each field under its own name (plurals are extra)
 
 
-def test_learn_options_are_spec_fields():
-    """Every option of `obliviate learn` that configures the run is a LearnSpec field (the CLI
-    spells a few shorter: --experiences, --epochs, --set, --scenario-set, --seeds)."""
+def _command(module: str, name: str):  # the typer callback of `obliviate [group] name`
+    import importlib
+
     import typer
 
-    from obliviate.cli.learn import register
-
     app = typer.Typer()
-    register(app)
-    (cmd,) = app.registered_commands
+    importlib.import_module(f"obliviate.cli.{module}").register(app)
+    commands = list(app.registered_commands)
+    for group in app.registered_groups:
+        commands += group.typer_instance.registered_commands
+    return next(c.callback for c in commands if c.name == name)
+
+
+# CLI option -> spec field where the CLI spells it shorter; options that only shape the output
+RENAMED = {
+    "experiences": "n_experiences",
+    "epochs": "n_epochs",
+    "sets": "params",
+    "set_": "params",
+    "scenario_sets": "scenario_params",
+    "seeds": "seed",
+    "forget_spec": "forget",
+    "cache": "cache_dir",
+    "shards": "n_shards",
+    "slices": "n_slices",
+    "workers": "n_workers",
+}
+OUTPUT_ONLY = {"json_path", "threads", "quiet", "out", "as_json"}
+
+
+@pytest.mark.parametrize(
+    ("module", "command", "kind_name"),
+    [
+        ("learn", "learn", "learn"),
+        ("forget", "forget", "forget"),
+        ("events", "events", "events"),
+        ("shard", "train", "sharded"),
+    ],
+)
+def test_cli_options_are_spec_fields(module, command, kind_name):
+    """Every option of `obliviate learn|forget|events|shard train` that configures the run is a
+    field of the kind's spec, hence a spec-file key."""
     import inspect
 
-    cli = set(inspect.signature(cmd.callback).parameters)
-    renamed = {
-        "experiences": "n_experiences",
-        "epochs": "n_epochs",
-        "sets": "params",
-        "scenario_sets": "scenario_params",
-        "seeds": "seed",
-    }
-    not_run_options = {"json_path", "threads", "quiet"}
-    fields = {f.name for f in dataclasses.fields(kind("learn").Spec)}
-    assert {renamed.get(o, o) for o in cli - not_run_options} <= fields
+    options = set(inspect.signature(_command(module, command)).parameters) - OUTPUT_ONLY
+    fields = {f.name for f in dataclasses.fields(kind(kind_name).Spec)}
+    assert {RENAMED.get(o, o) for o in options} <= fields
 
 
 def test_a_dataset_without_a_recipe_is_a_clear_error(monkeypatch):
@@ -269,3 +293,21 @@ def test_learn_spec_is_resolved_once(monkeypatch):
     monkeypatch.setattr(learn_kind.LearnSpec, "strategy_params", counting)
     learn_kind.run(learn_kind.LearnSpec(dataset="synthetic", n_experiences=2, n_epochs=1))
     assert len(calls) == 1
+
+
+def test_list_fields_take_one_list_as_one_value():
+    text = """seeds = [0]
+[[sharded]]
+datasets = ["digits"]
+n_shards = 2
+exclude_ids = [1, 2]
+hidden = [[8], [8, 8]]
+check_exactness = true
+"""
+    _, runs = parse_spec(text, "s.toml")
+    assert [r.spec["hidden"] for r in runs] == [[8], [8, 8]]
+    assert all(r.spec["exclude_ids"] == [1, 2] and r.spec["check_exactness"] for r in runs)
+    with pytest.raises(
+        ObliviateError, match=r"s.toml:7: sharded.check_exactness must be true or false"
+    ):
+        parse_spec(text.replace("true", '"yes"'), "s.toml")

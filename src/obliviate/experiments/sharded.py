@@ -49,6 +49,7 @@ from obliviate.parallel import BACKENDS
 from obliviate.provenance import provenance
 from obliviate.sharded import DataSpec, ShardConfig, ShardedStore
 from obliviate.sharded.config import load_data
+from obliviate.sharded.subjects import import_subjects, read_mapping
 from obliviate.training import Recipe, TrainConfig
 
 SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -92,7 +93,9 @@ class ShardedSpec:
     (``softmax`` or ``vote``): the store; ``model`` ... ``weight_decay``: the recipe of every
     shard (``None``: the sharded defaults); ``n_deletions``: single-sample deletions timed;
     ``backend`` / ``n_workers``: where shards train (:mod:`obliviate.parallel`); ``store``:
-    folder to keep the store in (default: a temporary one); ``train_repeats``: identical
+    folder to keep the store in (default: a temporary one); ``exclude_ids``: training ids left
+    out as if they never existed (``obliviate shard train --exclude-ids``); ``subjects``: a
+    subject -> ids file stored in the ledger after training (``--subjects``); ``train_repeats``: identical
     trainings timed (median); ``check_exactness``: the first deletion also retrains the
     affected shards from scratch and ``exact`` reports whether the hashes agree.
     """
@@ -118,6 +121,8 @@ class ShardedSpec:
     backend: str = S.option("inline", check=_backend)
     n_workers: int | None = S.option(None, check=S.positive_int)
     store: str | None = S.option(None)
+    exclude_ids: tuple[int, ...] | None = S.option(None)
+    subjects: str | None = S.option(None)
     check_exactness: bool = S.option(False)
     train_repeats: int = S.option(1, check=S.positive_int)
 
@@ -176,13 +181,22 @@ def run(spec: ShardedSpec | Mapping[str, Any]) -> dict[str, Any]:
     )
     data = DataSpec(dataset=s.dataset, data_dir=s.data_dir, limit=s.limit, split_seed=s.split_seed)
     train, test, _ = load_data(data)
+    mapping = read_mapping(Path(s.subjects)) if s.subjects is not None else None
     with tempfile.TemporaryDirectory(prefix="obliviate-sharded-") as tmp:
         folder = Path(s.store) if s.store else Path(tmp) / "store"
         t0, c0 = time.perf_counter(), time.process_time()
+        excluded = list(s.exclude_ids) if s.exclude_ids is not None else None
         store = ShardedStore.train(
-            folder, data=data, config=config, backend=s.backend, n_workers=s.n_workers
+            folder,
+            data=data,
+            config=config,
+            exclude_ids=excluded,
+            backend=s.backend,
+            n_workers=s.n_workers,
         )
         train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - c0
+        if mapping is not None:
+            import_subjects(store.ledger, mapping)
         train_run_seconds = float(store.ledger.get_meta("train_run_seconds"))
         walls, cpus, runs = [train_seconds], [train_cpu], [train_run_seconds]
         for n in range(int(s.train_repeats) - 1):  # identical retrainings, for a steadier time
@@ -191,6 +205,7 @@ def run(spec: ShardedSpec | Mapping[str, Any]) -> dict[str, Any]:
                 Path(tmp) / f"repeat{n}",
                 data=data,
                 config=config,
+                exclude_ids=excluded,
                 backend=s.backend,
                 n_workers=s.n_workers,
             ) as again:
@@ -202,9 +217,10 @@ def run(spec: ShardedSpec | Mapping[str, Any]) -> dict[str, Any]:
         test_accuracy = store.accuracy(test)
         cost = store.expected_cost()
         rng = np.random.default_rng(s.seed)
-        victims = rng.choice(
-            train.ids.numpy(), size=min(s.n_deletions, len(train) - 1), replace=False
-        )
+        pool = train.ids.numpy()
+        if excluded is not None:
+            pool = pool[~np.isin(pool, excluded)]
+        victims = rng.choice(pool, size=min(s.n_deletions, len(pool) - 1), replace=False)
         seconds, cpu, retrain, exact = [], [], [], None
         acc = []
         for n, victim in enumerate(victims.tolist()):
