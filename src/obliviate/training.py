@@ -156,7 +156,10 @@ def predict_logits(model: nn.Module, data: Dataset, batch_size: int = 4096) -> T
         for start in range(0, len(data), batch_size):
             task = None if data.task is None else data.task[start : start + batch_size]
             outs.append(logits(model, data.x[start : start + batch_size], task))
-        return torch.cat(outs) if outs else torch.empty(0)
+        if not outs:  # an empty set still has the model's output shape [0, n_classes]
+            task = None if data.task is None else data.task[:0]
+            outs.append(logits(model, data.x[:0], task))
+        return torch.cat(outs)
     finally:
         model.train(was_training)
 

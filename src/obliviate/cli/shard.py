@@ -16,32 +16,12 @@ BACKEND_HELP = "where shards (re)train: local (process pool), inline (this proce
 
 
 def _parse_ids(text: str | None, file: Path | None) -> list[int]:
+    from obliviate.data.forget_sets import parse_ids, read_id_file
+
     if (text is None) == (file is None):
         raise ObliviateError("give exactly one of --ids 1,2,3 or --ids-file FILE")
-    if file is not None:
-        if not file.exists():
-            raise ObliviateError(f"ids file {str(file)!r} does not exist")
-        if file.suffix == ".npy":
-            import numpy as np
-
-            return [int(i) for i in np.load(file, allow_pickle=False).reshape(-1).tolist()]
-        if file.suffix == ".json":
-            try:
-                data = json.loads(file.read_text())
-            except json.JSONDecodeError as exc:
-                raise ObliviateError(f"ids file {str(file)!r} is not valid JSON: {exc}") from None
-            text = ",".join(str(i) for i in (data if isinstance(data, list) else [data]))
-        else:
-            text = file.read_text()
-    assert text is not None
-    parts = [p for p in text.replace(",", " ").split() if p]
-    try:
-        return [int(p) for p in parts]
-    except ValueError:
-        bad = next(p for p in parts if not p.lstrip("-").isdigit())
-        raise ObliviateError(
-            f"id {bad!r} is not an integer; ids are integers separated by commas, spaces or newlines"
-        ) from None
+    ids = read_id_file(file) if file is not None else parse_ids(text or "")
+    return [int(i) for i in ids.tolist()]
 
 
 def _emit(obj: Any, output: Path | None = None) -> None:

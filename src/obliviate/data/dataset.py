@@ -11,13 +11,51 @@ from torch import Tensor
 
 from obliviate.errors import ObliviateError
 
+INT64_RANGE = (-(2**63), 2**63 - 1)
+
 
 def as_id_tensor(ids: Tensor | np.ndarray | Sequence[int]) -> Tensor:
-    """Ids as a 1-D int64 CPU tensor."""
-    t = torch.as_tensor(np.asarray(ids), dtype=torch.int64)
-    if t.ndim != 1:
-        t = t.reshape(-1)
-    return t
+    """Ids as a 1-D int64 CPU tensor (any shape is flattened).
+
+    The one gate every user-given id passes: integer values only (a float array is accepted
+    when every value is a whole number), within int64. Raises :class:`ObliviateError` naming
+    the first bad value otherwise — ids are never truncated or wrapped silently.
+    """
+    if isinstance(ids, Tensor) and ids.dtype == torch.int64:
+        return ids.reshape(-1).cpu()
+    try:
+        arr = np.asarray(ids.cpu() if isinstance(ids, Tensor) else ids)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ObliviateError(f"ids must be integers: {exc}") from None
+    arr = arr.reshape(-1)
+    if arr.dtype.kind == "O":  # Python ints of any size, or anything else
+        bad = next((v for v in arr.tolist() if not _is_int64(v)), None)
+        if bad is not None:
+            raise ObliviateError(
+                f"id {bad!r} is not an integer within int64 ({INT64_RANGE[0]}..{INT64_RANGE[1]})"
+            )
+        arr = arr.astype(np.int64)
+    elif arr.dtype.kind in "iub":
+        if arr.dtype.kind == "u" and arr.size and int(arr.max()) > INT64_RANGE[1]:
+            raise ObliviateError(f"id {int(arr.max())} is outside int64; ids must fit in int64")
+    elif arr.dtype.kind == "f":
+        whole = np.isfinite(arr) & (np.mod(arr, 1) == 0) & (np.abs(arr) < 2.0**63)
+        if not whole.all():
+            raise ObliviateError(
+                f"id {arr[~whole][0]!r} is not a whole number; ids are integers (nothing is "
+                "rounded or truncated)"
+            )
+    else:
+        raise ObliviateError(f"ids must be integers, got values of type {arr.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(arr.astype(np.int64)))
+
+
+def _is_int64(v: object) -> bool:
+    return (
+        isinstance(v, int | np.integer)
+        and not isinstance(v, bool)
+        and INT64_RANGE[0] <= int(v) <= INT64_RANGE[1]
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,11 +99,21 @@ class Dataset:
         name: str = "arrays",
     ) -> Dataset:
         """Validate user arrays and wrap them. ``ids`` default to ``0..N-1``."""
-        xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
+        try:
+            xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
+        except (ValueError, TypeError) as exc:
+            raise ObliviateError(
+                f"dataset {name!r}: features must be numbers ({exc}); convert x to a float array"
+            ) from None
         y_np = np.asarray(y)
         if y_np.ndim != 1:
             raise ObliviateError(f"dataset {name!r}: labels must be 1-D, got shape {y_np.shape}")
-        if y_np.size and not np.all(np.equal(np.mod(y_np, 1), 0)):
+        if y_np.dtype.kind not in "iubf":
+            raise ObliviateError(
+                f"dataset {name!r}: labels must be integers 0..n_classes-1, got {y_np.dtype} "
+                "values; map class names to integers first (np.unique(y, return_inverse=True))"
+            )
+        if y_np.size and not np.all(np.isfinite(y_np) & np.equal(np.mod(y_np, 1), 0)):
             raise ObliviateError(f"dataset {name!r}: labels must be integers, got {y_np.dtype}")
         yt = torch.as_tensor(y_np.astype(np.int64))
         if xt.ndim < 2 or xt.shape[0] != yt.shape[0]:

@@ -18,6 +18,7 @@ naming every training sample raises.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -89,27 +90,66 @@ def _classes(text: str, train: Dataset, spec: str) -> list[int]:
 
 
 def read_id_file(path: str | Path) -> Tensor:
-    """Ids from a text file (one per line, ``#`` comments) or a ``.npy`` integer array."""
+    """Ids from a file: text (ids separated by commas, spaces or newlines; ``#`` comments), a
+    ``.json`` list, or a ``.npy`` integer array. int64 ``[K]``, in file order.
+
+    The one reader of id files (forget specs ``source:FILE``, ``--ids-file``). Every value
+    passes :func:`~obliviate.data.dataset.as_id_tensor`: a non-integer, a fraction (``3.7``) or
+    a value beyond int64 raises :class:`ObliviateError` naming it; nothing is truncated.
+    """
     p = Path(path).expanduser()
     if not p.is_file():
         raise ObliviateError(
-            f"id file {str(p)!r} does not exist; give source:FILE with one id per line or a .npy"
+            f"id file {str(p)!r} does not exist; give a text file of ids, a .json list or a .npy"
         )
     if p.suffix == ".npy":
-        arr = np.load(p, allow_pickle=False)
-        if arr.size and not np.issubdtype(arr.dtype, np.integer):
-            raise ObliviateError(f"{p}: the .npy array must hold integers, got {arr.dtype}")
-        return as_id_tensor(arr.reshape(-1).astype(np.int64))
-    ids = []
-    for lineno, line in enumerate(p.read_text().splitlines(), start=1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
         try:
-            ids.append(int(text))
+            arr = np.load(p, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise ObliviateError(
+                f"{p}: not a readable .npy array of integer ids ({' '.join(str(exc).split())[:120]})"
+            ) from None
+        try:
+            return as_id_tensor(arr)
+        except ObliviateError as exc:
+            raise ObliviateError(f"{p}: {exc}") from None
+    try:
+        text = p.read_text()
+    except UnicodeDecodeError:
+        raise ObliviateError(f"{p}: not a text file of ids (use .npy for binary arrays)") from None
+    if p.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ObliviateError(f"{p} is not valid JSON: {exc}") from None
+        values = data if isinstance(data, list) else [data]
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+            bad = next(v for v in values if isinstance(v, bool) or not isinstance(v, int))
+            raise ObliviateError(f"{p}: {bad!r} is not an integer id")
+        return as_id_tensor(np.array(values, dtype=object))
+    ids: list[int] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        for part in line.split("#", 1)[0].replace(",", " ").split():
+            try:
+                ids.append(int(part))
+            except ValueError:
+                raise ObliviateError(f"{p}:{lineno}: {part!r} is not an integer id") from None
+    return as_id_tensor(np.array(ids, dtype=object))
+
+
+def parse_ids(text: str) -> Tensor:
+    """Ids written inline (``"3,17,42"`` or space-separated): int64 ``[K]``; raises
+    :class:`ObliviateError` naming the first value that is not an integer within int64."""
+    parts = [p for p in text.replace(",", " ").split() if p]
+    values: list[int] = []
+    for part in parts:
+        try:
+            values.append(int(part))
         except ValueError:
-            raise ObliviateError(f"{p}:{lineno}: {text!r} is not an integer id") from None
-    return torch.tensor(ids, dtype=torch.int64)
+            raise ObliviateError(
+                f"id {part!r} is not an integer; ids are integers separated by commas or spaces"
+            ) from None
+    return as_id_tensor(np.array(values, dtype=object))
 
 
 def forget_ids(train: Dataset, spec: str, *, seed: int = 0) -> Tensor:
@@ -138,8 +178,7 @@ def forget_ids(train: Dataset, spec: str, *, seed: int = 0) -> Tensor:
     if kind == "source":
         return torch.unique(read_id_file(rest.strip()))
     if kind == "ids":
-        parts = [p.strip() for p in rest.split(",") if p.strip()]
-        return torch.unique(torch.tensor([_int(p, "id", spec) for p in parts], dtype=torch.int64))
+        return torch.unique(parse_ids(rest))
     raise ObliviateError(f"unknown forget-set kind {kind!r} in {spec!r}; {_HELP}")
 
 
@@ -164,4 +203,11 @@ def request_ids(train: Dataset, spec: str | Tensor, *, seed: int = 0) -> Tensor:
     return ids
 
 
-__all__ = ["KINDS", "EmptyForgetSetWarning", "forget_ids", "read_id_file", "request_ids"]
+__all__ = [
+    "KINDS",
+    "EmptyForgetSetWarning",
+    "forget_ids",
+    "parse_ids",
+    "read_id_file",
+    "request_ids",
+]

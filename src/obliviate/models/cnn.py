@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from obliviate.errors import ObliviateError
 from obliviate.models.base import Model
 
 
@@ -22,7 +23,10 @@ class CNN(Model):
     ) -> None:
         super().__init__()
         if len(in_shape) != 3:
-            raise ValueError(f"CNN needs image inputs [C, H, W], got sample shape {in_shape}")
+            raise ObliviateError(
+                f"model 'cnn' needs image inputs [C, H, W], but the data's samples have shape "
+                f"{tuple(in_shape)}; use --model mlp for flat features"
+            )
         c, h, w = in_shape
         self.body = nn.Sequential(
             nn.Conv2d(c, channels[0], 3, padding=1),
