@@ -203,7 +203,7 @@ n_deletions = 1
     out = tmp_path / "out"
     assert main(["bench", str(spec), "--out", str(out), "--workers", "1", "--quiet"]) == 0
     recs = store.read(out)
-    assert sorted(r["kind"] for r in recs) == sorted(KINDS)
+    assert sorted(r["kind"] for r in recs) == ["events", "forget", "learn", "sharded"]
     assert all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
 
 
@@ -241,6 +241,10 @@ n_tasks = 2
             text.replace("[learn.scenario_params.recurring]", "[learn.scenario_params.joint]"),
             "s.toml",
         )
+    with pytest.raises(
+        ObliviateError, match=r"s.toml:9: learn.scenario_params.online.blurry must be a number"
+    ):
+        parse_spec(text.replace("blurry = [0.0, 0.1]", 'blurry = "lots"'), "s.toml")
     # the grid point runs exactly like the Python API (and `obliviate learn --scenario-set`)
     point = next(r.spec for r in runs if r.spec.get("scenario_params") == {"blurry": 0.1})
     via_grid = run_point(point, {})

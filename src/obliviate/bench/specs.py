@@ -62,6 +62,7 @@ import itertools
 import json
 import re
 import tomllib
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ from obliviate.data.scenarios import SCENARIOS
 from obliviate.errors import ObliviateError
 from obliviate.experiments import KINDS
 from obliviate.experiments import kind as kind_module
-from obliviate.experiments._spec import FieldType, field_types
+from obliviate.experiments._spec import FieldType, field_type, field_types
 from obliviate.unlearning import UNLEARNERS, unlearner_class
 
 _TOP_KEYS = ("name", "description", "seeds")
@@ -284,6 +285,13 @@ def _table_grid(
     if not isinstance(table, dict):
         raise ObliviateError(f"{where(path)} must be a table of hyperparameters, got {table!r}")
     valid = _keywords(owner) if (check and owner is not None) else None
+    # a function's keywords (a scenario builder's) are checked against their annotations here;
+    # a class's (strategy, unlearner) by constructing it below
+    hints = (
+        typing.get_type_hints(owner)
+        if (check and owner is not None and not isinstance(owner, type))
+        else {}
+    )
     axes: list[list[tuple[str, Any]]] = []
     for key, value in table.items():
         if valid is not None and key not in valid:
@@ -295,6 +303,16 @@ def _table_grid(
             raise ObliviateError(
                 f"{where(path + (key,))} is an empty list; give at least one value"
             )
+        if key in hints:
+            try:
+                ftype = field_type(hints[key], f"{name}.{key}")
+            except TypeError:
+                ftype = None
+            for v in values:
+                if ftype is not None and not ftype.accepts(v):
+                    raise ObliviateError(
+                        f"{where(path + (key,))} must be {ftype.noun} or a list of them, got {v!r}"
+                    )
         axes.append([(key, v) for v in values])
     grid = [dict(combo) for combo in itertools.product(*axes)]
     if check and isinstance(owner, type):

@@ -95,11 +95,12 @@ def field_types(cls: type) -> dict[str, FieldType]:
     hints = typing.get_type_hints(cls)
     out = {}
     for f in dataclasses.fields(cls):
-        out[f.name] = _field_type(hints[f.name], f"{cls.__name__}.{f.name}")
+        out[f.name] = field_type(hints[f.name], f"{cls.__name__}.{f.name}")
     return out
 
 
-def _field_type(hint: Any, where: str) -> FieldType:
+def field_type(hint: Any, where: str) -> FieldType:
+    """The :class:`FieldType` of a type hint; a type a spec file cannot write raises TypeError."""
     optional = False
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
