@@ -225,10 +225,13 @@ def map_jobs(
     if backend == "inline" or (backend == "local" and workers <= 1):
         return [fn(job) for job in jobs]
     if backend == "ray":
-        with RayExecutor(workers) as ray_ex:
+        ray_ex = RayExecutor(workers)
+        try:
             for job in jobs:
                 ray_ex.submit(fn, job)
             return ray_ex.gather()
+        finally:
+            ray_ex.close()
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload([fn.__module__, "obliviate._forkserver_preload"])
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as p:

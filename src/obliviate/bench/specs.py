@@ -191,7 +191,7 @@ class _Where:
 @dataclass(frozen=True)
 class _Schema:
     kind: str
-    cls: type
+    cls: Any  # the kind's spec dataclass
     types: dict[str, Any]  # field -> FieldType
     checks: dict[str, Any]  # field -> check(name, value) or None
     alias: dict[str, str]  # written key (field name or plural alias) -> field
@@ -414,7 +414,7 @@ def _expand_block(
             ]
         for variant in variants:
             for name in axes[method] if method else [None]:
-                hps = tables.get("params", {}).get(name, [{}]) if method else [{}]
+                hps = tables.get("params", {}).get(str(name), [{}]) if method else [{}]
                 for hp in hps:
                     for seed in axes["seed"]:
                         run = dict(variant)

@@ -90,7 +90,7 @@ class EventsSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EventsSpec:
-        return S.from_dict(cls, data, "events")  # type: ignore[no-any-return]
+        return S.from_dict(cls, data, "events")
 
 
 Spec = EventsSpec

@@ -162,7 +162,7 @@ class ForgetSpec:
         """Build a spec from a dict (a ``"kind": "forget"`` entry is ignored; a ``recipe``
         entry as :meth:`to_dict` writes it is ignored too: the flat fields hold it)."""
         data = {k: v for k, v in data.items() if k != "recipe"}
-        return S.from_dict(cls, data, "forget")  # type: ignore[no-any-return]
+        return S.from_dict(cls, data, "forget")
 
 
 Spec = ForgetSpec

@@ -212,19 +212,19 @@ class LearnSpec:
         """The :class:`~obliviate.training.TrainConfig` of the resolved recipe."""
         r = self.resolved()
         return TrainConfig(
-            n_epochs=r.n_epochs,  # type: ignore[arg-type]
-            batch_size=r.batch_size,  # type: ignore[arg-type]
-            lr=r.lr,  # type: ignore[arg-type]
-            optimizer=r.optimizer,  # type: ignore[arg-type]
-            momentum=r.momentum,  # type: ignore[arg-type]
-            weight_decay=r.weight_decay,  # type: ignore[arg-type]
+            n_epochs=r.n_epochs,
+            batch_size=r.batch_size,
+            lr=r.lr,
+            optimizer=r.optimizer,
+            momentum=r.momentum,
+            weight_decay=r.weight_decay,
             seed=r.seed,
         )
 
     def model_spec(self):  # type: ignore[no-untyped-def]
         """The :class:`~obliviate.models.ModelSpec` of the resolved recipe (init seeded by ``seed``)."""
         r = self.resolved()
-        return ModelSpec(name=r.model, hidden=r.hidden, seed=r.seed)  # type: ignore[arg-type]
+        return ModelSpec(name=r.model, hidden=r.hidden, seed=r.seed)
 
     # ---- (de)serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -235,7 +235,7 @@ class LearnSpec:
     def from_dict(cls, data: Mapping[str, Any]) -> LearnSpec:
         """Build a spec from a dict such as :meth:`to_dict`'s output or a benchmark-runner run
         (a ``"kind": "learn"`` entry is accepted and ignored). Unknown keys raise."""
-        return S.from_dict(cls, data, "learn")  # type: ignore[no-any-return]
+        return S.from_dict(cls, data, "learn")
 
 
 Spec = LearnSpec
@@ -297,7 +297,7 @@ def result_from_run(run: LearnRun) -> dict[str, Any]:
     }
     if run.spec.eval_every:
         out["curves"] = {k: list(v) for k, v in res.curves.items()}
-    return jsonable(out)  # type: ignore[no-any-return]
+    return jsonable(out)
 
 
 def run(spec: LearnSpec, *, progress: bool = False) -> dict[str, Any]:

@@ -145,7 +145,7 @@ class ShardedSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ShardedSpec:
-        return S.from_dict(cls, data, "sharded")  # type: ignore[no-any-return]
+        return S.from_dict(cls, data, "sharded")
 
 
 Spec = ShardedSpec
