@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--json", default=None)
+    ap.add_argument("--cache-dir", default=None, help="keep trained originals and oracles here")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -78,6 +79,7 @@ def main() -> None:
             seed=seed,
             relearn_cap=0,
             data_dir=args.data_dir,
+            cache_dir=args.cache_dir,
             limit=args.limit,
         )
         prepared = prepare(base)
