@@ -26,8 +26,10 @@ A new dataset is one registration, its loader and its recipe::
                      help="my Gaussian blobs")
 
 after which ``obliviate learn|forget|events|shard train --dataset blobs`` and spec files with
-``datasets = ["blobs"]`` work (in the process that registered it: a plugin module imported
-before the command runs, or a test).
+``datasets = ["blobs"]`` work in the process that registered it (a plugin module imported before
+the command runs, or a test). Worker processes of the ``local`` and ``ray`` backends
+(:mod:`obliviate.parallel`) start fresh and see only the built-in datasets unless they import
+that module too: run such grids and stores with one worker or the ``inline`` backend.
 
 Learn recipes, chosen for clarity and speed on a laptop CPU rather than tuned on test accuracy:
 
