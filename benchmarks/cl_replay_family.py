@@ -10,7 +10,8 @@ dataset's default recipe (:data:`obliviate.experiments.RECIPES`), 5 class-increm
 of 2 classes, each strategy's default hyperparameters (``--set`` overrides; memory strategies
 hold 200 samples). The seed drives the class order, the model init, the data order and the
 strategy's own seed. Prints, per strategy, the mean +- sample std over the seeds of ACC (mean
-final accuracy over the experiences), BWT, forgetting and the seconds per run.
+final accuracy over the experiences), BWT, forgetting, learning accuracy (mean accuracy on
+each experience right after learning it) and the seconds per run.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ def main() -> None:
         f"{args.dataset}, class-incremental, 5 experiences, seeds {seeds}, default recipe"
         + (f", first {args.limit} training rows" if args.limit else "")
     )
-    print(f"{'strategy':10s} {'ACC':>15s} {'BWT':>16s} {'forgetting':>15s} {'s/run':>7s}")
+    print(
+        f"{'strategy':10s} {'ACC':>15s} {'BWT':>16s} {'forgetting':>15s} {'learning acc':>15s} "
+        f"{'s/run':>7s}"
+    )
     runs: dict[str, list[dict]] = {}
     for name in [s for s in args.strategies.split(",") if s]:
         rows = []
@@ -64,7 +68,8 @@ def main() -> None:
                 limit=args.limit,
             )
             r = run_learn(spec)
-            rows.append({k: r[k] for k in ("acc", "bwt", "forgetting", "seconds", "n_steps")})
+            keys = ("acc", "bwt", "forgetting", "learning_accuracy", "seconds", "n_steps")
+            rows.append({k: r[k] for k in keys})
         runs[name] = rows
 
         def cell(key: str, rows: list[dict] = rows) -> str:
@@ -75,7 +80,7 @@ def main() -> None:
         secs = np.mean([r["seconds"] for r in rows])
         print(
             f"{name:10s} {cell('acc'):>15s} {cell('bwt'):>16s} {cell('forgetting'):>15s} "
-            f"{secs:7.1f}",
+            f"{cell('learning_accuracy'):>15s} {secs:7.1f}",
             flush=True,
         )
     if args.json:
