@@ -7,6 +7,7 @@ optimises through these functions, so the same recipe and seed give the same bit
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -98,18 +99,44 @@ def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.opt
 
 
 def batches(
-    data: Dataset, batch_size: int, gen: torch.Generator | None, experience: int = 0
+    data: Dataset,
+    batch_size: int,
+    gen: torch.Generator | None,
+    experience: int = 0,
+    *,
+    min_rows: int = 1,
 ) -> Iterator[Batch]:
-    """Minibatches of ``data`` in a random order drawn from ``gen`` (in order when ``gen`` is None)."""
+    """Minibatches of ``data`` in a random order drawn from ``gen`` (in order when ``gen`` is None).
+
+    Batches hold ``batch_size`` rows, the last one the rest; a last batch shorter than
+    ``min_rows`` joins the one before it (so with ``min_rows=2``, see :func:`min_batch_rows`,
+    no batch holds a single row unless ``data`` does). The order of rows is the same either way.
+    """
     n = len(data)
     order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
-    for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] < min_rows:
+        starts.pop()
+    for j, start in enumerate(starts):
+        stop = starts[j + 1] if j + 1 < len(starts) else n
+        idx = order[start:stop]
         task = None if data.task is None else data.task[idx]
         yield Batch(data.x[idx], data.y[idx], data.ids[idx], task, experience)
 
 
 LossFn = Callable[[nn.Module, Batch], Tensor]
+
+
+def min_batch_rows(model: nn.Module) -> int:
+    """The fewest rows a training batch of ``model`` may hold: 2 when a BatchNorm layer is in
+    training mode (it normalises over the batch, and one row has no variance: PyTorch raises
+    "Expected more than 1 value per channel"), else 1. Passed as ``batches(min_rows=...)`` by
+    every trainer, so whether a run works never depends on ``len(data) % batch_size``; for
+    models without BatchNorm (every built-in one) the batches are unchanged."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+            return 2
+    return 1
 
 
 def cross_entropy(model: nn.Module, batch: Batch) -> Tensor:
@@ -137,8 +164,9 @@ def fit(
     opt = make_optimizer(params, config)
     gen = generator(config.seed, key)
     model.train()
+    min_rows = min_batch_rows(model)
     for _ in range(config.n_epochs):
-        for batch in batches(data, config.batch_size, gen):
+        for batch in batches(data, config.batch_size, gen, min_rows=min_rows):
             opt.zero_grad(set_to_none=True)
             loss_fn(model, batch).backward()
             opt.step()
@@ -146,12 +174,25 @@ def fit(
     return model
 
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, data: Dataset, batch_size: int = 4096) -> Tensor:
-    """Logits ``[N, n_classes]`` in eval mode; the model's train/eval mode is restored."""
-    was_training = model.training
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode inside the block; afterwards every submodule gets back its *own*
+    mode. ``model.train(was_training)`` would instead put every submodule in the top module's
+    mode, e.g. turn a BatchNorm the user froze (``bn.eval()``) back to training, so its running
+    statistics drift. Use this wherever a helper switches modes."""
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, data: Dataset, batch_size: int = 4096) -> Tensor:
+    """Logits ``[N, n_classes]`` in eval mode; every submodule's own mode is restored."""
+    with eval_mode(model):
         outs = []
         for start in range(0, len(data), batch_size):
             task = None if data.task is None else data.task[start : start + batch_size]
@@ -160,8 +201,6 @@ def predict_logits(model: nn.Module, data: Dataset, batch_size: int = 4096) -> T
             task = None if data.task is None else data.task[:0]
             outs.append(logits(model, data.x[:0], task))
         return torch.cat(outs)
-    finally:
-        model.train(was_training)
 
 
 def accuracy(model: nn.Module, data: Dataset) -> float:

@@ -17,6 +17,7 @@ from obliviate.data.scenarios import Experience
 from obliviate.errors import ObliviateError
 from obliviate.models.base import Model, logits
 from obliviate.models.multihead import MultiHead
+from obliviate.training import eval_mode
 
 __all__ = ["ICaRL", "herding", "nme_weights"]
 
@@ -195,9 +196,7 @@ class ICaRL(Strategy):
                 f"ICaRL: memory_size={self.memory_size} is smaller than the {len(seen)} classes "
                 "seen; give at least one exemplar per class"
             )
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):  # each submodule's own mode comes back
             for c in list(self.exemplars_):
                 self.exemplars_[c] = self.exemplars_[c].subset(
                     torch.arange(min(m, len(self.exemplars_[c])))
@@ -214,8 +213,6 @@ class ICaRL(Strategy):
             self.trained_head_ = [p.detach().clone() for p in model.head_parameters()]
             feats = {c: model.features(ex.x) for c, ex in self.exemplars_.items()}
             _write_nme(model, feats)
-        finally:
-            model.train(was_training)
         self.old_model_ = None
         del self.new_classes_, self.old_classes_, self.columns_, self.memory_, self.replay_ratio_
 

@@ -20,7 +20,7 @@ from obliviate.continual.base import Strategy
 from obliviate.data.dataset import Dataset
 from obliviate.data.scenarios import Stream
 from obliviate.errors import ObliviateError
-from obliviate.training import TrainConfig, accuracy, batches, make_optimizer
+from obliviate.training import TrainConfig, accuracy, batches, make_optimizer, min_batch_rows
 
 
 @dataclass
@@ -119,8 +119,11 @@ def train_stream(
         gen = generator(config.seed, "stream", i)
         strategy.begin(model, exp)
         opt = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
+        if not model.training:
+            model.train()
+        min_rows = min_batch_rows(model)  # no one-row batch for BatchNorm
         for _ in range(config.n_epochs):
-            for batch in batches(data, config.batch_size, gen, experience=i):
+            for batch in batches(data, config.batch_size, gen, experience=i, min_rows=min_rows):
                 if not model.training:  # model.train() walks every submodule: ~4% of a small step
                     model.train()
                 opt.zero_grad(set_to_none=True)

@@ -15,6 +15,7 @@ from obliviate.continual.penalties import quadratic_penalty, snapshot, trainable
 from obliviate.data.dataset import Dataset
 from obliviate.data.scenarios import Experience
 from obliviate.models.base import Model
+from obliviate.training import eval_mode
 
 __all__ = ["MAS", "output_norm_importance"]
 
@@ -31,9 +32,7 @@ def output_norm_importance(
     params = {n: p.detach() for n, p in trainable(model).items()}
     buffers = dict(model.named_buffers())
     sums = {n: torch.zeros_like(p) for n, p in params.items()}
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):  # each submodule's own mode comes back
         groups: list[tuple[Tensor, Tensor | None]]
         if data.task is None:
             groups = [(torch.arange(len(data)), None)]
@@ -53,8 +52,6 @@ def output_norm_importance(
                 g = per_sample(params, data.x[rows[start : start + chunk_size]])
                 for name in sums:
                     sums[name] += g[name].abs().sum(dim=0)
-    finally:
-        model.train(was_training)
     n = max(len(data), 1)
     return {name: s / n for name, s in sums.items()}
 

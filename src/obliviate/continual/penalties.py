@@ -24,6 +24,7 @@ from obliviate._rng import generator
 from obliviate._validation import check_choice
 from obliviate.data.dataset import Dataset
 from obliviate.models.base import Model
+from obliviate.training import eval_mode
 
 FISHERS = ("empirical", "true")
 
@@ -204,9 +205,7 @@ def diagonal_fisher(
     check_choice("fisher", fisher, FISHERS)
     if n_samples is not None and n_samples < len(data):
         data = data.subset(torch.randperm(len(data), generator=generator(seed, key))[:n_samples])
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):  # each submodule's own mode comes back
         sums = {n: torch.zeros_like(p) for n, p in trainable(model).items()}
         for start in range(0, len(data), chunk_size):
             x = data.x[start : start + chunk_size]
@@ -232,8 +231,6 @@ def diagonal_fisher(
                 if fisher == "true":
                     sq = (p.reshape(*p.shape, *([1] * (sq.ndim - 2))) * sq).sum(dim=1)
                 sums[name] += sq.sum(dim=0)
-    finally:
-        model.train(was_training)
     n = max(len(data), 1)
     return {name: s / n for name, s in sums.items()}
 

@@ -32,6 +32,7 @@ from obliviate.training import (
     batches,
     cross_entropy,
     make_optimizer,
+    min_batch_rows,
     predict_logits,
 )
 from obliviate.unlearning.base import ForgetRequest, Unlearner, check_request
@@ -130,12 +131,14 @@ def _config(
     )
 
 
-def cycle(data: Dataset, batch_size: int, gen: torch.Generator) -> Iterator[Batch]:
+def cycle(
+    data: Dataset, batch_size: int, gen: torch.Generator, *, min_rows: int = 1
+) -> Iterator[Batch]:
     """Endless minibatches of ``data``: a fresh random order from ``gen`` every pass."""
     if len(data) == 0:
         raise ObliviateError("cannot draw batches from an empty dataset")
     while True:
-        yield from batches(data, batch_size, gen)
+        yield from batches(data, batch_size, gen, min_rows=min_rows)
 
 
 def run_steps(
@@ -167,9 +170,10 @@ def run_steps(
     gen = generator(seed, key)
     steps = 0
     model.train()
+    min_rows = min_batch_rows(model)
     try:
         for _ in range(n_epochs):
-            for batch in batches(data, batch_size, gen):
+            for batch in batches(data, batch_size, gen, min_rows=min_rows):
                 if max_steps is not None and steps >= max_steps:
                     return steps
                 opt.zero_grad(set_to_none=True)
@@ -211,12 +215,15 @@ def run_paired_steps(
     params = [p for p in model.parameters() if p.requires_grad] if params is None else params
     opt = make_optimizer(params, cfg)
     gen = generator(seed, key, "main")
-    other_it = cycle(other, other_batch_size or batch_size, generator(seed, key, "other"))
     steps = 0
     model.train()
+    min_rows = min_batch_rows(model)
+    other_it = cycle(
+        other, other_batch_size or batch_size, generator(seed, key, "other"), min_rows=min_rows
+    )
     try:
         for _ in range(n_epochs):
-            for batch in batches(main, batch_size, gen):
+            for batch in batches(main, batch_size, gen, min_rows=min_rows):
                 if max_steps is not None and steps >= max_steps:
                     return steps
                 opt.zero_grad(set_to_none=True)

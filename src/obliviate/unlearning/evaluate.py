@@ -24,7 +24,14 @@ from obliviate.data.dataset import Dataset
 from obliviate.metrics.membership import membership_attacks
 from obliviate.metrics.unlearning import confidence_scores, final_score, js_divergence
 from obliviate.metrics.unlearning import forgetting_quality as _fq
-from obliviate.training import TrainConfig, accuracy, batches, make_optimizer, predict_logits
+from obliviate.training import (
+    TrainConfig,
+    accuracy,
+    batches,
+    make_optimizer,
+    min_batch_rows,
+    predict_logits,
+)
 from obliviate.unlearning._ops import clone_model, cross_entropy
 from obliviate.unlearning.base import ForgetRequest
 
@@ -86,8 +93,10 @@ def relearn_steps(
     opt = make_optimizer(params, config)
     gen = generator(config.seed, "relearn")
     steps = 0
+    m.train()
+    min_rows = min_batch_rows(m)
     while steps < cap:
-        for batch in batches(forget, config.batch_size, gen):
+        for batch in batches(forget, config.batch_size, gen, min_rows=min_rows):
             m.train()
             opt.zero_grad(set_to_none=True)
             cross_entropy(m, batch).backward()

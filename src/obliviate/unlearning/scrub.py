@@ -13,7 +13,7 @@ from obliviate._rng import generator
 from obliviate._validation import check_number, check_schedule
 from obliviate.errors import ObliviateError
 from obliviate.models.base import logits
-from obliviate.training import TrainConfig, accuracy, batches, make_optimizer
+from obliviate.training import TrainConfig, accuracy, batches, make_optimizer, min_batch_rows
 from obliviate.unlearning._ops import frozen_copy, kl_to_teacher, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
@@ -183,16 +183,19 @@ class SCRUB(Unlearner):
         checkpoints: list[dict[str, torch.Tensor]] = []
         errors: list[float] = []
         out.train()
+        rows = min_batch_rows(out)  # no one-row batch for BatchNorm
         try:
             for epoch in range(self.n_epochs):
                 if epoch < self.msteps:
-                    for b in batches(request.forget, self.forget_batch_size, gen_max):
+                    for b in batches(
+                        request.forget, self.forget_batch_size, gen_max, min_rows=rows
+                    ):
                         with torch.no_grad():
                             t = logits(teacher, b.x, b.task)
                         opt.zero_grad(set_to_none=True)
                         (-kl_to_teacher(logits(out, b.x, b.task), t, self.temperature)).backward()
                         opt.step()
-                for b in batches(request.retain, self.batch_size, gen_min):  # none if empty
+                for b in batches(request.retain, self.batch_size, gen_min, min_rows=rows):
                     with torch.no_grad():
                         t = logits(teacher, b.x, b.task)
                     s = logits(out, b.x, b.task)

@@ -1,0 +1,92 @@
+"""A user's own model with state (BatchNorm, Dropout, a forward that takes ``x`` only):
+evaluation gives every submodule back its own mode, and no trainer ever builds a one-row batch,
+so whether a run works never depends on ``len(data) % batch_size``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from obliviate.continual import make_strategy
+from obliviate.continual.loop import train_stream
+from obliviate.data import build_scenario, synthetic_dataset
+from obliviate.data.dataset import Dataset
+from obliviate.training import TrainConfig, accuracy, batches, eval_mode, fit, min_batch_rows
+from obliviate.unlearning import make_unlearner
+from obliviate.unlearning.base import ForgetRequest
+from obliviate.unlearning.evaluate import relearn_steps
+
+
+def user_model(n_features: int = 8, n_classes: int = 4, seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(n_features, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.1),
+        nn.Linear(16, n_classes),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[Dataset, Dataset]:
+    return synthetic_dataset(n_classes=4, n_per_class=60, n_features=8, seed=0)
+
+
+def test_eval_mode_restores_each_submodules_own_mode():
+    model = user_model()
+    model[1].eval()  # the user froze the BatchNorm
+    with eval_mode(model):
+        assert not any(m.training for m in model.modules())
+    assert model.training and not model[1].training and model[3].training
+
+
+@pytest.mark.parametrize("strategy", ["naive", "ewc", "mas"])
+def test_a_frozen_batchnorm_stays_frozen_through_train_stream(data, strategy):
+    """Issue example: after the first accuracy call the BatchNorm was in training mode again
+    and its running mean drifted by 0.146; expected 0."""
+    train, test = data
+    model = user_model()
+    model[1].eval()
+    before = model[1].running_mean.clone()
+    stream = build_scenario("class-incremental", train, test, n_experiences=2, seed=0)
+    config = TrainConfig(n_epochs=1, batch_size=16, lr=0.05, seed=0)
+    train_stream(model, stream, make_strategy(strategy), config)
+    assert not model[1].training
+    assert torch.equal(model[1].running_mean, before)
+
+
+def test_min_batch_rows_and_batches():
+    model = user_model()
+    assert min_batch_rows(model) == 2
+    model.eval()
+    assert min_batch_rows(model) == 1
+    assert min_batch_rows(nn.Linear(2, 2)) == 1
+    d = Dataset.from_arrays(torch.randn(66, 3), torch.arange(66) % 2)
+    sizes = [len(b.y) for b in batches(d, 65, torch.Generator().manual_seed(0), min_rows=2)]
+    assert sizes == [66]
+    sizes = [len(b.y) for b in batches(d, 65, torch.Generator().manual_seed(0))]
+    assert sizes == [65, 1]  # unchanged without BatchNorm: every figure measured stays the same
+    rows = torch.cat(
+        list(b.ids for b in batches(d, 65, torch.Generator().manual_seed(0), min_rows=2))
+    )
+    assert sorted(rows.tolist()) == list(range(66))
+
+
+def test_fit_with_batchnorm_and_a_trailing_single_row(data):
+    """Issue example: an experience of 66 rows at batch 65 crashed (one row per channel)."""
+    train, _ = data
+    part = train.subset(torch.arange(66))
+    model = fit(user_model(), part, TrainConfig(n_epochs=2, batch_size=65, lr=0.05, seed=0))
+    assert accuracy(model, part) > 0.25
+
+
+@pytest.mark.parametrize("method", ["gradient_ascent", "neggrad_plus", "scrub", "finetune"])
+def test_unlearners_with_batchnorm_and_n_mod_batch_size_1(data, method):
+    """Forgetting 33 rows (32 + 1) at batch 32 crashed gradient_ascent, neggrad_plus, scrub and
+    the relearn attack on a BatchNorm model while 32 rows worked."""
+    train, _ = data
+    model = fit(user_model(), train, TrainConfig(n_epochs=2, batch_size=32, lr=0.05, seed=0))
+    ids = train.ids[:33]
+    request = ForgetRequest.from_ids(train, ids)
+    out = make_unlearner(method).unlearn(model, request)
+    assert all(torch.isfinite(p).all() for p in out.parameters())
+    assert relearn_steps(out, request.forget, 1.1, cap=3) == 3  # runs, 2 batches per pass
