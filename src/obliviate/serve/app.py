@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
@@ -318,6 +319,7 @@ class _State:
         self.private_key = signing.load_or_create_private_key(config.signing_key_path)
         self.public_info = signing.public_key_info(self.private_key.public_key())
         self.local = threading.local()
+        self.committer = queue.GroupCommitter(lambda: connect(self.ledger_path))
         self.registry = CollectorRegistry()
         self.http_requests = Counter(
             "obliviate_http_requests",
@@ -421,10 +423,17 @@ def _build(config: ServeConfig, state_or_none: "_State | None") -> FastAPI:
     async def lifespan(app: FastAPI) -> Any:
         worker = None if state_or_none is None else state_or_none.worker
         if worker is not None:
+            import anyio
+
+            # load the training data and the shard models before serving, so that the first
+            # retraining pass does not stall the first requests while it imports and parses
+            await anyio.to_thread.run_sync(_warm_up, state_or_none)
             worker.start()
         yield
         if worker is not None:
             worker.close()
+        if state_or_none is not None:
+            state_or_none.committer.close()
 
     app = FastAPI(
         title="obliviate deletion-request service",
@@ -576,14 +585,15 @@ def _build(config: ServeConfig, state_or_none: "_State | None") -> FastAPI:
                 f"none of the {len(unknown)} id(s) was ever trained on in this store: {shown}",
             )
         try:
-            got = queue.accept(
-                state.db(),
-                key_id=principal.key_id,
-                idem_key=idempotency_key,
-                body=body.model_dump(exclude_none=True),
-                ids=known,
-                unknown_ids=unknown,
-                subject_sha256=subject_sha,
+            got = state.committer.accept(
+                queue.Intake(
+                    key_id=principal.key_id,
+                    idem_key=idempotency_key,
+                    body=body.model_dump(exclude_none=True),
+                    ids=known,
+                    unknown_ids=unknown,
+                    subject_sha256=subject_sha,
+                )
             )
         except queue.IdempotencyConflict:
             raise ApiError(
@@ -816,6 +826,15 @@ def _build(config: ServeConfig, state_or_none: "_State | None") -> FastAPI:
         return HTMLResponse(_render_page(state, model_info()))
 
     return app
+
+
+def _warm_up(state: _State) -> None:
+    from obliviate.sharded.config import load_data
+
+    store = state.store()
+    load_data(store.data_spec)
+    shape = tuple(store.ledger.get_meta("sample_shape"))
+    store.predict_proba([[0.0] * int(np.prod(shape))])
 
 
 def _login_html(problem: str | None) -> str:

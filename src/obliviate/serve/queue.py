@@ -1,12 +1,13 @@
 """The service's intake queue: accepted deletion requests, in the ledger file.
 
-``POST /v1/deletions`` writes one row of ``serve_requests`` in one durable transaction (the
-ledger's SQLite file, WAL, ``synchronous=FULL``) before it answers 202; nothing is held in
-process memory. The worker then *forwards* accepted rows to the store
-(:meth:`ShardedStore.submit`, idempotent by request id) and runs one retraining pass
-(:meth:`ShardedStore.process`). A process killed between the two steps leaves a row that is
-forwarded again at restart (the store returns the existing request); a pass killed midway is
-completed by :meth:`ShardedStore.recover`. So no accepted request is lost and none runs twice.
+``POST /v1/deletions`` writes one row of ``serve_requests`` in a durable transaction (the
+ledger's SQLite file, WAL, ``synchronous=FULL``; concurrent requests share one commit through
+:class:`GroupCommitter`) before it answers 202; nothing is held in process memory. The worker
+then *forwards* accepted rows to the store (:func:`obliviate.sharded.intake.submit_many`: the
+store's requests and the rows marked forwarded commit in one transaction; idempotent by request
+id) and runs one retraining pass (:meth:`ShardedStore.process`). A pass killed midway is
+completed by :meth:`ShardedStore.recover` at the next start, and rows not yet forwarded are
+forwarded then. So no accepted request is lost and none runs twice.
 
 Idempotency: a row stores the caller's key id, its ``Idempotency-Key`` and the sha256 of the
 canonical request body; ``UNIQUE (key_id, idem_key)``. The same key with the same body returns
@@ -18,9 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import threading
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
+from queue import SimpleQueue
 from typing import Any
 
 SCHEMA = """
@@ -53,53 +58,122 @@ class IdempotencyConflict(Exception):
     """The Idempotency-Key was used before with another body."""
 
 
-def accept(
-    db: sqlite3.Connection,
-    *,
-    key_id: str,
-    idem_key: str | None,
-    body: dict[str, Any],
-    ids: list[int],
-    unknown_ids: list[int],
-    subject_sha256: str | None,
-) -> Accepted:
-    """Record an accepted request durably (or return the one with the same Idempotency-Key)."""
-    digest = body_sha256(body)
+@dataclass(frozen=True)
+class Intake:
+    """One request to record: who sent it, its Idempotency-Key, body, known and unknown ids."""
+
+    key_id: str
+    idem_key: str | None
+    body: dict[str, Any]
+    ids: list[int]
+    unknown_ids: list[int]
+    subject_sha256: str | None
+
+
+def _insert(db: sqlite3.Connection, item: Intake) -> Accepted:
+    """Record ``item`` inside the caller's transaction (or find its Idempotency-Key's request)."""
+    digest = body_sha256(item.body)
+    if item.idem_key is not None:
+        row = db.execute(
+            "SELECT request_id, body_sha256 FROM serve_requests WHERE key_id = ? AND idem_key = ?",
+            (item.key_id, item.idem_key),
+        ).fetchone()
+        if row is not None:
+            if row[1] != digest:
+                raise IdempotencyConflict(row[0])
+            return Accepted(row[0], True)
+    rid = "del-" + uuid.uuid4().hex
+    db.execute(
+        "INSERT INTO serve_requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+        (
+            rid,
+            item.key_id,
+            item.idem_key,
+            digest,
+            json.dumps(sorted(item.ids)),
+            len(item.ids),
+            json.dumps(sorted(item.unknown_ids)),
+            item.subject_sha256,
+            time.time(),
+        ),
+    )
+    return Accepted(rid, False)
+
+
+def accept(db: sqlite3.Connection, item: Intake) -> Accepted:
+    """Record one request durably, in its own transaction."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        if idem_key is not None:
-            row = db.execute(
-                "SELECT request_id, body_sha256 FROM serve_requests WHERE key_id = ? AND idem_key = ?",
-                (key_id, idem_key),
-            ).fetchone()
-            if row is not None:
-                db.execute("ROLLBACK")
-                if row[1] != digest:
-                    raise IdempotencyConflict(row[0])
-                return Accepted(row[0], True)
-        rid = "del-" + uuid.uuid4().hex
-        db.execute(
-            "INSERT INTO serve_requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
-            (
-                rid,
-                key_id,
-                idem_key,
-                digest,
-                json.dumps(sorted(ids)),
-                len(ids),
-                json.dumps(sorted(unknown_ids)),
-                subject_sha256,
-                time.time(),
-            ),
-        )
-        db.execute("COMMIT")
-    except IdempotencyConflict:
-        raise
+        got = _insert(db, item)
     except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
+        db.execute("ROLLBACK")
         raise
-    return Accepted(rid, False)
+    db.execute("COMMIT")
+    return got
+
+
+class GroupCommitter:
+    """Records requests from many threads with one transaction (one fsync) per group.
+
+    :meth:`accept` blocks until its request is durable (or refused) and returns as
+    :func:`accept` does; requests that arrive while a commit is under way go into the next one.
+    Durability is unchanged (nothing is answered before its commit); throughput is no longer
+    bounded by one fsync per request."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], max_group: int = 256) -> None:
+        self._connect, self.max_group = connect, max_group
+        self._queue: SimpleQueue[tuple[Intake, Future[Accepted]] | None] = SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="obliviate-intake", daemon=True)
+        self._thread.start()
+
+    def accept(self, item: Intake) -> Accepted:
+        future: Future[Accepted] = Future()
+        self._queue.put((item, future))
+        return future.result()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        db = self._connect()
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                group = [first]
+                while len(group) < self.max_group and not self._queue.empty():
+                    nxt = self._queue.get()
+                    if nxt is None:
+                        self._queue.put(None)
+                        break
+                    group.append(nxt)
+                self._commit(db, group)
+        finally:
+            db.close()
+
+    def _commit(self, db: sqlite3.Connection, group: list[tuple[Intake, Future[Accepted]]]) -> None:
+        results: list[Accepted | BaseException] = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for item, _ in group:
+                try:
+                    results.append(_insert(db, item))
+                except IdempotencyConflict as exc:
+                    results.append(exc)
+            db.execute("COMMIT")
+        except BaseException as exc:  # nothing of the group is recorded
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            for _, future in group:
+                future.set_exception(exc)
+            return
+        for (_, future), result in zip(group, results, strict=True):
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
 
 def unforwarded(db: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -116,14 +190,19 @@ def oldest_unforwarded(db: sqlite3.Connection) -> float | None:
     return None if row is None or row[0] is None else float(row[0])
 
 
-def mark_forwarded(db: sqlite3.Connection, request_ids: list[str]) -> None:
+def mark_forwarded(
+    db: sqlite3.Connection, request_ids: list[str], *, in_transaction: bool = False
+) -> None:
+    """Mark rows handed to the store (inside the caller's transaction with ``in_transaction``)."""
     now = time.time()
-    db.execute("BEGIN IMMEDIATE")
+    if not in_transaction:
+        db.execute("BEGIN IMMEDIATE")
     db.executemany(
         "UPDATE serve_requests SET forwarded = ? WHERE request_id = ?",
         [(now, r) for r in request_ids],
     )
-    db.execute("COMMIT")
+    if not in_transaction:
+        db.execute("COMMIT")
 
 
 def set_error(db: sqlite3.Connection, request_ids: list[str], error: str | None) -> None:

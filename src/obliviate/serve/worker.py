@@ -4,7 +4,7 @@ One thread per server. At start it completes what a killed server left in flight
 (:meth:`ShardedStore.recover`: requests marked ``running`` are resumed, their retraining re-run
 from the last committed checkpoints). Then, in a loop: when accepted requests are waiting, it
 waits until the oldest is ``batch_window`` seconds old (so requests arriving together share one
-pass), forwards every accepted request to the store (:meth:`ShardedStore.submit`, idempotent),
+pass), forwards every accepted request to the store (:func:`obliviate.sharded.intake.submit_many`: one transaction, idempotent by request id),
 runs one :meth:`ShardedStore.process` pass on the configured backend (local pool, inline or Ray),
 and re-verifies the store (:meth:`ShardedStore.verify`). Every receipt is issued by the pass that
 removed its ids. A pass that raises marks its requests ``failed`` with the error and is retried
@@ -119,10 +119,15 @@ class Worker:
     def _pass(self, store: Any, db: Any) -> None:
         self.busy = True
         rows = queue.unforwarded(db)
-        for row in rows:  # idempotent: a row forwarded before a crash returns the same request
-            store.submit(row["ids"], row["request_id"])
-        if rows:
-            queue.mark_forwarded(db, [r["request_id"] for r in rows])
+        if rows:  # one transaction: the store's requests and the intake rows marked forwarded
+            from obliviate.sharded.intake import submit_many
+
+            rids = [r["request_id"] for r in rows]
+            submit_many(
+                store,
+                [(r["ids"], r["request_id"]) for r in rows],
+                also=lambda ledger: queue.mark_forwarded(ledger.db, rids, in_transaction=True),
+            )
         t0 = time.perf_counter()
         done = store.process()
         self._after(store, db, time.perf_counter() - t0, len(done))
