@@ -36,6 +36,7 @@ COMMANDS: tuple[str, ...] = (
     "obliviate.cli.forget",
     "obliviate.cli.serve",
     "obliviate.cli.receipt",
+    "obliviate.cli.llm",
 )
 
 

@@ -51,6 +51,7 @@ KINDS: dict[str, str] = {
     "forget": "obliviate.experiments.forget",
     "sharded": "obliviate.experiments.sharded",
     "events": "obliviate.experiments.events",
+    "llm": "obliviate.experiments.llm",
 }
 """Run kind -> the module that implements it (see the kind contract above)."""
 
