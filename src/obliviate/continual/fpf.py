@@ -127,11 +127,13 @@ class FPF(Strategy):
             out = cross_entropy(model, batch)
         elif len(self.buffer_):
             stored = self.buffer_.filled()
+            sx, sy, stask = stored["x"], stored["y"], stored["task"]
+            assert sx is not None and sy is not None and stask is not None  # a non-empty buffer
             gen = generator(self.seed, "fpf-replay", self.n_steps_)
             idx = self.buffer_.sample(self.fpf_batch_size, gen)
-            x = torch.cat([batch.x, stored["x"][idx]])  # type: ignore[index]
-            y = torch.cat([batch.y, stored["y"][idx]])
-            task = None if batch.task is None else torch.cat([batch.task, stored["task"][idx]])
+            x = torch.cat([batch.x, sx[idx]])
+            y = torch.cat([batch.y, sy[idx]])
+            task = None if batch.task is None else torch.cat([batch.task, stask[idx]])
             out = nn.functional.cross_entropy(logits(model, x, task), y)
         else:
             out = cross_entropy(model, batch)
@@ -155,10 +157,11 @@ class FPF(Strategy):
     def _buffer_loss(self, model: nn.Module, idx: Tensor | None = None) -> Tensor:
         stored = self.buffer_.filled()
         x, y, task = stored["x"], stored["y"], stored["task"]
+        assert x is not None and y is not None and task is not None  # called on a non-empty buffer
         if idx is not None:
-            x, y, task = x[idx], y[idx], task[idx]  # type: ignore[index]
-        task_ids = None if bool((task < 0).any()) else task  # type: ignore[operator]
-        return nn.functional.cross_entropy(logits(model, x, task_ids), y)  # type: ignore[arg-type]
+            x, y, task = x[idx], y[idx], task[idx]
+        task_ids = None if bool((task < 0).any()) else task
+        return nn.functional.cross_entropy(logits(model, x, task_ids), y)
 
     def _fpf_round(self, model: nn.Module) -> None:
         """Rank modules by sensitivity on the buffer, then SGD on the top ``n_modules`` only."""

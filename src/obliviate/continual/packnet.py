@@ -244,8 +244,8 @@ class PackNet(Strategy):
                     claim = torch.ones_like(magnitude, dtype=torch.bool)
                     claim[order[:n_prune]] = False
                     where = free.nonzero(as_tuple=True)
-                    released = tuple(w[~claim] for w in where)
-                    p[released] = 0.0
+                    dropped = tuple(w[~claim] for w in where)
+                    p[dropped] = 0.0
                     owner[tuple(w[claim] for w in where)] = rank
                 else:
                     owner[free & self.touched_[name]] = rank

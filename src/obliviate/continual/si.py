@@ -104,13 +104,10 @@ class SI(Strategy):
             if p.grad is None:
                 continue
             g = p.grad.detach().clone()
-            if self._penalised() and name in self.importance_:  # type: ignore[operator]
-                g -= (
-                    2
-                    * self.reg_strength
-                    * self.importance_[name]
-                    * (p.detach() - self.anchor_[name])
-                )  # type: ignore[index]
+            importance, anchor = self.importance_, self.anchor_
+            if self._penalised() and importance is not None and name in importance:
+                assert anchor is not None  # set together with importance_
+                g -= 2 * self.reg_strength * importance[name] * (p.detach() - anchor[name])
             grads[name] = g
         self.before_ = {name: params[name].detach().clone() for name in grads}
         self.task_grad_ = grads

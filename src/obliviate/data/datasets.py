@@ -45,6 +45,8 @@ def _as_arrays(raw: Raw, source: str) -> dict[str, np.ndarray]:
     x, y, x_test, y_test = raw
     out = {"x": x, "y": y}
     if x_test is not None:
+        if y_test is None:
+            raise ObliviateError(f"dataset {source!r}: the loader returned x_test without y_test")
         out |= {"x_test": x_test, "y_test": y_test}
     return out
 
@@ -86,11 +88,11 @@ def _mnist1d(data_dir: str | None) -> Raw:
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (optionally gzipped): big-endian header, then raw bytes."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:  # type: ignore[operator]
+    with opener(path, "rb") as f:
         data = f.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise ObliviateError(f"{path} is not an IDX file (bad magic number)")
-    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    dtypes = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
     if data[2] not in dtypes:
         raise ObliviateError(f"{path}: unknown IDX dtype code {data[2]:#x}")
     ndim = data[3]

@@ -126,7 +126,7 @@ def power_law_schedule(
         int(torch.randint(0, 2**62, (1,), generator=generator(seed, "power-law")))
     )
     last: dict[int, int] = {}
-    schedule = []
+    schedule: list[int] = []
     for t in range(n_experiences):
         if t in first:
             task = first[t]
@@ -186,10 +186,10 @@ def task_accuracy(accuracy_matrix: np.ndarray, tasks: list[int]) -> np.ndarray:
     """Reduce an accuracy matrix ``[n_experiences, n_experiences]`` to ``[n_experiences, n_tasks]``:
     entry ``[i, k]`` is the accuracy on task ``k``'s test set after experience ``i``."""
     matrix = np.asarray(accuracy_matrix)
-    first = {}
+    first: dict[int, int] = {}
     for j, k in enumerate(tasks):
         first.setdefault(k, j)
-    return matrix[:, [first[k] for k in range(len(first))]]
+    return matrix[:, np.asarray([first[k] for k in range(len(first))], dtype=np.int64)]
 
 
 __all__ = [

@@ -230,15 +230,15 @@ class ShardedStore:
                 remove_temporaries(self.path)
                 deletion.process(self, check_exactness=check_exactness)
                 building.collect_garbage(self)
-            request = self.ledger.request(request["request_id"])
-            assert request is not None
-        if request["status"] != "done":
+            record = self.ledger.request(request["request_id"])
+            assert record is not None
+        if record["status"] != "done":
             return {
-                "request_id": request["request_id"],
-                "status": request["status"],
-                "ids_sha256": request["ids_hash"],
+                "request_id": record["request_id"],
+                "status": record["status"],
+                "ids_sha256": record["ids_hash"],
             }
-        return self.receipt(request["request_id"], include_ids=include_ids)
+        return self.receipt(record["request_id"], include_ids=include_ids)
 
     def cancel_pending(self) -> list[str]:
         """Roll back every unfinished request: its samples become active again."""

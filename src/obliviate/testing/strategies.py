@@ -153,7 +153,8 @@ class _Watched(Strategy):
 
     def __init__(self, inner: Strategy, watch: Watch) -> None:
         self.inner, self.watch = inner, watch
-        self.experience, self.batch = -1, None
+        self.experience = -1
+        self.batch: Batch | None = None
         # the loop reads the wrapped strategy's declarations off this instance
         vars(self).update(
             needs_task_boundaries=inner.needs_task_boundaries,

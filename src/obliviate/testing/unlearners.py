@@ -22,6 +22,7 @@ import dataclasses
 import warnings
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
 import torch
 from torch import nn
@@ -78,7 +79,8 @@ def _resolve(cls_or_name: UnlearnerType | str) -> UnlearnerType:
 
 
 def _make(cls: UnlearnerType, seed: int = 0) -> Unlearner:
-    return cls(seed=seed) if "seed" in param_names(cls) else cls()
+    params: dict[str, Any] = {"seed": seed} if "seed" in param_names(cls) else {}
+    return cls(**params)
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -183,7 +185,8 @@ def check_missing_needs_raise(cls: UnlearnerType) -> None:
         raise NotApplicable("needs nothing beyond the forget set")
     toy = toy_setup()
     for need in sorted(cls.needs):
-        req = dataclasses.replace(toy.request, **{need: None})
+        missing: dict[str, Any] = {need: None}
+        req = dataclasses.replace(toy.request, **missing)
         try:
             _make(cls).unlearn(toy.original, req)
         except ObliviateError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -168,12 +169,15 @@ class SCAR(Unlearner):
         forget = request.forget
         teacher = frozen_copy(model)
         x_ood = self.surrogate(forget)
+        # features(): obliviate models, or any module that defines it (duck-typed, as in Newton)
+        features: Callable[[Tensor], Tensor] = teacher.features  # type: ignore[assignment]
+        student_features: Callable[[Tensor], Tensor] = out.features  # type: ignore[assignment]
         with torch.no_grad():
             ood_logits = teacher(x_ood)
             means, precisions = class_statistics(
-                teacher.features(x_ood), F.softmax(ood_logits, dim=1), self.sharpness
+                features(x_ood), F.softmax(ood_logits, dim=1), self.sharpness
             )
-            feats = teacher.features(forget.x)
+            feats = features(forget.x)
             dist = torch.stack(
                 [mahalanobis(feats, means[c], precisions[c]) for c in range(means.shape[0])], dim=1
             )
@@ -192,7 +196,7 @@ class SCAR(Unlearner):
                 ood_idx = torch.randint(
                     0, len(x_ood), (max(len(idx), self.batch_size),), generator=gen
                 )
-                f = out.features(forget.x[idx])
+                f = student_features(forget.x[idx])
                 t = target[idx]
                 diff = f - means[t]
                 relocate = torch.sqrt(
