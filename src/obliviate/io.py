@@ -105,3 +105,21 @@ __all__ = [
     "jsonable",
     "write_json_atomic",
 ]
+
+
+def state_sha256(state: Mapping[str, Any]) -> str:
+    """sha256 over a state dict's names, dtypes, shapes and tensor bytes (in name order): the
+    content hash a cached model carries and is checked against when loaded."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name]
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"state entry {name!r} is not a tensor")
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

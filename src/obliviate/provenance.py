@@ -48,10 +48,28 @@ def versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
     return out
 
 
+def bits_context() -> dict[str, Any]:
+    """What besides the spec and the seed determines the bits of a CPU run: the torch version,
+    its intra-op thread count (reductions split differently across 1 and 2 threads, so trained
+    weights differ in the last bits), and the SIMD kernels torch dispatches to. Part of every
+    provenance record and of every model-cache key: a cache filled under 2 threads is never
+    used by a 1-thread run. The same-bits promise holds for equal spec, seed and context."""
+    import torch
+
+    return {
+        "torch": torch.__version__,
+        "num_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+    }
+
+
 def provenance(**extra: Any) -> dict[str, Any]:
-    """A provenance record: versions, git commit, platform, UTC time, plus ``extra`` (e.g. seed)."""
+    """A provenance record: versions, git commit, platform, UTC time, the numeric context
+    (:func:`bits_context`), plus ``extra`` (e.g. seed)."""
     return {
         "versions": versions(),
+        "bits_context": bits_context(),
         "git_commit": git_commit(),
         "platform": platform.platform(),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import time
+import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -38,9 +40,9 @@ from obliviate.data.datasets import load_dataset
 from obliviate.errors import ObliviateError
 from obliviate.experiments import _spec as S
 from obliviate.experiments import recipes
-from obliviate.io import atomic_save_torch
+from obliviate.io import atomic_save_torch, state_sha256
 from obliviate.models import ModelSpec
-from obliviate.provenance import provenance
+from obliviate.provenance import bits_context, provenance
 from obliviate.training import Recipe, TrainConfig
 from obliviate.unlearning import unlearner_class
 from obliviate.unlearning.base import ForgetRequest, build_request
@@ -195,6 +197,48 @@ def _recipe_dict(r: Recipe) -> dict[str, Any]:
     return {"model": asdict(r.model), "train": r.train.to_dict()}
 
 
+def _cache_path(cache_dir: str | None, key: str) -> Path | None:
+    if not cache_dir:
+        return None
+    folder = Path(cache_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ObliviateError(
+            f"--cache {str(folder)!r} is a file; give a folder for the model cache"
+        )
+    return folder / f"{key}.pt"
+
+
+def _load_entry(path: Path, key: str) -> tuple[dict[str, Any], float, float]:
+    """A cache entry, checked: it must load, name ``key`` and match its content hash."""
+    import torch
+
+    fix = f"delete {str(path)!r} (it is recomputed on the next run)"
+    try:
+        blob = torch.load(path, weights_only=True)
+        state = blob["state"]
+        seconds = float(blob["seconds"])
+        cpu = float(blob.get("cpu_seconds", blob["seconds"]))
+    except (
+        RuntimeError,
+        OSError,
+        EOFError,
+        KeyError,
+        TypeError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+    ) as exc:
+        raise ObliviateError(
+            f"the cache entry {str(path)!r} is unreadable ({type(exc).__name__}); {fix}"
+        ) from None
+    if blob.get("key") != key:
+        raise ObliviateError(
+            f"the cache entry {str(path)!r} holds another model (key {blob.get('key')!r}); {fix}"
+        )
+    if blob.get("sha256") != state_sha256(state):
+        raise ObliviateError(f"the cache entry {str(path)!r} was altered (content hash); {fix}")
+    return state, seconds, cpu
+
+
 def trained(
     recipe: Recipe, data: Dataset, n_classes: int, cache_dir: str | None, kind: str
 ) -> tuple[nn.Module, float, float]:
@@ -202,18 +246,18 @@ def trained(
     trained on the same rows; returns (model, wall seconds, CPU seconds the training took when it ran)."""
     import torch
 
-    key = f"{kind}-{_digest(_recipe_dict(recipe), data_fingerprint(data), n_classes, torch.__version__)}"
+    # everything that determines the bits: the recipe, the rows, and the numeric context
+    context = bits_context()
+    key = f"{kind}-{_digest(_recipe_dict(recipe), data_fingerprint(data), n_classes, context)}"
     model = recipe.build(data.sample_shape, n_classes)
     if key in _MEMO:
         state, seconds, cpu = _MEMO[key]
         model.load_state_dict(state)
         return model.eval(), seconds, cpu
-    path = Path(cache_dir).expanduser() / f"{key}.pt" if cache_dir else None
+    path = _cache_path(cache_dir, key)
     if path is not None and path.exists():
-        blob = torch.load(path, weights_only=True)
-        model.load_state_dict(blob["state"])
-        seconds = float(blob["seconds"])
-        cpu = float(blob.get("cpu_seconds", blob["seconds"]))
+        state, seconds, cpu = _load_entry(path, key)
+        model.load_state_dict(state)
     else:
         start, start_cpu = time.perf_counter(), time.process_time()
         model = recipe.fit(data, n_classes=n_classes)
@@ -221,6 +265,8 @@ def trained(
         if path is not None:
             atomic_save_torch(
                 {
+                    "key": key,
+                    "sha256": state_sha256(model.state_dict()),
                     "state": model.state_dict(),
                     "seconds": torch.tensor(seconds),
                     "cpu_seconds": torch.tensor(cpu),

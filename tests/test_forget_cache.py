@@ -1,0 +1,83 @@
+"""The model cache of forget runs: an entry carries and is checked against what it is (its key
+and content hash), and the key holds everything that determines the bits (thread count too)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from obliviate.data import synthetic_dataset
+from obliviate.errors import ObliviateError
+from obliviate.experiments import forget as forget_kind
+from obliviate.models import ModelSpec
+from obliviate.provenance import bits_context, provenance
+from obliviate.training import Recipe, TrainConfig
+
+RECIPE = Recipe(ModelSpec(hidden=(8,), seed=0), TrainConfig(n_epochs=1, batch_size=32, seed=0))
+TRAIN, _ = synthetic_dataset(n_classes=3, n_per_class=30, n_features=4)
+RETAIN = TRAIN.subset(TRAIN.y != 1)
+
+
+def _train(cache, data=TRAIN, kind="original"):
+    forget_kind._MEMO.clear()
+    model, _, _ = forget_kind.trained(RECIPE, data, 3, str(cache), kind)
+    return model
+
+
+@pytest.fixture
+def filled(tmp_path):
+    _train(tmp_path / "cache")
+    _train(tmp_path / "cache", RETAIN, "oracle")
+    return {p.name.split("-")[0]: p for p in (tmp_path / "cache").glob("*.pt")}
+
+
+def test_an_entry_copied_over_another_is_refused(filled):
+    shutil.copyfile(filled["oracle"], filled["original"])  # the issue's case
+    with pytest.raises(ObliviateError, match="holds another model.*delete"):
+        _train(filled["original"].parent)
+
+
+def test_an_altered_entry_is_refused(filled):
+    blob = torch.load(filled["original"], weights_only=True)
+    name = next(iter(blob["state"]))
+    blob["state"][name] = blob["state"][name] + 1
+    torch.save(blob, filled["original"])
+    with pytest.raises(ObliviateError, match="altered"):
+        _train(filled["original"].parent)
+
+
+def test_a_truncated_entry_names_the_file_to_delete(filled):
+    original = filled["original"]
+    original.write_bytes(original.read_bytes()[:100])
+    with pytest.raises(ObliviateError, match=f"unreadable.*delete '{original}'"):
+        _train(original.parent)
+
+
+def test_a_good_entry_gives_the_same_weights(filled):
+    fresh = forget_kind.trained(RECIPE, TRAIN, 3, None, "original")[0]
+    cached = _train(filled["original"].parent)
+    for a, b in zip(fresh.state_dict().values(), cached.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_cache_that_is_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ObliviateError, match="is a file"):
+        _train(tmp_path / "file")
+
+
+def test_the_thread_count_is_part_of_the_key_and_the_provenance(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        _train(tmp_path / "c")
+        assert provenance()["bits_context"]["num_threads"] == 1
+        torch.set_num_threads(2)
+        _train(tmp_path / "c")
+        assert provenance()["bits_context"]["num_threads"] == 2
+    finally:
+        torch.set_num_threads(before)
+    assert len(list((tmp_path / "c").glob("original-*.pt"))) == 2  # never shared
+    assert set(bits_context()) >= {"torch", "num_threads", "cpu_capability"}
