@@ -116,6 +116,7 @@ def _wait_for_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float =
     raise AssertionError("runner produced no result in time")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_kill_and_rerun_completes_without_redoing(tmp_path, sig):
     spec = spec_file(tmp_path, epochs=30, seeds="[0, 1, 2, 3]")
@@ -169,6 +170,7 @@ def _metrics_by_key(out: Path) -> dict[str, object]:
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_process_pool_gives_identical_metrics(tmp_path):
     _, runs = parse_spec(SPEC.format(epochs=1), "s.toml")
     runner.run_grid(runs, tmp_path / "a", workers=1)
@@ -177,6 +179,7 @@ def test_process_pool_gives_identical_metrics(tmp_path):
     assert a == b and len(a) == 3
 
 
+@pytest.mark.integration
 def test_ray_gives_identical_metrics(tmp_path):
     try:
         import ray  # noqa: F401

@@ -24,6 +24,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_smoke_grid_and_report(tmp_path):
     out = tmp_path / "smoke"
     done = _cli("bench", str(SMOKE), "--out", str(out), "--workers", "2", "--quiet")
@@ -54,6 +55,7 @@ def test_smoke_grid_and_report(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_smoke_grid_ray_matches_local(tmp_path):
     pytest.importorskip("ray", reason="ray is not installed (optional extra [distributed])")
     a = _cli("bench", str(SMOKE), "--out", str(tmp_path / "local"), "--workers", "2", "--quiet")

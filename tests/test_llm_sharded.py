@@ -122,6 +122,7 @@ def test_crash_mid_deletion_then_resume_is_exact(tmp_path, setup, monkeypatch) -
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_sigkill_mid_deletion_then_resume_is_exact(tmp_path, setup) -> None:
     from obliviate.cli.main import main
 

@@ -101,6 +101,7 @@ def store(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_kill_during_retraining_then_restart_completes_exactly_once(store, tmp_path):
     path, key, rows = store
     # slice-0 samples of two shards: six stages retrain; the server dies after the second write
@@ -138,6 +139,7 @@ def test_kill_during_retraining_then_restart_completes_exactly_once(store, tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_kill_at_random_moments_loses_no_accepted_request(store):
     """Requests carry Idempotency-Keys; one that got no answer is sent again after the restart
     (what a client does), so every request ends accepted exactly once."""

@@ -20,6 +20,8 @@ from obliviate.sharded import DataSpec, ShardConfig, ShardedStore
 from obliviate.sharded.store import FAILPOINT_ENV, FAILPOINTS
 from obliviate.training import Recipe, TrainConfig
 
+pytestmark = pytest.mark.integration  # forked children and CLI processes killed with SIGKILL
+
 DATA = DataSpec(dataset="digits", limit=240)
 CONFIG = ShardConfig(
     n_shards=3,

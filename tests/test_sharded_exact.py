@@ -246,6 +246,7 @@ def test_predict_aggregations_and_graph_cost(base, tmp_path):
     assert all(len(h) == 3 for h in neighbourhoods("regular:2", 6, seed=4))
 
 
+@pytest.mark.integration  # a process pool
 def test_local_pool_equals_inline(base, tmp_path):
     pooled = ShardedStore.train(
         tmp_path / "pool", data=DATA, config=config(), backend="local", n_workers=2

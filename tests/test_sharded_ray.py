@@ -8,6 +8,8 @@ from obliviate.models import ModelSpec
 from obliviate.sharded import DataSpec, ShardConfig, ShardedStore
 from obliviate.training import Recipe, TrainConfig
 
+pytestmark = pytest.mark.integration  # a local Ray cluster
+
 DATA = DataSpec(dataset="digits", limit=160)
 CONFIG = ShardConfig(
     n_shards=2,
