@@ -10,7 +10,12 @@ import torch
 from torch import nn
 
 from obliviate.continual import make_strategy
-from obliviate.continual._encoder import EncoderRecipe, cache_dir, pretrained_encoder
+from obliviate.continual._encoder import (
+    EncoderRecipe,
+    cache_dir,
+    pretrained_encoder,
+    pretraining_data,
+)
 from obliviate.continual.cope import ppp_loss, update_prototypes
 from obliviate.continual.l2p import select_prompts
 from obliviate.continual.loop import train_stream
@@ -19,6 +24,7 @@ from obliviate.continual.pnn import Column, progressive_forward
 from obliviate.continual.remind import pq_decode, pq_encode, pq_fit
 from obliviate.continual.slda import lda_classifier, streaming_update
 from obliviate.data import build_scenario, synthetic_dataset
+from obliviate.data.dataset import Dataset
 from obliviate.errors import ObliviateError
 from obliviate.models import ModelSpec, model_for_stream
 from obliviate.training import TrainConfig
@@ -320,8 +326,6 @@ def test_fashion_encoder_needs_images():
 def test_strategies_are_deterministic_on_cnn_images():
     x = np.random.default_rng(0).normal(size=(80, 1, 8, 8)).astype(np.float32)
     y = np.repeat(np.arange(4), 20)
-    from obliviate.data.dataset import Dataset
-
     data = Dataset.from_arrays(x, y, n_classes=4)
     stream = build_scenario("class-incremental", data, data, n_experiences=2, seed=0)
     for name in ("slda", "remind", "l2p"):
@@ -330,3 +334,24 @@ def test_strategies_are_deterministic_on_cnn_images():
             model = model_for_stream(ModelSpec(name="cnn", hidden=(16,)), stream)
             accs.append(train_stream(model, stream, make_strategy(name), CONFIG).accuracy_matrix)
         assert np.array_equal(accs[0], accs[1], equal_nan=True), name
+
+
+def _write_idx(path, array):
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    path.write_bytes(header + array.tobytes())
+
+
+def test_fashion_encoder_refuses_mnist_files(tmp_path, monkeypatch):
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    dark = (rng.random((20, 28, 28)) < 0.1) * 255  # mean pixel ~0.1, as MNIST
+    for stem, n in (("train", 20), ("t10k", 20)):
+        _write_idx(folder / f"{stem}-images-idx3-ubyte", dark[:n])
+        _write_idx(folder / f"{stem}-labels-idx1-ubyte", np.arange(n) % 10)
+    monkeypatch.setenv("OBLIVIATE_DATA", str(tmp_path))
+    with pytest.raises(ObliviateError, match="look like MNIST"):
+        pretraining_data(EncoderRecipe(source="fashion-mnist", n_samples=20), (1, 8, 8))

@@ -176,6 +176,13 @@ def pretraining_data(recipe: EncoderRecipe, sample_shape: tuple[int, ...]) -> Da
                 f"samples have shape {tuple(sample_shape)}; use encoder='blobs'"
             )
         train, _ = load_dataset("fashion-mnist", standardized=False, limit=n)
+        mean = float(train.x.mean())
+        if mean < 0.2:  # Fashion-MNIST's mean pixel is 0.29, MNIST's 0.13
+            raise ObliviateError(
+                f"the IDX files found for fashion-mnist look like MNIST (mean pixel {mean:.2f}; "
+                "Fashion-MNIST's is 0.29): an encoder pretrained on them would not be disjoint "
+                "from a digit stream; put Fashion-MNIST in $OBLIVIATE_DATA/fashion-mnist"
+            )
         xt = nn.functional.interpolate(train.x, size=tuple(sample_shape[1:]), mode="area")
         yt = train.y
     flat = xt.reshape(len(yt), -1)
