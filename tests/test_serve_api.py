@@ -414,3 +414,25 @@ def test_a_failing_pass_shows_failed_and_the_server_stays_up(tmp_path, service):
         assert c.get("/v1/model").json()["model_version"] == 0
         bad = c.post("/v1/predict", json={"x": [[0.0] * 5]})
         assert bad.status_code == 422 and "expects" in bad.json()["error"]["message"]
+
+
+def test_shard_train_ingests_subjects(tmp_path, capsys):
+    subjects = tmp_path / "subjects.json"
+    store = tmp_path / "store"
+    args = ["shard", "train", "--store", str(store), "--limit", "100", "--shards", "2"]
+    args += ["--slices", "1", "--epochs", "1", "--hidden", "8", "--backend", "inline"]
+    with ShardedStore.train(tmp_path / "probe", data=DataSpec(limit=100), config=CONFIG) as st:
+        ids = st.ledger.samples()[:3, 0].tolist()
+    subjects.write_text(json.dumps({"dora": ids[:2], "source:scan-7": ids[2:]}))
+    assert main([*args, "--subjects", str(subjects)]) == 0
+    from obliviate.sharded.subjects import subject_ids
+
+    with ShardedStore(store) as st:
+        digest, got = subject_ids(st.ledger, "dora")
+        assert got == sorted(ids[:2]) and len(digest) == 64
+        assert subject_ids(st.ledger, "nobody")[1] == []
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,id\nx,1\n")
+    assert main([*args[:3], str(tmp_path / "s2"), *args[4:], "--subjects", str(bad)]) == 2
+    assert "columns 'subject' and 'id'" in capsys.readouterr().err
+    assert not (tmp_path / "s2").exists()  # refused before training
