@@ -90,3 +90,23 @@ def test_unlearners_with_batchnorm_and_n_mod_batch_size_1(data, method):
     out = make_unlearner(method).unlearn(model, request)
     assert all(torch.isfinite(p).all() for p in out.parameters())
     assert relearn_steps(out, request.forget, 1.1, cap=3) == 3  # runs, 2 batches per pass
+
+
+def test_a_diverging_unlearner_stops_with_a_one_line_error(data):
+    from obliviate.training import Diverged
+
+    train, _ = data
+    model = fit(user_model(), train, TrainConfig(n_epochs=1, batch_size=32, lr=0.05, seed=0))
+    request = ForgetRequest.from_ids(train, train.ids[:40])
+    with pytest.raises(Diverged, match=r"GradientAscent diverged.*lr=1e\+30"):
+        make_unlearner("gradient_ascent", lr=1e30, n_epochs=3).unlearn(model, request)
+
+
+def test_a_diverging_stream_stops_with_a_clear_error(data):
+    from obliviate.training import Diverged
+
+    train, test = data
+    stream = build_scenario("class-incremental", train, test, n_experiences=2, seed=0)
+    with pytest.raises(Diverged, match="EWC diverged"):
+        config = TrainConfig(n_epochs=3, batch_size=16, lr=1e30, seed=0)
+        train_stream(user_model(), stream, make_strategy("ewc"), config)

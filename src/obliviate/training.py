@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +18,7 @@ from obliviate._rng import generator
 from obliviate._validation import OPTIMIZERS, check_choice, check_number
 from obliviate.data.dataset import Dataset
 from obliviate.data.streams import ONLINE_BATCH_SIZE
+from obliviate.errors import ObliviateError
 from obliviate.models import ModelSpec, build_model
 from obliviate.models.base import Model, logits
 
@@ -125,6 +127,31 @@ def batches(
 
 
 LossFn = Callable[[nn.Module, Batch], Tensor]
+
+
+class Diverged(ObliviateError):
+    """A method (an unlearner, a continual strategy) drove the weights to NaN or inf."""
+
+
+#: Hyperparameters named in a divergence message as the ones to lower, when a method has them.
+STEP_PARAMS = ("lr", "n_epochs", "alpha", "reg_strength", "temperature", "n_steps", "noise_scale")
+
+
+def check_finite(method: Any, model: nn.Module) -> None:
+    """Raise :class:`Diverged` when a parameter or floating buffer of ``model`` is NaN or inf,
+    naming ``method`` (an unlearner or a strategy: anything with ``get_params()``) and its
+    step-size hyperparameters to change. Called by ``Unlearner.unlearn`` on every result and by
+    the continual loop after every experience."""
+    tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
+    if all(bool(torch.isfinite(t).all()) for t in tensors):
+        return
+    params = method.get_params()
+    knobs = ", ".join(f"{k}={params[k]!r}" for k in STEP_PARAMS if k in params)
+    raise Diverged(
+        f"{type(method).__name__} diverged: the weights became NaN or inf"
+        + (f" with {knobs}" if knobs else "")
+        + "; lower the learning rate (lr) or the number of steps and run again"
+    )
 
 
 def min_batch_rows(model: nn.Module) -> int:

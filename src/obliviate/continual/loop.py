@@ -20,7 +20,14 @@ from obliviate.continual.base import Strategy
 from obliviate.data.dataset import Dataset
 from obliviate.data.scenarios import Stream
 from obliviate.errors import ObliviateError
-from obliviate.training import TrainConfig, accuracy, batches, make_optimizer, min_batch_rows
+from obliviate.training import (
+    TrainConfig,
+    accuracy,
+    batches,
+    check_finite,
+    make_optimizer,
+    min_batch_rows,
+)
 
 
 @dataclass
@@ -136,6 +143,7 @@ def train_stream(
             if bar is not None:
                 bar[0].advance(bar[1])
         strategy.end(model, exp)
+        check_finite(strategy, model)  # a diverged run stops here with a clear error
         state.rows.append([accuracy(model, e.test) for e in stream])
         state.next_experience = i + 1
     if bar is not None:

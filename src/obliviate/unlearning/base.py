@@ -39,7 +39,7 @@ from obliviate._hyper import describe, get_params
 from obliviate.data.dataset import Dataset
 from obliviate.data.forget_sets import request_ids
 from obliviate.errors import ObliviateError
-from obliviate.training import Recipe
+from obliviate.training import Recipe, check_finite
 
 Need = Literal["retain", "train", "recipe"]
 
@@ -123,7 +123,9 @@ class Unlearner(ABC):
         check_request(self, request)
         if len(request.forget) == 0:
             return copy.deepcopy(model)
-        return self._unlearn(copy.deepcopy(model), request)
+        out = self._unlearn(copy.deepcopy(model), request)
+        check_finite(self, out)  # a diverged method stops with a clear error
+        return out
 
     @abstractmethod
     def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
