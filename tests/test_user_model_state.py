@@ -110,3 +110,38 @@ def test_a_diverging_stream_stops_with_a_clear_error(data):
     with pytest.raises(Diverged, match="EWC diverged"):
         config = TrainConfig(n_epochs=3, batch_size=16, lr=1e30, seed=0)
         train_stream(user_model(), stream, make_strategy("ewc"), config)
+
+
+class TaskAwareUserModel(nn.Module):
+    """A user's multi-head model: one head per task, chosen by the ``task`` keyword."""
+
+    def __init__(self, n_features: int = 64, n_tasks: int = 5, n_classes: int = 10) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(n_features, 32), nn.ReLU())
+        self.heads = nn.ModuleList(nn.Linear(32, n_classes) for _ in range(n_tasks))
+        self.seen: list[int] = []
+
+    def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.body(x)
+        if task is None:
+            return self.heads[0](h)
+        self.seen.append(int(task[0]))
+        return torch.stack([self.heads[int(t)](h[i]) for i, t in enumerate(task)])
+
+
+def test_a_user_model_on_task_ids_receives_them_or_is_refused():
+    """Issue example: PackNet on task-incremental digits with a user's nn.Sequential trained
+    single-head without a word (ACC 0.585 against 0.992 multi-head)."""
+    from obliviate.data.datasets import load_dataset
+    from obliviate.errors import ObliviateError
+
+    train, test = load_dataset("digits", limit=300)
+    stream = build_scenario("task-incremental", train, test, n_experiences=5, seed=0)
+    config = TrainConfig(n_epochs=1, batch_size=32, lr=0.05, seed=0)
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with pytest.raises(ObliviateError, match="takes no `task` argument"):
+        train_stream(plain, stream, make_strategy("packnet"), config)
+    model = TaskAwareUserModel()
+    train_stream(model, stream, make_strategy("naive"), config)
+    assert set(model.seen) == {0, 1, 2, 3, 4}

@@ -20,6 +20,7 @@ from obliviate.continual.base import Strategy
 from obliviate.data.dataset import Dataset
 from obliviate.data.scenarios import Stream
 from obliviate.errors import ObliviateError
+from obliviate.models.base import takes_task
 from obliviate.training import (
     TrainConfig,
     accuracy,
@@ -65,9 +66,17 @@ class StreamResult:
     state: LoopState
 
 
-def check_compatible(strategy: Strategy, stream: Stream) -> None:
-    """Reject a strategy whose declared needs the stream cannot meet."""
+def check_compatible(strategy: Strategy, stream: Stream, model: nn.Module | None = None) -> None:
+    """Reject a strategy whose declared needs the stream cannot meet, and a model that cannot
+    receive the task ids of a task-aware stream (:func:`~obliviate.models.base.takes_task`)."""
     name = type(strategy).__name__
+    if model is not None and stream.task_aware and not takes_task(model):
+        raise ObliviateError(
+            f"stream {stream.name!r} gives every row a task id, but {type(model).__name__}."
+            "forward takes no `task` argument, so it would train single-head without a word; "
+            "add `task: Tensor | None = None` to forward (int64 [B], one task id per row) or use "
+            "a scenario without task ids"
+        )
     if strategy.needs_task_boundaries and not stream.boundaries:
         raise ObliviateError(
             f"strategy {name} needs task boundaries, but stream {stream.name!r} is task-free; "
@@ -109,7 +118,7 @@ def train_stream(
     from a :class:`LoopState` and gives bitwise the run that never stopped: each experience draws
     its data order from ``generator(config.seed, "stream", i)`` and gets a fresh optimiser.
     """
-    check_compatible(strategy, stream)
+    check_compatible(strategy, stream, model)
     n = len(stream)
     if resume is None:
         state = LoopState(0, {}, strategy, [], [accuracy(model, e.test) for e in stream])

@@ -7,6 +7,8 @@ to know which model they hold. ``feature_dim`` is the width of ``features(x)``.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from abc import ABC, abstractmethod
 
 import torch
@@ -36,10 +38,33 @@ class Model(nn.Module, ABC):
 
 
 def logits(model: nn.Module, x: Tensor, task: Tensor | None = None) -> Tensor:
-    """Call a model; plain ``nn.Module`` s that are not obliviate models get ``x`` only."""
+    """Call a model: ``[B, ...]`` rows in, logits ``[B, n_classes]`` out.
+
+    obliviate's models get ``(x, task)``. A user's module gets ``x`` only, unless ``task`` is
+    given and its ``forward`` has a parameter named ``task`` (:func:`takes_task`): then it gets
+    ``task=`` (int64 ``[B]``, the task id of each row) as a keyword. On a task-aware stream a
+    model that cannot take task ids is refused (see ``continual.loop.check_compatible``)
+    instead of silently training single-head.
+    """
     if isinstance(model, Model):
         return model(x, task)
+    if task is not None and takes_task(model):
+        return model(x, task=task)
     return model(x)
+
+
+def takes_task(model: nn.Module) -> bool:
+    """Whether ``model`` receives task ids: an obliviate model, or a module whose ``forward``
+    has a parameter named ``task`` (the documented way for a user's multi-head model)."""
+    return isinstance(model, Model) or _forward_takes_task(type(model))
+
+
+@functools.cache
+def _forward_takes_task(cls: type) -> bool:
+    try:
+        return "task" in inspect.signature(cls.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def seeded_init(seed: int):  # type: ignore[no-untyped-def]
