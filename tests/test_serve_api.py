@@ -421,7 +421,8 @@ def test_shard_train_ingests_subjects(tmp_path, capsys):
     store = tmp_path / "store"
     args = ["shard", "train", "--store", str(store), "--limit", "100", "--shards", "2"]
     args += ["--slices", "1", "--epochs", "1", "--hidden", "8", "--backend", "inline"]
-    with ShardedStore.train(tmp_path / "probe", data=DataSpec(limit=100), config=CONFIG) as st:
+    probe = tmp_path / "probe"
+    with ShardedStore.train(probe, data=DataSpec(limit=100), config=CONFIG, backend="inline") as st:
         ids = st.ledger.samples()[:3, 0].tolist()
     subjects.write_text(json.dumps({"dora": ids[:2], "source:scan-7": ids[2:]}))
     assert main([*args, "--subjects", str(subjects)]) == 0
