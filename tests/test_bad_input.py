@@ -272,3 +272,18 @@ def test_generated_bad_inline_ids_raise_a_clear_error(values):
         return
     with pytest.raises(ObliviateError):
         parse_ids(text)
+
+
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path):
+    import os
+
+    from obliviate.io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "r.json", "{}")
+        (tmp_path / "plain.json").write_text("{}")
+    finally:
+        os.umask(old)
+    mode = (tmp_path / "r.json").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain.json").stat().st_mode & 0o777 == 0o644
