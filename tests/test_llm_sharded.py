@@ -149,3 +149,30 @@ def test_sigkill_mid_deletion_then_resume_is_exact(tmp_path, setup) -> None:
     assert done.final_checkpoints() == fresh.final_checkpoints()
     status = json.loads(json.dumps(done.status()))
     assert status["n_deleted"] == len(gone) and status["version"] == 1
+
+
+def test_cli_sharded_train_forget_verify(tmp_path, capsys) -> None:
+    from obliviate.cli.main import main
+
+    store = str(tmp_path / "cli")
+    args = [
+        "--store",
+        store,
+        "--people",
+        "5",
+        "--attributes",
+        "2",
+        "--shards",
+        "2",
+        "--epochs",
+        "2",
+    ]
+    assert main(["llm", "sharded", "train", *args]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["n_active"] > 0 and status["prefix_cache"]["n_frozen_blocks"] == 1
+    person = AdapterStore(store).data.entities("forget")[0]
+    assert main(["llm", "sharded", "forget", "--store", store, "--entities", person]) == 0
+    receipt = json.loads(capsys.readouterr().out)
+    assert receipt["status"] == "done" and receipt["n_removed"] == 2
+    assert main(["llm", "sharded", "verify", "--store", store]) == 0
+    assert main(["llm", "sharded", "forget", "--store", store, "--ids", "999999"]) == 2

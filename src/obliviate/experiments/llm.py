@@ -94,7 +94,7 @@ class LLMRunSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LLMRunSpec:
-        return S.from_dict(cls, data, "llm")  # type: ignore[no-any-return]
+        return S.from_dict(cls, data, "llm")
 
 
 Spec = LLMRunSpec

@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from obliviate.errors import ObliviateError
 from obliviate.llm.data import QAData, QAItem
@@ -133,7 +134,8 @@ class LMScorer:
             for b, p in enumerate(chunk):
                 ids[b, width - len(p) :] = torch.tensor(p, dtype=torch.long)
                 mask[b, width - len(p) :] = 1
-            gen = self.lm.model.generate(
+            net: Any = self.lm.model
+            gen = net.generate(
                 input_ids=ids.to(self.lm.device),
                 attention_mask=mask.to(self.lm.device),
                 max_new_tokens=max_new_tokens,
@@ -200,7 +202,7 @@ def rouge_l_recall(generation: str, ground_truth: str) -> float:
     return float(scorer.score(ground_truth, generation)["rougeL"].recall)
 
 
-def min_k(logp: Sequence[float], k: float = 0.4) -> float:
+def min_k(logp: ArrayLike, k: float = 0.4) -> float:
     """Min-K% score: minus the mean of the lowest ``k`` fraction of token log-probabilities
     (at least one token); higher = less likely a member."""
     lp = np.sort(np.asarray(logp, dtype=np.float64))
@@ -208,9 +210,7 @@ def min_k(logp: Sequence[float], k: float = 0.4) -> float:
     return float(-np.mean(lp[:n]))
 
 
-def min_k_plus_plus(
-    logp: Sequence[float], mu: Sequence[float], sigma: Sequence[float], k: float = 0.4
-) -> float:
+def min_k_plus_plus(logp: ArrayLike, mu: ArrayLike, sigma: ArrayLike, k: float = 0.4) -> float:
     """Min-K%++ score: minus the mean of the lowest ``k`` fraction of ``(logp - mu) / sigma``."""
     z = (np.asarray(logp) - np.asarray(mu)) / (np.asarray(sigma) + EPS)
     return min_k(z, k)
@@ -268,7 +268,7 @@ def _avg_nll(s: TokenScores) -> float:
     return float(-np.mean(s.logp))
 
 
-def _metric(values: dict[str, dict[str, Any]], agg: float) -> dict[str, Any]:
+def _metric(values: dict[str, dict[str, Any]], agg: Any) -> dict[str, Any]:
     return {"agg_value": float(agg), "value_by_index": values}
 
 

@@ -116,7 +116,7 @@ def smollm2_folder() -> Path:
     if hasattr(model.config, "quantization_config"):
         with contextlib.suppress(AttributeError):
             delattr(model.config, "quantization_config")
-    model.is_quantized = False
+    setattr(model, "is_quantized", False)  # noqa: B010 - a plain attribute on the instance
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(tmp)
@@ -158,7 +158,7 @@ def load_lm(name: str | Path, *, device: str = "cpu", dtype: str = "float32", se
         raise ObliviateError(f"--device {device!r}: give cpu, cuda, cuda:N or mps") from None
     try:
         tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             folder, local_files_only=True, dtype=getattr(torch, dtype)
         )
     except (OSError, ValueError) as exc:
@@ -224,7 +224,8 @@ def tiny_gpt2(
 
 def blocks(model: nn.Module) -> nn.ModuleList:
     """The transformer blocks (the ``ModuleList`` with ``num_hidden_layers`` entries)."""
-    n = int(model.config.num_hidden_layers)
+    config: Any = getattr(model, "config")  # noqa: B009 - nn.Module has no typed config
+    n = int(config.num_hidden_layers)
     for _, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and len(module) == n:
             return module

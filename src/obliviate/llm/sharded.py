@@ -93,7 +93,10 @@ class SafeConfig:
     """Hyperparameters of a sharded-adapter store (all keyword, validated).
 
     ``n_epochs`` / ``lr`` / ``batch_size`` / ``seed`` are the per-shard fine-tuning recipe
-    (AdamW); ``top_k`` the number of top blocks the adapter covers; ``lora_rank`` for LoRA.
+    (AdamW); ``top_k`` the number of top blocks the adapter covers; ``lora_rank`` for LoRA;
+    ``combine`` how shards' next-token distributions are combined; ``reuse_frozen=False`` runs
+    the frozen blocks on every forward pass instead of replaying their cached output (to
+    measure the saving; the adapters then differ in float rounding, not in what they saw).
     """
 
     n_shards: int = 4
@@ -107,6 +110,7 @@ class SafeConfig:
     batch_size: int = 4
     seed: int = 0
     combine: str = "mean"
+    reuse_frozen: bool = True
 
     def __post_init__(self) -> None:
         if self.n_shards < 1 or self.n_slices < 1:
@@ -223,7 +227,7 @@ class AdapterStore:
         n_blocks = len(blocks(work.model))
         if self.config.top_k > n_blocks:
             raise ObliviateError(f"top_k={self.config.top_k}: the base has {n_blocks} blocks")
-        if self.config.top_k < n_blocks:
+        if self.config.top_k < n_blocks and self.config.reuse_frozen:
             work.prefix = PrefixCache(n_blocks - self.config.top_k)
         self.lm = work
         self.names = sorted(n for n, p in work.model.named_parameters() if p.requires_grad)
@@ -268,7 +272,8 @@ class AdapterStore:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
-            base.model.save_pretrained(path / "base")
+            saver: Any = base.model
+            saver.save_pretrained(path / "base")
             base.tokenizer.save_pretrained(path / "base")
             base_ref = "base"
         else:
@@ -577,7 +582,8 @@ class AdapterStore:
                     version_after=new_version,
                     receipt=json.dumps(receipt, sort_keys=True),
                 )
-        return [json.loads(self.ledger.request(r["request_id"])["receipt"]) for r in reqs]
+        done = [self.ledger.request(r["request_id"]) for r in reqs]
+        return [json.loads(d["receipt"]) for d in done if d is not None]
 
     # ---- prediction ----------------------------------------------------------------------
     def final_checkpoints(

@@ -110,7 +110,8 @@ class RMU(LLMUnlearner):
             if p.requires_grad and id(p) not in keep:
                 p.requires_grad_(False)
                 step.extra.setdefault("restore", []).append(p)
-        width = int(step.model.config.hidden_size)
+        config: Any = getattr(step.model, "config")  # noqa: B009
+        width = int(config.hidden_size)
         u = torch.rand(width, generator=generator(self.seed, "rmu-direction"))
         step.extra["control"] = (self.steering_coeff * u / u.norm()).to(step.lm.device)
         step.extra["layer"] = layer
@@ -121,6 +122,7 @@ class RMU(LLMUnlearner):
         m_f = _answer_mask(step.forget, h_f.shape[1], step.lm.device)
         forget = (h_f[m_f] - step.extra["control"]).square().mean()
         h_r = _activations(step.lm, step.model, step.retain, layer)
+        assert step.reference is not None  # needs_reference
         with torch.no_grad():
             h_ref = _activations(step.lm, step.reference, step.retain, layer)
         m_r = _answer_mask(step.retain, h_r.shape[1], step.lm.device)
