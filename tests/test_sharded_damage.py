@@ -120,3 +120,15 @@ def test_a_damaged_checkpoint_of_an_untouched_shard_is_refused_before_recording(
         with pytest.raises(ObliviateError):
             st.forget([victim])
         assert st.ledger.requests(("queued", "running")) == []
+
+
+def test_output_in_a_missing_folder_is_refused_before_the_deletion(base, tmp_path, capsys):
+    shutil.copytree(base, tmp_path / "s")
+    some_id = _an_id(base)
+    out = tmp_path / "missing" / "receipt.json"
+    code = main(["shard", "forget", "--store", str(tmp_path / "s"), "--ids", str(some_id),
+                 "--output", str(out), "--backend", "inline"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "does not exist" in err and err.count("\n") == 1
+    with ShardedStore(tmp_path / "s", backend="inline") as st:
+        assert st.ledger.requests() == []  # nothing deleted, nothing recorded

@@ -24,10 +24,24 @@ def _parse_ids(text: str | None, file: Path | None) -> list[int]:
     return [int(i) for i in ids.tolist()]
 
 
+def _check_output(output: Path | None) -> None:
+    """Refuse an output file that could not be written, before any work is done."""
+    if output is None:
+        return
+    if output.is_dir():
+        raise ObliviateError(f"--output {str(output)!r} is a folder; give a file path")
+    if not output.parent.is_dir():
+        raise ObliviateError(
+            f"--output {str(output)!r}: the folder {str(output.parent)!r} does not exist; create it first"
+        )
+
+
 def _emit(obj: Any, output: Path | None = None) -> None:
+    from obliviate.io import atomic_write_text
+
     text = json.dumps(obj, indent=2, sort_keys=True)
     if output is not None:
-        output.write_text(text + "\n")
+        atomic_write_text(output, text + "\n")
     else:
         sys.stdout.write(text + "\n")
 
@@ -173,6 +187,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Delete samples exactly; prints the JSON receipt."""
         wanted = _parse_ids(ids, ids_file)
+        _check_output(output)  # before the deletion: a receipt must never be lost after it
         st = _open(store, backend, workers, data_dir)
         receipt = st.forget(
             wanted,
