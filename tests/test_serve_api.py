@@ -161,6 +161,7 @@ def test_lifecycle_receipts_and_model_version(service, tmp_path):
     # metrics, the request list and verify agree
     text = c["read"].get("/metrics").text
     assert "obliviate_queue_length 0.0" in text and "obliviate_retraining_seconds_count" in text
+    assert 'obliviate_http_requests_total{method="POST",route="/v1/deletions",status="202"}' in text
     version = c["read"].get("/v1/model").json()["model_version"]
     assert version == model["model_version"] + 1
     assert f"obliviate_model_version {float(version)}" in text
