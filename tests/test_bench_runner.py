@@ -192,3 +192,17 @@ def test_ray_gives_identical_metrics(tmp_path):
     runner.run_grid(runs, tmp_path / "ray", backend="ray", workers=2)
     a, b = _metrics_by_key(tmp_path / "local"), _metrics_by_key(tmp_path / "ray")
     assert a == b and len(a) == 3
+
+
+def test_a_complete_last_record_without_its_newline_is_kept(tmp_path):
+    """--dry-run counted such a record as finished while the run cut it and ran it again."""
+    out = tmp_path / "out"
+    _, runs = load_spec(spec_file(tmp_path, seeds="[0, 1]"))
+    runner.run_grid(runs[:1], out)
+    path = store.results_path(out)
+    path.write_text(path.read_text().rstrip("\n"))
+    assert len(store.read(out)) == 1
+    counts = runner.run_grid(runs, out)
+    assert counts["skipped"] == 1 and counts["ok"] == 1  # not run twice
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2 and path.read_text().endswith("\n")

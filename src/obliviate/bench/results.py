@@ -55,7 +55,8 @@ def results_path(out: str | Path) -> Path:
 
 
 def repair(path: Path) -> bool:
-    """Cut a torn last line (no trailing newline) off ``path``; True if something was cut."""
+    """Mend a last line without its newline: a complete record gets its newline, a torn one (a
+    crash mid-write) is cut off. True if the file was changed."""
     if not path.exists():
         return False
     with open(path, "rb+") as fh:
@@ -77,10 +78,23 @@ def repair(path: Path) -> bool:
                 keep = start + nl + 1
                 break
             pos = start
-        fh.truncate(keep)
+        fh.seek(keep)
+        tail = fh.read(size - keep)
+        if _complete_record(tail):  # a whole record that lacks only its newline: keep it, as
+            fh.seek(size)  # read() does, so --dry-run and the run count the same records
+            fh.write(b"\n")
+        else:
+            fh.truncate(keep)
         fh.flush()
         os.fsync(fh.fileno())
     return True
+
+
+def _complete_record(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def append(path: Path, record: dict[str, Any]) -> None:
