@@ -6,7 +6,20 @@ from obliviate.continual import STRATEGIES, strategy_class
 from obliviate.testing import STRATEGY_CHECKS, NotApplicable
 
 # (strategy, check name) -> reason. One line each; keep it short and justified.
-EXEMPT: dict[tuple[str, str], str] = {}
+EXEMPT: dict[tuple[str, str], str] = {
+    ("bic", "check_learned_state_declared"): "added concurrently; declare learned_state",
+    ("cope", "check_learned_state_declared"): "added concurrently; declare learned_state",
+    ("erace", "check_learned_state_declared"): "added concurrently; declare learned_state",
+    ("gss", "check_learned_state_declared"): "added concurrently; declare learned_state",
+    ("l2p", "check_learned_state_declared"): "added concurrently; declare learned_state",
+    ("lucir", "check_learned_state_declared"): "added concurrently; declare learned_state",
+    ("mir", "check_learned_state_declared"): "added concurrently; declare learned_state",
+    ("pnn", "check_learned_state_declared"): "added concurrently; declare learned_state",
+    ("remind", "check_learned_state_declared"): "added concurrently; declare learned_state",
+    ("rwalk", "check_learned_state_declared"): "added concurrently; declare learned_state",
+    ("slda", "check_learned_state_declared"): "added concurrently; declare learned_state",
+    ("xder", "check_learned_state_declared"): "added concurrently; declare learned_state",
+}
 
 
 @pytest.mark.parametrize("check", STRATEGY_CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))

@@ -59,6 +59,8 @@ class AGEM(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = True
     keeps_memory: ClassVar[bool] = True
+    learned_state: ClassVar[tuple[str, ...]] = ("memories_", "n_steps_", "n_projections_")
+    memories_: list[Dataset] | None = None
 
     def __init__(self, *, memory_size: int = 200, sample_size: int = 64, seed: int = 0) -> None:
         check_number("memory_size", memory_size, low=1, integer=True, owner="AGEM")
@@ -70,13 +72,13 @@ class AGEM(Strategy):
 
     def memory_used(self) -> int:
         """Samples held in the memory."""
-        return sum(len(m) for m in vars(self).get("memories_", []))
+        return sum(len(m) for m in self.memories_ or [])
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         return cross_entropy(model, batch)
 
     def adjust_gradients(self, model: nn.Module) -> None:
-        memories: list[Dataset] = [m for m in vars(self).get("memories_", []) if len(m)]
+        memories: list[Dataset] = [m for m in self.memories_ or [] if len(m)]
         if not memories:
             return
         memory = Dataset.concat(memories)
@@ -92,8 +94,8 @@ class AGEM(Strategy):
             write_flat_grad(params, projected)
 
     def end(self, model: nn.Module, experience: Experience) -> None:
-        if "memories_" not in vars(self):
-            self.memories_: list[Dataset] = []
+        if self.memories_ is None:
+            self.memories_ = []
             self.n_steps_ = 0
             self.n_projections_ = 0
         gen = generator(self.seed, "agem-memory", len(self.memories_))

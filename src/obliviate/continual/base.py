@@ -27,6 +27,10 @@ hyperparameter (samples); it then overrides :meth:`Strategy.memory_used`.
 ``freezes_parameters``  the strategy deliberately changes ``requires_grad`` in ``begin`` and
 restores it in ``end`` (the suite then checks restoration over the whole experience instead of
 after every hook).
+``learned_state``  the names (ending in ``_``) of everything the strategy learns. A name the
+strategy tests for on first use gets a class-level ``None`` default (``buffer_: ReservoirBuffer |
+None = None``; ``if self.buffer_ is None: ...``) instead of being probed with ``vars(self)`` or
+``getattr``; the suite checks that nothing undeclared is recorded.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class Strategy(ABC):
     neutral_params: ClassVar[Mapping[str, Any]] = {}
     keeps_memory: ClassVar[bool] = False
     freezes_parameters: ClassVar[bool] = False
+    learned_state: ClassVar[tuple[str, ...]] = ()
 
     def begin(self, model: nn.Module, experience: Experience) -> None:  # noqa: B027
         """Called before the first step on ``experience``. Default: nothing."""

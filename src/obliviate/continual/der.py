@@ -73,6 +73,8 @@ class DER(Strategy):
     """
 
     keeps_memory: ClassVar[bool] = True
+    learned_state: ClassVar[tuple[str, ...]] = ("buffer_", "n_steps_")
+    buffer_: ReservoirBuffer | None = None
 
     def __init__(self, *, memory_size: int = 200, alpha: float = 1.0, seed: int = 0) -> None:
         check_replay_params("DER", memory_size, seed, alpha=alpha)
@@ -81,10 +83,10 @@ class DER(Strategy):
         self.seed = seed
 
     def memory_used(self) -> int:
-        return len(self.buffer_) if "buffer_" in vars(self) else 0
+        return 0 if self.buffer_ is None else len(self.buffer_)
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        if "buffer_" not in vars(self):
+        if self.buffer_ is None:
             self.buffer_ = ReservoirBuffer(memory_size=self.memory_size, seed=self.seed)
             self.n_steps_ = 0
         out = logits(model, batch.x, batch.task)

@@ -49,6 +49,8 @@ class DERpp(Strategy):
     """
 
     keeps_memory: ClassVar[bool] = True
+    learned_state: ClassVar[tuple[str, ...]] = ("buffer_", "n_steps_")
+    buffer_: ReservoirBuffer | None = None
 
     def __init__(
         self, *, memory_size: int = 200, alpha: float = 0.1, beta: float = 0.5, seed: int = 0
@@ -60,10 +62,10 @@ class DERpp(Strategy):
         self.seed = seed
 
     def memory_used(self) -> int:
-        return len(self.buffer_) if "buffer_" in vars(self) else 0
+        return 0 if self.buffer_ is None else len(self.buffer_)
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        if "buffer_" not in vars(self):
+        if self.buffer_ is None:
             self.buffer_ = ReservoirBuffer(memory_size=self.memory_size, seed=self.seed)
             self.n_steps_ = 0
         out = logits(model, batch.x, batch.task)

@@ -73,6 +73,8 @@ class EWC(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = True
     neutral_params: ClassVar[Mapping[str, Any]] = {"reg_strength": 0.0}
+    learned_state: ClassVar[tuple[str, ...]] = ("penalties_",)
+    penalties_: list[tuple[dict[str, Tensor], dict[str, Tensor]]] | None = None
 
     def __init__(
         self,
@@ -103,7 +105,7 @@ class EWC(Strategy):
         if self.reg_strength == 0:
             return loss
         params = dict(model.named_parameters())
-        for importance, anchor in getattr(self, "penalties_", []):
+        for importance, anchor in self.penalties_ or []:
             loss = loss + (self.reg_strength / 2) * quadratic_penalty(
                 model, importance, anchor, params
             )
@@ -119,9 +121,7 @@ class EWC(Strategy):
             key=("ewc-fisher", experience.index),
         )
         anchor = snapshot(model)
-        past: list[tuple[dict[str, Tensor], dict[str, Tensor]]] = list(
-            getattr(self, "penalties_", [])
-        )
+        past: list[tuple[dict[str, Tensor], dict[str, Tensor]]] = list(self.penalties_ or [])
         if self.mode == "online" and past:
             running = past[0][0]
             fisher = {n: self.gamma * running[n] + f for n, f in fisher.items()}

@@ -79,6 +79,15 @@ class FPF(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = True
     keeps_memory: ClassVar[bool] = True
+    learned_state: ClassVar[tuple[str, ...]] = (
+        "buffer_",
+        "seen_ids_",
+        "n_steps_",
+        "n_rounds_",
+        "selected_",
+        "sensitivity_",
+    )
+    buffer_: ReservoirBuffer | None = None
 
     def __init__(
         self,
@@ -108,12 +117,11 @@ class FPF(Strategy):
         self.seed = seed
 
     def memory_used(self) -> int:
-        buffer = vars(self).get("buffer_")
-        return 0 if buffer is None else len(buffer)
+        return 0 if self.buffer_ is None else len(self.buffer_)
 
     # ---- hooks -------------------------------------------------------------------------------
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        if "buffer_" not in vars(self):
+        if self.buffer_ is None:
             self.buffer_ = ReservoirBuffer(memory_size=self.memory_size, seed=self.seed)
             self.seen_ids_: set[int] = set()
             self.n_steps_ = 0
@@ -152,9 +160,11 @@ class FPF(Strategy):
         self.seen_ids_.update(int(batch.ids[i]) for i in fresh)
         rows = torch.tensor(fresh, dtype=torch.int64)
         task = None if batch.task is None else batch.task[rows]
+        assert self.buffer_ is not None  # created in loss
         self.buffer_.add(batch.x[rows], batch.y[rows], batch.ids[rows], task)
 
     def _buffer_loss(self, model: nn.Module, idx: Tensor | None = None) -> Tensor:
+        assert self.buffer_ is not None  # created in loss
         stored = self.buffer_.filled()
         x, y, task = stored["x"], stored["y"], stored["task"]
         assert x is not None and y is not None and task is not None  # called on a non-empty buffer
@@ -193,6 +203,7 @@ class FPF(Strategy):
             tuned = [p for n in self.selected_ for p in params[n]]
             for step in range(self.fpf_steps):
                 gen = generator(self.seed, "fpf-round", self.n_rounds_, step)
+                assert self.buffer_ is not None  # a round runs on a non-empty buffer
                 idx = self.buffer_.sample(self.fpf_batch_size, gen)
                 with torch.enable_grad():
                     grads = torch.autograd.grad(

@@ -94,6 +94,15 @@ class GDumb(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = True
     keeps_memory: ClassVar[bool] = True
+    learned_state: ClassVar[tuple[str, ...]] = (
+        "memory_",
+        "initial_state_",
+        "key_",
+        "n_batches_",
+        "order_",
+    )
+    memory_: Dataset | None = None
+    initial_state_: dict[str, Tensor] | None = None
 
     def __init__(self, *, memory_size: int = 200, seed: int = 0) -> None:
         check_number("memory_size", memory_size, low=1, integer=True, owner="GDumb")
@@ -102,12 +111,10 @@ class GDumb(Strategy):
         self.seed = seed
 
     def memory_used(self) -> int:
-        memory = vars(self).get("memory_")
-        return 0 if memory is None else len(memory)
+        return 0 if self.memory_ is None else len(self.memory_)
 
     def begin(self, model: nn.Module, experience: Experience) -> None:
-        if "memory_" not in vars(self):
-            self.memory_: Dataset | None = None
+        if self.initial_state_ is None:
             self.initial_state_ = copy.deepcopy(model.state_dict())
         self._update_memory(experience)
         model.load_state_dict(self.initial_state_)

@@ -72,6 +72,9 @@ class GEM(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = True
     keeps_memory: ClassVar[bool] = True
+    learned_state: ClassVar[tuple[str, ...]] = ("memories_", "n_projections_")
+    memories_: list[Dataset] | None = None
+    n_projections_: int | None = None
 
     def __init__(
         self, *, memory_size: int = 200, memory_strength: float = 0.5, seed: int = 0
@@ -85,13 +88,13 @@ class GEM(Strategy):
 
     def memory_used(self) -> int:
         """Samples held in all memories together."""
-        return sum(len(m) for m in vars(self).get("memories_", []))
+        return sum(len(m) for m in self.memories_ or [])
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         return cross_entropy(model, batch)
 
     def adjust_gradients(self, model: nn.Module) -> None:
-        memories: list[Dataset] = [m for m in vars(self).get("memories_", []) if len(m)]
+        memories: list[Dataset] = [m for m in self.memories_ or [] if len(m)]
         if not memories:
             return
         params = [p for _, p in trainable_params(model)]
@@ -99,12 +102,12 @@ class GEM(Strategy):
         G = torch.stack([loss_gradient(model, params, m.x, m.y, m.task) for m in memories])
         if bool((G @ g >= 0).all()):
             return
-        self.n_projections_ = vars(self).get("n_projections_", 0) + 1
+        self.n_projections_ = (self.n_projections_ or 0) + 1
         write_flat_grad(params, gem_project(G, g, self.memory_strength))
 
     def end(self, model: nn.Module, experience: Experience) -> None:
-        if "memories_" not in vars(self):
-            self.memories_: list[Dataset] = []
+        if self.memories_ is None:
+            self.memories_ = []
         gen = generator(self.seed, "gem-memory", len(self.memories_))
         add_experience_memory(self.memories_, experience.train, self.memory_size, gen)
 

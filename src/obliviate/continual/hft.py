@@ -55,6 +55,8 @@ class HFT(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = True
     neutral_params: ClassVar[dict[str, float]] = {"frozen_fraction": 0.0}
+    learned_state: ClassVar[tuple[str, ...]] = ("frozen_", "values_")
+    frozen_: dict[str, Tensor] | None = None
 
     def __init__(self, *, frozen_fraction: float = 0.5, seed: int = 0) -> None:
         check_number("frozen_fraction", frozen_fraction, low=0, high=1, high_open=True, owner="HFT")
@@ -63,7 +65,8 @@ class HFT(Strategy):
         self.seed = seed
 
     def begin(self, model: nn.Module, experience: Experience) -> None:
-        self.frozen_: dict[str, Tensor] = {}
+        frozen: dict[str, Tensor] = {}
+        self.frozen_ = frozen
         self.values_: dict[str, Tensor] = {}
         for name, p in trainable_params(model):
             n = p.numel()
@@ -73,24 +76,26 @@ class HFT(Strategy):
             gen = generator(self.seed, "hft", experience.index, name)
             mask = torch.zeros(n, dtype=torch.bool)
             mask[torch.randperm(n, generator=gen)[:k]] = True
-            self.frozen_[name] = mask.reshape(p.shape)
-            self.values_[name] = p.detach()[self.frozen_[name]].clone()
+            frozen[name] = mask.reshape(p.shape)
+            self.values_[name] = p.detach()[frozen[name]].clone()
 
     def _restore(self, model: nn.Module) -> None:
+        frozen = self.frozen_ or {}
         with torch.no_grad():
             for name, p in trainable_params(model):
-                if name in self.frozen_:
-                    p[self.frozen_[name]] = self.values_[name]
+                if name in frozen:
+                    p[frozen[name]] = self.values_[name]
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        if vars(self).get("frozen_"):
+        if self.frozen_:
             self._restore(model)
         return cross_entropy(model, batch)
 
     def adjust_gradients(self, model: nn.Module) -> None:
+        frozen = self.frozen_ or {}
         for name, p in trainable_params(model):
-            if name in self.frozen_ and p.grad is not None:
-                p.grad[self.frozen_[name]] = 0.0
+            if name in frozen and p.grad is not None:
+                p.grad[frozen[name]] = 0.0
 
     def end(self, model: nn.Module, experience: Experience) -> None:
         self._restore(model)

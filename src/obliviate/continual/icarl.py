@@ -116,6 +116,20 @@ class ICaRL(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = True
     keeps_memory: ClassVar[bool] = True
+    learned_state: ClassVar[tuple[str, ...]] = (
+        "exemplars_",
+        "trained_head_",
+        "n_steps_",
+        "new_classes_",
+        "old_classes_",
+        "columns_",
+        "old_model_",
+        "memory_",
+        "replay_ratio_",
+    )
+    exemplars_: dict[int, Dataset] | None = None
+    trained_head_: list[Tensor] | None = None
+    old_model_: nn.Module | None = None
 
     def __init__(self, *, memory_size: int = 200, seed: int = 0) -> None:
         check_number("memory_size", memory_size, low=1, integer=True, owner="ICaRL")
@@ -125,8 +139,7 @@ class ICaRL(Strategy):
 
     # ---- state -----------------------------------------------------------------------------
     def memory_used(self) -> int:
-        ex = vars(self).get("exemplars_", {})
-        return sum(int(v.y.numel()) for v in ex.values())
+        return sum(int(v.y.numel()) for v in (self.exemplars_ or {}).values())
 
     def _memory(self) -> Dataset | None:
         if not self.exemplars_:
@@ -139,9 +152,9 @@ class ICaRL(Strategy):
             raise ObliviateError(
                 f"ICaRL needs an obliviate model with features(); got {type(model).__name__}"
             )
-        if "exemplars_" not in vars(self):
-            self.exemplars_: dict[int, Dataset] = {}
-            self.trained_head_: list[Tensor] | None = None
+        if self.exemplars_ is None:
+            self.exemplars_ = {}
+            self.trained_head_ = None
             self.n_steps_ = 0
         if self.trained_head_ is not None:
             with torch.no_grad():
@@ -152,7 +165,7 @@ class ICaRL(Strategy):
         self.new_classes_ = torch.tensor(sorted(new), dtype=torch.int64)
         self.old_classes_ = torch.tensor(sorted(seen - new), dtype=torch.int64)
         self.columns_ = torch.tensor(sorted(seen | new), dtype=torch.int64)
-        self.old_model_: nn.Module | None = None
+        self.old_model_ = None
         if self.old_classes_.numel():
             old = copy.deepcopy(model).eval()
             for p in old.parameters():
@@ -189,6 +202,7 @@ class ICaRL(Strategy):
     @torch.no_grad()
     def end(self, model: nn.Module, experience: Experience) -> None:
         assert isinstance(model, Model)
+        assert self.exemplars_ is not None  # created in begin
         seen = sorted(set(self.exemplars_) | set(experience.classes))
         m = self.memory_size // len(seen)
         if m < 1:

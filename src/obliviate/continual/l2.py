@@ -39,14 +39,12 @@ class L2(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = True
     neutral_params: ClassVar[dict[str, float]] = {"reg_strength": 0.0}
+    learned_state: ClassVar[tuple[str, ...]] = ("anchor_",)
+    anchor_: dict[str, Tensor] | None = None
 
     def __init__(self, *, reg_strength: float = 0.1) -> None:
         check_number("reg_strength", reg_strength, low=0, owner="L2")
         self.reg_strength = reg_strength
-
-    def begin(self, model: nn.Module, experience: Experience) -> None:
-        if "anchor_" not in vars(self):
-            self.anchor_: dict[str, Tensor] | None = None
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         ce = cross_entropy(model, batch)

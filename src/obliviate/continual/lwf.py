@@ -61,6 +61,9 @@ class LwF(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = True
     neutral_params: ClassVar[Mapping[str, Any]] = {"reg_strength": 0.0}
+    learned_state: ClassVar[tuple[str, ...]] = ("teacher_", "groups_")
+    teacher_: nn.Module | None = None
+    groups_: list[tuple[int, ...]] | None = None
 
     def __init__(self, *, reg_strength: float = 1.0, temperature: float = 2.0) -> None:
         check_number("reg_strength", reg_strength, low=0, owner="LwF")
@@ -69,8 +72,8 @@ class LwF(Strategy):
         self.temperature = temperature
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        teacher = getattr(self, "teacher_", None)
-        if self.reg_strength == 0 or teacher is None:
+        teacher, groups = self.teacher_, self.groups_
+        if self.reg_strength == 0 or teacher is None or groups is None:
             return cross_entropy(model, batch)
         out = logits(model, batch.x, batch.task)
         loss = nn.functional.cross_entropy(out, batch.y)
@@ -78,14 +81,14 @@ class LwF(Strategy):
         student_out = out if batch.task is None else logits(model, batch.x, None)
         with torch.no_grad():
             teacher_out = logits(teacher, batch.x, None)
-        for group in self.groups_:
+        for group in groups:
             cols = torch.tensor(group)
             kd = distillation_loss(student_out[:, cols], teacher_out[:, cols], self.temperature)
             loss = loss + self.reg_strength * kd
         return loss
 
     def end(self, model: nn.Module, experience: Experience) -> None:
-        groups: list[tuple[int, ...]] = list(getattr(self, "groups_", []))
+        groups: list[tuple[int, ...]] = list(self.groups_ or [])
         if experience.task_id is not None:
             groups.append(tuple(experience.classes))
         else:

@@ -90,15 +90,13 @@ class MAS(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = True
     neutral_params: ClassVar[dict[str, float]] = {"reg_strength": 0.0}
+    learned_state: ClassVar[tuple[str, ...]] = ("importance_", "anchor_")
+    importance_: dict[str, Tensor] | None = None
+    anchor_: dict[str, Tensor] | None = None
 
     def __init__(self, *, reg_strength: float = 0.03) -> None:
         check_number("reg_strength", reg_strength, low=0, owner="MAS")
         self.reg_strength = reg_strength
-
-    def begin(self, model: nn.Module, experience: Experience) -> None:
-        if "importance_" not in vars(self):
-            self.importance_: dict[str, Tensor] | None = None
-            self.anchor_: dict[str, Tensor] | None = None
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         ce = cross_entropy(model, batch)

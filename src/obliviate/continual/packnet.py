@@ -150,6 +150,9 @@ class PackNet(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = True
     needs_task_ids: ClassVar[bool] = True
+    learned_state: ClassVar[tuple[str, ...]] = ("masks_", "values_", "prunable_", "touched_")
+    masks_: PackNetMasks | None = None
+    prunable_: set[str] | None = None
 
     def __init__(
         self,
@@ -184,7 +187,7 @@ class PackNet(Strategy):
 
     # ---- hooks -------------------------------------------------------------------------------
     def begin(self, model: nn.Module, experience: Experience) -> None:
-        if "masks_" not in vars(self):
+        if self.masks_ is None:
             self.masks_ = PackNetMasks()
             self.values_: dict[str, Tensor] = {}
             self.prunable_ = _prunable_names(model)
@@ -205,6 +208,7 @@ class PackNet(Strategy):
         return cross_entropy(model, batch)
 
     def adjust_gradients(self, model: nn.Module) -> None:
+        assert self.masks_ is not None  # created in begin
         for name, p in trainable_params(model):
             if p.grad is None:
                 continue
@@ -214,6 +218,7 @@ class PackNet(Strategy):
     def end(self, model: nn.Module, experience: Experience) -> None:
         self._restore(model)  # undo what the last optimiser step's decay did to frozen entries
         task = _task_of(experience)
+        assert self.masks_ is not None and self.prunable_ is not None  # created in begin
         rank = 1 + max(self.masks_.rank.values(), default=-1)
         self.masks_.rank[task] = rank
         prunable = self.prunable_
@@ -259,6 +264,7 @@ class PackNet(Strategy):
         does: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``. A released unit is all zeros, and a
         ReLU unit with zero pre-activation gets zero gradient, so it could never learn again."""
         params = dict(trainable_params(model))
+        assert self.masks_ is not None and self.prunable_ is not None  # created in begin
         biases = _unit_biases(model, self.prunable_)
         with torch.no_grad():
             for name in sorted(self.prunable_):
@@ -280,6 +286,7 @@ class PackNet(Strategy):
     def _restore(self, model: nn.Module) -> None:
         if not self.values_:
             return
+        assert self.masks_ is not None  # created in begin, with values_
         with torch.no_grad():
             for name, p in trainable_params(model):
                 frozen = self.masks_.owner[name] >= 0
@@ -291,6 +298,7 @@ class PackNet(Strategy):
             return
         named = trainable_params(model)
         params = [p for _, p in named]
+        assert self.masks_ is not None  # created in begin
         update = [self.masks_.owner[n] == rank for n, _ in named]
         was_training = model.training
         model.train()
@@ -321,13 +329,13 @@ class PackNet(Strategy):
         ``reused_units`` (of those, units already used by earlier tasks), ``new_units`` and
         ``free_units`` (units no task so far uses).
         """
-        masks: PackNetMasks | None = vars(self).get("masks_")
+        masks, prunable = self.masks_, self.prunable_ or set()
         if masks is None:
             return []
         out = []
         n_ranks = 1 + max(masks.rank.values(), default=-1)
         for name, owner in masks.owner.items():
-            if owner.ndim < 2 or name not in vars(self).get("prunable_", set()):
+            if owner.ndim < 2 or name not in prunable:
                 continue
             rows = owner.reshape(owner.shape[0], -1)
             used_before = torch.zeros(rows.shape[0], dtype=torch.bool)

@@ -56,6 +56,8 @@ class Replay(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = True
     keeps_memory: ClassVar[bool] = True
+    learned_state: ClassVar[tuple[str, ...]] = ("memory_", "n_replayed_")
+    memory_: ReservoirBuffer | ClassBalancedBuffer | None = None
 
     def __init__(
         self,
@@ -78,8 +80,7 @@ class Replay(Strategy):
         self.seed = seed
 
     def memory_used(self) -> int:
-        memory = getattr(self, "memory_", None)
-        return 0 if memory is None else len(memory)
+        return 0 if self.memory_ is None else len(self.memory_)
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         if self.memory_used() == 0:
@@ -87,6 +88,7 @@ class Replay(Strategy):
         n = len(batch.y) if self.replay_batch_size is None else self.replay_batch_size
         gen = generator(self.seed, "replay-batch", self.n_replayed_)
         self.n_replayed_ += 1
+        assert self.memory_ is not None  # memory_used() > 0
         stored = self.memory_.filled()
         idx = self.memory_.sample(n, gen)
         x = torch.cat([batch.x, stored["x"][idx]])  # type: ignore[index]
@@ -95,11 +97,9 @@ class Replay(Strategy):
         return nn.functional.cross_entropy(logits(model, x, task), y)
 
     def end(self, model: nn.Module, experience: Experience) -> None:
-        if getattr(self, "memory_", None) is None:
+        if self.memory_ is None:
             cls = ReservoirBuffer if self.buffer == "reservoir" else ClassBalancedBuffer
-            self.memory_: ReservoirBuffer | ClassBalancedBuffer = cls(
-                memory_size=self.memory_size, seed=self.seed
-            )
+            self.memory_ = cls(memory_size=self.memory_size, seed=self.seed)
             self.n_replayed_ = 0
         data = experience.train
         if isinstance(self.memory_, ReservoirBuffer):

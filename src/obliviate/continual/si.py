@@ -59,6 +59,18 @@ class SI(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = True
     neutral_params: ClassVar[dict[str, float]] = {"reg_strength": 0.0}
+    learned_state: ClassVar[tuple[str, ...]] = (
+        "importance_",
+        "anchor_",
+        "start_",
+        "path_",
+        "before_",
+        "task_grad_",
+    )
+    importance_: dict[str, Tensor] | None = None
+    anchor_: dict[str, Tensor] | None = None
+    before_: dict[str, Tensor] | None = None
+    task_grad_: dict[str, Tensor] | None = None
 
     def __init__(self, *, reg_strength: float = 1.0, damping: float = 0.1) -> None:
         check_number("reg_strength", reg_strength, low=0, owner="SI")
@@ -67,13 +79,10 @@ class SI(Strategy):
         self.damping = damping
 
     def begin(self, model: nn.Module, experience: Experience) -> None:
-        if "importance_" not in vars(self):
-            self.importance_: dict[str, Tensor] | None = None
-            self.anchor_: dict[str, Tensor] | None = None
         self.start_ = snapshot(model)
         self.path_ = {n: torch.zeros_like(p) for n, p in self.start_.items()}
-        self.before_: dict[str, Tensor] | None = None
-        self.task_grad_: dict[str, Tensor] | None = None
+        self.before_ = None
+        self.task_grad_ = None
 
     def _penalised(self) -> bool:
         return self.importance_ is not None and self.reg_strength > 0

@@ -232,6 +232,24 @@ def check_no_learned_state_before_training(cls: StrategyType) -> None:
     )
 
 
+def check_learned_state_declared(cls: StrategyType) -> None:
+    """Every name in ``learned_state`` ends in ``_``; a fresh strategy holds none of them (a
+    class-level default must be ``None``); after training, every attribute it recorded that ends
+    in ``_`` is declared in ``learned_state``."""
+    name = cls.__name__
+    bad = [n for n in cls.learned_state if not n.endswith("_") or n.startswith("_")]
+    assert not bad, f"{name}: learned_state names must end in '_': {bad}"
+    fresh = cls()
+    held = [n for n in cls.learned_state if getattr(fresh, n, None) is not None]
+    assert not held, f"{name}: declared learned state {held} is set before training"
+    strategy = cls()
+    _run(strategy, tiny_setup(cls))
+    undeclared = [n for n in _learned(strategy) if n not in cls.learned_state]
+    assert not undeclared, (
+        f"{name}: training recorded {undeclared} without declaring them in learned_state"
+    )
+
+
 def check_params_unchanged_by_training(cls: StrategyType) -> None:
     """Training leaves ``get_params()`` exactly as constructed."""
     strategy = cls()
@@ -476,6 +494,7 @@ def check_declared_boundaries(cls: StrategyType) -> None:
 STRATEGY_CHECKS: tuple[Callable[[StrategyType], None], ...] = (
     check_default_constructible,
     check_no_learned_state_before_training,
+    check_learned_state_declared,
     check_params_unchanged_by_training,
     check_clone_is_fresh,
     check_deterministic,
