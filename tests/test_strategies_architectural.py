@@ -196,9 +196,9 @@ def test_slda_classifier_by_hand():
 def test_slda_keeps_the_encoder_frozen_and_writes_the_lda_rule():
     stream = _stream()
     model = model_for_stream(ModelSpec(hidden=(16,)), stream)
-    strategy = make_strategy("slda")
+    strategy = make_strategy("slda", encoder_epochs=1)
     train_stream(model, stream, strategy, CONFIG)
-    recipe = EncoderRecipe(source="blobs", n_epochs=3, seed=0)
+    recipe = EncoderRecipe(source="blobs", n_epochs=1, seed=0)
     encoder = pretrained_encoder(model, recipe, stream.sample_shape)
     for k, v in encoder.items():
         assert torch.equal(model.state_dict()[k], v), k
@@ -229,7 +229,7 @@ def test_pq_fit_reconstructs_points_it_has_enough_codewords_for():
 def test_remind_memory_is_class_balanced_when_full():
     stream = _stream(n_experiences=2)
     model = model_for_stream(ModelSpec(hidden=(16,)), stream)
-    strategy = make_strategy("remind", memory_size=40)
+    strategy = make_strategy("remind", memory_size=40, encoder_epochs=1)
     train_stream(model, stream, strategy, CONFIG)
     counts = torch.bincount(strategy.memory_y_, minlength=4)
     assert int(counts.sum()) == 40
@@ -254,11 +254,11 @@ def test_l2p_key_matching_by_hand():
 def test_l2p_prompts_change_predictions_and_encoder_stays_frozen():
     stream = _stream()
     model = model_for_stream(ModelSpec(hidden=(16,)), stream)
-    strategy = make_strategy("l2p", prompt_lr=0.5)
+    strategy = make_strategy("l2p", prompt_lr=0.5, encoder_epochs=1)
     train_stream(model, stream, strategy, CONFIG)
     assert strategy.pool_.prompts.abs().sum() > 0  # the prompts learned
     encoder = pretrained_encoder(
-        model, EncoderRecipe(source="blobs", n_epochs=3, seed=0), stream.sample_shape
+        model, EncoderRecipe(source="blobs", n_epochs=1, seed=0), stream.sample_shape
     )
     for k, v in encoder.items():
         assert torch.equal(model.state_dict()[k], v), k
@@ -323,6 +323,7 @@ def test_fashion_encoder_needs_images():
         )
 
 
+@pytest.mark.slow  # pretrains a CNN encoder and fits REMIND's k-means: ~10 s on an idle CPU
 def test_strategies_are_deterministic_on_cnn_images():
     x = np.random.default_rng(0).normal(size=(80, 1, 8, 8)).astype(np.float32)
     y = np.repeat(np.arange(4), 20)
@@ -332,7 +333,8 @@ def test_strategies_are_deterministic_on_cnn_images():
         accs = []
         for _ in range(2):
             model = model_for_stream(ModelSpec(name="cnn", hidden=(16,)), stream)
-            accs.append(train_stream(model, stream, make_strategy(name), CONFIG).accuracy_matrix)
+            strategy = make_strategy(name, encoder_epochs=1)
+            accs.append(train_stream(model, stream, strategy, CONFIG).accuracy_matrix)
         assert np.array_equal(accs[0], accs[1], equal_nan=True), name
 
 
