@@ -287,5 +287,6 @@ def _output_and_head(model: nn.Module, x: Tensor, task: Tensor | None) -> tuple[
             return out, name
     raise ObliviateError(
         f"BiC needs a model whose output is the output of an nn.Linear layer with bias (the "
-        f"layer the bias correction is written into); {type(model).__name__}'s is not"
+        f"layer the bias correction is written into); {type(model).__name__}'s is not. Use a "
+        "single-head model (class-incremental scenario) whose last layer is nn.Linear"
     )

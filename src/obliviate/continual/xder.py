@@ -103,7 +103,9 @@ class XDER(Strategy):
       statistics). Selection within a class is uniform at random (seeded).
     - Class groups are the experiences' class sets, not contiguous blocks of ``classes_per_task``
       columns, so any class order works; a class that recurs (domain-incremental) is "present"
-      in its new experience and its stored samples are redrawn there.
+      in its new experience and its stored samples are redrawn there (so on a
+      domain-incremental stream the memory holds only the latest experience's samples, and the
+      past-logit constraint, which needs classes absent from the present experience, is off).
 
     References
     ----------
@@ -181,10 +183,11 @@ class XDER(Strategy):
                 good_rows.append(o.masked_fill(~own, torch.finfo(o.dtype).min).max(dim=1).values)
                 bad_rows.append(o)
         self.n_steps_ += 1
-        if self.eta > 0 and self.past_.numel():
-            cols = torch.cat([self.past_, self.present_]).unique()
+        old_only = self.past_[~torch.isin(self.past_, self.present_)]
+        if self.eta > 0 and old_only.numel():
+            cols = torch.cat([old_only, self.present_]).unique()
             prob = torch.softmax(out[:, cols], dim=1)
-            is_past = torch.isin(cols, self.past_)
+            is_past = torch.isin(cols, old_only)
             bad = prob[:, is_past].max(dim=1).values.detach()
             good_p = prob[:, ~is_past].max(dim=1).values
             total = total + self.eta * margin_constraint(good_p, bad, self.margin)
