@@ -12,6 +12,9 @@ reports it) and the CPU time of the method as a fraction of retraining's CPU tim
     python benchmarks/unlearning_new_methods_b.py --dataset digits --forget random:10% --seeds 0,1,2
     python benchmarks/unlearning_new_methods_b.py --dataset mnist --data-dir DIR --forget class:3
 
+``--methods a,b`` runs a subset; ``--cache-dir DIR`` keeps the trained originals and oracles
+for the next run.
+
 ``scrub_r`` is SCRUB with its rewind step (``scrub`` with ``rewind=True``). Its reference
 error is measured as Kurmanji et al. (2023) do: the error of the final (un-rewound) SCRUB model
 on a validation set from the forget set's distribution. Here that validation set is a seeded
@@ -81,6 +84,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--json", default=None)
+    ap.add_argument("--cache-dir", default=None, help="keep trained originals/oracles here")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -97,6 +101,7 @@ def main() -> None:
             relearn_cap=0,
             data_dir=args.data_dir,
             limit=args.limit,
+            cache_dir=args.cache_dir,
         )
         prepared = prepare(base)
         for name in methods:
