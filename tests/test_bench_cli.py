@@ -65,3 +65,15 @@ def test_compare_prints_mean_std_and_difference(tmp_path, capsys):
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if "ACC" in x)
     assert "0.600 ± 0.141" in line and "0.800 ± 0.000" in line and "+0.200" in line
+
+
+def test_quiet_still_reports_failed_runs(tmp_path, capsys):
+    spec = tmp_path / "div.toml"
+    spec.write_text(
+        'name = "div"\nseeds = [0]\n[[learn]]\ndatasets = ["synthetic"]\n'
+        'scenarios = ["class-incremental"]\nn_experiences = 2\nstrategies = ["naive"]\n'
+        "n_epochs = 2\nlr = 1e30\n"
+    )
+    assert main(["bench", str(spec), "--out", str(tmp_path / "o"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "diverged" in err and "1 failed" in err

@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
         from obliviate.bench.specs import load_spec
 
         console = Console(stderr=True, quiet=quiet)
+        loud = Console(stderr=True)  # failures are reported even with --quiet
         header, runs = load_spec(spec)
         if dry_run:
             path = store.results_path(out)
@@ -74,9 +75,8 @@ def register(app: typer.Typer) -> None:
         def on_result(rec: dict) -> None:
             ok = rec["status"] == "ok"
             mark = "[green]ok[/]" if ok else f"[red]error[/] {rec.get('error', '')}"
-            progress.console.print(
-                f"{rec['timings']['seconds']:7.1f}s  {rec['label']}  {mark}", highlight=False
-            )
+            line = f"{rec['timings']['seconds']:7.1f}s  {rec['label']}  {mark}"
+            (progress.console if ok or not quiet else loud).print(line, highlight=False)
             progress.advance(state["task"])
 
         try:
@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
                 "interrupted: finished runs are stored; run the same command again to resume"
             )
             raise typer.Exit(130) from None
-        console.print(
+        (loud if counts["error"] else console).print(
             f"done: {counts['ok']} ok, {counts['error']} failed, {counts['skipped']} skipped -> "
             f"{store.results_path(out)}"
         )
