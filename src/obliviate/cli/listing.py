@@ -9,6 +9,20 @@ from obliviate.errors import ObliviateError
 KINDS = ("strategies", "unlearners", "datasets", "scenarios")
 
 
+def summary(doc: str | None) -> str:
+    """The first sentence of a docstring's first paragraph, as plain text: lines joined (a
+    wrapped sentence is never cut), reST roles and literals unwrapped (``:class:`X``` -> X,
+    ````x```` -> x)."""
+    import re
+
+    para = " ".join((doc or "").strip().split("\n\n")[0].split())
+    para = re.sub(r":[a-z]+:`~?([^`<]+?)(?:\s*<[^>]+>)?`", r"\1", para)
+    para = re.sub(r"``([^`]+)``", r"\1", para)
+    para = re.sub(r"`([^`]+)`_?", r"\1", para)
+    match = re.search(r"^(.+?[.!?])(\s|$)", para)
+    return match.group(1) if match else para
+
+
 def register(app: typer.Typer) -> None:
     @app.command("list")
     def list_(
@@ -24,41 +38,44 @@ def register(app: typer.Typer) -> None:
         if kind == "strategies":
             from obliviate.continual import STRATEGIES, strategy_class
 
-            (
-                table.add_column("name"),
-                table.add_column("needs boundaries"),
-                table.add_column("needs task ids"),
-                table.add_column("summary"),
-            )
+            table.add_column("name")
+            table.add_column("needs boundaries")
+            table.add_column("needs task ids")
+            table.add_column("summary")
             for name in sorted(STRATEGIES):
                 cls = strategy_class(name)
-                doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-                table.add_row(name, str(cls.needs_task_boundaries), str(cls.needs_task_ids), doc)
+                table.add_row(
+                    name,
+                    str(cls.needs_task_boundaries),
+                    str(cls.needs_task_ids),
+                    summary(cls.__doc__),
+                )
         elif kind == "unlearners":
             from obliviate.unlearning import UNLEARNERS, unlearner_class
 
-            (
-                table.add_column("name"),
-                table.add_column("guarantee"),
-                table.add_column("needs"),
-                table.add_column("model needs"),
-                table.add_column("summary"),
-            )
+            table.add_column("name")
+            table.add_column("guarantee")
+            table.add_column("needs")
+            table.add_column("model needs")
+            table.add_column("summary")
             for name in sorted(UNLEARNERS):
                 cls = unlearner_class(name)
-                doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
                 needs = ", ".join(sorted(cls.needs)) or "-"
-                table.add_row(name, cls.guarantee, needs, cls.model_requirement or "-", doc)
+                table.add_row(
+                    name, cls.guarantee, needs, cls.model_requirement or "-", summary(cls.__doc__)
+                )
         elif kind == "datasets":
             from obliviate.data.datasets import DATASET_HELP
 
-            table.add_column("name"), table.add_column("description")
+            table.add_column("name")
+            table.add_column("description")
             for name, text in DATASET_HELP.items():
                 table.add_row(name, text)
         else:
             from obliviate.data.scenarios import SCENARIOS
 
-            table.add_column("name"), table.add_column("description")
+            table.add_column("name")
+            table.add_column("description")
             for name, fn in SCENARIOS.items():
-                table.add_row(name, (fn.__doc__ or "").strip().splitlines()[0])
+                table.add_row(name, summary(fn.__doc__))
         Console().print(table)

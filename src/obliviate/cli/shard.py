@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from obliviate.errors import ObliviateError
+
+if TYPE_CHECKING:  # the CLI imports the engine lazily
+    from obliviate.sharded import ShardedStore
 
 STORE_HELP = "folder of the shard store"
 BACKEND_HELP = "where shards (re)train: local (process pool), inline (this process) or ray"
@@ -48,7 +51,7 @@ def _emit(obj: Any, output: Path | None = None) -> None:
 
 def _open(
     store: Path, backend: str = "local", workers: int | None = None, data_dir: str | None = None
-):  # type: ignore[no-untyped-def]
+) -> ShardedStore:
     from obliviate.sharded import ShardedStore
 
     return ShardedStore(store, backend=backend, n_workers=workers, data_dir=data_dir)
@@ -218,8 +221,10 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
+        counts = ", ".join(f"{n} {state}" for state, n in info["samples"].items())
         table = Table(
-            title=f"{store}: model version {info['model_version']}, graph {info['graph']}, samples {info['samples']}"
+            title=f"{store}: model version {info['model_version']}, graph {info['graph']}, "
+            f"samples: {counts}"
         )
         for col in ("shard", "checkpoint", "n_samples", "n_own", "neighbourhood"):
             table.add_column(col)
