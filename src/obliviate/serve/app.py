@@ -838,14 +838,14 @@ def _warm_up(state: _State) -> None:
 
 
 def _login_html(problem: str | None) -> str:
-    from jinja2 import Environment, PackageLoader, select_autoescape
+    from jinja2 import Environment, PackageLoader
 
-    env = Environment(loader=PackageLoader("obliviate.serve"), autoescape=select_autoescape())
+    env = Environment(loader=PackageLoader("obliviate.serve"), autoescape=True)
     return env.get_template("login.html.j2").render(problem=problem)
 
 
 def _render_page(state: _State, model: dict[str, Any]) -> str:
-    from jinja2 import Environment, PackageLoader, select_autoescape
+    from jinja2 import Environment, PackageLoader
 
     db = state.db()
     history = []
@@ -866,7 +866,7 @@ def _render_page(state: _State, model: dict[str, Any]) -> str:
     requests = queue.recent(db, 50)
     worker = state.worker
     verify = None if worker is None else worker.last_verify
-    env = Environment(loader=PackageLoader("obliviate.serve"), autoescape=select_autoescape())
+    env = Environment(loader=PackageLoader("obliviate.serve"), autoescape=True)
     return env.get_template("status.html.j2").render(
         model=model,
         counts=queue.counts(db),
