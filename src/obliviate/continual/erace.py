@@ -51,8 +51,8 @@ class ERACE(Strategy):
     memory_size : int, >= 1
         Memory capacity ``|M|`` in samples.
     replay_batch_size : int >= 1 or None
-        Size of ``(X_bf, Y_bf)``; None uses the incoming batch's size (the paper uses equal
-        sizes, 10 and 10).
+        Size of ``(X_bf, Y_bf)``; None uses the incoming batch's size (equal sizes, as in the
+        paper's online setting).
     seed : int
         Seeds the reservoir's choices and the replay batches.
 

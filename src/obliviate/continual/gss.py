@@ -47,7 +47,7 @@ class GSS(Strategy):
     memory_size : int, >= 1
         Memory capacity ``M`` in samples.
     n_candidates : int, >= 1
-        ``n``, random memory samples whose gradients score each incoming batch (paper: 10).
+        ``n``, random memory samples whose gradients score each incoming batch (default 10).
     replay_batch_size : int >= 1 or None
         Memory samples replayed per step; None uses the incoming batch's size.
     seed : int

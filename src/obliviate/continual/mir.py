@@ -52,9 +52,10 @@ class MIR(Strategy):
     memory_size : int, >= 1
         Memory capacity ``|M|`` in samples.
     n_candidates : int, >= 1
-        ``C``, memory samples scored per step (paper: 25 or 50 on MNIST; default 50).
+        ``C``, memory samples scored per step (default 50).
     replay_batch_size : int, >= 1
-        Retrieved samples replayed per step (paper: 10, as the incoming batch).
+        Retrieved samples replayed per step (default 10, the size of the incoming batch in the
+        paper's online setting).
     virtual_lr : float, > 0
         ``lr`` of the virtual update. The paper uses the optimiser's learning rate; the strategy
         does not see the optimiser, so give it here (default 0.1, the digits recipe's effective

@@ -61,9 +61,9 @@ class RWalk(Strategy):
         larger strength is for recipes with small steps
         (``benchmarks/cl_replay_family.py --strategies rwalk --set rwalk.reg_strength=...``).
     alpha : float in (0, 1]
-        ``alpha``, the weight of the newest squared gradient in the running Fisher (paper: 0.9).
+        ``alpha``, the weight of the newest squared gradient in the running Fisher (default 0.9, Avalanche's).
     score_interval : int, >= 1
-        ``Delta t``, steps per score interval (paper: 10).
+        ``Delta t``, steps per score interval (default 10, Avalanche's).
     eps : float, > 0
         ``epsilon`` of eq. 7, keeps the score finite where a parameter barely moved (the paper
         does not state its value; 1e-3 here).
