@@ -51,7 +51,7 @@ def main() -> None:
     p.add_argument("--top-k", type=int, default=2)
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--shards", default="1,3,5")
+    p.add_argument("--shards", default="1,3,5,3g", help="S per store; g: group by entity")
     p.add_argument("--slices", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(1)
@@ -100,9 +100,11 @@ def main() -> None:
     people = data.entities("forget")
     safe_rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n_shards in [int(s) for s in a.shards.split(",")]:
+        for shard_text in a.shards.split(","):
+            n_shards, grouped = int(shard_text.rstrip("g")), shard_text.endswith("g")
             cfg = SafeConfig(
                 n_shards=n_shards,
+                group_by_entity=grouped,
                 n_slices=a.slices,
                 top_k=a.top_k,
                 n_epochs=a.epochs,
@@ -111,11 +113,11 @@ def main() -> None:
                 seed=a.seed,
             )
             t = time.perf_counter()
-            store = AdapterStore.train(Path(tmp) / f"s{n_shards}", base=base, data=ft, config=cfg)
+            store = AdapterStore.train(Path(tmp) / f"s{shard_text}", base=base, data=ft, config=cfg)
             t_train = time.perf_counter() - t
             cache = store.status()["prefix_cache"]
             t_plain = float("nan")
-            if n_shards == 3:
+            if shard_text == "3":
                 t = time.perf_counter()
                 AdapterStore.train(
                     Path(tmp) / "plain", base=base, data=ft,
@@ -131,10 +133,10 @@ def main() -> None:
             for combine in ("mean", "logmean"):
                 res = evaluate(store.scorer(combine), store.lm, data, reference=ref)
                 safe_rows.append(
-                    (f"SAFE S={n_shards} R={a.slices} ({combine})", t_train, t_plain,
+                    (f"SAFE S={n_shards} R={a.slices}{' by person' if grouped else ''} ({combine})", t_train, t_plain,
                      float(np.mean(costs)), float(np.mean(n_retrained)), summary(res), cache)
                 )  # fmt: skip
-            print(f"S={n_shards} done", flush=True)
+            print(f"S={shard_text} done", flush=True)
 
     print("\n| model | seconds per request | " + " | ".join(COLS) + " |")
     print("|" + "---|" * (len(COLS) + 2))

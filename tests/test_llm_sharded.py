@@ -176,3 +176,15 @@ def test_cli_sharded_train_forget_verify(tmp_path, capsys) -> None:
     assert receipt["status"] == "done" and receipt["n_removed"] == 2
     assert main(["llm", "sharded", "verify", "--store", store]) == 0
     assert main(["llm", "sharded", "forget", "--store", store, "--ids", "999999"]) == 2
+
+
+def test_grouping_by_entity_retrains_one_shard_per_person(tmp_path, setup) -> None:
+    _, data = setup
+    config = SafeConfig(n_shards=3, n_slices=2, top_k=1, n_epochs=1, group_by_entity=True)
+    store = _store(tmp_path, "p", setup, config)
+    person = data.entities("retain")[0]
+    gone = [it.id for it in data.items if it.entity == person]
+    receipt = store.forget(gone)
+    assert len(receipt["retrained"]) == 1
+    fresh = _store(tmp_path, "p2", setup, config, exclude=gone)
+    assert store.final_checkpoints() == fresh.final_checkpoints()

@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from obliviate._rng import generator
+from obliviate._rng import derive_seed, generator
 from obliviate.errors import ObliviateError
 from obliviate.io import atomic_write_text
 from obliviate.llm.data import QAData, dump_jsonl, load_jsonl
@@ -96,7 +96,9 @@ class SafeConfig:
     (AdamW); ``top_k`` the number of top blocks the adapter covers; ``lora_rank`` for LoRA;
     ``combine`` how shards' next-token distributions are combined; ``reuse_frozen=False`` runs
     the frozen blocks on every forward pass instead of replaying their cached output (to
-    measure the saving; the adapters then differ in float rounding, not in what they saw).
+    measure the saving; the adapters then differ in float rounding, not in what they saw);
+    ``group_by_entity`` assigns shards and slices by a hash of each item's entity instead of its
+    id, so a request that forgets a person retrains one shard.
     """
 
     n_shards: int = 4
@@ -111,6 +113,7 @@ class SafeConfig:
     seed: int = 0
     combine: str = "mean"
     reuse_frozen: bool = True
+    group_by_entity: bool = False
 
     def __post_init__(self) -> None:
         if self.n_shards < 1 or self.n_slices < 1:
@@ -285,7 +288,14 @@ class AdapterStore:
         if unknown:
             raise ObliviateError(f"exclude ids never in the data: {unknown[:10]}")
         ids = ids[~np.isin(ids, excluded)]
-        shard, slice_ = assign(ids, config.n_shards, config.n_slices, config.seed)
+        if config.group_by_entity:  # every fact of an entity in one shard and slice
+            entity = {it.id: it.entity for it in data.items}
+            keys = np.asarray(
+                [derive_seed(0, "llm-entity", entity[int(i)]) for i in ids], dtype=np.int64
+            )
+            shard, slice_ = assign(keys, config.n_shards, config.n_slices, config.seed)
+        else:
+            shard, slice_ = assign(ids, config.n_shards, config.n_slices, config.seed)
         tmp = path / "ledger.tmp"
         for suffix in ("", "-wal", "-shm"):
             Path(str(tmp) + suffix).unlink(missing_ok=True)
