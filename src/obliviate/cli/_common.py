@@ -59,7 +59,8 @@ def parse_sets(
     """Turn ``["key=value", ...]`` into keyword-only arguments of ``cls`` (a class: its
     constructor; or a function), typed by its annotations. Unknown keys (and ``exclude``-d ones)
     and values of the wrong type raise :class:`ObliviateError`."""
-    target = cls.__init__ if isinstance(cls, type) else cls
+    # a class: read its constructor's signature (the class itself, not an instance)
+    target = cls.__init__ if isinstance(cls, type) else cls  # type: ignore[misc]
     hints = typing.get_type_hints(target)
     params = {
         p.name

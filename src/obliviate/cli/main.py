@@ -22,7 +22,7 @@ import typer
 try:  # typer >= 0.25 vendors click
     from typer._click import exceptions as click_exc
 except ImportError:  # pragma: no cover - older typer uses click itself
-    from click import exceptions as click_exc
+    from click import exceptions as click_exc  # type: ignore[no-redef]  # the same module
 
 from obliviate.errors import ObliviateError
 

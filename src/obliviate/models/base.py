@@ -7,7 +7,6 @@ to know which model they hold. ``feature_dim`` is the width of ``features(x)``.
 
 from __future__ import annotations
 
-import functools
 import inspect
 from abc import ABC, abstractmethod
 
@@ -59,12 +58,16 @@ def takes_task(model: nn.Module) -> bool:
     return isinstance(model, Model) or _forward_takes_task(type(model))
 
 
-@functools.cache
-def _forward_takes_task(cls: type) -> bool:
-    try:
-        return "task" in inspect.signature(cls.forward).parameters
-    except (TypeError, ValueError):
-        return False
+_TAKES_TASK: dict[type[nn.Module], bool] = {}
+
+
+def _forward_takes_task(cls: type[nn.Module]) -> bool:
+    if cls not in _TAKES_TASK:  # cached per class: the signature never changes
+        try:
+            _TAKES_TASK[cls] = "task" in inspect.signature(cls.forward).parameters
+        except (TypeError, ValueError):
+            _TAKES_TASK[cls] = False
+    return _TAKES_TASK[cls]
 
 
 def seeded_init(seed: int):  # type: ignore[no-untyped-def]
