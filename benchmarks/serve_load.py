@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -231,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         "problems": problems,
     }
     print(json.dumps(figures, indent=2))
+    if not problems:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"the store is kept for inspection: {store}", file=sys.stderr)
     if args.json is not None:
         with args.json.open("a") as f:
             f.write(json.dumps(figures) + "\n")
