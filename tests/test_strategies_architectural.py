@@ -192,6 +192,28 @@ def test_slda_covariance_update_by_hand_and_against_a_batch_computation():
     assert torch.allclose(mean[0], z.mean(dim=0), atol=1e-12)
 
 
+def test_slda_update_equals_the_per_sample_recursion():
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (40,), generator=g)
+    ref_mean, ref_count = torch.zeros(3, 3, dtype=torch.float64), torch.zeros(3)
+    ref_sigma, t = torch.zeros(3, 3, dtype=torch.float64), 0
+    for zi, yi in zip(z, y.tolist(), strict=True):  # the paper's recursion, one sample at a time
+        d = (zi - ref_mean[yi]).reshape(-1, 1)
+        ref_sigma = (t * ref_sigma + t / (t + 1) * (d @ d.T)) / (t + 1)
+        ref_mean[yi] = (ref_count[yi] * ref_mean[yi] + zi) / (ref_count[yi] + 1)
+        ref_count[yi] += 1
+        t += 1
+    mean, count = torch.zeros(3, 3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    sigma, n = torch.zeros(3, 3, dtype=torch.float64), 0
+    for start in (0, 7, 25):  # batches of 7, 18 and 15 samples
+        stop = {0: 7, 7: 25, 25: 40}[start]
+        n = streaming_update(mean, count, sigma, n, z[start:stop], y[start:stop])
+    assert n == 40
+    assert torch.allclose(sigma, ref_sigma, atol=1e-12)
+    assert torch.allclose(mean, ref_mean, atol=1e-12)
+
+
 def test_slda_classifier_by_hand():
     mean = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]], dtype=torch.float64)
     count = torch.tensor([3.0, 1.0, 0.0], dtype=torch.float64)

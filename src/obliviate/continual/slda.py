@@ -38,18 +38,23 @@ def streaming_update(
         Sigma   <- (t * Sigma + Delta_t) / (t + 1)
         mu_y    <- (c_y * mu_y + z_t) / (c_y + 1),    c_y <- c_y + 1
 
-    (``mu_y`` in ``Delta_t`` is the class mean before the update.)
+    (``mu_y`` in ``Delta_t`` is the class mean before the update.) The means are updated
+    sample by sample; the covariance recursion is summed in one step, since
+    ``(t + 1) Sigma_{t+1} = t Sigma_t + Delta_t`` unrolls to
+    ``T Sigma_T = t0 Sigma_t0 + sum_t t / (t + 1) d_t d_t^T`` (equal up to float64 rounding).
     """
-    t = n_updates
+    t0 = n_updates
+    diffs = torch.empty_like(z)
     for i in range(z.shape[0]):
         c = int(y[i])
-        diff = (z[i] - mean[c]).reshape(-1, 1)
-        delta = (diff @ diff.T) * (t / (t + 1))
-        sigma.mul_(t).add_(delta).div_(t + 1)
-        mean[c] += diff.reshape(-1) / (count[c] + 1)
+        diffs[i] = z[i] - mean[c]
+        mean[c] += diffs[i] / (count[c] + 1)
         count[c] += 1
-        t += 1
-    return t
+    steps = torch.arange(t0, t0 + z.shape[0], dtype=z.dtype)
+    weights = steps / (steps + 1)
+    total = t0 + z.shape[0]
+    sigma.mul_(t0).add_(diffs.T @ (diffs * weights.reshape(-1, 1))).div_(max(total, 1))
+    return total
 
 
 def lda_classifier(
