@@ -15,6 +15,7 @@ forgetting: Sec. 3.2, "WF^w"; the stability gap: Sec. 4.)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -90,7 +91,7 @@ def windowed_forgetting(acc, experience, window: int) -> np.ndarray:  # type: ig
     return out
 
 
-def stability_gap(acc, experience, accuracy_matrix) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def stability_gap(acc, experience, accuracy_matrix) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """The stability gap of every old experience at every later task switch.
 
     For experience ``j`` and a later experience ``k``: ``before`` = R[k-1, j] (accuracy just

@@ -122,7 +122,7 @@ def build_report(
     import jinja2
 
     ok = store.only_ok(records)
-    sections = []
+    sections: list[dict[str, Any]] = []
     for kind, name, kinds, makers, notes_for in SECTIONS:
         recs = [r for r in ok if r.get("kind") in kinds]
         if not recs:

@@ -134,8 +134,8 @@ def accuracy_heatmaps(records: Sequence[dict[str, Any]]) -> list[Plot]:
     """R[i, j] per method (mean over seeds), one figure per dataset/scenario."""
     plots = []
     for (ds, sc), recs in sorted(_groups(records, "dataset", "scenario").items(), key=str):
-        methods = {m: _mean_matrix(rs) for m, rs in _by_method(recs).items()}
-        methods = {m: v for m, v in methods.items() if v is not None}
+        means = {m: _mean_matrix(rs) for m, rs in _by_method(recs).items()}
+        methods = {m: v for m, v in means.items() if v is not None}
         if not methods:
             continue
         fig, axes = _grid(len(methods), per_row=5, w=2.8, h=2.8)
@@ -180,8 +180,8 @@ def experience_accuracy(records: Sequence[dict[str, Any]]) -> list[Plot]:
     """Accuracy of each experience j over the stream (R[i, j] for i >= j), per method."""
     plots = []
     for (ds, sc), recs in sorted(_groups(records, "dataset", "scenario").items(), key=str):
-        methods = {m: _mean_matrix(rs) for m, rs in _by_method(recs).items()}
-        methods = {m: v for m, v in methods.items() if v is not None}
+        means = {m: _mean_matrix(rs) for m, rs in _by_method(recs).items()}
+        methods = {m: v for m, v in means.items() if v is not None}
         if not methods:
             continue
         fig, axes = _grid(len(methods), per_row=5, w=3.0, h=2.5)
