@@ -149,6 +149,9 @@ def register(app: typer.Typer) -> None:
         lr: float = typer.Option(1e-2, "--lr"),
         batch_size: int = typer.Option(4, "--batch-size"),
         seed: int = typer.Option(0, "--seed"),
+        group_by_entity: bool = typer.Option(
+            False, "--group-by-entity", help="keep each entity's items in one shard"
+        ),
     ) -> None:
         """Train one adapter per shard over a frozen base; print the store's status."""
         _threads()
@@ -166,6 +169,7 @@ def register(app: typer.Typer) -> None:
             lr=lr,
             batch_size=batch_size,
             seed=seed,
+            group_by_entity=group_by_entity,
         )
         spec = LLMSpec(
             model=model,
