@@ -35,7 +35,6 @@ from obliviate.training import (
     min_batch_rows,
     predict_logits,
 )
-from obliviate.unlearning.base import ForgetRequest, Unlearner, check_request
 
 BatchLoss = Callable[[nn.Module, Batch], Tensor]
 PairLoss = Callable[[nn.Module, Batch, Batch], Tensor]
@@ -78,17 +77,6 @@ def fresh_like(model: nn.Module, seed: int, key: object = "fresh") -> nn.Module:
                 m.reset_parameters()  # type: ignore[operator]
     out.eval()
     return out
-
-
-# ---- requests ------------------------------------------------------------------------------
-def start(unlearner: Unlearner, model: nn.Module, request: ForgetRequest) -> nn.Module:
-    """Check ``request`` for ``unlearner`` and return a private trainable copy of ``model``.
-
-    Deprecated: :meth:`Unlearner.unlearn` now does this before calling ``_unlearn``; kept for one
-    release for unlearners written against the old contract. Raises as :func:`check_request`.
-    """
-    check_request(unlearner, request)
-    return clone_model(model)
 
 
 # ---- losses --------------------------------------------------------------------------------
@@ -254,6 +242,5 @@ __all__ = [
     "run_paired_steps",
     "run_steps",
     "soft_cross_entropy",
-    "start",
     "trainable",
 ]
