@@ -427,7 +427,7 @@ def _build(config: ServeConfig, state_or_none: "_State | None") -> FastAPI:
 
             # load the training data and the shard models before serving, so that the first
             # retraining pass does not stall the first requests while it imports and parses
-            await anyio.to_thread.run_sync(_warm_up, state_or_none)
+            await anyio.to_thread.run_sync(_warm_up, state)
             worker.start()
         yield
         if worker is not None:
