@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import statistics
 from typing import Any
 
@@ -144,8 +145,8 @@ def main() -> None:
     for name, rs in rows.items():
         cells, summary[name] = [], {}
         for k in KEYS:
-            vals = [r[k] for r in rs]
-            mean = statistics.mean(vals)
+            vals = [r[k] for r in rs if math.isfinite(r[k])]  # failed runs are NaN
+            mean = statistics.mean(vals) if vals else float("nan")
             std = statistics.stdev(vals) if len(vals) > 1 else 0.0
             summary[name][k] = [mean, std]
             cells.append(f"{mean:.3f} ± {std:.3f}")
