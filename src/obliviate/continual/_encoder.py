@@ -200,8 +200,15 @@ def pretraining_data(recipe: EncoderRecipe, sample_shape: tuple[int, ...]) -> Da
 
 
 def _reset(module: nn.Module) -> None:
-    resettable = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.LayerNorm, nn.Embedding)
-    resettable += (nn.modules.batchnorm._NormBase,)
+    resettable = (
+        nn.Linear,
+        nn.Conv1d,
+        nn.Conv2d,
+        nn.Conv3d,
+        nn.LayerNorm,
+        nn.Embedding,
+        nn.modules.batchnorm._NormBase,
+    )
     for m in module.modules():
         if isinstance(m, resettable):
             m.reset_parameters()

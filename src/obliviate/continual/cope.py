@@ -167,8 +167,10 @@ class CoPE(Strategy):
             n = len(y) if self.replay_batch_size is None else self.replay_batch_size
             stored = self.memory_.filled()
             idx = self.memory_.sample(n, generator(self.seed, "cope-replay", self.n_steps_))
-            x = torch.cat([x, stored["x"][idx]])  # type: ignore[index]
-            y = torch.cat([y, stored["y"][idx]])
+            sx, sy = stored["x"], stored["y"]
+            assert sx is not None and sy is not None  # a non-empty memory
+            x = torch.cat([x, sx[idx]])
+            y = torch.cat([y, sy[idx]])
         for c in torch.unique(y).tolist():
             if not bool(self.seen_[c]):
                 gen = generator(self.seed, "cope-prototype", c)

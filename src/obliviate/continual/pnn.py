@@ -82,6 +82,7 @@ class PNNState:
 
 def _live_column(model: MultiHead, layers: list[nn.Linear], task: int, state: PNNState) -> Column:
     head = model.heads[task]
+    assert isinstance(head, nn.Linear)  # MultiHead's heads are linear layers
     return Column([(m.weight, m.bias) for m in layers], (head.weight, head.bias), state.laterals)
 
 

@@ -168,13 +168,9 @@ class RWalk(Strategy):
             if p.grad is None:
                 continue
             g = p.grad.detach().clone()
-            if self._penalised():
-                g -= (
-                    2
-                    * self.reg_strength
-                    * self.importance_[name]
-                    * (p.detach() - self.anchor_[name])
-                )  # type: ignore[index]
+            importance, anchor = self.importance_, self.anchor_
+            if self._penalised() and importance is not None and anchor is not None:
+                g -= 2 * self.reg_strength * importance[name] * (p.detach() - anchor[name])
             grads[name] = g
             self.fisher_[name].mul_(1 - self.alpha).add_(self.alpha * g.pow(2))
         self.before_ = {name: params[name].detach().clone() for name in grads}
