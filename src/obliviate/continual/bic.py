@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -165,8 +165,11 @@ class BiC(Strategy):
                 head.weight.copy_(self.trained_head_[0])
                 head.bias.copy_(self.trained_head_[1])
         stored = self.memory_.filled()
+        stored_y, stored_task = stored["y"], stored["task"]
+        # labels and task ids are always tensors (empty when nothing is stored); x is None then
+        assert stored_y is not None and stored_task is not None
         new = sorted(set(experience.classes))
-        old = sorted({int(c) for c in stored["y"].tolist()} - set(new))
+        old = sorted({int(c) for c in stored_y.tolist()} - set(new))
         self.new_ = torch.tensor(new, dtype=torch.int64)
         self.old_ = torch.tensor(old, dtype=torch.int64)
         self.columns_ = torch.tensor(sorted(set(old) | set(new)), dtype=torch.int64)
@@ -174,10 +177,10 @@ class BiC(Strategy):
         gen = generator(self.seed, "bic-split", experience.index)
         train_rows, val_rows, held = [], [], []
         if old:
-            counts = [int((stored["y"] == c).sum()) for c in old]
+            counts = [int((stored_y == c).sum()) for c in old]
             n_val = max(1, round(self.val_fraction * min(counts)))
             for c in old:
-                rows = (stored["y"] == c).nonzero().reshape(-1)
+                rows = (stored_y == c).nonzero().reshape(-1)
                 rows = rows[torch.randperm(rows.numel(), generator=gen)]
                 val_rows.append(rows[:n_val])
                 train_rows.append(rows[n_val:])
@@ -188,10 +191,10 @@ class BiC(Strategy):
         tr, va, ho = _cat(train_rows), _cat(val_rows), _cat(held)
         self.exemplars_ = {k: v[tr] for k, v in stored.items() if v is not None}
         data = experience.train
-        self.val_ = {
+        self.val_: dict[str, Any] = {
             "x": torch.cat([stored["x"][va], data.x[ho]]) if old else data.x[:0],  # type: ignore[index]
-            "y": torch.cat([stored["y"][va], data.y[ho]]) if old else data.y[:0],
-            "task": None if data.task is None else torch.cat([stored["task"][va], data.task[ho]]),
+            "y": torch.cat([stored_y[va], data.y[ho]]) if old else data.y[:0],
+            "task": None if data.task is None else torch.cat([stored_task[va], data.task[ho]]),
         }
         self.held_out_ids_ = data.ids[ho]
         n_train = len(data) - int(ho.numel())

@@ -143,7 +143,7 @@ class MIR(Strategy):
         self, model: nn.Module, batch: Batch, x: Tensor, y: Tensor, task: Tensor | None
     ) -> Tensor:
         """Indices into the candidates ``x`` of the most interfered ones."""
-        params = trainable(model)
+        params: dict[str, Tensor] = dict(trainable(model))
         buffers = {n: b.clone() for n, b in model.named_buffers()}  # the model's stay untouched
 
         def call(p: dict[str, Tensor], inputs: Tensor, t: Tensor | None) -> Tensor:
