@@ -66,7 +66,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("metrics",),
     ("continual", "unlearning", "sharded", "llm"),
     ("testing",),
-    ("experiments",),
+    ("experiments", "api"),
     ("bench",),
     ("report",),
     ("serve",),
@@ -82,8 +82,38 @@ SIBLING_IMPORTS: dict[tuple[str, str], str] = {
 }
 """(importer unit, imported unit) pairs allowed inside the methods layer, with the reason."""
 
-LOCAL_IMPORTS: dict[tuple[str, str], str] = {}
-"""(importing module, imported module) pairs allowed inside functions outside ``cli/``."""
+_SERVE_ENGINE = (
+    "the service loads the shard engine (torch) on first use so that `import obliviate.serve` "
+    "stays light; owned by the service change, which may move it to module level"
+)
+_LLM_EXTRA = "the optional [llm] extra (transformers) loads only when an LLM run is asked for"
+LOCAL_IMPORTS: dict[tuple[str, str], str] = {
+    ("obliviate.serve", "obliviate.serve.app"): (
+        "module __getattr__ (PEP 562): importing obliviate.serve must not need the optional "
+        "[serve] extra (FastAPI, uvicorn)"
+    ),
+    ("obliviate.client", "obliviate.serve.signing"): (
+        "verifying a signature needs `cryptography` (optional); the client works without it"
+    ),
+    ("obliviate.experiments.llm", "obliviate.llm.run"): _LLM_EXTRA,
+    ("obliviate.experiments.llm", "obliviate.llm.methods"): _LLM_EXTRA,
+    ("obliviate.llm.methods.base", "obliviate.llm.train"): (
+        "no circle; being moved to module level by the LLM change"
+    ),
+    ("obliviate.serve.app", "obliviate.sharded"): _SERVE_ENGINE,
+    ("obliviate.serve.app", "obliviate.sharded.ledger"): _SERVE_ENGINE,
+    ("obliviate.serve.app", "obliviate.sharded.subjects"): _SERVE_ENGINE,
+    ("obliviate.serve.app", "obliviate.sharded.receipts"): _SERVE_ENGINE,
+    ("obliviate.serve.app", "obliviate.sharded.config"): _SERVE_ENGINE,
+    ("obliviate.serve.queue", "obliviate.sharded.ledger"): _SERVE_ENGINE,
+    ("obliviate.serve.worker", "obliviate.sharded"): _SERVE_ENGINE,
+    ("obliviate.serve.worker", "obliviate.sharded.intake"): _SERVE_ENGINE,
+    ("obliviate.serve.worker", "obliviate.serve.auth"): (
+        "no circle; being moved to module level by the service change"
+    ),
+}
+"""(importing module, imported module) pairs allowed inside functions outside ``cli/``, each with
+its reason. Lazy imports for optional extras belong here; "being moved" entries are debts."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +252,15 @@ def test_function_local_imports_only_in_cli() -> None:
         "obliviate imports inside functions outside cli/ (import at module level; an import "
         "that would close a circle means code sits in the wrong module):\n" + "\n".join(bad)
     )
+
+
+def test_allow_lists_hold_no_stale_entries() -> None:
+    """Every LOCAL_IMPORTS / SIBLING_IMPORTS entry still matches an import (remove it once fixed)."""
+    local = {(i.module, i.target) for i in all_imports() if i.local}
+    stale = sorted(set(LOCAL_IMPORTS) - local)
+    siblings = {(unit(i.module), unit(i.target)) for i in all_imports()}
+    stale += sorted(set(SIBLING_IMPORTS) - siblings)
+    assert not stale, f"remove these allow-list entries from tests/test_imports.py: {stale}"
 
 
 def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
