@@ -206,3 +206,14 @@ def test_a_complete_last_record_without_its_newline_is_kept(tmp_path):
     assert counts["skipped"] == 1 and counts["ok"] == 1  # not run twice
     lines = path.read_text().splitlines()
     assert len(lines) == 2 and path.read_text().endswith("\n")
+
+
+def test_a_record_without_metrics_is_a_one_line_error_in_report(tmp_path, capsys):
+    from obliviate.cli.main import main
+
+    rec = {"key": "a", "status": "ok", "metrics": None, "run": {"kind": "learn"}}
+    (tmp_path / "results.jsonl").write_text(json.dumps(rec) + "\n")
+    assert main(["report", str(tmp_path), "-o", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert "results.jsonl:1: not a valid result record" in err and err.count("\n") == 1
+    assert not (tmp_path / "r.html").exists()

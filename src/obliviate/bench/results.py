@@ -137,17 +137,38 @@ def read(path: str | Path) -> list[dict[str, Any]]:
             raise ObliviateError(
                 f"{p}:{n}: corrupt result line; delete it and re-run the benchmark"
             ) from None
-        if not isinstance(rec, dict) or "key" not in rec:
-            raise ObliviateError(f"{p}:{n}: not a result record")
+        problem = _record_problem(rec)
+        if problem:
+            raise ObliviateError(
+                f"{p}:{n}: not a valid result record ({problem}); delete the line and run the "
+                "benchmark again to redo that run"
+            )
         records[rec["key"]] = rec
     if torn.strip():
         try:  # a complete record that merely lacks its newline still counts
             rec = json.loads(torn)
-            if isinstance(rec, dict) and "key" in rec:
+            if not _record_problem(rec):
                 records[rec["key"]] = rec
         except (json.JSONDecodeError, UnicodeDecodeError):
             pass
     return list(records.values())
+
+
+def _record_problem(rec: Any) -> str | None:
+    """What makes ``rec`` unusable as a result record (None when it is fine): a JSON object with
+    a string ``key``, a ``status`` of "ok" or "error", a ``run`` object, and for "ok" a
+    ``metrics`` object."""
+    if not isinstance(rec, dict):
+        return "not a JSON object"
+    if not isinstance(rec.get("key"), str):
+        return "no key"
+    if rec.get("status") not in ("ok", "error"):
+        return f"status {rec.get('status')!r}"
+    if rec["status"] == "ok" and not isinstance(rec.get("metrics"), dict):
+        return f"status ok but metrics is {type(rec.get('metrics')).__name__}"
+    if "run" in rec and not isinstance(rec["run"], dict):
+        return "run is not an object"
+    return None
 
 
 def finished_keys(path: Path) -> set[str]:
