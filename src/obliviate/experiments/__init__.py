@@ -68,7 +68,7 @@ def run(name: str, spec: Any) -> dict[str, Any]:
     module = kind(name)
     if not isinstance(spec, module.Spec):
         spec = module.Spec.from_dict(spec)
-    return module.run(spec)  # type: ignore[no-any-return]
+    return module.run(spec)
 
 
 # public names kept from the time this package was one module, and the kinds' entry points;
