@@ -14,13 +14,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from obliviate._rng import generator
+from obliviate._rng import derive_seed, generator
 from obliviate._validation import OPTIMIZERS, check_choice, check_number
 from obliviate.data.dataset import Dataset
 from obliviate.data.streams import ONLINE_BATCH_SIZE
 from obliviate.errors import ObliviateError
 from obliviate.models import ModelSpec, build_model
-from obliviate.models.base import Model, logits
+from obliviate.models.base import Model, logits, seeded_init
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,6 +88,70 @@ class Recipe:
         """A new model trained from scratch on ``data``."""
         model = self.build(data.sample_shape, data.n_classes if n_classes is None else n_classes)
         fit(model, data, self.train, key=key)
+        return model
+
+
+@dataclass(frozen=True)
+class FactoryRecipe:
+    """How a *user's* model is made and trained: a zero-argument ``factory`` returning a fresh
+    ``nn.Module`` (any classifier whose ``forward`` takes ``x``; built inside
+    :func:`~obliviate.models.base.seeded_init` with ``seed``, so every call gives the same
+    initial weights), plus the optimisation recipe ``train``.
+
+    It has :class:`Recipe`'s ``build`` and ``fit``, so the retrain oracle and
+    :class:`~obliviate.unlearning.retrain.Retrain` rebuild a user model exactly as they rebuild a
+    built-in one. It is a separate type, not a ``Recipe`` field, so that ``asdict`` of a
+    ``Recipe`` (store config hashes, model cache keys) stays bitwise what it was, and a factory
+    recipe reaching code that keys a cache on ``recipe.model`` fails (it has no ``model``)
+    instead of silently sharing the key of a built-in architecture; :meth:`to_dict` names the
+    factory by its qualified name for provenance.
+
+    Raises :class:`ObliviateError` when ``factory`` is not callable or does not return an
+    ``nn.Module``.
+    """
+
+    factory: Callable[[], nn.Module]
+    train: TrainConfig = TrainConfig()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not callable(self.factory):
+            raise ObliviateError(
+                f"factory must be a zero-argument callable returning a fresh nn.Module, got "
+                f"{type(self.factory).__name__}; pass e.g. `lambda: MyNet()`"
+            )
+        check_number("seed", self.seed, integer=True)
+
+    @property
+    def factory_name(self) -> str:
+        f = self.factory
+        return f"{getattr(f, '__module__', '?')}.{getattr(f, '__qualname__', repr(f))}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"factory": self.factory_name, "seed": self.seed, "train": self.train.to_dict()}
+
+    def build(self, sample_shape: tuple[int, ...] = (), n_classes: int = 0) -> nn.Module:
+        """A fresh model from ``factory()``, its init drawn from ``seed`` only (the shape
+        arguments are accepted for :class:`Recipe` compatibility and unused)."""
+        with seeded_init(self.seed):
+            model = self.factory()
+        if not isinstance(model, nn.Module):
+            raise ObliviateError(
+                f"factory {self.factory_name} returned {type(model).__name__}, not an nn.Module; "
+                "it must build and return a fresh model"
+            )
+        return model
+
+    def fit(self, data: Dataset, n_classes: int | None = None, *, key: object = "fit") -> nn.Module:
+        """A new model from :meth:`build` trained from scratch on ``data`` by ``train``.
+
+        A user model may draw from torch's global RNG while training (``nn.Dropout`` masks);
+        the training runs with that RNG forked and seeded from ``(train.seed, key)``, so the
+        same recipe and data give the same bits with Dropout too (the caller's RNG state is
+        left as it was)."""
+        model = self.build(data.sample_shape, data.n_classes if n_classes is None else n_classes)
+        with seeded_init(derive_seed(self.train.seed, key, "global-rng")):
+            fit(model, data, self.train, key=key)
         return model
 
 

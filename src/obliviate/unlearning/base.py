@@ -39,7 +39,7 @@ from obliviate._hyper import describe, get_params
 from obliviate.data.dataset import Dataset
 from obliviate.data.forget_sets import request_ids
 from obliviate.errors import ObliviateError
-from obliviate.training import Recipe, check_finite
+from obliviate.training import FactoryRecipe, Recipe, check_finite
 
 Need = Literal["retain", "train", "recipe"]
 
@@ -56,7 +56,7 @@ class ForgetRequest:
     forget: Dataset
     retain: Dataset | None = None
     train: Dataset | None = None
-    recipe: Recipe | None = None
+    recipe: Recipe | FactoryRecipe | None = None
 
     @property
     def ids(self) -> Tensor:
@@ -64,7 +64,7 @@ class ForgetRequest:
 
     @classmethod
     def from_ids(
-        cls, train: Dataset, ids: Tensor | Any, recipe: Recipe | None = None
+        cls, train: Dataset, ids: Tensor | Any, recipe: Recipe | FactoryRecipe | None = None
     ) -> ForgetRequest:
         """Split ``train`` into forget (``ids``) and retain rows.
 
@@ -82,7 +82,11 @@ class ForgetRequest:
 
 
 def build_request(
-    train: Dataset, spec: str | Tensor, *, seed: int = 0, recipe: Recipe | None = None
+    train: Dataset,
+    spec: str | Tensor,
+    *,
+    seed: int = 0,
+    recipe: Recipe | FactoryRecipe | None = None,
 ) -> ForgetRequest:
     """A validated :class:`ForgetRequest` for ``spec``: a forget-set text spec
     (:mod:`obliviate.data.forget_sets`, e.g. ``"class:3"``, ``"random:5%"``) or ids.

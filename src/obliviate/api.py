@@ -1,0 +1,343 @@
+"""The public API for a user's own model and data: a few functions, no subclassing.
+
+A user brings a plain ``nn.Module`` (BatchNorm, Dropout, frozen parts and a ``forward(x)`` are
+fine) and numpy arrays or tensors with their own sample ids::
+
+    import obliviate.api as ob
+
+    train, test = ob.dataset(x, y, ids=my_ids)                  # ids: the user's, everywhere
+    model = ob.build(MyNet, seed=0)                             # seeded init
+    result = ob.learn(model, ob.stream(train, test), strategy="ewc")       # ACC, BWT, ...
+    recipe = ob.recipe(MyNet, n_epochs=10, lr=0.05)             # how to build and train one
+    model = recipe.fit(train)                                   # the original (seeded)
+    unlearned, report = ob.forget(model, train, [1010, 1020], method="ssd", test=test,
+                                  recipe=recipe)                # report: against the oracle
+
+:func:`dataset` validates and splits the arrays, :func:`stream` cuts them into experiences,
+:func:`learn` runs a continual strategy over the stream (:func:`obliviate.continual.loop.
+train_stream`), :func:`recipe` wraps the user's model factory and training recipe in a
+:class:`~obliviate.training.FactoryRecipe`, and :func:`forget` runs an unlearner on named ids and
+evaluates it against the model retrained from scratch on the retain set with that recipe
+(:func:`obliviate.unlearning.evaluate.evaluate_unlearning`). Every function is deterministic
+given its seeds (same seed on CPU, same thread count -> same bits), Dropout included: training,
+unlearning and evaluation run with torch's global RNG forked and seeded from ``seed``.
+
+Exact sharded training and deletion of a user's model is not here yet: the sharded engine
+(:class:`obliviate.sharded.ShardedStore`) builds its own models from a
+:class:`~obliviate.models.ModelSpec`; it takes the user's arrays and ids through
+``DataSpec("npz:PATH")`` (see ``examples/own_model_sharded.py``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from obliviate._rng import derive_seed
+from obliviate.continual import make_strategy, strategy_class
+from obliviate.continual.base import Strategy
+from obliviate.continual.loop import train_stream
+from obliviate.data.dataset import Dataset, as_id_tensor
+from obliviate.data.datasets import standardize as standardize_split
+from obliviate.data.datasets import stratified_split
+from obliviate.data.scenarios import SCENARIOS, Stream, build_scenario
+from obliviate.errors import ObliviateError
+from obliviate.metrics import summary
+from obliviate.models.base import seeded_init
+from obliviate.training import FactoryRecipe, TrainConfig
+from obliviate.unlearning import make_unlearner, unlearner_class
+from obliviate.unlearning.base import ForgetRequest, Unlearner
+from obliviate.unlearning.evaluate import evaluate_unlearning
+
+ArrayLike = np.ndarray | Tensor | Sequence[Any]
+
+
+def dataset(
+    x: ArrayLike,
+    y: ArrayLike,
+    ids: ArrayLike | None = None,
+    *,
+    x_test: ArrayLike | None = None,
+    y_test: ArrayLike | None = None,
+    ids_test: ArrayLike | None = None,
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
+    standardize: bool = True,
+    name: str = "user",
+) -> tuple[Dataset, Dataset]:
+    """The user's arrays as ``(train, test)`` :class:`~obliviate.data.dataset.Dataset` s.
+
+    ``x``: features ``[N, *sample_shape]`` (cast to float32; images keep their shape, e.g.
+    ``[N, 1, 8, 8]`` for a CNN). ``y``: int labels ``[N]`` in ``0..n_classes-1``. ``ids``: one
+    unique int64 id per row, the ids every deletion request names; ``None`` assigns ``0..N-1``
+    (read them back from ``train.ids`` / ``test.ids``). Without ``x_test``/``y_test`` a
+    deterministic stratified ``test_fraction`` of the rows (drawn from ``split_seed``) becomes the
+    test set, keeping each row's id. With them, test ids are ``ids_test`` or, when ``None``, the
+    integers after the largest training id. ``standardize``: per-feature mean and std
+    fitted on the training rows only (:func:`obliviate.data.datasets.standardize`; constant
+    features keep scale 1).
+
+    Raises :class:`ObliviateError` for non-numeric or non-finite features, labels out of range,
+    duplicate ids (within or across the splits), mismatched lengths and an empty split.
+    """
+    if (x_test is None) != (y_test is None):
+        raise ObliviateError("give both x_test and y_test, or neither")
+    if ids_test is not None and x_test is None:
+        raise ObliviateError("ids_test given without x_test and y_test")
+    if x_test is None:
+        full = Dataset.from_arrays(_np(x), _np(y), _ids(ids), name=name)
+        if not 0 < test_fraction < 1:
+            raise ObliviateError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+        tr, te = stratified_split(full.y.numpy(), test_fraction, split_seed)
+        if len(tr) == 0 or len(te) == 0:
+            raise ObliviateError(
+                f"a {test_fraction:.0%} stratified test split of {len(full)} rows leaves an empty "
+                "part; give more rows per class, or your own x_test and y_test"
+            )
+        train, test = full.subset(tr), full.subset(te)
+    else:
+        assert y_test is not None
+        y_np, yt_np = _np(y), _np(y_test)
+        k = int(max(np.max(y_np, initial=0), np.max(yt_np, initial=0))) + 1
+        train = Dataset.from_arrays(_np(x), y_np, _ids(ids), n_classes=k, name=name)
+        test_ids = _ids(ids_test)
+        if test_ids is None:  # after every training id, so the two never collide
+            start = int(train.ids.max()) + 1
+            test_ids = torch.arange(start, start + len(yt_np), dtype=torch.int64)
+        test = Dataset.from_arrays(_np(x_test), yt_np, test_ids, n_classes=k, name=name)
+        clash = np.intersect1d(train.ids.numpy(), test.ids.numpy())
+        if clash.size:
+            raise ObliviateError(
+                f"id {int(clash[0])} names a training row and a test row; ids must be unique "
+                "across both"
+            )
+        if train.sample_shape != test.sample_shape:
+            raise ObliviateError(
+                f"x rows have shape {train.sample_shape} but x_test rows {test.sample_shape}; "
+                "they must match"
+            )
+    if standardize:
+        train, test = standardize_split(train, test)
+    return train.renamed(name), test.renamed(name + ":test")
+
+
+def stream(
+    train: Dataset,
+    test: Dataset,
+    scenario: str = "class-incremental",
+    *,
+    n_experiences: int = 5,
+    seed: int = 0,
+    **kwargs: Any,
+) -> Stream:
+    """The user's data as a stream of experiences.
+
+    ``scenario``: one of :data:`obliviate.data.scenarios.SCENARIOS` (``class-incremental``,
+    ``task-incremental``, ``domain-permutation``, ``domain-rotation``, ``joint``, ``online``,
+    ``recurring``); ``seed`` draws the class order or permutations; ``kwargs`` go to the
+    scenario's builder. Row ids are kept in every experience. Raises :class:`ObliviateError` for
+    an unknown scenario (listing the valid ones) or an impossible split.
+    """
+    if scenario not in SCENARIOS:
+        raise ObliviateError(f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
+    return build_scenario(scenario, train, test, n_experiences=n_experiences, seed=seed, **kwargs)
+
+
+def learn(
+    model: nn.Module,
+    stream: Stream,
+    strategy: str | Strategy = "ewc",
+    params: dict[str, Any] | None = None,
+    *,
+    n_epochs: int = 5,
+    lr: float = 0.01,
+    batch_size: int = 32,
+    momentum: float = 0.9,
+    optimizer: str = "sgd",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Train ``model`` in place on ``stream`` with a continual ``strategy``; return the figures.
+
+    ``strategy``: a registry name (``obliviate list strategies``) built with ``params`` (a
+    ``seed`` hyperparameter the params leave unset gets ``seed``), or a strategy instance.
+    ``seed`` also drives the data order of every experience. ``model`` is any classifier whose
+    ``forward(x)`` returns logits ``[B, n_classes]`` (task-aware streams need
+    ``forward(x, task=None)``).
+
+    Returns a JSON-ready dict: ``accuracy_matrix`` (``[T][T]`` list, row ``i`` = accuracy on
+    every experience's test set after learning experience ``i``), ``initial_accuracy``,
+    ``acc``, ``bwt``, ``fwt``, ``forgetting``, ``forgetting_per_experience``,
+    ``learning_accuracy`` (:func:`obliviate.metrics.summary`), ``strategy``, ``params``,
+    ``n_steps`` and ``seconds``. Raises :class:`ObliviateError` for an unknown strategy, bad
+    hyperparameters, a strategy the stream cannot serve, or a diverged run.
+    """
+    if not isinstance(model, nn.Module):
+        raise ObliviateError(f"model must be a torch nn.Module, got {type(model).__name__}")
+    if isinstance(strategy, str):
+        kwargs = dict(params or {})
+        if "seed" in inspect.signature(strategy_class(strategy)).parameters:
+            kwargs.setdefault("seed", seed)
+        strat = make_strategy(strategy, **kwargs)
+    else:
+        if params:
+            raise ObliviateError("params is for a strategy name; a strategy instance has its own")
+        strat = strategy
+    config = TrainConfig(
+        n_epochs=n_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        momentum=momentum,
+        seed=seed,
+    )
+    with seeded_init(derive_seed(seed, "learn", "global-rng")):  # Dropout masks: seeded too
+        result = train_stream(model, stream, strat, config)
+    return {
+        "strategy": type(strat).__name__,
+        "params": strat.get_params(),
+        "accuracy_matrix": result.accuracy_matrix.tolist(),
+        "initial_accuracy": result.initial_accuracy.tolist(),
+        **summary(result.accuracy_matrix, result.initial_accuracy),
+        "n_steps": result.n_steps,
+        "seconds": result.seconds,
+    }
+
+
+def build(factory: Callable[[], nn.Module], *, seed: int = 0) -> nn.Module:
+    """A fresh ``factory()`` model whose initial weights come from ``seed`` alone
+    (:func:`~obliviate.models.base.seeded_init`): the same factory and seed give bitwise the same
+    model, whatever the global torch RNG state. Raises :class:`ObliviateError` when ``factory``
+    is not callable or does not return an ``nn.Module``."""
+    return FactoryRecipe(factory=factory, seed=seed).build()
+
+
+def recipe(
+    factory: Callable[[], nn.Module],
+    *,
+    n_epochs: int = 5,
+    lr: float = 0.01,
+    batch_size: int = 32,
+    momentum: float = 0.9,
+    optimizer: str = "sgd",
+    weight_decay: float = 0.0,
+    seed: int = 0,
+) -> FactoryRecipe:
+    """How to build and train the user's model: ``factory`` (zero-argument callable returning a
+    fresh ``nn.Module``; a class works) built with init seed ``seed``, trained with these
+    settings and data-order seed ``seed``. ``recipe(...).fit(train)`` trains the original;
+    :func:`forget` retrains the oracle with the same recipe on the retain set. Raises
+    :class:`ObliviateError` for bad settings or a non-callable factory."""
+    config = TrainConfig(
+        n_epochs=n_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        seed=seed,
+    )
+    return FactoryRecipe(factory=factory, train=config, seed=seed)
+
+
+def forget(
+    model: nn.Module,
+    train: Dataset,
+    ids: ArrayLike,
+    method: str | Unlearner = "ssd",
+    params: dict[str, Any] | None = None,
+    *,
+    test: Dataset | None = None,
+    recipe: FactoryRecipe | None = None,
+    factory: Callable[[], nn.Module] | None = None,
+    train_config: TrainConfig | None = None,
+    evaluate: bool = True,
+    seed: int = 0,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Forget the training rows named by ``ids`` (the user's ids) from ``model``.
+
+    ``method``: an unlearner name (``obliviate list unlearners``) built with ``params`` (a
+    ``seed`` hyperparameter the params leave unset gets ``seed``), or an unlearner instance.
+    ``model`` is left untouched; the unlearned copy is returned. How the original was built and
+    trained is ``recipe`` (from :func:`recipe`), or ``factory`` with ``train_config``
+    (default :class:`~obliviate.training.TrainConfig` with ``seed``); it is needed by
+    ``method="retrain"`` and, with ``evaluate=True``, to train the oracle: a fresh
+    ``factory()`` model (init seed ``seed``) trained from scratch on the retain set.
+
+    Returns ``(unlearned_model, report)``. ``report`` always has ``method``, ``params``,
+    ``n_forget``, ``n_retain``, ``forget_ids`` (list) and ``seconds`` (the unlearning alone);
+    with ``evaluate=True`` also everything of
+    :func:`~obliviate.unlearning.evaluate.evaluate_unlearning` (``original``, ``oracle``,
+    ``unlearned``, ``gaps``, ``js_to_oracle``, ``relearn_steps``, ...) and ``oracle_seconds``.
+
+    Raises :class:`ObliviateError` for ids never trained on, a request that forgets every row,
+    an unknown method, bad hyperparameters, ``evaluate=True`` without ``test`` or without a
+    recipe/factory, and a diverged method (:class:`~obliviate.training.Diverged`).
+    """
+    if not isinstance(model, nn.Module):
+        raise ObliviateError(f"model must be a torch nn.Module, got {type(model).__name__}")
+    if recipe is not None and factory is not None:
+        raise ObliviateError("give recipe or factory (with train_config), not both")
+    if factory is not None:
+        recipe = FactoryRecipe(
+            factory=factory, train=train_config or TrainConfig(seed=seed), seed=seed
+        )
+    if evaluate and (test is None or recipe is None):
+        missing = "test" if test is None else "recipe (or factory)"
+        raise ObliviateError(
+            f"evaluate=True needs {missing}: the report compares against a model retrained on "
+            "the retain set; pass it, or evaluate=False"
+        )
+    request = ForgetRequest.from_ids(train, as_id_tensor(_np(ids)), recipe)
+    unlearner = _unlearner(method, params, seed)
+    started = time.perf_counter()
+    with seeded_init(derive_seed(seed, "forget", "global-rng")):  # Dropout masks: seeded too
+        unlearned = unlearner.unlearn(model, request)
+    seconds = time.perf_counter() - started
+    report: dict[str, Any] = {
+        "method": type(unlearner).__name__,
+        "params": unlearner.get_params(),
+        "n_forget": len(request.forget),
+        "n_retain": 0 if request.retain is None else len(request.retain),
+        "forget_ids": request.forget.ids.tolist(),
+        "seconds": seconds,
+    }
+    if evaluate:
+        assert recipe is not None and test is not None and request.retain is not None
+        started = time.perf_counter()
+        oracle = recipe.fit(request.retain, n_classes=train.n_classes)
+        report["oracle_seconds"] = time.perf_counter() - started
+        with seeded_init(derive_seed(seed, "evaluate", "global-rng")):
+            report.update(evaluate_unlearning(model, oracle, unlearned, request, test, seed=seed))
+    return unlearned, report
+
+
+def _unlearner(method: str | Unlearner, params: dict[str, Any] | None, seed: int) -> Unlearner:
+    if not isinstance(method, str):
+        if params:
+            raise ObliviateError("params is for a method name; an unlearner instance has its own")
+        return method
+    kwargs = dict(params or {})
+    if "seed" in inspect.signature(unlearner_class(method)).parameters:
+        kwargs.setdefault("seed", seed)
+    unlearner: Unlearner = make_unlearner(method, **kwargs)
+    return unlearner
+
+
+def _np(a: ArrayLike) -> np.ndarray:
+    """A numpy view of user data (tensors are moved to the CPU and detached)."""
+    if isinstance(a, Tensor):
+        return a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def _ids(a: ArrayLike | None) -> Tensor | None:
+    return None if a is None else as_id_tensor(_np(a))
+
+
+__all__ = ["build", "dataset", "forget", "learn", "recipe", "stream"]

@@ -1,0 +1,139 @@
+"""obliviate.api: the user's own model (forward(x) only, BatchNorm, Dropout) and own ids."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import obliviate.api as ob
+from obliviate.data.datasets import synthetic_arrays
+from obliviate.errors import ObliviateError
+from obliviate.training import FactoryRecipe, Recipe, TrainConfig
+
+
+class UserNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 4)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@pytest.fixture(scope="module")
+def arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x, y = synthetic_arrays(n_classes=4, n_per_class=40, n_features=8, seed=0)
+    return x, y, 1000 + 10 * np.arange(len(y))
+
+
+def states_equal(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_dataset_keeps_user_ids(arrays) -> None:
+    x, y, ids = arrays
+    train, test = ob.dataset(x, y, ids=ids, test_fraction=0.25)
+    assert len(train) + len(test) == len(y)
+    got = np.sort(np.concatenate([train.ids.numpy(), test.ids.numpy()]))
+    assert np.array_equal(got, ids)
+    # each row keeps its label under its id
+    pos = {int(i): k for k, i in enumerate(ids)}
+    assert all(int(y[pos[int(i)]]) == int(c) for i, c in zip(test.ids, test.y, strict=True))
+
+
+def test_dataset_assigns_ids_and_test_ids_after_them(arrays) -> None:
+    x, y, _ = arrays
+    train, test = ob.dataset(x[:100], y[:100], x_test=x[100:], y_test=y[100:])
+    assert train.ids.tolist() == list(range(100))
+    assert test.ids.tolist() == list(range(100, len(y)))
+
+
+def test_dataset_refuses_clashing_ids(arrays) -> None:
+    x, y, ids = arrays
+    with pytest.raises(ObliviateError, match="training row and a test row"):
+        ob.dataset(x[:100], y[:100], ids[:100], x_test=x[100:], y_test=y[100:], ids_test=ids[:60])
+
+
+def test_dataset_constant_feature_keeps_scale_one() -> None:
+    x = np.stack([np.arange(8.0), np.zeros(8)], axis=1)
+    y = np.array([0, 1] * 4)
+    _, test = ob.dataset(x, y, x_test=np.array([[3.0, 1.0]]), y_test=np.array([0]))
+    assert float(test.x[0, 1]) == pytest.approx(1.0)
+
+
+def test_learn_on_user_model(arrays) -> None:
+    x, y, ids = arrays
+    train, test = ob.dataset(x, y, ids)
+    stream = ob.stream(train, test, "class-incremental", n_experiences=2, seed=0)
+    out = ob.learn(
+        ob.build(UserNet, seed=0), stream, "ewc", {"reg_strength": 10.0}, n_epochs=1, seed=0
+    )
+    assert np.asarray(out["accuracy_matrix"]).shape == (2, 2)
+    assert 0.0 <= out["acc"] <= 1.0 and out["strategy"] == "EWC"
+    again = ob.learn(
+        ob.build(UserNet, seed=0), stream, "ewc", {"reg_strength": 10.0}, n_epochs=1, seed=0
+    )
+    assert again["accuracy_matrix"] == out["accuracy_matrix"]
+
+
+def test_forget_user_ids_against_oracle(arrays) -> None:
+    x, y, ids = arrays
+    train, test = ob.dataset(x, y, ids)
+    recipe = ob.recipe(UserNet, n_epochs=2, lr=0.05, seed=0)
+    model = recipe.fit(train)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    named = train.ids[:5].tolist()
+    unlearned, report = ob.forget(model, train, named, "ssd", test=test, recipe=recipe)
+    assert report["forget_ids"] == sorted(named) and report["n_forget"] == 5
+    assert report["n_retain"] == len(train) - 5
+    for key in ("original", "oracle", "unlearned", "gaps", "js_to_oracle", "relearn_steps"):
+        assert key in report
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # untouched
+    assert unlearned is not model
+
+
+def test_retrain_with_user_factory_is_the_oracle(arrays) -> None:
+    x, y, ids = arrays
+    train, test = ob.dataset(x, y, ids)
+    recipe = ob.recipe(UserNet, n_epochs=1, lr=0.05, seed=3)
+    model = recipe.fit(train)
+    named = train.ids[10:14]
+    retrained, report = ob.forget(model, train, named, "retrain", test=test, recipe=recipe)
+    oracle = recipe.fit(train.without_ids(named))
+    assert states_equal(retrained, oracle)  # same factory, seed and recipe -> same bits
+    assert report["gaps"]["forget_acc"] == 0.0
+
+
+def test_forget_refuses_bad_requests(arrays) -> None:
+    x, y, ids = arrays
+    train, test = ob.dataset(x, y, ids)
+    recipe = ob.recipe(UserNet, n_epochs=1)
+    model = recipe.fit(train)
+    with pytest.raises(ObliviateError):  # a test id was never trained on
+        ob.forget(model, train, test.ids[:1], "ssd", test=test, recipe=recipe)
+    with pytest.raises(ObliviateError):  # a row position is not an id
+        ob.forget(model, train, [1], "ssd", test=test, recipe=recipe)
+    with pytest.raises(ObliviateError, match="evaluate=True needs recipe"):
+        ob.forget(model, train, train.ids[:1], "ssd", test=test)
+    _, report = ob.forget(model, train, train.ids[:1], "ssd", evaluate=False)
+    assert "oracle" not in report and report["n_forget"] == 1
+
+
+def test_factory_recipe_contract() -> None:
+    with pytest.raises(ObliviateError, match="callable"):
+        FactoryRecipe(factory=3)  # type: ignore[arg-type]
+    with pytest.raises(ObliviateError, match="not an nn.Module"):
+        FactoryRecipe(factory=lambda: 3).build()  # type: ignore[arg-type,return-value]
+    r = FactoryRecipe(factory=UserNet, train=TrainConfig(), seed=1)
+    assert r.to_dict()["factory"].endswith("UserNet")
+    assert states_equal(r.build(), r.build())
+    assert not hasattr(r, "model")  # cache keys built from recipe.model fail loudly
+    # a built-in Recipe is unchanged (its asdict feeds store config hashes and cache keys)
+    assert set(asdict(Recipe())) == {"model", "train"}
