@@ -151,7 +151,7 @@ class L2P(Strategy):
     for Adapting Large-Scale Models. arXiv:2203.17274.
     """
 
-    needs_task_boundaries: ClassVar[bool] = False
+    needs_task_boundaries: ClassVar[bool] = True  # masks logits to the experience's classes
     freezes_parameters: ClassVar[bool] = True
 
     def __init__(
