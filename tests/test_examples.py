@@ -78,3 +78,26 @@ def test_sharded_example() -> None:
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_example_has_small_flag(name: str) -> None:
     assert "SMALL" in (EXAMPLES / name).read_text(), f"{name} must honour --small"
+
+
+def test_readme_own_model_snippet(tmp_path: Path) -> None:
+    """The README's "Your own model and data" snippet runs as printed."""
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    code = readme.split("<!-- own-model-snippet -->\n```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "snippet.py"
+    script.write_text("import torch\ntorch.set_num_threads(1)\n" + code)
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = proc.stdout.splitlines()[:2]
+    acc, bwt, forgetting = map(float, first.split())
+    assert 0.0 < acc <= 1.0 and -1.0 <= bwt <= 1.0 and -1.0 <= forgetting <= 1.0
+    forget_acc, oracle_forget_acc = map(float, second.split()[:2])
+    assert 0.0 <= forget_acc <= 1.0 and oracle_forget_acc > 0.5
