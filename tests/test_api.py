@@ -137,3 +137,18 @@ def test_factory_recipe_contract() -> None:
     assert not hasattr(r, "model")  # cache keys built from recipe.model fail loudly
     # a built-in Recipe is unchanged (its asdict feeds store config hashes and cache keys)
     assert set(asdict(Recipe())) == {"model", "train"}
+
+
+def test_stream_from_users_own_split(arrays) -> None:
+    x, y, ids = arrays
+    train, test = ob.dataset(x, y, ids)
+    first, second = train.ids[train.y < 2], train.ids[train.y >= 2]
+    stream = ob.stream(train, test, experiences=[(first, test.ids), (second, test.ids)])
+    assert len(stream) == 2 and stream[0].classes == (0, 1) and stream[1].classes == (2, 3)
+    assert torch.equal(stream[1].train.ids, second)
+    out = ob.learn(ob.build(UserNet, seed=0), stream, "naive", n_epochs=1)
+    assert np.asarray(out["accuracy_matrix"]).shape == (2, 2)
+    with pytest.raises(ObliviateError, match="earlier one"):
+        ob.stream(train, test, experiences=[(first, test.ids), (first[:3], test.ids)])
+    with pytest.raises(ObliviateError):  # a test id is not a training row
+        ob.stream(train, test, experiences=[(test.ids[:3], test.ids)])

@@ -46,7 +46,7 @@ from obliviate.continual.loop import train_stream
 from obliviate.data.dataset import Dataset, as_id_tensor
 from obliviate.data.datasets import standardize as standardize_split
 from obliviate.data.datasets import stratified_split
-from obliviate.data.scenarios import SCENARIOS, Stream, build_scenario
+from obliviate.data.scenarios import SCENARIOS, Experience, Stream, build_scenario
 from obliviate.errors import ObliviateError
 from obliviate.metrics import summary
 from obliviate.models.base import seeded_init
@@ -134,6 +134,7 @@ def stream(
     *,
     n_experiences: int = 5,
     seed: int = 0,
+    experiences: Sequence[tuple[ArrayLike, ArrayLike]] | None = None,
     **kwargs: Any,
 ) -> Stream:
     """The user's data as a stream of experiences.
@@ -141,12 +142,51 @@ def stream(
     ``scenario``: one of :data:`obliviate.data.scenarios.SCENARIOS` (``class-incremental``,
     ``task-incremental``, ``domain-permutation``, ``domain-rotation``, ``joint``, ``online``,
     ``recurring``); ``seed`` draws the class order or permutations; ``kwargs`` go to the
-    scenario's builder. Row ids are kept in every experience. Raises :class:`ObliviateError` for
-    an unknown scenario (listing the valid ones) or an impossible split.
+    scenario's builder. Row ids are kept in every experience.
+
+    ``experiences``: the user's own split instead of a scenario: one ``(train_ids, test_ids)``
+    pair per experience, in order, naming rows of ``train`` and ``test`` by id (one head, no
+    task ids; a training id may appear in one experience only, test ids may repeat). With it,
+    ``scenario``, ``n_experiences`` and ``seed`` are not used.
+
+    Raises :class:`ObliviateError` for an unknown scenario (listing the valid ones), an
+    impossible split, unknown ids, a training id in two experiences or an empty experience.
     """
+    if experiences is not None:
+        return _own_stream(train, test, experiences)
     if scenario not in SCENARIOS:
         raise ObliviateError(f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
     return build_scenario(scenario, train, test, n_experiences=n_experiences, seed=seed, **kwargs)
+
+
+def _own_stream(
+    train: Dataset, test: Dataset, experiences: Sequence[tuple[ArrayLike, ArrayLike]]
+) -> Stream:
+    if len(experiences) == 0:
+        raise ObliviateError("experiences is empty; give one (train_ids, test_ids) pair per step")
+    exps, seen = [], torch.zeros(0, dtype=torch.int64)
+    for i, pair in enumerate(experiences):
+        if len(pair) != 2:
+            raise ObliviateError(f"experience {i}: give a (train_ids, test_ids) pair")
+        tr_ids, te_ids = as_id_tensor(_np(pair[0])), as_id_tensor(_np(pair[1]))
+        if tr_ids.numel() == 0:
+            raise ObliviateError(f"experience {i} has no training ids")
+        again = tr_ids[torch.isin(tr_ids, seen)]
+        if again.numel():
+            raise ObliviateError(
+                f"training id {int(again[0])} is in experience {i} and an earlier one; each "
+                "training row belongs to one experience"
+            )
+        seen = torch.cat([seen, tr_ids])
+        tr, te = train.select_ids(tr_ids), test.select_ids(te_ids)
+        classes = tuple(int(c) for c in torch.unique(tr.y))
+        exps.append(Experience(i, tr, te, classes))
+    return Stream(
+        name="user-split",
+        experiences=tuple(exps),
+        n_classes=train.n_classes,
+        sample_shape=train.sample_shape,
+    )
 
 
 def learn(
