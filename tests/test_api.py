@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 import obliviate.api as ob
 from obliviate.data.datasets import synthetic_arrays
@@ -152,3 +153,18 @@ def test_stream_from_users_own_split(arrays) -> None:
         ob.stream(train, test, experiences=[(first, test.ids), (first[:3], test.ids)])
     with pytest.raises(ObliviateError):  # a test id is not a training row
         ob.stream(train, test, experiences=[(test.ids[:3], test.ids)])
+
+
+def test_arrays_from_torch_dataset_and_loader(arrays) -> None:
+    x, y, ids = arrays
+    tds = TensorDataset(torch.as_tensor(x), torch.as_tensor(y), torch.as_tensor(ids))
+    for source in (tds, DataLoader(tds, batch_size=7, shuffle=False)):
+        xa, ya, ia = ob.arrays(source)
+        assert np.array_equal(xa, x.astype(np.float32)) and np.array_equal(ya, y)
+        assert ia is not None and np.array_equal(ia, ids)
+    xa, ya, ia = ob.arrays(TensorDataset(torch.as_tensor(x), torch.as_tensor(y)))
+    assert ia is None and xa.shape == x.shape
+    train, _ = ob.dataset(*ob.arrays(tds))
+    assert set(train.ids.tolist()) <= set(ids.tolist())
+    with pytest.raises(ObliviateError, match=r"\(x, y\)"):
+        ob.arrays([torch.zeros(3)])

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -56,6 +56,51 @@ from obliviate.unlearning.base import ForgetRequest, Unlearner
 from obliviate.unlearning.evaluate import evaluate_unlearning
 
 ArrayLike = np.ndarray | Tensor | Sequence[Any]
+
+
+def arrays(
+    data: torch.utils.data.Dataset[Any] | torch.utils.data.DataLoader[Any] | Iterable[Any],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A torch ``Dataset`` (map-style or iterable) or ``DataLoader`` as numpy ``(x, y, ids)``
+    for :func:`dataset`: ``ob.dataset(*ob.arrays(loader))``.
+
+    Each item (a dataset's sample, or a loader's batch) is ``(x, y)`` or ``(x, y, id)``: with a
+    third element those are the ids (one per row), else ``ids`` is ``None`` (rows get ``0..N-1``
+    in iteration order, so use an unshuffled loader). Rows are read once, in order. Raises
+    :class:`ObliviateError` when an item is not such a tuple or items disagree.
+    """
+    batched = isinstance(data, torch.utils.data.DataLoader)
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    ids: list[np.ndarray] = []
+    n_parts = None
+    for k, item in enumerate(_items(data)):
+        if not isinstance(item, tuple | list) or len(item) not in (2, 3):
+            raise ObliviateError(
+                f"item {k} is {type(item).__name__}; each sample or batch must be (x, y) or "
+                "(x, y, id)"
+            )
+        if n_parts is not None and len(item) != n_parts:
+            raise ObliviateError(f"item {k} has {len(item)} parts, earlier ones {n_parts}")
+        n_parts = len(item)
+        parts = [_np(v) for v in item]
+        if not batched:
+            parts = [p[None] if p.ndim else p.reshape(1) for p in parts]
+        xs.append(parts[0])
+        ys.append(parts[1].reshape(-1))
+        if n_parts == 3:
+            ids.append(parts[2].reshape(-1))
+    if not xs:
+        raise ObliviateError("the dataset is empty; give at least one row")
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ids) if ids else None
+
+
+def _items(data: Any) -> Iterator[Any]:
+    if isinstance(data, torch.utils.data.DataLoader) or not hasattr(data, "__getitem__"):
+        yield from data
+        return
+    for k in range(len(data)):
+        yield data[k]
 
 
 def dataset(
@@ -380,4 +425,4 @@ def _ids(a: ArrayLike | None) -> Tensor | None:
     return None if a is None else as_id_tensor(_np(a))
 
 
-__all__ = ["build", "dataset", "forget", "learn", "recipe", "stream"]
+__all__ = ["arrays", "build", "dataset", "forget", "learn", "recipe", "stream"]
