@@ -168,3 +168,19 @@ def test_arrays_from_torch_dataset_and_loader(arrays) -> None:
     assert set(train.ids.tolist()) <= set(ids.tolist())
     with pytest.raises(ObliviateError, match=r"\(x, y\)"):
         ob.arrays([torch.zeros(3)])
+
+
+def test_recipe_loss_is_replaceable(arrays) -> None:
+    x, y, ids = arrays
+    train, _ = ob.dataset(x, y, ids)
+    calls = []
+
+    def smoothed(model: nn.Module, batch) -> torch.Tensor:
+        calls.append(len(batch.ids))
+        return nn.functional.cross_entropy(model(batch.x), batch.y, label_smoothing=0.1)
+
+    plain = ob.recipe(UserNet, n_epochs=1, seed=0).fit(train)
+    custom = ob.recipe(UserNet, n_epochs=1, seed=0, loss_fn=smoothed).fit(train)
+    assert sum(calls) == len(train)  # every row went through the user's loss, once
+    assert not states_equal(plain, custom)
+    assert ob.recipe(UserNet, loss_fn=smoothed).to_dict()["loss"].endswith("smoothed")

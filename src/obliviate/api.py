@@ -50,7 +50,7 @@ from obliviate.data.scenarios import SCENARIOS, Experience, Stream, build_scenar
 from obliviate.errors import ObliviateError
 from obliviate.metrics import summary
 from obliviate.models.base import seeded_init
-from obliviate.training import FactoryRecipe, TrainConfig
+from obliviate.training import Batch, FactoryRecipe, TrainConfig
 from obliviate.unlearning import make_unlearner, unlearner_class
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 from obliviate.unlearning.evaluate import evaluate_unlearning
@@ -312,10 +312,13 @@ def recipe(
     optimizer: str = "sgd",
     weight_decay: float = 0.0,
     seed: int = 0,
+    loss_fn: Callable[[nn.Module, Batch], Tensor] | None = None,
 ) -> FactoryRecipe:
     """How to build and train the user's model: ``factory`` (zero-argument callable returning a
     fresh ``nn.Module``; a class works) built with init seed ``seed``, trained with these
-    settings and data-order seed ``seed``. ``recipe(...).fit(train)`` trains the original;
+    settings and data-order seed ``seed``, minimising ``loss_fn(model, batch)`` (a
+    :class:`~obliviate.training.Batch` has ``x``, ``y``, ``ids``; default cross-entropy; the
+    unlearners keep their own paper-defined losses). ``recipe(...).fit(train)`` trains the original;
     :func:`forget` retrains the oracle with the same recipe on the retain set. Raises
     :class:`ObliviateError` for bad settings or a non-callable factory."""
     config = TrainConfig(
@@ -327,7 +330,7 @@ def recipe(
         weight_decay=weight_decay,
         seed=seed,
     )
-    return FactoryRecipe(factory=factory, train=config, seed=seed)
+    return FactoryRecipe(factory=factory, train=config, seed=seed, loss_fn=loss_fn)
 
 
 def forget(

@@ -113,6 +113,8 @@ class FactoryRecipe:
     factory: Callable[[], nn.Module]
     train: TrainConfig = TrainConfig()
     seed: int = 0
+    loss_fn: Callable[[nn.Module, Batch], Tensor] | None = None
+    """The training loss ``loss_fn(model, batch) -> scalar``; ``None``: :func:`cross_entropy`."""
 
     def __post_init__(self) -> None:
         if not callable(self.factory):
@@ -128,7 +130,13 @@ class FactoryRecipe:
         return f"{getattr(f, '__module__', '?')}.{getattr(f, '__qualname__', repr(f))}"
 
     def to_dict(self) -> dict[str, object]:
-        return {"factory": self.factory_name, "seed": self.seed, "train": self.train.to_dict()}
+        loss = None if self.loss_fn is None else getattr(self.loss_fn, "__qualname__", "?")
+        return {
+            "factory": self.factory_name,
+            "seed": self.seed,
+            "train": self.train.to_dict(),
+            "loss": loss,
+        }
 
     def build(self, sample_shape: tuple[int, ...] = (), n_classes: int = 0) -> nn.Module:
         """A fresh model from ``factory()``, its init drawn from ``seed`` only (the shape
@@ -151,7 +159,7 @@ class FactoryRecipe:
         left as it was)."""
         model = self.build(data.sample_shape, data.n_classes if n_classes is None else n_classes)
         with seeded_init(derive_seed(self.train.seed, key, "global-rng")):
-            fit(model, data, self.train, key=key)
+            fit(model, data, self.train, loss_fn=self.loss_fn, key=key)
         return model
 
 
