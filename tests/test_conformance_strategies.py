@@ -7,13 +7,7 @@ from obliviate.testing import STRATEGY_CHECKS, NotApplicable
 
 # (strategy, check name) -> reason. One line each; keep it short and justified.
 EXEMPT: dict[tuple[str, str], str] = {
-    ("bic", "check_learned_state_declared"): "added concurrently; declare learned_state",
-    ("cope", "check_learned_state_declared"): "added concurrently; declare learned_state",
-    ("erace", "check_learned_state_declared"): "added concurrently; declare learned_state",
-    ("gss", "check_learned_state_declared"): "added concurrently; declare learned_state",
-    ("l2p", "check_learned_state_declared"): "added concurrently; declare learned_state",
     ("lucir", "check_learned_state_declared"): "added concurrently; declare learned_state",
-    ("mir", "check_learned_state_declared"): "added concurrently; declare learned_state",
     ("pnn", "check_learned_state_declared"): "added concurrently; declare learned_state",
     ("remind", "check_learned_state_declared"): "added concurrently; declare learned_state",
     ("rwalk", "check_learned_state_declared"): "added concurrently; declare learned_state",

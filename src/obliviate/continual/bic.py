@@ -118,6 +118,26 @@ class BiC(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = True
     keeps_memory: ClassVar[bool] = True
+    learned_state: ClassVar[tuple[str, ...]] = (
+        "memory_",
+        "head_name_",
+        "trained_head_",
+        "corrections_",
+        "n_steps_",
+        "teacher_",
+        "new_",
+        "old_",
+        "columns_",
+        "exemplars_",
+        "held_out_ids_",
+        "lam_",
+        "replay_ratio_",
+        "val_",
+    )
+    memory_: ClassBalancedBuffer | None = None
+    head_name_: str | None = None
+    trained_head_: tuple[Tensor, Tensor] | None = None
+    teacher_: nn.Module | None = None
 
     def __init__(
         self,
@@ -142,18 +162,17 @@ class BiC(Strategy):
         self.seed = seed
 
     def memory_used(self) -> int:
-        memory = vars(self).get("memory_")
-        return 0 if memory is None else len(memory)
+        return 0 if self.memory_ is None else len(self.memory_)
 
     # ---- hooks -----------------------------------------------------------------------------
     def begin(self, model: nn.Module, experience: Experience) -> None:
-        if "memory_" not in vars(self):
+        if self.memory_ is None:
             self.memory_ = ClassBalancedBuffer(memory_size=self.memory_size, seed=self.seed)
-            self.head_name_: str | None = None
-            self.trained_head_: tuple[Tensor, Tensor] | None = None
+            self.head_name_ = None
+            self.trained_head_ = None
             self.corrections_: list[tuple[float, float]] = []
             self.n_steps_ = 0
-        self.teacher_: nn.Module | None = None
+        self.teacher_ = None
         if len(self.memory_):
             teacher = copy.deepcopy(model).eval()  # the previous model, bias-corrected
             for p in teacher.parameters():
@@ -257,6 +276,7 @@ class BiC(Strategy):
             self.trained_head_ = None
             self.corrections_.append((1.0, 0.0))
         data = experience.train
+        assert self.memory_ is not None  # created in begin
         self.memory_.add_experience(data.x, data.y, data.ids, data.task)
         del self.teacher_, self.new_, self.old_, self.columns_, self.lam_
         del self.exemplars_, self.val_, self.held_out_ids_, self.replay_ratio_

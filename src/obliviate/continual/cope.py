@@ -121,6 +121,15 @@ class CoPE(Strategy):
     needs_task_boundaries: ClassVar[bool] = False
     keeps_memory: ClassVar[bool] = True
     freezes_parameters: ClassVar[bool] = True
+    learned_state: ClassVar[tuple[str, ...]] = (
+        "prototypes_",
+        "seen_",
+        "memory_",
+        "n_steps_",
+        "offered_",
+        "head_grad_",
+    )
+    memory_: ClassBalancedBuffer | None = None
 
     def __init__(
         self,
@@ -144,12 +153,11 @@ class CoPE(Strategy):
         self.seed = seed
 
     def memory_used(self) -> int:
-        memory = vars(self).get("memory_")
-        return 0 if memory is None else len(memory)
+        return 0 if self.memory_ is None else len(self.memory_)
 
     def begin(self, model: nn.Module, experience: Experience) -> None:
         m = require_model(model, "CoPE")
-        if "prototypes_" not in vars(self):
+        if self.memory_ is None:
             self.prototypes_ = torch.zeros(m.n_classes, m.feature_dim)
             self.seen_ = torch.zeros(m.n_classes, dtype=torch.bool)
             self.memory_ = ClassBalancedBuffer(memory_size=self.memory_size, seed=self.seed)
@@ -163,6 +171,7 @@ class CoPE(Strategy):
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         m = require_model(model, "CoPE")
         x, y, task = batch.x, batch.y, batch.task
+        assert self.memory_ is not None  # created in begin
         if len(self.memory_):
             n = len(y) if self.replay_batch_size is None else self.replay_batch_size
             stored = self.memory_.filled()

@@ -73,6 +73,8 @@ class ERACE(Strategy):
     """
 
     keeps_memory: ClassVar[bool] = True
+    learned_state: ClassVar[tuple[str, ...]] = ("buffer_", "n_steps_")
+    buffer_: ReservoirBuffer | None = None
 
     def __init__(
         self, *, memory_size: int = 200, replay_batch_size: int | None = None, seed: int = 0
@@ -85,10 +87,10 @@ class ERACE(Strategy):
         self.seed = seed
 
     def memory_used(self) -> int:
-        return len(self.buffer_) if "buffer_" in vars(self) else 0
+        return 0 if self.buffer_ is None else len(self.buffer_)
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        if "buffer_" not in vars(self):
+        if self.buffer_ is None:
             self.buffer_ = ReservoirBuffer(memory_size=self.memory_size, seed=self.seed)
             self.n_steps_ = 0
         total = asymmetric_cross_entropy(logits(model, batch.x, batch.task), batch.y)

@@ -77,6 +77,8 @@ class GSS(Strategy):
     """
 
     keeps_memory: ClassVar[bool] = True
+    learned_state: ClassVar[tuple[str, ...]] = ("memory_", "n_steps_")
+    memory_: dict[str, Tensor] | None = None
 
     def __init__(
         self,
@@ -96,11 +98,11 @@ class GSS(Strategy):
         self.seed = seed
 
     def memory_used(self) -> int:
-        return int(self.memory_["y"].numel()) if vars(self).get("memory_") else 0
+        return int(self.memory_["y"].numel()) if self.memory_ else 0
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        if "memory_" not in vars(self):
-            self.memory_: dict[str, Tensor] = {}
+        if self.memory_ is None:
+            self.memory_ = {}
             self.n_steps_ = 0
         gen = generator(self.seed, "gss", self.n_steps_)
         self.n_steps_ += 1
@@ -130,6 +132,7 @@ class GSS(Strategy):
     def _select(self, model: nn.Module, batch: Batch, gen: torch.Generator) -> None:
         """Offer the incoming batch to the memory (Algorithm 2, one sample at a time)."""
         mem = self.memory_
+        assert mem is not None  # created in loss
         n_stored = self.memory_used()
         task = torch.full_like(batch.y, -1) if batch.task is None else batch.task
         if n_stored:

@@ -153,6 +153,8 @@ class L2P(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = True  # masks logits to the experience's classes
     freezes_parameters: ClassVar[bool] = True
+    learned_state: ClassVar[tuple[str, ...]] = ("pool_", "requires_grad_", "classes_")
+    pool_: PromptPool | None = None
 
     def __init__(
         self,
@@ -186,7 +188,7 @@ class L2P(Strategy):
     def begin(self, model: nn.Module, experience: Experience) -> None:
         m = require_model(model, "L2P")
         shape = experience.train.sample_shape
-        if "pool_" not in vars(self):
+        if self.pool_ is None:
             recipe = EncoderRecipe(
                 source=self.encoder, n_epochs=self.encoder_epochs, seed=self.seed
             )
@@ -203,6 +205,7 @@ class L2P(Strategy):
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         m = require_model(model, "L2P")
+        assert self.pool_ is not None  # created in begin
         query = _query(m, batch.x)
         idx, sim = select_prompts(query, self.pool_.keys, self.n_selected)
         out = m.classify(m.features(_prompted(batch.x, self.pool_, idx)), batch.task)
@@ -215,6 +218,7 @@ class L2P(Strategy):
 
     @torch.no_grad()
     def adjust_gradients(self, model: nn.Module) -> None:
+        assert self.pool_ is not None  # created in begin
         for t in (self.pool_.keys, self.pool_.prompts):
             if t.grad is not None:
                 t -= self.prompt_lr * t.grad
