@@ -97,9 +97,6 @@ LOCAL_IMPORTS: dict[tuple[str, str], str] = {
     ),
     ("obliviate.experiments.llm", "obliviate.llm.run"): _LLM_EXTRA,
     ("obliviate.experiments.llm", "obliviate.llm.methods"): _LLM_EXTRA,
-    ("obliviate.llm.methods.base", "obliviate.llm.train"): (
-        "no circle; being moved to module level by the LLM change"
-    ),
     ("obliviate.serve.app", "obliviate.sharded"): _SERVE_ENGINE,
     ("obliviate.serve.app", "obliviate.sharded.ledger"): _SERVE_ENGINE,
     ("obliviate.serve.app", "obliviate.sharded.subjects"): _SERVE_ENGINE,

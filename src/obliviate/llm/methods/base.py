@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from obliviate._rng import generator
 from obliviate.errors import ObliviateError
 from obliviate.llm.models import LM
-from obliviate.llm.train import Encoded, check_schedule
+from obliviate.llm.train import Encoded, check_schedule, sequence_nll
 
 
 @dataclass
@@ -114,7 +114,6 @@ class LLMUnlearner(ABC):
 
 def sequence_logp(step: Step, seqs: list[Encoded], model: nn.Module | None) -> Tensor:
     """``[B]`` summed log-probability of each answer under ``model`` (no grad for the reference)."""
-    from obliviate.llm.train import sequence_nll
 
     if model is step.reference:
         with torch.no_grad():
