@@ -235,6 +235,29 @@ BAD = [
     ("only unknown ids", "submit", {"json": {"ids": [10**9, 10**9 + 1]}}, 422, "unknown_ids"),
     ("unknown subject", "submit", {"json": {"subject": "bob@example.org"}}, 422, "unknown_subject"),
     ("too many ids", "submit", {"json": {"ids": list(range(MAX_IDS + 1))}}, 422, "too_many_ids"),
+    # the limit counts the list as sent, duplicates included
+    ("repeated ids", "submit", {"json": {"ids": [1] * (MAX_IDS + 1)}}, 422, "too_many_ids"),
+    (
+        "invalid utf-8",
+        "submit",
+        {"content": b'{"ids": [1], "subject": "\xff\xfe"}', "json": None},
+        400,
+        "malformed_json",
+    ),
+    (
+        "deeply nested",
+        "submit",
+        {"content": b'{"ids": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", "json": None},
+        400,
+        "malformed_json",
+    ),
+    (
+        "text/plain body",
+        "submit",
+        {"content": b'{"ids": [1]}', "json": None, "headers": {"Content-Type": "text/plain"}},
+        415,
+        "unsupported_media_type",
+    ),
     ("10**6 ids", "submit", {"json": {"ids": list(range(10**6))}}, 413, "body_too_large"),
     ("oversized body", "submit", {"json": {"subject": "x" * 100_000}}, 413, "body_too_large"),
     ("missing key", None, {"json": {"ids": [1]}}, 401, "unauthenticated"),
@@ -263,7 +286,7 @@ def test_bad_input_is_a_clear_4xx_and_changes_nothing(service, name, role, kwarg
     if presented is not None:
         headers["Authorization"] = f"Bearer {presented}"
     if kwargs.get("json") is None and "content" in kwargs:
-        headers["Content-Type"] = "application/json"
+        headers.setdefault("Content-Type", "application/json")
     before = snapshot(service["path"])
     r = httpx.post(
         service["url"] + "/v1/deletions",
@@ -284,6 +307,56 @@ def test_bad_input_is_a_clear_4xx_and_changes_nothing(service, name, role, kwarg
 def test_errors_do_not_echo_the_body(service):
     r = service["c"]["submit"].post("/v1/deletions", json={"ids": ["s3cr3t-value"]})
     assert r.status_code == 422 and "s3cr3t" not in r.text
+    r = service["c"]["submit"].post("/v1/deletions", json={"ids": [987654321, -1]})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "unknown_ids"
+    assert "987654321" not in r.text and "-1" not in r.text and "2 id(s)" in r.text
+
+
+def test_duplicate_json_keys_make_a_receipt_invalid(service, tmp_path, capsys):
+    """A receipt naming a key twice reads differently to first-wins and last-wins parsers:
+    the CLI, the client and the endpoint all call it invalid."""
+    c, ids = service["c"], service["ids"]
+    rid = c["submit"].post("/v1/deletions", json={"ids": [ids[60]]}).json()["request_id"]
+    assert wait_done(c["submit"], rid)["status"] == "done"
+    signed = c["submit"].get(f"/v1/deletions/{rid}/receipt").json()
+    text = json.dumps(signed)
+    assert text.count('"request": {') == 1
+    forged = text.replace('"request": {', '"request": {"request_id": "del-forged", ', 1)
+    first_wins = json.loads(forged, object_pairs_hook=lambda p: dict(reversed(p)))
+    assert first_wins["document"]["request"]["request_id"] == "del-forged"
+    key_info = c["read"].get("/v1/receipt-key").json()
+    public = signing.load_public_key(key_info["public_key_pem"])
+    assert signing.verify(text, public) == (True, "valid")
+    ok, why = signing.verify(forged, public)
+    assert not ok and "duplicate" in why
+    (tmp_path / "forged.json").write_text(forged)
+    (tmp_path / "key.pem").write_text(key_info["public_key_pem"])
+    cli = ["receipt", "verify", str(tmp_path / "forged.json"), "--key", str(tmp_path / "key.pem")]
+    assert main(cli) == 1 and "INVALID" in capsys.readouterr().out
+    v = c["submit"].post(
+        "/v1/receipts/verify", content=forged, headers={"Content-Type": "application/json"}
+    )
+    assert v.status_code == 422 and v.json()["error"]["code"] == "signature_invalid", v.text
+    with Client(service["url"], service["keys"]["submit"]) as client:
+        assert client.verify_offline(text) == (True, "valid")
+        assert client.verify_offline(forged)[0] is False
+
+
+def test_one_server_per_store(service, tmp_path, capsys):
+    """A second server with a worker on the same store refuses to start (serve.lock), and the
+    lock goes when the server stops."""
+    from obliviate.errors import ObliviateError
+
+    with pytest.raises(ObliviateError, match="already running"):
+        ServerThread(ServeConfig(store=service["path"], backend="inline"))
+    assert main(["serve", "--store", str(service["path"]), "--backend", "inline"]) == 2
+    err = capsys.readouterr().err
+    assert "already running" in err and len(err.strip().splitlines()) == 1
+    path = tmp_path / "store"
+    ShardedStore.train(path, data=DataSpec(limit=100), config=CONFIG, backend="inline").close()
+    for _ in range(2):  # the lock of a stopped server is free again
+        with ServerThread(ServeConfig(store=path, backend="inline")):
+            pass
 
 
 def test_subjects_are_deleted_by_name_and_receipts_name_only_a_hash(service):
@@ -347,6 +420,19 @@ def test_rate_limit_per_key(service, tmp_path):
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
         assert r.json()["error"]["code"] == "rate_limited"
         assert admin.get("/v1/receipt-key").status_code == 200  # another key has its own bucket
+        # a replay of an accepted request (same Idempotency-Key) gets it back, not 429
+        submit = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {service['keys']['submit']}"}
+        )
+        h = {"Idempotency-Key": "rate-limit-replay"}
+        body = {"ids": [service["ids"][70]]}
+        first = submit.post("/v1/deletions", json=body, headers=h)
+        assert first.status_code == 202, first.text
+        for _ in range(4):
+            again = submit.post("/v1/deletions", json=body, headers=h)
+            assert again.status_code == 202 and again.json()["replayed"] is True, again.text
+        other = submit.post("/v1/deletions", json=body, headers={"Idempotency-Key": "new"})
+        assert other.status_code == 429
 
 
 def test_openapi_schema_is_checked_in():
@@ -438,3 +524,8 @@ def test_shard_train_ingests_subjects(tmp_path, capsys):
     assert main([*args[:3], str(tmp_path / "s2"), *args[4:], "--subjects", str(bad)]) == 2
     assert "columns 'subject' and 'id'" in capsys.readouterr().err
     assert not (tmp_path / "s2").exists()  # refused before training
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps({"erin": [ids[0], 10**9]}))
+    assert main([*args[:3], str(tmp_path / "s3"), *args[4:], "--subjects", str(unknown)]) == 2
+    assert "never trained on" in capsys.readouterr().err
+    assert not (tmp_path / "s3").exists()  # checked against the training split before training

@@ -13,6 +13,7 @@ with the status code and the server's error code and message. Needs the optional
 
 from __future__ import annotations
 
+import json
 import time
 from types import TracebackType
 from typing import Any
@@ -26,6 +27,15 @@ class ServiceError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message = status, code, message
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate JSON key {k[:40]!r}")
+        out[k] = v
+    return out
 
 
 class Client:
@@ -62,7 +72,12 @@ class Client:
                 code, message = "http_error", response.text[:200]
             raise ServiceError(response.status_code, code, message)
         ctype = response.headers.get("content-type", "")
-        return response.json() if ctype.startswith("application/json") else response.text
+        if not ctype.startswith("application/json"):
+            return response.text
+        try:  # strict: an answer naming a key twice reads differently to different parsers
+            return json.loads(response.content, object_pairs_hook=_no_duplicates)
+        except ValueError as exc:
+            raise ServiceError(response.status_code, "malformed_answer", str(exc)) from None
 
     def submit(
         self,
@@ -105,10 +120,14 @@ class Client:
         return self._call("GET", "/v1/receipt-key")
 
     def verify_offline(
-        self, signed: dict[str, Any], public_key: str | None = None
+        self, signed: dict[str, Any] | str | bytes, public_key: str | None = None
     ) -> tuple[bool, str]:
         """Check a signed receipt locally with ``public_key`` (PEM or base64; default: the key
-        this server publishes, fetched once; pin it instead when you do not trust the server)."""
+        this server publishes, fetched once; pin it instead when you do not trust the server).
+
+        ``signed`` is the receipt as :meth:`receipt` returns it, or its JSON text (a file
+        from elsewhere): the text is parsed strictly, so a receipt that names any JSON key
+        twice is invalid."""
         from obliviate.serve import signing
 
         pem = public_key or self.receipt_key()["public_key_pem"]

@@ -33,7 +33,10 @@ def register(app: typer.Typer) -> None:
             if not path.is_file():
                 raise ObliviateError(f"{str(path)!r} does not exist")
         try:
-            signed = json.loads(file.read_text())
+            signed = signing.loads_strict(file.read_bytes())
+        except signing.DuplicateKeyError as exc:
+            print(f"INVALID: the receipt is ambiguous JSON: {exc}")
+            raise typer.Exit(1) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ObliviateError(f"{str(file)!r} is not JSON: {exc}") from None
         public = signing.load_public_key(key.read_text())

@@ -130,13 +130,17 @@ def register(app: typer.Typer) -> None:
         )
         excluded = _parse_ids(None, exclude_ids) if exclude_ids is not None else None
         mapping = None
+        data_spec = DataSpec(dataset=dataset, data_dir=data_dir, limit=limit, split_seed=0)
         if subjects is not None:  # read (and reject a bad file) before the training
-            from obliviate.sharded.subjects import read_mapping
+            from obliviate.sharded.config import load_data
+            from obliviate.sharded.subjects import check_mapping, read_mapping
 
             mapping = read_mapping(subjects)
+            trained = set(load_data(data_spec)[0].ids.tolist()) - set(excluded or [])
+            check_mapping(mapping, trained)
         st = ShardedStore.train(
             store,
-            data=DataSpec(dataset=dataset, data_dir=data_dir, limit=limit, split_seed=0),
+            data=data_spec,
             config=config,
             exclude_ids=excluded,
             backend=backend,

@@ -22,8 +22,10 @@ the request body, keys or tracebacks (a 5xx says only ``internal error``; the lo
 There is no CORS middleware: browsers refuse cross-origin calls.
 """
 
+import fcntl
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -201,13 +203,23 @@ class ErrorOut(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorOut} for s in (400, 401, 403, 404, 409, 413, 422, 429)
+    s: {"model": ErrorOut} for s in (400, 401, 403, 404, 409, 413, 415, 422, 429)
 }
 
 
 # ---- ASGI middleware: body limit and request counting ----------------------------------------
+async def _send_error(send: Any, status: int, code: str, message: str, close: bool = False) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class BodyLimit:
-    """Refuse request bodies over ``max_bytes`` (413) before the application reads them."""
+    """Refuse request bodies over ``max_bytes`` (413) before the application reads them, and
+    non-JSON bodies to ``/v1/`` (415)."""
 
     def __init__(self, app: Any, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -239,29 +251,30 @@ class BodyLimit:
                 chunks.append(chunk)
                 more = message.get("more_body", False)
         if too_big:
-            body = json.dumps(
-                {
-                    "error": {
-                        "code": "body_too_large",
-                        "message": f"the request body is over the limit of {self.max_bytes} bytes",
-                    }
-                }
-            ).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 413,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"connection", b"close"),
-                    ],
-                }
+            await _send_error(
+                send,
+                413,
+                "body_too_large",
+                f"the request body is over the limit of {self.max_bytes} bytes",
+                close=True,
             )
-            await send({"type": "http.response.body", "body": body})
             return
         if scope["method"] in ("POST", "PUT", "PATCH"):
             data = b"".join(chunks)
+            ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if (
+                data
+                and str(scope.get("path", "")).startswith("/v1/")
+                and ctype != b"application/json"
+                and not ctype.endswith(b"+json")
+            ):
+                await _send_error(
+                    send,
+                    415,
+                    "unsupported_media_type",
+                    "the API takes JSON bodies: send Content-Type: application/json",
+                )
+                return
             sent = False
 
             async def replay() -> dict[str, Any]:
@@ -310,6 +323,8 @@ class _State:
         self.ledger_path = config.store / "ledger.sqlite"
         probe = ShardedStore(config.store, data_dir=config.data_dir)  # a clear error if not a store
         probe.close()
+        self._lock_fd: int | None = None
+        self.warm = False
         db = connect(self.ledger_path)
         db.executescript(queue.SCHEMA)
         db.close()
@@ -344,6 +359,15 @@ class _State:
                 batch_window=config.batch_window,
                 on_pass=lambda seconds, n: self.retrain_seconds.observe(seconds),
             )
+            # one worker per store: a second server refuses to start (taken last, so that
+            # nothing above can fail while it is held)
+            self._lock_fd = serve_lock(config.store)
+
+    def release(self) -> None:
+        """Give up ``STORE/serve.lock`` (idempotent; the kernel also drops it when we die)."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the only descriptor releases the flock
 
     def db(self) -> Any:
         db = getattr(self.local, "db", None)
@@ -369,6 +393,22 @@ class _State:
                 self.config.store, data_dir=self.config.data_dir
             )
         return store
+
+
+def serve_lock(store: Path) -> int:
+    """Take the exclusive ``STORE/serve.lock`` (``flock``, not waiting) that the one server
+    running a worker on a store holds for its whole life; the open descriptor, to be closed
+    to release it. Raises :class:`ObliviateError` when another server holds it."""
+    fd = os.open(store / "serve.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ObliviateError(
+            f"another `obliviate serve` is already running on the store {str(store)!r} "
+            "(it holds serve.lock); stop it first, or use its address"
+        ) from None
+    return fd
 
 
 class _LedgerCollector:
@@ -427,13 +467,15 @@ def _build(config: ServeConfig, state_or_none: "_State | None") -> FastAPI:
 
             # load the training data and the shard models before serving, so that the first
             # retraining pass does not stall the first requests while it imports and parses
-            await anyio.to_thread.run_sync(_warm_up, state)
+            if not state.warm:
+                await anyio.to_thread.run_sync(warm_up, state)
             worker.start()
         yield
         if worker is not None:
             worker.close()
         if state_or_none is not None:
             state_or_none.committer.close()
+            state_or_none.release()
 
     app = FastAPI(
         title="obliviate deletion-request service",
@@ -481,6 +523,9 @@ def _build(config: ServeConfig, state_or_none: "_State | None") -> FastAPI:
     async def _http(request: Request, exc: StarletteHTTPException) -> Any:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+        if exc.status_code == 400 and "parsing the body" in detail:
+            # FastAPI's answer to a body json.loads cannot read (bad UTF-8, too deeply nested)
+            return error(400, "malformed_json", "the request body is not valid JSON")
         return error(exc.status_code, code, detail)
 
     @app.exception_handler(Exception)
@@ -498,6 +543,23 @@ def _build(config: ServeConfig, state_or_none: "_State | None") -> FastAPI:
             return state.keys.check(request.headers["x-api-key"].strip())
         return None
 
+    def is_known_replay(request: Request, principal: Principal) -> bool:
+        """A retried ``POST /v1/deletions`` whose Idempotency-Key this API key already used: it
+        creates nothing (it gets its accepted request, or 409 for another body), so the rate
+        limit lets it through and a client retrying after a lost answer is not locked out."""
+        idem = request.headers.get("idempotency-key")
+        if request.method != "POST" or request.url.path != "/v1/deletions" or not idem:
+            return False
+        row = (
+            state.db()
+            .execute(
+                "SELECT 1 FROM serve_requests WHERE key_id = ? AND idem_key = ?",
+                (principal.key_id, idem),
+            )
+            .fetchone()
+        )
+        return row is not None
+
     def require(permission: str) -> Any:
         def dependency(request: Request) -> Principal:
             has_key = bool(request.headers.get("authorization") or request.headers.get("x-api-key"))
@@ -512,7 +574,7 @@ def _build(config: ServeConfig, state_or_none: "_State | None") -> FastAPI:
                     {"WWW-Authenticate": "Bearer"},
                 )
             wait = state.limiter.allow(principal.key_id)
-            if wait > 0:
+            if wait > 0 and not is_known_replay(request, principal):
                 raise ApiError(
                     429,
                     "rate_limited",
@@ -567,6 +629,13 @@ def _build(config: ServeConfig, state_or_none: "_State | None") -> FastAPI:
                 raise ApiError(422, "unknown_subject", "no data subject of that name in this store")
         else:
             assert body.ids is not None
+            # the limit counts the list as sent: duplicates cost parsing and hashing too
+            if len(body.ids) > config.max_ids:
+                raise ApiError(
+                    422,
+                    "too_many_ids",
+                    f"{len(body.ids)} ids in one request; the limit is {config.max_ids}: split it",
+                )
             wanted = sorted(set(body.ids))
         if len(wanted) > config.max_ids:
             raise ApiError(
@@ -577,12 +646,11 @@ def _build(config: ServeConfig, state_or_none: "_State | None") -> FastAPI:
         states = ledger.sample_states(wanted)
         known = [i for i in wanted if i in states]
         unknown = [i for i in wanted if i not in states]
-        if not known:
-            shown = ", ".join(map(str, unknown[:10]))
+        if not known:  # counts only: an error never echoes the body
             raise ApiError(
                 422,
                 "unknown_ids",
-                f"none of the {len(unknown)} id(s) was ever trained on in this store: {shown}",
+                f"none of the {len(unknown)} id(s) was ever trained on in this store",
             )
         try:
             got = state.committer.accept(
@@ -677,13 +745,18 @@ def _build(config: ServeConfig, state_or_none: "_State | None") -> FastAPI:
         """The signed receipt of a done request (409 while it is not done)."""
         return signed_receipt(request_id)
 
+    async def raw_body(request: Request) -> bytes:
+        return await request.body()  # already read (and cached) for the body model
+
     @app.post("/v1/receipts/verify", response_model=VerifyOut, responses=ERRORS, tags=["receipts"])
     def verify_receipt(
-        body: SignedReceipt, _: Annotated[Principal, Depends(require("status"))]
+        body: SignedReceipt,
+        _: Annotated[Principal, Depends(require("status"))],
+        raw: Annotated[bytes, Depends(raw_body)],
     ) -> dict[str, Any]:
         """Check a signed receipt against this server's key: 200 when valid, 422 when not
-        (altered, or a signature replayed from another receipt)."""
-        ok, reason = signing.verify(body.model_dump(), state.private_key.public_key())
+        (altered, a signature replayed from another receipt, or JSON that names a key twice)."""
+        ok, reason = signing.verify(raw, state.private_key.public_key())
         if not ok:
             raise ApiError(422, "signature_invalid", reason)
         return {"valid": True, "reason": reason}
@@ -828,13 +901,16 @@ def _build(config: ServeConfig, state_or_none: "_State | None") -> FastAPI:
     return app
 
 
-def _warm_up(state: _State) -> None:
+def warm_up(state: _State) -> None:
+    """Load the training data and the shard models (raises :class:`ObliviateError` when the
+    store is damaged: ``obliviate serve`` calls it before uvicorn starts, for a one-line error)."""
     from obliviate.sharded.config import load_data
 
     store = state.store()
     load_data(store.data_spec)
     shape = tuple(store.ledger.get_meta("sample_shape"))
     store.predict_proba([[0.0] * int(np.prod(shape))])
+    state.warm = True
 
 
 def _login_html(problem: str | None) -> str:

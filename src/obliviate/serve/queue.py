@@ -234,7 +234,7 @@ def view(db: sqlite3.Connection, request_id: str) -> dict[str, Any] | None:
     found = cur.fetchone()
     if found is None:
         return None
-    return _view(dict(zip([d[0] for d in cur.description], found, strict=True)))
+    return _started(db, _view(dict(zip([d[0] for d in cur.description], found, strict=True))))
 
 
 def recent(db: sqlite3.Connection, limit: int = 50) -> list[dict[str, Any]]:
@@ -246,7 +246,21 @@ def recent(db: sqlite3.Connection, limit: int = 50) -> list[dict[str, Any]]:
         (limit,),
     )
     cols = [d[0] for d in cur.description]
-    return [_view(dict(zip(cols, r, strict=True))) for r in cur.fetchall()]
+    return [_started(db, _view(dict(zip(cols, r, strict=True)))) for r in cur.fetchall()]
+
+
+def _started(db: sqlite3.Connection, v: dict[str, Any]) -> dict[str, Any]:
+    """A running request's start time: the store writes ``started`` only when the pass ends,
+    so take the time of its ``requests_started`` event (the pass that set it running)."""
+    if v["status"] == "running" and v["timestamps"]["started"] is None:
+        row = db.execute(
+            "SELECT time FROM events WHERE kind = 'requests_started' AND payload LIKE ? "
+            "ORDER BY seq DESC LIMIT 1",
+            (f'%"{v["request_id"]}"%',),
+        ).fetchone()
+        if row is not None:
+            v["timestamps"]["started"] = _utc(row[0])
+    return v
 
 
 def counts(db: sqlite3.Connection) -> dict[str, int]:

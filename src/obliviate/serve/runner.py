@@ -11,9 +11,10 @@ import time
 from types import TracebackType
 
 import uvicorn
+from fastapi import FastAPI
 
 from obliviate.errors import ObliviateError
-from obliviate.serve.app import ServeConfig, create_app
+from obliviate.serve.app import ServeConfig, create_app, warm_up
 
 LOOPBACK = "127.0.0.1"
 
@@ -34,9 +35,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _uvicorn_config(config: ServeConfig, host: str, port: int, log_level: str) -> uvicorn.Config:
+def _release(app: FastAPI) -> None:
+    """Give up the app's ``serve.lock`` (idempotent), also when the server never started."""
+    app.state.obliviate.release()
+
+
+def _uvicorn_config(app: FastAPI, host: str, port: int, log_level: str) -> uvicorn.Config:
     return uvicorn.Config(
-        create_app(config),
+        app,
         host=host,
         port=port,
         log_level=log_level,
@@ -65,7 +71,13 @@ def serve(
     # the worker thread retrains in this process; hand the interpreter lock over more often so
     # that request threads are not held up by it for the default 5 ms at a time
     sys.setswitchinterval(0.001)
-    uvicorn.Server(_uvicorn_config(config, host, port, log_level)).run()
+    app = create_app(config)
+    try:
+        if config.run_worker:  # a damaged store is a one-line error, not a startup traceback
+            warm_up(app.state.obliviate)
+        uvicorn.Server(_uvicorn_config(app, host, port, log_level)).run()
+    finally:
+        _release(app)  # also when it never started (port taken)
 
 
 class ServerThread:
@@ -76,7 +88,8 @@ class ServerThread:
         self, config: ServeConfig, port: int | None = None, log_level: str = "warning"
     ) -> None:
         self.port = port or free_port()
-        self.server = uvicorn.Server(_uvicorn_config(config, LOOPBACK, self.port, log_level))
+        self.app = create_app(config)
+        self.server = uvicorn.Server(_uvicorn_config(self.app, LOOPBACK, self.port, log_level))
         self.thread = threading.Thread(target=self.server.run, name="obliviate-serve", daemon=True)
         self.url = f"http://{LOOPBACK}:{self.port}"
 
@@ -85,6 +98,7 @@ class ServerThread:
         deadline = time.monotonic() + 60
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
+                _release(self.app)
                 raise RuntimeError("the server did not start")
             time.sleep(0.02)
         return self.url
@@ -97,3 +111,4 @@ class ServerThread:
     ) -> None:
         self.server.should_exit = True
         self.thread.join(60)
+        _release(self.app)

@@ -33,6 +33,26 @@ ALG = "Ed25519"
 FORMAT = "obliviate-signed-receipt/1"
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object names the same key twice (readers would disagree on its value)."""
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise DuplicateKeyError(f"duplicate JSON key {k[:40]!r}")
+        out[k] = v
+    return out
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """``json.loads`` that raises :class:`DuplicateKeyError` (a ``ValueError``) when any object
+    names a key twice: a signed receipt must read the same to every JSON reader, and
+    first-wins and last-wins readers see different values in such a document."""
+    return json.loads(text, object_pairs_hook=_no_duplicates)
+
+
 def canonical(obj: Any) -> bytes:
     """The bytes that are signed: JSON with sorted keys, no whitespace, ASCII escapes."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
@@ -119,7 +139,18 @@ def load_public_key(text: str) -> Ed25519PublicKey:
 
 
 def verify(signed: Any, public: Ed25519PublicKey) -> tuple[bool, str]:
-    """Check a signed receipt offline: ``(True, "valid")`` or ``(False, the reason)``."""
+    """Check a signed receipt offline: ``(True, "valid")`` or ``(False, the reason)``.
+
+    ``signed`` is the decoded receipt, or its JSON text (``str`` or ``bytes``), which is then
+    parsed strictly: a receipt whose JSON names any key twice is invalid, since an already
+    decoded ``dict`` has lost the duplicates, give the text when it comes from elsewhere."""
+    if isinstance(signed, str | bytes):
+        try:
+            signed = loads_strict(signed)
+        except DuplicateKeyError as exc:
+            return False, f"the receipt is ambiguous JSON: {exc}"
+        except (ValueError, UnicodeDecodeError):
+            return False, "the receipt is not JSON"
     if not isinstance(signed, dict) or not {"document", "signature"} <= set(signed):
         return False, "not a signed receipt (needs 'document' and 'signature')"
     document, sig = signed["document"], signed["signature"]

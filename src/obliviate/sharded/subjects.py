@@ -27,6 +27,7 @@ import io
 import json
 import secrets
 from pathlib import Path
+from typing import Any
 
 from obliviate.errors import ObliviateError
 from obliviate.sharded.ledger import Ledger
@@ -109,24 +110,33 @@ def read_mapping(path: Path) -> dict[str, list[int]]:
     return mapping
 
 
-def import_subjects(ledger: Ledger, mapping: dict[str, list[int]]) -> dict[str, int]:
-    """Store ``mapping`` (subject -> ids of this store) as keyed hashes, in one transaction.
-
-    Returns ``{"n_subjects", "n_pairs"}``. Raises :class:`ObliviateError` for an empty or too long
-    subject, or ids the store never trained on (nothing is stored then)."""
+def check_mapping(mapping: dict[str, list[int]], trained_ids: Any) -> None:
+    """Raise :class:`ObliviateError` unless every subject is 1..MAX_SUBJECT_CHARS characters
+    and every id is one of ``trained_ids`` (any iterable of ints: the store's samples, or the
+    training split before a store exists, so that ``shard train --subjects`` refuses a bad
+    file before it trains)."""
     for subject in mapping:
         if not subject or len(subject) > MAX_SUBJECT_CHARS:
             raise ObliviateError(
                 f"subject {subject[:40]!r}: a subject is 1 to {MAX_SUBJECT_CHARS} characters"
             )
-    wanted = sorted({int(i) for ids in mapping.values() for i in ids})
-    states = ledger.sample_states(wanted)
-    unknown = [i for i in wanted if i not in states]
+    known = {int(i) for i in trained_ids}
+    unknown = sorted({int(i) for ids in mapping.values() for i in ids} - known)
     if unknown:
         shown = ", ".join(map(str, unknown[:10]))
         raise ObliviateError(
             f"{len(unknown)} id(s) of the subjects file were never trained on in this store: {shown}"
         )
+
+
+def import_subjects(ledger: Ledger, mapping: dict[str, list[int]]) -> dict[str, int]:
+    """Store ``mapping`` (subject -> ids of this store) as keyed hashes, in one transaction.
+
+    Returns ``{"n_subjects", "n_pairs"}``. Raises :class:`ObliviateError` for an empty or too long
+    subject, or ids the store never trained on (nothing is stored then)."""
+    wanted = sorted({int(i) for ids in mapping.values() for i in ids})
+    states = ledger.sample_states(wanted)
+    check_mapping(mapping, [i for i in wanted if i in states])
     with ledger.transaction():
         ledger.db.execute(SCHEMA)
         salt = ledger.get_meta("subject_salt")
