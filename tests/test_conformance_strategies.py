@@ -7,10 +7,6 @@ from obliviate.testing import STRATEGY_CHECKS, NotApplicable
 
 # (strategy, check name) -> reason. One line each; keep it short and justified.
 EXEMPT: dict[tuple[str, str], str] = {
-    ("lucir", "check_learned_state_declared"): "added concurrently; declare learned_state",
-    ("pnn", "check_learned_state_declared"): "added concurrently; declare learned_state",
-    ("remind", "check_learned_state_declared"): "added concurrently; declare learned_state",
-    ("rwalk", "check_learned_state_declared"): "added concurrently; declare learned_state",
     ("slda", "check_learned_state_declared"): "added concurrently; declare learned_state",
     ("xder", "check_learned_state_declared"): "added concurrently; declare learned_state",
 }

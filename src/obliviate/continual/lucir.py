@@ -118,6 +118,20 @@ class LUCIR(Strategy):
     needs_task_boundaries: ClassVar[bool] = True
     keeps_memory: ClassVar[bool] = True
     freezes_parameters: ClassVar[bool] = True
+    learned_state: ClassVar[tuple[str, ...]] = (
+        "exemplars_",
+        "scale_",
+        "n_steps_",
+        "old_model_",
+        "new_classes_",
+        "columns_",
+        "lambda_",
+        "bias_grad_",
+        "memory_",
+        "replay_ratio_",
+    )
+    exemplars_: dict[int, Dataset] | None = None
+    old_model_: Model | None = None
 
     def __init__(
         self,
@@ -143,14 +157,14 @@ class LUCIR(Strategy):
         self.seed = seed
 
     def memory_used(self) -> int:
-        ex = vars(self).get("exemplars_", {})
+        ex = {} if self.exemplars_ is None else self.exemplars_
         return sum(int(v.y.numel()) for v in ex.values())
 
     # ---- hooks -------------------------------------------------------------------------------
     def begin(self, model: nn.Module, experience: Experience) -> None:
         m = require_model(model, "LUCIR", single_head=True)
-        if "exemplars_" not in vars(self):
-            self.exemplars_: dict[int, Dataset] = {}
+        if self.exemplars_ is None:
+            self.exemplars_ = {}
             self.scale_ = torch.ones((), requires_grad=True)
             self.n_steps_ = 0
         new = set(experience.classes)
@@ -158,7 +172,7 @@ class LUCIR(Strategy):
         self.new_classes_ = torch.tensor(sorted(new), dtype=torch.int64)
         self.columns_ = torch.tensor(sorted(old | new), dtype=torch.int64)
         self.lambda_ = self.lambda_base * math.sqrt(len(old) / max(len(new), 1))
-        self.old_model_: Model | None = None
+        self.old_model_ = None
         if old:
             teacher = copy.deepcopy(m).eval()
             for p in teacher.parameters():
@@ -205,6 +219,7 @@ class LUCIR(Strategy):
     @torch.no_grad()
     def end(self, model: nn.Module, experience: Experience) -> None:
         m = require_model(model, "LUCIR", single_head=True)
+        assert self.exemplars_ is not None  # created in begin
         seen = sorted(set(self.exemplars_) | set(experience.classes))
         per_class = self.memory_size // len(seen)
         if per_class < 1:

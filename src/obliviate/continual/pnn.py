@@ -164,6 +164,8 @@ class PNN(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = True
     needs_task_ids: ClassVar[bool] = True
+    learned_state: ClassVar[tuple[str, ...]] = ("state_",)
+    state_: PNNState | None = None
 
     def __init__(self, *, lateral_lr: float = 0.01, seed: int = 0) -> None:
         check_number("lateral_lr", lateral_lr, low=0, low_open=True, owner="PNN")
@@ -173,7 +175,7 @@ class PNN(Strategy):
 
     def begin(self, model: nn.Module, experience: Experience) -> None:
         m, layers = _require(model)
-        if "state_" not in vars(self):
+        if self.state_ is None:
             self.state_ = PNNState()
         task = experience.index if experience.task_id is None else int(experience.task_id)
         if task in self.state_.frozen:
@@ -207,6 +209,7 @@ class PNN(Strategy):
 
     @torch.no_grad()
     def adjust_gradients(self, model: nn.Module) -> None:
+        assert self.state_ is not None  # created in begin
         for per_layer in self.state_.laterals:
             for u in per_layer:
                 if u.grad is not None:
@@ -215,6 +218,7 @@ class PNN(Strategy):
 
     def end(self, model: nn.Module, experience: Experience) -> None:
         m, layers = _require(model)
+        assert self.state_ is not None  # created in begin
         task = self.state_.training
         assert task is not None
         live = _live_column(m, layers, task, self.state_)
@@ -231,7 +235,7 @@ class PNN(Strategy):
 
     def n_parameters(self) -> int:
         """Parameters of all frozen columns and their laterals (growth with the tasks)."""
-        state: PNNState | None = vars(self).get("state_")
+        state = self.state_
         if state is None:
             return 0
         total = 0

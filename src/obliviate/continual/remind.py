@@ -125,6 +125,16 @@ class REMIND(Strategy):
     needs_task_boundaries: ClassVar[bool] = False
     keeps_memory: ClassVar[bool] = True
     freezes_parameters: ClassVar[bool] = True
+    learned_state: ClassVar[tuple[str, ...]] = (
+        "codebooks_",
+        "memory_codes_",
+        "memory_y_",
+        "memory_task_",
+        "n_steps_",
+        "requires_grad_",
+        "stored_",
+    )
+    codebooks_: list[Tensor] | None = None
 
     def __init__(
         self,
@@ -153,13 +163,13 @@ class REMIND(Strategy):
         self.seed = seed
 
     def memory_used(self) -> int:
-        y = vars(self).get("memory_y_")
-        return 0 if y is None else int(y.numel())
+        # the memory is created with the codebooks (in ``_setup``)
+        return 0 if self.codebooks_ is None else int(self.memory_y_.numel())
 
     # ---- hooks -------------------------------------------------------------------------------
     def begin(self, model: nn.Module, experience: Experience) -> None:
         m = require_model(model, "REMIND")
-        if "codebooks_" not in vars(self):
+        if self.codebooks_ is None:
             self._setup(m, experience.train.sample_shape)
         self.requires_grad_ = {n: p.requires_grad for n, p in encoder_parameters(m)}
         set_requires_grad(encoder_parameters(m), dict.fromkeys(self.requires_grad_, False))
@@ -167,6 +177,7 @@ class REMIND(Strategy):
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         m = require_model(model, "REMIND")
+        assert self.codebooks_ is not None  # created in begin
         codes = pq_encode(self._features(m, batch.x), self.codebooks_)
         h = pq_decode(codes, self.codebooks_)
         y, task = batch.y, batch.task

@@ -95,6 +95,24 @@ class RWalk(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = True
     neutral_params: ClassVar[Mapping[str, Any]] = {"reg_strength": 0.0}
+    learned_state: ClassVar[tuple[str, ...]] = (
+        "fisher_",
+        "score_",
+        "anchor_",
+        "importance_",
+        "walk_",
+        "interval_start_",
+        "loss_drop_",
+        "n_interval_steps_",
+        "before_",
+        "task_grad_",
+    )
+    fisher_: dict[str, Tensor] | None = None
+    score_: dict[str, Tensor] | None = None  # S, over past experiences
+    anchor_: dict[str, Tensor] | None = None
+    importance_: dict[str, Tensor] | None = None  # F + S at the anchor
+    before_: dict[str, Tensor] | None = None
+    task_grad_: dict[str, Tensor] | None = None
 
     def __init__(
         self,
@@ -117,18 +135,18 @@ class RWalk(Strategy):
         return self.anchor_ is not None and self.reg_strength > 0
 
     def begin(self, model: nn.Module, experience: Experience) -> None:
-        if "fisher_" not in vars(self):
+        if self.fisher_ is None:
             self.fisher_ = {n: torch.zeros_like(p) for n, p in snapshot(model).items()}
-            self.score_: dict[str, Tensor] | None = None  # S, over past experiences
-            self.anchor_: dict[str, Tensor] | None = None
-            self.importance_: dict[str, Tensor] | None = None  # F + S at the anchor
+            self.score_ = None
+            self.anchor_ = None
+            self.importance_ = None
         now = snapshot(model)
         self.walk_ = {n: torch.zeros_like(p) for n, p in now.items()}  # s, this experience
         self.interval_start_ = now
         self.loss_drop_ = {n: torch.zeros_like(p) for n, p in now.items()}
         self.n_interval_steps_ = 0
-        self.before_: dict[str, Tensor] | None = None
-        self.task_grad_: dict[str, Tensor] | None = None
+        self.before_ = None
+        self.task_grad_ = None
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         ce = cross_entropy(model, batch)
@@ -141,6 +159,7 @@ class RWalk(Strategy):
     def _integrate(self, model: nn.Module, *, close: bool = False) -> None:
         """Account the step taken since the last ``adjust_gradients``; close the interval when
         it is full (or ``close``)."""
+        assert self.fisher_ is not None  # created in begin
         params = trainable(model)
         if self.before_ is not None and self.task_grad_ is not None:
             for name, g in self.task_grad_.items():
@@ -162,6 +181,7 @@ class RWalk(Strategy):
         if self.reg_strength == 0:
             return  # neutral: nothing is ever penalised, so nothing needs estimating
         self._integrate(model)
+        assert self.fisher_ is not None  # created in begin
         params = trainable(model)
         grads: dict[str, Tensor] = {}
         for name, p in params.items():
@@ -178,6 +198,7 @@ class RWalk(Strategy):
 
     @torch.no_grad()
     def end(self, model: nn.Module, experience: Experience) -> None:
+        assert self.fisher_ is not None  # created in begin
         if self.reg_strength > 0:
             self._integrate(model, close=True)
         if self.score_ is None:
