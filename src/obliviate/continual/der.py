@@ -53,7 +53,7 @@ class DER(Strategy):
     alpha : float, >= 0
         ``alpha``, the weight of the logit-matching term (the paper tunes it per benchmark; the
         default 1.0 is from a sweep on digits class-incremental 5x2, 3 seeds: alpha 0.3 / 1 / 3
-        gave ACC 0.705 / 0.861 / 0.874, ``benchmarks/strategies_b1.py --set der.alpha=...``).
+        gave ACC 0.705 / 0.861 / 0.874, ``benchmarks/strategies_regularisers_replay.py --set der.alpha=...``).
     seed : int
         Seeds the reservoir's choices and the replay minibatches.
 

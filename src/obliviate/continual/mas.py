@@ -72,7 +72,7 @@ class MAS(Strategy):
         size of the logits (``Omega`` is a gradient of their squared norm), and too large a value
         makes SGD unstable: on 5-permutation digits with the default recipe (3 seeds) lambda 0.01 /
         0.03 / 0.1 gave ACC 0.753 / 0.781 / 0.411 (naive 0.584), hence the default 0.03
-        (``benchmarks/strategies_b1.py --set mas.reg_strength=...``).
+        (``benchmarks/strategies_regularisers_replay.py --set mas.reg_strength=...``).
 
     Notes
     -----

@@ -6,8 +6,8 @@ test accuracy, the loss-threshold membership-inference AUC (forget rows vs test 
 classes, as ``obliviate forget`` computes it), a linear probe
 of leftover knowledge, and wall time relative to retraining.
 
-    python benchmarks/unlearning_methods_c2.py --forget class:3 --seeds 0,1,2
-    python benchmarks/unlearning_methods_c2.py --forget random:10% --seeds 0,1,2
+    python benchmarks/unlearning_methods.py --forget class:3 --seeds 0,1,2
+    python benchmarks/unlearning_methods.py --forget random:10% --seeds 0,1,2
 
 Hyperparameters are each method's defaults unless ``--set method.key=value`` is given. Nothing
 here looks at the test split to choose anything; it is only reported.

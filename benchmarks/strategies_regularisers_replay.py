@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/strategies_b1.py [--seeds 0,1,2] [--epochs N --lr LR --momentum M]
+    python benchmarks/strategies_regularisers_replay.py [--seeds 0,1,2] [--epochs N --lr LR --momentum M]
         [--regularisers naive,si,mas,l2] [--replay naive,der,derpp,icarl,gdumb,replay]
         [--set si.reg_strength=3 ...]
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/continual_b2.py --seeds 0,1,2 [--epochs 5 --lr 0.05 --batch-size 32 --memory 200]
+    python benchmarks/strategies_projection_isolation.py --seeds 0,1,2 [--epochs 5 --lr 0.05 --batch-size 32 --memory 200]
 
 - class-incremental: naive, gem, agem, fpf (FPF on replay) and k-FPF (``fpf_every=20``), each
   memory-based one with ``--memory`` samples in total;
