@@ -86,7 +86,7 @@ class SCRUB(Unlearner):
     - SCRUB+R: a request carries no held-out data, so the reference error is a hyperparameter
       (``rewind_target``) that the caller measures; to measure it as the paper does, run SCRUB
       once without rewinding (the same seed gives the same trajectory) and take that model's
-      error on held-out rows of the forget distribution (``benchmarks/unlearning_new_methods_b.py``
+      error on held-out rows of the forget distribution (``benchmarks/unlearning_merge_distill.py``
       does this). The checkpoints are the states after each epoch (not the original's).
     - The reference code's learning-rate decay epochs (after epoch 3) never trigger within its
       3-epoch class-forgetting runs and are omitted.

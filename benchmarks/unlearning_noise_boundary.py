@@ -8,9 +8,9 @@ loss-threshold MIA AUC (forget rows vs test rows, as ``obliviate forget`` report
 CPU time of the method as a fraction of retraining's CPU time (``cpu_seconds`` /
 ``oracle_cpu_seconds``; ``retrain`` itself is about 1).
 
-    python benchmarks/unlearning_new_methods_a.py --dataset digits --forget class:3 --seeds 0,1,2
-    python benchmarks/unlearning_new_methods_a.py --dataset digits --forget random:10% --seeds 0,1,2
-    python benchmarks/unlearning_new_methods_a.py --dataset mnist --data-dir DIR --forget class:3
+    python benchmarks/unlearning_noise_boundary.py --dataset digits --forget class:3 --seeds 0,1,2
+    python benchmarks/unlearning_noise_boundary.py --dataset digits --forget random:10% --seeds 0,1,2
+    python benchmarks/unlearning_noise_boundary.py --dataset mnist --data-dir DIR --forget class:3
 
 Nothing here looks at the test split to choose anything; it is only reported. The relearn
 attack is off (``relearn_cap=0``) to keep the run short. A method whose run fails (e.g. its

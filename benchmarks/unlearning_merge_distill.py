@@ -8,9 +8,9 @@ loss-threshold MIA AUC (forget rows vs test rows of the same classes, as ``obliv
 reports it) and the CPU time of the method as a fraction of retraining's CPU time
 (``cpu_seconds`` / ``oracle_cpu_seconds``; ``retrain`` itself is about 1).
 
-    python benchmarks/unlearning_new_methods_b.py --dataset digits --forget class:3 --seeds 0,1,2
-    python benchmarks/unlearning_new_methods_b.py --dataset digits --forget random:10% --seeds 0,1,2
-    python benchmarks/unlearning_new_methods_b.py --dataset mnist --data-dir DIR --forget class:3
+    python benchmarks/unlearning_merge_distill.py --dataset digits --forget class:3 --seeds 0,1,2
+    python benchmarks/unlearning_merge_distill.py --dataset digits --forget random:10% --seeds 0,1,2
+    python benchmarks/unlearning_merge_distill.py --dataset mnist --data-dir DIR --forget class:3
 
 ``--methods a,b`` runs a subset; ``--cache-dir DIR`` keeps the trained originals and oracles
 for the next run.
