@@ -6,10 +6,7 @@ from obliviate.continual import STRATEGIES, strategy_class
 from obliviate.testing import STRATEGY_CHECKS, NotApplicable
 
 # (strategy, check name) -> reason. One line each; keep it short and justified.
-EXEMPT: dict[tuple[str, str], str] = {
-    ("slda", "check_learned_state_declared"): "added concurrently; declare learned_state",
-    ("xder", "check_learned_state_declared"): "added concurrently; declare learned_state",
-}
+EXEMPT: dict[tuple[str, str], str] = {}
 
 
 @pytest.mark.parametrize("check", STRATEGY_CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))

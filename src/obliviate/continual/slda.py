@@ -121,6 +121,15 @@ class SLDA(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = False
     freezes_parameters: ClassVar[bool] = True
+    learned_state: ClassVar[tuple[str, ...]] = (
+        "mean_",
+        "count_",
+        "sigma_",
+        "n_updates_",
+        "fed_",
+        "requires_grad_",
+    )
+    mean_: Tensor | None = None
 
     def __init__(
         self,
@@ -151,7 +160,7 @@ class SLDA(Strategy):
 
     def begin(self, model: nn.Module, experience: Experience) -> None:
         m = require_model(model, "SLDA")
-        if "mean_" not in vars(self):
+        if self.mean_ is None:
             self._setup(m, experience.train.sample_shape)
         self.fed_ = torch.zeros(0, dtype=torch.int64)  # ids fed during this experience
         self.requires_grad_ = {n: p.requires_grad for n, p in encoder_parameters(m)}
@@ -159,6 +168,7 @@ class SLDA(Strategy):
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         m = require_model(model, "SLDA")
+        assert self.mean_ is not None  # created in begin
         new = ~torch.isin(batch.ids, self.fed_)
         if bool(new.any()):
             was_training = m.training
@@ -175,6 +185,7 @@ class SLDA(Strategy):
 
     def end(self, model: nn.Module, experience: Experience) -> None:
         m = require_model(model, "SLDA")
+        assert self.mean_ is not None  # created in begin
         write_head(m, *lda_classifier(self.mean_, self.count_, self.sigma_, self.shrinkage))
         set_requires_grad(encoder_parameters(m), self.requires_grad_)
         del self.requires_grad_, self.fed_

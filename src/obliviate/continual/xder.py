@@ -117,6 +117,16 @@ class XDER(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = True
     keeps_memory: ClassVar[bool] = True
+    learned_state: ClassVar[tuple[str, ...]] = (
+        "memory_",
+        "experience_classes_",
+        "n_steps_",
+        "present_",
+        "past_",
+        "future_",
+    )
+    memory_: dict[str, Tensor] | None = None
+    future_: Tensor | None = None  # set on the first batch of an experience (needs the width)
 
     def __init__(
         self,
@@ -142,18 +152,17 @@ class XDER(Strategy):
         self.seed = seed
 
     def memory_used(self) -> int:
-        memory = vars(self).get("memory_")
-        return 0 if not memory else int(memory["y"].numel())
+        return 0 if not self.memory_ else int(self.memory_["y"].numel())
 
     def begin(self, model: nn.Module, experience: Experience) -> None:
-        if "memory_" not in vars(self):
-            self.memory_: dict[str, Tensor] = {}
+        if self.memory_ is None:
+            self.memory_ = {}
             self.experience_classes_: list[Tensor] = []  # classes of each finished experience
             self.n_steps_ = 0
         past = sorted({int(c) for cs in self.experience_classes_ for c in cs})
         self.present_ = torch.tensor(sorted(experience.classes), dtype=torch.int64)
         self.past_ = torch.tensor(past, dtype=torch.int64)
-        self.future_: Tensor | None = None  # set on the first batch (needs the output width)
+        self.future_ = None
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         out = logits(model, batch.x, batch.task)
