@@ -529,3 +529,29 @@ def test_shard_train_ingests_subjects(tmp_path, capsys):
     assert main([*args[:3], str(tmp_path / "s3"), *args[4:], "--subjects", str(unknown)]) == 2
     assert "never trained on" in capsys.readouterr().err
     assert not (tmp_path / "s3").exists()  # checked against the training split before training
+
+
+def test_a_running_request_shows_when_it_started(tmp_path):
+    """The store writes ``started`` only when a pass ends; while it runs, the status shows the
+    time the pass set it running (its ``requests_started`` event), never ``running`` + null."""
+    from obliviate.serve import queue
+
+    path = tmp_path / "store"
+    with ShardedStore.train(path, data=DataSpec(limit=100), config=CONFIG, backend="inline") as st:
+        victim = int(st.ledger.samples()[0, 0])
+        rid = st.submit([victim], request_id="del-running")["request_id"]
+        db = connect(path / "ledger.sqlite")
+        db.executescript(queue.SCHEMA)
+        db.execute(
+            "INSERT INTO serve_requests VALUES (?, 'k', NULL, 'x', ?, 1, '[]', NULL, ?, ?, NULL)",
+            (rid, json.dumps([victim]), time.time(), time.time()),
+        )
+        db.commit()
+        assert queue.view(db, rid)["timestamps"]["started"] is None  # queued: not started
+        with st.ledger.transaction():
+            st.ledger.update_request(rid, status="running")
+            st.ledger.append_event("requests_started", {"requests": [rid]})
+        view = queue.view(db, rid)
+        assert view["status"] == "running" and view["timestamps"]["started"] is not None
+        assert queue.recent(db)[0]["timestamps"]["started"] == view["timestamps"]["started"]
+        db.close()
