@@ -145,3 +145,30 @@ def test_a_user_model_on_task_ids_receives_them_or_is_refused():
     model = TaskAwareUserModel()
     train_stream(model, stream, make_strategy("naive"), config)
     assert set(model.seen) == {0, 1, 2, 3, 4}
+
+
+def test_dropout_runs_are_reproducible_from_the_seed(data):
+    """A user model with Dropout: train_stream and SCRUB gave different weights on every run
+    (dropout drew from torch's global generator); now the seed fixes the masks."""
+    train, test = data
+    stream = build_scenario("class-incremental", train, test, n_experiences=2, seed=0)
+    config = TrainConfig(n_epochs=1, batch_size=16, lr=0.05, seed=0)
+    states = []
+    for _ in range(2):
+        model = user_model()  # same init (seeded)
+        torch.manual_seed(len(states) + 123)  # then a different global state for each run
+        train_stream(model, stream, make_strategy("naive"), config)
+        request = ForgetRequest.from_ids(train, train.ids[:20])
+        states.append(make_unlearner("scrub", n_epochs=2).unlearn(model, request).state_dict())
+    for a, b in zip(states[0].values(), states[1].values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_one_row_forget_set_on_batchnorm_is_a_clear_error(data):
+    from obliviate.errors import ObliviateError
+
+    train, _ = data
+    model = fit(user_model(), train, TrainConfig(n_epochs=1, batch_size=32, lr=0.05, seed=0))
+    request = ForgetRequest.from_ids(train, train.ids[:1])
+    with pytest.raises(ObliviateError, match="forget at least 2 samples"):
+        make_unlearner("gradient_ascent").unlearn(model, request)

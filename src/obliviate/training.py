@@ -226,6 +226,20 @@ def check_finite(method: Any, model: nn.Module) -> None:
     )
 
 
+@contextmanager
+def global_rng_from(seed: int, *keys: object) -> Iterator[None]:
+    """Inside, torch's global CPU generator is seeded from ``(seed, *keys)``; on exit it is
+    restored, so the caller's random stream is untouched. Dropout (and anything else of a
+    user's model that draws from the global generator) then gives the same masks, and bits, for
+    the same seed. Every trainer runs under it: the loop (per experience), ``fit``,
+    ``run_steps``/``run_paired_steps`` and the unlearners. Models that draw nothing from the
+    global generator (every built-in one) are unaffected."""
+    g = generator(seed, "global-rng", *keys)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
+        yield
+
+
 def min_batch_rows(model: nn.Module) -> int:
     """The fewest rows a training batch of ``model`` may hold: 2 when a BatchNorm layer is in
     training mode (it normalises over the batch, and one row has no variance: PyTorch raises
@@ -264,11 +278,12 @@ def fit(
     gen = generator(config.seed, key)
     model.train()
     min_rows = min_batch_rows(model)
-    for _ in range(config.n_epochs):
-        for batch in batches(data, config.batch_size, gen, min_rows=min_rows):
-            opt.zero_grad(set_to_none=True)
-            loss_fn(model, batch).backward()
-            opt.step()
+    with global_rng_from(config.seed, key):  # dropout masks from the seed too
+        for _ in range(config.n_epochs):
+            for batch in batches(data, config.batch_size, gen, min_rows=min_rows):
+                opt.zero_grad(set_to_none=True)
+                loss_fn(model, batch).backward()
+                opt.step()
     model.eval()
     return model
 

@@ -26,6 +26,7 @@ from obliviate.training import (
     accuracy,
     batches,
     check_finite,
+    global_rng_from,
     make_optimizer,
     min_batch_rows,
 )
@@ -138,19 +139,20 @@ def train_stream(
         if not model.training:
             model.train()
         min_rows = min_batch_rows(model)  # no one-row batch for BatchNorm
-        for _ in range(config.n_epochs):
-            for batch in batches(data, config.batch_size, gen, experience=i, min_rows=min_rows):
-                if not model.training:  # model.train() walks every submodule: ~4% of a small step
-                    model.train()
-                opt.zero_grad(set_to_none=True)
-                strategy.loss(model, batch).backward()
-                strategy.adjust_gradients(model)
-                opt.step()
-                state.step += 1
-                if eval_every and state.step % eval_every == 0:
-                    _continual_eval(model, stream, i, state)
-            if bar is not None:
-                bar[0].advance(bar[1])
+        with global_rng_from(config.seed, "stream", i):  # dropout masks from the seed too
+            for _ in range(config.n_epochs):
+                for batch in batches(data, config.batch_size, gen, experience=i, min_rows=min_rows):
+                    if not model.training:  # model.train() walks every submodule: ~4% of a step
+                        model.train()
+                    opt.zero_grad(set_to_none=True)
+                    strategy.loss(model, batch).backward()
+                    strategy.adjust_gradients(model)
+                    opt.step()
+                    state.step += 1
+                    if eval_every and state.step % eval_every == 0:
+                        _continual_eval(model, stream, i, state)
+                if bar is not None:
+                    bar[0].advance(bar[1])
         strategy.end(model, exp)
         check_finite(strategy, model)  # a diverged run stops here with a clear error
         state.rows.append([accuracy(model, e.test) for e in stream])

@@ -88,7 +88,7 @@ class SLDA(Strategy):
 
     Parameters
     ----------
-    shrinkage : float, in [0, 1)
+    shrinkage : float, in (0, 1)
         ``epsilon``, the shrinkage of the covariance towards the identity (paper: 1e-4).
     encoder : {"blobs", "fashion-mnist"}
         Pretraining data of the frozen encoder (:data:`~obliviate.continual._encoder.ENCODER_SOURCES`):
@@ -139,7 +139,9 @@ class SLDA(Strategy):
         encoder_epochs: int = 3,
         seed: int = 0,
     ) -> None:
-        check_number("shrinkage", shrinkage, low=0, high=1, high_open=True, owner="SLDA")
+        check_number(
+            "shrinkage", shrinkage, low=0, high=1, low_open=True, high_open=True, owner="SLDA"
+        )
         check_choice("encoder", encoder, ENCODER_SOURCES, owner="SLDA")
         check_number("encoder_epochs", encoder_epochs, low=0, integer=True, owner="SLDA")
         check_number("seed", seed, integer=True, owner="SLDA")

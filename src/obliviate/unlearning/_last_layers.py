@@ -12,9 +12,6 @@ Also here: :func:`global_rng_from`, which makes layers that draw from torch's gl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,18 +20,7 @@ from obliviate._rng import generator
 from obliviate.data.dataset import Dataset
 from obliviate.errors import ObliviateError
 from obliviate.models.base import logits
-from obliviate.training import TrainConfig, batches, make_optimizer
-
-
-@contextmanager
-def global_rng_from(seed: int, *keys: object) -> Iterator[None]:
-    """Inside, torch's global CPU generator is seeded from ``(seed, *keys)``; on exit it is
-    restored, so the caller's random stream is untouched. Dropout draws from the global
-    generator; under this, the same seed gives the same dropout masks (and bits)."""
-    g = generator(seed, "global-rng", *keys)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
-        yield
+from obliviate.training import TrainConfig, batches, global_rng_from, make_optimizer
 
 
 def parameterised_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -31,6 +31,7 @@ from obliviate.training import (
     TrainConfig,
     batches,
     cross_entropy,
+    global_rng_from,
     make_optimizer,
     min_batch_rows,
     predict_logits,
@@ -160,16 +161,17 @@ def run_steps(
     model.train()
     min_rows = min_batch_rows(model)
     try:
-        for _ in range(n_epochs):
-            for batch in batches(data, batch_size, gen, min_rows=min_rows):
-                if max_steps is not None and steps >= max_steps:
-                    return steps
-                opt.zero_grad(set_to_none=True)
-                loss_fn(model, batch).backward()
-                if after_backward is not None:
-                    after_backward(model)
-                opt.step()
-                steps += 1
+        with global_rng_from(seed, key):  # dropout masks from the seed too
+            for _ in range(n_epochs):
+                for batch in batches(data, batch_size, gen, min_rows=min_rows):
+                    if max_steps is not None and steps >= max_steps:
+                        return steps
+                    opt.zero_grad(set_to_none=True)
+                    loss_fn(model, batch).backward()
+                    if after_backward is not None:
+                        after_backward(model)
+                    opt.step()
+                    steps += 1
     finally:
         model.eval()
     return steps
@@ -210,16 +212,17 @@ def run_paired_steps(
         other, other_batch_size or batch_size, generator(seed, key, "other"), min_rows=min_rows
     )
     try:
-        for _ in range(n_epochs):
-            for batch in batches(main, batch_size, gen, min_rows=min_rows):
-                if max_steps is not None and steps >= max_steps:
-                    return steps
-                opt.zero_grad(set_to_none=True)
-                loss_fn(model, batch, next(other_it)).backward()
-                if after_backward is not None:
-                    after_backward(model)
-                opt.step()
-                steps += 1
+        with global_rng_from(seed, key):  # dropout masks from the seed too
+            for _ in range(n_epochs):
+                for batch in batches(main, batch_size, gen, min_rows=min_rows):
+                    if max_steps is not None and steps >= max_steps:
+                        return steps
+                    opt.zero_grad(set_to_none=True)
+                    loss_fn(model, batch, next(other_it)).backward()
+                    if after_backward is not None:
+                        after_backward(model)
+                    opt.step()
+                    steps += 1
     finally:
         model.eval()
     return steps

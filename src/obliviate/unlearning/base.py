@@ -127,7 +127,17 @@ class Unlearner(ABC):
         check_request(self, request)
         if len(request.forget) == 0:
             return copy.deepcopy(model)
-        out = self._unlearn(copy.deepcopy(model), request)
+        try:
+            out = self._unlearn(copy.deepcopy(model), request)
+        except ValueError as exc:  # torch's BatchNorm on a batch of one row, made actionable
+            if "Expected more than 1 value per channel" not in str(exc):
+                raise
+            raise ObliviateError(
+                f"{type(self).__name__} trains on batches of one row here (forget set of "
+                f"{len(request.forget)}), which the model's BatchNorm cannot normalise in "
+                "training mode; forget at least 2 samples, or put the BatchNorm layers in eval "
+                "mode (model.apply on nn.BatchNorm*: .eval()) before unlearning"
+            ) from None
         check_finite(self, out)  # a diverged method stops with a clear error
         return out
 

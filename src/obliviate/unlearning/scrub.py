@@ -13,7 +13,14 @@ from obliviate._rng import generator
 from obliviate._validation import check_number, check_schedule
 from obliviate.errors import ObliviateError
 from obliviate.models.base import logits
-from obliviate.training import TrainConfig, accuracy, batches, make_optimizer, min_batch_rows
+from obliviate.training import (
+    TrainConfig,
+    accuracy,
+    batches,
+    global_rng_from,
+    make_optimizer,
+    min_batch_rows,
+)
 from obliviate.unlearning._ops import frozen_copy, kl_to_teacher, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
@@ -185,29 +192,34 @@ class SCRUB(Unlearner):
         out.train()
         rows = min_batch_rows(out)  # no one-row batch for BatchNorm
         try:
-            for epoch in range(self.n_epochs):
-                if epoch < self.msteps:
-                    for b in batches(
-                        request.forget, self.forget_batch_size, gen_max, min_rows=rows
-                    ):
+            with global_rng_from(self.seed, "scrub"):  # dropout masks from the seed too
+                for epoch in range(self.n_epochs):
+                    if epoch < self.msteps:
+                        for b in batches(
+                            request.forget, self.forget_batch_size, gen_max, min_rows=rows
+                        ):
+                            with torch.no_grad():
+                                t = logits(teacher, b.x, b.task)
+                            opt.zero_grad(set_to_none=True)
+                            (
+                                -kl_to_teacher(logits(out, b.x, b.task), t, self.temperature)
+                            ).backward()
+                            opt.step()
+                    for b in batches(request.retain, self.batch_size, gen_min, min_rows=rows):
                         with torch.no_grad():
                             t = logits(teacher, b.x, b.task)
+                        s = logits(out, b.x, b.task)
+                        loss = self.alpha * kl_to_teacher(
+                            s, t, self.temperature
+                        ) + self.gamma * F.cross_entropy(s, b.y)
                         opt.zero_grad(set_to_none=True)
-                        (-kl_to_teacher(logits(out, b.x, b.task), t, self.temperature)).backward()
+                        loss.backward()
                         opt.step()
-                for b in batches(request.retain, self.batch_size, gen_min, min_rows=rows):
-                    with torch.no_grad():
-                        t = logits(teacher, b.x, b.task)
-                    s = logits(out, b.x, b.task)
-                    loss = self.alpha * kl_to_teacher(
-                        s, t, self.temperature
-                    ) + self.gamma * F.cross_entropy(s, b.y)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                if self.rewind:  # SCRUB+R: the checkpoint after this epoch and its forget error
-                    checkpoints.append({k: v.detach().clone() for k, v in out.state_dict().items()})
-                    errors.append(1.0 - accuracy(out, request.forget))
+                    if self.rewind:  # SCRUB+R: the checkpoint after this epoch and its forget error
+                        checkpoints.append(
+                            {k: v.detach().clone() for k, v in out.state_dict().items()}
+                        )
+                        errors.append(1.0 - accuracy(out, request.forget))
         finally:
             out.eval()
         if self.rewind:
