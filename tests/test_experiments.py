@@ -133,6 +133,15 @@ def test_register_dataset_rejects_bad_recipes():
         recipes.register_dataset("x", _blobs, recipe={**RECIPE, "epochs": 1})
     with pytest.raises(ObliviateError, match="lacks lr"):
         recipes.register_dataset("x", _blobs, recipe={k: v for k, v in RECIPE.items() if k != "lr"})
+    for field, bad, message in [
+        ("n_epochs", float("nan"), "n_epochs must be an integer"),
+        ("batch_size", -3, "batch_size must be >= 1"),
+        ("lr", "x", "lr must be a number"),
+        ("hidden", 8, "hidden must be a tuple"),
+        ("model", "resnet", "model"),
+    ]:
+        with pytest.raises(ObliviateError, match=message):
+            recipes.register_dataset("x", _blobs, recipe={**RECIPE, field: bad})
     assert "x" not in DATASETS
 
 

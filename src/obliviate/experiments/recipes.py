@@ -59,6 +59,8 @@ from typing import Any
 
 from obliviate.data.datasets import DATASET_HELP, DATASETS
 from obliviate.errors import ObliviateError
+from obliviate.models import ModelSpec
+from obliviate.training import TrainConfig
 
 TRAIN_FIELDS: tuple[str, ...] = (
     "model",
@@ -222,9 +224,29 @@ def _check_recipe(dataset: str, what: str, r: Mapping[str, Any]) -> dict[str, An
     missing = [k for k in TRAIN_FIELDS if k not in r and k not in COMMON_DEFAULTS]
     if missing:
         raise ObliviateError(f"register_dataset({dataset!r}): {what} lacks {', '.join(missing)}")
-    out = dict(r)
-    out["hidden"] = tuple(int(h) for h in out["hidden"])
-    return out
+    out = {**COMMON_DEFAULTS, **r}
+    hidden = out["hidden"]
+    if isinstance(hidden, int | float | str) or not all(
+        isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden
+    ):
+        raise ObliviateError(
+            f"register_dataset({dataset!r}): {what} hidden must be a tuple of widths >= 1, "
+            f"got {hidden!r}"
+        )
+    out["hidden"] = tuple(hidden)
+    try:  # the same checks a run applies, now rather than at its first step
+        ModelSpec(name=out["model"], hidden=out["hidden"])
+        TrainConfig(
+            n_epochs=out["n_epochs"],
+            batch_size=out["batch_size"],
+            lr=out["lr"],
+            optimizer=out["optimizer"],
+            momentum=out["momentum"],
+            weight_decay=out["weight_decay"],
+        )
+    except ObliviateError as exc:
+        raise ObliviateError(f"register_dataset({dataset!r}): {what}: {exc}") from None
+    return {k: out[k] for k in r} | {"hidden": out["hidden"]}
 
 
 __all__ = [
