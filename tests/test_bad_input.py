@@ -287,3 +287,11 @@ def test_atomic_writes_get_the_mode_open_would_give(tmp_path):
         os.umask(old)
     mode = (tmp_path / "r.json").stat().st_mode & 0o777
     assert mode == (tmp_path / "plain.json").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize(
+    "name, message", [("x.txt", ".csv or a .json"), ("no/such/x.json", "does not exist")]
+)
+def test_events_out_is_checked_before_training(tmp_path, capsys, name, message):
+    err = _one_line_exit_2(capsys, ["events", "--dataset", "digits", "--out", str(tmp_path / name)])
+    assert message in err

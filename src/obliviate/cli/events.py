@@ -6,7 +6,11 @@ the ``[[events]]`` block of a spec file runs; ``--out x.json`` writes its result
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from obliviate.errors import ObliviateError
 
 
 def register(app: typer.Typer) -> None:
@@ -34,6 +38,14 @@ def register(app: typer.Typer) -> None:
         from obliviate.experiments.events import EventsSpec, run
         from obliviate.io import atomic_write_text, write_json_atomic
 
+        if out:  # checked before the (long) training, not after it
+            target = Path(out)
+            if target.suffix not in (".csv", ".json"):
+                raise ObliviateError(f"--out {out!r}: give a .csv or a .json file name")
+            if not target.parent.is_dir():
+                raise ObliviateError(
+                    f"--out {out!r}: the folder {str(target.parent)!r} does not exist; create it first"
+                )
         spec = EventsSpec(
             dataset=dataset,
             hidden=parse_int_tuple("--hidden", hidden),
