@@ -338,11 +338,20 @@ class _LeavesEval(Strategy):
 
 
 class _Unseeded(Strategy):
+    """Draws from torch's global generator outside the training steps (the loop seeds the
+    global generator during steps so that a user model's Dropout is reproducible; a draw in a
+    hook is still unseeded, and the suite must catch it)."""
+
+    needs_task_boundaries = True
+
     def __init__(self) -> None:
         pass
 
+    def begin(self, model, experience):
+        self.scale_ = 1 + 0.1 * torch.rand(())
+
     def loss(self, model, batch):
-        return cross_entropy(model, batch) * (1 + 0.1 * torch.rand(()))
+        return cross_entropy(model, batch) * self.scale_
 
 
 class _FakeNeutral(Strategy):
