@@ -74,7 +74,9 @@ def test_truncated_last_line_is_ignored_and_repaired(tmp_path):
 
 def test_corrupt_middle_line_is_an_error(tmp_path):
     path = tmp_path / "results.jsonl"
-    path.write_text('{"key": "a", "status": "ok", "metrics": {}}\n{"key": broken\n{"key": "b", "status": "ok", "metrics": {}}\n')
+    path.write_text(
+        '{"key": "a", "status": "ok", "metrics": {}}\n{"key": broken\n{"key": "b", "status": "ok", "metrics": {}}\n'
+    )
     with pytest.raises(ObliviateError, match=r"results.jsonl:2: corrupt result line"):
         store.read(tmp_path)
 
