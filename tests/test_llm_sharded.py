@@ -188,3 +188,15 @@ def test_grouping_by_entity_retrains_one_shard_per_person(tmp_path, setup) -> No
     assert len(receipt["retrained"]) == 1
     fresh = _store(tmp_path, "p2", setup, config, exclude=gone)
     assert store.final_checkpoints() == fresh.final_checkpoints()
+
+
+def test_a_refused_train_leaves_no_half_built_store(tmp_path, capsys) -> None:
+    """A bad --top-k was refused only after the folder and ledger were written, so a retry on the
+    same folder failed with "already an adapter store"."""
+    from obliviate.cli.main import main
+
+    store = tmp_path / "st"
+    args = ["llm", "sharded", "train", "--store", str(store), "--people", "5", "--attributes", "2"]
+    assert main([*args, "--top-k", "5", "--epochs", "1"]) == 2
+    assert "top_k=5" in capsys.readouterr().err
+    assert not store.exists() or not any(store.iterdir())

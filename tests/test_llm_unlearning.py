@@ -215,3 +215,25 @@ def test_fictitious_data_and_jsonl_round_trip(tmp_path) -> None:
     with pytest.raises(ObliviateError, match="line 1"):
         load_jsonl(path)
     assert isinstance(QAData(()), QAData)
+
+
+def test_a_model_folder_that_is_not_a_causal_lm_and_a_missing_device_are_refused(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from obliviate.errors import ObliviateError
+    from obliviate.llm.models import load_lm
+
+    folder = tmp_path / "bert"
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+    )
+    BertModel(config).save_pretrained(folder)
+    with pytest.raises(ObliviateError, match="not a causal language model"):
+        load_lm(folder)
+    if not torch.cuda.is_available():
+        with pytest.raises(ObliviateError, match="use --device cpu"):
+            load_lm(folder, device="cuda:7")

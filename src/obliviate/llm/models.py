@@ -125,6 +125,53 @@ def smollm2_folder() -> Path:
     return out
 
 
+#: Encoder-only model types: AutoModelForCausalLM would wrap them in an LM head with fresh weights
+#: and bidirectional attention, which is not a causal LM (unless the config says is_decoder).
+ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "electra", "camembert", "deberta"})
+
+
+def check_device(device: str) -> torch.device:
+    """``device`` as a :class:`torch.device` that exists here, else :class:`ObliviateError`
+    (a malformed name, CUDA without a CUDA build or with fewer devices, MPS unavailable)."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ObliviateError(f"--device {device!r}: give cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and (
+        not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()
+    ):
+        raise ObliviateError(
+            f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            + (
+                ""
+                if torch.cuda.is_available()
+                else " (torch was built without CUDA or none is visible)"
+            )
+            + "; use --device cpu"
+        )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ObliviateError(f"--device {device!r}: MPS is not available here; use --device cpu")
+    return dev
+
+
+def _check_causal(folder: Path) -> None:
+    """Refuse a folder whose saved model is not a causal LM, before loading it."""
+    import json
+
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # transformers reports an unreadable config itself
+    arch = config.get("architectures") or []
+    causal = [a for a in arch if a.endswith(("ForCausalLM", "LMHeadModel"))]
+    encoder = config.get("model_type") in ENCODER_TYPES and not config.get("is_decoder", False)
+    if (arch and not causal) or encoder:
+        raise ObliviateError(
+            f"--model {str(folder)!r} holds a {', '.join(arch) or config.get('model_type')!s}, "
+            "not a causal language model; give a folder saved from an *ForCausalLM model"
+        )
+
+
 def load_lm(name: str | Path, *, device: str = "cpu", dtype: str = "float32", seed: int = 0) -> LM:
     """Load a causal LM: a local Hugging Face folder, or ``"smollm2-135m"``.
 
@@ -152,10 +199,8 @@ def load_lm(name: str | Path, *, device: str = "cpu", dtype: str = "float32", se
             )
     if dtype not in ("float32", "bfloat16", "float16"):
         raise ObliviateError(f"dtype {dtype!r}: choose float32, bfloat16 or float16")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ObliviateError(f"--device {device!r}: give cpu, cuda, cuda:N or mps") from None
+    dev = check_device(device)
+    _check_causal(folder)
     try:
         tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         model: Any = AutoModelForCausalLM.from_pretrained(

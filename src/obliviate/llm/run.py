@@ -19,8 +19,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
-
 from obliviate.errors import ObliviateError
 from obliviate.llm.data import QAData, fictitious_qa, load_jsonl, resolve_request
 from obliviate.llm.methods import REGISTRY
@@ -29,6 +27,7 @@ from obliviate.llm.models import (
     LM,
     PrefixCache,
     blocks,
+    check_device,
     load_lm,
     make_trainable,
     tiny_gpt2,
@@ -166,8 +165,8 @@ def build_base(spec: LLMSpec, data: QAData) -> LM:
         )
         tok = word_tokenizer(data.texts() + pre.texts())
         lm = tiny_gpt2(tok, n_layer=spec.tiny_layers, n_embd=spec.tiny_width, seed=spec.seed)
-        lm.model.to(torch.device(spec.device))
-        lm.device = torch.device(spec.device)
+        lm.device = check_device(spec.device)
+        lm.model.to(lm.device)
         make_trainable(lm, mode="full")
         corpus = encode(lm, list(pre.items) + list(data.split("world")))
         if spec.pretrain_epochs:

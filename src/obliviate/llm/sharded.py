@@ -270,6 +270,11 @@ class AdapterStore:
             p.name not in ("checkpoints", ".lock", "base") for p in path.iterdir()
         ):
             raise ObliviateError(f"{str(path)!r} exists and is not empty; choose a new folder")
+        n_blocks = len(blocks(base.model))  # checked before anything is written
+        if config.top_k > n_blocks:
+            raise ObliviateError(
+                f"top_k={config.top_k}: choose 1..{n_blocks} (the model has {n_blocks} blocks)"
+            )
         (path / "checkpoints").mkdir(parents=True, exist_ok=True)
         if base_path is None:
             from transformers.utils import logging as hf_logging
