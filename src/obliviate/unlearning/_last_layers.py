@@ -20,7 +20,13 @@ from obliviate._rng import generator
 from obliviate.data.dataset import Dataset
 from obliviate.errors import ObliviateError
 from obliviate.models.base import logits
-from obliviate.training import TrainConfig, batches, global_rng_from, make_optimizer
+from obliviate.training import (
+    TrainConfig,
+    batches,
+    global_rng_from,
+    make_optimizer,
+    min_batch_rows,
+)
 
 
 def parameterised_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -89,8 +95,9 @@ def train_layers(
         for m in model.modules():
             if id(m) not in chosen and next(m.buffers(recurse=False), None) is not None:
                 m.eval()
+        min_rows = min_batch_rows(model)  # a trained BatchNorm never sees one row
         for _ in range(config.n_epochs):
-            for b in batches(data, config.batch_size, gen):
+            for b in batches(data, config.batch_size, gen, min_rows=min_rows):
                 opt.zero_grad(set_to_none=True)
                 F.cross_entropy(logits(model, b.x, b.task), b.y).backward()
                 opt.step()
@@ -103,3 +110,29 @@ def train_layers(
 
 
 __all__ = ["global_rng_from", "last_layers", "parameterised_layers", "reinitialise", "train_layers"]
+
+
+#: The schedule hyperparameters CF-k and EU-k share (constructor names = TrainConfig fields).
+SCHEDULE = ("n_epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "seed")
+
+
+def tune_last_layers(
+    model: nn.Module,
+    retain: Dataset,
+    params: dict[str, object],
+    *,
+    owner: str,
+    key: str,
+    reinit: bool,
+) -> nn.Module:
+    """CF-k (``reinit=False``) and EU-k (``reinit=True``), Goel et al. (2022): train the last
+    ``params["k"]`` parameterised layers of ``model`` on ``retain`` with the schedule in
+    ``params`` (the unlearner's ``get_params()``), after re-initialising them for EU-k; every
+    other layer stays bitwise unchanged. In place; returns ``model``."""
+    layers = last_layers(model, int(params["k"]), owner)  # type: ignore[call-overload]
+    config = TrainConfig(**{name: params[name] for name in SCHEDULE})  # type: ignore[arg-type]
+    if reinit:
+        reinitialise(layers, config.seed, owner)
+    if len(retain):
+        train_layers(model, layers, retain, config, key=key)
+    return model

@@ -7,13 +7,7 @@ from typing import ClassVar, Literal
 from torch import nn
 
 from obliviate._validation import check_number, check_schedule
-from obliviate.training import TrainConfig
-from obliviate.unlearning._last_layers import (
-    global_rng_from,
-    last_layers,
-    reinitialise,
-    train_layers,
-)
+from obliviate.unlearning._last_layers import global_rng_from, tune_last_layers
 from obliviate.unlearning._ops import trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
@@ -106,17 +100,6 @@ class EUk(Unlearner):
 
     def _run(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
         assert request.retain is not None
-        layers = last_layers(model, self.k, "EUk")
-        reinitialise(layers, self.seed, "EUk")
-        if len(request.retain):
-            config = TrainConfig(
-                n_epochs=self.n_epochs,
-                batch_size=self.batch_size,
-                lr=self.lr,
-                optimizer=self.optimizer,
-                momentum=self.momentum,
-                weight_decay=self.weight_decay,
-                seed=self.seed,
-            )
-            train_layers(model, layers, request.retain, config, key="eu_k")
-        return model
+        return tune_last_layers(
+            model, request.retain, self.get_params(), owner="EUk", key="eu_k", reinit=True
+        )
