@@ -12,6 +12,7 @@ see prctl(2)); elsewhere it does nothing. Pool workers call it from their initia
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
 import os
 import signal
 import sys
@@ -22,8 +23,11 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 def die_with_parent() -> None:
     """SIGKILL this process when its parent exits (Linux; a no-op elsewhere).
 
-    The kernel tracks the parent *thread* that created the process. If the parent is already
-    gone (re-parented to init before the call), exit at once.
+    The kernel tracks the parent *thread* that created the process. Exit at once when the owner
+    is already gone: the parent changed before the ``prctl`` call, or the process that started
+    this one (``multiprocessing.parent_process()``: for a pool worker, the pool's owner, not the
+    forkserver) no longer exists. A parent of pid 1 alone is no reason to exit (a container
+    whose entry point owns the pool has pid 1).
     """
     if not sys.platform.startswith("linux"):
         return
@@ -33,5 +37,20 @@ def die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):  # pragma: no cover - no libc prctl
         return
-    if parent == 1 or os.getppid() != parent:
+    if os.getppid() != parent or not _owner_alive():
         os._exit(1)
+
+
+def _owner_alive() -> bool:
+    """Whether the process that started this one (multiprocessing's logical parent) still
+    exists; True when there is none to ask (the forkserver itself, a plain process)."""
+    owner = multiprocessing.parent_process()
+    if owner is None or owner.pid is None:
+        return True
+    try:
+        os.kill(owner.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
