@@ -133,7 +133,7 @@ def test_learn_writes_json(capsys, tmp_path):
         "memory_size=40",
         "--seed",
         "1",
-        "--json",
+        "--out",
         str(path),
         *QUICK,
     )
@@ -145,9 +145,24 @@ def test_learn_writes_json(capsys, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name != "r.json"]  # no temp file left behind
 
 
+def test_learn_json_flag_prints_only_the_result(capsys, tmp_path):
+    code, out, err = cli(capsys, "learn", "--json", *QUICK)
+    assert code == 0, err
+    data = json.loads(out)  # stdout is exactly one JSON document: no table
+    assert set(data) == set(RESULT_KEYS)
+
+
+def test_learn_old_json_path_still_works_with_a_note(capsys, tmp_path):
+    path = tmp_path / "r.json"
+    code, out, err = cli(capsys, "learn", "--json", str(path), *QUICK)
+    assert code == 0, err
+    assert set(json.loads(path.read_text())) == set(RESULT_KEYS)
+    assert err.strip() == "note: --json PATH is deprecated; use --out PATH"
+
+
 def test_learn_several_seeds(capsys, tmp_path):
     path = tmp_path / "r.json"
-    code, out, err = cli(capsys, "learn", "--seeds", "0,1", "--json", str(path), *QUICK)
+    code, out, err = cli(capsys, "learn", "--seeds", "0,1", "--out", str(path), *QUICK)
     assert code == 0, err
     assert "±" in out
     data = json.loads(path.read_text())
@@ -221,7 +236,7 @@ def _bad_inputs(tmp_path):
         (["--seeds", "3-1"], ["range 3-1 is empty"]),
         (["--hidden", "10,a"], ["--hidden '10,a'"]),
         (["--epochs", "-1"], ["n_epochs must be >= 0"]),
-        (["--json", "/nonexistent/dir/r.json"], ["does not exist"]),
+        (["--out", "/nonexistent/dir/r.json"], ["does not exist"]),
         (["--strategy", "naive", "--seed", "x"], ["Invalid value for '--seed'"]),
     ]
 

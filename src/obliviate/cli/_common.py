@@ -1,13 +1,140 @@
-"""Helpers shared by CLI commands: ``--set key=value`` parsing and seed lists."""
+"""Helpers shared by CLI commands: the common options (``--quiet``, ``--json``, ``--out``,
+``--seed``/``--seeds``), ``--set key=value`` parsing and seed lists.
+
+The CLI conventions (documented once, in ``docs/cli.md``):
+
+* ``--quiet`` / ``-q``: no progress bars and no notes (``wrote FILE``, headers) on any stream;
+  the result itself (table or JSON) is still printed, and errors always are.
+* ``--json``: a flag. Standard output carries exactly one JSON document, the command's result,
+  instead of the table or text; everything else goes to standard error. Commands whose result is
+  already a JSON document (receipts, verify reports) accept the flag as well.
+* ``--out PATH`` / ``-o PATH``: the one option that writes the result to a file (atomically,
+  checked before any work). Old names (``--output``; ``--json PATH`` on ``learn`` and
+  ``forget``) still work, with a one-line deprecation note on standard error.
+* ``--seed N`` and ``--seeds 0,1,2`` (or ``0-4``) on every command that runs seeded
+  experiments; commands that build one store (``shard train``, ``llm sharded train``) take
+  ``--seed`` only.
+"""
 
 from __future__ import annotations
 
 import inspect
+import sys
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
+import typer
+
 from obliviate.errors import ObliviateError
+
+QUIET_HELP = "no progress and no notes; the result and errors are still printed"
+JSON_HELP = "print the result as one JSON document on stdout instead of the table"
+SEEDS_HELP = "several seeds: 0,1,2 or a range 0-4 (overrides --seed; mean ± std reported)"
+
+
+def quiet_option() -> Any:
+    """``--quiet/-q`` (the same everywhere)."""
+    return typer.Option(False, "--quiet", "-q", help=QUIET_HELP)
+
+
+def json_option(help: str = JSON_HELP) -> Any:
+    """``--json``: a flag, JSON result on stdout (the same everywhere)."""
+    return typer.Option(False, "--json", help=help)
+
+
+def out_option(help: str) -> Any:
+    """``--out/-o PATH``: where the result file is written."""
+    return typer.Option(None, "--out", "-o", help=help)
+
+
+def legacy_output_option() -> Any:
+    """``--output PATH``: the deprecated name of ``--out`` (hidden from ``--help``)."""
+    return typer.Option(None, "--output", hidden=True)
+
+
+def seeds_option() -> Any:
+    """``--seeds 0,1,2`` (the same everywhere)."""
+    return typer.Option(None, "--seeds", help=SEEDS_HELP)
+
+
+def deprecated(old: str, new: str) -> None:
+    """One line on stderr: ``note: OLD is deprecated; use NEW``."""
+    print(f"note: {old} is deprecated; use {new}", file=sys.stderr)
+
+
+def resolve_out(out: Any, legacy: Any, legacy_name: str = "--output") -> Any:
+    """The ``--out`` value, or the deprecated ``legacy`` one (with a note); both given is an
+    :class:`ObliviateError`."""
+    if legacy is None:
+        return out
+    if out is not None:
+        raise ObliviateError(f"give --out only ({legacy_name} is its deprecated old name)")
+    deprecated(legacy_name, "--out")
+    return legacy
+
+
+def check_out_target(path: str | Path, option: str = "--out") -> Path:
+    """The output file, checked before any work is done: not a folder, its folder exists."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise ObliviateError(f"{option} {str(target)!r} is a folder; give a file path")
+    if not target.parent.is_dir():
+        raise ObliviateError(
+            f"{option} {str(target)!r}: the folder {str(target.parent)!r} does not exist; "
+            "create it first"
+        )
+    return target
+
+
+#: commands whose ``--json`` used to take a path (now ``--out``)
+_JSON_PATH_COMMANDS = ("learn", "forget")
+
+
+def rewrite_legacy_args(args: list[str]) -> list[str]:
+    """``obliviate learn|forget --json PATH`` (the old form) becomes ``--out PATH`` with a
+    deprecation note; ``--json`` followed by an option or nothing is the flag. Both commands
+    take no positional argument, so a word after ``--json`` can only be the old path."""
+    if not args or args[0] not in _JSON_PATH_COMMANDS:
+        return args
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a.startswith("--json="):
+            deprecated("--json PATH", "--out PATH")
+            out += ["--out", a.split("=", 1)[1]]
+        elif a == "--json" and i + 1 < len(args) and not args[i + 1].startswith("-"):
+            deprecated("--json PATH", "--out PATH")
+            out += ["--out", args[i + 1]]
+            i += 1
+        elif a == "--":
+            out += args[i:]
+            break
+        else:
+            out.append(a)
+        i += 1
+    return out
+
+
+def console(*, quiet: bool = False, stderr: bool = False) -> Any:
+    """A rich console that never cuts a table: the terminal's width on a terminal, otherwise
+    wide enough (200 columns) that piped or logged tables keep every cell."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 200
+    return Console(stderr=stderr, quiet=quiet, width=width)
+
+
+def emit_json(obj: Any) -> None:
+    """The result as one JSON document on stdout (NaN becomes null; numpy/torch values plain)."""
+    import json
+
+    from obliviate.io import jsonable
+
+    sys.stdout.write(json.dumps(jsonable(obj), indent=2, sort_keys=True) + "\n")
 
 
 def _coerce(key: str, text: str, annotation: Any, owner: str) -> Any:

@@ -14,21 +14,15 @@ from typing import Any
 
 import typer
 
+from obliviate.cli import _common as _c
 from obliviate.errors import ObliviateError
 
 
 def check_json_target(path: str | Path) -> Path:
     """The output path, checked before any work is done: its folder must exist."""
-    target = Path(path).expanduser()
-    if target.is_dir():
-        raise ObliviateError(
-            f"--json {str(target)!r} is a folder; give a file path such as result.json"
-        )
-    if not target.parent.is_dir():
-        raise ObliviateError(
-            f"--json {str(target)!r}: folder {str(target.parent)!r} does not exist; create it first"
-        )
-    return target
+    from obliviate.cli._common import check_out_target
+
+    return check_out_target(path, "--out")
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
@@ -39,14 +33,12 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
     return write(check_json_target(path), data)
 
 
-def make_console() -> Any:
-    """A rich console; 120 columns when stdout is not a terminal (logs, pipes) so tables of
-    ``mean ± std`` cells do not wrap."""
-    import sys
+def make_console(*, quiet: bool = False, stderr: bool = False) -> Any:
+    """A rich console that does not cut tables when stdout is not a terminal (logs, pipes):
+    :func:`obliviate.cli._common.console`."""
+    from obliviate.cli._common import console
 
-    from rich.console import Console
-
-    return Console() if sys.stdout.isatty() else Console(width=120)
+    return console(quiet=quiet, stderr=stderr)
 
 
 def fmt(mean: float | None, std: float | None = None, digits: int = 3) -> str:
@@ -111,9 +103,7 @@ def register(app: typer.Typer) -> None:
         experiences: int = typer.Option(5, "--experiences", help="number of experiences"),
         strategy: str = typer.Option("naive", "--strategy", help="see `obliviate list strategies`"),
         seed: int = typer.Option(0, "--seed", help="seeds model init, data order and class order"),
-        seeds: str | None = typer.Option(
-            None, "--seeds", help="several seeds: 0,1,2 or a range 0-4 (overrides --seed)"
-        ),
+        seeds: str | None = _c.seeds_option(),
         epochs: int | None = typer.Option(
             None, "--epochs", help="epochs per experience (default: the dataset's recipe)"
         ),
@@ -143,9 +133,8 @@ def register(app: typer.Typer) -> None:
             "--scenario-set",
             help="scenario parameter key=value, e.g. blurry=0.1 for online (repeatable)",
         ),
-        json_path: str | None = typer.Option(
-            None, "--json", help="write the JSON result here (atomically)"
-        ),
+        out: str | None = _c.out_option("write the JSON result to this file (atomically)"),
+        as_json: bool = _c.json_option(),
         data_dir: str | None = typer.Option(
             None, "--data-dir", help="folder of IDX files (default: $OBLIVIATE_DATA)"
         ),
@@ -159,7 +148,7 @@ def register(app: typer.Typer) -> None:
             1, "--threads", help="torch CPU threads (small models run fastest on 1)"
         ),
         quiet: bool = typer.Option(
-            False, "--quiet", "-q", help="no progress bar, no accuracy matrix"
+            False, "--quiet", "-q", help="no progress bar, no accuracy matrix, no notes"
         ),
     ) -> None:
         """Learn a stream with a continual-learning strategy; print ACC, BWT, FWT, forgetting."""
@@ -172,8 +161,8 @@ def register(app: typer.Typer) -> None:
         from obliviate.experiments import LearnSpec, aggregate, run_learn
 
         seed_list = parse_seeds(seed, seeds)
-        if json_path is not None:
-            check_json_target(json_path)
+        if out is not None:
+            check_json_target(out)
         params = parse_sets(strategy_class(strategy), sets)
         from obliviate.data.scenarios import SCENARIOS
 
@@ -210,25 +199,28 @@ def register(app: typer.Typer) -> None:
         if threads < 1:
             raise ObliviateError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
-        console = make_console()
+        console = make_console(quiet=as_json, stderr=False)  # the table (not with --json)
+        notes = make_console(quiet=quiet, stderr=as_json)
         results = []
         for s in seed_list:  # each run's spec is resolved once (its seed may seed the strategy)
             spec = first if s == seed_list[0] else replace(user, seed=s).resolved()
-            results.append(run_learn(spec, progress=not quiet))
+            results.append(run_learn(spec, progress=not quiet and not as_json))
         agg = aggregate(results)
         title = f"{strategy} on {dataset} / {scenario} ({experiences} experiences, seeds {','.join(map(str, seed_list))})"
         if len(results) == 1 and not quiet:
             console.print(_matrix_table(results[0]))
         console.print(summary_table(title, [(strategy, agg)], with_std=len(results) > 1))
-        if json_path is not None:
-            if len(results) == 1:
-                payload: Any = results[0]
-            else:
-                payload = {
-                    "spec": _seedless(results[0]["spec"], params),
-                    "seeds": seed_list,
-                    "runs": results,
-                    **agg,
-                }
-            where = write_json_atomic(json_path, payload)
-            console.print(f"wrote {where}")
+        if len(results) == 1:
+            payload: Any = results[0]
+        else:
+            payload = {
+                "spec": _seedless(results[0]["spec"], params),
+                "seeds": seed_list,
+                "runs": results,
+                **agg,
+            }
+        if as_json:
+            _c.emit_json(payload)
+        if out is not None:
+            where = write_json_atomic(out, payload)
+            notes.print(f"wrote {where}")

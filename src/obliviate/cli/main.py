@@ -90,9 +90,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: list[str]) -> int:
+    from obliviate.cli._common import rewrite_legacy_args
+
     app = build_app()
     try:
-        result = app(args=args, standalone_mode=False)
+        result = app(args=rewrite_legacy_args(args), standalone_mode=False)
     except ObliviateError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
