@@ -6,6 +6,8 @@ import os
 
 import typer
 
+from obliviate.cli import _common as _c
+
 
 def register(app: typer.Typer) -> None:
     @app.command("forget")
@@ -18,9 +20,7 @@ def register(app: typer.Typer) -> None:
         ),
         method: str = typer.Option("retrain", help="unlearning method (obliviate list unlearners)"),
         seed: int = typer.Option(0, help="seed of the recipe, the forget-set draw and the method"),
-        seeds: str = typer.Option(
-            None, help="several seeds, e.g. 0,1,2 or 0-4 (mean and std reported)"
-        ),
+        seeds: str = _c.seeds_option(),
         set_: list[str] = typer.Option(
             None, "--set", help="method hyperparameter key=value (repeatable)"
         ),
@@ -33,9 +33,9 @@ def register(app: typer.Typer) -> None:
             None,
             help="cache folder for trained originals/oracles (default $OBLIVIATE_CACHE or ~/.cache/obliviate)",
         ),
-        json_path: str = typer.Option(
-            None, "--json", help="write the result(s) here as JSON (atomically)"
-        ),
+        out: str = _c.out_option("write the result(s) to this JSON file (atomically)"),
+        as_json: bool = _c.json_option(),
+        quiet: bool = _c.quiet_option(),
         data_dir: str = typer.Option(
             None, help="folder with the dataset's files (mnist, fashion-mnist)"
         ),
@@ -45,7 +45,6 @@ def register(app: typer.Typer) -> None:
         import statistics
 
         import torch
-        from rich.console import Console
         from rich.table import Table
 
         from obliviate.cli._common import parse_seeds, parse_sets
@@ -57,6 +56,8 @@ def register(app: typer.Typer) -> None:
             1
         )  # the small models here run fastest (and fairest to time) on one thread
         params = parse_sets(unlearner_class(method), set_)
+        if out:  # checked before the (long) training, not after it
+            _c.check_out_target(out)
         cache_dir = (
             cache
             or os.environ.get(CACHE_ENV)
@@ -112,7 +113,7 @@ def register(app: typer.Typer) -> None:
                 cell([r["mia"]["entropy_auc"] for r in rs]),
                 cell([r["mia"]["logistic_auc"] for r in rs]),
             )
-        console = Console()
+        console = _c.console(quiet=as_json)  # the table and its lines (not with --json)
         console.print(table)
         console.print(
             f"JS to oracle: forget {cell([r['js_to_oracle']['forget'] for r in results], '{:.4f}')}, "
@@ -131,7 +132,9 @@ def register(app: typer.Typer) -> None:
         for r in results:
             if r["learned"]:
                 console.print(f"seed {r['spec']['seed']} learned: {r['learned']}")
-        if json_path:
-            payload = results[0] if len(results) == 1 else {"runs": results}
-            write_json_atomic(json_path, payload, allow_nan=True)
-            console.print(f"wrote {json_path}")
+        payload = results[0] if len(results) == 1 else {"runs": results}
+        if as_json:
+            _c.emit_json(payload)
+        if out:
+            write_json_atomic(out, payload, allow_nan=True)
+            _c.console(quiet=quiet, stderr=as_json).print(f"wrote {out}")
