@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from obliviate.cli import _common as _c
 from obliviate.errors import ObliviateError
 
 
@@ -23,18 +24,25 @@ def register(app: typer.Typer) -> None:
         lr: float = typer.Option(0.05, help="SGD learning rate"),
         batch_size: int = typer.Option(32, min=1),
         hidden: str = typer.Option("100", help="MLP hidden widths, comma-separated"),
-        seed: int = typer.Option(0),
+        seed: int = typer.Option(0, help="seed of the initial weights and the data order"),
+        seeds: str | None = _c.seeds_option(),
         limit: int | None = typer.Option(None, help="use only the first N training rows"),
-        out: str = typer.Option("", help="write per-id counts here (.csv or .json)"),
+        out: str = typer.Option(
+            "",
+            "--out",
+            "-o",
+            help="write per-id counts here (.csv or .json; with --seeds one row per seed and id)",
+        ),
+        as_json: bool = _c.json_option(),
+        quiet: bool = _c.quiet_option(),
         data_dir: str = typer.Option(
             None, help="folder with the dataset's files (mnist, fashion-mnist)"
         ),
     ) -> None:
         """Train once, record every example's correctness at each presentation, count forgetting events."""
         import numpy as np
-        from rich.console import Console
 
-        from obliviate.cli._common import parse_int_tuple
+        from obliviate.cli._common import parse_int_tuple, parse_seeds
         from obliviate.experiments.events import EventsSpec, run
         from obliviate.io import atomic_write_text, write_json_atomic
 
@@ -46,39 +54,52 @@ def register(app: typer.Typer) -> None:
                 raise ObliviateError(
                     f"--out {out!r}: the folder {str(target.parent)!r} does not exist; create it first"
                 )
-        spec = EventsSpec(
-            dataset=dataset,
-            hidden=parse_int_tuple("--hidden", hidden),
-            n_epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-            data_dir=data_dir,
-            limit=limit,
-        )
-        result = run(spec)
-        s = result["summary"]
-        console = Console()
-        console.print(
-            f"{dataset}: {int(s['n_examples'])} examples, {epochs} presentations each; "
-            f"unforgettable {int(s['unforgettable'])}, forgotten at least once "
-            f"{int(s['forgotten_at_least_once'])}, never learned {int(s['never_learned'])}; "
-            f"test accuracy {result['test_acc']:.4f}"
-        )
-        finite = np.array([c for c in result["forgetting_events"] if c is not None], dtype=int)
-        hist = np.bincount(np.minimum(finite, 10), minlength=11)
-        console.print(
-            "forgetting events histogram (10 = 10+): "
-            + ", ".join(f"{k}:{v}" for k, v in enumerate(hist))
-        )
+        seed_list = parse_seeds(seed, seeds)
+        widths = parse_int_tuple("--hidden", hidden)
+        specs = [
+            EventsSpec(
+                dataset=dataset,
+                hidden=widths,
+                n_epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                seed=sd,
+                data_dir=data_dir,
+                limit=limit,
+            )
+            for sd in seed_list
+        ]
+        results = [run(spec) for spec in specs]
+        console = _c.console(quiet=as_json)  # the summary lines (not with --json)
+        for sd, result in zip(seed_list, results, strict=True):
+            s = result["summary"]
+            who = f"{dataset} (seed {sd})" if len(seed_list) > 1 else dataset
+            console.print(
+                f"{who}: {int(s['n_examples'])} examples, {epochs} presentations each; "
+                f"unforgettable {int(s['unforgettable'])}, forgotten at least once "
+                f"{int(s['forgotten_at_least_once'])}, never learned {int(s['never_learned'])}; "
+                f"test accuracy {result['test_acc']:.4f}"
+            )
+            finite = np.array([c for c in result["forgetting_events"] if c is not None], dtype=int)
+            hist = np.bincount(np.minimum(finite, 10), minlength=11)
+            console.print(
+                "forgetting events histogram (10 = 10+): "
+                + ", ".join(f"{k}:{v}" for k, v in enumerate(hist))
+            )
+        payload = results[0] if len(results) == 1 else {"seeds": seed_list, "runs": results}
+        if as_json:
+            _c.emit_json(payload)
         if out:
             if out.endswith(".json"):
-                write_json_atomic(out, result)
+                write_json_atomic(out, payload)
             else:
-                lines = ["id,forgetting_events,never_learned"]
-                lines += [
-                    f"{i},{'' if c is None else c},{int(c is None)}"
-                    for i, c in zip(result["ids"], result["forgetting_events"], strict=True)
-                ]
+                several = len(results) > 1
+                lines = [("seed," if several else "") + "id,forgetting_events,never_learned"]
+                for sd, result in zip(seed_list, results, strict=True):
+                    lines += [
+                        (f"{sd}," if several else "")
+                        + f"{i},{'' if c is None else c},{int(c is None)}"
+                        for i, c in zip(result["ids"], result["forgetting_events"], strict=True)
+                    ]
                 atomic_write_text(out, "\n".join(lines) + "\n")
-            console.print(f"wrote {out}")
+            _c.console(quiet=quiet, stderr=as_json).print(f"wrote {out}")
