@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from obliviate.cli import _common as _c
+
 
 def register(app: typer.Typer) -> None:
     @app.command("bench")
@@ -107,6 +109,7 @@ def register(app: typer.Typer) -> None:
     def compare(
         dir_a: str = typer.Argument(..., help="results directory A (or its results.jsonl)"),
         dir_b: str = typer.Argument(..., help="results directory B"),
+        as_json: bool = _c.json_option(),
     ) -> None:
         """Mean ± std over seeds per method in A and in B, and the difference B - A."""
         from rich.console import Console
@@ -116,6 +119,9 @@ def register(app: typer.Typer) -> None:
         from obliviate.bench.summary import compare_rows, fmt, summarize
 
         rows = compare_rows(summarize(store.read(dir_a)), summarize(store.read(dir_b)))
+        if as_json:
+            _c.emit_json(rows)
+            return
         table = Table(title=f"A = {dir_a}   B = {dir_b}")
         for col in ("method", "metric", "n A", "A mean ± std", "n B", "B mean ± std", "B - A"):
             table.add_column(col, justify="left" if col in ("method", "metric") else "right")
@@ -137,11 +143,15 @@ def register(app: typer.Typer) -> None:
         results_dir: str = typer.Argument(
             ..., help="results directory written by `obliviate bench`"
         ),
-        output: str = typer.Option("report.html", "--output", "-o", help="HTML file to write"),
+        out: str = typer.Option(
+            None, "--out", "-o", help="HTML file to write [default: report.html]"
+        ),
+        output: str = _c.legacy_output_option(),
         title: str = typer.Option(None, help="report title"),
     ) -> None:
         """One self-contained HTML report (plots embedded) of a results directory."""
         from obliviate.report.html import write_report
 
-        path = write_report(results_dir, output, title=title)
+        target = _c.resolve_out(out, output) or "report.html"
+        path = write_report(results_dir, target, title=title)
         print(path)
