@@ -127,7 +127,7 @@ def test_output_in_a_missing_folder_is_refused_before_the_deletion(base, tmp_pat
     some_id = _an_id(base)
     out = tmp_path / "missing" / "receipt.json"
     code = main(["shard", "forget", "--store", str(tmp_path / "s"), "--ids", str(some_id),
-                 "--output", str(out), "--backend", "inline"])  # fmt: skip
+                 "--out", str(out), "--backend", "inline"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "does not exist" in err and err.count("\n") == 1
     with ShardedStore(tmp_path / "s", backend="inline") as st:

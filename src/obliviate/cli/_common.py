@@ -31,6 +31,7 @@ from obliviate.errors import ObliviateError
 
 QUIET_HELP = "no progress and no notes; the result and errors are still printed"
 JSON_HELP = "print the result as one JSON document on stdout instead of the table"
+ALWAYS_JSON_HELP = "accepted for uniformity: this command's result is always JSON on stdout"
 SEEDS_HELP = "several seeds: 0,1,2 or a range 0-4 (overrides --seed; mean ± std reported)"
 
 

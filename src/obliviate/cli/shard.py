@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from obliviate.cli import _common as _c
 from obliviate.errors import ObliviateError
 
 if TYPE_CHECKING:  # the CLI imports the engine lazily
@@ -31,12 +32,7 @@ def _check_output(output: Path | None) -> None:
     """Refuse an output file that could not be written, before any work is done."""
     if output is None:
         return
-    if output.is_dir():
-        raise ObliviateError(f"--output {str(output)!r} is a folder; give a file path")
-    if not output.parent.is_dir():
-        raise ObliviateError(
-            f"--output {str(output)!r}: the folder {str(output.parent)!r} does not exist; create it first"
-        )
+    _c.check_out_target(output)
 
 
 def _emit(obj: Any, output: Path | None = None) -> None:
@@ -190,9 +186,12 @@ def register(app: typer.Typer) -> None:
         data_dir: str | None = typer.Option(
             None, "--data-dir", help="override the store's data folder"
         ),
-        output: Path | None = typer.Option(None, "--output", help="write the receipt to this file"),
+        out: Path | None = _c.out_option("write the receipt to this file (not to stdout)"),
+        output: Path | None = _c.legacy_output_option(),
+        _always_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
     ) -> None:
         """Delete samples exactly; prints the JSON receipt."""
+        output = _c.resolve_out(out, output)
         wanted = _parse_ids(ids, ids_file)
         _check_output(output)  # before the deletion: a receipt must never be lost after it
         st = _open(store, backend, workers, data_dir)
@@ -222,7 +221,6 @@ def register(app: typer.Typer) -> None:
         if as_json:
             _emit(info)
             return
-        from rich.console import Console
         from rich.table import Table
 
         counts = ", ".join(f"{n} {state}" for state, n in info["samples"].items())
@@ -240,7 +238,7 @@ def register(app: typer.Typer) -> None:
                 str(s["n_own"]),
                 ",".join(map(str, s["neighbourhood"])),
             )
-        Console().print(table)
+        _c.console().print(table)
         for r in info["requests"]:
             print(f"request {r['request_id']}: {r['status']}")
         if with_ids:
@@ -248,7 +246,10 @@ def register(app: typer.Typer) -> None:
                 print(f"shard {s['shard']} ids: {','.join(map(str, s['ids']))}")
 
     @shard.command("verify")
-    def verify(store: Path = typer.Option(..., "--store", help=STORE_HELP)) -> None:
+    def verify(
+        store: Path = typer.Option(..., "--store", help=STORE_HELP),
+        _always_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
+    ) -> None:
         """Re-hash every checkpoint, check ids against the ledger, walk the event chain.
 
         Exit 0 when sound; 1 when damage is found (the JSON report on stdout, one line naming
@@ -275,6 +276,7 @@ def register(app: typer.Typer) -> None:
         backend: str = typer.Option("local", "--backend", help=BACKEND_HELP),
         workers: int | None = typer.Option(None, "--workers"),
         data_dir: str | None = typer.Option(None, "--data-dir"),
+        _always_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
     ) -> None:
         """Complete (or roll back) unfinished work: interrupted and queued requests."""
         st = _open(store, backend, workers, data_dir)
@@ -290,14 +292,16 @@ def register(app: typer.Typer) -> None:
         input_: Path = typer.Option(
             ..., "--input", help=".npy of rows shaped like the store's (standardised) data"
         ),
-        output: Path | None = typer.Option(
-            None, "--output", help="write class scores [N, classes] to this .npy"
-        ),
+        out: Path | None = _c.out_option("write class scores [N, classes] to this .npy"),
+        output: Path | None = _c.legacy_output_option(),
         data_dir: str | None = typer.Option(None, "--data-dir"),
+        _always_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
     ) -> None:
         """Predict labels with the aggregated shard models; prints a JSON list of labels."""
         import numpy as np
 
+        output = _c.resolve_out(out, output)
+        _check_output(output)
         if not input_.exists():
             raise ObliviateError(
                 f"input file {str(input_)!r} does not exist; give a .npy array of rows"
@@ -310,7 +314,13 @@ def register(app: typer.Typer) -> None:
         st.recover()
         proba = st.predict_proba(x)
         if output is not None:
-            np.save(output, proba.numpy())
+            import io
+
+            from obliviate.io import atomic_write_bytes
+
+            buf = io.BytesIO()
+            np.save(buf, proba.numpy())
+            atomic_write_bytes(output, buf.getvalue())
         _emit(proba.argmax(dim=1).tolist())
 
     app.add_typer(shard, name="shard")
