@@ -1,6 +1,7 @@
 """Forget-set specs, run_forget (caching, JSON keys, oracle identity) and the forget CLI."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from obliviate.data import synthetic_dataset
 from obliviate.data.forget_sets import EmptyForgetSetWarning, forget_ids
 from obliviate.errors import ObliviateError
 from obliviate.experiments import ForgetSpec, run_forget
+from obliviate.metrics import bin_scores
 from obliviate.unlearning.base import build_request
 
 TRAIN, _ = synthetic_dataset(n_classes=4, n_per_class=50, n_features=6, seed=0)
@@ -112,7 +114,19 @@ def test_run_forget_keys_cache_and_retrain_is_oracle(tmp_path):
 def test_run_forget_quality(tmp_path):
     r = run_forget(spec("gradient_ascent", tmp_path, quality=2))
     q = r["quality"]
-    assert q["n_models"] == 2 and 0.0 < q["F"] <= 1.0 and q["score"] >= 0.0
+    # F is the mean challenge score of the per-example epsilons (inf: separated, scores 0),
+    # reported beside the noise floor of exact unlearning at the same N (independent seeds)
+    eps = [math.inf if e is None else e for e in q["epsilons"]]
+    assert q["F"] == pytest.approx(float(np.mean(bin_scores(eps))))
+    assert len(eps) == r["n_forget"] and q["n_models"] == q["n_oracles"] == 2
+    assert 0.0 <= q["noise_floor"]["F"] <= 1.0 and "disjoint seeds" in q["protocol"]
+    assert q["score"] == pytest.approx(
+        q["F"]
+        * q["retain_acc_unlearned"]
+        / q["retain_acc_oracle"]
+        * q["test_acc_unlearned"]
+        / q["test_acc_oracle"]
+    )
 
 
 def test_forget_cli_json_and_errors(tmp_path, capsys):

@@ -1,22 +1,39 @@
 """Per-example privacy degree epsilon from threshold attacks, as in the NeurIPS-2023 unlearning
-challenge's evaluation (Triantafillou et al., 2024).
+challenge's evaluation (Triantafillou et al., 2024; the organisers' "Evaluation for the NeurIPS
+Machine Unlearning Competition", Aug. 2023, Eq. 1 and Algorithm 1; their scoring code,
+github.com/google-deepmind/unlearning_evaluation, ``metric.py``).
 
 For one forget example we hold ``N_u`` scalar scores from independently unlearned models and
 ``N_r`` from independently retrained models. An attack predicts "unlearned" for scores inside an
 interval ``(a, b]`` (or outside it); single thresholds are the intervals that are open on one
 side. Each attack has a false-positive rate (retrained called unlearned) and false-negative rate;
 an (epsilon, delta)-unlearning algorithm must satisfy ``FPR + e^eps FNR >= 1 - delta`` and
-``FNR + e^eps FPR >= 1 - delta``, so each attack lower-bounds epsilon by
+``FNR + e^eps FPR >= 1 - delta``, so each attack lower-bounds epsilon by (Eq. 1)
 
     eps = max(log(1 - delta - FPR) - log(FNR), log(1 - delta - FNR) - log(FPR)),
 
-and the example's epsilon is the largest bound over all attacks (and 0). As in the challenge's
-code, attacks with exactly one of FPR, FNR equal to zero are discarded, and an attack with both
-zero (perfect separation) gives an unbounded epsilon, capped here at ``cap``.
+and the example's epsilon is the largest bound over all attacks, and at least 0 (the
+challenge's code clips at 0). As in Algorithm 1, attacks with exactly one of FPR, FNR equal to
+zero are discarded, and an attack with both zero (perfect separation) gives ``eps = inf``.
+
+Resolution: with ``N`` models a side the smallest non-zero rate is ``1/N``, so a finite epsilon
+is at most ``log(N (1 - delta) - 1)`` (about ``log(N - 1)``: 3.43 at N = 32, 6.24 at the
+challenge's N = 512); anything larger is ``inf`` (:func:`max_finite_epsilon`).
+
+Notes
+-----
+The attack family here is every single threshold in both directions and every interval and
+its complement, computed exactly over the pooled scores. The challenge's code evaluated single
+thresholds (positive side: the distribution with the larger median) and intervals around the
+peakier distribution on a grid of 0.01; every decision those rules make is one of the cuts
+here, so epsilon here is at least the challenge's (equal when its grid resolves the scores).
+Its extra rule that a side whose spread is under 1 % of the other's gets epsilon = 50 is not in
+the written definition and is not applied.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -61,8 +78,11 @@ def attack_error_rates(unlearned: Any, retrained: Any) -> tuple[np.ndarray, np.n
     return np.concatenate([fpr, 1.0 - fpr]), np.concatenate([fnr, 1.0 - fnr])
 
 
-def epsilon_from_rates(fpr: Any, fnr: Any, *, delta: float = 1e-5, cap: float = 6.0) -> np.ndarray:
-    """Per-example epsilon ``[S]`` from attack error rates ``[A, S]`` (NaN entries ignored)."""
+def epsilon_from_rates(
+    fpr: Any, fnr: Any, *, delta: float = 1e-5, cap: float = math.inf
+) -> np.ndarray:
+    """Per-example epsilon ``[S]`` (float64, >= 0, ``inf`` for perfect separation; values above
+    ``cap`` become ``cap``) from attack error rates ``[A, S]`` (NaN entries ignored)."""
     fpr, fnr = _mat(fpr), _mat(fnr)
     with np.errstate(divide="ignore", invalid="ignore"):
         e1 = np.log(1.0 - delta - fpr) - np.log(fnr)
@@ -80,19 +100,41 @@ def epsilon_from_rates(fpr: Any, fnr: Any, *, delta: float = 1e-5, cap: float = 
 
 
 def per_example_epsilon(
-    unlearned: Any, retrained: Any, *, delta: float = 1e-5, cap: float = 6.0
+    unlearned: Any, retrained: Any, *, delta: float = 1e-5, cap: float = math.inf
 ) -> np.ndarray:
-    """Epsilon of each example (column) from all single- and interval-threshold attacks."""
+    """Epsilon of each example (column) from all single- and interval-threshold attacks:
+    ``[S]`` float64 in ``[0, inf]`` from scores ``[N_u, S]`` and ``[N_r, S]``."""
     fpr, fnr = attack_error_rates(unlearned, retrained)
     return epsilon_from_rates(fpr, fnr, delta=delta, cap=cap)
 
 
+def max_finite_epsilon(n_unlearned: int, n_retrained: int, *, delta: float = 1e-5) -> float:
+    """The largest finite epsilon any attack can show with ``n_unlearned`` and ``n_retrained``
+    models: rates are multiples of ``1/N``, attacks with a zero rate are discarded or give
+    ``inf``, so the bound peaks at one error on each side:
+    ``max(log(1 - delta - 1/N_r) + log(N_u), log(1 - delta - 1/N_u) + log(N_r))``."""
+    a = math.log(max(1 - delta - 1 / n_retrained, 1e-300)) + math.log(n_unlearned)
+    b = math.log(max(1 - delta - 1 / n_unlearned, 1e-300)) + math.log(n_retrained)
+    return max(a, b, 0.0)
+
+
 def bin_scores(epsilons: Any, *, bin_width: float = 0.5, n_bins: int = 13) -> np.ndarray:
     """The challenge's per-example score ``H = 2 / 2**n``, ``n`` the 1-based index of the bin
-    ``[k * bin_width, (k + 1) * bin_width)`` holding epsilon (the last bin is open-ended)."""
-    edges = np.arange(n_bins) * bin_width
-    n = np.digitize(np.asarray(epsilons, dtype=np.float64), edges)
-    return 2.0 / 2.0**n
+    ``[(n - 1) * bin_width, n * bin_width)`` holding epsilon, over ``[0, n_bins * bin_width)``
+    (``[0, 6.5)`` by default: the written definition's B = 13 bins of width 0.5). An epsilon
+    beyond the last bin, ``inf`` included, scores 0, as in the challenge's scoring code (its
+    buckets end at ``ceil(log(N - 1))`` and a larger epsilon earns no points)."""
+    eps = np.asarray(epsilons, dtype=np.float64)
+    n = np.floor(np.clip(eps, 0.0, None) / bin_width) + 1
+    with np.errstate(over="ignore", invalid="ignore"):
+        h = 2.0 / 2.0 ** np.where(np.isfinite(n), n, 1)
+    return np.where(np.isfinite(eps) & (n <= n_bins), h, 0.0)
 
 
-__all__ = ["attack_error_rates", "bin_scores", "epsilon_from_rates", "per_example_epsilon"]
+__all__ = [
+    "attack_error_rates",
+    "bin_scores",
+    "epsilon_from_rates",
+    "max_finite_epsilon",
+    "per_example_epsilon",
+]

@@ -1,23 +1,34 @@
 """Unlearning metrics as pure functions: accuracy gaps, output distance to the oracle, and the
 NeurIPS-2023 unlearning challenge's forgetting quality.
 
-Forgetting quality (Triantafillou et al., 2024; the challenge's evaluation document and code):
-for every forget example, the scores ``log p_y - log sum_{j != y} p_j`` of N unlearned and N
-retrained models are compared by threshold attacks; each example gets an epsilon
-(:mod:`obliviate.metrics.epsilon`, delta = 1e-5), a bin score ``H = 2 / 2**n`` (bins of width
-0.5, 13 bins), and ``F`` is the mean of the bin scores. The final score is
-``F * RA_unlearned / RA_oracle * TA_unlearned / TA_oracle`` (mean accuracies over the models).
+Forgetting quality (Triantafillou et al., 2024, "Are we making progress in unlearning?";
+the organisers' evaluation document, Aug. 2023, Sec. 4-5; their scoring code,
+github.com/google-deepmind/unlearning_evaluation): for every forget example, the scores
+``log p_y - log sum_{j != y} p_j`` of N unlearned models (each unlearned from its own
+original) and N independently retrained models are compared by threshold attacks; each
+example gets an epsilon (:mod:`obliviate.metrics.epsilon`, delta = 1e-5), a bin score
+``H = 2 / 2**n`` (bins of width 0.5 over [0, 6.5), 13 bins; an epsilon beyond them, perfect
+separation included, scores 0 as in the challenge's code), and ``F`` is the mean of the bin
+scores. The final score is ``F * RA_unlearned / RA_oracle * TA_unlearned / TA_oracle`` (mean
+accuracies over the models).
 
-Deviations from the challenge: the challenge's published code also ran a cross-validated
-logistic-regression attack per example besides the thresholds; here the attacks are every
-single threshold and every interval threshold (and their complements), computed exactly;
-perfect separation gives epsilon = ``cap`` (6.0, the last bin) instead of infinity (same bin,
-same score). N is small here (8-64 models instead of 512), and the best attack is chosen on the
-same samples it is scored on, as in the challenge, which biases epsilon upwards: two independent
-samples of 64 draws from one distribution already give epsilon of about 2 per example (see
-``tests/test_unlearning_metrics.py``). :func:`obliviate.experiments.forget.quality` therefore pairs
-the models (unlearned model i starts from an original trained with seed i, oracle i is retrained
-with seed i), which removes the seed noise both sides share: exact retraining scores F = 1.
+Resolution. With N models a side a finite epsilon is at most about ``log(N - 1)``
+(:func:`~obliviate.metrics.epsilon.max_finite_epsilon`): 3.43 at N = 32, so only the first 7
+bins are reachable and ``H`` takes the values 1, 1/2, ..., 1/64 or 0 (perfect separation);
+the challenge's N = 512 reaches bin 13 (6.24). The best attack is chosen on the same samples it
+is scored on, as in the challenge, so epsilon is biased upwards at small N: two samples of one
+distribution already give epsilon > 0. The noise floor of a given N is therefore the F of
+exact unlearning itself (retraining against independent retraining), which
+:func:`obliviate.experiments.forget.quality` reports beside every method.
+
+Notes
+-----
+Deviations from the challenge: the attack family is every single threshold (both directions)
+and every interval and its complement, computed exactly (the challenge's code used single and
+double thresholds on a 0.01 grid: a subset of these decisions) and no other attack (the
+challenge ran no logistic-regression attack either). Its rule that a side with under 1 % of
+the other's spread gets epsilon = 50 is not in its written definition and is not applied.
+N defaults to 32 per side instead of 512 (CPU budget), which caps finite epsilon at 3.43.
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ from typing import Any
 import numpy as np
 from scipy.special import logsumexp
 
-from obliviate.metrics.epsilon import bin_scores, per_example_epsilon
+from obliviate.metrics.epsilon import bin_scores, max_finite_epsilon, per_example_epsilon
 
 
 def _np(a: Any) -> np.ndarray:
@@ -88,17 +99,31 @@ def forgetting_quality(
     bin_width: float = 0.5,
     n_bins: int = 13,
 ) -> dict[str, Any]:
-    """Forgetting quality ``F`` from score matrices ``[N_models, N_forget_examples]``.
+    """Forgetting quality ``F`` from score matrices ``[N_u, S]`` (unlearned models) and
+    ``[N_r, S]`` (independently retrained models), S forget examples.
 
-    Returns ``F``, the per-example ``epsilons`` (list) and their mean ``mean_epsilon``.
+    Returns ``F`` (mean bin score, in [0, 1]); ``F_stderr`` (standard error of that mean over
+    the S examples: the spread from the choice of examples, not from the models);
+    ``epsilons`` (list, per example; ``None`` for perfect separation, epsilon = inf);
+    ``mean_epsilon`` (over the finite ones), ``n_separated`` (examples perfectly separated);
+    and the resolution at these N: ``max_finite_epsilon`` and ``n_reachable_bins`` (bins a
+    finite epsilon can reach), ``H_levels`` (the values a per-example score can take).
     """
-    cap = bin_width * (n_bins - 1)
-    eps = per_example_epsilon(unlearned_scores, oracle_scores, delta=delta, cap=cap)
+    eps = per_example_epsilon(unlearned_scores, oracle_scores, delta=delta)
     h = bin_scores(eps, bin_width=bin_width, n_bins=n_bins)
+    n_u, n_r = np.shape(unlearned_scores)[0], np.shape(oracle_scores)[0]
+    top = max_finite_epsilon(n_u, n_r, delta=delta)
+    reach = min(n_bins, int(np.floor(top / bin_width)) + 1)
+    finite = eps[np.isfinite(eps)]
     return {
         "F": float(np.mean(h)) if h.size else float("nan"),
-        "epsilons": eps.tolist(),
-        "mean_epsilon": float(np.mean(eps)) if eps.size else float("nan"),
+        "F_stderr": float(np.std(h, ddof=1) / np.sqrt(h.size)) if h.size > 1 else float("nan"),
+        "epsilons": [float(e) if np.isfinite(e) else None for e in eps],
+        "mean_epsilon": float(np.mean(finite)) if finite.size else float("nan"),
+        "n_separated": int(np.sum(~np.isfinite(eps))),
+        "max_finite_epsilon": top,
+        "n_reachable_bins": reach,
+        "H_levels": [2.0 / 2.0**n for n in range(1, reach + 1)] + [0.0],
     }
 
 
