@@ -1,0 +1,263 @@
+"""Sharded continual learning (the exact path of a Forget inside a stream): after a deletion every
+shard's checkpoints equal, sha256 for sha256, a store that learned the stream without those ids
+from the start; crash safety under SIGKILL; refusals that record nothing."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from obliviate.data.datasets import load_dataset
+from obliviate.data.scenarios import build_scenario
+from obliviate.data.splits import Experience, Stream
+from obliviate.errors import ObliviateError
+from obliviate.models import ModelSpec
+from obliviate.sharded.continual import ShardedContinual
+from obliviate.sharded.ledger import Ledger
+from obliviate.sharded.snapshot import decode
+from obliviate.sharded.store import FAILPOINT_ENV, checkpoint_path
+from obliviate.training import Recipe, TrainConfig
+
+RECIPE = Recipe(
+    ModelSpec(hidden=(16,), seed=1), TrainConfig(n_epochs=1, batch_size=16, lr=0.05, seed=3)
+)
+PARAMS = {
+    "naive": {},
+    "replay": {"memory_size": 30},
+    "derpp": {"memory_size": 40},
+    "ewc": {"reg_strength": 10.0},
+}
+
+
+@pytest.fixture(scope="module")
+def stream() -> Stream:
+    train, test = load_dataset("digits", limit=600)
+    return build_scenario("class-incremental", train, test, n_experiences=5, seed=0)
+
+
+def make(path: Path, stream: Stream, strategy: str = "replay", n_slices: int = 1):
+    return ShardedContinual.create(
+        path,
+        n_shards=3,
+        strategy=strategy,
+        strategy_params=PARAMS[strategy],
+        n_classes=stream.n_classes,
+        sample_shape=stream.sample_shape,
+        recipe=RECIPE,
+        n_slices=n_slices,
+        seed=2,
+    )
+
+
+def without(exp: Experience, ids: np.ndarray) -> Experience:
+    keep = torch.as_tensor(~np.isin(exp.train.ids.numpy(), ids))
+    return Experience(exp.index, exp.train.subset(keep), exp.test, exp.classes, exp.task_id)
+
+
+def reference(path: Path, stream: Stream, ids: np.ndarray, n: int, **kw) -> dict:
+    """Checkpoint hashes of a store that learned the first ``n`` experiences without ``ids``."""
+    with make(path, stream, **kw) as ref:
+        for exp in stream.experiences[:n]:
+            ref.learn(without(exp, ids))
+        return ref.checkpoint_hashes()
+
+
+def some_ids(stream: Stream, picks: dict[int, int]) -> np.ndarray:
+    """``picks[i]`` ids from experience ``i`` (the first ones in row order)."""
+    return np.concatenate([stream[i].train.ids.numpy()[:n] for i, n in picks.items()])
+
+
+@pytest.mark.parametrize(
+    ("strategy", "n_slices"),
+    [("naive", 1), ("replay", 1), ("derpp", 1), ("ewc", 1), ("replay", 2)],
+)
+def test_forget_equals_the_stream_learned_without_the_ids(tmp_path, stream, strategy, n_slices):
+    ids = some_ids(stream, {1: 2, 3: 1})
+    with make(tmp_path / "a", stream, strategy, n_slices) as store:
+        for exp in stream.experiences:
+            store.learn(exp)
+        before = store.checkpoint_hashes()
+        receipt = store.forget(ids, request_id="r1")
+        after = store.checkpoint_hashes()
+        assert store.verify()["ok"], store.verify()["problems"]
+        assert store.status()["samples"]["deleted"] == len(ids)
+    expected = reference(tmp_path / "b", stream, ids, 5, strategy=strategy, n_slices=n_slices)
+    assert after == expected  # every shard, every experience, every slice
+    assert after != before
+    assert receipt["status"] == "done" and receipt["n_removed"] == len(ids)
+    # stages before a shard's rollback point were kept, not recomputed
+    for k, point in receipt["rolled_back_to"].items():
+        first = point["experience"] * n_slices + point["slice"]
+        kept = [key for key in after if key[0] == int(k) and key[1] * n_slices + key[2] < first]
+        assert all(after[key] == before[key] for key in kept)
+    assert receipt["unaffected_shards"] == [
+        k for k in range(3) if str(k) not in receipt["rolled_back_to"]
+    ]
+
+
+def test_learn_after_forget_and_a_second_forget(tmp_path, stream):
+    """Forget after experience 2, learn more, forget again: still the stream without all of them."""
+    first, second = some_ids(stream, {0: 2, 1: 1}), some_ids(stream, {3: 2})
+    with make(tmp_path / "a", stream) as store:
+        for exp in stream.experiences[:3]:
+            store.learn(exp)
+        store.forget(first)
+        for exp in stream.experiences[3:]:
+            store.learn(exp)
+        receipt = store.forget(second, check_exactness=True)
+        got = store.checkpoint_hashes()
+        # the deleted ids are gone from every file of the store (rows and replay buffers)
+        gone = np.concatenate([first, second])
+        for meta in store.experiences():
+            rows = torch.load(checkpoint_path(store.path, meta["data_sha256"]), weights_only=True)
+            assert not np.isin(rows["ids"].numpy(), gone).any()
+        for sha in set(got.values()):
+            strategy, _ = decode(
+                checkpoint_path(store.path, sha).read_bytes(), _model_like(store, 0)
+            )
+            if strategy.memory_ is not None:
+                assert not np.isin(strategy.memory_.filled()["ids"].numpy(), gone).any()
+        # a repeated request returns the stored receipt, nothing redone
+        assert store.forget(second) == receipt
+    assert receipt["verification"]["exactness"]["equal"] is True
+    assert got == reference(tmp_path / "b", stream, np.concatenate([first, second]), 5)
+
+
+def _model_like(store: ShardedContinual, k: int):
+    from obliviate.models import build_model
+    from obliviate.sharded.config import shard_model_spec
+
+    return build_model(
+        shard_model_spec(store.config.recipe.model, k), store.sample_shape, store.n_classes
+    )
+
+
+def test_refusals_record_nothing(tmp_path, stream):
+    with make(tmp_path / "a", stream) as store:
+        store.learn(stream[0])
+        n_events = len(store.ledger.events())
+        with pytest.raises(ObliviateError, match="never learned"):
+            store.forget([int(stream[1].train.ids[0])])  # in the stream, not yet learned
+        with pytest.raises(ObliviateError, match="never learned"):
+            store.forget([10**9])
+        with pytest.raises(ObliviateError, match="no ids"):
+            store.forget([])
+        with pytest.raises(ObliviateError, match="learned before"):
+            store.learn(stream[0])
+        with pytest.raises(ObliviateError, match="all"):
+            store.forget(store.learned_ids())
+        assert len(store.ledger.events()) == n_events
+        assert store.ledger.requests() == []
+        assert store.status()["samples"] == {
+            "active": len(stream[0].train),
+            "pending": 0,
+            "deleted": 0,
+        }
+        assert store.verify()["ok"]
+        x = stream[0].test.x
+        assert store.predict_proba(x).shape == (len(x), stream.n_classes)
+        assert store.predict(x).dtype == torch.int64
+    with pytest.raises(ObliviateError, match="data_view"):
+        ShardedContinual.create(
+            tmp_path / "c",
+            n_shards=2,
+            strategy="cumulative",
+            n_classes=10,
+            sample_shape=stream.sample_shape,
+        )
+    with pytest.raises(ObliviateError, match="n_slices=1"):
+        ShardedContinual.create(
+            tmp_path / "d",
+            n_shards=2,
+            strategy="gdumb",
+            n_classes=10,
+            sample_shape=stream.sample_shape,
+            n_slices=2,
+        )
+    with pytest.raises(ObliviateError, match="not a sharded continual store"):
+        ShardedContinual(tmp_path / "e")
+
+
+def test_a_damaged_checkpoint_is_refused_before_recording(tmp_path, stream):
+    with make(tmp_path / "a", stream) as store:
+        for exp in stream.experiences[:3]:
+            store.learn(exp)
+        ids = some_ids(stream, {2: 1})
+        rows = store.ledger.rows_of(ids, ("active",))
+        k = int(rows[0, 1])
+        base = store.checkpoint_hashes()[(k, 1, 0)]  # the checkpoint the replay builds on
+        path = checkpoint_path(store.path, base)
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+        with pytest.raises(ObliviateError, match="corrupted"):
+            store.forget(ids)
+        assert store.ledger.requests() == []
+        report = store.verify()
+        assert not report["ok"] and any("altered" in p for p in report["problems"])
+
+
+# ---- crash safety ------------------------------------------------------------------------
+def _forget_and_die(path: str, ids: list[int], point: str) -> None:
+    os.environ[FAILPOINT_ENV] = point
+    ShardedContinual(path).forget(ids, request_id="r1")
+    os._exit(0)  # not reached when the failpoint fires
+
+
+@pytest.mark.integration
+def test_sigkill_mid_deletion_then_resume_equals_the_stream_without_the_ids(tmp_path, stream):
+    ids = some_ids(stream, {1: 1, 2: 1, 4: 1})
+    with make(tmp_path / "base", stream) as store:
+        for exp in stream.experiences:
+            store.learn(exp)
+    expected = reference(tmp_path / "ref", stream, ids, 5)
+    ctx = multiprocessing.get_context("fork")
+    for point in ("submitted", "checkpoint_written:3", "before_commit", "after_commit"):
+        path = tmp_path / point.replace(":", "-")
+        shutil.copytree(tmp_path / "base", path)
+        child = ctx.Process(target=_forget_and_die, args=(str(path), ids.tolist(), point))
+        child.start()
+        child.join(120)
+        assert child.exitcode == -9, (point, child.exitcode)  # killed by its failpoint
+        with ShardedContinual(path) as store:
+            committed = point == "after_commit"
+            assert store.status()["samples"]["deleted"] == (len(ids) if committed else 0)
+            assert [r["status"] for r in store.ledger.requests()] == (
+                ["done"] if committed else ["running"]
+            )
+            store.recover()  # what any next command does first
+            assert store.checkpoint_hashes() == expected, point
+            assert store.verify()["ok"], store.verify()["problems"]
+            assert store.receipt("r1")["n_removed"] == len(ids)
+            live = {c["sha256"] for c in store.ledger.current_checkpoints().values()}
+            live |= {m["data_sha256"] for m in store.experiences()}
+            assert {f.stem for f in (path / "checkpoints").glob("*.pt")} == live
+            assert not list((path / "checkpoints").glob(".tmp-*"))
+
+
+def test_a_killed_learn_records_nothing(tmp_path, stream):
+    with make(tmp_path / "a", stream) as store:
+        store.learn(stream[0])
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=_learn_and_die, args=(str(tmp_path / "a"), stream[1]))
+    child.start()
+    child.join(120)
+    assert child.exitcode == -9
+    with ShardedContinual(tmp_path / "a") as store:
+        assert len(store.experiences()) == 1
+        store.learn(stream[1])  # learning it again works and cleans up
+        assert store.verify()["ok"]
+        assert store.checkpoint_hashes() == reference(tmp_path / "b", stream, np.zeros(0), 2)
+    Ledger(tmp_path / "a" / "ledger.sqlite").close()
+
+
+def _learn_and_die(path: str, exp: Experience) -> None:
+    os.environ[FAILPOINT_ENV] = "checkpoint_written:2"
+    ShardedContinual(path).learn(exp)
+    os._exit(0)
