@@ -37,6 +37,7 @@ COMMANDS: tuple[str, ...] = (
     "obliviate.cli.serve",
     "obliviate.cli.receipt",
     "obliviate.cli.llm",
+    "obliviate.cli.lifecycle",
 )
 
 

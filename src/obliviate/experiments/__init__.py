@@ -52,6 +52,7 @@ KINDS: dict[str, str] = {
     "sharded": "obliviate.experiments.sharded",
     "events": "obliviate.experiments.events",
     "llm": "obliviate.experiments.llm",
+    "lifecycle": "obliviate.experiments.lifecycle",
 }
 """Run kind -> the module that implements it (see the kind contract above)."""
 
@@ -88,6 +89,8 @@ _ALIASES: dict[str, tuple[str, str]] = {
     "run_events": ("obliviate.experiments.events", "run"),
     "ShardedSpec": ("obliviate.experiments.sharded", "ShardedSpec"),
     "run_sharded": ("obliviate.experiments.sharded", "run"),
+    "LifecycleSpec": ("obliviate.experiments.lifecycle", "LifecycleSpec"),
+    "run_lifecycle": ("obliviate.experiments.lifecycle", "run"),
     "RECIPES": ("obliviate.experiments.recipes", "RECIPES"),
     "register_dataset": ("obliviate.experiments.recipes", "register_dataset"),
 }
