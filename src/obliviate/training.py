@@ -7,20 +7,173 @@ optimises through these functions, so the same recipe and seed give the same bit
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from obliviate._rng import derive_seed, generator
+from obliviate._rng import derive_seed, generator, seed_global
 from obliviate._validation import OPTIMIZERS, check_choice, check_number
 from obliviate.data.dataset import Dataset
 from obliviate.data.streams import ONLINE_BATCH_SIZE
 from obliviate.errors import ObliviateError
 from obliviate.models import ModelSpec, build_model
 from obliviate.models.base import Model, logits, seeded_init
+
+if TYPE_CHECKING:
+    from obliviate.data.splits import Stream
+
+
+# ---- device and precision ----------------------------------------------------------------------
+#: The training precisions: ``fp32`` (default; plain float32), ``bf16`` (bfloat16 autocast of the
+#: forward pass, float32 weights and optimiser), ``fp16`` (float16 autocast plus a dynamic loss
+#: scale, :class:`torch.amp.GradScaler`, so small float16 gradients do not flush to zero).
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_PRECISION: ContextVar[str] = ContextVar("obliviate_precision", default="fp32")
+DeviceLike = str | torch.device | None
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` (``cpu``, ``cuda``, ``cuda:N``, ``mps`` or a :class:`torch.device`) as a
+    :class:`torch.device` that exists on this machine, else a one-line :class:`ObliviateError`
+    (a malformed name, CUDA without a CUDA build or with fewer devices, MPS unavailable). The one
+    validation of ``--device`` for every command, the LLM ones included."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ObliviateError(f"--device {device!s}: give cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and (
+        not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()
+    ):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise ObliviateError(
+            f"--device {device!s}: this machine has "
+            + (f"{n} CUDA device(s)" if n else "no CUDA device")
+            + "; use --device cpu"
+            + (f" or cuda:0..cuda:{n - 1}" if n else "")
+        )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ObliviateError(f"--device {device!s}: MPS is not available here; use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ObliviateError(f"--device {device!s}: give cpu, cuda, cuda:N or mps")
+    return dev
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a one-line :class:`ObliviateError`."""
+    if precision not in PRECISIONS:
+        raise ObliviateError(
+            f"--precision {precision!r}: give one of {', '.join(PRECISIONS)} "
+            "(fp32: float32; bf16: bfloat16 autocast; fp16: float16 autocast with a grad scaler)"
+        )
+    return precision
+
+
+@contextmanager
+def precision(name: str) -> Iterator[str]:
+    """Every trainer inside the block (``fit``, the continual loop, the unlearners' steps)
+    runs its forward pass and loss under ``name``'s autocast (:data:`PRECISIONS`); weights,
+    optimiser state, importance estimates and evaluations stay float32. ``fp32`` (the default
+    outside any block) changes nothing, bit for bit. Raises :class:`ObliviateError` for an
+    unknown name."""
+    token = _PRECISION.set(check_precision(name))
+    try:
+        yield name
+    finally:
+        _PRECISION.reset(token)
+
+
+def current_precision() -> str:
+    """The precision the trainers use now (``"fp32"`` outside a :func:`precision` block)."""
+    return _PRECISION.get()
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (or buffer); CPU for a model with neither.
+    Everything obliviate computes for ``model`` (batches, buffers, penalties, stored logits,
+    importance estimates) lives there."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def data_to(data: Dataset, device: torch.device | str) -> Dataset:
+    """``data`` with every tensor on ``device`` (the same object when it is already there).
+
+    Moved once, as a whole, before training: every batch, every strategy hook and every
+    unlearner then slices tensors that are already on the device (no per-batch copy). From CPU
+    to CUDA the rows go through pinned memory with ``non_blocking=True``."""
+    device = torch.device(device)
+    if data.x.device == device:
+        return data
+    pin = device.type == "cuda" and data.x.device.type == "cpu"
+
+    def move(t: Tensor | None) -> Tensor | None:
+        if t is None:
+            return None
+        return (t.pin_memory() if pin else t).to(device, non_blocking=pin)
+
+    return replace(data, x=move(data.x), y=move(data.y), ids=move(data.ids), task=move(data.task))
+
+
+def stream_to(stream: Stream, device: torch.device | str) -> Stream:
+    """``stream`` with every experience's train and test set on ``device`` (see :func:`data_to`;
+    the same object when already there)."""
+    device = torch.device(device)
+    if all(e.train.x.device == device and e.test.x.device == device for e in stream.experiences):
+        return stream
+    exps = tuple(
+        replace(e, train=data_to(e.train, device), test=data_to(e.test, device))
+        for e in stream.experiences
+    )
+    return replace(stream, experiences=exps)
+
+
+def autocast(device: torch.device) -> AbstractContextManager[Any]:
+    """The forward-pass context of :func:`current_precision` on ``device``: a no-op for fp32,
+    else :class:`torch.autocast` with bfloat16 / float16."""
+    name = _PRECISION.get()
+    if name == "fp32":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPE[name])
+
+
+class Stepper:
+    """One trainer's optimisation step under :func:`current_precision`: ``backward(loss)`` then
+    ``step()``. fp32 and bf16: ``loss.backward()``, ``opt.step()`` (bitwise the plain loop at
+    fp32). fp16: the loss is scaled by a :class:`torch.amp.GradScaler` before ``backward``, and
+    the gradients are unscaled right after it, so whatever edits gradients before the step
+    (a strategy's ``adjust_gradients``, an unlearner's masks) sees the true gradients; a step
+    whose gradients overflowed is skipped and the scale lowered (Micikevicius et al., 2018,
+    "Mixed precision training", ICLR)."""
+
+    def __init__(self, opt: torch.optim.Optimizer, device: torch.device) -> None:
+        self.opt = opt
+        self.device = device
+        self.scaler = torch.amp.GradScaler(device.type) if _PRECISION.get() == "fp16" else None
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        return autocast(self.device)
+
+    def backward(self, loss: Tensor) -> None:
+        if self.scaler is None:
+            loss.backward()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
+
+    def step(self) -> None:
+        if self.scaler is None:
+            self.opt.step()
+            return
+        self.scaler.step(self.opt)
+        self.scaler.update()
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,13 +233,26 @@ class Recipe:
     model: ModelSpec = ModelSpec()
     train: TrainConfig = TrainConfig()
 
-    def build(self, sample_shape: tuple[int, ...], n_classes: int) -> Model:
-        """A freshly initialised model (init drawn from ``model.seed``)."""
-        return build_model(self.model, sample_shape, n_classes)
+    def build(
+        self, sample_shape: tuple[int, ...], n_classes: int, *, device: DeviceLike = None
+    ) -> Model:
+        """A freshly initialised model (init drawn from ``model.seed`` on the CPU, so it is the
+        same on every device), moved to ``device`` (default: the CPU)."""
+        with torch.device("cpu"):
+            model = build_model(self.model, sample_shape, n_classes)
+        return model if device is None else model.to(device)
 
-    def fit(self, data: Dataset, n_classes: int | None = None, *, key: object = "fit") -> Model:
-        """A new model trained from scratch on ``data``."""
-        model = self.build(data.sample_shape, data.n_classes if n_classes is None else n_classes)
+    def fit(
+        self,
+        data: Dataset,
+        n_classes: int | None = None,
+        *,
+        key: object = "fit",
+        device: DeviceLike = None,
+    ) -> Model:
+        """A new model trained from scratch on ``data``, on ``device`` (default: the CPU)."""
+        n = data.n_classes if n_classes is None else n_classes
+        model = self.build(data.sample_shape, n, device=device)
         fit(model, data, self.train, key=key)
         return model
 
@@ -138,26 +304,39 @@ class FactoryRecipe:
             "loss": loss,
         }
 
-    def build(self, sample_shape: tuple[int, ...] = (), n_classes: int = 0) -> nn.Module:
+    def build(
+        self, sample_shape: tuple[int, ...] = (), n_classes: int = 0, *, device: DeviceLike = None
+    ) -> nn.Module:
         """A fresh model from ``factory()``, its init drawn from ``seed`` only (the shape
-        arguments are accepted for :class:`Recipe` compatibility and unused)."""
-        with seeded_init(self.seed):
+        arguments are accepted for :class:`Recipe` compatibility and unused), built on the CPU
+        (the same init on every device) and moved to ``device`` (default: left where the
+        factory put it)."""
+        with seeded_init(self.seed), torch.device("cpu"):
             model = self.factory()
         if not isinstance(model, nn.Module):
             raise ObliviateError(
                 f"factory {self.factory_name} returned {type(model).__name__}, not an nn.Module; "
                 "it must build and return a fresh model"
             )
-        return model
+        return model if device is None else model.to(device)
 
-    def fit(self, data: Dataset, n_classes: int | None = None, *, key: object = "fit") -> nn.Module:
-        """A new model from :meth:`build` trained from scratch on ``data`` by ``train``.
+    def fit(
+        self,
+        data: Dataset,
+        n_classes: int | None = None,
+        *,
+        key: object = "fit",
+        device: DeviceLike = None,
+    ) -> nn.Module:
+        """A new model from :meth:`build` trained from scratch on ``data`` by ``train``, on
+        ``device`` (default: where the factory puts it).
 
         A user model may draw from torch's global RNG while training (``nn.Dropout`` masks);
         the training runs with that RNG forked and seeded from ``(train.seed, key)``, so the
         same recipe and data give the same bits with Dropout too (the caller's RNG state is
         left as it was)."""
-        model = self.build(data.sample_shape, data.n_classes if n_classes is None else n_classes)
+        n = data.n_classes if n_classes is None else n_classes
+        model = self.build(data.sample_shape, n, device=device)
         with seeded_init(derive_seed(self.train.seed, key, "global-rng")):
             fit(model, data, self.train, loss_fn=self.loss_fn, key=key)
         return model
@@ -182,12 +361,20 @@ def batches(
 ) -> Iterator[Batch]:
     """Minibatches of ``data`` in a random order drawn from ``gen`` (in order when ``gen`` is None).
 
-    Batches hold ``batch_size`` rows, the last one the rest; a last batch shorter than
+    Batches live on ``data``'s device (trainers move ``data`` to the model's device first,
+    :func:`data_to`). Batches hold ``batch_size`` rows, the last one the rest; a last batch shorter than
     ``min_rows`` joins the one before it (so with ``min_rows=2``, see :func:`min_batch_rows`,
     no batch holds a single row unless ``data`` does). The order of rows is the same either way.
     """
     n = len(data)
-    order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
+    # the order is drawn on the CPU (the generator's device: the same bits on every device) and
+    # moved once to the data's device, where the rows are sliced
+    cpu = torch.device("cpu")
+    order = (
+        torch.randperm(n, generator=gen, device=cpu)
+        if gen is not None
+        else torch.arange(n, device=cpu)
+    ).to(data.x.device)
     starts = list(range(0, n, batch_size))
     if len(starts) > 1 and n - starts[-1] < min_rows:
         starts.pop()
@@ -236,7 +423,7 @@ def global_rng_from(seed: int, *keys: object) -> Iterator[None]:
     global generator (every built-in one) are unaffected."""
     g = generator(seed, "global-rng", *keys)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
+        seed_global(int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)))
         yield
 
 
@@ -270,20 +457,27 @@ def fit(
     """Train ``model`` in place on ``data`` for ``config.n_epochs`` epochs and return it.
 
     The data order comes from ``generator(config.seed, key)``: the same model, data (same rows in
-    the same order), recipe and key give bitwise the same weights.
+    the same order), recipe and key give bitwise the same weights (on one device type, at one
+    precision and thread count). Training runs on the model's device (``data`` is moved there
+    once, :func:`data_to`) at :func:`current_precision`.
     """
     loss_fn = loss_fn or cross_entropy
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, config)
     gen = generator(config.seed, key)
+    device = model_device(model)
+    data = data_to(data, device)
+    stepper = Stepper(opt, device)
     model.train()
     min_rows = min_batch_rows(model)
     with global_rng_from(config.seed, key):  # dropout masks from the seed too
         for _ in range(config.n_epochs):
             for batch in batches(data, config.batch_size, gen, min_rows=min_rows):
                 opt.zero_grad(set_to_none=True)
-                loss_fn(model, batch).backward()
-                opt.step()
+                with stepper.autocast():
+                    loss = loss_fn(model, batch)
+                stepper.backward(loss)
+                stepper.step()
     model.eval()
     return model
 
@@ -305,16 +499,27 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, data: Dataset, batch_size: int = 4096) -> Tensor:
-    """Logits ``[N, n_classes]`` in eval mode; every submodule's own mode is restored."""
+    """Logits ``[N, n_classes]`` (float32) in eval mode; every submodule's own mode is restored.
+
+    Computed on the model's device (chunks of ``data`` moved there when it lives elsewhere) in
+    float32 whatever :func:`current_precision` says; returned on ``data``'s device, next to
+    ``data.y``."""
+    device = model_device(model)
     with eval_mode(model):
         outs = []
         for start in range(0, len(data), batch_size):
             task = None if data.task is None else data.task[start : start + batch_size]
-            outs.append(logits(model, data.x[start : start + batch_size], task))
+            outs.append(logits(model, *_on(device, data.x[start : start + batch_size], task)))
         if not outs:  # an empty set still has the model's output shape [0, n_classes]
             task = None if data.task is None else data.task[:0]
-            outs.append(logits(model, data.x[:0], task))
-        return torch.cat(outs)
+            outs.append(logits(model, *_on(device, data.x[:0], task)))
+        return torch.cat(outs).to(data.x.device)
+
+
+def _on(device: torch.device, x: Tensor, task: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    if x.device == device:
+        return x, task
+    return x.to(device), None if task is None else task.to(device)
 
 
 def accuracy(model: nn.Module, data: Dataset) -> float:

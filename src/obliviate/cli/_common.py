@@ -55,6 +55,23 @@ def legacy_output_option() -> Any:
     return typer.Option(None, "--output", hidden=True)
 
 
+DEVICE_HELP = "where to train and evaluate: cpu, cuda, cuda:N or mps (checked before any work)"
+PRECISION_HELP = (
+    "fp32 (default; same bits for the same seed), bf16 (bfloat16 autocast) or fp16 (float16 "
+    "autocast with a grad scaler)"
+)
+
+
+def device_option() -> Any:
+    """``--device``: the run's device (validated by :func:`obliviate.training.check_device`)."""
+    return typer.Option("cpu", "--device", help=DEVICE_HELP)
+
+
+def precision_option() -> Any:
+    """``--precision``: fp32, bf16 or fp16 (:data:`obliviate.training.PRECISIONS`)."""
+    return typer.Option("fp32", "--precision", help=PRECISION_HELP)
+
+
 def seeds_option() -> Any:
     """``--seeds 0,1,2`` (the same everywhere)."""
     return typer.Option(None, "--seeds", help=SEEDS_HELP)

@@ -39,6 +39,8 @@ def register(app: typer.Typer) -> None:
         data_dir: str = typer.Option(
             None, help="folder with the dataset's files (mnist, fashion-mnist)"
         ),
+        device: str = _c.device_option(),
+        precision: str = _c.precision_option(),
     ) -> None:
         """Train (or load) the original and the retrained oracle, unlearn, and print the comparison."""
         import math
@@ -76,6 +78,8 @@ def register(app: typer.Typer) -> None:
                 relearn_cap=relearn_cap,
                 cache_dir=cache_dir,
                 data_dir=data_dir,
+                device=device,
+                precision=precision,
             )
             results.append(run_forget(spec))
 

@@ -150,6 +150,8 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(
             False, "--quiet", "-q", help="no progress bar, no accuracy matrix, no notes"
         ),
+        device: str = _c.device_option(),
+        precision: str = _c.precision_option(),
     ) -> None:
         """Learn a stream with a continual-learning strategy; print ACC, BWT, FWT, forgetting."""
         from dataclasses import replace
@@ -193,6 +195,8 @@ def register(app: typer.Typer) -> None:
             data_dir=data_dir,
             eval_every=eval_every,
             limit=limit,
+            device=device,
+            precision=precision,
         )
         first = user.resolved()  # validate everything before the first run starts
 

@@ -45,6 +45,7 @@ from obliviate.data.datasets import load_dataset, synthetic_arrays
 from obliviate.errors import ObliviateError
 from obliviate.models.base import Model, seeded_init
 from obliviate.models.multihead import MultiHead
+from obliviate.models.output_layer import feature_model
 from obliviate.training import batches
 
 __all__ = [
@@ -99,15 +100,17 @@ class EncoderRecipe:
 # ---- model requirements and surgery ------------------------------------------------------------
 
 
-def require_model(model: nn.Module, owner: str, *, single_head: bool = False) -> Model:
-    """``model`` as an obliviate :class:`Model` (``features(x)`` + a linear output layer), or a
-    one-line :class:`ObliviateError` naming the requirement."""
+def require_model(
+    model: nn.Module, owner: str, *, single_head: bool = False, example: Tensor | None = None
+) -> Model:
+    """``model`` as an obliviate :class:`Model` (``features(x)`` + a linear output layer): the
+    model itself, or for a user's plain module an
+    :class:`~obliviate.models.output_layer.OutputLayerView` cut at the ``nn.Linear`` that
+    produces its logits (found by tracing one forward pass on ``example`` rows; later calls on
+    the same model object need no example). Raises a one-line :class:`ObliviateError` naming
+    the requirement otherwise."""
     if not isinstance(model, Model):
-        raise ObliviateError(
-            f"{owner} needs a model that exposes features(x) and a linear output layer "
-            f"(an obliviate.models.Model, e.g. the built-in mlp or cnn); got "
-            f"{type(model).__name__}, whose forward(x) gives no access to its features"
-        )
+        model = feature_model(model, example, owner=owner)
     if single_head and isinstance(model, MultiHead):
         raise ObliviateError(
             f"{owner} is a single-head (class-incremental) method; got a multi-head model. "
@@ -139,7 +142,7 @@ def write_head(model: Model, weight: Tensor, bias: Tensor) -> None:
     weight, bias = weight.to(head[0].dtype), bias.to(head[0].dtype)
     if isinstance(model, MultiHead):
         for t, classes in enumerate(model.task_classes):
-            rows = torch.tensor(classes, dtype=torch.int64)
+            rows = torch.tensor(classes, dtype=torch.int64, device=weight.device)
             head[2 * t].copy_(weight[rows])
             head[2 * t + 1].copy_(bias[rows])
         return
@@ -190,7 +193,7 @@ def pretraining_data(recipe: EncoderRecipe, sample_shape: tuple[int, ...]) -> Da
     return Dataset(
         flat.reshape(xt.shape).contiguous(),
         yt,
-        torch.arange(len(yt), dtype=torch.int64),
+        torch.arange(len(yt), dtype=torch.int64, device=yt.device),
         int(yt.max()) + 1,
         name=f"encoder:{recipe.source}",
     )

@@ -69,6 +69,6 @@ def add_experience_memory(
     quotas = memory_quotas(memory_size, len(memories) + 1)
     for i, q in enumerate(quotas[:-1]):
         if len(memories[i]) > q:
-            memories[i] = memories[i].subset(torch.arange(q))
-    order = torch.randperm(len(data), generator=gen)[: quotas[-1]]
+            memories[i] = memories[i].subset(torch.arange(q, device=memories[i].x.device))
+    order = torch.randperm(len(data), generator=gen, device=gen.device)[: quotas[-1]]
     memories.append(data.subset(order))

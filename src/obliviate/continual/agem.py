@@ -16,8 +16,8 @@ from obliviate.continual._gradients import (
     trainable_params,
     write_flat_grad,
 )
-from obliviate.continual.base import Batch, Strategy, cross_entropy
-from obliviate.data.dataset import Dataset
+from obliviate.continual.base import Batch, Strategy, cross_entropy, deleted_rows
+from obliviate.data.dataset import Dataset, as_id_tensor
 from obliviate.data.scenarios import Experience
 
 
@@ -74,6 +74,15 @@ class AGEM(Strategy):
         """Samples held in the memory."""
         return sum(len(m) for m in self.memories_ or [])
 
+    def purge(self, ids: Tensor, model: nn.Module | None = None) -> None:
+        """Remove the deleted samples (ids ``[K]``, int64) from every per-experience memory
+        (a memory may become empty; it keeps its place, so later quotas are unchanged). No
+        gradient is stored: reference gradients are recomputed from the memories at every
+        step. See :meth:`~obliviate.continual.base.Strategy.purge`."""
+        ids = as_id_tensor(ids)
+        if self.memories_ is not None:
+            self.memories_ = [m.subset(~deleted_rows(m.ids, ids)) for m in self.memories_]
+
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         return cross_entropy(model, batch)
 
@@ -84,7 +93,9 @@ class AGEM(Strategy):
         memory = Dataset.concat(memories)
         gen = generator(self.seed, "agem-reference", self.n_steps_)
         self.n_steps_ += 1
-        ref = memory.subset(torch.randperm(len(memory), generator=gen)[: self.sample_size])
+        ref = memory.subset(
+            torch.randperm(len(memory), generator=gen, device=gen.device)[: self.sample_size]
+        )
         params = [p for _, p in trainable_params(model)]
         g = flat_grad(params)
         g_ref = loss_gradient(model, params, ref.x, ref.y, ref.task)

@@ -27,10 +27,34 @@ hyperparameter (samples); it then overrides :meth:`Strategy.memory_used`.
 ``freezes_parameters``  the strategy deliberately changes ``requires_grad`` in ``begin`` and
 restores it in ``end`` (the suite then checks restoration over the whole experience instead of
 after every hook).
+``model_requirement``  what the strategy needs of the model beyond ``forward(x)``, in words
+(``None``: any classifier); a model without it is refused with one ObliviateError in ``begin``.
 ``learned_state``  the names (ending in ``_``) of everything the strategy learns. A name the
 strategy tests for on first use gets a class-level ``None`` default (``buffer_: ReservoirBuffer |
 None = None``; ``if self.buffer_ is None: ...``) instead of being probed with ``vars(self)`` or
 ``getattr``; the suite checks that nothing undeclared is recorded.
+
+Deletion (:meth:`Strategy.purge`): when samples are deleted (a Forget event of a lifecycle
+stream), the caller calls ``purge(ids, model=model)`` between experiences (after ``end``, before
+the next ``begin``). The strategy then removes every stored sample, id and per-sample tensor of
+the deleted samples (replay buffers, stored logits, exemplars, per-task memories, quantised
+codes, recorded features) and recomputes every statistic it holds that is a function of stored
+samples (iCaRL's exemplar class means, SLDA's class means and covariance) from what remains.
+Two kinds of state are *not* storage and are left to the unlearner:
+
+- **influence**: everything that training on a sample changed and that cannot be separated
+  from the other samples' contribution without retraining — the model's weights, teachers
+  (frozen model copies: LwF, iCaRL, BiC), regularisers' importance estimates and anchors
+  (EWC's Fisher, SI's path integral, MAS's importances, RWalk's scores, L2's anchor), fitted
+  corrections (BiC's bias-correction scalars), CoPE's prototypes (a momentum average of the
+  embeddings, which are model outputs), GSS's stored scores of *kept* samples (computed
+  against the memory of their time), masks and prompts. Removing a sample's influence is what
+  :mod:`obliviate.unlearning` (approximate) or the sharded engine (exact) does;
+- **counters**: step counters and random-stream positions (``n_steps_``; a reservoir's count of
+  offered samples is *reduced* by the rows removed, see
+  :meth:`~obliviate.continual.buffers.ReservoirBuffer.purge`).
+
+A strategy that stores nothing keeps the default, which validates the ids and does nothing.
 """
 
 from __future__ import annotations
@@ -39,15 +63,26 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, Self
 
+import torch
 from torch import Tensor, nn
 
 from obliviate._hyper import describe, get_params
+from obliviate.data.dataset import as_id_tensor
 from obliviate.data.scenarios import Experience
 from obliviate.training import Batch, cross_entropy
 
 DataView = Literal["experience", "seen", "all"]
 
-__all__ = ["Batch", "DataView", "Strategy", "cross_entropy"]
+__all__ = ["Batch", "DataView", "Strategy", "cross_entropy", "deleted_rows"]
+
+
+def deleted_rows(stored_ids: Tensor, ids: Tensor) -> Tensor:
+    """Bool mask ``[N]``: which of ``stored_ids`` (int64 ``[N]``) are among ``ids`` (int64
+    ``[K]``, as given to :meth:`Strategy.purge`). An id stored several times (a sample offered
+    once per epoch) is matched at every row."""
+    if stored_ids.numel() == 0 or ids.numel() == 0:
+        return torch.zeros(stored_ids.shape, dtype=torch.bool, device=stored_ids.device)
+    return torch.isin(stored_ids, ids.to(stored_ids.device))
 
 
 class Strategy(ABC):
@@ -60,6 +95,9 @@ class Strategy(ABC):
     keeps_memory: ClassVar[bool] = False
     freezes_parameters: ClassVar[bool] = False
     learned_state: ClassVar[tuple[str, ...]] = ()
+    model_requirement: ClassVar[str | None] = None
+    """What the strategy needs of the model beyond ``forward(x)``, in words (shown by ``obliviate
+    list``); ``None``: any classifier. A model without it is refused with an ObliviateError."""
 
     def begin(self, model: nn.Module, experience: Experience) -> None:  # noqa: B027
         """Called before the first step on ``experience``. Default: nothing."""
@@ -77,6 +115,24 @@ class Strategy(ABC):
     def memory_used(self) -> int:
         """Samples currently stored (0 without a memory; override when ``keeps_memory``)."""
         return 0
+
+    def purge(self, ids: Tensor, model: nn.Module | None = None) -> None:
+        """Remove every stored trace of the samples ``ids`` (a Forget event).
+
+        ``ids``: sample ids, anything :func:`~obliviate.data.dataset.as_id_tensor` accepts
+        (normally a 1-D int64 tensor ``[K]``); ids the strategy never stored are ignored.
+        ``model``: the model the strategy trains; strategies that keep a statistic of stored
+        samples *inside* the model (iCaRL's nearest-mean classifier, SLDA's LDA layer) rewrite
+        it there, and raise :class:`~obliviate.errors.ObliviateError` when a purge changes that
+        statistic and no model is given. Called between experiences (after ``end``, before the
+        next ``begin``). Deterministic: the same state and ids give the same bits.
+
+        What is removed and what is left (influence and counters, the unlearner's job) is
+        defined in the module docstring (:mod:`obliviate.continual.base`). Default (a strategy
+        that stores no sample): validate ``ids``, nothing else. Raises ``ObliviateError`` for
+        ids that are not integers.
+        """
+        as_id_tensor(ids)
 
     # ---- hyperparameters, scikit-learn style -----------------------------------------------
     def get_params(self) -> dict[str, Any]:

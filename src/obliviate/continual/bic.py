@@ -14,6 +14,7 @@ from obliviate._validation import check_number
 from obliviate.continual.base import Batch, Strategy
 from obliviate.continual.buffers import ClassBalancedBuffer
 from obliviate.continual.penalties import distillation_loss
+from obliviate.data.dataset import as_id_tensor
 from obliviate.data.scenarios import Experience
 from obliviate.errors import ObliviateError
 from obliviate.models.base import logits
@@ -42,9 +43,9 @@ def fit_bias_correction(
     search (deterministic on CPU) finds the optimum.
     """
     out = out.detach()
-    keep = torch.zeros(out.shape[1], dtype=torch.bool)
+    keep = torch.zeros(out.shape[1], dtype=torch.bool, device=out.device)
     keep[columns] = True
-    ab = torch.tensor([1.0, 0.0], dtype=out.dtype, requires_grad=True)
+    ab = torch.tensor([1.0, 0.0], dtype=out.dtype, device=out.device, requires_grad=True)
     opt = torch.optim.LBFGS([ab], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure() -> Tensor:
@@ -164,6 +165,17 @@ class BiC(Strategy):
     def memory_used(self) -> int:
         return 0 if self.memory_ is None else len(self.memory_)
 
+    def purge(self, ids: Tensor, model: nn.Module | None = None) -> None:
+        """Remove the deleted samples (ids ``[K]``, int64) from the class-balanced exemplar memory
+        (:meth:`~obliviate.continual.buffers.ClassBalancedBuffer.purge`); see :meth:`~obliviate.continual.base.Strategy.purge`.
+
+        The fitted bias-correction scalars (``corrections_``) and the trained head are
+        influence, left to the unlearner.
+        """
+        ids = as_id_tensor(ids)
+        if self.memory_ is not None:
+            self.memory_.purge(ids)
+
     # ---- hooks -----------------------------------------------------------------------------
     def begin(self, model: nn.Module, experience: Experience) -> None:
         if self.memory_ is None:
@@ -189,9 +201,10 @@ class BiC(Strategy):
         assert stored_y is not None and stored_task is not None
         new = sorted(set(experience.classes))
         old = sorted({int(c) for c in stored_y.tolist()} - set(new))
-        self.new_ = torch.tensor(new, dtype=torch.int64)
-        self.old_ = torch.tensor(old, dtype=torch.int64)
-        self.columns_ = torch.tensor(sorted(set(old) | set(new)), dtype=torch.int64)
+        dev = stored_y.device
+        self.new_ = torch.tensor(new, dtype=torch.int64, device=dev)
+        self.old_ = torch.tensor(old, dtype=torch.int64, device=dev)
+        self.columns_ = torch.tensor(sorted(set(old) | set(new)), dtype=torch.int64, device=dev)
         self.lam_ = len(old) / (len(old) + len(new))
         gen = generator(self.seed, "bic-split", experience.index)
         train_rows, val_rows, held = [], [], []
@@ -200,13 +213,15 @@ class BiC(Strategy):
             n_val = max(1, round(self.val_fraction * min(counts)))
             for c in old:
                 rows = (stored_y == c).nonzero().reshape(-1)
-                rows = rows[torch.randperm(rows.numel(), generator=gen)]
+                rows = rows[torch.randperm(rows.numel(), generator=gen, device=gen.device)]
                 val_rows.append(rows[:n_val])
                 train_rows.append(rows[n_val:])
             data = experience.train
             for c in new:
                 rows = (data.y == c).nonzero().reshape(-1)
-                held.append(rows[torch.randperm(rows.numel(), generator=gen)[:n_val]])
+                held.append(
+                    rows[torch.randperm(rows.numel(), generator=gen, device=gen.device)[:n_val]]
+                )
         tr, va, ho = _cat(train_rows), _cat(val_rows), _cat(held)
         self.exemplars_ = {k: v[tr] for k, v in stored.items() if v is not None}
         data = experience.train
@@ -227,13 +242,13 @@ class BiC(Strategy):
         if self.replay_ratio_ > 0 and ex["y"].numel():
             n = min(int(ex["y"].numel()), math.ceil(batch.x.shape[0] * self.replay_ratio_))
             gen = generator(self.seed, "bic", self.n_steps_)
-            idx = torch.randperm(int(ex["y"].numel()), generator=gen)[:n]
+            idx = torch.randperm(int(ex["y"].numel()), generator=gen, device=gen.device)[:n]
             x, y = torch.cat([x, ex["x"][idx]]), torch.cat([y, ex["y"][idx]])
             if task is not None:
                 task = torch.cat([task, ex["task"][idx]])
         self.n_steps_ += 1
         out = logits(model, x, task)
-        keep_cols = torch.zeros(out.shape[1], dtype=torch.bool)
+        keep_cols = torch.zeros(out.shape[1], dtype=torch.bool, device=out.device)
         keep_cols[self.columns_] = True
         if y.numel() == 0:
             return out.sum() * 0.0
@@ -261,7 +276,7 @@ class BiC(Strategy):
                 self.trained_head_ = (head.weight.detach().clone(), head.bias.detach().clone())
                 head.weight[self.new_] *= alpha
                 head.bias[self.new_] = alpha * head.bias[self.new_] + beta
-                want = bias_correct(out, self.new_, torch.tensor(alpha), torch.tensor(beta))
+                want = bias_correct(out, self.new_, out.new_tensor(alpha), out.new_tensor(beta))
                 got = logits(model, self.val_["x"], self.val_["task"])
                 if not torch.allclose(got, want, rtol=1e-4, atol=1e-4):
                     raise ObliviateError(
@@ -283,7 +298,7 @@ class BiC(Strategy):
 
 
 def _cat(parts: list[Tensor]) -> Tensor:
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64, device="cpu")
 
 
 def _module(model: nn.Module, name: str | None) -> nn.Linear:

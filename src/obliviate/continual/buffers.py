@@ -12,6 +12,7 @@ from torch import Tensor
 
 from obliviate._rng import generator
 from obliviate._validation import check_number
+from obliviate.continual.base import deleted_rows
 
 
 class ReservoirBuffer:
@@ -19,6 +20,8 @@ class ReservoirBuffer:
     probability ``memory_size / n_seen`` of being in the buffer.
 
     ``extra`` holds one optional tensor per sample (e.g. DER's logits), stored alongside.
+    Storage is allocated for ``memory_size`` rows at the first ``add`` and zero-filled, so slots
+    not yet used hold zeros (never leftover memory).
     """
 
     def __init__(self, *, memory_size: int, seed: int = 0) -> None:
@@ -26,9 +29,9 @@ class ReservoirBuffer:
         self.memory_size, self.seed = memory_size, seed
         self.n_seen = 0
         self.x: Tensor | None = None
-        self.y = torch.empty(0, dtype=torch.int64)
-        self.ids = torch.empty(0, dtype=torch.int64)
-        self.task = torch.empty(0, dtype=torch.int64)
+        self.y = torch.empty(0, dtype=torch.int64, device="cpu")  # until the first add
+        self.ids = torch.empty(0, dtype=torch.int64, device="cpu")
+        self.task = torch.empty(0, dtype=torch.int64, device="cpu")
         self.extra: Tensor | None = None
         self._filled = 0
 
@@ -48,14 +51,14 @@ class ReservoirBuffer:
         task = torch.full_like(y, -1) if task is None else task.detach()
         extra = None if extra is None else extra.detach()
         if self.x is None:
-            self.x = x.new_empty((self.memory_size, *x.shape[1:]))
-            self.y = y.new_empty(self.memory_size)
-            self.ids = ids.new_empty(self.memory_size)
-            self.task = task.new_empty(self.memory_size)
+            self.x = x.new_zeros((self.memory_size, *x.shape[1:]))
+            self.y = y.new_zeros(self.memory_size)
+            self.ids = ids.new_zeros(self.memory_size)
+            self.task = task.new_zeros(self.memory_size)
             if extra is not None:
-                self.extra = extra.new_empty((self.memory_size, *extra.shape[1:]))
+                self.extra = extra.new_zeros((self.memory_size, *extra.shape[1:]))
         gen = generator(self.seed, "reservoir", self.n_seen)
-        draws = torch.randint(0, 2**62, (len(y),), generator=gen)
+        draws = torch.randint(0, 2**62, (len(y),), generator=gen, device=gen.device)
         for k in range(len(y)):
             if self._filled < self.memory_size:
                 slot = self._filled
@@ -90,7 +93,38 @@ class ReservoirBuffer:
     def sample(self, n: int, gen: torch.Generator) -> Tensor:
         """Indices of ``min(n, len)`` distinct stored samples, drawn with ``gen``."""
         f = self._filled
-        return torch.randperm(f, generator=gen)[: min(n, f)]
+        return torch.randperm(f, generator=gen, device=gen.device)[: min(n, f)]
+
+    def purge(self, ids: Tensor) -> int:
+        """Remove every stored row whose id is in ``ids`` (int64 ``[K]``); return how many.
+
+        The kept rows move to the front in their slot order, into freshly zeroed storage (no
+        deleted row survives in an unused slot), with their ``extra`` tensors. The count of
+        offered samples ``n_seen`` drops by the number of rows removed, so the buffer continues
+        as Algorithm R after a stream that never offered them: the next offered samples first
+        fill the freed slots, then replace with probability ``memory_size / n_seen``. (Deleted
+        samples that were offered but not stored are not known to the buffer and stay counted;
+        a count is no sample.) Deterministic: no random draw.
+        """
+        f = self._filled
+        if self.x is None or f == 0:
+            return 0
+        gone = deleted_rows(self.ids[:f], ids)
+        n_gone = int(gone.sum())
+        if n_gone == 0:
+            return 0
+        keep = (~gone).nonzero().reshape(-1)
+        k = int(keep.numel())
+        for name in ("x", "y", "ids", "task", "extra"):
+            old = getattr(self, name)
+            if old is None:
+                continue
+            new = torch.zeros_like(old)
+            new[:k] = old[keep]
+            setattr(self, name, new)
+        self._filled = k
+        self.n_seen -= n_gone
+        return n_gone
 
 
 class ClassBalancedBuffer:
@@ -126,7 +160,11 @@ class ClassBalancedBuffer:
         for c in sorted(quota):
             kept = self.per_class.get(c)
             if kept is not None and kept["y"].numel() > quota[c]:
-                keep = torch.randperm(kept["y"].numel(), generator=gen)[: quota[c]].sort().values
+                keep = (
+                    torch.randperm(kept["y"].numel(), generator=gen, device=gen.device)[: quota[c]]
+                    .sort()
+                    .values
+                )
                 kept = {k: v[keep] for k, v in kept.items()}
             rows = (y == c).nonzero().reshape(-1)
             n_before = self.n_seen.get(c, 0)
@@ -142,7 +180,7 @@ class ClassBalancedBuffer:
             # while there is room, otherwise replaces slot r ~ U{0..j} if r < quota.
             slots = [int(i) for i in range(kept["y"].numel())]
             chosen: dict[int, int] = {}  # slot -> row of the new data
-            draws = torch.randint(0, 2**62, (int(rows.numel()),), generator=gen)
+            draws = torch.randint(0, 2**62, (int(rows.numel()),), generator=gen, device=gen.device)
             size = len(slots)
             for k, r in enumerate(rows.tolist()):
                 j = n_before + k
@@ -164,8 +202,8 @@ class ClassBalancedBuffer:
                     "task": torch.cat([new["task"], task[pad]]),
                 }
             if chosen:
-                where = torch.tensor(sorted(chosen))
-                src = torch.tensor([chosen[s] for s in sorted(chosen)])
+                where = torch.tensor(sorted(chosen), device=y.device)
+                src = torch.tensor([chosen[s] for s in sorted(chosen)], device=y.device)
                 new["x"][where] = x[src].detach()
                 new["y"][where], new["ids"][where], new["task"][where] = y[src], ids[src], task[src]
             self.per_class[c] = new
@@ -173,7 +211,7 @@ class ClassBalancedBuffer:
     def filled(self) -> dict[str, Tensor | None]:
         """All stored samples, classes in ascending order."""
         if not self.per_class:
-            e = torch.empty(0, dtype=torch.int64)
+            e = torch.empty(0, dtype=torch.int64, device="cpu")  # nothing stored yet
             return {"x": None, "y": e, "ids": e, "task": e, "extra": None}
         parts = [self.per_class[c] for c in sorted(self.per_class)]
         out: dict[str, Tensor | None] = {
@@ -185,4 +223,28 @@ class ClassBalancedBuffer:
     def sample(self, n: int, gen: torch.Generator) -> Tensor:
         """Indices (into :meth:`filled`) of ``min(n, len)`` distinct samples."""
         m = len(self)
-        return torch.randperm(m, generator=gen)[: min(n, m)]
+        return torch.randperm(m, generator=gen, device=gen.device)[: min(n, m)]
+
+    def purge(self, ids: Tensor) -> int:
+        """Remove every stored row whose id is in ``ids`` (int64 ``[K]``); return how many.
+
+        Each class keeps its other rows in order; its count of offered samples drops by the
+        rows removed (as :meth:`ReservoirBuffer.purge`). A class left with no row is dropped
+        from the memory (and from the quotas of the next update), as if it had never been
+        stored. Deterministic: no random draw.
+        """
+        n_gone = 0
+        for c in sorted(self.per_class):
+            kept = self.per_class[c]
+            gone = deleted_rows(kept["ids"], ids)
+            n = int(gone.sum())
+            if n == 0:
+                continue
+            n_gone += n
+            if n == int(gone.numel()):
+                del self.per_class[c]
+                del self.n_seen[c]
+                continue
+            self.per_class[c] = {k: v[~gone].clone() for k, v in kept.items()}
+            self.n_seen[c] -= n
+        return n_gone

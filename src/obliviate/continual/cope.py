@@ -12,7 +12,9 @@ from obliviate._validation import check_number
 from obliviate.continual._encoder import UNSEEN, require_model, write_head
 from obliviate.continual.base import Batch, Strategy
 from obliviate.continual.buffers import ClassBalancedBuffer
+from obliviate.data.dataset import as_id_tensor
 from obliviate.data.scenarios import Experience
+from obliviate.training import model_device
 
 __all__ = ["CoPE", "ppp_loss", "update_prototypes"]
 
@@ -44,7 +46,9 @@ def ppp_loss(z: Tensor, y: Tensor, prototypes: Tensor, seen: Tensor, temperature
         anchors = torch.cat([bc, pc, pk]).detach()
         # attractor: every instance of c against its pseudo-prototypes and its prototype
         d = torch.exp(anchors @ bc.T / temperature)
-        d = d.masked_fill(torch.eye(*d.shape, dtype=torch.bool), 0.0)  # no self-attraction
+        d = d.masked_fill(
+            torch.eye(*d.shape, dtype=torch.bool, device=d.device), 0.0
+        )  # no self-attraction
         num, den = d[: n_c + 1], d[n_c + 1 :].sum(dim=0)
         expected = (num / (num + den + EPS)).sum(dim=0) / n_c
         loss = loss - torch.log(expected.clamp_min(EPS)).sum()
@@ -155,21 +159,32 @@ class CoPE(Strategy):
     def memory_used(self) -> int:
         return 0 if self.memory_ is None else len(self.memory_)
 
+    def purge(self, ids: Tensor, model: nn.Module | None = None) -> None:
+        """Remove the deleted samples (ids ``[K]``, int64) from the class-balanced memory
+        (:meth:`~obliviate.continual.buffers.ClassBalancedBuffer.purge`). The prototypes are a
+        momentum average of the model's embeddings over training, updated with the network at
+        every step: influence like the weights (they are the output layer), left to the
+        unlearner. See :meth:`~obliviate.continual.base.Strategy.purge`."""
+        ids = as_id_tensor(ids)
+        if self.memory_ is not None:
+            self.memory_.purge(ids)
+
     def begin(self, model: nn.Module, experience: Experience) -> None:
-        m = require_model(model, "CoPE")
+        m = require_model(model, "CoPE", example=experience.train.x)
         if self.memory_ is None:
-            self.prototypes_ = torch.zeros(m.n_classes, m.feature_dim)
-            self.seen_ = torch.zeros(m.n_classes, dtype=torch.bool)
+            dev = model_device(model)
+            self.prototypes_ = torch.zeros(m.n_classes, m.feature_dim, device=dev)
+            self.seen_ = torch.zeros(m.n_classes, dtype=torch.bool, device=dev)
             self.memory_ = ClassBalancedBuffer(memory_size=self.memory_size, seed=self.seed)
             self.n_steps_ = 0
-        self.offered_ = torch.zeros(0, dtype=torch.int64)
+        self.offered_ = torch.zeros(0, dtype=torch.int64, device=experience.train.ids.device)
         self.head_grad_ = [p.requires_grad for p in m.head_parameters()]
         for p in m.head_parameters():
             p.requires_grad_(False)
         self._write(m)
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        m = require_model(model, "CoPE")
+        m = require_model(model, "CoPE", example=batch.x)
         x, y, task = batch.x, batch.y, batch.task
         assert self.memory_ is not None  # created in begin
         if len(self.memory_):
@@ -183,7 +198,7 @@ class CoPE(Strategy):
         for c in torch.unique(y).tolist():
             if not bool(self.seen_[c]):
                 gen = generator(self.seed, "cope-prototype", c)
-                init = torch.rand(m.feature_dim, generator=gen) * 2 - 1
+                init = torch.rand(m.feature_dim, generator=gen, device=gen.device) * 2 - 1
                 self.prototypes_[c] = nn.functional.normalize(init, dim=0)
                 self.seen_[c] = True
         z = nn.functional.normalize(m.features(x).reshape(x.shape[0], -1), dim=1)
@@ -199,7 +214,7 @@ class CoPE(Strategy):
         return loss
 
     def end(self, model: nn.Module, experience: Experience) -> None:
-        m = require_model(model, "CoPE")
+        m = require_model(model, "CoPE", example=experience.train.x)
         self._write(m)
         for p, flag in zip(m.head_parameters(), self.head_grad_, strict=True):
             p.requires_grad_(flag)

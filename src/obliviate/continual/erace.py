@@ -12,6 +12,7 @@ from obliviate._validation import check_number
 from obliviate.continual.base import Batch, Strategy
 from obliviate.continual.buffers import ReservoirBuffer
 from obliviate.continual.der import check_replay_params
+from obliviate.data.dataset import as_id_tensor
 from obliviate.models.base import logits
 
 __all__ = ["ERACE", "asymmetric_cross_entropy"]
@@ -88,6 +89,13 @@ class ERACE(Strategy):
 
     def memory_used(self) -> int:
         return 0 if self.buffer_ is None else len(self.buffer_)
+
+    def purge(self, ids: Tensor, model: nn.Module | None = None) -> None:
+        """Remove the deleted samples (ids ``[K]``, int64) from the reservoir buffer
+        (:meth:`~obliviate.continual.buffers.ReservoirBuffer.purge`); see :meth:`~obliviate.continual.base.Strategy.purge`."""
+        ids = as_id_tensor(ids)
+        if self.buffer_ is not None:
+            self.buffer_.purge(ids)
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         if self.buffer_ is None:

@@ -11,8 +11,10 @@ from obliviate._rng import generator
 from obliviate._validation import check_number
 from obliviate.continual.base import Batch, Strategy, cross_entropy
 from obliviate.continual.buffers import ReservoirBuffer
+from obliviate.data.dataset import as_id_tensor
 from obliviate.data.scenarios import Experience
 from obliviate.models.base import logits
+from obliviate.training import global_rng_from
 
 
 class FPF(Strategy):
@@ -119,6 +121,19 @@ class FPF(Strategy):
     def memory_used(self) -> int:
         return 0 if self.buffer_ is None else len(self.buffer_)
 
+    def purge(self, ids: Tensor, model: nn.Module | None = None) -> None:
+        """Remove the deleted samples (ids ``[K]``, int64) from the reservoir buffer
+        (:meth:`~obliviate.continual.buffers.ReservoirBuffer.purge`) and from the record of
+        offered ids; when rows were removed, the last round's sensitivity scores (computed on
+        them) are cleared (the next round recomputes them). See
+        :meth:`~obliviate.continual.base.Strategy.purge`."""
+        ids = as_id_tensor(ids)
+        if self.buffer_ is None:
+            return
+        self.seen_ids_.difference_update(ids.tolist())
+        if self.buffer_.purge(ids):
+            self.sensitivity_ = {}
+
     # ---- hooks -------------------------------------------------------------------------------
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         if self.buffer_ is None:
@@ -158,7 +173,7 @@ class FPF(Strategy):
         if not fresh:
             return
         self.seen_ids_.update(int(batch.ids[i]) for i in fresh)
-        rows = torch.tensor(fresh, dtype=torch.int64)
+        rows = torch.tensor(fresh, dtype=torch.int64, device=batch.y.device)
         task = None if batch.task is None else batch.task[rows]
         assert self.buffer_ is not None  # created in loss
         self.buffer_.add(batch.x[rows], batch.y[rows], batch.ids[rows], task)
@@ -174,13 +189,20 @@ class FPF(Strategy):
         return nn.functional.cross_entropy(logits(model, x, task_ids), y)
 
     def _fpf_round(self, model: nn.Module) -> None:
-        """Rank modules by sensitivity on the buffer, then SGD on the top ``n_modules`` only."""
+        """Rank modules by sensitivity on the buffer, then SGD on the top ``n_modules`` only.
+
+        The round runs in ``end`` (outside the loop's seeded steps), so a user model's dropout
+        masks are drawn here from ``(seed, round)``; each submodule gets its own mode back."""
+        with global_rng_from(self.seed, "fpf-round", self.n_rounds_):
+            self._seeded_round(model)
+
+    def _seeded_round(self, model: nn.Module) -> None:
         modules = {
             n: m
             for n, m in model.named_modules()
             if any(p.requires_grad for p in m.parameters(recurse=False))
         }
-        was_training = model.training
+        modes = [(m, m.training) for m in model.modules()]
         model.train()
         try:
             with torch.enable_grad():
@@ -214,5 +236,6 @@ class FPF(Strategy):
                         if g is not None:
                             p.sub_(self.fpf_lr * g)
         finally:
-            model.train(was_training)
+            for m, training in modes:
+                m.training = training
         self.n_rounds_ += 1

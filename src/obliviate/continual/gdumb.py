@@ -10,8 +10,8 @@ from torch import Tensor, nn
 
 from obliviate._rng import generator
 from obliviate._validation import check_number
-from obliviate.continual.base import Batch, Strategy
-from obliviate.data.dataset import Dataset
+from obliviate.continual.base import Batch, Strategy, deleted_rows
+from obliviate.data.dataset import Dataset, as_id_tensor
 from obliviate.data.scenarios import Experience
 from obliviate.models.base import logits
 
@@ -45,7 +45,7 @@ def greedy_balanced_update(
             labels.append(c)
         elif len(mine) < memory_size / len(seen):
             largest = max(sorted(slots), key=lambda k: len(slots[k]))
-            pos = int(torch.randint(len(slots[largest]), (1,), generator=gen))
+            pos = int(torch.randint(len(slots[largest]), (1,), generator=gen, device=gen.device))
             slot = slots[largest].pop(pos)
             labels[slot] = c
         else:
@@ -113,6 +113,14 @@ class GDumb(Strategy):
     def memory_used(self) -> int:
         return 0 if self.memory_ is None else len(self.memory_)
 
+    def purge(self, ids: Tensor, model: nn.Module | None = None) -> None:
+        """Remove the deleted samples (ids ``[K]``, int64) from the memory; the next experience
+        retrains from the initial weights on what remains (GDumb learns from its memory only).
+        See :meth:`~obliviate.continual.base.Strategy.purge`."""
+        ids = as_id_tensor(ids)
+        if self.memory_ is not None:
+            self.memory_ = self.memory_.subset(~deleted_rows(self.memory_.ids, ids))
+
     def begin(self, model: nn.Module, experience: Experience) -> None:
         if self.initial_state_ is None:
             self.initial_state_ = copy.deepcopy(model.state_dict())
@@ -120,31 +128,34 @@ class GDumb(Strategy):
         model.load_state_dict(self.initial_state_)
         self.key_ = experience.index
         self.n_batches_ = 0
-        self.order_ = torch.empty(0, dtype=torch.int64)
+        self.order_ = torch.empty(0, dtype=torch.int64, device="cpu")  # drawn on the CPU
 
     def _update_memory(self, experience: Experience) -> None:
         data = experience.train
         data = data.subset(
             torch.randperm(
-                len(data), generator=generator(self.seed, "gdumb-order", experience.index)
+                len(data),
+                generator=generator(self.seed, "gdumb-order", experience.index),
+                device="cpu",
             )
         )
         gen = generator(self.seed, "gdumb-sampler", experience.index)
         memory = self.memory_
-        old_y = torch.empty(0, dtype=torch.int64) if memory is None else memory.y
+        old_y = data.y[:0] if memory is None else memory.y
         moves = greedy_balanced_update(old_y, data.y, self.memory_size, gen)
         if not moves:
             return
         size = max(len(old_y), max(slot for slot, _ in moves) + 1)
-        take = torch.full((size,), -1, dtype=torch.int64)  # -1: keep the old sample in the slot
+        dev = data.y.device
+        take = torch.full((size,), -1, dtype=torch.int64, device=dev)  # -1: keep the old sample
         for slot, j in moves:
             take[slot] = j
         rows_new = take[take >= 0]
         slots_new = (take >= 0).nonzero().reshape(-1)
         x = data.x.new_empty((size, *data.sample_shape))
-        y = torch.empty(size, dtype=torch.int64)
-        ids = torch.empty(size, dtype=torch.int64)
-        task = None if data.task is None else torch.empty(size, dtype=torch.int64)
+        y = torch.empty(size, dtype=torch.int64, device=dev)
+        ids = torch.empty(size, dtype=torch.int64, device=dev)
+        task = None if data.task is None else torch.empty(size, dtype=torch.int64, device=dev)
         if memory is not None:
             keep = (take[: len(memory)] < 0).nonzero().reshape(-1)
             x[keep], y[keep], ids[keep] = memory.x[keep], memory.y[keep], memory.ids[keep]
@@ -168,7 +179,7 @@ class GDumb(Strategy):
         while n > 0:
             if self.order_.numel() == 0:
                 gen = generator(self.seed, "gdumb-batches", self.key_, self.n_batches_)
-                self.order_ = torch.randperm(len(self.memory_), generator=gen)
+                self.order_ = torch.randperm(len(self.memory_), generator=gen, device=gen.device)
                 self.n_batches_ += 1
             rows.append(self.order_[:n])
             n -= rows[-1].numel()

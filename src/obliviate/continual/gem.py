@@ -18,8 +18,8 @@ from obliviate.continual._gradients import (
     trainable_params,
     write_flat_grad,
 )
-from obliviate.continual.base import Batch, Strategy, cross_entropy
-from obliviate.data.dataset import Dataset
+from obliviate.continual.base import Batch, Strategy, cross_entropy, deleted_rows
+from obliviate.data.dataset import Dataset, as_id_tensor
 from obliviate.data.scenarios import Experience
 
 
@@ -89,6 +89,15 @@ class GEM(Strategy):
     def memory_used(self) -> int:
         """Samples held in all memories together."""
         return sum(len(m) for m in self.memories_ or [])
+
+    def purge(self, ids: Tensor, model: nn.Module | None = None) -> None:
+        """Remove the deleted samples (ids ``[K]``, int64) from every per-experience memory
+        (a memory may become empty; it keeps its place, so later quotas are unchanged). No
+        gradient is stored: reference gradients are recomputed from the memories at every
+        step. See :meth:`~obliviate.continual.base.Strategy.purge`."""
+        ids = as_id_tensor(ids)
+        if self.memories_ is not None:
+            self.memories_ = [m.subset(~deleted_rows(m.ids, ids)) for m in self.memories_]
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         return cross_entropy(model, batch)

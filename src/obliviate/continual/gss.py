@@ -9,9 +9,10 @@ from torch import Tensor, nn
 
 from obliviate._rng import generator
 from obliviate._validation import check_number
-from obliviate.continual.base import Batch, Strategy
+from obliviate.continual.base import Batch, Strategy, deleted_rows
 from obliviate.continual.der import check_replay_params
 from obliviate.continual.penalties import per_sample_grads
+from obliviate.data.dataset import as_id_tensor
 from obliviate.models.base import logits
 
 __all__ = ["GSS", "gradient_scores"]
@@ -100,6 +101,16 @@ class GSS(Strategy):
     def memory_used(self) -> int:
         return int(self.memory_["y"].numel()) if self.memory_ else 0
 
+    def purge(self, ids: Tensor, model: nn.Module | None = None) -> None:
+        """Remove the deleted samples (ids ``[K]``, int64) from the memory, with their stored
+        gradient scores. The scores of kept samples were computed against the memory of their
+        time (possibly holding deleted samples): influence, like the weights, left to the
+        unlearner. See :meth:`~obliviate.continual.base.Strategy.purge`."""
+        ids = as_id_tensor(ids)
+        if self.memory_:
+            keep = ~deleted_rows(self.memory_["ids"], ids)
+            self.memory_ = {k: v[keep].clone() for k, v in self.memory_.items()}
+
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         if self.memory_ is None:
             self.memory_ = {}
@@ -110,7 +121,7 @@ class GSS(Strategy):
         n_stored = self.memory_used()
         if n_stored:
             n = x.shape[0] if self.replay_batch_size is None else self.replay_batch_size
-            idx = torch.randperm(n_stored, generator=gen)[:n]
+            idx = torch.randperm(n_stored, generator=gen, device=gen.device)[:n]
             x = torch.cat([x, self.memory_["x"][idx]])
             y = torch.cat([y, self.memory_["y"][idx]])
             task = None if task is None else torch.cat([task, self.memory_["task"][idx]])
@@ -136,15 +147,15 @@ class GSS(Strategy):
         n_stored = self.memory_used()
         task = torch.full_like(batch.y, -1) if batch.task is None else batch.task
         if n_stored:
-            cand = torch.randperm(n_stored, generator=gen)[: self.n_candidates]
+            cand = torch.randperm(n_stored, generator=gen, device=gen.device)[: self.n_candidates]
             ctask = None if batch.task is None else mem["task"][cand]
             with torch.enable_grad():
                 g = self._flat_grads(model, batch.x, batch.y, batch.task)
                 mg = self._flat_grads(model, mem["x"][cand], mem["y"][cand], ctask)
             scores = gradient_scores(g, mg)
         else:
-            scores = torch.ones(batch.y.shape[0])
-        draws = torch.rand(batch.y.shape[0], generator=gen)
+            scores = torch.ones(batch.y.shape[0], device=batch.y.device)
+        draws = torch.rand(batch.y.shape[0], generator=gen, device=gen.device)
         new = {"x": batch.x, "y": batch.y, "ids": batch.ids, "task": task}
         for k in range(batch.y.shape[0]):
             c = scores[k]
@@ -161,7 +172,7 @@ class GSS(Strategy):
                 if bool(mem["score"].sum() > 0)
                 else torch.ones_like(c).expand(self.memory_size)
             )
-            i = int(torch.multinomial(weights, 1, generator=gen))
+            i = int(torch.multinomial(weights, 1, generator=gen, device=gen.device))
             if draws[k] < mem["score"][i] / (mem["score"][i] + c):
                 for key, v in new.items():
                     mem[key][i] = v[k]

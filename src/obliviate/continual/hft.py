@@ -74,8 +74,8 @@ class HFT(Strategy):
             if k == 0:
                 continue
             gen = generator(self.seed, "hft", experience.index, name)
-            mask = torch.zeros(n, dtype=torch.bool)
-            mask[torch.randperm(n, generator=gen)[:k]] = True
+            mask = torch.zeros(n, dtype=torch.bool, device=p.device)
+            mask[torch.randperm(n, generator=gen, device=gen.device)[:k].to(p.device)] = True
             frozen[name] = mask.reshape(p.shape)
             self.values_[name] = p.detach()[frozen[name]].clone()
 

@@ -11,18 +11,30 @@ from torch import Tensor, nn
 
 from obliviate._rng import generator
 from obliviate._validation import check_number
-from obliviate.continual.base import Batch, Strategy
-from obliviate.data.dataset import Dataset
+from obliviate.continual._encoder import require_model
+from obliviate.continual.base import Batch, Strategy, deleted_rows
+from obliviate.data.dataset import Dataset, as_id_tensor
 from obliviate.data.scenarios import Experience
 from obliviate.errors import ObliviateError
 from obliviate.models.base import Model, logits
 from obliviate.models.multihead import MultiHead
-from obliviate.training import eval_mode
+from obliviate.training import eval_mode, model_device
 
-__all__ = ["ICaRL", "herding", "nme_weights"]
+__all__ = ["ICaRL", "herding", "nme_weights", "purge_exemplars"]
 
 UNSEEN = -1e9
 """Bias given to classes without exemplars in the nearest-mean classifier (never predicted)."""
+
+
+def purge_exemplars(exemplars: dict[int, Dataset], ids: Tensor) -> dict[int, Dataset]:
+    """Each class's exemplars without the rows whose ids are in ``ids`` (int64 ``[K]``), in
+    their (herding) order; a class left without exemplars is dropped."""
+    out: dict[int, Dataset] = {}
+    for c, ex in exemplars.items():
+        kept = ex.subset(~deleted_rows(ex.ids, ids))
+        if len(kept):
+            out[c] = kept
+    return out
 
 
 def herding(features: Tensor, m: int) -> Tensor:
@@ -33,7 +45,7 @@ def herding(features: Tensor, m: int) -> Tensor:
     """
     phi = nn.functional.normalize(features.detach().reshape(features.shape[0], -1).double(), dim=1)
     mu = phi.mean(dim=0)
-    taken = torch.zeros(phi.shape[0], dtype=torch.bool)
+    taken = torch.zeros(phi.shape[0], dtype=torch.bool, device=phi.device)
     running = torch.zeros_like(mu)
     picks: list[int] = []
     for k in range(1, min(m, phi.shape[0]) + 1):
@@ -43,7 +55,7 @@ def herding(features: Tensor, m: int) -> Tensor:
         picks.append(i)
         taken[i] = True
         running += phi[i]
-    return torch.tensor(picks, dtype=torch.int64)
+    return torch.tensor(picks, dtype=torch.int64, device=features.device)
 
 
 def nme_weights(
@@ -56,8 +68,9 @@ def nme_weights(
     so row ``c`` of the weights is ``mu_c`` with bias 0; classes without exemplars get bias
     :data:`UNSEEN`.
     """
-    weight = torch.zeros(n_classes, feature_dim)
-    bias = torch.full((n_classes,), UNSEEN)
+    dev = next(iter(class_features.values())).device if class_features else None
+    weight = torch.zeros(n_classes, feature_dim, device=dev)
+    bias = torch.full((n_classes,), UNSEEN, device=dev)
     for c, feats in class_features.items():
         mean = nn.functional.normalize(feats.reshape(feats.shape[0], -1), dim=1).mean(dim=0)
         weight[c] = nn.functional.normalize(mean, dim=0)
@@ -146,25 +159,50 @@ class ICaRL(Strategy):
             return None
         return Dataset.concat([self.exemplars_[c] for c in sorted(self.exemplars_)])
 
-    # ---- hooks -----------------------------------------------------------------------------
-    def begin(self, model: nn.Module, experience: Experience) -> None:
+    def purge(self, ids: Tensor, model: nn.Module | None = None) -> None:
+        """Remove the deleted samples (ids ``[K]``, int64) from the exemplars and recompute the
+        class means of the nearest-mean classifier (in ``model``'s output layer) from the kept
+        exemplars, as :meth:`end` computes them (features in eval mode; a class left without
+        exemplars is dropped and gets bias -1e9, never predicted). The exemplars keep their
+        herding order (herding is not rerun: the kept ones were chosen as the best
+        approximation of the class mean among the samples of their time).
+
+        Raises :class:`~obliviate.errors.ObliviateError` when an exemplar is removed and no
+        ``model`` (an obliviate model with ``features()``) is given. See
+        :meth:`~obliviate.continual.base.Strategy.purge`.
+        """
+        ids = as_id_tensor(ids)
+        if not self.exemplars_:
+            return
+        kept = purge_exemplars(self.exemplars_, ids)
+        if sum(len(v) for v in kept.values()) == self.memory_used():
+            return
         if not isinstance(model, Model):
             raise ObliviateError(
-                f"ICaRL needs an obliviate model with features(); got {type(model).__name__}"
+                "ICaRL.purge: the model's output layer holds the exemplars' class means; pass "
+                "model= (the obliviate model being trained) so they are recomputed"
             )
+        self.exemplars_ = kept
+        with torch.no_grad(), eval_mode(model):
+            _write_nme(model, {c: model.features(ex.x) for c, ex in kept.items()})
+
+    # ---- hooks -----------------------------------------------------------------------------
+    def begin(self, model: nn.Module, experience: Experience) -> None:
+        m = require_model(model, "ICaRL", example=experience.train.x)  # a user model: a view
         if self.exemplars_ is None:
             self.exemplars_ = {}
             self.trained_head_ = None
             self.n_steps_ = 0
         if self.trained_head_ is not None:
             with torch.no_grad():
-                for p, saved in zip(model.head_parameters(), self.trained_head_, strict=True):
+                for p, saved in zip(m.head_parameters(), self.trained_head_, strict=True):
                     p.copy_(saved)
         new = set(experience.classes)
         seen = set(self.exemplars_)
-        self.new_classes_ = torch.tensor(sorted(new), dtype=torch.int64)
-        self.old_classes_ = torch.tensor(sorted(seen - new), dtype=torch.int64)
-        self.columns_ = torch.tensor(sorted(seen | new), dtype=torch.int64)
+        dev = model_device(model)
+        self.new_classes_ = torch.tensor(sorted(new), dtype=torch.int64, device=dev)
+        self.old_classes_ = torch.tensor(sorted(seen - new), dtype=torch.int64, device=dev)
+        self.columns_ = torch.tensor(sorted(seen | new), dtype=torch.int64, device=dev)
         self.old_model_ = None
         if self.old_classes_.numel():
             old = copy.deepcopy(model).eval()
@@ -180,15 +218,17 @@ class ICaRL(Strategy):
         if memory is not None and self.replay_ratio_ > 0:
             n = min(len(memory), math.ceil(x.shape[0] * self.replay_ratio_))
             idx = torch.randperm(
-                len(memory), generator=generator(self.seed, "icarl", self.n_steps_)
-            )[:n]
+                len(memory),
+                generator=generator(self.seed, "icarl", self.n_steps_),
+                device="cpu",
+            )[:n].to(memory.x.device)
             x, y = torch.cat([x, memory.x[idx]]), torch.cat([y, memory.y[idx]])
             if task is not None and memory.task is not None:
                 task = torch.cat([task, memory.task[idx]])
         self.n_steps_ += 1
         out = logits(model, x, task)
         target = torch.zeros_like(out)
-        target[torch.arange(y.shape[0]), y] = 1.0
+        target[torch.arange(y.shape[0], device=y.device), y] = 1.0
         if self.old_model_ is not None:
             with torch.no_grad():
                 q = torch.sigmoid(logits(self.old_model_, x, task)[:, self.old_classes_])
@@ -201,7 +241,7 @@ class ICaRL(Strategy):
 
     @torch.no_grad()
     def end(self, model: nn.Module, experience: Experience) -> None:
-        assert isinstance(model, Model)
+        model = require_model(model, "ICaRL", example=experience.train.x)
         assert self.exemplars_ is not None  # created in begin
         seen = sorted(set(self.exemplars_) | set(experience.classes))
         m = self.memory_size // len(seen)
@@ -213,7 +253,9 @@ class ICaRL(Strategy):
         with eval_mode(model):  # each submodule's own mode comes back
             for c in list(self.exemplars_):
                 self.exemplars_[c] = self.exemplars_[c].subset(
-                    torch.arange(min(m, len(self.exemplars_[c])))
+                    torch.arange(
+                        min(m, len(self.exemplars_[c])), device=self.exemplars_[c].x.device
+                    )
                 )
             data = experience.train
             for c in experience.classes:
@@ -237,7 +279,7 @@ def _write_nme(model: Model, feats: dict[int, Tensor]) -> None:
     head = model.head_parameters()
     if isinstance(model, MultiHead):
         for t, classes in enumerate(model.task_classes):
-            rows = torch.tensor(classes, dtype=torch.int64)
+            rows = torch.tensor(classes, dtype=torch.int64, device=weight.device)
             head[2 * t].copy_(weight[rows])
             head[2 * t + 1].copy_(bias[rows])
         return

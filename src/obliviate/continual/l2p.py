@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -22,6 +24,8 @@ from obliviate.continual._encoder import (
 from obliviate.continual.base import Batch, Strategy
 from obliviate.data.scenarios import Experience
 from obliviate.models.base import Model
+from obliviate.models.output_layer import feature_model
+from obliviate.training import eval_mode, model_device
 
 __all__ = ["L2P", "PromptPool", "select_prompts"]
 
@@ -48,13 +52,8 @@ def select_prompts(query: Tensor, keys: Tensor, n_selected: int) -> tuple[Tensor
 
 def _query(model: Model, x: Tensor) -> Tensor:
     """``q(x)``: the frozen encoder's features of the unprompted input (eval mode, no gradient)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model.features(x).reshape(x.shape[0], -1)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():  # each submodule's own mode comes back
+        return model.features(x).reshape(x.shape[0], -1)
 
 
 def _prompted(x: Tensor, pool: PromptPool, idx: Tensor) -> Tensor:
@@ -68,19 +67,39 @@ class _PromptHook:
 
     def __init__(self, pool: PromptPool, n_selected: int) -> None:
         self.pool, self.n_selected = pool, n_selected
+        self.busy = False  # a user model's features() runs its forward: no prompting inside
 
     def __call__(
         self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         x = args[0] if args else kwargs.get("x")
-        if x is None or not isinstance(module, Model):
+        if x is None or self.busy:
             return None
-        idx, _ = select_prompts(_query(module, x), self.pool.keys.detach(), self.n_selected)
+        view = feature_model(module, x, owner="L2P")  # the model itself, or a user model's view
+        self.busy = True
+        try:
+            idx, _ = select_prompts(_query(view, x), self.pool.keys.detach(), self.n_selected)
+        finally:
+            self.busy = False
         with torch.no_grad():
             x = _prompted(x, PromptPool(self.pool.keys, self.pool.prompts.detach()), idx)
         if args:
             return (x, *args[1:]), kwargs
         return args, {**kwargs, "x": x}
+
+
+@contextlib.contextmanager
+def _unprompted(model: nn.Module) -> Iterator[None]:
+    """Inside the block, calls of ``model`` are not prompted by the hook (a user model's
+    ``features`` runs its forward, which must see the input L2P gives it)."""
+    hooks = [h for h in model._forward_pre_hooks.values() if isinstance(h, _PromptHook)]
+    for h in hooks:
+        h.busy = True
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.busy = False
 
 
 def _install_hook(model: nn.Module, pool: PromptPool, n_selected: int) -> None:
@@ -186,31 +205,36 @@ class L2P(Strategy):
         self.seed = seed
 
     def begin(self, model: nn.Module, experience: Experience) -> None:
-        m = require_model(model, "L2P")
+        m = require_model(model, "L2P", example=experience.train.x)
         shape = experience.train.sample_shape
         if self.pool_ is None:
             recipe = EncoderRecipe(
                 source=self.encoder, n_epochs=self.encoder_epochs, seed=self.seed
             )
             load_encoder(m, recipe, shape)
-            keys = torch.rand(self.pool_size, m.feature_dim, generator=generator(self.seed, "l2p"))
+            g = generator(self.seed, "l2p")
+            keys = torch.rand(self.pool_size, m.feature_dim, generator=g, device=g.device)
+            dev = model_device(model)
             self.pool_ = PromptPool(
-                keys=(keys * 2 - 1).requires_grad_(True),
-                prompts=torch.zeros(self.pool_size, *shape, requires_grad=True),
+                keys=(keys * 2 - 1).to(dev).requires_grad_(True),
+                prompts=torch.zeros(self.pool_size, *shape, device=dev, requires_grad=True),
             )
-        _install_hook(m, self.pool_, self.n_selected)
+        _install_hook(model, self.pool_, self.n_selected)  # the module the loop calls
         self.requires_grad_ = {n: p.requires_grad for n, p in encoder_parameters(m)}
         set_requires_grad(encoder_parameters(m), dict.fromkeys(self.requires_grad_, False))
-        self.classes_ = torch.tensor(sorted(experience.classes), dtype=torch.int64)
+        self.classes_ = torch.tensor(
+            sorted(experience.classes), dtype=torch.int64, device=experience.train.y.device
+        )
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        m = require_model(model, "L2P")
+        m = require_model(model, "L2P", example=batch.x)
         assert self.pool_ is not None  # created in begin
-        query = _query(m, batch.x)
-        idx, sim = select_prompts(query, self.pool_.keys, self.n_selected)
-        out = m.classify(m.features(_prompted(batch.x, self.pool_, idx)), batch.task)
+        with _unprompted(model):
+            query = _query(m, batch.x)
+            idx, sim = select_prompts(query, self.pool_.keys, self.n_selected)
+            out = m.classify(m.features(_prompted(batch.x, self.pool_, idx)), batch.task)
         if self.mask_logits:
-            keep = torch.zeros(out.shape[1], dtype=torch.bool)
+            keep = torch.zeros(out.shape[1], dtype=torch.bool, device=out.device)
             keep[self.classes_] = True
             out = out.masked_fill(~keep, MASKED)
         matching = (1.0 - sim).sum(dim=1).mean()
@@ -225,6 +249,6 @@ class L2P(Strategy):
                 t.grad = None
 
     def end(self, model: nn.Module, experience: Experience) -> None:
-        m = require_model(model, "L2P")
+        m = require_model(model, "L2P", example=experience.train.x)
         set_requires_grad(encoder_parameters(m), self.requires_grad_)
         del self.requires_grad_, self.classes_

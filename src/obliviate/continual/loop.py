@@ -22,6 +22,7 @@ from obliviate.data.scenarios import Stream
 from obliviate.errors import ObliviateError
 from obliviate.models.base import takes_task
 from obliviate.training import (
+    Stepper,
     TrainConfig,
     accuracy,
     batches,
@@ -29,6 +30,8 @@ from obliviate.training import (
     global_rng_from,
     make_optimizer,
     min_batch_rows,
+    model_device,
+    stream_to,
 )
 
 
@@ -99,7 +102,8 @@ def training_data(stream: Stream, i: int, view: str) -> Dataset:
     # "all": everything at the first experience, nothing afterwards (the model is already joint)
     if i == 0:
         return Dataset.concat([e.train for e in stream.experiences])
-    return stream[i].train.subset(torch.zeros(0, dtype=torch.int64))
+    none = torch.zeros(0, dtype=torch.int64, device=stream[i].train.x.device)
+    return stream[i].train.subset(none)
 
 
 def train_stream(
@@ -118,8 +122,18 @@ def train_stream(
     ``stop_after=k`` stops once ``k`` experiences are done (a checkpoint); ``resume`` continues
     from a :class:`LoopState` and gives bitwise the run that never stopped: each experience draws
     its data order from ``generator(config.seed, "stream", i)`` and gets a fresh optimiser.
+
+    Device: the run happens where ``model`` lives (:func:`~obliviate.training.model_device`);
+    the stream is moved there once (:func:`~obliviate.training.stream_to`), so every batch and
+    every strategy hook sees data on the model's device. Precision: the forward pass and loss
+    run at :func:`~obliviate.training.current_precision` (fp16 with a grad scaler, gradients
+    unscaled before ``adjust_gradients``); strategy hooks ``begin``/``end`` run in float32.
+    ``state.model_state`` is kept on the CPU (device-independent); a resume loads it onto the
+    model's device.
     """
     check_compatible(strategy, stream, model)
+    device = model_device(model)
+    stream = stream_to(stream, device)
     n = len(stream)
     if resume is None:
         state = LoopState(0, {}, strategy, [], [accuracy(model, e.test) for e in stream])
@@ -136,6 +150,7 @@ def train_stream(
         gen = generator(config.seed, "stream", i)
         strategy.begin(model, exp)
         opt = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
+        stepper = Stepper(opt, device)
         if not model.training:
             model.train()
         min_rows = min_batch_rows(model)  # no one-row batch for BatchNorm
@@ -145,9 +160,11 @@ def train_stream(
                     if not model.training:  # model.train() walks every submodule: ~4% of a step
                         model.train()
                     opt.zero_grad(set_to_none=True)
-                    strategy.loss(model, batch).backward()
+                    with stepper.autocast():
+                        loss = strategy.loss(model, batch)
+                    stepper.backward(loss)
                     strategy.adjust_gradients(model)
-                    opt.step()
+                    stepper.step()
                     state.step += 1
                     if eval_every and state.step % eval_every == 0:
                         _continual_eval(model, stream, i, state)
@@ -160,7 +177,7 @@ def train_stream(
     if bar is not None:
         bar[0].stop()
     state.seconds = time.perf_counter() - started
-    state.model_state = copy.deepcopy(model.state_dict())
+    state.model_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     state.strategy = strategy
     matrix = np.full((n, n), np.nan)
     if state.rows:

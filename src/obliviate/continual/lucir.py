@@ -13,11 +13,12 @@ from obliviate._rng import generator
 from obliviate._validation import check_number
 from obliviate.continual._encoder import UNSEEN, require_model, write_head
 from obliviate.continual.base import Batch, Strategy
-from obliviate.continual.icarl import herding
-from obliviate.data.dataset import Dataset
+from obliviate.continual.icarl import herding, purge_exemplars
+from obliviate.data.dataset import Dataset, as_id_tensor
 from obliviate.data.scenarios import Experience
 from obliviate.errors import ObliviateError
 from obliviate.models.base import Model
+from obliviate.training import eval_mode, model_device
 
 __all__ = ["LUCIR", "cosine_logits", "less_forget_loss", "margin_ranking_loss"]
 
@@ -160,17 +161,28 @@ class LUCIR(Strategy):
         ex = {} if self.exemplars_ is None else self.exemplars_
         return sum(int(v.y.numel()) for v in ex.values())
 
+    def purge(self, ids: Tensor, model: nn.Module | None = None) -> None:
+        """Remove the deleted samples (ids ``[K]``, int64) from the exemplars; a class left
+        without exemplars is dropped (it is no longer an old class: not distilled, and its
+        output is masked from the next experience on). The cosine classifier's weights are
+        trained (influence, left to the unlearner). See
+        :meth:`~obliviate.continual.base.Strategy.purge`."""
+        ids = as_id_tensor(ids)
+        if self.exemplars_ is not None:
+            self.exemplars_ = purge_exemplars(self.exemplars_, ids)
+
     # ---- hooks -------------------------------------------------------------------------------
     def begin(self, model: nn.Module, experience: Experience) -> None:
-        m = require_model(model, "LUCIR", single_head=True)
+        m = require_model(model, "LUCIR", single_head=True, example=experience.train.x)
         if self.exemplars_ is None:
             self.exemplars_ = {}
-            self.scale_ = torch.ones((), requires_grad=True)
+            self.scale_ = torch.ones((), device=model_device(model), requires_grad=True)
             self.n_steps_ = 0
         new = set(experience.classes)
         old = set(self.exemplars_) - new
-        self.new_classes_ = torch.tensor(sorted(new), dtype=torch.int64)
-        self.columns_ = torch.tensor(sorted(old | new), dtype=torch.int64)
+        dev = model_device(model)
+        self.new_classes_ = torch.tensor(sorted(new), dtype=torch.int64, device=dev)
+        self.columns_ = torch.tensor(sorted(old | new), dtype=torch.int64, device=dev)
         self.lambda_ = self.lambda_base * math.sqrt(len(old) / max(len(new), 1))
         self.old_model_ = None
         if old:
@@ -187,13 +199,13 @@ class LUCIR(Strategy):
         self.replay_ratio_ = self.memory_used() / max(len(experience.train), 1)
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        m = require_model(model, "LUCIR", single_head=True)
+        m = require_model(model, "LUCIR", single_head=True, example=batch.x)
         self._write(m)
         x, y = batch.x, batch.y
         if self.memory_ is not None and self.replay_ratio_ > 0:
             n = min(len(self.memory_), math.ceil(x.shape[0] * self.replay_ratio_))
             gen = generator(self.seed, "lucir", self.n_steps_)
-            idx = torch.randperm(len(self.memory_), generator=gen)[:n]
+            idx = torch.randperm(len(self.memory_), generator=gen, device=gen.device)[:n]
             x, y = torch.cat([x, self.memory_.x[idx]]), torch.cat([y, self.memory_.y[idx]])
         self.n_steps_ += 1
         f = m.features(x)
@@ -218,7 +230,7 @@ class LUCIR(Strategy):
 
     @torch.no_grad()
     def end(self, model: nn.Module, experience: Experience) -> None:
-        m = require_model(model, "LUCIR", single_head=True)
+        m = require_model(model, "LUCIR", single_head=True, example=experience.train.x)
         assert self.exemplars_ is not None  # created in begin
         seen = sorted(set(self.exemplars_) | set(experience.classes))
         per_class = self.memory_size // len(seen)
@@ -228,11 +240,11 @@ class LUCIR(Strategy):
                 "seen; give at least one exemplar per class"
             )
         self._write(m, seen=seen)
-        was_training = m.training
-        m.eval()
-        try:
+        with eval_mode(m):  # each submodule's own mode comes back
             for c in list(self.exemplars_):
-                keep = torch.arange(min(per_class, len(self.exemplars_[c])))
+                keep = torch.arange(
+                    min(per_class, len(self.exemplars_[c])), device=self.exemplars_[c].x.device
+                )
                 self.exemplars_[c] = self.exemplars_[c].subset(keep)
             data = experience.train
             for c in experience.classes:
@@ -241,8 +253,6 @@ class LUCIR(Strategy):
                     pool = Dataset.concat([pool, self.exemplars_[c]])
                 if len(pool):
                     self.exemplars_[c] = pool.subset(herding(m.features(pool.x), per_class))
-        finally:
-            m.train(was_training)
         m.head_parameters()[1].requires_grad_(self.bias_grad_)
         self.old_model_ = None
         del self.new_classes_, self.columns_, self.lambda_, self.memory_, self.replay_ratio_
@@ -253,7 +263,8 @@ class LUCIR(Strategy):
     def _write(self, model: Model, seen: list[int] | None = None) -> None:
         """Unit rows times ``eta`` and bias 0 / -1e9 (seen / unseen) into the output layer."""
         weight = model.head_parameters()[0]
-        cols = self.columns_ if seen is None else torch.tensor(seen, dtype=torch.int64)
-        bias = torch.full((weight.shape[0],), UNSEEN)
+        dev = weight.device
+        cols = self.columns_ if seen is None else torch.tensor(seen, dtype=torch.int64, device=dev)
+        bias = torch.full((weight.shape[0],), UNSEEN, device=dev)
         bias[cols] = 0.0
         write_head(model, nn.functional.normalize(weight, dim=1) * self.scale_.detach(), bias)

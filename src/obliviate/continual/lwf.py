@@ -82,7 +82,7 @@ class LwF(Strategy):
         with torch.no_grad():
             teacher_out = logits(teacher, batch.x, None)
         for group in groups:
-            cols = torch.tensor(group)
+            cols = torch.tensor(group, device=student_out.device)
             kd = distillation_loss(student_out[:, cols], teacher_out[:, cols], self.temperature)
             loss = loss + self.reg_strength * kd
         return loss

@@ -35,7 +35,7 @@ def output_norm_importance(
     with eval_mode(model):  # each submodule's own mode comes back
         groups: list[tuple[Tensor, Tensor | None]]
         if data.task is None:
-            groups = [(torch.arange(len(data)), None)]
+            groups = [(torch.arange(len(data), device=data.x.device), None)]
         else:  # a task tensor cannot be vmapped through a multi-head model: one group per task
             groups = [
                 ((data.task == t).nonzero().reshape(-1), t.reshape(1))

@@ -192,14 +192,16 @@ class PackNet(Strategy):
             self.values_: dict[str, Tensor] = {}
             self.prunable_ = _prunable_names(model)
             self.masks_.owner = {
-                n: torch.full(p.shape, FREE, dtype=torch.int64) for n, p in trainable_params(model)
+                n: torch.full(p.shape, FREE, dtype=torch.int64, device=p.device)
+                for n, p in trainable_params(model)
             }
         task = _task_of(experience)
         self.masks_.training = task
         if self.granularity == "unit" and self.masks_.rank:
             self._reinit_free_units(model, experience)
         self.touched_ = {
-            n: torch.zeros(p.shape, dtype=torch.bool) for n, p in trainable_params(model)
+            n: torch.zeros(p.shape, dtype=torch.bool, device=p.device)
+            for n, p in trainable_params(model)
         }
         _install_hook(model, self.masks_)
 
@@ -276,11 +278,12 @@ class PackNet(Strategy):
                 bound = rows.shape[1] ** -0.5
                 gen = generator(self.seed, "packnet-reinit", experience.index, name)
                 rows[free] = (
-                    torch.rand((free.numel(), rows.shape[1]), generator=gen) * 2 - 1
+                    torch.rand((free.numel(), rows.shape[1]), generator=gen, device=gen.device) * 2
+                    - 1
                 ) * bound
                 if name in biases:
                     params[biases[name]][free] = (
-                        torch.rand(free.numel(), generator=gen) * 2 - 1
+                        torch.rand(free.numel(), generator=gen, device=gen.device) * 2 - 1
                     ) * bound
 
     def _restore(self, model: nn.Module) -> None:
@@ -338,7 +341,7 @@ class PackNet(Strategy):
             if owner.ndim < 2 or name not in prunable:
                 continue
             rows = owner.reshape(owner.shape[0], -1)
-            used_before = torch.zeros(rows.shape[0], dtype=torch.bool)
+            used_before = torch.zeros(rows.shape[0], dtype=torch.bool, device=rows.device)
             rec: dict[str, Any] = {
                 "layer": name,
                 "n_units": int(rows.shape[0]),

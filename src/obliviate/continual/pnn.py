@@ -163,6 +163,10 @@ class PNN(Strategy):
     """
 
     needs_task_boundaries: ClassVar[bool] = True
+    model_requirement: ClassVar[str | None] = (
+        "obliviate's multi-head MLP (the built-in mlp on a task-aware stream): new columns copy "
+        "its layers"
+    )
     needs_task_ids: ClassVar[bool] = True
     learned_state: ClassVar[tuple[str, ...]] = ("state_",)
     state_: PNNState | None = None
@@ -190,15 +194,24 @@ class PNN(Strategy):
             with torch.no_grad():
                 for lin in layers:
                     bound = lin.weight.shape[1] ** -0.5
-                    lin.weight.copy_((torch.rand(lin.weight.shape, generator=gen) * 2 - 1) * bound)
-                    lin.bias.copy_((torch.rand(lin.bias.shape, generator=gen) * 2 - 1) * bound)
+                    lin.weight.copy_(
+                        (torch.rand(lin.weight.shape, generator=gen, device=gen.device) * 2 - 1)
+                        * bound
+                    )
+                    lin.bias.copy_(
+                        (torch.rand(lin.bias.shape, generator=gen, device=gen.device) * 2 - 1)
+                        * bound
+                    )
             targets = [lin.weight.shape[0] for lin in layers[1:]] + [len(m.task_classes[task])]
             for t, n_out in enumerate(targets, start=1):
                 n_in = layers[t - 1].weight.shape[0]
                 bound = n_in**-0.5
                 self.state_.laterals.append(
                     [
-                        ((torch.rand(n_out, n_in, generator=gen) * 2 - 1) * bound).requires_grad_()
+                        (
+                            (torch.rand(n_out, n_in, generator=gen, device=gen.device) * 2 - 1)
+                            * bound
+                        ).requires_grad_()
                         for _ in range(n_prior)
                     ]
                 )

@@ -20,16 +20,18 @@ from obliviate.continual._encoder import (
     require_model,
     set_requires_grad,
 )
-from obliviate.continual.base import Batch, Strategy
+from obliviate.continual.base import Batch, Strategy, deleted_rows
+from obliviate.data.dataset import as_id_tensor
 from obliviate.data.scenarios import Experience
 from obliviate.models.base import Model
+from obliviate.training import eval_mode, model_device
 
 __all__ = ["REMIND", "pq_decode", "pq_encode", "pq_fit"]
 
 
 def _chunks(d: int, n_subvectors: int) -> list[tuple[int, int]]:
     """``[start, stop)`` of each of ``n_subvectors`` nearly equal slices of ``range(d)``."""
-    bounds = torch.linspace(0, d, n_subvectors + 1).round().long().tolist()
+    bounds = torch.linspace(0, d, n_subvectors + 1, device="cpu").round().long().tolist()
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
@@ -111,6 +113,8 @@ class REMIND(Strategy):
     - The loop may feed an experience for several epochs; the memory takes each sample at its
       first appearance in the experience only. Minibatches replace the paper's one-sample steps
       (``r * B`` replayed samples for a batch of ``B``).
+    - Each memory row also keeps its sample id (8 bytes, not in the paper), so a deleted
+      sample's code can be found and removed (:meth:`purge`).
     - No augmentation of the reconstructed features (the paper's random crops and manifold mixup
       on feature maps).
 
@@ -130,6 +134,7 @@ class REMIND(Strategy):
         "memory_codes_",
         "memory_y_",
         "memory_task_",
+        "memory_ids_",
         "n_steps_",
         "requires_grad_",
         "stored_",
@@ -166,17 +171,31 @@ class REMIND(Strategy):
         # the memory is created with the codebooks (in ``_setup``)
         return 0 if self.codebooks_ is None else int(self.memory_y_.numel())
 
+    def purge(self, ids: Tensor, model: nn.Module | None = None) -> None:
+        """Remove the deleted samples' quantised codes (ids ``[K]``, int64) from the memory,
+        with their labels, task ids and ids. The codebooks come from the encoder's pretraining
+        data, never from the stream, so nothing else is derived from a stream sample. See
+        :meth:`~obliviate.continual.base.Strategy.purge`."""
+        ids = as_id_tensor(ids)
+        if self.codebooks_ is None:
+            return
+        keep = ~deleted_rows(self.memory_ids_, ids)
+        self.memory_codes_ = self.memory_codes_[keep].clone()
+        self.memory_y_ = self.memory_y_[keep].clone()
+        self.memory_task_ = self.memory_task_[keep].clone()
+        self.memory_ids_ = self.memory_ids_[keep].clone()
+
     # ---- hooks -------------------------------------------------------------------------------
     def begin(self, model: nn.Module, experience: Experience) -> None:
-        m = require_model(model, "REMIND")
+        m = require_model(model, "REMIND", example=experience.train.x)
         if self.codebooks_ is None:
             self._setup(m, experience.train.sample_shape)
         self.requires_grad_ = {n: p.requires_grad for n, p in encoder_parameters(m)}
         set_requires_grad(encoder_parameters(m), dict.fromkeys(self.requires_grad_, False))
-        self.stored_ = torch.zeros(0, dtype=torch.int64)  # ids offered during this experience
+        self.stored_ = experience.train.ids[:0].clone()  # ids offered during this experience
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        m = require_model(model, "REMIND")
+        m = require_model(model, "REMIND", example=batch.x)
         assert self.codebooks_ is not None  # created in begin
         codes = pq_encode(self._features(m, batch.x), self.codebooks_)
         h = pq_decode(codes, self.codebooks_)
@@ -184,7 +203,7 @@ class REMIND(Strategy):
         if self.memory_used():
             gen = generator(self.seed, "remind-replay", self.n_steps_)
             n = self.replay_size * batch.y.shape[0]
-            idx = torch.randperm(self.memory_used(), generator=gen)[:n]
+            idx = torch.randperm(self.memory_used(), generator=gen, device=gen.device)[:n]
             h = torch.cat([h, pq_decode(self.memory_codes_[idx], self.codebooks_)])
             y = torch.cat([y, self.memory_y_[idx]])
             if task is not None:
@@ -195,7 +214,7 @@ class REMIND(Strategy):
         return loss
 
     def end(self, model: nn.Module, experience: Experience) -> None:
-        m = require_model(model, "REMIND")
+        m = require_model(model, "REMIND", example=experience.train.x)
         set_requires_grad(encoder_parameters(m), self.requires_grad_)
         del self.requires_grad_, self.stored_
 
@@ -207,28 +226,28 @@ class REMIND(Strategy):
 
         def fit() -> dict[str, Tensor]:
             data = pretraining_data(recipe, sample_shape)
-            rows = data.x[torch.randperm(len(data), generator=generator(self.seed, "pq-rows"))]
+            g = generator(self.seed, "pq-rows")
+            rows = data.x[torch.randperm(len(data), generator=g, device=g.device).to(data.x.device)]
             z = self._features(model, rows[:5000])
             books = pq_fit(z, self.n_subvectors, self.n_codewords, self.seed)
             return {str(i): b for i, b in enumerate(books)}
 
         books = cached(f"{key}-pq{self.n_subvectors}x{self.n_codewords}-s{self.seed}", fit)
-        self.codebooks_ = [books[str(i)] for i in range(len(books))]
+        dev = model_device(model)  # codebooks and codes live with the model
+        self.codebooks_ = [books[str(i)].to(dev) for i in range(len(books))]
         dtype = torch.uint8 if self.n_codewords <= 256 else torch.int64
-        self.memory_codes_ = torch.zeros(0, len(self.codebooks_), dtype=dtype)
-        self.memory_y_ = torch.zeros(0, dtype=torch.int64)
-        self.memory_task_ = torch.zeros(0, dtype=torch.int64)
+        self.memory_codes_ = torch.zeros(0, len(self.codebooks_), dtype=dtype, device=dev)
+        self.memory_y_ = torch.zeros(0, dtype=torch.int64, device=dev)
+        self.memory_task_ = torch.zeros(0, dtype=torch.int64, device=dev)
+        self.memory_ids_ = torch.zeros(0, dtype=torch.int64, device=dev)
         self.n_steps_ = 0
 
     @staticmethod
     def _features(model: Model, x: Tensor) -> Tensor:
-        was_training = model.training
-        model.eval()  # the frozen encoder keeps its pretrained batch-norm statistics
-        try:
-            with torch.no_grad():
-                return model.features(x).reshape(x.shape[0], -1)
-        finally:
-            model.train(was_training)
+        # the frozen encoder keeps its pretrained batch-norm statistics; each submodule's own
+        # mode comes back afterwards
+        with eval_mode(model), torch.no_grad():
+            return model.features(x).reshape(x.shape[0], -1)
 
     def _store(self, codes: Tensor, batch: Batch) -> None:
         """Add the batch's first-seen samples; when full, evict a random sample of the largest
@@ -244,10 +263,12 @@ class REMIND(Strategy):
                 self.memory_codes_ = torch.cat([self.memory_codes_, code])
                 self.memory_y_ = torch.cat([self.memory_y_, y])
                 self.memory_task_ = torch.cat([self.memory_task_, t])
+                self.memory_ids_ = torch.cat([self.memory_ids_, batch.ids[i : i + 1]])
                 continue
             counts = torch.bincount(self.memory_y_)
             largest = int(torch.argmax(counts))
             rows = (self.memory_y_ == largest).nonzero().reshape(-1)
-            slot = int(rows[torch.randint(rows.numel(), (1,), generator=gen)])
+            slot = int(rows[torch.randint(rows.numel(), (1,), generator=gen, device=gen.device)])
             self.memory_codes_[slot], self.memory_y_[slot] = code[0], y[0]
             self.memory_task_[slot] = t[0]
+            self.memory_ids_[slot] = batch.ids[i]

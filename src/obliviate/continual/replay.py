@@ -11,6 +11,7 @@ from obliviate._rng import generator
 from obliviate._validation import check_choice, check_number
 from obliviate.continual.base import Batch, Strategy, cross_entropy
 from obliviate.continual.buffers import ClassBalancedBuffer, ReservoirBuffer
+from obliviate.data.dataset import as_id_tensor
 from obliviate.data.scenarios import Experience
 from obliviate.models.base import logits
 
@@ -81,6 +82,13 @@ class Replay(Strategy):
 
     def memory_used(self) -> int:
         return 0 if self.memory_ is None else len(self.memory_)
+
+    def purge(self, ids: Tensor, model: nn.Module | None = None) -> None:
+        """Remove the deleted samples (ids ``[K]``, int64) from the reservoir or class-balanced memory
+        (:meth:`~obliviate.continual.buffers.ReservoirBuffer.purge`, :meth:`~obliviate.continual.buffers.ClassBalancedBuffer.purge`); see :meth:`~obliviate.continual.base.Strategy.purge`."""
+        ids = as_id_tensor(ids)
+        if self.memory_ is not None:
+            self.memory_.purge(ids)
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         if self.memory_used() == 0:

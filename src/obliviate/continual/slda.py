@@ -18,9 +18,12 @@ from obliviate.continual._encoder import (
     set_requires_grad,
     write_head,
 )
-from obliviate.continual.base import Batch, Strategy
+from obliviate.continual.base import Batch, Strategy, deleted_rows
+from obliviate.data.dataset import as_id_tensor
 from obliviate.data.scenarios import Experience
+from obliviate.errors import ObliviateError
 from obliviate.models.base import Model
+from obliviate.training import eval_mode, model_device
 
 __all__ = ["SLDA", "lda_classifier", "streaming_update"]
 
@@ -50,7 +53,7 @@ def streaming_update(
         diffs[i] = z[i] - mean[c]
         mean[c] += diffs[i] / (count[c] + 1)
         count[c] += 1
-    steps = torch.arange(t0, t0 + z.shape[0], dtype=z.dtype)
+    steps = torch.arange(t0, t0 + z.shape[0], dtype=z.dtype, device=z.device)
     weights = steps / (steps + 1)
     total = t0 + z.shape[0]
     sigma.mul_(t0).add_(diffs.T @ (diffs * weights.reshape(-1, 1))).div_(max(total, 1))
@@ -68,7 +71,7 @@ def lda_classifier(
     """
     d = sigma.shape[0]
     precision = torch.linalg.inv(
-        (1 - shrinkage) * sigma + shrinkage * torch.eye(d, dtype=sigma.dtype)
+        (1 - shrinkage) * sigma + shrinkage * torch.eye(d, dtype=sigma.dtype, device=sigma.device)
     )
     weight = mean @ precision  # precision is symmetric: rows are (Lambda mu_c)^T
     bias = -0.5 * (weight * mean).sum(dim=1)
@@ -112,6 +115,13 @@ class SLDA(Strategy):
       covariance); the update uses the total count ``t`` as in the paper and its code, which is
       the exact pooled within-class covariance only while a single class is seen.
     - Statistics are kept in float64; a multi-head model gets each task's rows of the rule.
+    - Deletion (:meth:`purge`): the running statistics cannot be downdated exactly (the
+      covariance recursion weighs each sample by the means and the count at its time), so
+      SLDA records every fed sample's encoder features (float32, exactly the values it fed:
+      ``N x d`` floats for ``N`` fed samples, not in the paper) with its id and label, and a
+      purge recomputes the means, counts and covariance by the same recursion over the kept
+      samples in their feed order: the statistics of the stream that never held the deleted
+      samples, fed in the same order.
 
     References
     ----------
@@ -126,6 +136,9 @@ class SLDA(Strategy):
         "count_",
         "sigma_",
         "n_updates_",
+        "features_",
+        "feature_ids_",
+        "feature_y_",
         "fed_",
         "requires_grad_",
     )
@@ -154,39 +167,79 @@ class SLDA(Strategy):
         recipe = EncoderRecipe(source=self.encoder, n_epochs=self.encoder_epochs, seed=self.seed)
         load_encoder(model, recipe, sample_shape)
         d = model.feature_dim
-        self.mean_ = torch.zeros(model.n_classes, d, dtype=torch.float64)
-        self.count_ = torch.zeros(model.n_classes, dtype=torch.float64)
-        self.sigma_ = torch.zeros(d, d, dtype=torch.float64)
+        dev = model_device(model)
+        self.mean_ = torch.zeros(model.n_classes, d, dtype=torch.float64, device=dev)
+        self.count_ = torch.zeros(model.n_classes, dtype=torch.float64, device=dev)
+        self.sigma_ = torch.zeros(d, d, dtype=torch.float64, device=dev)
         self.n_updates_ = 0
+        # every fed sample's features (float32, as fed), id and label, in feed order
+        self.features_ = self.mean_.new_zeros((0, d), dtype=torch.float32)
+        self.feature_ids_ = self.mean_.new_zeros(0, dtype=torch.int64)
+        self.feature_y_ = self.mean_.new_zeros(0, dtype=torch.int64)
         write_head(model, *lda_classifier(self.mean_, self.count_, self.sigma_, self.shrinkage))
 
     def begin(self, model: nn.Module, experience: Experience) -> None:
-        m = require_model(model, "SLDA")
+        m = require_model(model, "SLDA", example=experience.train.x)
         if self.mean_ is None:
             self._setup(m, experience.train.sample_shape)
-        self.fed_ = torch.zeros(0, dtype=torch.int64)  # ids fed during this experience
+        self.fed_ = torch.zeros(
+            0, dtype=torch.int64, device=experience.train.ids.device
+        )  # ids fed during this experience
         self.requires_grad_ = {n: p.requires_grad for n, p in encoder_parameters(m)}
         set_requires_grad(encoder_parameters(m), dict.fromkeys(self.requires_grad_, False))
 
+    def purge(self, ids: Tensor, model: nn.Module | None = None) -> None:
+        """Remove the deleted samples (ids ``[K]``, int64): drop their recorded features, then
+        recompute the class means, counts and shared covariance from zero with
+        :func:`streaming_update` over the kept samples in feed order (one call; float64) and
+        write the LDA rule into ``model``'s output layer.
+
+        Raises :class:`~obliviate.errors.ObliviateError` when a fed sample is removed and no
+        ``model`` (the obliviate model being trained) is given. See
+        :meth:`~obliviate.continual.base.Strategy.purge`.
+        """
+        ids = as_id_tensor(ids)
+        if self.mean_ is None:
+            return
+        keep = ~deleted_rows(self.feature_ids_, ids)
+        if bool(keep.all()):
+            return
+        if not isinstance(model, Model):
+            raise ObliviateError(
+                "SLDA.purge: the model's output layer holds the LDA rule of the class means; "
+                "pass model= (the obliviate model being trained) so it is recomputed"
+            )
+        self.features_ = self.features_[keep].clone()
+        self.feature_ids_ = self.feature_ids_[keep].clone()
+        self.feature_y_ = self.feature_y_[keep].clone()
+        self.mean_ = torch.zeros_like(self.mean_)
+        self.count_ = torch.zeros_like(self.count_)
+        self.sigma_ = torch.zeros_like(self.sigma_)
+        self.n_updates_ = streaming_update(
+            self.mean_, self.count_, self.sigma_, 0, self.features_.double(), self.feature_y_
+        )
+        write_head(model, *lda_classifier(self.mean_, self.count_, self.sigma_, self.shrinkage))
+
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        m = require_model(model, "SLDA")
+        m = require_model(model, "SLDA", example=batch.x)
         assert self.mean_ is not None  # created in begin
         new = ~torch.isin(batch.ids, self.fed_)
         if bool(new.any()):
-            was_training = m.training
-            m.eval()  # frozen encoder: batch norm uses its pretrained statistics
-            with torch.no_grad():
+            # frozen encoder: batch norm uses its pretrained statistics (modes restored per module)
+            with eval_mode(m), torch.no_grad():
                 z = m.features(batch.x[new]).reshape(int(new.sum()), -1).double()
-            m.train(was_training)
             self.n_updates_ = streaming_update(
                 self.mean_, self.count_, self.sigma_, self.n_updates_, z, batch.y[new]
             )
             self.fed_ = torch.cat([self.fed_, batch.ids[new]])
+            self.features_ = torch.cat([self.features_, z.float()])
+            self.feature_ids_ = torch.cat([self.feature_ids_, batch.ids[new]])
+            self.feature_y_ = torch.cat([self.feature_y_, batch.y[new]])
             write_head(m, *lda_classifier(self.mean_, self.count_, self.sigma_, self.shrinkage))
         return sum(p.sum() * 0.0 for p in m.head_parameters())  # type: ignore[return-value]
 
     def end(self, model: nn.Module, experience: Experience) -> None:
-        m = require_model(model, "SLDA")
+        m = require_model(model, "SLDA", example=experience.train.x)
         assert self.mean_ is not None  # created in begin
         write_head(m, *lda_classifier(self.mean_, self.count_, self.sigma_, self.shrinkage))
         set_requires_grad(encoder_parameters(m), self.requires_grad_)

@@ -9,8 +9,9 @@ from torch import Tensor, nn
 
 from obliviate._rng import generator
 from obliviate._validation import check_number
-from obliviate.continual.base import Batch, Strategy
+from obliviate.continual.base import Batch, Strategy, deleted_rows
 from obliviate.continual.der import check_replay_params
+from obliviate.data.dataset import as_id_tensor
 from obliviate.data.scenarios import Experience
 from obliviate.models.base import logits
 
@@ -31,7 +32,7 @@ def cap_logits(stored: Tensor, fresh: Tensor, y: Tensor, columns: Tensor, gamma:
     transplant = fresh[:, columns].clone()
     if columns.numel() == 0 or stored.shape[0] == 0:
         return out
-    gt = stored[torch.arange(stored.shape[0]), y]
+    gt = stored[torch.arange(stored.shape[0], device=stored.device), y]
     top = transplant.max(dim=1).values
     scale = torch.where(top > gt, gamma * gt / top, torch.ones_like(top))
     out[:, columns] = transplant * scale.reshape(-1, 1)
@@ -154,21 +155,30 @@ class XDER(Strategy):
     def memory_used(self) -> int:
         return 0 if not self.memory_ else int(self.memory_["y"].numel())
 
+    def purge(self, ids: Tensor, model: nn.Module | None = None) -> None:
+        """Remove the deleted samples (ids ``[K]``, int64) from the memory, with their stored
+        logits. See :meth:`~obliviate.continual.base.Strategy.purge`."""
+        ids = as_id_tensor(ids)
+        if self.memory_:
+            keep = ~deleted_rows(self.memory_["ids"], ids)
+            self.memory_ = {k: v[keep].clone() for k, v in self.memory_.items()}
+
     def begin(self, model: nn.Module, experience: Experience) -> None:
         if self.memory_ is None:
             self.memory_ = {}
             self.experience_classes_: list[Tensor] = []  # classes of each finished experience
             self.n_steps_ = 0
         past = sorted({int(c) for cs in self.experience_classes_ for c in cs})
-        self.present_ = torch.tensor(sorted(experience.classes), dtype=torch.int64)
-        self.past_ = torch.tensor(past, dtype=torch.int64)
+        dev = experience.train.y.device
+        self.present_ = torch.tensor(sorted(experience.classes), dtype=torch.int64, device=dev)
+        self.past_ = torch.tensor(past, dtype=torch.int64, device=dev)
         self.future_ = None
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         out = logits(model, batch.x, batch.task)
         n_out = out.shape[1]
         if self.future_ is None:
-            seen = torch.zeros(n_out, dtype=torch.bool)
+            seen = torch.zeros(n_out, dtype=torch.bool, device=out.device)
             seen[self.present_] = True
             seen[self.past_] = True
             self.future_ = (~seen).nonzero().reshape(-1)
@@ -180,8 +190,8 @@ class XDER(Strategy):
         if mem:
             gen = generator(self.seed, "xder", self.n_steps_)
             n = batch.x.shape[0]
-            i1 = torch.randperm(self.memory_used(), generator=gen)[:n]
-            i2 = torch.randperm(self.memory_used(), generator=gen)[:n]
+            i1 = torch.randperm(self.memory_used(), generator=gen, device=gen.device)[:n]
+            i2 = torch.randperm(self.memory_used(), generator=gen, device=gen.device)[:n]
             task = None if batch.task is None else mem["task"]
             o1 = logits(model, mem["x"][i1], None if task is None else task[i1])
             o2 = logits(model, mem["x"][i2], None if task is None else task[i2])
@@ -207,7 +217,9 @@ class XDER(Strategy):
 
     def _own_columns(self, experience: Tensor, n_out: int) -> Tensor:
         """``[N, n_out]`` bool: the classes of each replayed sample's experience."""
-        table = torch.zeros(len(self.experience_classes_), n_out, dtype=torch.bool)
+        table = torch.zeros(
+            len(self.experience_classes_), n_out, dtype=torch.bool, device=experience.device
+        )
         for e, cs in enumerate(self.experience_classes_):
             table[e, cs] = True
         return table[experience]
@@ -232,7 +244,7 @@ class XDER(Strategy):
                         for c in seen
                         if c not in set(present.tolist())
                     ]
-                    + [torch.zeros(0, dtype=torch.int64)]
+                    + [torch.zeros(0, dtype=torch.int64, device=mem["y"].device)]
                 )
                 kept = {k: v[keep] for k, v in mem.items()}
                 if keep.numel():
@@ -245,7 +257,9 @@ class XDER(Strategy):
             data = experience.train
             for c in present.tolist():
                 rows = (data.y == c).nonzero().reshape(-1)
-                rows = rows[torch.randperm(rows.numel(), generator=gen)[: quota[c]]]
+                rows = rows[
+                    torch.randperm(rows.numel(), generator=gen, device=gen.device)[: quota[c]]
+                ]
                 if rows.numel() == 0:
                     continue
                 x, y = data.x[rows], data.y[rows]

@@ -158,7 +158,10 @@ class Dataset:
 
     def subset(self, index: Tensor | np.ndarray | Sequence[int]) -> Dataset:
         """Rows chosen by an integer index or a boolean mask (order follows ``index``)."""
-        idx = torch.as_tensor(np.asarray(index))
+        if isinstance(index, Tensor):
+            idx = index.to(self.x.device)
+        else:
+            idx = torch.as_tensor(np.asarray(index), device=self.x.device)
         if idx.dtype == torch.bool:
             idx = idx.nonzero().reshape(-1)
         idx = idx.to(torch.int64)
@@ -167,7 +170,7 @@ class Dataset:
 
     def positions(self, ids: Tensor | np.ndarray | Sequence[int]) -> Tensor:
         """Row positions of ``ids``; unknown ids raise an error that names them."""
-        want = as_id_tensor(ids)
+        want = as_id_tensor(ids).to(self.ids.device)
         order = torch.argsort(self.ids)
         sorted_ids = self.ids[order]
         pos = torch.searchsorted(sorted_ids, want).clamp(max=max(len(self) - 1, 0))
@@ -188,7 +191,7 @@ class Dataset:
 
     def without_ids(self, ids: Tensor | np.ndarray | Sequence[int]) -> Dataset:
         """All rows except those with these ids (unknown ids are an error)."""
-        keep = torch.ones(len(self), dtype=torch.bool)
+        keep = torch.ones(len(self), dtype=torch.bool, device=self.ids.device)
         keep[self.positions(ids)] = False
         return self.subset(keep)
 
@@ -197,7 +200,8 @@ class Dataset:
         return replace(self, x=x)
 
     def with_task(self, task_id: int) -> Dataset:
-        return replace(self, task=torch.full((len(self),), int(task_id), dtype=torch.int64))
+        task = torch.full((len(self),), int(task_id), dtype=torch.int64, device=self.x.device)
+        return replace(self, task=task)
 
     def renamed(self, name: str) -> Dataset:
         return replace(self, name=name)

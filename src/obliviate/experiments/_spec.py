@@ -191,6 +191,22 @@ def model(name: str, value: Any) -> None:
         _unknown(name, "model", value, list(MODELS))
 
 
+def device(name: str, value: Any) -> None:
+    """A device this machine has (``cpu``, ``cuda``, ``cuda:N``, ``mps``)."""
+    from obliviate.training import check_device
+
+    _string(name, value)
+    check_device(value)
+
+
+def precision(name: str, value: Any) -> None:
+    """One of :data:`obliviate.training.PRECISIONS`."""
+    from obliviate.training import check_precision
+
+    _string(name, value)
+    check_precision(value)
+
+
 def optimizer(name: str, value: Any) -> None:
 
     _string(name, value)

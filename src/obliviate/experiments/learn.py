@@ -59,7 +59,7 @@ from obliviate.io import jsonable
 from obliviate.metrics import summary
 from obliviate.models import ModelSpec, model_for_stream
 from obliviate.provenance import provenance
-from obliviate.training import TrainConfig
+from obliviate.training import TrainConfig, precision
 
 SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("acc", "ACC"),
@@ -152,6 +152,8 @@ class LearnSpec:
     momentum: float | None = S.option(None, check=S.momentum)
     weight_decay: float | None = S.option(None, check=S.nonnegative_number)
     seed: int = S.option(0, check=S.any_int, alias="seeds")
+    device: str = S.option("cpu", check=S.device)
+    precision: str = S.option("fp32", check=S.precision)
     data_dir: str | None = S.option(None)
     eval_every: int | None = S.option(None, check=S.positive_int)
     limit: int | None = S.option(None, check=S.positive_int)
@@ -272,10 +274,16 @@ def learn(spec: LearnSpec, *, progress: bool = False) -> LearnRun:
         **spec.scenario_params,
     )
     strategy = make_strategy(spec.strategy, **S.constructor_params(spec.params))
-    model = model_for_stream(spec.model_spec(), stream)
-    result = train_stream(
-        model, stream, strategy, spec.train_config(), eval_every=spec.eval_every, progress=progress
-    )
+    model = model_for_stream(spec.model_spec(), stream).to(spec.device)  # init drawn on the CPU
+    with precision(spec.precision):
+        result = train_stream(
+            model,
+            stream,
+            strategy,
+            spec.train_config(),
+            eval_every=spec.eval_every,
+            progress=progress,
+        )
     return LearnRun(
         spec=spec, stream=stream, model=model, strategy=result.state.strategy, result=result
     )
@@ -293,7 +301,9 @@ def result_from_run(run: LearnRun) -> dict[str, Any]:
         "seconds": res.seconds,
         "n_steps": res.n_steps,
         "spec": run.spec.to_dict(),
-        "provenance": provenance(seed=run.spec.seed),
+        "provenance": provenance(
+            seed=run.spec.seed, device=run.spec.device, precision=run.spec.precision
+        ),
     }
     if run.spec.eval_every:
         out["curves"] = {k: list(v) for k, v in res.curves.items()}

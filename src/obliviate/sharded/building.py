@@ -129,6 +129,8 @@ def shard_job(
         n_classes=int(store.ledger.get_meta("n_classes")),
         sample_shape=tuple(store.ledger.get_meta("sample_shape")),
         persist=persist,
+        device=store.device,
+        precision=store.precision,
     )
 
 
@@ -163,6 +165,8 @@ def train_all(store: ShardedStore) -> None:
 def collect_garbage(store: ShardedStore) -> None:
     """Delete checkpoint files no live checkpoint names."""
     keep = {c["sha256"] for c in store.ledger.current_checkpoints().values()}
-    for f in (store.path / CHECKPOINT_DIR).glob("*.pt"):
-        if f.stem not in keep:
-            f.unlink(missing_ok=True)
+    folder = store.path / CHECKPOINT_DIR
+    with os.scandir(folder) as entries:  # a plain listing: cheaper than Path.glob per request
+        stale = [e.name for e in entries if e.name.endswith(".pt") and e.name[:-3] not in keep]
+    for name in stale:
+        (folder / name).unlink(missing_ok=True)

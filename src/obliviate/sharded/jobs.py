@@ -20,13 +20,21 @@ from obliviate.models.base import logits
 from obliviate.sharded.config import DataSpec, load_data, shard_model_spec
 from obliviate.sharded.ledger import ids_hash
 from obliviate.sharded.store import (
+    CheckpointBatch,
     read_checkpoint,
     serialize_state,
     sha256_bytes,
-    sync_checkpoints,
-    write_checkpoint,
 )
-from obliviate.training import Recipe, TrainConfig, batches, make_optimizer
+from obliviate.training import (
+    Recipe,
+    Stepper,
+    TrainConfig,
+    batches,
+    data_to,
+    make_optimizer,
+    model_device,
+    precision,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,14 +56,22 @@ class ShardJob:
     n_classes: int
     sample_shape: tuple[int, ...]
     persist: bool = True
+    device: str = "cpu"
+    """Where the shard trains (``cpu``, ``cuda``, ``cuda:N``, ``mps``); checkpoints are saved
+    from the CPU (device-independent) and loaded with ``map_location="cpu"``."""
+    precision: str = "fp32"
+    """:data:`~obliviate.training.PRECISIONS`; fp32 gives the same bits as before."""
 
 
 def train_stage(
     model: nn.Module, data: Dataset, n_samples: int, config: TrainConfig, gen: torch.Generator
 ) -> None:
-    """Train ``model`` in place on ``n_samples`` samples drawn epoch by epoch from ``data``."""
+    """Train ``model`` in place on ``n_samples`` samples drawn epoch by epoch from ``data``, on
+    the model's device (``data`` moved there once) at the current precision."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, config)
+    stepper = Stepper(opt, model_device(model))
+    data = data_to(data, stepper.device)
     model.train()
     left = n_samples
     while left > 0 and len(data) > 0:
@@ -68,8 +84,10 @@ def train_stage(
                 None if batch.task is None else batch.task[:left],
             )
             opt.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(logits(model, x, task), y).backward()
-            opt.step()
+            with stepper.autocast():
+                loss = nn.functional.cross_entropy(logits(model, x, task), y)
+            stepper.backward(loss)
+            stepper.step()
             left -= int(y.shape[0])
     model.eval()
 
@@ -90,8 +108,11 @@ def run_shard_job(job: ShardJob) -> list[dict[str, Any]]:
         )
         store = Path(job.store)
         if job.base is not None:
-            model.load_state_dict(read_checkpoint(store, job.base))
+            model.load_state_dict(read_checkpoint(store, job.base))  # read onto the CPU
+        model.to(job.device)
+        train = data_to(train, job.device)  # the rows move to the device once
         out = []
+        batch = CheckpointBatch(store)
         cfg = job.recipe.train
         all_ids = np.sort(np.concatenate(job.slices))
         all_pos = train.positions(all_ids).numpy()  # one lookup for every stage
@@ -100,13 +121,10 @@ def run_shard_job(job: ShardJob) -> list[dict[str, Any]]:
             ids = np.sort(np.concatenate(job.slices[: r + 1]))
             data = train.subset(all_pos[np.searchsorted(all_ids, ids)])  # rows in id order
             gen = generator(cfg.seed, "sisa-stage", job.shard, r)
-            train_stage(model, data, cfg.n_epochs * len(job.slices[r]), cfg, gen)
-            state = model.state_dict()
-            digest = (
-                write_checkpoint(store, state, sync_dir=False)
-                if job.persist
-                else sha256_bytes(serialize_state(state))
-            )
+            with precision(job.precision):
+                train_stage(model, data, cfg.n_epochs * len(job.slices[r]), cfg, gen)
+            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # device-free
+            digest = batch.add(state) if job.persist else sha256_bytes(serialize_state(state))
             out.append(
                 {
                     "shard": job.shard,
@@ -118,7 +136,9 @@ def run_shard_job(job: ShardJob) -> list[dict[str, Any]]:
                 }
             )
         if job.persist and out:
-            sync_checkpoints(store)  # the renames are durable before the ledger refers to them
+            # every stage's file durable and in place (concurrent fsyncs, one folder fsync)
+            # before the ledger refers to them
+            batch.commit()
         return out
     finally:
         torch.set_num_threads(threads)

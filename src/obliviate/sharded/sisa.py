@@ -75,6 +75,7 @@ from obliviate.sharded.graph import expected_cost, neighbourhoods
 from obliviate.sharded.jobs import ShardJob, run_shard_job, train_stage
 from obliviate.sharded.ledger import FORMAT, Ledger, LedgerDamaged
 from obliviate.sharded.store import LEDGER_FILE, remove_temporaries, store_lock
+from obliviate.training import check_device, check_precision
 
 __all__ = [
     "AGGREGATIONS",
@@ -112,7 +113,11 @@ class ShardedStore:
         data_dir: str | None = None,
         backend: str = "local",
         n_workers: int | None = None,
+        device: str = "cpu",
+        precision: str = "fp32",
     ) -> None:
+        self.device = str(check_device(device))
+        self.precision = check_precision(precision)
         self.path = Path(path)
         if not self.path.is_dir():
             raise ObliviateError(
@@ -164,12 +169,18 @@ class ShardedStore:
         exclude_ids: np.ndarray | list[int] | None = None,
         backend: str = "local",
         n_workers: int | None = None,
+        device: str = "cpu",
+        precision: str = "fp32",
     ) -> ShardedStore:
         """Create a store at ``path`` and train every shard; ``exclude_ids`` are left out as if
-        they had never existed."""
+        they had never existed. Shards train on ``device`` at ``precision`` (checkpoints are
+        saved from the CPU, so a store trained on a GPU opens and predicts anywhere; the same
+        bits, and so equal checkpoint hashes on a retrain, hold for one device type and
+        precision)."""
+        check_device(device), check_precision(precision)  # before anything is written
         path = Path(path)
         building.create_store(path, data=data, config=config, exclude_ids=exclude_ids)
-        store = cls(path, backend=backend, n_workers=n_workers)
+        store = cls(path, backend=backend, n_workers=n_workers, device=device, precision=precision)
         store.recover()
         return store
 
@@ -228,7 +239,10 @@ class ShardedStore:
             request = deletion.submit(self, ids, request_id, "queued" if queue else "running")
             if request["status"] in ("queued", "running") and not queue:
                 remove_temporaries(self.path)
-                deletion.process(self, check_exactness=check_exactness)
+                queued_before = self.ledger.requests(("queued",))
+                deletion.process(
+                    self, check_exactness=check_exactness, bases_checked=not queued_before
+                )
                 building.collect_garbage(self)
             record = self.ledger.request(request["request_id"])
             assert record is not None

@@ -2,8 +2,10 @@
 
 A *layer* here is a parameterised module: one that owns parameters directly
 (``module.parameters(recurse=False)`` is not empty), e.g. ``nn.Linear``, ``nn.Conv2d``,
-``nn.BatchNorm2d``. The last ``k`` layers are the last ``k`` such modules in registration order
-(``model.named_modules()``), which for a sequential network is the order of the forward pass.
+``nn.BatchNorm2d``. The last ``k`` layers are the last ``k`` such modules in the order the
+forward pass runs them (traced once on example rows; for a sequential network this is the
+registration order ``model.named_modules()``, for a user model that registers its classifier
+first it is not).
 Activations, pooling and dropout own no parameters and are not layers.
 
 Also here: :func:`global_rng_from`, which makes layers that draw from torch's global generator
@@ -16,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from obliviate._rng import generator
+from obliviate._rng import generator, seed_global
 from obliviate.data.dataset import Dataset
 from obliviate.errors import ObliviateError
 from obliviate.models.base import logits
@@ -29,21 +31,51 @@ from obliviate.training import (
 )
 
 
-def parameterised_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Every module of ``model`` that owns parameters directly, in registration order."""
-    return [
+def parameterised_layers(
+    model: nn.Module, example: torch.Tensor | None = None
+) -> list[tuple[str, nn.Module]]:
+    """Every module of ``model`` that owns parameters directly, in registration order; with
+    ``example`` rows, in the order of the forward pass instead: one traced forward on the first
+    two rows (eval mode, no gradient, each submodule's mode restored) records when each layer
+    first runs; layers the forward never calls come first, in registration order. So a user
+    model that registers its classifier before its hidden layers still ends with its
+    classifier."""
+    layers = [
         (name, m)
         for name, m in model.named_modules()
         if next(m.parameters(recurse=False), None) is not None
     ]
+    if example is None or example.shape[0] == 0:
+        return layers
+    order: dict[int, int] = {}
+
+    def hook(m: nn.Module, _args: object, _out: object) -> None:
+        order.setdefault(id(m), len(order))
+
+    handles = [m.register_forward_hook(hook) for _, m in layers]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            logits(model, example[:2])
+    finally:
+        for h in handles:
+            h.remove()
+        for m, training in modes:
+            m.training = training
+    ranked = sorted(enumerate(layers), key=lambda il: (order.get(id(il[1][1]), -1), il[0]))
+    return [layer for _, layer in ranked]
 
 
-def last_layers(model: nn.Module, k: int, owner: str) -> list[tuple[str, nn.Module]]:
-    """The last ``k`` parameterised layers of ``model`` (see the module docstring).
+def last_layers(
+    model: nn.Module, k: int, owner: str, example: torch.Tensor | None = None
+) -> list[tuple[str, nn.Module]]:
+    """The last ``k`` parameterised layers of ``model`` (see the module docstring; in forward
+    order when ``example`` rows are given, :func:`parameterised_layers`).
 
     Raises :class:`ObliviateError` when the model has fewer than ``k`` such layers.
     """
-    layers = parameterised_layers(model)
+    layers = parameterised_layers(model, example)
     if k > len(layers):
         names = ", ".join(name or "<root>" for name, _ in layers)
         raise ObliviateError(
@@ -64,7 +96,7 @@ def reinitialise(layers: list[tuple[str, nn.Module]], seed: int, owner: str) -> 
         )
     g = generator(seed, "last-layers-init")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
+        seed_global(int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)))
         for _, m in layers:
             m.reset_parameters()  # type: ignore[operator]
 
@@ -129,7 +161,7 @@ def tune_last_layers(
     ``params["k"]`` parameterised layers of ``model`` on ``retain`` with the schedule in
     ``params`` (the unlearner's ``get_params()``), after re-initialising them for EU-k; every
     other layer stays bitwise unchanged. In place; returns ``model``."""
-    layers = last_layers(model, int(params["k"]), owner)  # type: ignore[call-overload]
+    layers = last_layers(model, int(params["k"]), owner, retain.x)  # type: ignore[call-overload]
     config = TrainConfig(**{name: params[name] for name in SCHEDULE})  # type: ignore[arg-type]
     if reinit:
         reinitialise(layers, config.seed, owner)

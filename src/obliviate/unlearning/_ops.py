@@ -23,17 +23,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from obliviate._rng import generator
+from obliviate._rng import generator, seed_global
 from obliviate.data.dataset import Dataset
 from obliviate.errors import ObliviateError
 from obliviate.training import (
     Batch,
+    Stepper,
     TrainConfig,
     batches,
     cross_entropy,
+    data_to,
     global_rng_from,
     make_optimizer,
     min_batch_rows,
+    model_device,
     predict_logits,
 )
 
@@ -72,7 +75,7 @@ def fresh_like(model: nn.Module, seed: int, key: object = "fresh") -> nn.Module:
     out = copy.deepcopy(model)
     g = generator(seed, "fresh-init", key)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
+        seed_global(int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)))
         for m in out.modules():
             if m is not out and hasattr(m, "reset_parameters"):
                 m.reset_parameters()  # type: ignore[operator]
@@ -147,7 +150,8 @@ def run_steps(
     max_steps: int | None = None,
     after_backward: Callable[[nn.Module], None] | None = None,
 ) -> int:
-    """Minimise ``loss_fn(model, batch)`` over ``n_epochs`` passes of ``data``, in place.
+    """Minimise ``loss_fn(model, batch)`` over ``n_epochs`` passes of ``data``, in place, on the
+    model's device (``data`` moved there once) at :func:`~obliviate.training.current_precision`.
 
     ``params`` restricts the optimised parameters (default: all that require grad);
     ``max_steps`` stops early; ``after_backward(model)`` may edit gradients (masks) before each
@@ -158,6 +162,9 @@ def run_steps(
     opt = make_optimizer(params, cfg)
     gen = generator(seed, key)
     steps = 0
+    device = model_device(model)
+    data = data_to(data, device)
+    stepper = Stepper(opt, device)
     model.train()
     min_rows = min_batch_rows(model)
     try:
@@ -167,10 +174,12 @@ def run_steps(
                     if max_steps is not None and steps >= max_steps:
                         return steps
                     opt.zero_grad(set_to_none=True)
-                    loss_fn(model, batch).backward()
+                    with stepper.autocast():
+                        loss = loss_fn(model, batch)
+                    stepper.backward(loss)
                     if after_backward is not None:
                         after_backward(model)
-                    opt.step()
+                    stepper.step()
                     steps += 1
     finally:
         model.eval()
@@ -206,6 +215,9 @@ def run_paired_steps(
     opt = make_optimizer(params, cfg)
     gen = generator(seed, key, "main")
     steps = 0
+    device = model_device(model)
+    main, other = data_to(main, device), data_to(other, device)
+    stepper = Stepper(opt, device)
     model.train()
     min_rows = min_batch_rows(model)
     other_it = cycle(
@@ -218,10 +230,12 @@ def run_paired_steps(
                     if max_steps is not None and steps >= max_steps:
                         return steps
                     opt.zero_grad(set_to_none=True)
-                    loss_fn(model, batch, next(other_it)).backward()
+                    with stepper.autocast():
+                        loss = loss_fn(model, batch, next(other_it))
+                    stepper.backward(loss)
                     if after_backward is not None:
                         after_backward(model)
-                    opt.step()
+                    stepper.step()
                     steps += 1
     finally:
         model.eval()

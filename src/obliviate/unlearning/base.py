@@ -39,7 +39,7 @@ from obliviate._hyper import describe, get_params
 from obliviate.data.dataset import Dataset
 from obliviate.data.forget_sets import request_ids
 from obliviate.errors import ObliviateError
-from obliviate.training import FactoryRecipe, Recipe, check_finite
+from obliviate.training import FactoryRecipe, Recipe, check_finite, data_to, model_device
 
 Need = Literal["retain", "train", "recipe"]
 
@@ -61,6 +61,20 @@ class ForgetRequest:
     @property
     def ids(self) -> Tensor:
         return self.forget.ids
+
+    def to(self, device: torch.device | str) -> ForgetRequest:
+        """The request with every dataset on ``device`` (the same object when already there;
+        :func:`~obliviate.training.data_to`)."""
+        device = torch.device(device)
+        parts = (self.forget, self.retain, self.train)
+        if all(d is None or d.x.device == device for d in parts):
+            return self
+        return ForgetRequest(
+            forget=data_to(self.forget, device),
+            retain=None if self.retain is None else data_to(self.retain, device),
+            train=None if self.train is None else data_to(self.train, device),
+            recipe=self.recipe,
+        )
 
     @classmethod
     def from_ids(
@@ -120,13 +134,16 @@ class Unlearner(ABC):
 
         Clears the declared ``learned_state``, checks the request (:func:`check_request`; raises
         :class:`ObliviateError`), returns a deep copy of ``model`` when ``request.forget`` is
-        empty, and otherwise ``self._unlearn(copy.deepcopy(model), request)``.
+        empty, and otherwise ``self._unlearn(copy.deepcopy(model), request)`` with the request's
+        data moved to the model's device (the result lives there too; trainers run at
+        :func:`~obliviate.training.current_precision`).
         """
         for name in self.learned_state:
             setattr(self, name, None)
         check_request(self, request)
         if len(request.forget) == 0:
             return copy.deepcopy(model)
+        request = request.to(model_device(model))  # the method sees data where the model is
         try:
             out = self._unlearn(copy.deepcopy(model), request)
         except ValueError as exc:  # torch's BatchNorm on a batch of one row, made actionable

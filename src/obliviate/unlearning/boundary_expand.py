@@ -22,8 +22,8 @@ def shadow_neuron(in_features: int, gen: torch.Generator) -> tuple[nn.Parameter,
     """A new output unit ``(weight [1, in_features], bias [1])`` initialised as ``nn.Linear``
     does by default (uniform in ``+-1/sqrt(in_features)``), from ``gen``."""
     bound = 1.0 / math.sqrt(in_features)
-    w = (torch.rand(1, in_features, generator=gen) * 2 - 1) * bound
-    b = (torch.rand(1, generator=gen) * 2 - 1) * bound
+    w = (torch.rand(1, in_features, generator=gen, device=gen.device) * 2 - 1) * bound
+    b = (torch.rand(1, generator=gen, device=gen.device) * 2 - 1) * bound
     return nn.Parameter(w), nn.Parameter(b)
 
 
@@ -102,7 +102,7 @@ class BoundaryExpand(Unlearner):
     def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
         model = trainable(model)
         n_classes = request.forget.n_classes
-        layer = output_layer(model, n_classes, "BoundaryExpand")
+        layer = output_layer(model, n_classes, "BoundaryExpand", request.forget.x)
         weight, bias = shadow_neuron(
             layer.in_features, generator(self.seed, "boundary_expand", "shadow")
         )

@@ -36,7 +36,7 @@ def nearest_wrong_labels(
         (gx,) = torch.autograd.grad(loss, [xa])
         with torch.no_grad():
             adv = logits(model, x + epsilon * gx.sign(), task)
-            adv[torch.arange(len(y)), y] = -torch.inf
+            adv[torch.arange(len(y), device=adv.device), y] = -torch.inf
             return adv.argmax(dim=1)
     finally:
         model.train(was)

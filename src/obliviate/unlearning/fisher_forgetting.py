@@ -118,7 +118,7 @@ class FisherForgetting(Unlearner):
         model = trainable(model)
         assert request.retain is not None
         n_classes = request.retain.n_classes
-        head = output_layer(model, n_classes, "FisherForgetting")
+        head = output_layer(model, n_classes, "FisherForgetting", request.forget.x)
         head_ids = {id(p) for p in head.parameters()}
         fisher = diagonal_fisher(
             model,
@@ -135,6 +135,7 @@ class FisherForgetting(Unlearner):
                 if not bool((request.retain.y == c).any())
             ],
             dtype=torch.int64,
+            device=request.forget.y.device,
         )
         with torch.no_grad():
             for name, p in model.named_parameters():
@@ -150,6 +151,7 @@ class FisherForgetting(Unlearner):
                     p.shape,
                     generator=generator(self.seed, "fisher_forgetting", name),
                     dtype=p.dtype,
-                )
+                    device="cpu",
+                ).to(p.device)
                 p.copy_(mu + var.sqrt() * noise)
         return model

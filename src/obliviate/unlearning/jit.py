@@ -18,7 +18,8 @@ from obliviate.unlearning.base import ForgetRequest, Unlearner
 def perturb(x: Tensor, sigma: float, gen: torch.Generator) -> Tensor:
     """``x + sigma * n``, ``n ~ N(0, I)``, clamped to ``[min(x), max(x)]`` of the whole batch
     (the reference's ``AddGaussianNoise``); same shape and dtype as ``x``."""
-    noisy = x + sigma * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    n = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=gen.device).to(x.device)
+    noisy = x + sigma * n
     return torch.clamp(noisy, min=x.min(), max=x.max())
 
 

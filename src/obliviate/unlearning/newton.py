@@ -12,6 +12,9 @@ from obliviate._validation import check_number
 from obliviate.data.dataset import Dataset
 from obliviate.errors import ObliviateError
 from obliviate.models.base import Model
+from obliviate.models.multihead import MultiHead
+from obliviate.models.output_layer import feature_model
+from obliviate.training import eval_mode
 from obliviate.unlearning._ops import trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
@@ -19,26 +22,38 @@ GAMMA = 0.25
 """Lipschitz constant of the logistic loss's second derivative used in the residual bound."""
 
 
-def _head(model: nn.Module) -> tuple[nn.Parameter, nn.Parameter]:
-    params = model.head_parameters() if isinstance(model, Model) else []
+def _head(model: nn.Module, example: Tensor) -> tuple[Model, nn.Parameter, nn.Parameter]:
+    """``(view, weight, bias)``: the model as a :class:`Model` (itself, or a user model's
+    :class:`~obliviate.models.output_layer.OutputLayerView`, traced on ``example`` rows) and its
+    one linear output layer. Raises :class:`ObliviateError` for a multi-head model or an output
+    layer without a bias."""
+    view = feature_model(model, example, owner="newton")
+    if isinstance(view, MultiHead):
+        raise ObliviateError(
+            f"newton needs one linear output layer over all classes; {type(model).__name__} has "
+            f"{len(view.task_classes)} heads (one per task). Use a single-head model "
+            "(class- or domain-incremental stream)"
+        )
+    params = view.head_parameters()
     if len(params) != 2 or params[0].ndim != 2 or params[1].ndim != 1:
         raise ObliviateError(
-            f"newton needs a model with one linear output layer (weight and bias); "
-            f"{type(model).__name__} has {len(params)} head parameter tensors. Use a single-head MLP"
+            f"newton needs the output layer to be an nn.Linear with a bias; "
+            f"{type(model).__name__}'s output layer has {'no bias' if len(params) == 1 else 'another shape'}. "
+            "Build it with nn.Linear(d, n_classes, bias=True)"
         )
-    return params[0], params[1]
+    return view, params[0], params[1]
 
 
 @torch.no_grad()
 def design_matrix(model: nn.Module, data: Dataset) -> Tensor:
-    """Frozen features with a constant column for the bias: ``[N, feature_dim + 1]`` float64."""
-    was = model.training
-    model.eval()
-    try:
-        h = model.features(data.x).reshape(len(data), -1).to(torch.float64)  # type: ignore[operator]
-    finally:
-        model.train(was)
-    return torch.cat([h, torch.ones(len(data), 1, dtype=torch.float64)], dim=1)
+    """Frozen features with a constant column for the bias: ``[N, feature_dim + 1]`` float64.
+
+    The features are ``model.features(x)`` of an obliviate model, or the input of a user
+    model's output layer (traced), computed in eval mode (each submodule's mode restored)."""
+    view = feature_model(model, data.x, owner="newton")
+    with eval_mode(view):
+        h = view.features(data.x).reshape(len(data), -1).to(torch.float64)
+    return torch.cat([h, torch.ones(len(data), 1, dtype=torch.float64, device=h.device)], dim=1)
 
 
 def objective_grad_hessian(
@@ -53,16 +68,16 @@ def objective_grad_hessian(
     z = x @ w.T
     logp = torch.log_softmax(z, dim=1)
     p = logp.exp()
-    value = -logp[torch.arange(n), y].mean() + 0.5 * reg_strength * (w * w).sum()
+    value = -logp[torch.arange(n, device=x.device), y].mean() + 0.5 * reg_strength * (w * w).sum()
     resid = p.clone()
-    resid[torch.arange(n), y] -= 1.0
+    resid[torch.arange(n, device=x.device), y] -= 1.0
     grad = resid.T @ x / n + reg_strength * w
     v = (p[:, :, None] * x[:, None, :]).reshape(n, k * d)
     hess = -(v.T @ v) / n
     for c in range(k):
         block = (x * p[:, c : c + 1]).T @ x / n
         hess[c * d : (c + 1) * d, c * d : (c + 1) * d] += block
-    hess += reg_strength * torch.eye(k * d, dtype=x.dtype)
+    hess += reg_strength * torch.eye(k * d, dtype=x.dtype, device=x.device)
     return value, grad, hess
 
 
@@ -70,7 +85,7 @@ def objective_grad(w: Tensor, x: Tensor, y: Tensor, reg_strength: float) -> tupl
     """Gradient ``[K, D]`` of the objective above, and the softmax outputs ``[N, K]``."""
     p = torch.softmax(x @ w.T, dim=1)
     resid = p.clone()
-    resid[torch.arange(x.shape[0]), y] -= 1.0
+    resid[torch.arange(x.shape[0], device=x.device), y] -= 1.0
     return resid.T @ x / x.shape[0] + reg_strength * w, p
 
 
@@ -134,8 +149,8 @@ def fit_head(
     With a linear model (``MLP(hidden=())``) this trains the whole model to the exact optimum,
     the setting of Guo et al. (2020).
     """
-    weight, bias = _head(model)
-    x = design_matrix(model, data)
+    view, weight, bias = _head(model, data.x)
+    x = design_matrix(view, data)
     w0 = torch.cat([weight.detach(), bias.detach()[:, None]], dim=1).to(torch.float64)
     w, _ = newton_steps(w0, x, data.y, reg_strength, n_steps)
     with torch.no_grad():
@@ -191,6 +206,9 @@ class Newton(Unlearner):
 
     needs: ClassVar[frozenset[str]] = frozenset({"retain"})
     learned_state: ClassVar[tuple[str, ...]] = ("certificate_",)
+    model_requirement: ClassVar[str | None] = (
+        "one nn.Linear output layer with a bias over all classes, producing the logits"
+    )
 
     def __init__(self, *, reg_strength: float = 1e-3, n_steps: int = 1) -> None:
         check_number("reg_strength", reg_strength, low=0, low_open=True, owner="Newton")
@@ -200,8 +218,8 @@ class Newton(Unlearner):
     def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
         out = trainable(model)
         assert request.retain is not None
-        weight, bias = _head(out)
-        x = design_matrix(out, request.retain)
+        view, weight, bias = _head(out, request.retain.x)
+        x = design_matrix(view, request.retain)
         y = request.retain.y
         w0 = torch.cat([weight.detach(), bias.detach()[:, None]], dim=1).to(torch.float64)
         w, _ = newton_steps(w0, x, y, self.reg_strength, self.n_steps)

@@ -14,24 +14,26 @@ from torch import nn
 from obliviate.data.dataset import Dataset
 from obliviate.errors import ObliviateError
 from obliviate.models.base import Model
+from obliviate.models.output_layer import feature_model
+from obliviate.training import eval_mode
 
 
 @torch.no_grad()
 def features_of(model: nn.Module, data: Dataset, batch_size: int = 4096) -> np.ndarray:
-    """Penultimate features ``[N, feature_dim]`` of an obliviate model, in eval mode (mode restored)."""
-    if not isinstance(model, Model):
-        raise ObliviateError(
-            f"a linear probe needs an obliviate model with features(x); got {type(model).__name__}"
-        )
-    was_training = model.training
-    model.eval()
-    try:
-        parts = [
-            model.features(data.x[i : i + batch_size]) for i in range(0, len(data), batch_size)
-        ]
-    finally:
-        model.train(was_training)
-    return torch.cat(parts).reshape(len(data), -1).double().numpy() if parts else np.zeros((0, 0))
+    """Penultimate features ``[N, feature_dim]``, in eval mode (each submodule's mode restored):
+    ``model.features(x)`` of an obliviate model, the input of a user model's output layer
+    otherwise (:mod:`obliviate.models.output_layer`; ObliviateError when its logits are not an
+    ``nn.Linear``'s output)."""
+    view = feature_model(model, data.x, owner="a linear probe") if len(data) else model
+    if not isinstance(view, Model):
+        return np.zeros((0, 0))
+    with eval_mode(view):
+        parts = [view.features(data.x[i : i + batch_size]) for i in range(0, len(data), batch_size)]
+    return (
+        torch.cat(parts).reshape(len(data), -1).double().cpu().numpy()
+        if parts
+        else np.zeros((0, 0))
+    )
 
 
 def probe_accuracy(

@@ -19,7 +19,7 @@ def random_wrong_labels(y: Tensor, n_classes: int, gen: torch.Generator) -> Tens
     """A label for every entry of ``y``, uniform over the ``n_classes - 1`` *wrong* classes."""
     if n_classes < 2:
         raise ValueError(f"random wrong labels need at least 2 classes, got {n_classes}")
-    shift = torch.randint(1, n_classes, y.shape, generator=gen)
+    shift = torch.randint(1, n_classes, y.shape, generator=gen, device=gen.device).to(y.device)
     return (y + shift) % n_classes
 
 
@@ -36,7 +36,7 @@ def retain_sample(retain: Dataset, fraction: float, seed: int, key: object) -> D
     if fraction >= 1.0:
         return retain
     n = int(round(fraction * len(retain)))
-    order = torch.randperm(len(retain), generator=generator(seed, key))
+    order = torch.randperm(len(retain), generator=generator(seed, key), device="cpu")
     return retain.subset(order[:n])
 
 

@@ -6,6 +6,7 @@ from typing import ClassVar, Literal
 
 from torch import nn
 
+from obliviate.training import model_device
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
 
@@ -37,4 +38,4 @@ class Retrain(Unlearner):
     def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
         assert request.retain is not None and request.recipe is not None
         n_classes = getattr(model, "n_classes", request.retain.n_classes)
-        return request.recipe.fit(request.retain, n_classes=n_classes)
+        return request.recipe.fit(request.retain, n_classes=n_classes, device=model_device(model))

@@ -46,7 +46,7 @@ def saliency_mask(
         model.train(was_training)
     flat = torch.cat([grads[n].abs().reshape(-1) for n in names])
     k = int(round(fraction * flat.numel()))
-    chosen = torch.zeros(flat.numel(), dtype=torch.bool)
+    chosen = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
     if k > 0:
         chosen[torch.argsort(flat, descending=True, stable=True)[:k]] = True
     masks, offset = {}, 0

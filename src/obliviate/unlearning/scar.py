@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from obliviate._rng import generator
 from obliviate._validation import check_number, check_schedule
 from obliviate.data.dataset import Dataset
-from obliviate.training import TrainConfig, make_optimizer
+from obliviate.models.output_layer import REQUIREMENT, feature_model
+from obliviate.training import TrainConfig, global_rng_from, make_optimizer
 from obliviate.unlearning._ops import frozen_copy, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
@@ -21,7 +22,7 @@ def shrink_covariance(cov: Tensor, gamma1: float = 3.0, gamma2: float = 3.0) -> 
     """Covariance shrinkage used for SCAR's distance: ``Σ + γ1·V1·I + γ2·V2·(1 − I)`` with V1 the
     mean variance and V2 the mean non-zero covariance (keeps a small-sample Σ invertible)."""
     d = cov.shape[0]
-    eye = torch.eye(d, dtype=cov.dtype)
+    eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
     v1 = torch.diagonal(cov).mean()
     off = cov * (1 - eye)
     nz = off != 0
@@ -119,6 +120,7 @@ class SCAR(Unlearner):
     """
 
     needs: ClassVar[frozenset[str]] = frozenset()
+    model_requirement: ClassVar[str | None] = REQUIREMENT
 
     def __init__(
         self,
@@ -157,10 +159,12 @@ class SCAR(Unlearner):
         """The generated OOD inputs (see Notes), shaped like the forget samples."""
         g = generator(self.seed, "scar-surrogate")
         n_noise = self.n_surrogate // 2
-        noise = torch.randn((n_noise, *forget.sample_shape), generator=g)
-        rows = torch.randint(0, len(forget), (self.n_surrogate - n_noise,), generator=g)
+        dev = forget.x.device  # drawn on the generator's CPU, used where the data lives
+        noise = torch.randn((n_noise, *forget.sample_shape), generator=g, device=g.device).to(dev)
+        n_rows = self.n_surrogate - n_noise
+        rows = torch.randint(0, len(forget), (n_rows,), generator=g, device=g.device).to(dev)
         flat = forget.x[rows].reshape(len(rows), -1)
-        perm = torch.argsort(torch.rand(flat.shape, generator=g), dim=1)
+        perm = torch.argsort(torch.rand(flat.shape, generator=g, device=g.device), dim=1).to(dev)
         shuffled = torch.gather(flat, 1, perm).reshape(len(rows), *forget.sample_shape)
         return torch.cat([noise, shuffled])
 
@@ -169,9 +173,10 @@ class SCAR(Unlearner):
         forget = request.forget
         teacher = frozen_copy(model)
         x_ood = self.surrogate(forget)
-        # features(): obliviate models, or any module that defines it (duck-typed, as in Newton)
-        features: Callable[[Tensor], Tensor] = teacher.features  # type: ignore[assignment]
-        student_features: Callable[[Tensor], Tensor] = out.features  # type: ignore[assignment]
+        # features(): obliviate models', or the input of a user model's output layer (traced)
+        features: Callable[[Tensor], Tensor] = feature_model(
+            teacher, forget.x, owner="SCAR"
+        ).features
         with torch.no_grad():
             ood_logits = teacher(x_ood)
             means, precisions = class_statistics(
@@ -181,7 +186,7 @@ class SCAR(Unlearner):
             dist = torch.stack(
                 [mahalanobis(feats, means[c], precisions[c]) for c in range(means.shape[0])], dim=1
             )
-            dist[torch.arange(len(forget)), forget.y] = float("inf")
+            dist[torch.arange(len(forget), device=dist.device), forget.y] = float("inf")
             target = dist.argmin(dim=1)
         opt = make_optimizer(
             [p for p in out.parameters() if p.requires_grad],
@@ -189,13 +194,38 @@ class SCAR(Unlearner):
         )
         gen = generator(self.seed, "scar-batches")
         out.train()
+        with global_rng_from(self.seed, "scar"):  # a user model's dropout masks from the seed
+            self._fit(out, opt, gen, forget, x_ood, ood_logits, target, means, precisions)
+        out.eval()
+        return out
+
+    def _fit(
+        self,
+        out: nn.Module,
+        opt: torch.optim.Optimizer,
+        gen: torch.Generator,
+        forget: Dataset,
+        x_ood: Tensor,
+        ood_logits: Tensor,
+        target: Tensor,
+        means: Tensor,
+        precisions: Tensor,
+    ) -> None:
+        dev = forget.x.device
+        student_features: Callable[[Tensor], Tensor] = feature_model(
+            out, forget.x, owner="SCAR"
+        ).features
         for _ in range(self.n_epochs):
-            order = torch.randperm(len(forget), generator=gen)
+            order = torch.randperm(len(forget), generator=gen, device=gen.device).to(dev)
             for s in range(0, len(forget), self.batch_size):
                 idx = order[s : s + self.batch_size]
                 ood_idx = torch.randint(
-                    0, len(x_ood), (max(len(idx), self.batch_size),), generator=gen
-                )
+                    0,
+                    len(x_ood),
+                    (max(len(idx), self.batch_size),),
+                    generator=gen,
+                    device=gen.device,
+                ).to(dev)
                 f = student_features(forget.x[idx])
                 t = target[idx]
                 diff = f - means[t]
@@ -206,5 +236,3 @@ class SCAR(Unlearner):
                 opt.zero_grad(set_to_none=True)
                 (self.lambda_forget * relocate + self.lambda_retain * keep).backward()
                 opt.step()
-        out.eval()
-        return out

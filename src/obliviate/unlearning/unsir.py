@@ -12,7 +12,7 @@ from obliviate._rng import derive_seed, generator
 from obliviate._validation import check_number, check_schedule
 from obliviate.data.dataset import Dataset
 from obliviate.models.base import logits, seeded_init
-from obliviate.training import cross_entropy
+from obliviate.training import cross_entropy, model_device
 from obliviate.unlearning._ops import run_steps, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 from obliviate.unlearning.random_label import retain_sample
@@ -26,7 +26,7 @@ def noise_objective(model: nn.Module, noise: Tensor, label: int, reg_strength: f
     i.e. maximise the model's error on the forget class ``y_f = label`` while keeping the noise
     small (Tarun et al.; the reference code's exact form). A scalar tensor.
     """
-    y = torch.full((noise.shape[0],), int(label), dtype=torch.int64)
+    y = torch.full((noise.shape[0],), int(label), dtype=torch.int64, device=noise.device)
     ce = F.cross_entropy(logits(model, noise), y)
     return -ce + reg_strength * noise.pow(2).reshape(noise.shape[0], -1).sum(dim=1).mean()
 
@@ -44,7 +44,8 @@ def error_maximising_noise(
     """Learn one batch of noise ``[shape]`` for class ``label`` by ``n_steps`` Adam steps on
     :func:`noise_objective` from a standard-normal start; the model (eval mode, weights untouched)
     is fixed. Returns the detached noise."""
-    noise = torch.randn(shape, generator=gen).requires_grad_(True)
+    dev = model_device(model)  # drawn on the generator (CPU), learned where the model is
+    noise = torch.randn(shape, generator=gen, device=gen.device).to(dev).requires_grad_(True)
     opt = torch.optim.Adam([noise], lr=lr)
     was = model.training
     model.eval()
@@ -183,13 +184,18 @@ class UNSIR(Unlearner):
             )
             xs += [noise] * self.noise_copies
             ys += [
-                torch.full((self.noise_batch_size,), int(label), dtype=torch.int64)
+                torch.full(
+                    (self.noise_batch_size,), int(label), dtype=torch.int64, device=forget.y.device
+                )
             ] * self.noise_copies
         x = torch.cat(xs).to(forget.x.dtype)
         noise_data = Dataset(
             x=x,
             y=torch.cat(ys),
-            ids=-1 - torch.arange(len(x), dtype=torch.int64),  # never clash with real ids (>= 0)
+            ids=-1
+            - torch.arange(
+                len(x), dtype=torch.int64, device=x.device
+            ),  # never clash with real ids (>= 0)
             n_classes=forget.n_classes,
             name="unsir-noise",
         )

@@ -12,6 +12,8 @@ from torch import nn
 from obliviate._hyper import param_names
 from obliviate._validation import check_number
 from obliviate.errors import ObliviateError
+from obliviate.models.output_layer import REQUIREMENT, feature_model
+from obliviate.training import eval_mode
 from obliviate.unlearning import UNLEARNERS, unlearner_class
 from obliviate.unlearning.base import ForgetRequest, Unlearner, require
 
@@ -21,7 +23,8 @@ class UPCORE(Unlearner):
 
     The collateral damage of unlearning grows with the variance of the model's representations
     of the forget set. UPCORE therefore (1) embeds the forget set with the model to be edited
-    (here: the penultimate features ``model.features(x)``), (2) scores outliers with an Isolation
+    (here: the penultimate features: ``model.features(x)`` of an obliviate model, the input of
+    a user model's output layer otherwise, :mod:`obliviate.models.output_layer`), (2) scores outliers with an Isolation
     Forest (Liu, Ting & Zhou 2008), (3) removes the fraction ``contamination`` most anomalous
     points, and (4) runs the wrapped unlearning method on the remaining *core* forget set. The
     pruned points are expected to be forgotten too, by positive transfer from the core set; the
@@ -56,6 +59,7 @@ class UPCORE(Unlearner):
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"retain"})
+    model_requirement: ClassVar[str | None] = REQUIREMENT
 
     def __init__(
         self,
@@ -102,14 +106,13 @@ class UPCORE(Unlearner):
         forget = request.forget
         if len(forget) < 4:
             return forget.ids.clone(), forget.ids[:0].clone()
-        was = model.training
-        model.eval()
-        feats = model.features(forget.x).numpy().astype(np.float64)  # type: ignore[operator]
-        model.train(was)
+        view = feature_model(model, forget.x, owner="UPCORE")  # a user model: traced
+        with eval_mode(view):  # each submodule's own mode comes back
+            feats = view.features(forget.x).cpu().numpy().astype(np.float64)
         forest = IsolationForest(
             n_estimators=self.n_estimators, contamination=self.contamination, random_state=self.seed
         )
-        inlier = torch.as_tensor(forest.fit_predict(feats) == 1)
+        inlier = torch.as_tensor(forest.fit_predict(feats) == 1, device=forget.ids.device)
         return forget.ids[inlier].clone(), forget.ids[~inlier].clone()
 
     def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
