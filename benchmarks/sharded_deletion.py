@@ -17,6 +17,12 @@ reached. Two speed-ups are shown:
 forgetting cost (fraction of full training one random deletion re-runs, from the actual
 assignment) and measured deletion speed-up, next to plain SISA.
 
+``--breakdown`` prints instead where the CPU time of one deletion goes, phase by phase (the
+refuse-before-record check, recording the request, the receipt's accuracy figures, the shard
+jobs and, inside them, SGD steps, checkpoint writes with fsync, model builds and base reads;
+garbage collection of replaced checkpoints), for each (S, R) on digits, mean over
+``--deletions`` deletions after a warm-up deletion.
+
 Example (the run in docs/sharded.md)::
 
     python benchmarks/sharded_deletion.py --datasets digits,mnist --data-dir /path/to/mnist \
@@ -71,8 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--graph-shards", type=int, default=10)
     ap.add_argument("--graph-slices", type=int, default=1)
     ap.add_argument("--json", default=None, help="append one JSON line per run to this file")
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="print the per-phase CPU time of one deletion (digits) instead of the speed-up table",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.breakdown:
+        for s in parse_ints(args.shards):
+            for r in parse_ints(args.slices):
+                breakdown(s, r, args.deletions, args.epochs, args.lr, parse_ints(args.hidden))
+        return 0
 
     from obliviate.experiments import run_sharded
 
@@ -177,6 +193,112 @@ def main(argv: list[str] | None = None) -> int:
     if out:
         out.close()
     return 0
+
+
+def breakdown(
+    n_shards: int, n_slices: int, n_deletions: int, n_epochs: int, lr: float, hidden: list[int]
+) -> None:
+    """Per-phase CPU time of one deletion on digits (inline backend, one thread)."""
+    import collections
+    import functools
+    import tempfile
+    import time
+
+    import numpy as np
+
+    from obliviate.models import ModelSpec
+    from obliviate.sharded import building, deletion, jobs
+    from obliviate.sharded.config import DataSpec, ShardConfig
+    from obliviate.sharded.sisa import ShardedStore
+    from obliviate.training import Recipe, TrainConfig
+
+    spent: dict[str, float] = collections.defaultdict(float)
+    spent_wall: dict[str, float] = collections.defaultdict(float)
+    originals = []
+
+    def wrap(owner: object, name: str, label: str) -> None:
+        fn = getattr(owner, name)
+        originals.append((owner, name, fn))
+
+        @functools.wraps(fn)
+        def timed(*a: object, **k: object) -> object:
+            c0, w0 = time.process_time(), time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[label] += time.process_time() - c0
+                spent_wall[label] += time.perf_counter() - w0
+
+        setattr(owner, name, timed)
+
+    phases = [
+        (ShardedStore, "recover", "recover (finish interrupted requests)"),
+        (deletion, "check_bases", "refuse-before-record check"),
+        (deletion, "submit", "record the request (1 transaction)"),
+        (deletion, "training_rows", "load the removed rows"),
+        (deletion, "shard_scores", "receipt accuracy before/after"),
+        (deletion, "run", "shard jobs (retraining), total"),
+        (jobs, "train_stage", "  SGD steps"),
+        (jobs.CheckpointBatch, "add", "  checkpoint serialise + write"),
+        (jobs.CheckpointBatch, "commit", "  checkpoint fsyncs (grouped) + renames"),
+        (jobs, "build_model", "  model build"),
+        (jobs, "read_checkpoint", "  base checkpoint read (re-hashed)"),
+        (deletion.rc, "build_receipt", "build the receipt"),
+        (building, "collect_garbage", "delete replaced checkpoints"),
+    ]
+    for owner, name, label in phases:
+        wrap(owner, name, label)
+    try:
+        recipe = Recipe(
+            model=ModelSpec(name="mlp", hidden=tuple(hidden), seed=0),
+            train=TrainConfig(n_epochs=n_epochs, batch_size=32, lr=lr, seed=0),
+        )
+        config = ShardConfig(n_shards=n_shards, n_slices=n_slices, seed=0, recipe=recipe)
+        data = DataSpec(dataset="digits")
+        with tempfile.TemporaryDirectory() as tmp:
+            ShardedStore.train(
+                Path(tmp) / "warm", data=data, config=config, backend="inline"
+            ).close()
+            c0 = time.process_time()
+            store = ShardedStore.train(Path(tmp) / "s", data=data, config=config, backend="inline")
+            train_cpu = time.process_time() - c0
+            ids = store.ledger.samples(("active",))[:, 0]
+            victims = np.random.default_rng(0).choice(ids, n_deletions + 1, replace=False)
+            store.forget([int(victims[0])])  # warm-up
+            spent.clear()
+            spent_wall.clear()
+            c0, w0 = time.process_time(), time.perf_counter()
+            for v in victims[1:].tolist():
+                store.forget([v])
+            per = (time.process_time() - c0) / n_deletions
+            per_wall = (time.perf_counter() - w0) / n_deletions
+            store.close()
+    finally:
+        for owner, name, fn in originals:
+            setattr(owner, name, fn)
+    ideal = n_shards * 2 * n_slices / (n_slices + 1)
+    print(
+        f"digits S={n_shards} R={n_slices}: full training {1000 * train_cpu:.0f} ms CPU, one "
+        f"deletion {1000 * per:.1f} ms CPU, {1000 * per_wall:.1f} ms wall (mean of {n_deletions}); "
+        f"CPU speed-up {train_cpu / per:.1f} against the ideal {ideal:.1f} "
+        f"({100 * train_cpu / per / ideal:.0f} %)"
+    )
+    print("| phase | CPU ms per deletion | share of CPU | wall ms per deletion | share of wall |")
+    print("|---|---|---|---|---|")
+    for _, _, label in phases:
+        c, w = spent[label] / n_deletions, spent_wall[label] / n_deletions
+        print(
+            f"| {label} | {1000 * c:.2f} | {100 * c / per:.0f} % | {1000 * w:.2f} | "
+            f"{100 * w / per_wall:.0f} % |"
+        )
+    top = [k for k in spent if not k.startswith("  ")]
+    oc = per - sum(spent[k] for k in top) / n_deletions
+    ow = per_wall - sum(spent_wall[k] for k in top) / n_deletions
+    print(
+        f"| everything else (locks, ledger reads, receipt read) | {1000 * oc:.2f} | "
+        f"{100 * oc / per:.0f} % | {1000 * ow:.2f} | {100 * ow / per_wall:.0f} % |"
+    )
+    print()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor, nn
 
+from obliviate._rng import seed_global
+
 
 class Model(nn.Module, ABC):
     """Abstract base of obliviate's models (plain ``torch.nn``)."""
@@ -82,7 +84,7 @@ class _Seeded:
 
     def __enter__(self) -> None:
         self.ctx.__enter__()
-        torch.manual_seed(self.seed)
+        seed_global(self.seed)
 
     def __exit__(self, *exc) -> None:  # type: ignore[no-untyped-def]
         self.ctx.__exit__(*exc)

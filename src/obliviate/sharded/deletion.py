@@ -19,7 +19,7 @@ from obliviate.sharded import receipts as rc
 from obliviate.sharded.building import run, shard_job
 from obliviate.sharded.config import config_hash
 from obliviate.sharded.ledger import ids_hash
-from obliviate.sharded.prediction import accuracy_with, shard_models, training_rows
+from obliviate.sharded.prediction import accuracy_of, shard_models, shard_scores, training_rows
 from obliviate.sharded.store import failpoint, read_checkpoint
 
 if TYPE_CHECKING:  # annotations only; sisa imports this module
@@ -46,10 +46,10 @@ def check_bases(store: ShardedStore, ids: list[int] | np.ndarray) -> None:
     recorded as running, or it would block every later command.
     """
     wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
-    active = store.ledger.samples(("active",))[:, 0]
-    if len(active) and np.isin(active, wanted).all():
+    n_active = store.ledger.count_states().get("active", 0)
+    if n_active and len(store.ledger.rows_of(np.unique(wanted), ("active",))) == n_active:
         raise ObliviateError(
-            f"the request would delete all {len(active)} remaining training samples of the "
+            f"the request would delete all {n_active} remaining training samples of the "
             "store, leaving no model; train a new store instead"
         )
     current = store.ledger.current_checkpoints()
@@ -134,8 +134,14 @@ def cancel_pending(store: ShardedStore) -> list[dict[str, Any]]:
     return pending
 
 
-def process(store: ShardedStore, check_exactness: bool = False) -> list[dict[str, Any]]:
-    """Complete every queued or running request in one retraining pass; return their receipts."""
+def process(
+    store: ShardedStore, check_exactness: bool = False, *, bases_checked: bool = False
+) -> list[dict[str, Any]]:
+    """Complete every queued or running request in one retraining pass; return their receipts.
+
+    ``bases_checked``: the caller has just read (and re-hashed) every checkpoint this pass builds
+    on, under the same store lock (:func:`check_bases`), so they are not read a second time here.
+    """
     ledger = store.ledger
     config = store.config
     reqs = ledger.requests(("queued", "running"))
@@ -149,7 +155,7 @@ def process(store: ShardedStore, check_exactness: bool = False) -> list[dict[str
     needed = sorted({j for k in plan for j in store.hoods[k]})  # shards whose data the jobs read
     before_rows = ledger.samples(("active", "pending"), shards=needed)
     for k, start in plan.items():  # refuse to build on a damaged checkpoint before any work
-        if start > 0:
+        if start > 0 and not bases_checked:
             read_checkpoint(store.path, current[(k, start - 1)]["sha256"])
     queued = [r for r in reqs if r["status"] == "queued"]
     if queued:  # from now on a crash leaves them "running": any next command completes them
@@ -159,7 +165,7 @@ def process(store: ShardedStore, check_exactness: bool = False) -> list[dict[str
             ledger.append_event("requests_started", {"requests": [r["request_id"] for r in queued]})
     remaining = before_rows[~np.isin(before_rows[:, 0], pending)]
     removed_data = training_rows(store, pending)
-    acc_before = accuracy_with(store, current, removed_data)
+    scores_before = shard_scores(store, current, removed_data)
     t0 = time.perf_counter()
     jobs = [shard_job(store, remaining, k, start, current) for k, start in plan.items()]
     results = run(store, jobs)
@@ -190,7 +196,11 @@ def process(store: ShardedStore, check_exactness: bool = False) -> list[dict[str
             "ids_hash": row["ids_hash"],
             "n_ids": row["n_ids"],
         }
-    acc_after = accuracy_with(store, after, removed_data)
+    # the receipt's figures: shards the deletion did not retrain keep their scores
+    acc_before = accuracy_of(store, scores_before, removed_data)
+    acc_after = accuracy_of(
+        store, shard_scores(store, after, removed_data, scores_before), removed_data
+    )
     new_version = version + 1 if plan else version
     t_end = time.time()
     failpoint("before_commit")

@@ -75,6 +75,52 @@ def predict_proba(store: ShardedStore, x: torch.Tensor | np.ndarray) -> torch.Te
     return aggregate(store.config.aggregation, models, xt)
 
 
+ShardScores = dict[tuple[int, str], torch.Tensor]
+
+
+@torch.no_grad()
+def shard_scores(
+    store: ShardedStore,
+    current: Checkpoints,
+    data: Dataset | None,
+    known: ShardScores | None = None,
+) -> ShardScores:
+    """(shard, checkpoint sha256) -> that shard model's ``[N, n_classes]`` scores on ``data.x`` (softmax,
+    or one-hot votes), for the final-slice models of ``current``; scores already in ``known``
+    (same checkpoint, same data) are reused, not recomputed. Empty when ``data`` is None/empty."""
+    if data is None or len(data) == 0:
+        return {}
+    config = store.config
+    last = config.n_slices - 1
+    keys = [
+        (k, ck["sha256"])
+        for k in range(config.n_shards)
+        if (ck := current.get((k, last))) is not None and ck["n_ids"] > 0
+    ]
+    models = shard_models(store, current)  # raises on a store without a trained shard
+    out: ShardScores = {}
+    for key, model in zip(keys, models, strict=True):
+        if known is not None and key in known:
+            out[key] = known[key]
+            continue
+        o = logits(model, data.x)
+        if config.aggregation == "vote":
+            out[key] = torch.nn.functional.one_hot(o.argmax(dim=1), o.shape[1]).float()
+        else:
+            out[key] = o.softmax(dim=1)
+    return out
+
+
+def accuracy_of(store: ShardedStore, scores: ShardScores, data: Dataset | None) -> float | None:
+    """Ensemble accuracy from per-shard scores (:func:`shard_scores`); None when no data.
+    Equal to :func:`accuracy_with` on the same checkpoints (mean of the shards' softmax, or
+    vote fractions, then argmax)."""
+    if data is None or len(data) == 0:
+        return None
+    mean = torch.stack(list(scores.values())).mean(dim=0)
+    return float((mean.argmax(dim=1) == data.y).float().mean())
+
+
 def accuracy_with(store: ShardedStore, current: Checkpoints, data: Dataset | None) -> float | None:
     """Accuracy of the ensemble of checkpoints ``current`` on ``data`` (None when no data)."""
     if data is None or len(data) == 0:

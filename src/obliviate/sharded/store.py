@@ -104,6 +104,65 @@ def write_checkpoint(store: Path, state: dict[str, torch.Tensor], *, sync_dir: b
     return sha
 
 
+class CheckpointBatch:
+    """Checkpoints written as a group: :meth:`add` writes each one's temporary file at once (no
+    fsync: the bytes, and the hash, are taken when it is called), :meth:`commit` fsyncs every
+    temporary file concurrently, renames each into place and fsyncs the folder once.
+
+    The guarantee is :func:`write_checkpoint`'s — a file's bytes are durable before its rename, the
+    renames durable before :meth:`commit` returns (so before the ledger may refer to them) — at a
+    fraction of the wall time: on ext4 one fsync costs a journal commit (about 6-8 ms each on the
+    development machine), and concurrent fsyncs share commits (5 checkpoints: 45 ms one after the
+    other, about 14 ms together; ``benchmarks/sharded_deletion.py --breakdown``). A crash before
+    :meth:`commit` leaves only ``.tmp-*`` files, which :func:`remove_temporaries` deletes.
+    """
+
+    def __init__(self, store: Path) -> None:
+        self.store = store
+        self.pending: list[tuple[Path, Path]] = []  # (temporary, final)
+
+    def add(self, state: dict[str, torch.Tensor]) -> str:
+        """Write ``state``'s temporary file (not yet durable); return its sha256."""
+        data = serialize_state(state)
+        sha = sha256_bytes(data)
+        final = checkpoint_path(self.store, sha)
+        if any(f == final for _, f in self.pending) or (
+            final.exists() and sha256_bytes(final.read_bytes()) == sha
+        ):
+            return sha  # content-addressed: the same weights are already stored or queued
+        tmp = final.with_name(f".tmp-{os.getpid()}-{sha[:16]}")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        failpoint("checkpoint_tmp")
+        self.pending.append((tmp, final))
+        return sha
+
+    def commit(self) -> None:
+        """Make every added checkpoint durable and in place (see the class docstring)."""
+        if not self.pending:
+            return
+
+        def sync(path: Path) -> None:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        if len(self.pending) == 1:
+            sync(self.pending[0][0])
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(8, len(self.pending))) as pool:
+                list(pool.map(sync, [tmp for tmp, _ in self.pending]))
+        for tmp, final in self.pending:
+            os.replace(tmp, final)
+            failpoint("checkpoint_written")
+        _fsync_dir(self.store / CHECKPOINT_DIR)
+        self.pending = []
+
+
 def sync_checkpoints(store: Path) -> None:
     """Make the renames of checkpoint files durable (fsync the checkpoint folder)."""
     _fsync_dir(store / CHECKPOINT_DIR)
