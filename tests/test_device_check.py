@@ -1,0 +1,29 @@
+"""benchmarks/device_check.py runs on the CPU in CI (tiny setting) and finds CPU fp32 equal to
+itself, bit for bit, for a strategy, an unlearner and the sharded engine."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+
+def _module():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "device_check.py"
+    spec = importlib.util.spec_from_file_location("device_check", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_device_check_cpu_quick(capsys):
+    rc = _module().main(["--device", "cpu", "--quick", "--methods", "ewc,ssd,sharded"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "3/3 bitwise equal of CPU fp32" in out
+
+
+def test_device_check_refuses_an_absent_device():
+    from obliviate.errors import ObliviateError
+
+    with pytest.raises(ObliviateError, match="use --device cpu"):
+        _module().main(["--device", "cuda:7", "--quick", "--methods", "naive"])
