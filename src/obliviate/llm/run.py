@@ -24,6 +24,7 @@ from obliviate.llm.data import QAData, fictitious_qa, load_jsonl, resolve_reques
 from obliviate.llm.methods import REGISTRY
 from obliviate.llm.metrics import LMScorer, against, evaluate, summary
 from obliviate.llm.models import (
+    DTYPES,
     LM,
     PrefixCache,
     blocks,
@@ -111,6 +112,13 @@ class LLMSpec:
     max_retain: int | None = None
 
     def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ObliviateError(f"dtype {self.dtype!r}: choose {', '.join(DTYPES)}")
+        if self.model == "tiny" and self.dtype != "float32":
+            raise ObliviateError(
+                f"dtype {self.dtype!r}: the tiny model is trained from scratch in float32 only; "
+                "drop --dtype or give --model PATH / smollm2-135m"
+            )
         unknown = [m for m in self.methods if m not in REGISTRY]
         if unknown:
             raise ObliviateError(f"unknown method(s) {unknown}; choose from {sorted(REGISTRY)}")

@@ -182,6 +182,25 @@ def _lock(store: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _lock_held(store: Path) -> bool:
+    """Whether a process holds the store's lock now, i.e. is working on it (training, a
+    deletion, a resume). A process killed with SIGKILL releases its lock with it, so unfinished
+    work whose lock is free was interrupted."""
+    try:
+        fd = os.open(store / ".lock", os.O_RDONLY)
+    except OSError:  # no lock file yet: nobody has worked on the store
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 def state_fingerprint(model: torch.nn.Module) -> str:
     """sha256 over a model's parameters and buffers (names, dtypes, shapes, bytes)."""
     h = hashlib.sha256()
@@ -629,13 +648,20 @@ class AdapterStore:
 
     # ---- inspection ----------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
+        """The store's configuration, counts, requests and model hash. ``state`` is ``ready``,
+        ``busy`` (a process is working on the store now) or ``interrupted`` (unfinished work --
+        the initial training or a running request -- whose process died: run :meth:`resume`)."""
         counts = self.ledger.count_states()
         prefix = self.lm.prefix
+        state = self.ledger.get_meta("state")
+        unfinished = state == "training" or bool(self.ledger.requests(("queued", "running")))
+        if unfinished:
+            state = "busy" if _lock_held(self.path) else "interrupted"
         return {
             "store": str(self.path),
             "config": asdict(self.config),
             "version": int(self.ledger.get_meta("version")),
-            "state": self.ledger.get_meta("state"),
+            "state": state,
             "n_active": counts.get("active", 0),
             "n_pending": counts.get("pending", 0),
             "n_deleted": counts.get("deleted", 0),
