@@ -160,17 +160,26 @@ def register(app: typer.Typer) -> None:
 
     @serve.command("openapi")
     def openapi(
-        output: Path | None = typer.Option(None, "--output", help="write here (default stdout)"),
+        out: Path | None = typer.Option(
+            None, "--out", "-o", help="write the schema to this file (default: stdout)"
+        ),
+        output: Path | None = typer.Option(None, "--output", hidden=True),
     ) -> None:
         """Print (or write) the OpenAPI schema of the service (checked in as docs/openapi.json)."""
+        from obliviate.cli._common import check_out_target, resolve_out
+
+        output = resolve_out(out, output)
+        if output is not None:
+            check_out_target(output)
         _need_serve()
+        from obliviate.io import atomic_write_text
         from obliviate.serve.app import openapi_schema
 
         text = json.dumps(openapi_schema(), indent=2, sort_keys=True) + "\n"
         if output is None:
             sys.stdout.write(text)
         else:
-            output.write_text(text)
+            atomic_write_text(output, text)
 
     serve.add_typer(keys, name="keys")
     serve.add_typer(subjects, name="subjects")
