@@ -85,6 +85,41 @@ def test_sigkill_of_a_pool_owner_leaves_no_process(tmp_path):
             proc.kill()
 
 
+IDLE_SCRIPT = textwrap.dedent(
+    """
+    import time
+    from obliviate import parallel
+    if __name__ == "__main__":
+        assert parallel.map_jobs(abs, [-1, -2, -3, -4], "local", 2) == [1, 2, 3, 4]
+        print("warm", *parallel.warm_pids(), flush=True)
+        time.sleep(120)
+    """
+)
+
+
+def test_sigkill_of_the_owner_of_an_idle_warm_pool_leaves_no_process(tmp_path):
+    script = tmp_path / "owner.py"
+    script.write_text(IDLE_SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().split()
+        assert line[:1] == [b"warm"] and len(line) >= 2  # workers kept warm after the call
+        family = _descendants(proc.pid)  # the forkserver and the idle workers
+        assert {int(p) for p in line[1:]} <= family
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while _alive(family) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(family), f"left behind: {sorted(_alive(family))}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_sigkill_of_bench_with_two_workers_leaves_no_process(tmp_path):
     spec = tmp_path / "grid.toml"
     spec.write_text(

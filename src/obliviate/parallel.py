@@ -2,15 +2,29 @@
 
 A job is a picklable argument tuple for a module-level function ``fn``; running it must be a pure
 function of its arguments (the benchmark grid's runs, the sharded store's shard jobs), so every
-backend returns the same results bit for bit. Every job runs with one torch thread.
+backend returns the same results bit for bit.
 
 ``inline``  one job after the other in this process.
-``local``   a process pool on this machine (``forkserver`` processes that preload ``fn``'s module,
-            so torch is imported once); with one worker (or one job) it runs inline instead of
-            paying for a pool.
+``local``   the warm local pool: long-lived worker processes on this machine, forked from a
+            ``forkserver`` that imported torch (and the job's module) once. The pool outlives the
+            call that started it: the next grid, shard job batch or forget request of this
+            process reuses the same workers, with their imports and per-process caches (the
+            sharded engine's datasets, torch's lazy modules) already loaded. One idle pool is
+            kept per worker count (at most :data:`MAX_IDLE_POOLS`); a pool is stopped instead
+            of kept when a call ends with jobs in flight (Ctrl-C, an error) or a worker died.
+            With one worker (or one job) it runs inline instead.
 ``ray``     ``ray.remote`` tasks (one CPU each, never retried): the running Ray instance, the
-            cluster at ``address``, or a local instance with ``n_workers`` CPUs that is shut down
-            again when the work is done. Needs the optional extra ``obliviate[distributed]``.
+            cluster at ``address`` (or ``$RAY_ADDRESS``), or a local instance with ``n_workers``
+            CPUs that is shut down again when the work is done. Needs the optional extra
+            ``obliviate[distributed]``.
+
+Threads: a worker sets torch's thread count so that workers x threads never exceeds the CPUs
+it may use: a local worker gets ``max(1, cpus // n_workers)`` intra-op threads (``cpus``: this
+process's affinity mask, :func:`default_workers`), a Ray worker the CPUs Ray assigned to its task
+(one), and each one inter-op thread. Jobs whose results must not depend on the backend pin
+their own count (the benchmark runs and shard jobs use one thread, as inline does), so the
+bitwise contract holds whatever the pool's size. Every worker dies with the process that owns it
+(:mod:`obliviate._lifetime`), and :func:`shutdown` (also run at exit) stops the warm pool.
 
 Two ways in: :func:`map_jobs` (``[fn(*job) for job in jobs]``, results in order) and
 :func:`open_executor` (``submit`` / ``wait_any``, results as they finish, for callers that
@@ -19,11 +33,13 @@ decide what to submit next from what has finished, like the benchmark runner).
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures as cf
 import multiprocessing
 import os
+import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -33,6 +49,10 @@ from obliviate.errors import ObliviateError
 BACKENDS = ("inline", "local", "ray")
 """The backend names (see the module docstring)."""
 
+PRELOAD = ("obliviate._forkserver_preload", "torch")
+"""Modules the forkserver imports before it forks any worker (the lifetime hook first, so a
+parent killed during torch's import takes the forkserver along)."""
+
 
 def default_workers() -> int:
     """The CPUs this process may use (its affinity mask), at least 1."""
@@ -41,16 +61,52 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)  # pragma: no cover - not on Linux
 
 
-def _init_worker() -> None:
-    die_with_parent()  # first (torch's import takes seconds): a killed caller takes its workers
+def threads_per_worker(n_workers: int, cpus: int | None = None) -> int:
+    """Torch intra-op threads for each of ``n_workers`` workers sharing ``cpus`` CPUs (default:
+    :func:`default_workers`): ``max(1, cpus // n_workers)``, so workers x threads <= cpus
+    whenever ``n_workers <= cpus``."""
+    return max(1, (cpus or default_workers()) // max(1, n_workers))
+
+
+def _set_threads(n_threads: int) -> None:
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(n_threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set, or inter-op work already ran in this process
+        pass
 
 
-def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    _init_worker()
+def _init_worker(n_threads: int = 1) -> None:
+    die_with_parent()  # first (torch's import takes seconds): a killed caller takes its workers
+    _set_threads(n_threads)
+
+
+def _ray_call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """One Ray task: threads from the CPUs Ray assigned to it, then ``fn(*args)``."""
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    _init_worker(max(1, int(cpus)))
     return fn(*args)
+
+
+def _call_chunk(fn: Callable[..., Any], chunk: Sequence[tuple[Any, ...]]) -> list[Any]:
+    return [fn(*args) for args in chunk]
+
+
+def probe(job: Any = None) -> dict[str, Any]:
+    """Where a job ran: ``pid`` and torch's ``threads`` / ``interop_threads`` there (``job`` is
+    echoed back); for checking a backend's thread policy and warm workers."""
+    import torch
+
+    return {
+        "job": job,
+        "pid": os.getpid(),
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+    }
 
 
 def _check(backend: str, n_workers: int | None) -> None:
@@ -60,11 +116,101 @@ def _check(backend: str, n_workers: int | None) -> None:
         raise ObliviateError(f"--workers must be >= 1, got {n_workers}")
 
 
+# ---- the warm local pool -------------------------------------------------------------------
+_LOCK = threading.Lock()
+_IDLE: dict[int, cf.ProcessPoolExecutor] = {}  # worker count -> a warm pool nobody is using
+MAX_IDLE_POOLS = 2
+"""Warm pools kept idle at once, one per worker count (the least recently used goes first)."""
+
+
+def _broken(pool: cf.ProcessPoolExecutor) -> bool:
+    return bool(getattr(pool, "_broken", False)) or bool(getattr(pool, "_shutdown_thread", False))
+
+
+def _new_pool(n_workers: int, preload: Iterable[str]) -> cf.ProcessPoolExecutor:
+    ctx = multiprocessing.get_context("forkserver")
+    # only the first call of this process sets the list: the forkserver lives until we exit
+    ctx.set_forkserver_preload(list(dict.fromkeys([*PRELOAD, *preload])))
+    return cf.ProcessPoolExecutor(
+        max_workers=n_workers,
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(threads_per_worker(n_workers),),
+    )
+
+
+def _acquire(n_workers: int, preload: Iterable[str]) -> cf.ProcessPoolExecutor:
+    """The idle warm pool of ``n_workers`` workers, else a new one."""
+    with _LOCK:
+        idle = _IDLE.pop(n_workers, None)
+    if idle is not None:
+        if not _broken(idle):
+            return idle
+        _kill(idle)
+    return _new_pool(n_workers, preload)
+
+
+def _release(pool: cf.ProcessPoolExecutor) -> None:
+    """Keep ``pool`` warm for the next caller of its size (stop it if another of that size is
+    already kept; stop the least recently used beyond :data:`MAX_IDLE_POOLS`)."""
+    stop = []
+    with _LOCK:
+        n = pool._max_workers  # type: ignore[attr-defined]
+        if _broken(pool) or n in _IDLE:
+            stop.append(pool)
+        else:
+            _IDLE[n] = pool
+            while len(_IDLE) > MAX_IDLE_POOLS:
+                stop.append(_IDLE.pop(next(iter(_IDLE))))
+    for p in stop:
+        _kill(p)
+
+
+def _kill(pool: cf.ProcessPoolExecutor) -> None:
+    """Stop ``pool`` now: queued jobs are cancelled, running ones abandoned."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=5)
+
+
+def shutdown() -> None:
+    """Stop the warm local pool (its workers exit; the next ``local`` call starts a new one).
+    Registered with :mod:`atexit`; call it to free the workers' memory earlier."""
+    with _LOCK:
+        pools = list(_IDLE.values())
+        _IDLE.clear()
+    for pool in pools:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+atexit.register(shutdown)
+
+
+def warm_pids() -> list[int]:
+    """Process ids of the idle warm pool's live workers (empty when there is none)."""
+    with _LOCK:
+        pools = list(_IDLE.values())
+    return sorted(
+        p.pid
+        for pool in pools
+        for p in (getattr(pool, "_processes", None) or {}).values()
+        if p.pid is not None and p.is_alive()
+    )
+
+
+# ---- executors -----------------------------------------------------------------------------
 class Executor:
-    """Runs submitted jobs; ``capacity`` is how many it runs at once. A context manager: leaving
-    it stops whatever is still running (Ctrl-C: the runs in flight are lost, the others kept)."""
+    """Runs submitted jobs; ``capacity`` is how many it runs at once and ``queue_depth`` how
+    many more a caller may submit ahead so that no worker waits for the next job. A context
+    manager: leaving it stops whatever is still running (Ctrl-C: the runs in flight are lost,
+    the others kept)."""
 
     capacity: int = 1
+    queue_depth: int = 0
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         raise NotImplementedError
@@ -102,48 +248,57 @@ class InlineExecutor(Executor):
 
 
 class LocalExecutor(Executor):
-    """``n_workers`` forkserver processes on this machine."""
+    """``n_workers`` processes of the warm local pool (see the module docstring). ``preload``:
+    more modules for the forkserver to import before forking (used only when this call starts
+    the forkserver: the job's module is always imported by the worker on first use)."""
 
-    def __init__(self, n_workers: int) -> None:
+    def __init__(self, n_workers: int, *, preload: Iterable[str] = ()) -> None:
         self.capacity = n_workers
+        self.queue_depth = n_workers
+        self._preload = tuple(preload)
         self._pool: cf.ProcessPoolExecutor | None = None
         self._futures: set[cf.Future[Any]] = set()
 
     def _start(self, fn: Callable[..., Any]) -> cf.ProcessPoolExecutor:
         if self._pool is None:
-            ctx = multiprocessing.get_context("forkserver")
-            # import torch once (workers fork from the forkserver); the forkserver dies with us
-            ctx.set_forkserver_preload([fn.__module__, "obliviate._forkserver_preload"])
-            self._pool = cf.ProcessPoolExecutor(
-                max_workers=self.capacity, mp_context=ctx, initializer=_init_worker
-            )
+            self._pool = _acquire(self.capacity, (*self._preload, fn.__module__))
         return self._pool
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         self._futures.add(self._start(fn).submit(fn, *args))
+
+    def map(self, fn: Callable[..., Any], jobs: Sequence[Any]) -> list[Any]:
+        """``[fn(job) for job in jobs]`` in order; jobs travel in chunks of
+        ``max(1, len(jobs) // (8 * capacity))`` (one message per chunk, not per job)."""
+        size = max(1, len(jobs) // (8 * min(self.capacity, len(jobs))))
+        chunks = [[(job,) for job in jobs[i : i + size]] for i in range(0, len(jobs), size)]
+        pool = self._start(fn)
+        futures = [pool.submit(_call_chunk, fn, chunk) for chunk in chunks]
+        self._futures.update(futures)
+        out = [r for f in futures for r in f.result()]
+        self._futures.difference_update(futures)
+        return out
 
     def wait_any(self) -> list[Any]:
         done, self._futures = cf.wait(self._futures, return_when=cf.FIRST_COMPLETED)
         return [f.result() for f in done]
 
     def close(self) -> None:
-        if self._pool is None:
+        pool, self._pool = self._pool, None
+        if pool is None:
             return
-        for f in self._futures:
-            f.cancel()
-        procs = list(getattr(self._pool, "_processes", {}).values())
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        for p in procs:  # a job in flight is abandoned, not awaited
-            if p.is_alive():
-                p.terminate()
-        for p in procs:
-            p.join(timeout=5)
-        self._pool = None
+        running = [f for f in self._futures if not f.done()]
+        self._futures = set()
+        if running:  # stopped mid-way (Ctrl-C, an error): jobs in flight are abandoned
+            _kill(pool)
+        else:
+            _release(pool)
 
 
 class RayExecutor(Executor):
-    """Ray tasks of one CPU each: the running instance, the cluster at ``address``, or a local
-    instance with ``n_workers`` CPUs (``capacity`` = ``n_workers``, else the cluster's CPUs)."""
+    """Ray tasks of one CPU each: the running instance, the cluster at ``address`` (default
+    ``$RAY_ADDRESS``), or a local instance with ``n_workers`` CPUs (``capacity`` =
+    ``n_workers``, else the cluster's CPUs)."""
 
     def __init__(self, n_workers: int | None, address: str | None = None) -> None:
         try:
@@ -163,12 +318,14 @@ class RayExecutor(Executor):
                 "log_to_driver": False,
                 "logging_level": logging.ERROR,
             }
+            address = address or os.environ.get("RAY_ADDRESS") or None
             if address:
                 ray.init(address=address, **kwargs)
             else:
                 ray.init(num_cpus=n_workers or 1, **kwargs)
         self.capacity = n_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self._remote = ray.remote(num_cpus=1, max_retries=0)(_call)
+        self.queue_depth = self.capacity
+        self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_call)
         self._refs: list[Any] = []
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -195,11 +352,16 @@ class RayExecutor(Executor):
 
 
 def open_executor(
-    backend: str = "local", *, n_workers: int | None = 1, address: str | None = None
+    backend: str = "local",
+    *,
+    n_workers: int | None = 1,
+    address: str | None = None,
+    preload: Iterable[str] = (),
 ) -> Executor:
     """The executor of ``backend`` running ``n_workers`` jobs at once (``None``: 1 locally; on
-    Ray, the cluster's CPU count). ``address`` (Ray only) joins an existing cluster. Unknown
-    names and ``n_workers < 1`` raise :class:`~obliviate.errors.ObliviateError`."""
+    Ray, the cluster's CPU count). ``address`` (Ray only) joins an existing cluster;
+    ``preload`` (local only) names modules the forkserver imports once. Unknown names and
+    ``n_workers < 1`` raise :class:`~obliviate.errors.ObliviateError`."""
     _check(backend, n_workers)
     if backend == "ray":
         return RayExecutor(n_workers, address)
@@ -207,7 +369,7 @@ def open_executor(
         raise ObliviateError("--address applies to --backend ray only")
     if backend == "inline" or (n_workers or 1) == 1:
         return InlineExecutor()
-    return LocalExecutor(n_workers or 1)
+    return LocalExecutor(n_workers or 1, preload=preload)
 
 
 def map_jobs(
@@ -217,34 +379,40 @@ def map_jobs(
     n_workers: int | None = None,
 ) -> list[Any]:
     """``[fn(job) for job in jobs]`` on ``backend``, results in the order of ``jobs``.
-    ``n_workers`` defaults to :func:`default_workers` and is capped by the number of jobs."""
+    ``n_workers`` defaults to :func:`default_workers`; the local pool has ``n_workers``
+    workers (whatever the number of jobs, so calls with different numbers of jobs share one
+    warm pool) and a single job runs inline."""
     _check(backend, n_workers)
     if not jobs:
         return []
-    workers = min(n_workers or default_workers(), len(jobs))
-    if backend == "inline" or (backend == "local" and workers <= 1):
+    workers = n_workers or default_workers()
+    if backend == "inline" or (backend == "local" and min(workers, len(jobs)) <= 1):
         return [fn(job) for job in jobs]
     if backend == "ray":
-        ray_ex = RayExecutor(workers)
+        ray_ex = RayExecutor(min(workers, len(jobs)))
         try:
             for job in jobs:
                 ray_ex.submit(fn, job)
             return ray_ex.gather()
         finally:
             ray_ex.close()
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([fn.__module__, "obliviate._forkserver_preload"])
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as p:
-        return list(p.map(fn, jobs))
+    with LocalExecutor(workers) as local:
+        return local.map(fn, jobs)
 
 
 __all__ = [
     "BACKENDS",
+    "PRELOAD",
     "Executor",
     "InlineExecutor",
     "LocalExecutor",
+    "MAX_IDLE_POOLS",
     "RayExecutor",
     "default_workers",
     "map_jobs",
     "open_executor",
+    "probe",
+    "shutdown",
+    "threads_per_worker",
+    "warm_pids",
 ]

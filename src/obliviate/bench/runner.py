@@ -4,8 +4,10 @@ The runner knows no method and no run kind: a grid point (:class:`obliviate.benc
 names its kind, and :func:`execute` builds that kind's spec from it
 (``Spec.from_dict``, plus the runner's ``data_dir`` and ``cache_dir`` where the spec has those
 fields) and calls the kind's ``run`` (:data:`obliviate.experiments.KINDS`). Kind modules are
-imported lazily, inside the worker that runs them. Where runs execute is
-:mod:`obliviate.parallel` (``inline``, ``local`` or ``ray``).
+imported lazily, inside the worker that runs them (the ``local`` pool's forkserver imports the
+grid's kind modules once, before it forks the workers). Where runs execute is
+:mod:`obliviate.parallel` (``inline``, ``local`` or ``ray``); the local pool stays warm for the
+next grid of this process.
 
 Crash safety: a result is appended (one line, fsync) as soon as its run finishes, and a run's key
 is the hash of its resolved spec; re-running the same spec skips every key already in
@@ -26,7 +28,7 @@ from typing import Any
 
 from obliviate.bench import results as store
 from obliviate.bench.specs import Run, load_spec
-from obliviate.experiments import kind
+from obliviate.experiments import KINDS, kind
 from obliviate.parallel import open_executor
 from obliviate.provenance import provenance
 
@@ -138,9 +140,12 @@ def run_grid(
             return True
         return False
 
-    with open_executor(backend, n_workers=workers, address=address) as be:
+    # the warm pool's forkserver imports the grid's kind modules once, before forking workers
+    preload = sorted({KINDS[r.kind] for r in todo if r.kind in KINDS})
+    with open_executor(backend, n_workers=workers, address=address, preload=preload) as be:
         while pending or in_flight:
-            capacity = be.capacity - len(in_flight)
+            # a run queued ahead per worker: none waits while this process appends a record
+            capacity = be.capacity + be.queue_depth - len(in_flight)
             for run in list(pending):
                 if capacity <= 0:
                     break
