@@ -33,8 +33,8 @@ class UPCORE(Unlearner):
     Parameters
     ----------
     method : str
-        Registry name of the wrapped unlearner (default ``"neggrad_plus"``, one of the methods the
-        paper wraps, with gradient ascent and refusal training).
+        Registry name of the wrapped unlearner (default ``"neggrad_plus"``; see Notes: the paper
+        wraps Gradient Ascent, Refusal and NPO, not NegGrad+).
     contamination : float in (0, 0.5]
         Fraction of the forget set pruned as outliers (the Isolation Forest's contamination).
     n_estimators : int
@@ -47,8 +47,12 @@ class UPCORE(Unlearner):
     Notes
     -----
     ``needs`` declares what the default wrapped method needs; the wrapped method's own needs are
-    checked at call time. Deviation: the paper embeds with an LLM's hidden states; here the
-    model's penultimate features play that role. See :func:`deletion_utility_auc` for the
+    checked at call time. Deviations: the paper embeds with an LLM's hidden states; here the
+    model's penultimate features play that role. The paper wraps three LLM unlearning methods,
+    Gradient Ascent, Refusal (training to answer "I don't know") and NPO; NegGrad+ (gradient
+    ascent on the forget set with descent on the retain set) is not among them and is this
+    class's default only as the classifier method closest to them that keeps retain accuracy;
+    ``method="gradient_ascent"`` is the paper's Gradient Ascent setting. See :func:`deletion_utility_auc` for the
     paper's trade-off AUC.
 
     References
