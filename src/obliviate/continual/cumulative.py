@@ -15,8 +15,13 @@ class Cumulative(Strategy):
 
     Notes
     -----
-    The model is fine-tuned, not retrained from scratch, at every experience (as Avalanche's
-    ``Cumulative``); an epoch at experience ``i`` therefore covers ``i + 1`` experiences' data.
+    - The model is fine-tuned, not retrained from scratch, at every experience (as Avalanche's
+      ``Cumulative``); an epoch at experience ``i`` covers every distinct sample of experiences
+      ``0..i``.
+    - "Everything seen" is every distinct sample (by id): on a recurring stream a task that
+      comes back brings the same sample ids, and each sample is fed once per epoch (its latest
+      presentation), not once per occurrence
+      (:func:`~obliviate.continual.loop.distinct_samples`).
 
     References
     ----------

@@ -19,8 +19,12 @@ class Joint(Strategy):
 
     Notes
     -----
-    The recipe (epochs, batch size, lr) is the stream's recipe applied once to all the data, so
-    joint sees as many samples per epoch as the whole stream.
+    - The recipe (epochs, batch size, lr) is the stream's recipe applied once to all the data,
+      so joint sees every distinct sample of the stream once per epoch.
+    - "All the data" is every distinct sample (by id): on a recurring stream, where a task comes
+      back with the same sample ids, each sample enters once (its latest presentation), not once
+      per occurrence (:func:`~obliviate.continual.loop.distinct_samples`). Joint is the model of
+      the data, not of the schedule; a sample presented three times is not three samples.
 
     References
     ----------

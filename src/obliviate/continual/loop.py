@@ -94,16 +94,35 @@ def check_compatible(strategy: Strategy, stream: Stream, model: nn.Module | None
 
 
 def training_data(stream: Stream, i: int, view: str) -> Dataset:
-    """The data the loop feeds at experience ``i`` for a strategy's ``data_view``."""
+    """The data the loop feeds at experience ``i`` for a strategy's ``data_view``.
+
+    ``"seen"`` and ``"all"`` mean every distinct *sample* seen (so far / in the stream): on a
+    recurring stream, where a task comes back with the same sample ids, each sample is fed once
+    per epoch, as its latest presentation (:func:`distinct_samples`), not once per occurrence.
+    """
     if view == "experience":
         return stream[i].train
     if view == "seen":
-        return Dataset.concat([e.train for e in stream.experiences[: i + 1]])
+        return distinct_samples(Dataset.concat([e.train for e in stream.experiences[: i + 1]]))
     # "all": everything at the first experience, nothing afterwards (the model is already joint)
     if i == 0:
-        return Dataset.concat([e.train for e in stream.experiences])
+        return distinct_samples(Dataset.concat([e.train for e in stream.experiences]))
     none = torch.zeros(0, dtype=torch.int64, device=stream[i].train.x.device)
     return stream[i].train.subset(none)
+
+
+def distinct_samples(data: Dataset) -> Dataset:
+    """``data`` with one row per id: the *last* row of each id, rows in the order of those last
+    rows. Data without repeated ids comes back unchanged (the same object)."""
+    ids = data.ids
+    n = int(ids.numel())
+    if int(torch.unique(ids).numel()) == n:
+        return data
+    _, inverse = torch.unique(ids, return_inverse=True)
+    position = torch.arange(n, device=ids.device)
+    last = torch.full((int(inverse.max()) + 1,), -1, dtype=torch.int64, device=ids.device)
+    last = last.scatter_reduce(0, inverse, position, reduce="amax")
+    return data.subset(torch.sort(last).values)
 
 
 def train_stream(

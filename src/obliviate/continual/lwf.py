@@ -28,8 +28,11 @@ class LwF(Strategy):
     (:func:`~obliviate.continual.penalties.distillation_loss`) and ``g`` runs over groups of
     output columns:
 
-    - task-aware streams (multi-head models): one group per old task, its head's classes, so each
-      old head is distilled with its own softmax (Li & Hoiem's original setting);
+    - task-aware streams (multi-head models): one group per distinct old task, its head's
+      classes, so each old head is distilled once, with its own softmax (Li & Hoiem's original
+      setting). On a recurring stream a task seen several times is still one group (in order of
+      first appearance), and it stays a group while it is the current task again (its head was
+      learned before: it is an old task too);
     - single-head streams (class- or domain-incremental): one group holding every class seen in
       the past experiences, i.e. the old classes' logits are distilled (the class-incremental
       adaptation used by Rebuffi et al., 2017, sec. 2.3, and van de Ven et al., 2022).
@@ -90,7 +93,10 @@ class LwF(Strategy):
     def end(self, model: nn.Module, experience: Experience) -> None:
         groups: list[tuple[int, ...]] = list(self.groups_ or [])
         if experience.task_id is not None:
-            groups.append(tuple(experience.classes))
+            # one group per distinct old task: a task that recurs (recurring streams) is
+            # distilled once, not once per occurrence
+            if tuple(experience.classes) not in groups:
+                groups.append(tuple(experience.classes))
         else:
             seen = set(groups[0]) if groups else set()
             groups = [tuple(sorted(seen | set(experience.classes)))]
