@@ -26,7 +26,10 @@ def register(app: typer.Typer) -> None:
         ),
         epochs: int = typer.Option(None, min=1, help="override the recipe's training epochs"),
         quality: int = typer.Option(
-            0, min=0, help="N > 0: NeurIPS-2023 forgetting quality over N vs N models"
+            0,
+            min=0,
+            help="N > 0: NeurIPS-2023 forgetting quality, N unlearned vs N independently "
+            "retrained models, with the noise floor of exact unlearning (32 a side recommended)",
         ),
         relearn_cap: int = typer.Option(200, min=0, help="cap on relearn-attack steps"),
         cache: str = typer.Option(
@@ -130,8 +133,11 @@ def register(app: typer.Typer) -> None:
         )
         if quality:
             console.print(
-                f"forgetting quality (N={quality}): F {cell([r['quality']['F'] for r in results])}, "
-                f"score {cell([r['quality']['score'] for r in results])}"
+                f"forgetting quality (N={quality} a side, independent seeds): F "
+                f"{cell([r['quality']['F'] for r in results])}, noise floor (retrain vs retrain) "
+                f"{cell([r['quality'].get('noise_floor', {}).get('F', float('nan')) for r in results])}, "
+                f"score {cell([r['quality']['score'] for r in results])}; finite epsilon <= "
+                f"{results[0]['quality'].get('max_finite_epsilon', float('nan')):.2f} at this N"
             )
         for r in results:
             if r["learned"]:
