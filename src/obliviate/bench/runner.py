@@ -20,6 +20,7 @@ import dataclasses
 import os
 import shutil
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -37,6 +38,14 @@ from obliviate.provenance import provenance
 
 def _utc() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _ray_node() -> str | None:
+    """The Ray node id when this runs as a Ray task (hosts of a cluster may share a name)."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    return str(ray.get_runtime_context().get_node_id())
 
 
 def run_point(point: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
@@ -82,6 +91,9 @@ def execute(run: Run, ctx: dict[str, Any]) -> dict[str, Any]:
         "finished_utc": _utc(),
         "worker": f"{socket.gethostname()}:{os.getpid()}",
     }
+    node = _ray_node()
+    if node is not None:
+        record["timings"]["node"] = node
     record["provenance"] = entry_prov or provenance(seed=run.spec.get("seed"))
     return record
 
