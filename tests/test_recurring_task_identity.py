@@ -4,7 +4,7 @@ joint and cumulative train on each distinct sample once."""
 import torch
 
 from obliviate.continual import strategy_class
-from obliviate.continual.loop import distinct_samples, train_stream, training_data
+from obliviate.continual.loop import distinct_training_sets, train_stream, training_data
 from obliviate.continual.penalties import distillation_loss
 from obliviate.data import synthetic_dataset
 from obliviate.data.streams import recurring
@@ -79,9 +79,16 @@ def test_joint_and_cumulative_feed_each_distinct_sample_once():
     assert order == sorted(order)
 
 
-def test_distinct_samples_keeps_data_without_repeats_as_is():
-    train, _ = synthetic_dataset(n_classes=4, n_per_class=10, n_features=8, seed=1)
-    assert distinct_samples(train) is train
+def test_streams_without_recurrences_keep_every_training_set():
+    from obliviate.data import build_scenario
+
+    train, test = synthetic_dataset(n_classes=4, n_per_class=10, n_features=8, seed=1)
+    # a domain-incremental stream repeats every id with other features: all sets stay
+    for name in ("class-incremental", "domain-permutation"):
+        stream = build_scenario(name, train, test, n_experiences=2, seed=1)
+        sets = distinct_training_sets(stream.experiences)
+        assert len(sets) == 2 and all(a is e.train for a, e in zip(sets, stream, strict=True))
+        assert len(training_data(stream, 0, "all")) == sum(len(e.train) for e in stream)
 
 
 def test_joint_trains_on_176_rows_not_352():

@@ -18,10 +18,11 @@ class Cumulative(Strategy):
     - The model is fine-tuned, not retrained from scratch, at every experience (as Avalanche's
       ``Cumulative``); an epoch at experience ``i`` covers every distinct sample of experiences
       ``0..i``.
-    - "Everything seen" is every distinct sample (by id): on a recurring stream a task that
-      comes back brings the same sample ids, and each sample is fed once per epoch (its latest
-      presentation), not once per occurrence
-      (:func:`~obliviate.continual.loop.distinct_samples`).
+    - "Everything seen" counts samples, not presentations: on a recurring stream a task that
+      comes back brings the same samples (same ids and features), and each is fed once per
+      epoch (its latest presentation), not once per occurrence
+      (:func:`~obliviate.continual.loop.distinct_training_sets`); a domain-incremental stream's
+      transformed copies are distinct samples.
 
     References
     ----------

@@ -21,10 +21,12 @@ class Joint(Strategy):
     -----
     - The recipe (epochs, batch size, lr) is the stream's recipe applied once to all the data,
       so joint sees every distinct sample of the stream once per epoch.
-    - "All the data" is every distinct sample (by id): on a recurring stream, where a task comes
-      back with the same sample ids, each sample enters once (its latest presentation), not once
-      per occurrence (:func:`~obliviate.continual.loop.distinct_samples`). Joint is the model of
-      the data, not of the schedule; a sample presented three times is not three samples.
+    - "All the data" counts samples, not presentations: on a recurring stream, where a task
+      comes back with the same samples (same ids and features), each enters once (its latest
+      presentation), not once per occurrence
+      (:func:`~obliviate.continual.loop.distinct_training_sets`). A sample presented three times
+      is not three samples. Copies that share ids but not features (a domain-incremental
+      stream's permuted or rotated versions) are distinct samples and all enter.
 
     References
     ----------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +19,7 @@ from torch import nn
 from obliviate._rng import generator
 from obliviate.continual.base import Strategy
 from obliviate.data.dataset import Dataset
-from obliviate.data.scenarios import Stream
+from obliviate.data.scenarios import Experience, Stream
 from obliviate.errors import ObliviateError
 from obliviate.models.base import takes_task
 from obliviate.training import (
@@ -96,33 +97,43 @@ def check_compatible(strategy: Strategy, stream: Stream, model: nn.Module | None
 def training_data(stream: Stream, i: int, view: str) -> Dataset:
     """The data the loop feeds at experience ``i`` for a strategy's ``data_view``.
 
-    ``"seen"`` and ``"all"`` mean every distinct *sample* seen (so far / in the stream): on a
-    recurring stream, where a task comes back with the same sample ids, each sample is fed once
-    per epoch, as its latest presentation (:func:`distinct_samples`), not once per occurrence.
+    ``"seen"`` and ``"all"`` mean every distinct training set seen (so far / in the stream): on
+    a recurring stream, where a task comes back with the same samples, each sample is fed once
+    per epoch, as its latest presentation, not once per occurrence
+    (:func:`distinct_training_sets`). Experiences that share ids but not features (a
+    domain-incremental stream's permuted copies) stay distinct.
     """
     if view == "experience":
         return stream[i].train
     if view == "seen":
-        return distinct_samples(Dataset.concat([e.train for e in stream.experiences[: i + 1]]))
+        return Dataset.concat(distinct_training_sets(stream.experiences[: i + 1]))
     # "all": everything at the first experience, nothing afterwards (the model is already joint)
     if i == 0:
-        return distinct_samples(Dataset.concat([e.train for e in stream.experiences]))
+        return Dataset.concat(distinct_training_sets(stream.experiences))
     none = torch.zeros(0, dtype=torch.int64, device=stream[i].train.x.device)
     return stream[i].train.subset(none)
 
 
-def distinct_samples(data: Dataset) -> Dataset:
-    """``data`` with one row per id: the *last* row of each id, rows in the order of those last
-    rows. Data without repeated ids comes back unchanged (the same object)."""
-    ids = data.ids
-    n = int(ids.numel())
-    if int(torch.unique(ids).numel()) == n:
-        return data
-    _, inverse = torch.unique(ids, return_inverse=True)
-    position = torch.arange(n, device=ids.device)
-    last = torch.full((int(inverse.max()) + 1,), -1, dtype=torch.int64, device=ids.device)
-    last = last.scatter_reduce(0, inverse, position, reduce="amax")
-    return data.subset(torch.sort(last).values)
+def distinct_training_sets(experiences: Sequence[Experience]) -> list[Dataset]:
+    """The experiences' training sets, each distinct one once, at its latest occurrence, in
+    order. Two training sets are the same when they hold the same rows in the same order (ids,
+    labels, task ids and features bitwise equal): a recurring stream's occurrences of one task.
+    Without recurrences this is every training set, in order."""
+    sets = [e.train for e in experiences]
+    return [
+        d for j, d in enumerate(sets) if not any(_same_rows(d, later) for later in sets[j + 1 :])
+    ]
+
+
+def _same_rows(a: Dataset, b: Dataset) -> bool:
+    if a is b:
+        return True
+    if a.x.shape != b.x.shape or (a.task is None) != (b.task is None):
+        return False
+    if not torch.equal(a.ids, b.ids) or not torch.equal(a.x[:1], b.x[:1]):
+        return False  # cheap rejections first: a permuted copy differs in its first row
+    same_task = a.task is None or torch.equal(a.task, b.task)  # type: ignore[arg-type]
+    return same_task and torch.equal(a.y, b.y) and torch.equal(a.x, b.x)
 
 
 def train_stream(
