@@ -261,3 +261,26 @@ def _learn_and_die(path: str, exp: Experience) -> None:
     os.environ[FAILPOINT_ENV] = "checkpoint_written:2"
     ShardedContinual(path).learn(exp)
     os._exit(0)
+
+
+def test_cli_learn_forget_verify(tmp_path, capsys):
+    import json
+
+    from obliviate.cli.main import main
+
+    store = str(tmp_path / "s")
+    common = ["--limit", "300", "--epochs", "1", "--n-experiences", "5", "--hidden", "16"]
+    assert main(["shard", "stream", "learn", "--store", store, *common, "--until", "2"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["n_experiences"] == 2 and len(status["test_accuracy_seen"]) == 2
+    assert main(["shard", "stream", "learn", "--store", store]) == 0  # the rest of the stream
+    assert json.loads(capsys.readouterr().out)["n_experiences"] == 5
+    with ShardedContinual(store) as st:
+        some = int(st.learned_ids()[0])
+    assert main(["shard", "stream", "forget", "--store", store, "--ids", str(some)]) == 0
+    receipt = json.loads(capsys.readouterr().out)
+    assert receipt["status"] == "done" and receipt["n_removed"] == 1
+    assert main(["shard", "stream", "forget", "--store", store, "--ids", "123456789"]) == 2
+    assert "never learned" in capsys.readouterr().err
+    assert main(["shard", "stream", "verify", "--store", store]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True

@@ -179,6 +179,7 @@ class ShardedContinual:
         n_slices: int = 1,
         seed: int = 0,
         aggregation: str = "softmax",
+        metadata: dict[str, Any] | None = None,
     ) -> ShardedContinual:
         """Create an empty store at ``path`` (a new or empty folder).
 
@@ -188,6 +189,8 @@ class ShardedContinual:
         ``n_shards`` (S >= 1), ``n_slices`` (R >= 1, slices per experience), ``seed`` (the
         assignment of ids to shards and slices), ``aggregation`` (``"softmax"`` or ``"vote"``).
         ``n_classes`` and ``sample_shape`` describe the stream's label space and rows.
+        ``metadata``: any JSON object the caller wants kept with the store (e.g. how to rebuild
+        the stream), read back as :attr:`metadata`.
 
         Raises :class:`ObliviateError` for an unknown strategy, one that cannot run here (data
         view other than ``"experience"``; ``begin`` reading data with ``n_slices > 1``), or a
@@ -195,6 +198,12 @@ class ShardedContinual:
         """
         path = Path(path)
         name, params = _strategy_spec(strategy, strategy_params)
+        try:
+            json.dumps(metadata or {})
+        except (TypeError, ValueError):
+            raise ObliviateError(
+                "metadata must be a JSON object (str keys, plain values)"
+            ) from None
         make_strategy(name, **params)  # validates the hyperparameters
         strategy_cls = type(make_strategy(name, **params))
         if strategy_cls.data_view != "experience":
@@ -240,6 +249,7 @@ class ShardedContinual:
             ledger.set_meta("n_classes", int(n_classes))
             ledger.set_meta("sample_shape", list(shape))
             ledger.set_meta("experiences", [])
+            ledger.set_meta("metadata", metadata or {})
             ledger.set_meta("state", "ready")
             ledger.set_meta("version", 0)
             ledger.append_event(
@@ -257,6 +267,11 @@ class ShardedContinual:
         return cls(path)
 
     # ---- layout helpers --------------------------------------------------------------------
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The JSON object given to :meth:`create` (``{}`` when none)."""
+        return dict(self.ledger.get_meta("metadata", {}))
+
     @property
     def n_slices(self) -> int:
         return self.config.n_slices

@@ -1,0 +1,166 @@
+"""``obliviate shard stream learn|forget|status|verify|resume``: sharded continual learning.
+
+S shards learn a scenario's stream continually with a continual strategy; ``forget`` deletes ids
+exactly inside the stream (rollback to each affected shard's last checkpoint that never saw them,
+replay without them) and prints the receipt. See :mod:`obliviate.sharded.continual`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from obliviate.cli import _common as _c
+from obliviate.errors import ObliviateError
+
+STORE_HELP = "folder of the sharded continual store"
+
+
+def _stream(meta: dict[str, Any]) -> Any:
+    from obliviate.data.datasets import load_dataset
+    from obliviate.data.scenarios import build_scenario
+
+    train, test = load_dataset(
+        meta["dataset"], data_dir=meta.get("data_dir"), limit=meta.get("limit")
+    )
+    return build_scenario(
+        meta["scenario"], train, test, n_experiences=meta["n_experiences"], seed=meta["seed"]
+    )
+
+
+def _summary(store: Any) -> dict[str, Any]:
+    status = store.status()
+    meta = store.metadata
+    if meta.get("dataset") and status["n_experiences"]:
+        stream = _stream(meta)
+        seen = stream.experiences[: status["n_experiences"]]
+        status["test_accuracy_seen"] = [store.accuracy(e.test) for e in seen]
+    return status
+
+
+def register(shard: typer.Typer) -> None:
+    """Add the ``stream`` command group to ``obliviate shard``."""
+    stream_app = typer.Typer(
+        help="Sharded continual learning: S shards learn a stream; exact deletion inside it.",
+        no_args_is_help=True,
+    )
+
+    @stream_app.command("learn")
+    def learn(
+        store: Path = typer.Option(..., "--store", help=STORE_HELP + " (created if new)"),
+        dataset: str = typer.Option("digits", "--dataset", help="dataset name"),
+        data_dir: str | None = typer.Option(None, "--data-dir", help="folder with IDX files"),
+        limit: int | None = typer.Option(None, "--limit", help="first N training rows only"),
+        scenario: str = typer.Option("class-incremental", "--scenario", help="scenario name"),
+        n_experiences: int = typer.Option(5, "--n-experiences", help="experiences in the stream"),
+        until: int | None = typer.Option(
+            None, "--until", help="learn up to this many experiences (default: all)"
+        ),
+        strategy: str = typer.Option("replay", "--strategy", help="continual strategy"),
+        sets: list[str] | None = typer.Option(
+            None, "--set", help="strategy hyperparameter key=value (repeatable)"
+        ),
+        shards: int = typer.Option(3, "--shards", help="number of shards S"),
+        slices: int = typer.Option(1, "--slices", help="slices R per experience"),
+        hidden: str = typer.Option("100", "--hidden", help="hidden widths, e.g. 100 or 64,64"),
+        epochs: int = typer.Option(5, "--epochs", help="n_epochs per experience"),
+        batch_size: int = typer.Option(32, "--batch-size"),
+        lr: float = typer.Option(0.05, "--lr"),
+        seed: int = typer.Option(0, "--seed", help="seed of assignment, init, data order"),
+    ) -> None:
+        """Create the store (first call) and learn the stream's next experiences; print status."""
+        from obliviate.continual import strategy_class
+        from obliviate.models import ModelSpec
+        from obliviate.sharded.continual import ShardedContinual
+        from obliviate.training import Recipe, TrainConfig
+
+        if (store / "ledger.sqlite").is_file():
+            st = ShardedContinual(store)
+            meta = st.metadata
+            if not meta.get("dataset"):
+                raise ObliviateError(
+                    f"{str(store)!r} was not created by `obliviate shard stream learn`; "
+                    "feed it from Python (ShardedContinual.learn)"
+                )
+        else:
+            params = _c.parse_sets(strategy_class(strategy), sets)
+            meta = {
+                "dataset": dataset,
+                "data_dir": data_dir,
+                "limit": limit,
+                "scenario": scenario,
+                "n_experiences": n_experiences,
+                "seed": seed,
+            }
+            stream = _stream(meta)  # a bad dataset or scenario fails before the store exists
+            recipe = Recipe(
+                ModelSpec(hidden=_c.parse_int_tuple("--hidden", hidden), seed=seed),
+                TrainConfig(n_epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
+            )
+            st = ShardedContinual.create(
+                store,
+                n_shards=shards,
+                strategy=strategy,
+                strategy_params=params,
+                n_classes=stream.n_classes,
+                sample_shape=stream.sample_shape,
+                recipe=recipe,
+                n_slices=slices,
+                seed=seed,
+                metadata=meta,
+            )
+        with st:
+            stream = _stream(meta)
+            end = len(stream) if until is None else min(until, len(stream))
+            for exp in stream.experiences[len(st.experiences()) : end]:
+                st.learn(exp)
+            _c.emit_json(_summary(st))
+
+    @stream_app.command("forget")
+    def forget(
+        store: Path = typer.Option(..., "--store", help=STORE_HELP),
+        ids: str | None = typer.Option(None, "--ids", help="ids to delete, e.g. 3,17,42"),
+        ids_file: Path | None = typer.Option(None, "--ids-file", help="file of ids"),
+        request_id: str | None = typer.Option(None, "--request-id", help="idempotency key"),
+        check_exactness: bool = typer.Option(
+            False, "--check-exactness", help="also replay affected shards from scratch and compare"
+        ),
+    ) -> None:
+        """Delete ids exactly and print the receipt (JSON)."""
+        from obliviate.cli.shard import _parse_ids
+        from obliviate.sharded.continual import ShardedContinual
+
+        wanted = _parse_ids(ids, ids_file)
+        with ShardedContinual(store) as st:
+            _c.emit_json(st.forget(wanted, request_id, check_exactness=check_exactness))
+
+    @stream_app.command("status")
+    def status(store: Path = typer.Option(..., "--store", help=STORE_HELP)) -> None:
+        """Shards, experiences, samples by state, requests, test accuracy (JSON)."""
+        from obliviate.sharded.continual import ShardedContinual
+
+        with ShardedContinual(store) as st:
+            _c.emit_json(_summary(st))
+
+    @stream_app.command("verify")
+    def verify(store: Path = typer.Option(..., "--store", help=STORE_HELP)) -> None:
+        """Re-hash every file, check ids and the event chain; exit 1 when a problem is found."""
+        from obliviate.sharded.continual import ShardedContinual
+
+        with ShardedContinual(store) as st:
+            report = st.verify()
+        _c.emit_json(report)
+        if not report["ok"]:
+            raise typer.Exit(1)
+
+    @stream_app.command("resume")
+    def resume(store: Path = typer.Option(..., "--store", help=STORE_HELP)) -> None:
+        """Complete a deletion a killed process left; print the receipts completed (JSON)."""
+        from obliviate.sharded.continual import ShardedContinual
+
+        with ShardedContinual(store) as st:
+            _c.emit_json(st.recover())
+
+    shard.add_typer(stream_app, name="stream")
