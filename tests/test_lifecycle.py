@@ -221,6 +221,28 @@ def test_spec_round_trip_and_generated_schedule():
     assert sum(isinstance(e, Learn) for e in lc.events) == 5
 
 
+def test_exact_path_equals_its_oracle_checkpoint_for_checkpoint():
+    spec = LifecycleSpec(
+        strategy="replay",
+        params={"memory_size": 30},
+        schedule="2:random:5%; 3:experience-class:0",
+        path="exact",
+        n_shards=2,
+        limit=300,
+        n_epochs=1,
+    )
+    res = run(spec)
+    events = res["events"]
+    assert [e["event"] for e in events] == ["learn"] * 2 + ["forget", "learn"] * 2 + ["learn"]
+    assert all(e["bitwise_equal_oracle"] for e in events)
+    for e in events[2:]:
+        assert e["forget_acc"] == e["oracle_forget_acc"] and e["forget_acc_gap"] == 0
+        assert e["accuracy"] == e["oracle_accuracy"]
+    assert events[2]["n_retrained_shards"] >= 1 and events[2]["request_id"]
+    with pytest.raises(ObliviateError, match="path 'exact'"):
+        LifecycleSpec(strategy="cumulative", path="exact")
+
+
 # ---- the CLI -------------------------------------------------------------------------------
 
 
@@ -241,6 +263,8 @@ def _cli(capsys, *args):
         (["--seeds", "a,b"], "--seeds"),
         (["--out", "no/such/folder/x.json"], "does not exist"),
         (["--set", "memory_size=-1"], "memory_size"),
+        (["--path", "exact", "--strategy", "cumulative"], "path 'exact'"),
+        (["--path", "inexact"], "unknown path"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(capsys, args, message):

@@ -46,6 +46,7 @@ ALL_KINDS = {
     "mia",
     "deletion-cost",
     "sharded-accuracy",
+    "lifecycle-timeline",
 }
 
 
@@ -113,6 +114,38 @@ def _sharded_record(n_shards: int, n_slices: int) -> dict:
     }
 
 
+def _lifecycle_record(strategy: str, seed: int) -> dict:
+    run = {
+        "kind": "lifecycle",
+        "dataset": "digits",
+        "scenario": "class-incremental",
+        "strategy": strategy,
+        "schedule": "1:random:5%",
+        "path": "approximate",
+        "method": "finetune",
+        "seed": seed,
+    }
+    events = [
+        {"event": "learn", "experience": 0, "retention": 0.99, "oracle_retention": 0.99},
+        {"event": "forget", "request": "random:5%", "retention": 0.97, "oracle_retention": 0.98},
+        {"event": "learn", "experience": 1, "retention": 0.9, "oracle_retention": 0.91},
+    ]
+    for k, e in enumerate(events):
+        e["forget_acc_gap"] = None if k == 0 else 0.01 * (seed + 1)
+    final = {**events[-1], "forget_acc": 0.5, "oracle_forget_acc": 0.49}
+    return {
+        "key": run_key(run),
+        "kind": "lifecycle",
+        "label": f"lifecycle {strategy}",
+        "status": "ok",
+        "run": run,
+        "spec": run,
+        "metrics": {"events": events, "final": final, "forget_seconds": 0.1, "rerun_seconds": 1.0},
+        "timings": {"seconds": 1.0},
+        "provenance": {"git_commit": "0" * 40},
+    }
+
+
 @pytest.fixture(scope="module")
 def results_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("results")
@@ -125,6 +158,9 @@ def results_dir(tmp_path_factory) -> Path:
     for s in (1, 2, 4):
         for r in (1, 2):
             store.append(path, _sharded_record(s, r))
+    for strategy in ("replay", "ewc"):
+        for seed in (0, 1):
+            store.append(path, _lifecycle_record(strategy, seed))
     store.append(
         path,
         {
@@ -165,16 +201,17 @@ def test_report_has_every_plot_kind_and_the_runs_table(results_dir, tmp_path):
         assert rec["key"] in html
     assert "ObliviateError: &lt;b&gt;no&lt;/b&gt;" in html
     assert "section-omitted" not in html
-    # a mean ± std table per kind: learn, events, forget, sharded
-    assert html.count('<table class="summary">') == 4
+    # a mean ± std table per kind: learn, events, forget, sharded, lifecycle
+    assert html.count('<table class="summary">') == 5
     assert "Example forgetting events, mean ± std over seeds" in html
 
 
 def test_absent_sections_are_omitted_with_a_note(results_dir):
     cl_only = [r for r in store.read(results_dir) if r["kind"] == "learn"]
     html = build_report(cl_only, source="x")
-    assert html.count('class="note section-omitted"') == 2
+    assert html.count('class="note section-omitted"') == 3
     assert "No approximate-unlearning runs" in html and "No sharded (exact unlearning) runs" in html
+    assert "No lifecycle runs" in html
     assert "No forgetting-event counts" in html
     assert 'data-kind="heatmap"' in html and 'data-kind="mia"' not in html
 

@@ -24,6 +24,10 @@ table per request with the retrained oracle alongside (retain / forget / test ac
 loss-threshold MIA AUC, JS divergence to the oracle on the forget set, wall time and speed-up vs
 retraining). Results are also written as JSON to ``<demo dir>/forget/results.json``.
 
+:func:`lifecycle_section`: learning and deletion requests in one stream (issue 11): replay,
+DER++ and EWC on digits with deletions after experiences 2, 3 and 4, one table per strategy with
+retention and forgetting against the lifecycle oracle after every event.
+
 :func:`report_section` (last): the HTML report of everything the sections above left under
 :func:`demo_dir` (:func:`obliviate.report.demo.collect`), written to ``<demo dir>/report.html``.
 
@@ -44,6 +48,7 @@ import typer
 DEMO_SECTIONS: tuple[str, ...] = (
     "obliviate.cli.demo:continual_section",
     "obliviate.cli.demo:unlearning_section",
+    "obliviate.cli.demo:lifecycle_section",
     "obliviate.cli.demo:report_section",  # keep last: the report of every section above
 )
 """The demo's sections, in order: ``"module:function"``, each ``function(console) -> None``."""
@@ -296,6 +301,81 @@ def unlearning_section(console: Any) -> None:
         "forgetting: the target is the oracle's forget accuracy and MIA AUC, not 0 and not 0.5. "
         f"Section took {time.perf_counter() - started:.0f} s; the full table of every method over 3 seeds: "
         "docs/unlearning.md (python benchmarks/unlearning_table.py)."
+    )
+
+
+# ---- the lifecycle section ---------------------------------------------------------------------
+
+LIFECYCLE_SEEDS = (0,)
+LIFECYCLE_STRATEGIES = ("replay", "derpp", "ewc")
+LIFECYCLE_SCHEDULE = "2:random:5%; 3:experience-class:0; 4:random:5%"
+LIFECYCLE_SPEC = f"""\
+name = "demo-lifecycle"
+description = "obliviate demo: learning and deletion requests in one stream on digits"
+seeds = [{", ".join(map(str, LIFECYCLE_SEEDS))}]
+
+[[lifecycle]]
+datasets = ["digits"]
+scenarios = ["class-incremental"]
+n_experiences = 5
+strategies = [{", ".join(f'"{s}"' for s in LIFECYCLE_STRATEGIES)}]
+schedule = "{LIFECYCLE_SCHEDULE}"
+paths = ["approximate"]
+method = "neggrad_plus"
+"""
+"""The lifecycle section's grid (the acceptance run of issue 11 with one seed; three seeds:
+``benchmarks/specs/lifecycle_digits.toml``)."""
+
+
+def lifecycle_section(console: Any) -> None:
+    """Learning and deletion in one stream: replay, DER++ and EWC on digits (5 class-incremental
+    experiences; 5 % of the seen samples deleted after experiences 2 and 4, the first class of
+    experience 0 after experience 3), approximate path (purge + NegGrad+), seed 0; one table
+    per strategy with retention and forgetting against the lifecycle oracle after every event."""
+    from obliviate.bench.results import read
+    from obliviate.bench.runner import run_grid
+    from obliviate.bench.specs import parse_spec
+    from obliviate.cli.lifecycle import events_table
+    from obliviate.experiments.lifecycle import aggregate_events
+
+    out = fresh_section_dir("lifecycle")
+    (out / "spec.toml").write_text(LIFECYCLE_SPEC)
+    _, runs = parse_spec(LIFECYCLE_SPEC, "demo-lifecycle")
+    console.rule("[bold]Lifecycle: learning and deletion requests in one stream")
+    console.print(
+        f"digits, 5 class-incremental experiences; deletions: {LIFECYCLE_SCHEDULE} "
+        "(AFTER:REQUEST, AFTER = experiences learned); each deletion purges the strategy's memory "
+        f"and runs NegGrad+ on what the learner still holds; {len(runs)} runs on {workers()} "
+        "worker(s), each with its lifecycle oracle (the stream learned without the deleted samples)"
+    )
+    started = time.perf_counter()
+    counts = run_grid(runs, out, workers=workers())
+    records = read(out)
+    failed = [r for r in records if r.get("status") != "ok"]
+    if failed:
+        first = failed[0]
+        raise RuntimeError(
+            f"{len(failed)} demo run(s) failed; first: {first.get('label')}: {first.get('error')}"
+        )
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by.setdefault(r["run"]["strategy"], []).append(r["metrics"])
+    for name in LIFECYCLE_STRATEGIES:
+        if name in by:
+            console.print(
+                events_table(
+                    f"{name} (approximate path): after every event, seed(s) "
+                    f"{','.join(map(str, LIFECYCLE_SEEDS))}",
+                    aggregate_events(by[name]),
+                    len(by[name]),
+                )
+            )
+    console.print(
+        f"[dim]{counts['ok']} runs in {time.perf_counter() - started:.0f} s; results: "
+        f"{out / 'results.jsonl'}. retention: mean test accuracy over the experiences learned so "
+        "far; forget acc: accuracy on every sample deleted so far; oracle: the same figure of the "
+        "stream learned without them from the start; forget s vs re-run s: the deletion's cost "
+        "against learning the stream again without the samples.[/dim]"
     )
 
 

@@ -46,6 +46,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from obliviate._hyper import param_names
 from obliviate.continual import make_strategy, strategy_class
@@ -160,6 +161,7 @@ class LifecycleSpec:
         (``random``, ``experience``, ``class``).
     deletion_every : a generated Forget after every this many experiences.
     path : ``"approximate"`` (purge + ``method``) or ``"exact"`` (sharded continual engine).
+    n_shards, n_slices : shards and slices per experience of the exact path (S >= 1, R >= 1).
     method : the unlearner of the approximate path (needs at most the retain set).
     method_params : its hyperparameters (``seed`` defaults to the run seed).
     model, hidden, n_epochs, batch_size, lr, optimizer, momentum, weight_decay : the recipe.
@@ -182,6 +184,8 @@ class LifecycleSpec:
     deletion_kinds: str = S.option("random", check=_kinds)
     deletion_every: int = S.option(1, check=S.positive_int)
     path: str = S.option("approximate", check=_path, alias="paths")
+    n_shards: int = S.option(2, check=S.positive_int)
+    n_slices: int = S.option(1, check=S.positive_int)
     method: str = S.option("neggrad_plus", check=S.unlearner, alias="methods")
     method_params: Mapping[str, Any] = S.option(default_factory=dict, check=S.table)
     model: str | None = S.option(None, check=S.model)
@@ -220,6 +224,11 @@ class LifecycleSpec:
                 )
         else:
             check_exact_available()
+            if strategy_class(self.strategy).data_view != "experience":
+                raise ObliviateError(
+                    f"path 'exact': strategy {self.strategy!r} trains on everything seen so far; "
+                    "sharded continual learning feeds each shard the current experience only"
+                )
         self.learn_spec()  # validates the strategy, scenario and recipe fields
 
     def learn_spec(self) -> LearnSpec:
@@ -270,16 +279,12 @@ Spec = LifecycleSpec
 
 
 def check_exact_available() -> None:
-    """Refuse the exact path (one line) while the sharded continual engine is absent."""
+    """Refuse the exact path (one line) when the sharded continual engine is absent."""
     if importlib.util.find_spec(EXACT_ENGINE) is None:
         raise ObliviateError(
             f"path 'exact': exact path not available in this build (the sharded "
             f"continual-learning engine {EXACT_ENGINE} is missing); use path='approximate'"
         )
-    raise ObliviateError(
-        "path 'exact': the sharded continual-learning engine is present but not yet wired into "
-        "the lifecycle kind; use path='approximate'"
-    )
 
 
 # ---- what a strategy holds ---------------------------------------------------------------------
@@ -433,6 +438,168 @@ def _unlearner(spec: LifecycleSpec) -> Any:
     return cls(**params)
 
 
+def _all_rows(stream: Stream) -> Dataset:
+    """Every training row of the stream, once (a recurring experience repeats ids)."""
+    all_train = Dataset.concat([e.train for e in stream])
+    keep = torch.zeros(len(all_train), dtype=torch.bool)
+    seen: set[int] = set()
+    for pos, i in enumerate(all_train.ids.tolist()):
+        if i not in seen:
+            seen.add(i)
+            keep[pos] = True
+    return all_train.subset(keep)
+
+
+class _StoreModel(nn.Module):
+    """A sharded continual store seen as a classifier: ``forward`` gives the log of the
+    aggregate's class scores (so accuracy and per-sample losses read it like any model)."""
+
+    def __init__(self, store: Any) -> None:
+        super().__init__()
+        self.store = store
+
+    def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.log(self.store.predict_proba(x, task).clamp_min(1e-12))
+
+
+def _run_exact(s: LifecycleSpec, *, echo: Any = None) -> dict[str, Any]:
+    """The exact path: a sharded continual store (:class:`obliviate.sharded.continual.
+    ShardedContinual`, in a temporary folder) learns the events; a Forget is its exact deletion
+    (rollback to the last checkpoint that never saw the ids, replay without them, a receipt).
+    The oracle is a second store that learned the stream without the ids from the start;
+    ``bitwise_equal_oracle`` says whether every live checkpoint's sha256 equals the oracle's."""
+    import tempfile
+    from pathlib import Path
+
+    from obliviate.sharded.continual import ShardedContinual
+    from obliviate.training import Recipe
+
+    _warm_up()
+    started = time.perf_counter()
+    lc = build(s)
+    stream = lc.stream
+    rows = _all_rows(stream)
+    ls = s.learn_spec().resolved()
+    recipe = Recipe(ls.model_spec(), ls.train_config())
+    deleted = torch.empty(0, dtype=torch.int64)
+    learned_ids = torch.empty(0, dtype=torch.int64)
+    learned = 0
+    records: list[dict[str, Any]] = []
+    matrix: list[list[float]] = []
+    with tempfile.TemporaryDirectory(prefix="obliviate-lifecycle-") as tmp:
+
+        def new_store(name: str) -> Any:
+            return ShardedContinual.create(
+                Path(tmp) / name,
+                n_shards=s.n_shards,
+                n_slices=s.n_slices,
+                strategy=s.strategy,
+                strategy_params=dict(S.constructor_params(s.params)),
+                n_classes=stream.n_classes,
+                sample_shape=stream.sample_shape,
+                recipe=recipe,
+                seed=s.seed,
+            )
+
+        store = new_store("store")
+        oracle: Any = None
+        for pos, ev in enumerate(lc.events):
+            rec: dict[str, Any] = {"index": pos}
+            if isinstance(ev, Learn):
+                exp = without_ids(stream, deleted)[ev.experience]
+                store.learn(exp)
+                if oracle is not None:
+                    oracle.learn(exp)
+                learned = ev.experience + 1
+                learned_ids = torch.unique(torch.cat([learned_ids, exp.train.ids]))
+                matrix.append([accuracy(_StoreModel(store), e.test) for e in stream])
+                rec.update(event="learn", experience=ev.experience)
+            else:
+                assert isinstance(ev, Forget)
+                t0 = time.perf_counter()
+                receipt = store.forget(ev.ids.numpy())
+                forget_seconds = time.perf_counter() - t0
+                deleted = torch.unique(torch.cat([deleted, ev.ids]))
+                if oracle is not None:
+                    oracle.close()
+                t0 = time.perf_counter()
+                oracle = new_store(f"oracle-{pos}")
+                filtered = without_ids(stream, deleted)
+                for i in range(learned):
+                    oracle.learn(filtered[i])
+                rerun = time.perf_counter() - t0
+                rec.update(
+                    event="forget",
+                    request=ev.request,
+                    after=ev.after,
+                    n_ids=int(ev.ids.numel()),
+                    request_id=receipt.get("request_id"),
+                    n_retrained_shards=len(receipt.get("retrained") or []),
+                    forget_seconds=forget_seconds,
+                    rerun_seconds=rerun,
+                    speedup=rerun / forget_seconds if forget_seconds > 0 else None,
+                )
+            forget_rows = rows.select_ids(deleted) if deleted.numel() else None
+            retain_rows = rows.select_ids(learned_ids[~torch.isin(learned_ids, deleted)])
+            mine = evaluate_event(
+                _StoreModel(store), stream, learned, forget_rows, retain_rows, seed=s.seed
+            )
+            ref = (
+                evaluate_event(
+                    _StoreModel(oracle), stream, learned, forget_rows, retain_rows, seed=s.seed
+                )
+                if oracle is not None
+                else mine
+            )
+            equal = (
+                True if oracle is None else store.checkpoint_hashes() == oracle.checkpoint_hashes()
+            )
+            rec.update(
+                n_learned=learned,
+                n_deleted=int(deleted.numel()),
+                memory_used=None,
+                n_held_deleted=None,
+                bitwise_equal_oracle=equal,
+                **mine,
+                **{f"oracle_{k}": v for k, v in ref.items()},
+            )
+            _gaps(rec)
+            records.append(jsonable(rec))
+            if echo is not None:
+                echo(records[-1])
+        store.close()
+        if oracle is not None:
+            oracle.close()
+    n = len(stream)
+    return _result(s, lc, records, matrix + [[None] * n] * (n - len(matrix)), deleted, started)
+
+
+def _result(
+    s: LifecycleSpec,
+    lc: LifecycleStream,
+    records: list[dict[str, Any]],
+    matrix: list[list[Any]],
+    deleted: torch.Tensor,
+    started: float,
+) -> dict[str, Any]:
+    forgets = [r for r in records if r["event"] == "forget"]
+    return jsonable(
+        {
+            "events": records,
+            "accuracy_matrix": matrix,
+            "final": records[-1] if records else {},
+            "n_deleted": int(deleted.numel()),
+            "n_forget_events": len(forgets),
+            "forget_seconds": sum(r["forget_seconds"] for r in forgets),
+            "rerun_seconds": sum(r["rerun_seconds"] for r in forgets),
+            "seconds": time.perf_counter() - started,
+            "schedule": [[e.after, e.request] for e in lc.events if isinstance(e, Forget)],
+            "spec": s.to_dict(),
+            "provenance": provenance(seed=s.seed),
+        }
+    )
+
+
 def _gaps(rec: dict[str, Any]) -> None:
     for key in ("retention", "forget_acc", "retain_acc", "mia_auc"):
         a, b = rec.get(key), rec.get(f"oracle_{key}")
@@ -456,6 +623,7 @@ def run(spec: LifecycleSpec, *, progress: bool = False, echo: Any = None) -> dic
     s = spec.resolved()
     if s.path == "exact":
         check_exact_available()
+        return _run_exact(s, echo=echo)
     _warm_up()
     started = time.perf_counter()
     lc = build(s)
@@ -464,14 +632,7 @@ def run(spec: LifecycleSpec, *, progress: bool = False, echo: Any = None) -> dic
     learner = _Learner(model_for_stream(s.learn_spec().model_spec(), stream), None)
     strategy = make_strategy(s.strategy, **S.constructor_params(s.params))
     method = _unlearner(s)
-    all_train = Dataset.concat([e.train for e in stream])
-    keep = torch.zeros(len(all_train), dtype=torch.bool)
-    seen_pos: dict[int, int] = {}
-    for pos, i in enumerate(all_train.ids.tolist()):
-        if i not in seen_pos:
-            seen_pos[i] = pos
-            keep[pos] = True
-    rows = all_train.subset(keep)  # every training row of the stream, once
+    rows = _all_rows(stream)
 
     deleted = torch.empty(0, dtype=torch.int64)
     learned_ids = torch.empty(0, dtype=torch.int64)
@@ -549,22 +710,7 @@ def run(spec: LifecycleSpec, *, progress: bool = False, echo: Any = None) -> dic
     assert learner.state is not None
     n = len(stream)
     matrix = [list(r) for r in learner.state.rows] + [[None] * n] * (n - len(learner.state.rows))
-    forgets = [r for r in records if r["event"] == "forget"]
-    return jsonable(
-        {
-            "events": records,
-            "accuracy_matrix": matrix,
-            "final": records[-1] if records else {},
-            "n_deleted": int(deleted.numel()),
-            "n_forget_events": len(forgets),
-            "forget_seconds": sum(r["forget_seconds"] for r in forgets),
-            "rerun_seconds": sum(r["rerun_seconds"] for r in forgets),
-            "seconds": time.perf_counter() - started,
-            "schedule": [[e.after, e.request] for e in lc.events if isinstance(e, Forget)],
-            "spec": s.to_dict(),
-            "provenance": provenance(seed=s.seed),
-        }
-    )
+    return _result(s, lc, records, matrix, deleted, started)
 
 
 run_lifecycle = run

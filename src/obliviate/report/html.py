@@ -1,6 +1,7 @@
 """``obliviate report``: one self-contained HTML file from a results directory.
 
-Sections per run kind (continual learning, approximate unlearning, exact sharded unlearning;
+Sections per run kind (continual learning, approximate unlearning, exact sharded unlearning,
+lifecycle streams;
 a registered kind of :data:`obliviate.experiments.KINDS` without a section here gets its summary
 table under its own name), each with a mean ± std table over seeds and the plots of :mod:`obliviate.report.plots` embedded
 as SVG data URIs; a section without data is replaced by a one-line note. The last table lists
@@ -57,11 +58,19 @@ SECTIONS: tuple[
         (P.deletion_cost, P.sharded_accuracy),
         {},
     ),
+    (
+        "lifecycle",
+        "Lifecycle: learning and deletion in one stream",
+        ("lifecycle",),
+        (P.lifecycle_timeline,),
+        {},
+    ),
 )
 _EMPTY = {
     "learn": "No continual-learning or forgetting-event runs in this results directory; section omitted.",
     "forget": "No approximate-unlearning runs in this results directory; section omitted.",
     "sharded": "No sharded (exact unlearning) runs in this results directory; section omitted.",
+    "lifecycle": "No lifecycle runs (learning and deletion in one stream) in this results directory; section omitted.",
 }
 
 

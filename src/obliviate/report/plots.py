@@ -593,6 +593,98 @@ def sharded_accuracy(records: Sequence[dict[str, Any]]) -> list[Plot]:
     )
 
 
+# ---- lifecycle (learn and forget in one stream) -------------------------------------------------
+
+
+def _lifecycle_name(rec: dict[str, Any]) -> str:
+    run = rec.get("run", {})
+    path = run.get("path") or "approximate"
+    how = f"{run.get('method') or 'neggrad_plus'}" if path == "approximate" else "exact"
+    return f"{run.get('strategy', '?')} / {how}"
+
+
+def _event_values(
+    recs: Sequence[dict[str, Any]], key: str
+) -> tuple[list[float], list[float]] | None:
+    """Mean and std over seeds of ``key`` at every event (NaN where undefined)."""
+    series = [r.get("metrics", {}).get("events") or [] for r in recs]
+    if not series or len({len(s) for s in series}) != 1 or not series[0]:
+        return None
+    means, stds = [], []
+    for k in range(len(series[0])):
+        vals = [float(s[k][key]) for s in series if s[k].get(key) is not None]
+        means.append(float(np.mean(vals)) if vals else math.nan)
+        stds.append(float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
+    return means, stds
+
+
+def lifecycle_timeline(records: Sequence[dict[str, Any]]) -> list[Plot]:
+    """Events on the x axis; retention (mean test accuracy over the experiences learned so far)
+    and forgetting against the lifecycle oracle (forget-set accuracy minus the oracle's) on the
+    y axis; one figure per dataset/scenario/schedule, one line per strategy and deletion path."""
+    plots = []
+    groups = _groups(records, "dataset", "scenario", "schedule", "deletion_rate")
+    for (ds, sc, sched, rate), recs in sorted(groups.items(), key=str):
+        by = {}
+        for r in recs:
+            by.setdefault(_lifecycle_name(r), []).append(r)
+        first = (recs[0].get("metrics", {}).get("events")) or []
+        if not first:
+            continue
+        labels = [
+            f"L{e['experience']}" if e["event"] == "learn" else f"F {e['request']}" for e in first
+        ]
+        plt = _plt()
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11.0, 3.6), layout="constrained", sharex=True)
+        x = np.arange(len(labels))
+        drawn = False
+        for k, (name, rs) in enumerate(sorted(by.items())):
+            ret, oret, gap = (
+                _event_values(rs, key)
+                for key in ("retention", "oracle_retention", "forget_acc_gap")
+            )
+            if ret is None or oret is None or gap is None:
+                continue
+            color = PALETTE[k % len(PALETTE)]
+            ax1.errorbar(x, ret[0], yerr=ret[1], marker="o", ms=3, capsize=2, color=color,
+                         label=name)  # fmt: skip
+            ax1.plot(x, oret[0], ls="--", color=color, alpha=0.7)
+            ax2.errorbar(x, gap[0], yerr=gap[1], marker="o", ms=3, capsize=2, color=color,
+                         label=name)  # fmt: skip
+            drawn = True
+        if not drawn:
+            plt.close(fig)
+            continue
+        for e, ev in enumerate(first):
+            if ev["event"] == "forget":
+                for ax in (ax1, ax2):
+                    ax.axvline(e, color="#bbb", lw=0.8, zorder=0)
+        ax2.axhline(0.0, color="#777", lw=1.0, ls=":")
+        ax1.set_ylabel("retention (mean acc, learned exps)")
+        ax2.set_ylabel("forget acc − oracle forget acc")
+        for ax in (ax1, ax2):
+            ax.set_xticks(x)
+            ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=7)
+        ax1.plot([], [], ls="--", color="#777", label="lifecycle oracle (dashed)")
+        ax1.legend(fontsize=6, loc="lower left")
+        what = sched or f"generated, rate {rate}"
+        plots.append(
+            Plot(
+                f"Lifecycle timeline — {ds}/{sc}: {what}",
+                "Every event of the stream on the x axis (L i: experience i learned; F: a "
+                "deletion request, grey lines). Left: retention, the mean test accuracy over the "
+                "experiences learned so far (solid), beside the lifecycle oracle's (dashed: the "
+                "same stream, seed and strategy learned without the deleted samples from the "
+                "start). Right: forgetting against the oracle, accuracy on every sample deleted "
+                "so far minus the oracle's accuracy on them (0: indistinguishable from never "
+                "having learned them). Mean over seeds, error bars one standard deviation.",
+                _encode(fig),
+                "lifecycle-timeline",
+            )
+        )
+    return plots
+
+
 __all__ = [
     "Plot",
     "accuracy_heatmaps",
@@ -600,6 +692,7 @@ __all__ = [
     "deletion_cost",
     "experience_accuracy",
     "forgetting_histograms",
+    "lifecycle_timeline",
     "method_name",
     "mia",
     "sharded_accuracy",
