@@ -100,3 +100,38 @@ def test_joint_trains_on_176_rows_not_352():
     res = train_stream(model, stream, strategy_class("joint")(), config)
     n_distinct = int(torch.unique(torch.cat([e.train.ids for e in stream])).numel())
     assert res.n_steps == -(-n_distinct // 10)
+
+
+def test_ewc_gem_agem_keep_one_entry_per_distinct_task():
+    """EWC's penalties, GEM's and A-GEM's memories: one per distinct task on a recurring stream
+    (tasks 0, 0, 1, 0, 2, 0), not one per occurrence; a recurring task's EWC penalty is the one
+    after its latest occurrence."""
+    from obliviate.continual.base import task_key
+
+    stream = _stream()
+    keys = [task_key(e) for e in stream]
+    assert len(set(keys)) == 3 and keys[0] == keys[1] == keys[3] == keys[5]
+    config = TrainConfig(n_epochs=1, batch_size=16, lr=0.1, seed=0)
+    for name in ("ewc", "gem", "agem"):
+        model = model_for_stream(ModelSpec(hidden=(16,), seed=0), stream)
+        strategy = strategy_class(name)()
+        train_stream(model, stream, strategy, config)
+        entries = strategy.penalties_ if name == "ewc" else strategy.memories_
+        assert len(entries) == 3, name
+        if name != "ewc":
+            ids = torch.cat([m.ids for m in strategy.memories_])
+            assert int(torch.unique(ids).numel()) == ids.numel(), name  # no sample twice
+    anchor = strategy_class("ewc")()
+    model = model_for_stream(ModelSpec(hidden=(16,), seed=0), stream)
+    train_stream(model, stream, anchor, config)
+    final = dict(model.named_parameters())
+    assert all(torch.equal(anchor.penalties_[0][1][n], p) for n, p in final.items())
+
+
+def test_task_key_tells_a_domain_streams_copies_apart():
+    from obliviate.continual.base import task_key
+    from obliviate.data import build_scenario
+
+    train, test = synthetic_dataset(n_classes=4, n_per_class=10, n_features=8, seed=1)
+    stream = build_scenario("domain-permutation", train, test, n_experiences=3, seed=1)
+    assert len({task_key(e) for e in stream}) == 3

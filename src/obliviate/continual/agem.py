@@ -16,7 +16,7 @@ from obliviate.continual._gradients import (
     trainable_params,
     write_flat_grad,
 )
-from obliviate.continual.base import Batch, Strategy, cross_entropy, deleted_rows
+from obliviate.continual.base import Batch, Strategy, cross_entropy, deleted_rows, task_key
 from obliviate.data.dataset import Dataset, as_id_tensor
 from obliviate.data.scenarios import Experience
 
@@ -47,6 +47,9 @@ class AGEM(Strategy):
       with equal shares per experience (older shares shrink when a new experience arrives); the
       paper stores a fixed number of samples per task, which needs the number of tasks up front.
     - The memory is written at the end of an experience, so projection starts with the second.
+    - One share per distinct task: on a recurring stream a task that comes back presents the
+      same samples and keeps the share of its first occurrence (no second copy of its samples;
+      :func:`~obliviate.continual.base.task_key`).
     - ``sample_size`` defaults to 64 reference samples (the paper draws 256 on MNIST, where the
       memory is larger); the reference batch is drawn without replacement, seeded per step.
     - ``g`` and ``g_ref`` cover all trainable parameters, heads included.
@@ -59,8 +62,14 @@ class AGEM(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = True
     keeps_memory: ClassVar[bool] = True
-    learned_state: ClassVar[tuple[str, ...]] = ("memories_", "n_steps_", "n_projections_")
+    learned_state: ClassVar[tuple[str, ...]] = (
+        "memories_",
+        "memory_tasks_",
+        "n_steps_",
+        "n_projections_",
+    )
     memories_: list[Dataset] | None = None
+    memory_tasks_: list[str] | None = None  # the task of each memory (base.task_key)
 
     def __init__(self, *, memory_size: int = 200, sample_size: int = 64, seed: int = 0) -> None:
         check_number("memory_size", memory_size, low=1, integer=True, owner="AGEM")
@@ -109,6 +118,11 @@ class AGEM(Strategy):
             self.memories_ = []
             self.n_steps_ = 0
             self.n_projections_ = 0
+        tasks = self.memory_tasks_ = self.memory_tasks_ or []
+        key = task_key(experience)
+        if key in tasks:  # a task that recurs keeps its memory: one memory per task
+            return
+        tasks.append(key)
         gen = generator(self.seed, "agem-memory", len(self.memories_))
         add_experience_memory(self.memories_, experience.train, self.memory_size, gen)
 

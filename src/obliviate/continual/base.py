@@ -59,6 +59,7 @@ A strategy that stores nothing keeps the default, which validates the ids and do
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, Self
@@ -73,7 +74,23 @@ from obliviate.training import Batch, cross_entropy
 
 DataView = Literal["experience", "seen", "all"]
 
-__all__ = ["Batch", "DataView", "Strategy", "cross_entropy", "deleted_rows"]
+__all__ = ["Batch", "DataView", "Strategy", "cross_entropy", "deleted_rows", "task_key"]
+
+
+def task_key(experience: Experience) -> str:
+    """Which distinct task an experience presents, for strategies that keep one entry per task
+    (EWC's penalties, GEM's memories). A recurring stream presents a task several times:
+    ``"task <id>"`` on task-aware streams (occurrences keep their task id); otherwise
+    ``"data <sha256>"`` of the training set's ids, labels and features (float32 bytes), which a
+    task's occurrences share and distinct tasks never do (a domain-incremental stream's copies
+    share ids, not features)."""
+    if experience.task_id is not None:
+        return f"task {int(experience.task_id)}"
+    h = hashlib.sha256()
+    data = experience.train
+    for t in (data.ids, data.y, data.x):
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return f"data {h.hexdigest()}"
 
 
 def deleted_rows(stored_ids: Tensor, ids: Tensor) -> Tensor:

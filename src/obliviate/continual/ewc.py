@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from obliviate._validation import check_choice, check_number
-from obliviate.continual.base import Batch, Strategy, cross_entropy
+from obliviate.continual.base import Batch, Strategy, cross_entropy, task_key
 from obliviate.continual.penalties import FISHERS, diagonal_fisher, quadratic_penalty, snapshot
 from obliviate.data.scenarios import Experience
 
@@ -59,6 +59,10 @@ class EWC(Strategy):
       implicit), so ``reg_strength`` does not scale with the experience's size.
     - Online mode anchors on the latest weights only and does not normalise the running Fisher
       (Schwarz et al. also describe a normalised variant; not implemented).
+    - Separate mode keeps one penalty per distinct task (Kirkpatrick et al., one per task): on a
+      recurring stream a task that comes back replaces its penalty with the Fisher and anchor
+      after its latest occurrence (in its original place), instead of adding one penalty per
+      occurrence (:func:`~obliviate.continual.base.task_key` tells the tasks apart).
     - All trainable parameters are penalised, including output units of classes that the past
       experiences never contained (their Fisher is small but not zero under a shared head).
 
@@ -73,8 +77,9 @@ class EWC(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = True
     neutral_params: ClassVar[Mapping[str, Any]] = {"reg_strength": 0.0}
-    learned_state: ClassVar[tuple[str, ...]] = ("penalties_",)
+    learned_state: ClassVar[tuple[str, ...]] = ("penalties_", "penalty_tasks_")
     penalties_: list[tuple[dict[str, Tensor], dict[str, Tensor]]] | None = None
+    penalty_tasks_: list[str] | None = None  # the task of each penalty (base.task_key)
 
     def __init__(
         self,
@@ -122,8 +127,14 @@ class EWC(Strategy):
         )
         anchor = snapshot(model)
         past: list[tuple[dict[str, Tensor], dict[str, Tensor]]] = list(self.penalties_ or [])
+        tasks = list(self.penalty_tasks_ or [])
+        key = task_key(experience)
         if self.mode == "online" and past:
             running = past[0][0]
             fisher = {n: self.gamma * running[n] + f for n, f in fisher.items()}
-            past = []
-        self.penalties_ = [*past, (fisher, anchor)]
+            past, tasks = [], []
+        if key in tasks:  # a task that recurs: its penalty is the one after its latest occurrence
+            past[tasks.index(key)] = (fisher, anchor)
+        else:
+            past, tasks = [*past, (fisher, anchor)], [*tasks, key]
+        self.penalties_, self.penalty_tasks_ = past, tasks

@@ -18,7 +18,7 @@ from obliviate.continual._gradients import (
     trainable_params,
     write_flat_grad,
 )
-from obliviate.continual.base import Batch, Strategy, cross_entropy, deleted_rows
+from obliviate.continual.base import Batch, Strategy, cross_entropy, deleted_rows, task_key
 from obliviate.data.dataset import Dataset, as_id_tensor
 from obliviate.data.scenarios import Experience
 
@@ -56,6 +56,9 @@ class GEM(Strategy):
       ``memory_size = m * T`` reproduces the paper's memory at the last task.
     - A memory is a uniform random sample of its experience's training data, drawn at the end
       of the experience (the paper keeps the last ``m`` examples of each task's stream).
+    - One memory (one constraint) per distinct task, as in the paper: on a recurring stream a
+      task that comes back presents the same samples and keeps the memory of its first
+      occurrence (:func:`~obliviate.continual.base.task_key` tells tasks apart).
     - The margin is a constraint ``v >= gamma`` as in the authors' code (the paper's text "adds
       gamma to v*"); with the constraint every projected gradient provably satisfies
       ``<g~, g_k> >= 0``, with the post-hoc addition it need not.
@@ -72,8 +75,9 @@ class GEM(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = True
     keeps_memory: ClassVar[bool] = True
-    learned_state: ClassVar[tuple[str, ...]] = ("memories_", "n_projections_")
+    learned_state: ClassVar[tuple[str, ...]] = ("memories_", "memory_tasks_", "n_projections_")
     memories_: list[Dataset] | None = None
+    memory_tasks_: list[str] | None = None  # the task of each memory (base.task_key)
     n_projections_: int | None = None
 
     def __init__(
@@ -117,6 +121,11 @@ class GEM(Strategy):
     def end(self, model: nn.Module, experience: Experience) -> None:
         if self.memories_ is None:
             self.memories_ = []
+        tasks = self.memory_tasks_ = self.memory_tasks_ or []
+        key = task_key(experience)
+        if key in tasks:  # a task that recurs keeps its memory: one memory (constraint) per task
+            return
+        tasks.append(key)
         gen = generator(self.seed, "gem-memory", len(self.memories_))
         add_experience_memory(self.memories_, experience.train, self.memory_size, gen)
 
