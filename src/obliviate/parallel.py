@@ -140,14 +140,18 @@ def _new_pool(n_workers: int, preload: Iterable[str]) -> cf.ProcessPoolExecutor:
 
 
 def _acquire(n_workers: int, preload: Iterable[str]) -> cf.ProcessPoolExecutor:
-    """The idle warm pool of ``n_workers`` workers, else a new one."""
+    """The idle warm pool of ``n_workers`` workers, else a new one. A warm pool started in
+    another working directory is not reused: its workers resolve relative paths (a store
+    ``store/``) against the folder they were started in."""
     with _LOCK:
         idle = _IDLE.pop(n_workers, None)
     if idle is not None:
-        if not _broken(idle):
+        if not _broken(idle) and getattr(idle, "_obliviate_cwd", None) == os.getcwd():
             return idle
         _kill(idle)
-    return _new_pool(n_workers, preload)
+    pool = _new_pool(n_workers, preload)
+    pool._obliviate_cwd = os.getcwd()  # type: ignore[attr-defined]
+    return pool
 
 
 def _release(pool: cf.ProcessPoolExecutor) -> None:
