@@ -44,6 +44,7 @@ from obliviate.training import Batch, TrainConfig
 __all__ = [
     "STRATEGY_CHECKS",
     "NotApplicable",
+    "check_purge_removes_deleted",
     "check_strategy",
     "tiny_setup",
 ]
@@ -491,6 +492,229 @@ def check_declared_boundaries(cls: StrategyType) -> None:
     )
 
 
+# ---- deletion (Strategy.purge) ------------------------------------------------------------------
+
+PURGE_ID_OFFSET = 10**12
+"""The purge check moves every training id up by this much, so that a stored integer equal to a
+deleted id can only be that id (never a label, a count or a task id)."""
+
+
+def _purge_setup(cls: StrategyType, model: str) -> Setup:
+    setup = tiny_setup(cls)  # the builtin model
+    exps = tuple(
+        dataclasses.replace(
+            e, train=dataclasses.replace(e.train, ids=e.train.ids + PURGE_ID_OFFSET)
+        )
+        for e in setup.stream
+    )
+    return dataclasses.replace(setup, stream=dataclasses.replace(setup.stream, experiences=exps))
+
+
+def _reachable(strategy: Strategy) -> list[tuple[str, Any]]:
+    """Every tensor, array and int reachable from the strategy's learned state, with its path:
+    through dicts (keys too), lists, tuples, sets and objects' attributes. Models (teachers,
+    frozen copies) are influence, not storage, and are not entered."""
+    out: list[tuple[str, Any]] = []
+    seen: set[int] = set()
+
+    def walk(path: str, obj: Any) -> None:
+        if isinstance(obj, bool) or obj is None or isinstance(obj, float | str | bytes):
+            return
+        if isinstance(obj, int | np.integer):
+            out.append((path, int(obj)))
+            return
+        if id(obj) in seen or isinstance(obj, nn.Module):
+            return
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor | np.ndarray):
+            out.append((path, torch.as_tensor(obj).detach().cpu()))
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(f"{path}<key>", k)
+                walk(f"{path}[{k!r}]", v)
+        elif isinstance(obj, list | tuple | set | frozenset):
+            for i, v in enumerate(obj):
+                walk(f"{path}[{i}]", v)
+        elif hasattr(obj, "__dict__"):
+            for k, v in vars(obj).items():
+                walk(f"{path}.{k}", v)
+
+    for name in type(strategy).learned_state:
+        if name in vars(strategy):
+            walk(name, vars(strategy)[name])
+    return out
+
+
+def _stored_ids(strategy: Strategy, stream: Stream) -> set[int]:
+    """Every training id of ``stream`` found in the strategy's learned state."""
+    train = torch.cat([e.train.ids for e in stream])
+    known = set(train.tolist())
+    found: set[int] = set()
+    for _, v in _reachable(strategy):
+        if isinstance(v, int):
+            if v in known:
+                found.add(v)
+        elif not (v.is_floating_point() or v.is_complex() or v.dtype == torch.bool):
+            flat = v.reshape(-1).to(torch.int64)
+            found.update(flat[torch.isin(flat, train)].tolist())
+    return found
+
+
+def _containers(strategy: Strategy) -> list[dict[str, Any]]:
+    """The dicts and objects' attribute maps reachable from the learned state (the strategy's
+    own attributes included): where ids sit next to the rows they identify."""
+    out: list[dict[str, Any]] = [vars(strategy)]
+    seen: set[int] = set()
+
+    def walk(obj: Any) -> None:
+        if id(obj) in seen or isinstance(obj, nn.Module | torch.Tensor | np.ndarray):
+            return
+        seen.add(id(obj))
+        if isinstance(obj, dict):
+            out.append(obj)
+            for v in obj.values():
+                walk(v)
+        elif isinstance(obj, list | tuple):
+            for v in obj:
+                walk(v)
+        elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+            out.append(vars(obj))
+            for v in vars(obj).values():
+                walk(v)
+
+    for name in type(strategy).learned_state:
+        if name in vars(strategy):
+            walk(vars(strategy)[name])
+    return out
+
+
+def _deleted_rows(strategy: Strategy, stream: Stream, deleted: torch.Tensor) -> list[torch.Tensor]:
+    """Fingerprints of the deleted samples: their features (``[n, prod(sample_shape)]``) and, for
+    every float tensor stored next to an id tensor (same first dimension, a key or attribute
+    named ``ids`` or ending in ``ids_``), its rows at the deleted ids (stored logits, features,
+    codes as floats). Rows that are all zero are dropped (a freed slot is zero)."""
+    rows = []
+    for e in stream:
+        hit = torch.isin(e.train.ids, deleted)
+        rows.append(e.train.x[hit].reshape(int(hit.sum()), e.train.n_features))
+    for c in _containers(strategy):
+        for key, ids in c.items():
+            if not (isinstance(key, str) and (key == "ids" or key.endswith("ids_"))):
+                continue
+            if not isinstance(ids, torch.Tensor) or ids.ndim != 1:
+                continue
+            hit = torch.isin(ids.cpu(), deleted)
+            for other in c.values():
+                if (
+                    isinstance(other, torch.Tensor)
+                    and other.ndim >= 2
+                    and other.shape[0] == ids.shape[0]
+                    and other.is_floating_point()
+                ):
+                    width = int(np.prod(other.shape[1:]))
+                    rows.append(other.detach().cpu()[hit].reshape(int(hit.sum()), width))
+    return [r.double() for r in rows if r.numel() and bool((r != 0).any(dim=1).all())]
+
+
+def _assert_purged(
+    cls: StrategyType,
+    strategy: Strategy,
+    deleted: torch.Tensor,
+    prints: list[torch.Tensor],
+    when: str,
+) -> None:
+    name, gone = cls.__name__, set(deleted.tolist())
+    for path, v in _reachable(strategy):
+        if isinstance(v, int):
+            assert v not in gone, f"{name}: {when}: deleted id {v} is still stored at {path}"
+            continue
+        if not (v.is_floating_point() or v.dtype == torch.bool):
+            left = set(v.reshape(-1).tolist()) & gone
+            assert not left, (
+                f"{name}: {when}: deleted ids {sorted(left)[:3]} are still stored in {path}"
+            )
+            continue
+        if v.ndim < 2 or not v.is_floating_point():
+            continue
+        flat = v.reshape(v.shape[0], int(np.prod(v.shape[1:]))).double()
+        for p in prints:
+            if p.shape[1] == flat.shape[1]:
+                match = (flat[:, None, :] == p[None, :, :]).all(dim=2).any()
+                assert not bool(match), (
+                    f"{name}: {when}: {path} still holds a row of a deleted sample "
+                    f"(its features or a tensor stored with it)"
+                )
+
+
+def _purge_run(cls: StrategyType, setup: Setup) -> tuple[Strategy, nn.Module]:
+    """Learn experience 0, purge half of the stored ids (and an id never stored), resume through
+    experience 1, purge again; check the state after each purge. Returns the final strategy and
+    model."""
+    name = cls.__name__
+    strategy, model = cls(), setup.model()
+    res = train_stream(model, setup.stream, strategy, setup.config, stop_after=1)
+    first_ids = setup.stream[0].train.ids
+    stored = sorted(_stored_ids(strategy, setup.stream))
+    if cls.keeps_memory:
+        assert stored, f"{name}: keeps_memory, but no sample id is stored after experience 0"
+    never = sorted(set(first_ids.tolist()) - set(stored))[:1]
+    deleted = torch.tensor(stored[::2] + never if stored else first_ids[:5].tolist())
+    prints = _deleted_rows(strategy, setup.stream, deleted)
+    used = strategy.memory_used()
+    strategy.purge(deleted, model=model)
+    _assert_purged(cls, strategy, deleted, prints, "after a purge following experience 0")
+    kept = set(stored) - set(deleted.tolist())
+    lost = kept - _stored_ids(strategy, setup.stream)
+    assert not lost, f"{name}: purge removed ids it was not asked to remove: {sorted(lost)[:3]}"
+    assert strategy.memory_used() <= used, f"{name}: purge grew the memory"
+    if used:
+        assert strategy.memory_used() > 0, (
+            f"{name}: purge of half the stored ids emptied the memory"
+        )
+    state = res.state
+    state.strategy, state.model_state = strategy, copy.deepcopy(model.state_dict())
+    model = setup.model()
+    res = train_stream(model, setup.stream, cls(), setup.config, resume=state)
+    strategy = res.state.strategy
+    _assert_purged(cls, strategy, deleted, prints, "after resuming through experience 1")
+    stored = sorted(_stored_ids(strategy, setup.stream))
+    if cls.keeps_memory:
+        assert stored, f"{name}: no sample id stored after experience 1"
+    second = torch.tensor(stored[1::2], dtype=torch.int64)
+    both = torch.cat([deleted, second])
+    prints = prints + _deleted_rows(strategy, setup.stream, both)
+    strategy.purge(both, model=model)
+    _assert_purged(cls, strategy, both, prints, "after a second purge following experience 1")
+    lost = (set(stored) - set(both.tolist())) - _stored_ids(strategy, setup.stream)
+    assert not lost, f"{name}: purge removed ids it was not asked to remove: {sorted(lost)[:3]}"
+    return strategy, model
+
+
+def check_purge_removes_deleted(cls: StrategyType, *, model: str = "builtin") -> None:
+    """After ``purge(ids, model=model)`` no stored tensor, id or per-sample row of a deleted
+    sample remains (:meth:`~obliviate.continual.base.Strategy.purge`).
+
+    On the tiny setup with training ids moved up by :data:`PURGE_ID_OFFSET`: learn experience
+    0, purge every other stored id (plus an id never stored), resume through experience 1, purge
+    every other id stored then. After each purge, every tensor, array and int reachable from the
+    learned state (through dicts, lists, sets and objects, models excepted: influence) must hold
+    no deleted id, no deleted sample's features, and no row of any float tensor that was stored
+    next to a deleted id (logits, features); the ids not deleted must all still be stored; a
+    memory that held samples must not be emptied. Two such runs must end bitwise equal
+    (determinism). Statistics computed from stored samples (class means) are checked against
+    recomputation per strategy in ``tests/test_strategy_purge.py``.
+    """
+    setup = _purge_setup(cls, model)
+    a, model_a = _purge_run(cls, setup)
+    b, model_b = _purge_run(cls, setup)
+
+    ra, rb = _reachable(a), _reachable(b)
+    assert [p for p, _ in ra] == [p for p, _ in rb] and _same(
+        [v for _, v in ra], [v for _, v in rb]
+    ), f"{cls.__name__}: two purged runs with one seed differ"
+    assert _weights_equal(model_a, model_b), f"{cls.__name__}: purge is not deterministic"
+
+
 STRATEGY_CHECKS: tuple[Callable[[StrategyType], None], ...] = (
     check_default_constructible,
     check_no_learned_state_before_training,
@@ -507,6 +731,7 @@ STRATEGY_CHECKS: tuple[Callable[[StrategyType], None], ...] = (
     check_memory_bounded,
     check_finite_gradients,
     check_declared_boundaries,
+    check_purge_removes_deleted,
 )
 """Every strategy check, in order; parametrise tests over ``(strategy, check)``."""
 
