@@ -320,8 +320,9 @@ scenarios = ["class-incremental"]
 n_experiences = 5
 strategies = [{", ".join(f'"{s}"' for s in LIFECYCLE_STRATEGIES)}]
 schedule = "{LIFECYCLE_SCHEDULE}"
-paths = ["approximate"]
+paths = ["approximate", "exact"]
 method = "neggrad_plus"
+n_shards = 2
 """
 """The lifecycle section's grid (the acceptance run of issue 11 with one seed; three seeds:
 ``benchmarks/specs/lifecycle_digits.toml``)."""
@@ -330,8 +331,9 @@ method = "neggrad_plus"
 def lifecycle_section(console: Any) -> None:
     """Learning and deletion in one stream: replay, DER++ and EWC on digits (5 class-incremental
     experiences; 5 % of the seen samples deleted after experiences 2 and 4, the first class of
-    experience 0 after experience 3), approximate path (purge + NegGrad+), seed 0; one table
-    per strategy with retention and forgetting against the lifecycle oracle after every event."""
+    experience 0 after experience 3), approximate path (purge + NegGrad+) and exact path (sharded
+    continual learning, 2 shards), seed 0; one table per strategy and path with retention and
+    forgetting against the lifecycle oracle after every event."""
     from obliviate.bench.results import read
     from obliviate.bench.runner import run_grid
     from obliviate.bench.specs import parse_spec
@@ -344,8 +346,10 @@ def lifecycle_section(console: Any) -> None:
     console.rule("[bold]Lifecycle: learning and deletion requests in one stream")
     console.print(
         f"digits, 5 class-incremental experiences; deletions: {LIFECYCLE_SCHEDULE} "
-        "(AFTER:REQUEST, AFTER = experiences learned); each deletion purges the strategy's memory "
-        f"and runs NegGrad+ on what the learner still holds; {len(runs)} runs on {workers()} "
+        "(AFTER:REQUEST, AFTER = experiences learned); approximate path: each deletion purges the "
+        "strategy's memory and runs NegGrad+ on what the learner still holds; exact path: 2 shards "
+        "learn the stream, a deletion rolls the affected shards back and replays them without the "
+        f"ids; {len(runs)} runs on {workers()} "
         "worker(s), each with its lifecycle oracle (the stream learned without the deleted samples)"
     )
     started = time.perf_counter()
@@ -357,17 +361,28 @@ def lifecycle_section(console: Any) -> None:
         raise RuntimeError(
             f"{len(failed)} demo run(s) failed; first: {first.get('label')}: {first.get('error')}"
         )
-    by: dict[str, list[dict[str, Any]]] = {}
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
-        by.setdefault(r["run"]["strategy"], []).append(r["metrics"])
+        by.setdefault((r["run"]["strategy"], r["run"]["path"]), []).append(r["metrics"])
+    paths = {"approximate": "approximate path: purge + NegGrad+", "exact": "exact path: 2 shards"}
     for name in LIFECYCLE_STRATEGIES:
-        if name in by:
+        for path, what in paths.items():
+            if (name, path) not in by:
+                continue
+            equal = all(
+                e.get("bitwise_equal_oracle", False) for m in by[name, path] for e in m["events"]
+            )
+            note = (
+                f"; every checkpoint sha256 equal to the oracle's: {equal}"
+                if path == "exact"
+                else ""
+            )
             console.print(
                 events_table(
-                    f"{name} (approximate path): after every event, seed(s) "
+                    f"{name} ({what}{note}): after every event, seed(s) "
                     f"{','.join(map(str, LIFECYCLE_SEEDS))}",
-                    aggregate_events(by[name]),
-                    len(by[name]),
+                    aggregate_events(by[name, path]),
+                    len(by[name, path]),
                 )
             )
     console.print(
