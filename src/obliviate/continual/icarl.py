@@ -168,7 +168,7 @@ class ICaRL(Strategy):
         approximation of the class mean among the samples of their time).
 
         Raises :class:`~obliviate.errors.ObliviateError` when an exemplar is removed and no
-        ``model`` (an obliviate model with ``features()``) is given. See
+        ``model`` is given (or one without a linear output layer). See
         :meth:`~obliviate.continual.base.Strategy.purge`.
         """
         ids = as_id_tensor(ids)
@@ -177,14 +177,16 @@ class ICaRL(Strategy):
         kept = purge_exemplars(self.exemplars_, ids)
         if sum(len(v) for v in kept.values()) == self.memory_used():
             return
-        if not isinstance(model, Model):
+        if model is None:
             raise ObliviateError(
                 "ICaRL.purge: the model's output layer holds the exemplars' class means; pass "
-                "model= (the obliviate model being trained) so they are recomputed"
+                "model= (the model being trained) so they are recomputed"
             )
+        example = next(iter(self.exemplars_.values())).x
+        m = require_model(model, "ICaRL", example=example)
         self.exemplars_ = kept
-        with torch.no_grad(), eval_mode(model):
-            _write_nme(model, {c: model.features(ex.x) for c, ex in kept.items()})
+        with torch.no_grad(), eval_mode(m):
+            _write_nme(m, {c: m.features(ex.x) for c, ex in kept.items()})
 
     # ---- hooks -----------------------------------------------------------------------------
     def begin(self, model: nn.Module, experience: Experience) -> None:

@@ -195,7 +195,7 @@ class SLDA(Strategy):
         write the LDA rule into ``model``'s output layer.
 
         Raises :class:`~obliviate.errors.ObliviateError` when a fed sample is removed and no
-        ``model`` (the obliviate model being trained) is given. See
+        ``model`` (the model being trained) is given. See
         :meth:`~obliviate.continual.base.Strategy.purge`.
         """
         ids = as_id_tensor(ids)
@@ -204,11 +204,12 @@ class SLDA(Strategy):
         keep = ~deleted_rows(self.feature_ids_, ids)
         if bool(keep.all()):
             return
-        if not isinstance(model, Model):
+        if model is None:
             raise ObliviateError(
                 "SLDA.purge: the model's output layer holds the LDA rule of the class means; "
-                "pass model= (the obliviate model being trained) so it is recomputed"
+                "pass model= (the model being trained) so it is recomputed"
             )
+        m = require_model(model, "SLDA")  # the model SLDA trained: its output layer is known
         self.features_ = self.features_[keep].clone()
         self.feature_ids_ = self.feature_ids_[keep].clone()
         self.feature_y_ = self.feature_y_[keep].clone()
@@ -218,7 +219,7 @@ class SLDA(Strategy):
         self.n_updates_ = streaming_update(
             self.mean_, self.count_, self.sigma_, 0, self.features_.double(), self.feature_y_
         )
-        write_head(model, *lda_classifier(self.mean_, self.count_, self.sigma_, self.shrinkage))
+        write_head(m, *lda_classifier(self.mean_, self.count_, self.sigma_, self.shrinkage))
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         m = require_model(model, "SLDA", example=batch.x)
