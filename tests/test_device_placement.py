@@ -116,3 +116,17 @@ def test_unlearner_creates_nothing_on_the_default_device(name):
     with on_other_default_device():
         out = unlearner.unlearn(model, request)
     assert all(p.device.type == "cpu" for p in out.parameters())
+
+
+def test_sharded_train_and_forget_create_nothing_on_the_default_device(tmp_path):
+    from obliviate.sharded import DataSpec, ShardConfig, ShardedStore
+
+    recipe = Recipe(ModelSpec("mlp", (16,), seed=0), TrainConfig(n_epochs=1, lr=0.05))
+    config = ShardConfig(n_shards=2, n_slices=2, recipe=recipe, seed=0)
+    data = DataSpec(dataset="digits", limit=200)
+    with on_other_default_device():
+        store = ShardedStore.train(tmp_path / "s", data=data, config=config, backend="inline")
+        ids = store.ledger.samples(("active",))[:5, 0]
+        receipt = store.forget([int(i) for i in ids])
+        store.close()
+    assert receipt["n_removed"] == 5

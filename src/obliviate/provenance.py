@@ -48,28 +48,37 @@ def versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
     return out
 
 
-def bits_context() -> dict[str, Any]:
-    """What besides the spec and the seed determines the bits of a CPU run: the torch version,
+def bits_context(*, device: str = "cpu", precision: str = "fp32") -> dict[str, Any]:
+    """What besides the spec and the seed determines the bits of a run: the torch version,
     its intra-op thread count (reductions split differently across 1 and 2 threads, so trained
-    weights differ in the last bits), and the SIMD kernels torch dispatches to. Part of every
-    provenance record and of every model-cache key: a cache filled under 2 threads is never
-    used by a 1-thread run. The same-bits promise holds for equal spec, seed and context."""
+    weights differ in the last bits), the SIMD kernels torch dispatches to, the device type the
+    run trained on (``device``: CPU and GPU kernels differ; on CUDA also the GPU's name) and the
+    training precision (``precision``: fp32, bf16, fp16). Part of every provenance record and of
+    every model-cache key: a cache filled under 2 threads, on a GPU or in bf16 is never used by
+    a 1-thread CPU fp32 run. The same-bits promise holds for equal spec, seed and context."""
     import torch
 
-    return {
+    dev = torch.device(device)
+    out = {
         "torch": torch.__version__,
         "num_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "device": dev.type,
+        "precision": precision,
     }
+    if dev.type == "cuda":
+        out["device_name"] = torch.cuda.get_device_name(dev)
+    return out
 
 
-def provenance(**extra: Any) -> dict[str, Any]:
+def provenance(*, device: str = "cpu", precision: str = "fp32", **extra: Any) -> dict[str, Any]:
     """A provenance record: versions, git commit, platform, UTC time, the numeric context
-    (:func:`bits_context`), plus ``extra`` (e.g. seed)."""
+    (:func:`bits_context` of the run's ``device`` and ``precision``), plus ``extra`` (e.g.
+    seed)."""
     return {
         "versions": versions(),
-        "bits_context": bits_context(),
+        "bits_context": bits_context(device=device, precision=precision),
         "git_commit": git_commit(),
         "platform": platform.platform(),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -38,6 +38,8 @@ def register(app: typer.Typer) -> None:
         data_dir: str = typer.Option(
             None, help="folder with the dataset's files (mnist, fashion-mnist)"
         ),
+        device: str = _c.device_option(),
+        precision: str = _c.precision_option(),
     ) -> None:
         """Train once, record every example's correctness at each presentation, count forgetting events."""
         import numpy as np
@@ -66,6 +68,8 @@ def register(app: typer.Typer) -> None:
                 seed=sd,
                 data_dir=data_dir,
                 limit=limit,
+                device=device,
+                precision=precision,
             )
             for sd in seed_list
         ]

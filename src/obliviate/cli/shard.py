@@ -46,11 +46,24 @@ def _emit(obj: Any, output: Path | None = None) -> None:
 
 
 def _open(
-    store: Path, backend: str = "local", workers: int | None = None, data_dir: str | None = None
+    store: Path,
+    backend: str = "local",
+    workers: int | None = None,
+    data_dir: str | None = None,
+    *,
+    device: str = "cpu",
+    precision: str | None = None,
 ) -> ShardedStore:
     from obliviate.sharded import ShardedStore
 
-    return ShardedStore(store, backend=backend, n_workers=workers, data_dir=data_dir)
+    return ShardedStore(
+        store,
+        backend=backend,
+        n_workers=workers,
+        data_dir=data_dir,
+        device=device,
+        precision=precision,
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -102,6 +115,8 @@ def register(app: typer.Typer) -> None:
             0, "--seed", help="seed of assignment, initial weights and data order"
         ),
         as_json: bool = typer.Option(False, "--json", help="print the status as JSON"),
+        device: str = _c.device_option(),
+        precision: str = _c.precision_option(),
     ) -> None:
         """Train a new shard store."""
         from obliviate.models import ModelSpec
@@ -141,6 +156,8 @@ def register(app: typer.Typer) -> None:
             exclude_ids=excluded,
             backend=backend,
             n_workers=workers,
+            device=device,
+            precision=precision,
         )
         if mapping is not None:
             from obliviate.sharded.subjects import import_subjects
@@ -189,12 +206,16 @@ def register(app: typer.Typer) -> None:
         out: Path | None = _c.out_option("write the receipt to this file (not to stdout)"),
         output: Path | None = _c.legacy_output_option(),
         _always_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
+        device: str = _c.device_option(),
+        precision: str | None = typer.Option(
+            None, "--precision", help="fp32, bf16 or fp16; default: the store's own"
+        ),
     ) -> None:
         """Delete samples exactly; prints the JSON receipt."""
         output = _c.resolve_out(out, output)
         wanted = _parse_ids(ids, ids_file)
         _check_output(output)  # before the deletion: a receipt must never be lost after it
-        st = _open(store, backend, workers, data_dir)
+        st = _open(store, backend, workers, data_dir, device=device, precision=precision)
         receipt = st.forget(
             wanted,
             request_id,

@@ -27,14 +27,15 @@ class _Recorder:
 
     def __init__(self, data: Dataset, n_epochs: int) -> None:
         order = torch.argsort(data.ids)
-        self.sorted_ids = data.ids[order]
+        self.sorted_ids = data.ids[order].cpu()
         self.correct = np.zeros((len(data), n_epochs), dtype=bool)
         self.seen = np.zeros(len(data), dtype=np.int64)
 
     def __call__(self, model: nn.Module, batch: Batch) -> Tensor:
         out = logits(model, batch.x, batch.task)
-        rows = torch.searchsorted(self.sorted_ids, batch.ids).numpy()
-        hit = (out.detach().argmax(dim=1) == batch.y).numpy()
+        # the log lives on the CPU (numpy); the batch may be on an accelerator
+        rows = torch.searchsorted(self.sorted_ids, batch.ids.cpu()).numpy()
+        hit = (out.detach().argmax(dim=1) == batch.y).cpu().numpy()
         self.correct[rows, self.seen[rows]] = hit
         self.seen[rows] += 1
         return nn.functional.cross_entropy(out, batch.y)

@@ -172,7 +172,7 @@ class GSS(Strategy):
                 if bool(mem["score"].sum() > 0)
                 else torch.ones_like(c).expand(self.memory_size)
             )
-            i = int(torch.multinomial(weights, 1, generator=gen, device=gen.device))
+            i = int(torch.multinomial(weights.cpu(), 1, generator=gen))  # the CPU generator
             if draws[k] < mem["score"][i] / (mem["score"][i] + c):
                 for key, v in new.items():
                     mem[key][i] = v[k]

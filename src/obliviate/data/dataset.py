@@ -100,7 +100,7 @@ class Dataset:
     ) -> Dataset:
         """Validate user arrays and wrap them. ``ids`` default to ``0..N-1``."""
         try:
-            xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
+            xt = torch.as_tensor(np.asarray(x, dtype=np.float32), device="cpu")
         except (ValueError, TypeError) as exc:
             raise ObliviateError(
                 f"dataset {name!r}: features must be numbers ({exc}); convert x to a float array"
@@ -115,7 +115,7 @@ class Dataset:
             )
         if y_np.size and not np.all(np.isfinite(y_np) & np.equal(np.mod(y_np, 1), 0)):
             raise ObliviateError(f"dataset {name!r}: labels must be integers, got {y_np.dtype}")
-        yt = torch.as_tensor(y_np.astype(np.int64))
+        yt = torch.as_tensor(y_np.astype(np.int64), device="cpu")
         if xt.ndim < 2 or xt.shape[0] != yt.shape[0]:
             raise ObliviateError(
                 f"dataset {name!r}: x must be [N, features...] with N = len(y) = {yt.shape[0]}, "
@@ -137,7 +137,11 @@ class Dataset:
                 f"dataset {name!r}: label {off} is outside the class range 0..{k - 1}; "
                 "labels must be 0..n_classes-1"
             )
-        it = torch.arange(xt.shape[0], dtype=torch.int64) if ids is None else as_id_tensor(ids)
+        it = (
+            torch.arange(xt.shape[0], dtype=torch.int64, device=xt.device)
+            if ids is None
+            else as_id_tensor(ids)
+        )
         if it.numel() != xt.shape[0]:
             raise ObliviateError(f"dataset {name!r}: {it.numel()} ids for {xt.shape[0]} rows")
         if torch.unique(it).numel() != it.numel():

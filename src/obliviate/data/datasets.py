@@ -314,7 +314,7 @@ def load_dataset(
                 "ids must be unique across both"
             )
     if limit is not None:
-        train = train.subset(torch.arange(min(limit, len(train))))
+        train = train.subset(torch.arange(min(limit, len(train)), device="cpu"))
     if standardized:
         train, test = standardize(train, test)
     return replace(train, name=label), replace(test, name=label + ":test")

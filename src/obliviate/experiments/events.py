@@ -33,7 +33,7 @@ from obliviate.experiments import recipes
 from obliviate.metrics.forgetting_events import forgetting_counts, summary
 from obliviate.models import ModelSpec, build_model
 from obliviate.provenance import provenance
-from obliviate.training import TrainConfig, accuracy
+from obliviate.training import TrainConfig, accuracy, precision
 
 SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("summary.unforgettable", "unforgettable"),
@@ -70,6 +70,8 @@ class EventsSpec:
     momentum: float | None = S.option(None, check=S.momentum)
     weight_decay: float | None = S.option(None, check=S.nonnegative_number)
     seed: int = S.option(0, check=S.any_int, alias="seeds")
+    device: str = S.option("cpu", check=S.device)
+    precision: str = S.option("fp32", check=S.precision)
     data_dir: str | None = S.option(None)
     limit: int | None = S.option(None, check=S.positive_int)
 
@@ -107,7 +109,7 @@ def run(spec: EventsSpec) -> dict[str, Any]:
         ModelSpec(name=s.model, hidden=s.hidden, seed=s.seed),  # type: ignore[arg-type]
         train.sample_shape,
         train.n_classes,
-    )
+    ).to(s.device)  # init drawn on the CPU, the same on every device
     config = TrainConfig(
         n_epochs=s.n_epochs,  # type: ignore[arg-type]
         batch_size=s.batch_size,  # type: ignore[arg-type]
@@ -118,7 +120,8 @@ def run(spec: EventsSpec) -> dict[str, Any]:
         seed=s.seed,
     )
     t0 = time.perf_counter()
-    log = record_presentations(model, train, config)
+    with precision(s.precision):
+        log = record_presentations(model, train, config)
     seconds = time.perf_counter() - t0
     counts = forgetting_counts(log.correct)
     return {
@@ -128,7 +131,7 @@ def run(spec: EventsSpec) -> dict[str, Any]:
         "test_acc": accuracy(model, test),
         "seconds": seconds,
         "spec": s.to_dict(),
-        "provenance": provenance(seed=s.seed),
+        "provenance": provenance(seed=s.seed, device=s.device, precision=s.precision),
     }
 
 

@@ -261,7 +261,7 @@ def trained(
 
     # everything that determines the bits: the recipe, the rows, and the numeric context
     # (device type and precision included: a GPU or a bf16 run gives other bits)
-    context = {**bits_context(), "device": torch.device(device).type, "precision": precision}
+    context = bits_context(device=device, precision=precision)
     key = f"{kind}-{_digest(_recipe_dict(recipe), data_fingerprint(data), n_classes, context)}"
     model = recipe.build(data.sample_shape, n_classes, device=device)
     if key in _MEMO:

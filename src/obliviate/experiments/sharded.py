@@ -105,6 +105,8 @@ class ShardedSpec:
     limit: int | None = S.option(None, check=S.positive_int)
     split_seed: int = S.option(0, check=S.any_int)
     seed: int = S.option(0, check=S.any_int, alias="seeds")
+    device: str = S.option("cpu", check=S.device)
+    precision: str = S.option("fp32", check=S.precision)
     n_shards: int = S.option(5, check=S.positive_int, required=True)
     n_slices: int = S.option(1, check=S.positive_int)
     graph: str = S.option("none", check=S.graph, alias="graphs")
@@ -193,6 +195,8 @@ def run(spec: ShardedSpec | Mapping[str, Any]) -> dict[str, Any]:
             exclude_ids=excluded,
             backend=s.backend,
             n_workers=s.n_workers,
+            device=s.device,
+            precision=s.precision,
         )
         train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - c0
         if mapping is not None:
@@ -208,6 +212,8 @@ def run(spec: ShardedSpec | Mapping[str, Any]) -> dict[str, Any]:
                 exclude_ids=excluded,
                 backend=s.backend,
                 n_workers=s.n_workers,
+                device=s.device,
+                precision=s.precision,
             ) as again:
                 walls.append(time.perf_counter() - t0)
                 cpus.append(time.process_time() - c0)
@@ -263,7 +269,7 @@ def run(spec: ShardedSpec | Mapping[str, Any]) -> dict[str, Any]:
         "n_slices": s.n_slices,
         "graph": s.graph,
         "spec": s.to_dict(),
-        "provenance": provenance(seed=s.seed),
+        "provenance": provenance(seed=s.seed, device=s.device, precision=s.precision),
     }
 
 

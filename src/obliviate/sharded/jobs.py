@@ -103,9 +103,10 @@ def run_shard_job(job: ShardJob) -> list[dict[str, Any]]:
                 f"the training data of dataset {job.data.dataset!r} changed since the store was "
                 "trained (fingerprint mismatch); point --data-dir at the original data"
             )
-        model = build_model(
-            shard_model_spec(job.recipe.model, job.shard), job.sample_shape, job.n_classes
-        )
+        with torch.device("cpu"):  # the initial weights drawn on the CPU: the same everywhere
+            model = build_model(
+                shard_model_spec(job.recipe.model, job.shard), job.sample_shape, job.n_classes
+            )
         store = Path(job.store)
         if job.base is not None:
             model.load_state_dict(read_checkpoint(store, job.base))  # read onto the CPU

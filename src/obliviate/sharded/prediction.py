@@ -36,7 +36,8 @@ def shard_models(store: ShardedStore, current: Checkpoints) -> list[nn.Module]:
             continue
         key = (k, ck["sha256"])
         if key not in cache:  # content-addressed: a hash names one set of weights
-            model = build_model(shard_model_spec(config.recipe.model, k), shape, k_classes)
+            with torch.device("cpu"):  # prediction runs on the CPU
+                model = build_model(shard_model_spec(config.recipe.model, k), shape, k_classes)
             model.load_state_dict(read_checkpoint(store.path, ck["sha256"]))
             model.eval()
             if len(cache) >= 4 * config.n_shards:
@@ -61,7 +62,7 @@ def aggregate(aggregation: str, models: list[nn.Module], x: torch.Tensor) -> tor
 
 def predict_proba(store: ShardedStore, x: torch.Tensor | np.ndarray) -> torch.Tensor:
     """See :meth:`ShardedStore.predict_proba`."""
-    xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    xt = torch.as_tensor(np.asarray(x, dtype=np.float32), device="cpu")
     shape = tuple(store.ledger.get_meta("sample_shape"))
     if tuple(xt.shape[1:]) != shape and xt.reshape(xt.shape[0], -1).shape[1] == int(np.prod(shape)):
         xt = xt.reshape(xt.shape[0], *shape)

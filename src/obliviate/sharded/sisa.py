@@ -102,8 +102,10 @@ class ShardedStore:
 
     Attributes: ``path``, ``ledger`` (:class:`~obliviate.sharded.ledger.Ledger`), ``config``
     (:class:`ShardConfig`), ``data_spec`` (:class:`DataSpec`), ``hoods`` (each shard's
-    neighbourhood), ``backend`` and ``n_workers`` (where shard jobs run), ``models_cache``
-    (loaded shard models by ``(shard, checkpoint sha256)``).
+    neighbourhood), ``backend`` and ``n_workers`` (where shard jobs run), ``device`` and
+    ``precision`` (how shard jobs train: ``device`` is this process's choice, ``precision``
+    defaults to the one the store was trained at), ``models_cache`` (loaded shard models by
+    ``(shard, checkpoint sha256)``; prediction runs on the CPU).
     """
 
     def __init__(
@@ -114,10 +116,11 @@ class ShardedStore:
         backend: str = "local",
         n_workers: int | None = None,
         device: str = "cpu",
-        precision: str = "fp32",
+        precision: str | None = None,
     ) -> None:
         self.device = str(check_device(device))
-        self.precision = check_precision(precision)
+        if precision is not None:
+            check_precision(precision)
         self.path = Path(path)
         if not self.path.is_dir():
             raise ObliviateError(
@@ -145,6 +148,9 @@ class ShardedStore:
             spec["data_dir"] = data_dir
         self.data_spec = DataSpec(**spec)
         self.backend, self.n_workers = backend, n_workers
+        # the precision the store was trained at, unless given: a retrained shard at another
+        # precision would not be the bits a retraining from scratch gives
+        self.precision = precision or self.ledger.get_meta("precision", "fp32")
         self.hoods = neighbourhoods(self.config.graph, self.config.n_shards, self.config.seed)
         self.models_cache: dict[tuple[int, str], nn.Module] = {}
 
@@ -181,6 +187,9 @@ class ShardedStore:
         path = Path(path)
         building.create_store(path, data=data, config=config, exclude_ids=exclude_ids)
         store = cls(path, backend=backend, n_workers=n_workers, device=device, precision=precision)
+        if precision != "fp32":  # fp32 stores (all older ones) carry no entry
+            with store.ledger.transaction():
+                store.ledger.set_meta("precision", precision)
         store.recover()
         return store
 
