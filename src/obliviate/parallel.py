@@ -327,8 +327,10 @@ class RayExecutor(Executor):
                 ray.init(address=address, **kwargs)
             else:
                 ray.init(num_cpus=n_workers or 1, **kwargs)
-        self.capacity = n_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self.queue_depth = self.capacity
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.capacity = n_workers or cpus
+        # a task submitted ahead waits only where the cluster has no free CPU for it
+        self.queue_depth = self.capacity if self.capacity >= cpus else 0
         self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_call)
         self._refs: list[Any] = []
 
