@@ -25,14 +25,14 @@ from obliviate.experiments import LearnSpec, run_learn
 from obliviate.experiments.lifecycle import LifecycleSpec, build, held_ids, run
 from obliviate.models import model_for_stream
 
-# a tiny, fast recipe: 600 digits rows, one epoch per experience
-QUICK = {"limit": 600, "n_epochs": 1}
+# a tiny, fast recipe: 400 digits rows, one epoch per experience
+QUICK = {"limit": 400, "n_epochs": 1}
 SCHEDULE = "2:random:5%; 3:experience-class:0; 4:random:5%"
 
 
 @pytest.fixture(scope="module")
 def stream():
-    train, test = load_dataset("digits", limit=600)
+    train, test = load_dataset("digits", limit=400)
     return build_scenario("class-incremental", train, test, n_experiences=5, seed=0)
 
 

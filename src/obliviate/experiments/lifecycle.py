@@ -40,7 +40,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -732,7 +732,7 @@ EVENT_FIGURES: tuple[str, ...] = (
 """Per-event figures :func:`aggregate_events` summarises over seeds."""
 
 
-def aggregate_events(results: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def aggregate_events(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Per event (runs of one spec over seeds share the event sequence), the mean and sample
     standard deviation (``ddof=1``; 0 for one run) of :data:`EVENT_FIGURES`:
     ``[{"event", "label", "mean": {...}, "std": {...}}, ...]``. Figures undefined in every run

@@ -625,7 +625,7 @@ def lifecycle_timeline(records: Sequence[dict[str, Any]]) -> list[Plot]:
     plots = []
     groups = _groups(records, "dataset", "scenario", "schedule", "deletion_rate")
     for (ds, sc, sched, rate), recs in sorted(groups.items(), key=str):
-        by = {}
+        by: dict[str, list[dict[str, Any]]] = {}
         for r in recs:
             by.setdefault(_lifecycle_name(r), []).append(r)
         first = (recs[0].get("metrics", {}).get("events")) or []
