@@ -119,7 +119,7 @@ def test_learn_after_forget_and_a_second_forget(tmp_path, stream):
             assert not np.isin(rows["ids"].numpy(), gone).any()
         for sha in set(got.values()):
             strategy, _ = decode(
-                checkpoint_path(store.path, sha).read_bytes(), _model_like(store, 0)
+                checkpoint_path(store.path, sha).read_bytes(), store.build_shard_model(0)
             )
             if strategy.memory_ is not None:
                 assert not np.isin(strategy.memory_.filled()["ids"].numpy(), gone).any()
@@ -127,15 +127,6 @@ def test_learn_after_forget_and_a_second_forget(tmp_path, stream):
         assert store.forget(second) == receipt
     assert receipt["verification"]["exactness"]["equal"] is True
     assert got == reference(tmp_path / "b", stream, np.concatenate([first, second]), 5)
-
-
-def _model_like(store: ShardedContinual, k: int):
-    from obliviate.models import build_model
-    from obliviate.sharded.config import shard_model_spec
-
-    return build_model(
-        shard_model_spec(store.config.recipe.model, k), store.sample_shape, store.n_classes
-    )
 
 
 def test_refusals_record_nothing(tmp_path, stream):
@@ -284,3 +275,79 @@ def test_cli_learn_forget_verify(tmp_path, capsys):
     assert "never learned" in capsys.readouterr().err
     assert main(["shard", "stream", "verify", "--store", store]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
+
+
+def _exact_after_forget(tmp_path: Path, stream: Stream, strategy: str) -> None:
+    recipe = Recipe(
+        ModelSpec(hidden=(16,), seed=1), TrainConfig(n_epochs=1, batch_size=16, lr=0.05, seed=3)
+    )
+    ids = some_ids(stream, {0: 1, 1: 2})
+    kw = {"n_shards": 2, "strategy": strategy, "recipe": recipe, "seed": 0}
+    with ShardedContinual.for_stream(tmp_path / "a", stream, **kw) as store:
+        for exp in stream.experiences[:3]:
+            store.learn(exp)
+        store.forget(ids)
+        got = store.checkpoint_hashes()
+        assert store.verify()["ok"]
+    with ShardedContinual.for_stream(tmp_path / "b", stream, **kw) as ref:
+        for exp in stream.experiences[:3]:
+            ref.learn(without(exp, ids))
+        assert got == ref.checkpoint_hashes(), strategy
+
+
+def test_task_incremental_multi_head_with_a_model_copy_in_the_state(tmp_path):
+    """LwF keeps a copy of the (multi-head) model in its state: checkpointed and exact too."""
+    train, test = load_dataset("digits", limit=400)
+    stream = build_scenario("task-incremental", train, test, n_experiences=5, seed=0)
+    _exact_after_forget(tmp_path, stream, "lwf")
+    with ShardedContinual(tmp_path / "a") as store:
+        assert store.task_classes == stream.task_classes
+        x, task = stream[0].test.x, stream[0].test.task
+        assert store.predict(x, task).shape == (len(x),)
+
+
+def _every_strategy() -> list[str]:
+    from obliviate.continual import STRATEGIES
+
+    return sorted(set(STRATEGIES) - {"cumulative", "joint"})  # data_view "seen" / "all"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", _every_strategy())
+def test_every_strategy_forgets_exactly(tmp_path, strategy):
+    from obliviate.continual import strategy_class
+
+    train, test = load_dataset("digits", limit=400)
+    scenario = (
+        "task-incremental" if strategy_class(strategy).needs_task_ids else "class-incremental"
+    )
+    stream = build_scenario(scenario, train, test, n_experiences=5, seed=0)
+    _exact_after_forget(tmp_path, stream, strategy)
+
+
+def test_snapshot_keeps_modes_references_and_refuses_foreign_objects():
+    from obliviate.continual import make_strategy
+    from obliviate.models import build_model
+    from obliviate.sharded.snapshot import encode
+
+    spec = ModelSpec(hidden=(8,), seed=0)
+    model = build_model(spec, (64,), 10)
+    first = next(model.parameters())
+    first.requires_grad_(False)
+    next(iter(model.children())).eval()
+    strategy = make_strategy("ewc")
+    strategy.anchor_ref_ = [first]  # a reference to the model's own parameter
+    strategy.table_ = {"ids": {3, 1, 2}, "arr": np.arange(3), "gen": torch.Generator()}
+    blob = encode(model, strategy)
+    assert encode(model, strategy) == blob  # same objects -> same bytes
+    fresh = build_model(ModelSpec(hidden=(8,), seed=1), (64,), 10)
+    back, _ = decode(blob, fresh)
+    got = next(fresh.parameters())
+    assert back.anchor_ref_[0] is got and not got.requires_grad
+    assert [m.training for m in fresh.modules()] == [m.training for m in model.modules()]
+    assert torch.equal(got, first)
+    assert back.table_["ids"] == {1, 2, 3} and back.table_["arr"].tolist() == [0, 1, 2]
+    assert back.get_params() == strategy.get_params()
+    strategy.hook_ = lambda: None
+    with pytest.raises(ObliviateError, match="hook_"):
+        encode(model, strategy)

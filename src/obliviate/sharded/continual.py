@@ -74,7 +74,7 @@ from obliviate._rng import generator
 from obliviate.continual import STRATEGIES, make_strategy
 from obliviate.continual.base import Strategy
 from obliviate.data.dataset import Dataset
-from obliviate.data.splits import Experience
+from obliviate.data.splits import Experience, Stream
 from obliviate.errors import ObliviateError
 from obliviate.models import build_model
 from obliviate.models.base import logits
@@ -123,7 +123,7 @@ class ShardedContinual:
 
     Attributes: ``path``, ``ledger``, ``config`` (:class:`~obliviate.sharded.config.ShardConfig`;
     ``graph`` is always ``"none"``), ``strategy_name``, ``strategy_params``, ``n_classes``,
-    ``sample_shape``.
+    ``sample_shape``, ``task_classes`` (None: one head).
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -152,6 +152,10 @@ class ShardedContinual:
         self.strategy_params: dict[str, Any] = spec["params"]
         self.n_classes = int(self.ledger.get_meta("n_classes"))
         self.sample_shape = tuple(int(d) for d in self.ledger.get_meta("sample_shape"))
+        heads = self.ledger.get_meta("task_classes")
+        self.task_classes: tuple[tuple[int, ...], ...] | None = (
+            None if heads is None else tuple(tuple(int(c) for c in t) for t in heads)
+        )
         self._models: dict[tuple[int, str], nn.Module] = {}
 
     def close(self) -> None:
@@ -180,6 +184,7 @@ class ShardedContinual:
         seed: int = 0,
         aggregation: str = "softmax",
         metadata: dict[str, Any] | None = None,
+        task_classes: tuple[tuple[int, ...], ...] | None = None,
     ) -> ShardedContinual:
         """Create an empty store at ``path`` (a new or empty folder).
 
@@ -189,7 +194,8 @@ class ShardedContinual:
         ``n_shards`` (S >= 1), ``n_slices`` (R >= 1, slices per experience), ``seed`` (the
         assignment of ids to shards and slices), ``aggregation`` (``"softmax"`` or ``"vote"``).
         ``n_classes`` and ``sample_shape`` describe the stream's label space and rows.
-        ``metadata``: any JSON object the caller wants kept with the store (e.g. how to rebuild
+        ``task_classes``: the classes of each task, for a multi-head model (task-aware streams:
+        ``stream.task_classes``); None: one head. ``metadata``: any JSON object the caller wants kept with the store (e.g. how to rebuild
         the stream), read back as :attr:`metadata`.
 
         Raises :class:`ObliviateError` for an unknown strategy, one that cannot run here (data
@@ -227,7 +233,13 @@ class ShardedContinual:
         shape = tuple(int(d) for d in sample_shape)
         if int(n_classes) < 2:
             raise ObliviateError(f"n_classes={n_classes}; a classifier needs at least 2 classes")
-        build_model(shard_model_spec(config.recipe.model, 0), shape, int(n_classes))
+        heads = None if task_classes is None else [[int(c) for c in t] for t in task_classes]
+        build_model(
+            shard_model_spec(config.recipe.model, 0),
+            shape,
+            int(n_classes),
+            None if heads is None else tuple(tuple(t) for t in heads),
+        )
         if (path / LEDGER_FILE).exists():
             raise ObliviateError(f"{str(path)!r} is already a store; choose a new folder")
         leftovers = {CHECKPOINT_DIR, ".lock", "ledger.tmp", "ledger.tmp-wal", "ledger.tmp-shm"}
@@ -250,6 +262,7 @@ class ShardedContinual:
             ledger.set_meta("sample_shape", list(shape))
             ledger.set_meta("experiences", [])
             ledger.set_meta("metadata", metadata or {})
+            ledger.set_meta("task_classes", heads)
             ledger.set_meta("state", "ready")
             ledger.set_meta("version", 0)
             ledger.append_event(
@@ -265,6 +278,27 @@ class ShardedContinual:
         os.replace(path / "ledger.tmp", path / LEDGER_FILE)
         _fsync_dir(path)
         return cls(path)
+
+    @classmethod
+    def for_stream(cls, path: str | Path, stream: Stream, **kwargs: Any) -> ShardedContinual:
+        """:meth:`create` with ``n_classes``, ``sample_shape`` and (task-aware streams)
+        ``task_classes`` taken from ``stream``; ``kwargs`` are :meth:`create`'s others."""
+        return cls.create(
+            path,
+            n_classes=stream.n_classes,
+            sample_shape=stream.sample_shape,
+            task_classes=stream.task_classes if stream.task_aware else None,
+            **kwargs,
+        )
+
+    def build_shard_model(self, k: int) -> nn.Module:
+        """Shard ``k``'s initial model (its seed derived from the recipe's and ``k``)."""
+        return build_model(
+            shard_model_spec(self.config.recipe.model, k),
+            self.sample_shape,
+            self.n_classes,
+            self.task_classes,
+        )
 
     # ---- layout helpers --------------------------------------------------------------------
     @property
@@ -407,9 +441,7 @@ class ShardedContinual:
         model and a fresh strategy) on ``datasets[j]`` (experience ``j``'s remaining rows, id
         order); return one ledger row per stage."""
         R, cfg = self.n_slices, self.config.recipe.train
-        model = build_model(
-            shard_model_spec(self.config.recipe.model, k), self.sample_shape, self.n_classes
-        )
+        model = self.build_shard_model(k)
         if base is None:
             blob = encode(model, make_strategy(self.strategy_name, **self.strategy_params))
             seen = np.zeros(0, dtype=np.int64)
@@ -688,9 +720,7 @@ class ShardedContinual:
                 continue
             key = (k, ck["sha256"])
             if key not in self._models:
-                model = build_model(
-                    shard_model_spec(self.config.recipe.model, k), self.sample_shape, self.n_classes
-                )
+                model = self.build_shard_model(k)
                 decode(_read_blob(self.path, ck["sha256"]), model)
                 model.eval()
                 if len(self._models) >= 4 * self.config.n_shards:

@@ -50,7 +50,10 @@ def _model_classes(model: nn.Module) -> set[str]:
 
 
 def encode(model: nn.Module, strategy: object, extra: dict[str, Any] | None = None) -> bytes:
-    """Bytes of ``{"model": state_dict, "training": bool, "strategy": tree, "extra": tree}``.
+    """Bytes of ``{"model": state_dict, "training": [bool per submodule], "requires_grad":
+    [bool per parameter], "strategy": tree, "extra": tree}``: the weights and also the modes a
+    strategy may have set (frozen parameters, submodules in eval mode), which a state dict
+    leaves out.
 
     Raises :class:`ObliviateError` when the strategy holds something that cannot be stored
     safely (named by its attribute path)."""
@@ -60,7 +63,8 @@ def encode(model: nn.Module, strategy: object, extra: dict[str, Any] | None = No
     enc = _Encoder(names, _model_classes(model))
     tree = {
         "model": OrderedDict((k, v.detach().contiguous()) for k, v in model.state_dict().items()),
-        "training": bool(model.training),
+        "training": [bool(m.training) for m in model.modules()],
+        "requires_grad": [bool(p.requires_grad) for p in model.parameters()],
         "strategy": enc.tree(strategy, "strategy"),
         "extra": enc.tree(extra or {}, "extra"),
     }
@@ -70,11 +74,15 @@ def encode(model: nn.Module, strategy: object, extra: dict[str, Any] | None = No
 
 
 def decode(data: bytes, model: nn.Module) -> tuple[object, dict[str, Any]]:
-    """Load ``data`` into ``model`` (its weights and train/eval mode) and return the strategy
+    """Load ``data`` into ``model`` (its weights, the train/eval mode of every submodule and
+    ``requires_grad`` of every parameter) and return the strategy
     and the extra dict. ``model`` must be built as the encoded one was (same class and shapes)."""
     tree = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     model.load_state_dict(tree["model"])
-    model.train(bool(tree["training"]))
+    for m, mode in zip(model.modules(), tree["training"], strict=True):
+        m.training = mode
+    for p, flag in zip(model.parameters(), tree["requires_grad"], strict=True):
+        p.requires_grad_(flag)
     params = dict([*model.named_parameters(), *model.named_buffers()])
     dec = _Decoder(params, _model_classes(model))
     strategy = dec.value(tree["strategy"])
