@@ -344,4 +344,7 @@ def register(app: typer.Typer) -> None:
             atomic_write_bytes(output, buf.getvalue())
         _emit(proba.argmax(dim=1).tolist())
 
+    from obliviate.cli.shard_stream import register as register_stream
+
+    register_stream(shard)  # `obliviate shard stream ...`: sharded continual learning
     app.add_typer(shard, name="shard")
