@@ -27,6 +27,12 @@ It checks that both produce bitwise-equal weights and accuracy matrices (the pro
 is identical) and prints median wall times, the ratio of medians, the median of the per-pair
 ratios, the ratio of the fastest runs and the ratio of median process CPU times (obliviate /
 hand; CPU time is the least disturbed by other processes on a busy machine). Target <= 1.10, goal <= 1.05. One CPU thread.
+
+bf16: the same obliviate run under ``obliviate.training.precision("bf16")`` (bfloat16 autocast of
+the forward pass and loss, float32 weights) is timed in the same interleaved repeats; a second
+table gives its median time against obliviate fp32 and against the hand loop (fp32), the CPU-time
+ratio, and the change of the final mean accuracy. On CPUs without native bf16 matrix units
+autocast usually costs time rather than saving it (the casts dominate for small models).
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from obliviate.continual.loop import train_stream
 from obliviate.data import build_scenario, load_dataset
 from obliviate.experiments import LearnSpec
 from obliviate.models import model_for_stream
+from obliviate.training import precision
 
 Exp = tuple[Tensor, Tensor, Tensor, Tensor]  # x_train, y_train, x_test, y_test
 
@@ -187,6 +194,10 @@ def compare(method: str, args: argparse.Namespace) -> dict[str, float]:
         res = train_stream(model, stream, make_strategy(method, **spec.params), config)
         return model, [res.initial_accuracy.tolist(), *res.accuracy_matrix.tolist()]
 
+    def ours_bf16() -> tuple[nn.Module, list[list[float]]]:
+        with precision("bf16"):  # bfloat16 autocast of the forward pass and loss
+            return ours()
+
     def hand() -> tuple[nn.Module, list[list[float]]]:
         model = copy.deepcopy(init)
         rows = hand_loop(
@@ -210,10 +221,12 @@ def compare(method: str, args: argparse.Namespace) -> dict[str, float]:
     same_r = [[repr(v) for v in row] for row in r1] == [
         [repr(v) for v in row] for row in r2
     ]  # NaN-safe
-    wall: dict[str, list[float]] = {"ours": [], "hand": []}
-    cpu: dict[str, list[float]] = {"ours": [], "hand": []}
+    _, r3 = ours_bf16()  # warm-up; its accuracy against fp32
+    wall: dict[str, list[float]] = {"ours": [], "hand": [], "bf16": []}
+    cpu: dict[str, list[float]] = {"ours": [], "hand": [], "bf16": []}
+    runs = [("ours", ours), ("hand", hand), ("bf16", ours_bf16)]
     for k in range(args.repeats):
-        order = [("ours", ours), ("hand", hand)] if k % 2 == 0 else [("hand", hand), ("ours", ours)]
+        order = runs[k % 3 :] + runs[: k % 3]  # each runner first, second and third in turn
         for name, fn in order:
             w, c = _timed(fn)
             wall[name].append(w)
@@ -229,6 +242,11 @@ def compare(method: str, args: argparse.Namespace) -> dict[str, float]:
         "bitwise_weights": same_w,
         "same_matrix": same_r,
         "final_acc": sum(r1[-1]) / len(r1[-1]),
+        "bf16": med(wall["bf16"]),
+        "bf16_vs_fp32": med(wall["bf16"]) / med(wall["ours"]),
+        "bf16_vs_hand": med(wall["bf16"]) / med(wall["hand"]),
+        "bf16_cpu_vs_fp32": med(cpu["bf16"]) / med(cpu["ours"]),
+        "bf16_acc_diff": sum(r3[-1]) / len(r3[-1]) - sum(r1[-1]) / len(r1[-1]),
     }
 
 
@@ -251,14 +269,25 @@ def main(argv: list[str] | None = None) -> int:
         f"{'method':8} {'obliviate s':>12} {'hand s':>9} {'ratio':>7} {'pair ratio':>11} {'min ratio':>10} {'CPU ratio':>10} {'bitwise':>8}"
     )
     ok = True
+    bf16_rows = []
     for method in args.methods.split(","):
         r = compare(method.strip(), args)
+        bf16_rows.append((method, r))
         same = r["bitwise_weights"] and r["same_matrix"]
         ok &= bool(same)
         print(
             f"{method:8} {r['ours']:12.3f} {r['hand']:9.3f} {r['ratio']:7.3f} {r['pair_ratio']:11.3f} {r['min_ratio']:10.3f} {r['cpu_ratio']:10.3f} "
             f"{'yes' if same else 'NO':>8}",
             flush=True,
+        )
+    print("bf16 autocast on the CPU (obliviate.training.precision('bf16')), same runs interleaved:")
+    print(
+        f"{'method':8} {'bf16 s':>9} {'bf16/fp32':>10} {'bf16/hand':>10} {'CPU bf16/fp32':>14} {'ACC bf16-fp32':>14}"
+    )
+    for method, r in bf16_rows:
+        print(
+            f"{method:8} {r['bf16']:9.3f} {r['bf16_vs_fp32']:10.3f} {r['bf16_vs_hand']:10.3f} "
+            f"{r['bf16_cpu_vs_fp32']:14.3f} {r['bf16_acc_diff']:+14.4f}"
         )
     print(
         "ratio = median(obliviate) / median(hand); pair ratio = median over repeats of the per-pair "

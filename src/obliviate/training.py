@@ -156,10 +156,15 @@ class Stepper:
     def __init__(self, opt: torch.optim.Optimizer, device: torch.device) -> None:
         self.opt = opt
         self.device = device
-        self.scaler = torch.amp.GradScaler(device.type) if _PRECISION.get() == "fp16" else None
+        self.precision = _PRECISION.get()  # fixed for the trainer's life
+        self.scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
+        self._plain = nullcontext()  # reusable: an fp32 step builds no context object
 
     def autocast(self) -> AbstractContextManager[Any]:
-        return autocast(self.device)
+        """The forward-pass context of the trainer's precision (a no-op for fp32)."""
+        if self.precision == "fp32":
+            return self._plain
+        return torch.autocast(device_type=self.device.type, dtype=_AUTOCAST_DTYPE[self.precision])
 
     def backward(self, loss: Tensor) -> None:
         if self.scaler is None:
