@@ -128,6 +128,20 @@ def test_check_catches_stored_logits_left_behind(monkeypatch):
     _fails("der", "row of a deleted sample")
 
 
+def test_check_catches_a_per_sample_tensor_left_unfiltered(monkeypatch):
+    from obliviate.continual.remind import REMIND
+
+    real = REMIND.purge
+
+    def keep_codes(self, ids, model=None):  # filters ids and labels, forgets the codes
+        codes = self.memory_codes_
+        real(self, ids, model)
+        self.memory_codes_ = codes
+
+    monkeypatch.setattr(REMIND, "purge", keep_codes)
+    _fails("remind", "not filtered with its ids")
+
+
 def test_check_catches_a_purge_that_removes_too_much(monkeypatch):
     monkeypatch.setattr(ClassBalancedBuffer, "purge", lambda self, ids: self.per_class.clear() or 0)
     _fails("bic", "not asked to remove|emptied")

@@ -518,7 +518,7 @@ def _reachable(strategy: Strategy) -> list[tuple[str, Any]]:
     seen: set[int] = set()
 
     def walk(path: str, obj: Any) -> None:
-        if isinstance(obj, bool) or obj is None or isinstance(obj, float | str | bytes):
+        if isinstance(obj, bool | float | str | bytes | type) or obj is None:
             return
         if isinstance(obj, int | np.integer):
             out.append((path, int(obj)))
@@ -560,32 +560,68 @@ def _stored_ids(strategy: Strategy, stream: Stream) -> set[int]:
     return found
 
 
-def _containers(strategy: Strategy) -> list[dict[str, Any]]:
+def _containers(strategy: Strategy) -> list[tuple[str, dict[str, Any]]]:
     """The dicts and objects' attribute maps reachable from the learned state (the strategy's
-    own attributes included): where ids sit next to the rows they identify."""
-    out: list[dict[str, Any]] = [vars(strategy)]
+    own attributes included), with their paths: where ids sit next to the rows they identify."""
+    out: list[tuple[str, dict[str, Any]]] = [("", vars(strategy))]
     seen: set[int] = set()
 
-    def walk(obj: Any) -> None:
-        if id(obj) in seen or isinstance(obj, nn.Module | torch.Tensor | np.ndarray):
+    def walk(path: str, obj: Any) -> None:
+        if id(obj) in seen or isinstance(obj, nn.Module | torch.Tensor | np.ndarray | type):
             return
         seen.add(id(obj))
         if isinstance(obj, dict):
-            out.append(obj)
-            for v in obj.values():
-                walk(v)
+            out.append((path, obj))
+            for k, v in obj.items():
+                walk(f"{path}[{k!r}]", v)
         elif isinstance(obj, list | tuple):
-            for v in obj:
-                walk(v)
-        elif hasattr(obj, "__dict__") and not isinstance(obj, type):
-            out.append(vars(obj))
-            for v in vars(obj).values():
-                walk(v)
+            for i, v in enumerate(obj):
+                walk(f"{path}[{i}]", v)
+        elif hasattr(obj, "__dict__"):
+            out.append((path, vars(obj)))
+            for k, v in vars(obj).items():
+                walk(f"{path}.{k}", v)
 
     for name in type(strategy).learned_state:
         if name in vars(strategy):
-            walk(vars(strategy)[name])
+            walk(name, vars(strategy)[name])
     return out
+
+
+def _id_columns(strategy: Strategy) -> dict[str, tuple[int, list[str]]]:
+    """For every container holding a 1-D id tensor (a key or attribute named ``ids`` or ending
+    in ``ids_``): its path -> (number of ids, the sibling tensors with as many rows)."""
+    out: dict[str, tuple[int, list[str]]] = {}
+    for path, c in _containers(strategy):
+        for key, ids in c.items():
+            if not (isinstance(key, str) and (key == "ids" or key.endswith("ids_"))):
+                continue
+            if not isinstance(ids, torch.Tensor) or ids.ndim != 1:
+                continue
+            rows = [
+                k
+                for k, v in c.items()
+                if k != key and isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == len(ids)
+            ]
+            out[f"{path}.{key}"] = (len(ids), rows)
+    return out
+
+
+def _assert_aligned(
+    cls: StrategyType, before: dict[str, tuple[int, list[str]]], strategy: Strategy
+) -> None:
+    """Every tensor that had one row per stored id before the purge still has (no per-sample
+    tensor left unfiltered while its ids were removed)."""
+    after = _id_columns(strategy)
+    for where, (_, rows) in before.items():
+        if where not in after:
+            continue
+        n, now = after[where]
+        missing = [k for k in rows if k not in now]
+        assert not missing, (
+            f"{cls.__name__}: after a purge, {missing} next to {where} no longer have one row per "
+            f"stored id ({n}): a per-sample tensor was not filtered with its ids"
+        )
 
 
 def _deleted_rows(strategy: Strategy, stream: Stream, deleted: torch.Tensor) -> list[torch.Tensor]:
@@ -597,7 +633,7 @@ def _deleted_rows(strategy: Strategy, stream: Stream, deleted: torch.Tensor) -> 
     for e in stream:
         hit = torch.isin(e.train.ids, deleted)
         rows.append(e.train.x[hit].reshape(int(hit.sum()), e.train.n_features))
-    for c in _containers(strategy):
+    for _, c in _containers(strategy):
         for key, ids in c.items():
             if not (isinstance(key, str) and (key == "ids" or key.endswith("ids_"))):
                 continue
@@ -660,9 +696,10 @@ def _purge_run(cls: StrategyType, setup: Setup) -> tuple[Strategy, nn.Module]:
     never = sorted(set(first_ids.tolist()) - set(stored))[:1]
     deleted = torch.tensor(stored[::2] + never if stored else first_ids[:5].tolist())
     prints = _deleted_rows(strategy, setup.stream, deleted)
-    used = strategy.memory_used()
+    used, columns = strategy.memory_used(), _id_columns(strategy)
     strategy.purge(deleted, model=model)
     _assert_purged(cls, strategy, deleted, prints, "after a purge following experience 0")
+    _assert_aligned(cls, columns, strategy)
     kept = set(stored) - set(deleted.tolist())
     lost = kept - _stored_ids(strategy, setup.stream)
     assert not lost, f"{name}: purge removed ids it was not asked to remove: {sorted(lost)[:3]}"
@@ -683,8 +720,10 @@ def _purge_run(cls: StrategyType, setup: Setup) -> tuple[Strategy, nn.Module]:
     second = torch.tensor(stored[1::2], dtype=torch.int64)
     both = torch.cat([deleted, second])
     prints = prints + _deleted_rows(strategy, setup.stream, both)
+    columns = _id_columns(strategy)
     strategy.purge(both, model=model)
     _assert_purged(cls, strategy, both, prints, "after a second purge following experience 1")
+    _assert_aligned(cls, columns, strategy)
     lost = (set(stored) - set(both.tolist())) - _stored_ids(strategy, setup.stream)
     assert not lost, f"{name}: purge removed ids it was not asked to remove: {sorted(lost)[:3]}"
     return strategy, model
