@@ -26,6 +26,7 @@ from obliviate.errors import ObliviateError
 from obliviate.io import jsonable
 from obliviate.models import MODELS
 from obliviate.sharded.graph import GRAPH_KINDS
+from obliviate.training import check_device, check_precision
 from obliviate.unlearning import UNLEARNERS
 
 Check = Callable[[str, Any], None]
@@ -193,16 +194,12 @@ def model(name: str, value: Any) -> None:
 
 def device(name: str, value: Any) -> None:
     """A device this machine has (``cpu``, ``cuda``, ``cuda:N``, ``mps``)."""
-    from obliviate.training import check_device
-
     _string(name, value)
     check_device(value)
 
 
 def precision(name: str, value: Any) -> None:
     """One of :data:`obliviate.training.PRECISIONS`."""
-    from obliviate.training import check_precision
-
     _string(name, value)
     check_precision(value)
 

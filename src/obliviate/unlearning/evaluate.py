@@ -28,8 +28,10 @@ from obliviate.training import (
     TrainConfig,
     accuracy,
     batches,
+    data_to,
     make_optimizer,
     min_batch_rows,
+    model_device,
     predict_logits,
 )
 from obliviate.unlearning._ops import clone_model, cross_entropy
@@ -89,6 +91,7 @@ def relearn_steps(
     if len(forget) == 0 or accuracy(model, forget) >= target_acc:
         return 0
     m = clone_model(model)
+    forget = data_to(forget, model_device(m))  # the attack runs where the model lives
     params = [p for p in m.parameters() if p.requires_grad]
     opt = make_optimizer(params, config)
     gen = generator(config.seed, "relearn")

@@ -15,7 +15,7 @@ from obliviate.data.dataset import Dataset
 from obliviate.errors import ObliviateError
 from obliviate.models.base import Model
 from obliviate.models.output_layer import feature_model
-from obliviate.training import eval_mode
+from obliviate.training import eval_mode, model_device
 
 
 @torch.no_grad()
@@ -28,7 +28,11 @@ def features_of(model: nn.Module, data: Dataset, batch_size: int = 4096) -> np.n
     if not isinstance(view, Model):
         return np.zeros((0, 0))
     with eval_mode(view):
-        parts = [view.features(data.x[i : i + batch_size]) for i in range(0, len(data), batch_size)]
+        dev = model_device(view)  # chunks go to the model's device, features come back
+        parts = [
+            view.features(data.x[i : i + batch_size].to(dev)).cpu()
+            for i in range(0, len(data), batch_size)
+        ]
     return (
         torch.cat(parts).reshape(len(data), -1).double().cpu().numpy()
         if parts
@@ -63,9 +67,9 @@ def probe_accuracy(
         raise ObliviateError("a probe needs at least two classes in fit_on")
     scaler = StandardScaler().fit(features_of(model, fit_on))
     clf = LogisticRegression(C=1.0 / reg_strength, max_iter=max_iter)
-    clf.fit(scaler.transform(features_of(model, fit_on)), fit_on.y.numpy())
+    clf.fit(scaler.transform(features_of(model, fit_on)), fit_on.y.cpu().numpy())
     pred = clf.predict(scaler.transform(features_of(model, evaluate_on)))
-    return float(np.mean(pred == evaluate_on.y.numpy()))
+    return float(np.mean(pred == evaluate_on.y.cpu().numpy()))
 
 
 __all__ = ["features_of", "probe_accuracy"]
