@@ -13,6 +13,7 @@ from obliviate.cli.main import main
 from obliviate.continual import make_strategy, strategy_class
 from obliviate.continual.loop import train_stream
 from obliviate.data import build_scenario, load_dataset
+from obliviate.data.dataset import Dataset
 from obliviate.data.lifecycle import (
     Forget,
     Learn,
@@ -105,6 +106,26 @@ def test_ids_learned_later_are_refused_but_accepted_after_their_experience(strea
     # deleting an id twice is refused
     with pytest.raises(ObliviateError, match="already deleted"):
         build_lifecycle(stream, f"4:ids:{later}; 5:ids:{later}")
+
+
+def test_forget_specs_of_obliviate_forget_work_in_schedules(stream, tmp_path):
+    seen = torch.cat([stream[0].train.ids, stream[1].train.ids])
+    path = tmp_path / "ids.txt"
+    path.write_text("# two ids\n" + f"{int(seen[0])}\n{int(seen[5])}\n")
+    c = stream[1].classes[0]
+    lc = build_lifecycle(stream, f"2:source:{path}; 2:class:{c}")
+    first, second = lc.events[2], lc.events[3]
+    assert first.request.startswith("source:") and sorted(first.ids.tolist()) == sorted(
+        [int(seen[0]), int(seen[5])]
+    )
+    rows = Dataset.concat([stream[0].train, stream[1].train])
+    want = rows.ids[(rows.y == c) & ~torch.isin(rows.ids, first.ids)]
+    assert torch.equal(second.ids, torch.sort(want).values)
+    # class c is gone: a later subclass request of it selects nothing
+    with pytest.raises(ObliviateError, match="only 0 are available"):
+        build_lifecycle(stream, f"2:class:{c}; 3:subclass:{c}:1")
+    with pytest.raises(ObliviateError, match="does not exist"):
+        build_lifecycle(stream, f"2:source:{tmp_path / 'missing.txt'}")
 
 
 def test_generated_schedule_is_seeded_and_valid(stream):
