@@ -323,3 +323,17 @@ def test_cli_prints_every_event_and_writes_json(capsys, tmp_path):
     )  # fmt: skip
     assert code == 0, err
     assert json.loads(out)["n_forget_events"] == 1
+
+
+def test_cli_seeds_seed_the_strategy_of_each_run(capsys):
+    code, out, err = _cli(
+        capsys, "lifecycle", "--json", "--seeds", "0,1", "--schedule", "2:random:5%",
+        "--method", "finetune", "--limit", "300", "--epochs", "1",
+    )  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out)
+    runs = doc["runs"]
+    assert [r["spec"]["seed"] for r in runs] == [0, 1]
+    assert [r["spec"]["params"]["seed"] for r in runs] == [0, 1]  # replay's buffer follows
+    (events,) = doc["events"].values()
+    assert [e["label"] for e in events][:3] == ["learn 0", "learn 1", "forget random:5%"]

@@ -195,8 +195,9 @@ def register(app: typer.Typer) -> None:
                         seed=seed_list[0],
                         data_dir=data_dir,
                         limit=limit,
-                    ).resolved()  # everything validated before the first run
+                    )
                 )
+                specs[-1].resolved()  # everything validated before the first run
         torch.set_num_threads(threads)
         console = _c.console(quiet=as_json)
         notes = _c.console(quiet=quiet, stderr=as_json)
@@ -205,7 +206,7 @@ def register(app: typer.Typer) -> None:
         for spec in specs:
             name = label(spec.to_dict())
             for s in seed_list:
-                one = spec if s == seed_list[0] else replace(spec, seed=s).resolved()
+                one = replace(spec, seed=s).resolved()  # a seed hyperparameter follows s
                 tag = f"{one.strategy}/{one.path} seed {s}"
                 res = run(one, echo=lambda rec, tag=tag: notes.print(event_line(tag, rec)))
                 runs.append(res)
