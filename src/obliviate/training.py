@@ -425,9 +425,11 @@ def global_rng_from(seed: int, *keys: object) -> Iterator[None]:
     user's model that draws from the global generator) then gives the same masks, and bits, for
     the same seed. Every trainer runs under it: the loop (per experience), ``fit``,
     ``run_steps``/``run_paired_steps`` and the unlearners. Models that draw nothing from the
-    global generator (every built-in one) are unaffected."""
+    global generator (every built-in one) are unaffected. On CUDA the device generators are
+    seeded (:func:`~obliviate._rng.seed_global`) and restored on exit too."""
     g = generator(seed, "global-rng", *keys)
-    with torch.random.fork_rng(devices=[]):
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda):
         seed_global(int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)))
         yield
 

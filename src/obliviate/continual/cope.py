@@ -199,7 +199,9 @@ class CoPE(Strategy):
             if not bool(self.seen_[c]):
                 gen = generator(self.seed, "cope-prototype", c)
                 init = torch.rand(m.feature_dim, generator=gen, device=gen.device) * 2 - 1
-                self.prototypes_[c] = nn.functional.normalize(init, dim=0)
+                self.prototypes_[c] = nn.functional.normalize(init, dim=0).to(
+                    self.prototypes_.device
+                )
                 self.seen_[c] = True
         z = nn.functional.normalize(m.features(x).reshape(x.shape[0], -1), dim=1)
         loss = ppp_loss(z, y, self.prototypes_, self.seen_, self.temperature)

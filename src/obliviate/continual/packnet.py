@@ -278,13 +278,17 @@ class PackNet(Strategy):
                 bound = rows.shape[1] ** -0.5
                 gen = generator(self.seed, "packnet-reinit", experience.index, name)
                 rows[free] = (
-                    torch.rand((free.numel(), rows.shape[1]), generator=gen, device=gen.device) * 2
-                    - 1
-                ) * bound
+                    (
+                        torch.rand((free.numel(), rows.shape[1]), generator=gen, device=gen.device)
+                        * 2
+                        - 1
+                    )
+                    * bound
+                ).to(rows.device)  # drawn on the CPU generator, written where the weights are
                 if name in biases:
                     params[biases[name]][free] = (
-                        torch.rand(free.numel(), generator=gen, device=gen.device) * 2 - 1
-                    ) * bound
+                        (torch.rand(free.numel(), generator=gen, device=gen.device) * 2 - 1) * bound
+                    ).to(rows.device)
 
     def _restore(self, model: nn.Module) -> None:
         if not self.values_:

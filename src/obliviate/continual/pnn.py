@@ -211,7 +211,9 @@ class PNN(Strategy):
                         (
                             (torch.rand(n_out, n_in, generator=gen, device=gen.device) * 2 - 1)
                             * bound
-                        ).requires_grad_()
+                        )
+                        .to(layers[0].weight.device)  # drawn on the CPU, kept with the model
+                        .requires_grad_()
                         for _ in range(n_prior)
                     ]
                 )

@@ -18,13 +18,16 @@ from obliviate.unlearning._output_layer import REQUIREMENT, output_layer
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
 
-def shadow_neuron(in_features: int, gen: torch.Generator) -> tuple[nn.Parameter, nn.Parameter]:
+def shadow_neuron(
+    in_features: int, gen: torch.Generator, device: torch.device | str = "cpu"
+) -> tuple[nn.Parameter, nn.Parameter]:
     """A new output unit ``(weight [1, in_features], bias [1])`` initialised as ``nn.Linear``
-    does by default (uniform in ``+-1/sqrt(in_features)``), from ``gen``."""
+    does by default (uniform in ``+-1/sqrt(in_features)``), drawn from ``gen`` (on its CPU) and
+    placed on ``device`` (the model's)."""
     bound = 1.0 / math.sqrt(in_features)
     w = (torch.rand(1, in_features, generator=gen, device=gen.device) * 2 - 1) * bound
     b = (torch.rand(1, generator=gen, device=gen.device) * 2 - 1) * bound
-    return nn.Parameter(w), nn.Parameter(b)
+    return nn.Parameter(w.to(device)), nn.Parameter(b.to(device))
 
 
 def widened_logits(outputs: Tensor, features: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
@@ -104,7 +107,9 @@ class BoundaryExpand(Unlearner):
         n_classes = request.forget.n_classes
         layer = output_layer(model, n_classes, "BoundaryExpand", request.forget.x)
         weight, bias = shadow_neuron(
-            layer.in_features, generator(self.seed, "boundary_expand", "shadow")
+            layer.in_features,
+            generator(self.seed, "boundary_expand", "shadow"),
+            device=layer.weight.device,
         )
 
         def widen(_m: nn.Module, inputs: tuple[Tensor, ...], outputs: Tensor) -> Tensor:
