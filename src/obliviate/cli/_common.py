@@ -22,6 +22,8 @@ import inspect
 import sys
 import types
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +136,18 @@ def rewrite_legacy_args(args: list[str]) -> list[str]:
             out.append(a)
         i += 1
     return out
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Name ``path`` in an :class:`OSError` raised while writing it (a full disk's ``write``
+    error carries no file name), so the CLI's one-line error says which file failed."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
 
 
 def console(*, quiet: bool = False, stderr: bool = False) -> Any:

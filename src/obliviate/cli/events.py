@@ -7,6 +7,7 @@ the ``[[events]]`` block of a spec file runs; ``--out x.json`` writes its result
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -46,7 +47,6 @@ def register(app: typer.Typer) -> None:
 
         from obliviate.cli._common import parse_int_tuple, parse_seeds
         from obliviate.experiments.events import EventsSpec, run
-        from obliviate.io import atomic_write_text, write_json_atomic
 
         if out:  # checked before the (long) training, not after it
             target = Path(out)
@@ -94,16 +94,23 @@ def register(app: typer.Typer) -> None:
         if as_json:
             _c.emit_json(payload)
         if out:
-            if out.endswith(".json"):
-                write_json_atomic(out, payload)
-            else:
-                several = len(results) > 1
-                lines = [("seed," if several else "") + "id,forgetting_events,never_learned"]
-                for sd, result in zip(seed_list, results, strict=True):
-                    lines += [
-                        (f"{sd}," if several else "")
-                        + f"{i},{'' if c is None else c},{int(c is None)}"
-                        for i, c in zip(result["ids"], result["forgetting_events"], strict=True)
-                    ]
-                atomic_write_text(out, "\n".join(lines) + "\n")
+            with _c.writing(out):
+                _write(out, payload, seed_list, results)
             _c.console(quiet=quiet, stderr=as_json).print(f"wrote {out}")
+
+
+def _write(out: str, payload: Any, seed_list: list[int], results: list[dict[str, Any]]) -> None:
+    """The per-id counts as JSON or CSV (one row per id; with several seeds, per seed and id)."""
+    from obliviate.io import atomic_write_text, write_json_atomic
+
+    if out.endswith(".json"):
+        write_json_atomic(out, payload)
+        return
+    several = len(results) > 1
+    lines = [("seed," if several else "") + "id,forgetting_events,never_learned"]
+    for sd, result in zip(seed_list, results, strict=True):
+        lines += [
+            (f"{sd}," if several else "") + f"{i},{'' if c is None else c},{int(c is None)}"
+            for i, c in zip(result["ids"], result["forgetting_events"], strict=True)
+        ]
+    atomic_write_text(out, "\n".join(lines) + "\n")

@@ -146,5 +146,6 @@ def register(app: typer.Typer) -> None:
         if as_json:
             _c.emit_json(payload)
         if out:
-            write_json_atomic(out, payload, allow_nan=True)
+            with _c.writing(out):
+                write_json_atomic(out, payload, allow_nan=True)
             _c.console(quiet=quiet, stderr=as_json).print(f"wrote {out}")

@@ -226,5 +226,6 @@ def register(app: typer.Typer) -> None:
         if as_json:
             _c.emit_json(payload)
         if out is not None:
-            where = write_json_atomic(out, payload)
+            with _c.writing(out):
+                where = write_json_atomic(out, payload)
             notes.print(f"wrote {where}")

@@ -26,7 +26,8 @@ def _emit(obj: Any, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text + "\n")
     else:
-        atomic_write_text(output, text + "\n")
+        with _c.writing(output):
+            atomic_write_text(output, text + "\n")
 
 
 def _status_text(info: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ the command line (or ``OBLIVIATE_DEBUG=1``) lets every exception through with it
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -61,6 +62,33 @@ def build_app() -> typer.Typer:
 
 REPORT_URL = "the project's issue tracker"
 
+#: errno values of a full disk, a file-size limit, a quota
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+NO_SPACE_HINT = (
+    "the disk is full (or a file-size limit or quota was hit); free space and rerun the "
+    "command (a shard store completes interrupted work with `obliviate shard resume`)"
+)
+
+
+def _store_of(args: list[str]) -> str:
+    """`` in store DIR`` when the command names a ``--store`` (a write error inside a store
+    carries no file name), else ``""``."""
+    for i, a in enumerate(args):
+        if a == "--store" and i + 1 < len(args):
+            return f" in store {args[i + 1]}"
+        if a.startswith("--store="):
+            return f" in store {a.split('=', 1)[1]}"
+    return ""
+
+
+def _is_sqlite_no_space(exc: BaseException) -> bool:
+    """SQLite's ``database or disk is full`` / ``disk I/O error`` (what a full disk or a
+    file-size limit gives while the ledger is written)."""
+    if type(exc).__module__ != "sqlite3" or type(exc).__name__ != "OperationalError":
+        return False
+    text = str(exc).lower()
+    return "disk is full" in text or "disk i/o error" in text
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
@@ -75,10 +103,22 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as exc:
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
+        where = f" {exc.filename}" if exc.filename else _store_of(args)
+        if exc.errno in _NO_SPACE:
+            print(
+                f"error: cannot write{where}: {exc.strerror or exc}; {NO_SPACE_HINT}",
+                file=sys.stderr,
+            )
+        else:
+            print(f"error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # last resort: never a bare traceback
+        if _is_sqlite_no_space(exc):  # SQLite reports a full disk as its own error
+            print(
+                f"error: cannot write the ledger{_store_of(args)}: {exc}; {NO_SPACE_HINT}",
+                file=sys.stderr,
+            )
+            return 2
         command = next((a for a in args if not a.startswith("-")), "obliviate")
         detail = " ".join(str(exc).split())[:300]  # one line, bounded
         print(

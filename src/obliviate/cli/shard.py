@@ -40,7 +40,8 @@ def _emit(obj: Any, output: Path | None = None) -> None:
 
     text = json.dumps(obj, indent=2, sort_keys=True)
     if output is not None:
-        atomic_write_text(output, text + "\n")
+        with _c.writing(output):
+            atomic_write_text(output, text + "\n")
     else:
         sys.stdout.write(text + "\n")
 
@@ -341,7 +342,8 @@ def register(app: typer.Typer) -> None:
 
             buf = io.BytesIO()
             np.save(buf, proba.numpy())
-            atomic_write_bytes(output, buf.getvalue())
+            with _c.writing(output):
+                atomic_write_bytes(output, buf.getvalue())
         _emit(proba.argmax(dim=1).tolist())
 
     from obliviate.cli.shard_stream import register as register_stream
