@@ -351,3 +351,36 @@ def test_snapshot_keeps_modes_references_and_refuses_foreign_objects():
     strategy.hook_ = lambda: None
     with pytest.raises(ObliviateError, match="hook_"):
         encode(model, strategy)
+
+
+def test_a_deletion_that_empties_an_experience(tmp_path, stream):
+    """With slices, a deletion that leaves a shard no rows in an experience also undoes that
+    experience's ``begin`` on the shard (the stream without the ids never calls it)."""
+
+    def head(exp: Experience, n: int) -> Experience:
+        return Experience(
+            exp.index, exp.train.subset(torch.arange(n)), exp.test, exp.classes, exp.task_id
+        )
+
+    from obliviate.sharded.config import assign
+
+    # experience 1: two rows of shard 0, both in slice 1 (its slice 0 is empty), one elsewhere
+    rows = stream[1].train
+    shard, slice_ = assign(rows.ids.numpy(), 3, 2, 2)
+    mine = np.nonzero((shard == 0) & (slice_ == 1))[0][:2]
+    other = np.nonzero(shard == 1)[0][:1]
+    middle = Experience(
+        1, rows.subset(torch.as_tensor(np.concatenate([mine, other]))), rows, (), None
+    )
+    exps = [head(stream[0], 30), middle, head(stream[2], 30)]
+    ids = rows.ids.numpy()[mine]
+    with make(tmp_path / "a", stream, "replay", n_slices=2) as store:
+        for exp in exps:
+            store.learn(exp)
+        store.forget(ids)
+        got = store.checkpoint_hashes()
+        assert store.experiences()[1]["n_rows"] == 1 and store.verify()["ok"]
+    with make(tmp_path / "b", stream, "replay", n_slices=2) as ref:
+        for exp in exps:
+            ref.learn(without(exp, ids))
+        assert got == ref.checkpoint_hashes()

@@ -37,13 +37,15 @@ Notes
 - Slices (``n_slices`` = R > 1) cut each experience's share of a shard into R stages; stage
   ``(i, r)`` processes ``n_epochs * |slice r|`` samples drawn epoch by epoch from slices ``0..r``
   (the SISA stage budget, see :mod:`obliviate.sharded.sisa`), and a deletion in slice ``r`` rolls
-  back to stage ``(i, r-1)``. That checkpoint is taken after ``begin`` saw the whole experience,
+  back to stage ``(i, r-1)`` (to the end of experience ``i-1`` when it leaves the shard no rows
+  in experience ``i``, whose ``begin`` the stream without the ids never calls). That checkpoint is taken after ``begin`` saw the whole experience,
   so slices are refused for strategies whose ``begin`` reads the training rows
   (:data:`BEGIN_READS_DATA`). With R = 1 (default) a stage is one experience trained for
   ``n_epochs`` epochs, as in :func:`obliviate.continual.loop.train_stream`, except for the seeds.
 - Every stage gets a fresh optimiser (as the continual loop per experience, and SISA per stage).
 - A shard with no rows in an experience skips it (no ``begin``, ``end`` or steps): its checkpoint
-  for those stages is the previous one.
+  for those stages is the previous one. An experience may be empty (every shard skips it), so a
+  deletion that empties an experience equals a stream whose experience was empty from the start.
 - Ids must be unique across the stream; an id once deleted cannot be learned again.
 - Strategies whose ``data_view`` is ``"seen"`` or ``"all"`` (cumulative, joint) are refused.
 - Shard graphs (SAFE) are not supported here: each shard learns only its own ids.
@@ -387,17 +389,13 @@ class ShardedContinual:
 
     def _check_experience(self, experience: Experience) -> Dataset:
         train = experience.train
-        if len(train) == 0:
-            raise ObliviateError(
-                f"experience {experience.index} has no training rows; nothing to learn"
-            )
         if tuple(train.sample_shape) != self.sample_shape:
             raise ObliviateError(
                 f"experience {experience.index} has rows of shape {tuple(train.sample_shape)}; "
                 f"this store learns rows of shape {self.sample_shape}"
             )
         y = train.y
-        if int(y.min()) < 0 or int(y.max()) >= self.n_classes:
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.n_classes):
             raise ObliviateError(
                 f"experience {experience.index} has labels outside 0..{self.n_classes - 1}; "
                 "create the store with the stream's n_classes"
@@ -542,9 +540,11 @@ class ShardedContinual:
             )
         current = self.ledger.current_checkpoints()
         rows = self.ledger.rows_of(want, ("active", "pending"))
-        for k, start in _plan(rows).items():  # re-hash what the replay builds on
-            if start > 0:
-                _read_blob(self.path, current[(k, start - 1)]["sha256"])
+        R = self.n_slices
+        for k, start in _plan(rows).items():  # re-hash what the replay may build on
+            for base in {start - 1, (start // R) * R - 1}:
+                if base >= 0:
+                    _read_blob(self.path, current[(k, base)]["sha256"])
         for meta in self.experiences():
             _read_blob(self.path, meta["data_sha256"])
 
@@ -573,6 +573,12 @@ class ShardedContinual:
             j: d.subset(torch.as_tensor(~np.isin(d.ids.numpy(), pending))) for j, d in old.items()
         }
         datasets = {j: _named(d, self.n_classes) for j, d in datasets.items()}
+        for k, start in plan.items():
+            # ``begin`` ran at stage (i, 0) because the shard had rows in experience i; if the
+            # deletion leaves it none, the stream without the ids never calls it: replay all of i
+            i = start // R
+            if start % R and len(_shard_part(datasets[i], k, config)[0]) == 0:
+                plan[k] = i * R
         queued = [r for r in reqs if r["status"] == "queued"]
         if queued:
             with ledger.transaction():
