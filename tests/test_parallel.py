@@ -98,3 +98,32 @@ def _alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+THREAD_SCRIPT = """
+import sys, threading, time
+from obliviate import parallel
+if __name__ == "__main__":
+    if sys.argv[1:] == ["unkept"]:  # without the keeper thread (shows what the test catches)
+        parallel._ensure_forkserver = lambda: None
+    out = []
+    t = threading.Thread(target=lambda: out.append(parallel.map_jobs(abs, [-1, -2], "local", 2)))
+    t.start()
+    t.join()  # the thread that first needed the forkserver is gone
+    warm = parallel.warm_pids()
+    time.sleep(1.0)  # a parent-death signal would have landed by now
+    again = parallel.map_jobs(parallel.probe, [0, 1, 2, 3], "local", 2)
+    print(out == [[1, 2]], bool(warm), {r["pid"] for r in again} <= set(warm))
+"""
+
+
+def test_a_pool_started_from_a_short_lived_thread_outlives_it(tmp_path):
+    """The parent-death signal follows the thread that forked the forkserver; the module starts
+    the forkserver from a thread of its own, so a caller thread's exit kills no warm worker."""
+    script = tmp_path / "threaded.py"
+    script.write_text(THREAD_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=180
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True", "True"]

@@ -127,10 +127,47 @@ def _broken(pool: cf.ProcessPoolExecutor) -> bool:
     return bool(getattr(pool, "_broken", False)) or bool(getattr(pool, "_shutdown_thread", False))
 
 
+_KEEPER: list[Any] = []  # [request queue] of the thread that starts the forkserver
+
+
+def _keeper_loop(requests: Any) -> None:
+    from multiprocessing import forkserver
+
+    while True:
+        done, error = requests.get()
+        try:
+            forkserver.ensure_running()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            error.append(exc)
+        done.set()
+
+
+def _ensure_forkserver() -> None:
+    """Start the forkserver (if it is not running) from a thread that lives as long as this
+    process: the kernel's parent-death signal (:mod:`obliviate._lifetime`) follows the *thread*
+    that forked, so a forkserver started by a short-lived caller thread (a request handler, a
+    test's server thread) would die with it and take every warm worker along."""
+    import queue
+
+    with _LOCK:
+        if not _KEEPER:
+            requests: queue.Queue[Any] = queue.Queue()
+            threading.Thread(
+                target=_keeper_loop, args=(requests,), name="obliviate-forkserver", daemon=True
+            ).start()
+            _KEEPER.append(requests)
+    done, error = threading.Event(), []
+    _KEEPER[0].put((done, error))
+    done.wait()
+    if error:
+        raise error[0]
+
+
 def _new_pool(n_workers: int, preload: Iterable[str]) -> cf.ProcessPoolExecutor:
     ctx = multiprocessing.get_context("forkserver")
     # only the first call of this process sets the list: the forkserver lives until we exit
     ctx.set_forkserver_preload(list(dict.fromkeys([*PRELOAD, *preload])))
+    _ensure_forkserver()
     return cf.ProcessPoolExecutor(
         max_workers=n_workers,
         mp_context=ctx,
@@ -268,17 +305,26 @@ class LocalExecutor(Executor):
             self._pool = _acquire(self.capacity, (*self._preload, fn.__module__))
         return self._pool
 
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future[Any]:
+        try:
+            future = self._start(fn).submit(fn, *args)
+        except cf.BrokenExecutor:  # a warm worker died while idle: nothing ran, start afresh
+            if self._futures:
+                raise
+            self._pool = None
+            future = self._start(fn).submit(fn, *args)
+        self._futures.add(future)
+        return future
+
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        self._futures.add(self._start(fn).submit(fn, *args))
+        self._submit(fn, *args)
 
     def map(self, fn: Callable[..., Any], jobs: Sequence[Any]) -> list[Any]:
         """``[fn(job) for job in jobs]`` in order; jobs travel in chunks of
         ``max(1, len(jobs) // (8 * capacity))`` (one message per chunk, not per job)."""
         size = max(1, len(jobs) // (8 * min(self.capacity, len(jobs))))
         chunks = [[(job,) for job in jobs[i : i + size]] for i in range(0, len(jobs), size)]
-        pool = self._start(fn)
-        futures = [pool.submit(_call_chunk, fn, chunk) for chunk in chunks]
-        self._futures.update(futures)
+        futures = [self._submit(_call_chunk, fn, chunk) for chunk in chunks]
         out = [r for f in futures for r in f.result()]
         self._futures.difference_update(futures)
         return out
