@@ -606,7 +606,7 @@ def _gaps(rec: dict[str, Any]) -> None:
         rec[f"{key}_gap"] = None if a is None or b is None else a - b
 
 
-def run(spec: LifecycleSpec, *, progress: bool = False, echo: Any = None) -> dict[str, Any]:
+def run(spec: LifecycleSpec, *, echo: Any = None) -> dict[str, Any]:
     """Run one lifecycle (see the module docstring) and return its JSON-able result.
 
     ``events``: one record per event with ``event`` (``"learn"`` / ``"forget"``),
