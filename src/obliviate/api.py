@@ -50,7 +50,7 @@ from obliviate.data.scenarios import SCENARIOS, Experience, Stream, build_scenar
 from obliviate.errors import ObliviateError
 from obliviate.metrics import summary
 from obliviate.models.base import seeded_init
-from obliviate.training import Batch, FactoryRecipe, TrainConfig
+from obliviate.training import Batch, FactoryRecipe, TrainConfig, model_device
 from obliviate.unlearning import make_unlearner, unlearner_class
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 from obliviate.unlearning.evaluate import evaluate_unlearning
@@ -398,7 +398,7 @@ def forget(
     if evaluate:
         assert recipe is not None and test is not None and request.retain is not None
         started = time.perf_counter()
-        oracle = recipe.fit(request.retain, n_classes=train.n_classes)
+        oracle = recipe.fit(request.retain, n_classes=train.n_classes, device=model_device(model))
         report["oracle_seconds"] = time.perf_counter() - started
         with seeded_init(derive_seed(seed, "evaluate", "global-rng")):
             report.update(evaluate_unlearning(model, oracle, unlearned, request, test, seed=seed))
