@@ -15,8 +15,12 @@ A :class:`LifecycleSpec` names a scenario, a continual-learning strategy and a d
      set the samples the strategy still stores (after the purge) plus the current experience's
      rows. An unlearner that needs more (the original training set, the training recipe) is
      refused before anything runs;
-   * ``path = "exact"``: the sharded continual-learning engine (:mod:`obliviate.sharded`); refused
-     with one line while that engine is not part of this build.
+   * ``path = "exact"``: the sharded continual-learning engine
+     (:class:`obliviate.sharded.continual.ShardedContinual`, ``n_shards`` x ``n_slices``, in a
+     temporary folder): a Forget rolls every affected shard back to its last checkpoint that
+     never saw the ids and replays the rest without them (ledger, receipt). Each event records
+     ``bitwise_equal_oracle``: every live checkpoint's sha256 equals that of a store that learned
+     the stream without the ids from the start.
 
 After every event the model is evaluated (:func:`evaluate_event`): accuracy on the test set of
 every experience learned so far (``accuracy``; its mean is ``retention``), and, once something
