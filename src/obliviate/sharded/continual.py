@@ -133,7 +133,8 @@ class ShardedContinual:
         if not (self.path / LEDGER_FILE).is_file():
             raise ObliviateError(
                 f"{str(self.path)!r} is not a sharded continual store (no {LEDGER_FILE}); "
-                "create one with ShardedContinual.create(path, ...)"
+                "create one with ShardedContinual.create(path, ...) or "
+                "`obliviate shard stream learn --store DIR`"
             )
         try:
             self.ledger = Ledger(self.path / LEDGER_FILE)
