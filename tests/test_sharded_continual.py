@@ -384,3 +384,18 @@ def test_a_deletion_that_empties_an_experience(tmp_path, stream):
         for exp in exps:
             ref.learn(without(exp, ids))
         assert got == ref.checkpoint_hashes()
+
+
+def test_verify_finds_an_edited_ledger(tmp_path, stream):
+    with make(tmp_path / "a", stream) as store:
+        for exp in stream.experiences[:2]:
+            store.learn(exp)
+        hashes = store.checkpoint_hashes()
+        assert store.verify()["ok"]
+        other = hashes[(1, 0, 0)]  # point shard 0's last checkpoint at another live file
+        store.ledger.db.execute(
+            "UPDATE checkpoints SET sha256 = ? WHERE shard = 0 AND slice = 1 AND current = 1",
+            (other,),
+        )
+        problems = store.verify()["problems"]
+        assert any("event log" in p for p in problems)
