@@ -81,6 +81,17 @@ def serialize_state(state: dict[str, torch.Tensor]) -> bytes:
     return buf.getvalue()
 
 
+@contextmanager
+def _removed_on_error(tmp: Path) -> Iterator[None]:
+    """Delete the half-written ``tmp`` when writing it fails (a full disk: ENOSPC/EFBIG), so the
+    failure does not also leave its bytes behind; the error goes on."""
+    try:
+        yield
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_checkpoint(store: Path, state: dict[str, torch.Tensor], *, sync_dir: bool = True) -> str:
     """Write a checkpoint atomically (temp file, fsync, rename, fsync folder); return its sha256.
 
@@ -92,7 +103,7 @@ def write_checkpoint(store: Path, state: dict[str, torch.Tensor], *, sync_dir: b
     if final.exists() and sha256_bytes(final.read_bytes()) == sha:
         return sha  # content-addressed: the same weights are already stored
     tmp = final.with_name(f".tmp-{os.getpid()}-{sha[:16]}")
-    with open(tmp, "wb") as f:
+    with _removed_on_error(tmp), open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -131,7 +142,7 @@ class CheckpointBatch:
         ):
             return sha  # content-addressed: the same weights are already stored or queued
         tmp = final.with_name(f".tmp-{os.getpid()}-{sha[:16]}")
-        with open(tmp, "wb") as f:
+        with _removed_on_error(tmp), open(tmp, "wb") as f:
             f.write(data)
         failpoint("checkpoint_tmp")
         self.pending.append((tmp, final))
