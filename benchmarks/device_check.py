@@ -6,8 +6,8 @@ Usage::
     python benchmarks/device_check.py --device cpu|cuda|cuda:N|mps [--precision fp32|bf16|fp16]
         [--methods ewc,ssd,...] [--tolerance 0.05] [--quick]
 
-For each method, the same seeded run (digits, class-incremental, 5 experiences, the digits
-learn recipe; unlearners: forget ``class:3`` of digits from the original trained by the digits
+For each method, the same seeded run (digits, class-incremental — task-incremental for the
+strategies that need task ids — 5 experiences, the digits learn recipe; unlearners: forget ``class:3`` of digits from the original trained by the digits
 forget recipe) runs twice: on CPU in fp32 (the reference) and on ``--device`` at
 ``--precision``. It prints both accuracies (strategies: ACC, the mean final accuracy over
 experiences; unlearners: test accuracy of the unlearned model; sharded: test accuracy of a
@@ -31,7 +31,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from obliviate.continual import STRATEGIES, make_strategy
+from obliviate.continual import STRATEGIES, make_strategy, strategy_class
 from obliviate.continual.loop import train_stream
 from obliviate.data import build_scenario, load_dataset
 from obliviate.experiments import LearnSpec
@@ -47,8 +47,12 @@ def _data(quick: bool):  # type: ignore[no-untyped-def]
 
 
 def run_strategy(name: str, device: str, prec: str, quick: bool) -> tuple[float, float]:
-    """(ACC, seconds) of ``name`` on digits class-incremental."""
-    spec = LearnSpec(dataset="digits", strategy=name, n_experiences=2 if quick else 5).resolved()
+    """(ACC, seconds) of ``name`` on digits class-incremental (task-incremental for a strategy
+    that needs task ids)."""
+    scenario = "task-incremental" if strategy_class(name).needs_task_ids else "class-incremental"
+    spec = LearnSpec(
+        dataset="digits", scenario=scenario, strategy=name, n_experiences=2 if quick else 5
+    ).resolved()
     train, test = _data(quick)
     stream = build_scenario(spec.scenario, train, test, n_experiences=spec.n_experiences)
     config = spec.train_config()

@@ -19,7 +19,8 @@ class ReservoirBuffer:
     """Reservoir sampling (Vitter, 1985, Algorithm R): every sample seen so far has the same
     probability ``memory_size / n_seen`` of being in the buffer.
 
-    ``extra`` holds one optional tensor per sample (e.g. DER's logits), stored alongside.
+    ``extra`` holds one optional tensor per sample (e.g. DER's logits), stored alongside (in
+    float32 when floating, whatever precision the forward pass ran at).
     Storage is allocated for ``memory_size`` rows at the first ``add`` and zero-filled, so slots
     not yet used hold zeros (never leftover memory).
     """
@@ -50,6 +51,8 @@ class ReservoirBuffer:
         x, y, ids = x.detach(), y.detach(), ids.detach()
         task = torch.full_like(y, -1) if task is None else task.detach()
         extra = None if extra is None else extra.detach()
+        if extra is not None and extra.is_floating_point():
+            extra = extra.float()  # logits from an autocast forward are stored in float32
         if self.x is None:
             self.x = x.new_zeros((self.memory_size, *x.shape[1:]))
             self.y = y.new_zeros(self.memory_size)
