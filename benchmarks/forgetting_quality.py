@@ -64,10 +64,10 @@ def main() -> None:
             f"N = {args.n_models} a side, seed {args.seed}\n"
         )
         emit(
-            "| method | F ± s.e. | noise floor F (retrain vs retrain) | score | mean finite ε "
-            "| separated (ε = ∞) | RA | TA | s |"
+            "| method | F ± s.e. | noise floor F (retrain vs retrain) | F, challenge code's rules "
+            "[its noise floor] | score | mean finite ε | separated (ε = ∞) | RA | TA | s |"
         )
-        emit("|---|---|---|---|---|---|---|---|---|")
+        emit("|---|---|---|---|---|---|---|---|---|---|")
         q = {}
         for method in args.methods:
             spec = ForgetSpec(
@@ -83,7 +83,8 @@ def main() -> None:
             nf = q["noise_floor"]
             emit(
                 f"| {method} | {q['F']:.3f} ± {q['F_stderr']:.3f} | {nf['F']:.3f} ± "
-                f"{nf['F_stderr']:.3f} | {q['score']:.3f} | {q['mean_epsilon']:.2f} | "
+                f"{nf['F_stderr']:.3f} | {q['F_challenge_code']:.3f} "
+                f"[{nf['F_challenge_code']:.3f}] | {q['score']:.3f} | {q['mean_epsilon']:.2f} | "
                 f"{q['n_separated']}/{len(q['epsilons'])} | {q['retain_acc_unlearned']:.3f} | "
                 f"{q['test_acc_unlearned']:.3f} | {seconds:.0f} |"
             )

@@ -157,3 +157,63 @@ def test_a_method_that_forgets_nothing_scores_below_the_noise_floor(tiny):
     x = p.test.x
     with torch.no_grad():
         assert float((one(x) - originals[0](x)).abs().max()) < 1e-4
+
+
+# ---- the challenge's scoring code's own rules (for comparison columns) ----------------------------
+def literal_code_epsilon(u: np.ndarray, r: np.ndarray, delta: float = 1e-5) -> float:
+    """The challenge code's per-example rules written as literally as possible (boolean
+    predicates on its grids), for one example with positive = the larger median."""
+    pos, neg = (r, u) if np.median(r) > np.median(u) else (u, r)
+    pd, nd = np.ptp(pos), np.ptp(neg)
+    if max(pd, nd) > 0 and min(pd, nd) / max(pd, nd) < 0.01:
+        return 50.0
+    w = min(pd, nd)
+    p2, n2 = (neg, pos) if pd >= nd else (pos, neg)
+    rules = []
+    lo, hi = p2.min() + w - 2.0, p2.max() + 2.0
+    for tr in np.linspace(lo, hi, int(np.ceil((hi - lo) * 100))):
+        tl = np.linspace(tr - w - 2.0, tr - w + 2.0, 400)[:, None]  # 400 left thresholds
+        tpr = np.mean((tl <= p2) & (p2 <= tr), axis=1)
+        fpr = np.mean((tl <= n2) & (n2 <= tr), axis=1)
+        rules.extend(zip(fpr.tolist(), (1 - tpr).tolist(), strict=True))
+    both = np.r_[pos, neg]
+    for t in np.linspace(both.min(), both.max(), int(np.ceil(np.ptp(both) * 100))):
+        rules.append((np.mean(neg >= t), np.mean(pos < t)))
+    eps = []
+    for fpr, fnr in set(rules):  # the same rates give the same bound
+        if fpr == 0 and fnr == 0:
+            eps.append(math.inf)
+        elif fpr * fnr != 0:
+            e1 = _log(1 - delta - fpr) - math.log(fnr)
+            e2 = _log(1 - delta - fnr) - math.log(fpr)
+            both_e = [e for e in (e1, e2) if not math.isnan(e)]
+            if both_e:
+                eps.append(max(0.0, max(both_e)))
+    return min(max(eps), 50.0) if eps else 0.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_challenge_code_rules_match_a_literal_version(seed):
+    from obliviate.metrics.epsilon import challenge_code_epsilons
+
+    rng = np.random.default_rng(seed)
+    u = rng.normal(rng.choice([0.0, 1.0, 4.0]), 1.0, size=(6, 3))
+    r = rng.normal(0.0, rng.choice([0.5, 1.0]), size=(6, 3))
+    fast = challenge_code_epsilons(u, r)
+    slow = [literal_code_epsilon(u[:, s], r[:, s]) for s in range(3)]
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-12)
+
+
+def test_challenge_code_rules_constructed():
+    from obliviate.metrics.epsilon import challenge_code_epsilons, challenge_code_score
+
+    same = np.tile(np.linspace(-1, 1, 8)[:, None], (1, 2))
+    assert challenge_code_epsilons(same, same).tolist() == [0.0, 0.0]
+    assert challenge_code_epsilons(same + 10.0, same).tolist() == [50.0, 50.0]  # separated
+    peaky = np.full((8, 1), 0.3)  # under 1 % of the other side's spread: the code's rule
+    assert challenge_code_epsilons(peaky, same[:, :1]).tolist() == [50.0]
+    # buckets of 0.5 up to ceil(log(N - 1)): 4 at N = 32 (8 buckets), 7 at N = 512 (14)
+    assert challenge_code_score([0.0, 3.9, 4.0, 50.0], 32).tolist() == [1.0, 0.5**7, 0.0, 0.0]
+    assert challenge_code_score([6.9, 7.0], 512).tolist() == [0.5**13, 0.0]
+    q = forgetting_quality(same, same)
+    assert q["F_challenge_code"] == 1.0

@@ -118,6 +118,90 @@ def max_finite_epsilon(n_unlearned: int, n_retrained: int, *, delta: float = 1e-
     return max(a, b, 0.0)
 
 
+def _interval_counts(sorted_vals: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """How many of ``sorted_vals`` lie in ``[lo, hi]`` (closed), per pair of bounds."""
+    right = np.searchsorted(sorted_vals, hi, side="right")
+    left = np.searchsorted(sorted_vals, lo, side="left")
+    return np.clip(right - left, 0, None)
+
+
+def challenge_code_epsilons(
+    unlearned: Any,
+    retrained: Any,
+    *,
+    delta: float = 1e-5,
+    cap: float = 50.0,
+    per_unit: int = 100,
+    buffer: float = 2.0,
+) -> np.ndarray:
+    """Per-example epsilon ``[S]`` by the decision rules of the challenge's scoring code
+    (github.com/google-deepmind/unlearning_evaluation, ``metric.py``, ``_get_epsilons``),
+    re-implemented in float64 with exact counting instead of its float32 GPU tensors.
+
+    Per example: the "positive" side is the distribution with the larger median; if one
+    side's range is under 1 % of the other's, epsilon is ``cap`` (50); otherwise the attacks
+    are (a) single thresholds ``x >= t`` on a grid of ``per_unit`` points per unit over the
+    pooled range and (b) closed intervals ``[l, r]`` predicting the peakier side (smaller
+    range, width ``w``), ``r`` on a grid over ``[min + w - buffer, max + buffer]`` of that side
+    and ``l`` on ``4 * buffer * per_unit / 2`` points of ``[r - w - buffer, r - w + buffer]``;
+    Eq. 1 per attack with the code's discard and perfect-separation rules, clipped at 0; the
+    largest over the attacks, clipped to ``[0, cap]``. ``unlearned`` and ``retrained``:
+    ``[N, S]`` with the same N (the code's requirement)."""
+    u, r = _mat(unlearned), _mat(retrained)
+    if u.shape != r.shape:
+        raise ValueError(f"the challenge's code needs equal shapes, got {u.shape} and {r.shape}")
+    retrain_pos = np.median(r, axis=0) > np.median(u, axis=0)
+    pos_all = np.where(retrain_pos, r, u)
+    neg_all = np.where(retrain_pos, u, r)
+    out = np.zeros(u.shape[1])
+    for s in range(u.shape[1]):
+        pos, neg = pos_all[:, s], neg_all[:, s]
+        pd, nd = np.ptp(pos), np.ptp(neg)
+        largest, smallest = max(pd, nd), min(pd, nd)
+        if largest > 0 and smallest / largest < 0.01:
+            out[s] = cap
+            continue
+        # (b) intervals around the peakier distribution (positive := the peakier one)
+        p2, n2 = (neg, pos) if pd >= nd else (pos, neg)
+        lo, hi = p2.min() + smallest - buffer, p2.max() + buffer
+        right = np.linspace(lo, hi, int(np.ceil((hi - lo) * per_unit)))
+        n_left = int(np.ceil(2 * buffer * per_unit))
+        left = (right[:, None] - smallest + np.linspace(-buffer, buffer, n_left)[None, :]).ravel()
+        right = np.repeat(right, n_left)
+        tp_b = _interval_counts(np.sort(p2), left, right)
+        fp_b = _interval_counts(np.sort(n2), left, right)
+        # (a) single thresholds x >= t on the pooled range
+        both = np.r_[pos, neg]
+        t = np.linspace(both.min(), both.max(), int(np.ceil(np.ptp(both) * per_unit)))
+        tp_a = pos.size - np.searchsorted(np.sort(pos), t, side="left")
+        fp_a = neg.size - np.searchsorted(np.sort(neg), t, side="left")
+        # every rate is a count over N, so Eq. 1 runs once per distinct (TP, FP) pair
+        n = pos.size + 1
+        pairs = np.unique(np.r_[tp_b * n + fp_b, tp_a * n + fp_a])
+        tpr, fpr = (pairs // n) / pos.size, (pairs % n) / neg.size
+        fnr = 1.0 - tpr
+        with np.errstate(divide="ignore", invalid="ignore"):
+            e = np.fmax(
+                np.log(1 - delta - fpr) - np.log(fnr), np.log(1 - delta - fnr) - np.log(fpr)
+            )
+        e = np.clip(e, 0, None)
+        e = np.where(fpr * fnr == 0, np.nan, e)
+        e = np.where((fpr == 0) & (fnr == 0), np.inf, e)
+        out[s] = np.nanmax(e) if np.any(~np.isnan(e)) else 0.0
+    return np.clip(out, 0.0, cap)
+
+
+def challenge_code_score(epsilons: Any, n_models: int, *, bucket: float = 0.5) -> np.ndarray:
+    """Per-example points as the challenge's code gave them: buckets of width ``bucket`` from 0
+    while their end is at most ``ceil(log(n_models - 1))``, worth 1, 1/2, 1/4, ...; an epsilon
+    past the last bucket earns 0."""
+    top = np.ceil(np.log(n_models - 1)) if n_models > 1 else 0.0
+    n_buckets = int(np.floor(top / bucket + 1e-9))
+    eps = np.asarray(epsilons, dtype=np.float64)
+    k = np.floor(eps / bucket)
+    return np.where(k < n_buckets, 0.5 ** np.clip(k, 0, 60), 0.0)
+
+
 def bin_scores(epsilons: Any, *, bin_width: float = 0.5, n_bins: int = 13) -> np.ndarray:
     """The challenge's per-example score ``H = 2 / 2**n``, ``n`` the 1-based index of the bin
     ``[(n - 1) * bin_width, n * bin_width)`` holding epsilon, over ``[0, n_bins * bin_width)``
@@ -134,6 +218,8 @@ def bin_scores(epsilons: Any, *, bin_width: float = 0.5, n_bins: int = 13) -> np
 __all__ = [
     "attack_error_rates",
     "bin_scores",
+    "challenge_code_epsilons",
+    "challenge_code_score",
     "epsilon_from_rates",
     "max_finite_epsilon",
     "per_example_epsilon",

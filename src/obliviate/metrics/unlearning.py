@@ -29,6 +29,11 @@ double thresholds on a 0.01 grid: a subset of these decisions) and no other atta
 challenge ran no logistic-regression attack either). Its rule that a side with under 1 % of
 the other's spread gets epsilon = 50 is not in its written definition and is not applied.
 N defaults to 32 per side instead of 512 (CPU budget), which caps finite epsilon at 3.43.
+The larger attack family raises the selection bias at small N, so F here runs below the
+challenge code's on the same scores (two samples of one Gaussian, N = 32, 146 examples: 0.094
+here, 0.196 under the code's rules); :func:`forgetting_quality` therefore also returns
+``F_challenge_code``, the same scores under the code's rules
+(:func:`~obliviate.metrics.epsilon.challenge_code_epsilons`).
 """
 
 from __future__ import annotations
@@ -38,7 +43,13 @@ from typing import Any
 import numpy as np
 from scipy.special import logsumexp
 
-from obliviate.metrics.epsilon import bin_scores, max_finite_epsilon, per_example_epsilon
+from obliviate.metrics.epsilon import (
+    bin_scores,
+    challenge_code_epsilons,
+    challenge_code_score,
+    max_finite_epsilon,
+    per_example_epsilon,
+)
 
 
 def _np(a: Any) -> np.ndarray:
@@ -107,7 +118,11 @@ def forgetting_quality(
     ``epsilons`` (list, per example; ``None`` for perfect separation, epsilon = inf);
     ``mean_epsilon`` (over the finite ones), ``n_separated`` (examples perfectly separated);
     and the resolution at these N: ``max_finite_epsilon`` and ``n_reachable_bins`` (bins a
-    finite epsilon can reach), ``H_levels`` (the values a per-example score can take).
+    finite epsilon can reach), ``H_levels`` (the values a per-example score can take);
+    ``F_challenge_code``: F of the same scores under the challenge's scoring code's own rules
+    (its threshold grids, its 1 % spread rule, its buckets up to ``ceil(log(N - 1))``:
+    :func:`~obliviate.metrics.epsilon.challenge_code_epsilons`), to compare with the
+    challenge's figures (NaN unless both sides have the same N > 1).
     """
     eps = per_example_epsilon(unlearned_scores, oracle_scores, delta=delta)
     h = bin_scores(eps, bin_width=bin_width, n_bins=n_bins)
@@ -115,7 +130,13 @@ def forgetting_quality(
     top = max_finite_epsilon(n_u, n_r, delta=delta)
     reach = min(n_bins, int(np.floor(top / bin_width)) + 1)
     finite = eps[np.isfinite(eps)]
+    if np.shape(unlearned_scores) == np.shape(oracle_scores) and h.size and n_u > 1:
+        code_eps = challenge_code_epsilons(unlearned_scores, oracle_scores, delta=delta)
+        f_code = float(np.mean(challenge_code_score(code_eps, n_u)))
+    else:
+        f_code = float("nan")
     return {
+        "F_challenge_code": f_code,
         "F": float(np.mean(h)) if h.size else float("nan"),
         "F_stderr": float(np.std(h, ddof=1) / np.sqrt(h.size)) if h.size > 1 else float("nan"),
         "epsilons": [float(e) if np.isfinite(e) else None for e in eps],
