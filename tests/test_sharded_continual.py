@@ -399,3 +399,26 @@ def test_verify_finds_an_edited_ledger(tmp_path, stream):
         )
         problems = store.verify()["problems"]
         assert any("event log" in p for p in problems)
+
+
+@pytest.mark.slow  # ~12 s, mostly starting the pool
+@pytest.mark.integration
+def test_a_process_pool_gives_the_same_bits(tmp_path, stream):
+    ids = some_ids(stream, {1: 2})
+    kw = {
+        "n_shards": 3,
+        "strategy": "replay",
+        "strategy_params": PARAMS["replay"],
+        "recipe": RECIPE,
+        "seed": 2,
+    }
+    with ShardedContinual.for_stream(
+        tmp_path / "a", stream, backend="local", n_workers=2, **kw
+    ) as store:
+        for exp in stream.experiences[:3]:
+            store.learn(exp)
+        store.forget(ids)
+        got = store.checkpoint_hashes()
+    assert got == reference(tmp_path / "b", stream, ids, 3)
+    with pytest.raises(ObliviateError, match="backend"):
+        ShardedContinual(tmp_path / "a", backend="gpu-cluster")

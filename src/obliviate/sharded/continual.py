@@ -49,7 +49,9 @@ Notes
 - Ids must be unique across the stream; an id once deleted cannot be learned again.
 - Strategies whose ``data_view`` is ``"seen"`` or ``"all"`` (cumulative, joint) are refused.
 - Shard graphs (SAFE) are not supported here: each shard learns only its own ids.
-- Shards train one after another in this process (no worker pool).
+- Shards train one after another in this process by default (``backend="inline"``); with
+  ``"local"`` (a process pool) or ``"ray"`` they train in parallel, with the same bits (each stage
+  job is a pure function of its inputs, :func:`run_stage_job`).
 
 References
 ----------
@@ -65,6 +67,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -82,6 +85,7 @@ from obliviate.models import build_model
 from obliviate.models.base import logits
 from obliviate.sharded import deletion
 from obliviate.sharded import receipts as rc
+from obliviate.sharded.backends import BACKENDS, run_jobs
 from obliviate.sharded.config import ShardConfig, assign, config_hash, shard_model_spec
 from obliviate.sharded.ledger import Ledger, LedgerDamaged, ids_hash
 from obliviate.sharded.snapshot import decode, encode
@@ -111,14 +115,16 @@ FORMAT = "obliviate-sharded-continual/1"
 #: Strategies whose ``begin`` reads the experience's training rows: no slices (n_slices > 1).
 BEGIN_READS_DATA = frozenset({"gdumb"})
 
-__all__ = ["BEGIN_READS_DATA", "FORMAT", "ShardedContinual"]
+__all__ = ["BEGIN_READS_DATA", "FORMAT", "ShardedContinual", "StageJob", "run_stage_job"]
 
 
 class ShardedContinual:
     """A sharded continual learner on disk: S shards, each learning the stream with a continual
     strategy, checkpointed per experience and slice, with exact deletion.
 
-    Create one with :meth:`create`; open an existing one with ``ShardedContinual(path)``. Then
+    Create one with :meth:`create`; open an existing one with ``ShardedContinual(path)``
+    (``backend``: ``"inline"``, default, ``"local"`` or ``"ray"``: where shards train;
+    ``n_workers``: parallel workers, default all cores). Then
     :meth:`learn` experiences one by one, :meth:`forget` ids (returns a receipt), and
     :meth:`predict` / :meth:`predict_proba` / :meth:`accuracy`. Every method that changes the store
     takes its lock and first completes a deletion a killed process left (:meth:`recover`).
@@ -128,8 +134,13 @@ class ShardedContinual:
     ``sample_shape``, ``task_classes`` (None: one head).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self, path: str | Path, *, backend: str = "inline", n_workers: int | None = None
+    ) -> None:
         self.path = Path(path)
+        if backend not in BACKENDS:
+            raise ObliviateError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        self.backend, self.n_workers = backend, n_workers
         if not (self.path / LEDGER_FILE).is_file():
             raise ObliviateError(
                 f"{str(self.path)!r} is not a sharded continual store (no {LEDGER_FILE}); "
@@ -188,6 +199,8 @@ class ShardedContinual:
         aggregation: str = "softmax",
         metadata: dict[str, Any] | None = None,
         task_classes: tuple[tuple[int, ...], ...] | None = None,
+        backend: str = "inline",
+        n_workers: int | None = None,
     ) -> ShardedContinual:
         """Create an empty store at ``path`` (a new or empty folder).
 
@@ -199,7 +212,8 @@ class ShardedContinual:
         ``n_classes`` and ``sample_shape`` describe the stream's label space and rows.
         ``task_classes``: the classes of each task, for a multi-head model (task-aware streams:
         ``stream.task_classes``); None: one head. ``metadata``: any JSON object the caller wants kept with the store (e.g. how to rebuild
-        the stream), read back as :attr:`metadata`.
+        the stream), read back as :attr:`metadata`. ``backend`` and ``n_workers``: where shards
+        train (as ``ShardedContinual(path, backend=..., n_workers=...)``).
 
         Raises :class:`ObliviateError` for an unknown strategy, one that cannot run here (data
         view other than ``"experience"``; ``begin`` reading data with ``n_slices > 1``), or a
@@ -280,7 +294,7 @@ class ShardedContinual:
         ledger.close()
         os.replace(path / "ledger.tmp", path / LEDGER_FILE)
         _fsync_dir(path)
-        return cls(path)
+        return cls(path, backend=backend, n_workers=n_workers)
 
     @classmethod
     def for_stream(cls, path: str | Path, stream: Stream, **kwargs: Any) -> ShardedContinual:
@@ -360,10 +374,9 @@ class ShardedContinual:
             current = self.ledger.current_checkpoints()
             first = position * self.n_slices
             t0 = time.perf_counter()
-            rows: list[dict[str, Any]] = []
-            for k in range(self.config.n_shards):
-                base = None if first == 0 else current[(k, first - 1)]
-                rows += self._run_shard(k, first, base, metas, datasets, persist=True)
+            plan = {k: first for k in range(self.config.n_shards)}
+            per_shard = self._run_shards(plan, current, metas, datasets, persist=True)
+            rows = [row for shard_rows in per_shard for row in shard_rows]
             seconds = time.perf_counter() - t0
             sync_checkpoints(self.path)
             ids = data.ids.numpy()
@@ -426,64 +439,44 @@ class ShardedContinual:
         return type(make_strategy(self.strategy_name, **self.strategy_params))
 
     # ---- one shard's stages -----------------------------------------------------------------
-    def _run_shard(
+    def _run_shards(
         self,
-        k: int,
-        start: int,
-        base: dict[str, Any] | None,
+        plan: dict[int, int],
+        bases: dict[tuple[int, int], dict[str, Any]],
         metas: list[dict[str, Any]],
         datasets: dict[int, Dataset],
         *,
         persist: bool,
-    ) -> list[dict[str, Any]]:
-        """Run stages ``start..`` of shard ``k`` from checkpoint ``base`` (None: the initial
-        model and a fresh strategy) on ``datasets[j]`` (experience ``j``'s remaining rows, id
-        order); return one ledger row per stage."""
-        R, cfg = self.n_slices, self.config.recipe.train
-        model = self.build_shard_model(k)
-        if base is None:
-            blob = encode(model, make_strategy(self.strategy_name, **self.strategy_params))
-            seen = np.zeros(0, dtype=np.int64)
-        else:
-            blob = _read_blob(self.path, base["sha256"])
-            seen = self._ids_before(k, start)
-        out = []
-        for s in range(start, len(metas) * R):
-            t0 = time.perf_counter()
-            j, r = divmod(s, R)
-            meta = metas[j]
-            part, slc = _shard_part(datasets[j], k, self.config)
-            if len(part):
-                strategy = cast(Strategy, decode(blob, model)[0])
-                exp = Experience(
-                    index=meta["index"],
-                    train=part,
-                    test=part.subset(torch.zeros(0, dtype=torch.int64)),
-                    classes=tuple(meta["classes"]),
-                    task_id=meta["task_id"],
+    ) -> list[list[dict[str, Any]]]:
+        """Run stages ``plan[k]..`` of every shard ``k`` in ``plan`` from the checkpoints
+        ``bases[(k, plan[k] - 1)]`` (stage 0: the initial model and a fresh strategy) on
+        ``datasets[j]`` (experience ``j``'s remaining rows, id order), on the store's backend;
+        one list of ledger rows per shard, in ``plan`` order."""
+        R = self.n_slices
+        jobs = []
+        for k, start in plan.items():
+            first = start // R
+            jobs.append(
+                StageJob(
+                    store=str(self.path),
+                    config=self.config,
+                    strategy=(self.strategy_name, self.strategy_params),
+                    n_classes=self.n_classes,
+                    sample_shape=self.sample_shape,
+                    task_classes=self.task_classes,
+                    shard=k,
+                    start=start,
+                    base=None if start == 0 else bases[(k, start - 1)]["sha256"],
+                    seen=np.zeros(0, dtype=np.int64) if start == 0 else self._ids_before(k, start),
+                    metas=tuple(metas),
+                    parts={
+                        j: _shard_part(datasets[j], k, self.config)
+                        for j in range(first, len(metas))
+                    },
+                    persist=persist,
                 )
-                if r == 0:
-                    strategy.begin(model, exp)
-                data = part.subset(torch.as_tensor(np.nonzero(slc <= r)[0]))
-                budget = None if R == 1 else cfg.n_epochs * int((slc == r).sum())
-                _train_stage(model, strategy, data, budget, cfg, (k, j, r), meta["index"])
-                if r == R - 1:
-                    strategy.end(model, exp)
-                    check_finite(strategy, model)
-                blob = encode(model, strategy)
-                seen = np.union1d(seen, part.ids.numpy()[slc == r])
-            digest = _write_blob(self.path, blob, sync_dir=False) if persist else sha256_bytes(blob)
-            out.append(
-                {
-                    "shard": k,
-                    "slice": s,
-                    "sha256": digest,
-                    "ids_hash": ids_hash(seen),
-                    "n_ids": int(seen.size),
-                    "seconds": time.perf_counter() - t0,
-                }
             )
-        return out
+        return run_jobs(run_stage_job, jobs, self.backend, self.n_workers)
 
     def _ids_before(self, k: int, stage: int) -> np.ndarray:
         rows = self.ledger.samples(("active", "pending"), shards=[k])
@@ -590,10 +583,8 @@ class ShardedContinual:
                 )
         acc_before = self._accuracy_with(current, removed_data)
         t0 = time.perf_counter()
-        new_rows: list[dict[str, Any]] = []
-        for k, start in plan.items():
-            base = None if start == 0 else current[(k, start - 1)]
-            new_rows += self._run_shard(k, start, base, metas, datasets, persist=True)
+        per_shard = self._run_shards(plan, current, metas, datasets, persist=True)
+        new_rows = [row for shard_rows in per_shard for row in shard_rows]
         retrain_seconds = time.perf_counter() - t0
         new_metas = []
         for j, meta in enumerate(metas):
@@ -605,8 +596,9 @@ class ShardedContinual:
         exactness = None
         if check_exactness and plan:
             shards = []
-            for k, start in plan.items():
-                ref = self._run_shard(k, 0, None, metas, datasets, persist=False)
+            scratch = {k: 0 for k in plan}
+            refs = self._run_shards(scratch, current, metas, datasets, persist=False)
+            for (k, start), ref in zip(plan.items(), refs, strict=True):
                 got = [r["sha256"] for r in new_rows if r["shard"] == k]
                 kept = [current[(k, s)]["sha256"] for s in range(start)]
                 shards.append(
@@ -899,6 +891,87 @@ class ShardedContinual:
             "n_events": len(events),
             "unfinished_requests": unfinished,
         }
+
+
+# ---- one shard's stages: the unit of work every backend runs ------------------------------
+@dataclass(frozen=True, eq=False)
+class StageJob:
+    """Re-run stages ``start..`` of shard ``shard`` from checkpoint ``base`` (None: the initial
+    model and a fresh strategy). ``parts[j]``: the shard's remaining rows of experience ``j``
+    (id order) and their slices; ``seen``: ids the shard saw before ``start``. Picklable;
+    ``persist=False`` computes the checkpoint hashes without writing files."""
+
+    store: str
+    config: ShardConfig
+    strategy: tuple[str, dict[str, Any]]
+    n_classes: int
+    sample_shape: tuple[int, ...]
+    task_classes: tuple[tuple[int, ...], ...] | None
+    shard: int
+    start: int
+    base: str | None
+    seen: np.ndarray
+    metas: tuple[dict[str, Any], ...]
+    parts: dict[int, tuple[Dataset, np.ndarray]]
+    persist: bool = True
+
+
+def run_stage_job(job: StageJob) -> list[dict[str, Any]]:
+    """Run one :class:`StageJob` (one torch thread); return one ledger row per stage: shard,
+    slice (the stage number), sha256, ids_hash and n_ids (ids seen so far), seconds."""
+    with _one_thread():
+        k, R, cfg = job.shard, job.config.n_slices, job.config.recipe.train
+        store = Path(job.store)
+        model = build_model(
+            shard_model_spec(job.config.recipe.model, k),
+            job.sample_shape,
+            job.n_classes,
+            job.task_classes,
+        )
+        if job.base is None:
+            blob = encode(model, make_strategy(job.strategy[0], **job.strategy[1]))
+        else:
+            blob = _read_blob(store, job.base)
+        seen = job.seen
+        out = []
+        for s in range(job.start, len(job.metas) * R):
+            t0 = time.perf_counter()
+            j, r = divmod(s, R)
+            meta = job.metas[j]
+            part, slc = job.parts[j]
+            if len(part):
+                strategy = cast(Strategy, decode(blob, model)[0])
+                exp = Experience(
+                    index=meta["index"],
+                    train=part,
+                    test=part.subset(torch.zeros(0, dtype=torch.int64)),
+                    classes=tuple(meta["classes"]),
+                    task_id=meta["task_id"],
+                )
+                if r == 0:
+                    strategy.begin(model, exp)
+                data = part.subset(torch.as_tensor(np.nonzero(slc <= r)[0]))
+                budget = None if R == 1 else cfg.n_epochs * int((slc == r).sum())
+                _train_stage(model, strategy, data, budget, cfg, (k, j, r), meta["index"])
+                if r == R - 1:
+                    strategy.end(model, exp)
+                    check_finite(strategy, model)
+                blob = encode(model, strategy)
+                seen = np.union1d(seen, part.ids.numpy()[slc == r])
+            digest = _write_blob(store, blob, sync_dir=False) if job.persist else sha256_bytes(blob)
+            out.append(
+                {
+                    "shard": k,
+                    "slice": s,
+                    "sha256": digest,
+                    "ids_hash": ids_hash(seen),
+                    "n_ids": int(seen.size),
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+        if job.persist and out:
+            sync_checkpoints(store)  # the renames are durable before the ledger refers to them
+        return out
 
 
 # ---- helpers -------------------------------------------------------------------------------
