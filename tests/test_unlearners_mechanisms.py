@@ -206,8 +206,14 @@ def test_probe_accuracy(setup):
     acc = probe_accuracy(model, req.retain, req.forget)
     assert acc == probe_accuracy(model, req.retain, req.forget)
     assert acc > 0.8
-    with pytest.raises(ObliviateError, match="features"):
-        probe_accuracy(torch.nn.Linear(8, 4), req.retain, req.forget)
+    # a user model's features are its output layer's input (traced); a model whose logits are
+    # not an nn.Linear's output has none to probe
+    linear = torch.nn.Linear(8, 4)
+    assert probe_accuracy(linear, req.retain, req.forget) >= 0.0  # features = the input rows
+    with pytest.raises(ObliviateError, match="nn.Linear"):
+        probe_accuracy(
+            torch.nn.Sequential(linear, torch.nn.LogSoftmax(dim=1)), req.retain, req.forget
+        )
     with pytest.raises(ObliviateError, match="two classes"):
         probe_accuracy(model, req.forget.subset(req.forget.y == req.forget.y[0]), req.forget)
 

@@ -41,6 +41,7 @@ def register(app: typer.Typer) -> None:
             table.add_column("name")
             table.add_column("needs boundaries")
             table.add_column("needs task ids")
+            table.add_column("model needs")
             table.add_column("summary")
             for name in sorted(STRATEGIES):
                 cls = strategy_class(name)
@@ -48,6 +49,7 @@ def register(app: typer.Typer) -> None:
                     name,
                     str(cls.needs_task_boundaries),
                     str(cls.needs_task_ids),
+                    cls.model_requirement or "-",
                     summary(cls.__doc__),
                 )
         elif kind == "unlearners":

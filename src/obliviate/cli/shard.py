@@ -120,17 +120,15 @@ def register(app: typer.Typer) -> None:
         precision: str = _c.precision_option(),
     ) -> None:
         """Train a new shard store."""
-        from obliviate.models import ModelSpec
         from obliviate.sharded import DataSpec, ShardConfig, ShardedStore
-        from obliviate.training import Recipe, TrainConfig
+        from obliviate.sharded.config import default_recipe
 
         try:
             widths = tuple(int(h) for h in hidden.split(",") if h.strip())
         except ValueError:
             raise ObliviateError(f"--hidden {hidden!r}: give integers like 100 or 64,64") from None
-        recipe = Recipe(
-            ModelSpec(name=model, hidden=widths, seed=seed),
-            TrainConfig(n_epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
+        recipe = default_recipe(
+            seed, model=model, hidden=widths, n_epochs=epochs, batch_size=batch_size, lr=lr
         )
         config = ShardConfig(
             n_shards=shards,
@@ -312,7 +310,14 @@ def register(app: typer.Typer) -> None:
     def predict(
         store: Path = typer.Option(..., "--store", help=STORE_HELP),
         input_: Path = typer.Option(
-            ..., "--input", help=".npy of rows shaped like the store's (standardised) data"
+            ...,
+            "--input",
+            help=".npy of raw rows shaped like the store's data (the store standardises them)",
+        ),
+        preprocessed: bool = typer.Option(
+            False,
+            "--preprocessed",
+            help="the rows are already standardised the way the loader does it",
         ),
         out: Path | None = _c.out_option("write class scores [N, classes] to this .npy"),
         output: Path | None = _c.legacy_output_option(),
@@ -334,7 +339,7 @@ def register(app: typer.Typer) -> None:
             raise ObliviateError(f"{str(input_)!r} is not a readable .npy array: {exc}") from None
         st = _open(store, data_dir=data_dir)
         st.recover()
-        proba = st.predict_proba(x)
+        proba = st.predict_proba(x, preprocessed=preprocessed)
         if output is not None:
             import io
 

@@ -4,10 +4,12 @@ Plain functions over named parameters (``dict[str, Tensor]`` keyed as in
 ``model.named_parameters()``), so EWC, SI, MAS, L2 and friends share them without inheritance:
 
 - :func:`trainable` / :func:`snapshot`: the trainable parameters, live or as a detached copy;
-- :func:`per_sample_grads`: per-sample gradients of the cross-entropy (vectorised as
-  one batched backward pass) and :func:`per_sample_grads_loop`, the brute-force reference;
-- :func:`diagonal_fisher`: the diagonal Fisher information, empirical or true (with an exact
-  fast path for networks whose trainable parameters all sit in ``nn.Linear`` layers);
+- :func:`per_sample_grads`: per-sample gradients of the cross-entropy, by the path measured
+  fastest for the model and row count (:func:`per_sample_path`: a batched backward,
+  ``torch.func.vmap``, or :func:`per_sample_grads_loop`, the brute-force reference);
+- :func:`diagonal_fisher`: the diagonal Fisher information, empirical or true, in eval mode
+  (BatchNorm on running statistics, Dropout off), with an exact closed form for networks whose
+  trainable parameters all sit in ``nn.Linear`` layers (:func:`fisher_path`);
 - :func:`quadratic_penalty`: ``sum_i omega_i (theta_i - theta*_i)^2``;
 - :func:`distillation_loss`: soft-target cross-entropy at a temperature (Hinton et al., 2015).
 """
@@ -105,43 +107,48 @@ def _call(
 
 PER_SAMPLE_PATHS = ("auto", "batched", "loop", "vmap")
 VMAP_MIN_ROWS = 512
-"""From this many rows a conv / norm model's per-sample gradients take the ``vmap`` path (its
-one-time set-up, ~5.7 s for importing ``torch._dynamo``, is then repaid); below, the loop."""
+"""From this many rows (without task ids) per-sample gradients take the ``vmap`` path: its
+one-time set-up (~5.7 s for importing ``torch._dynamo``) is then repaid (:func:`per_sample_path`)."""
 
 
 def per_sample_path(model: nn.Module, n_rows: int, task: Tensor | None = None) -> str:
     """The per-sample gradient path :func:`per_sample_grads` takes for ``model`` on ``n_rows``
-    rows (``path="auto"``), chosen by measurement (``benchmarks/per_sample_fisher.py``; 256
-    MNIST-shaped rows, 1 thread, 2 shared cores, empirical Fisher, seconds):
+    rows (``path="auto"``), chosen by measurement: ``benchmarks/per_sample_fisher.py``,
+    empirical Fisher of MNIST-shaped rows, 1 thread on 2 cores shared with other jobs (load
+    average ~12, so read the ratios, not the seconds):
 
-    ======  =======  =====  =====  ======
-    model   batched  loop   vmap   linear
-    ======  =======  =====  =====  ======
-    MLP     0.23     0.53   0.19   0.02
-    CNN+BN  8.5      1.54   0.66   --
-    ======  =======  =====  =====  ======
+    ================  =======  =====  =====  ======
+    seconds           batched  loop   vmap   linear
+    ================  =======  =====  =====  ======
+    MLP, 256 rows     1.10     1.70   0.41   0.014
+    MLP, 1024 rows    2.16     3.90   0.44   0.019
+    CNN+BN, 256 rows  17.7     2.23   0.62   --
+    CNN+BN, 1024      77.8     10.8   4.20   --
+    ================  =======  =====  =====  ======
 
-    (MLP 784-100-10; CNN: two conv + BatchNorm2d blocks, Linear 1568-64, Dropout, Linear; the
-    vmap figure excludes its one-time 5.7 s set-up.) So: a model without convolutions and
-    without batch / instance norm layers takes ``"batched"`` (one backward vmapped over
-    one-hot cotangents; its cost grows with rows x cotangents per block, which is cheap for
-    matrix products and 5.5x slower than the loop for convolutions); a model with them takes
-    ``"vmap"`` (``torch.func.vmap(grad)``, each row a batch of one) from
-    :data:`VMAP_MIN_ROWS` rows and ``"loop"`` (one backward per row) below, and always with task
-    ids (a multi-head model indexes its heads by task, which vmap cannot batch). A BatchNorm
-    without running statistics (``track_running_stats=False``) normalises with the statistics
-    of the batch even in eval mode, so rows interact and a per-sample gradient is only defined
-    on a batch of one row: such a model always takes ``"loop"``.
+    (MLP 784-100-10; CNN+BN: two conv + BatchNorm2d + max-pool blocks, Linear 1568-64, Dropout,
+    Linear 64-10, in eval mode; every path agrees with the loop to a relative 5e-7; vmap's
+    figures exclude its one-time set-up, ~5.7 s for importing ``torch._dynamo`` once per
+    process.) The batched backward (one backward vmapped over one-hot cotangents) costs rows x
+    cotangents per block: cheap for matrix products, 8x slower than the loop for convolutions
+    (the "6.5x slower" of issue #10). So: from :data:`VMAP_MIN_ROWS` rows (where the set-up is
+    repaid) ``"vmap"``, except with task ids (a multi-head model indexes its heads by task,
+    which vmap cannot batch); below, ``"loop"`` for a model with convolutions or batch /
+    instance norm layers and ``"batched"`` otherwise. A BatchNorm without running statistics
+    (``track_running_stats=False``) normalises with the statistics of the batch even in eval
+    mode, so rows interact and a per-sample gradient is only defined on a batch of one row:
+    such a model always takes ``"loop"``. (All-``nn.Linear`` models get the exact closed form
+    before any of these: :func:`fisher_path`.)
     """
     if _batch_statistics(model):
         return "loop"
+    if n_rows >= VMAP_MIN_ROWS and task is None:
+        return "vmap"
     heavy = any(
         isinstance(m, nn.modules.conv._ConvNd | nn.modules.batchnorm._NormBase)
         for m in model.modules()
     )
-    if not heavy:
-        return "batched"
-    return "vmap" if n_rows >= VMAP_MIN_ROWS and task is None else "loop"
+    return "loop" if heavy else "batched"
 
 
 def per_sample_grads(

@@ -1,7 +1,14 @@
 """Data with stable sample ids, scenario builders and forget-set builders."""
 
 from obliviate.data.dataset import Dataset
-from obliviate.data.datasets import DATASETS, load_dataset, synthetic_dataset
+from obliviate.data.datasets import (
+    DATASETS,
+    Standardization,
+    fit_standardization,
+    load_dataset,
+    loader_standardization,
+    synthetic_dataset,
+)
 from obliviate.data.scenarios import SCENARIOS, Experience, Stream, build_scenario
 
 __all__ = [
@@ -9,8 +16,11 @@ __all__ = [
     "SCENARIOS",
     "Dataset",
     "Experience",
+    "Standardization",
     "Stream",
     "build_scenario",
+    "fit_standardization",
     "load_dataset",
+    "loader_standardization",
     "synthetic_dataset",
 ]

@@ -12,7 +12,7 @@ import gzip
 import os
 import zipfile
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -232,6 +232,50 @@ def stratified_split(
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
+@dataclass(frozen=True, eq=False)
+class Standardization:
+    """The loader's preprocessing: per-feature ``(x - mean) / scale``, fitted on a training split
+    (:func:`fit_standardization`; see :func:`standardize` for the std and constant features).
+
+    ``mean``, ``scale``: float32 ``[D]`` (``D`` features per row, flattened). Apply it with
+    :meth:`apply` to raw rows ``[N, ...]`` whose flattened width is ``D``.
+    """
+
+    mean: torch.Tensor
+    scale: torch.Tensor
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, ...]`` raw rows -> standardised rows of the same shape (float32). Raises
+        :class:`ObliviateError` when a row does not have ``D`` features."""
+        x = torch.as_tensor(x, dtype=torch.float32, device="cpu")
+        flat = x.reshape(x.shape[0], -1) if x.ndim else x.reshape(1, -1)
+        if flat.shape[1] != self.mean.numel():
+            raise ObliviateError(
+                f"input rows have {flat.shape[1]} features; this standardisation expects "
+                f"{self.mean.numel()} (the width it was fitted on)"
+            )
+        return ((flat - self.mean) / self.scale).reshape(x.shape)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """JSON-ready (float32 values are exact as Python floats)."""
+        return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, list[float]]) -> Standardization:
+        return cls(
+            torch.tensor(d["mean"], dtype=torch.float32, device="cpu"),
+            torch.tensor(d["scale"], dtype=torch.float32, device="cpu"),
+        )
+
+
+def fit_standardization(train: Dataset) -> Standardization:
+    """The :class:`Standardization` :func:`standardize` fits on ``train`` (raw rows)."""
+    flat = train.x.reshape(len(train), -1)
+    mean = flat.mean(dim=0)
+    std = flat.std(dim=0) if len(train) > 1 else torch.zeros_like(mean)
+    return Standardization(mean, torch.where(std < 1e-6, torch.ones_like(std), std))
+
+
 def standardize(train: Dataset, test: Dataset) -> tuple[Dataset, Dataset]:
     """Per-feature standardisation with mean and std fitted on ``train`` only.
 
@@ -242,13 +286,10 @@ def standardize(train: Dataset, test: Dataset) -> tuple[Dataset, Dataset]:
     1, as in ``StandardScaler``: it is only centred, so a test row that differs there stays
     finite and small instead of being divided by ~0.
     """
-    flat = train.x.reshape(len(train), -1)
-    mean = flat.mean(dim=0)
-    std = flat.std(dim=0) if len(train) > 1 else torch.zeros_like(mean)
-    scale = torch.where(std < 1e-6, torch.ones_like(std), std)
+    fitted = fit_standardization(train)
 
     def apply(d: Dataset) -> Dataset:
-        return d.with_x(((d.x.reshape(len(d), -1) - mean) / scale).reshape(d.x.shape))
+        return d.with_x(((d.x.reshape(len(d), -1) - fitted.mean) / fitted.scale).reshape(d.x.shape))
 
     return apply(train), apply(test)
 
@@ -318,6 +359,28 @@ def load_dataset(
     if standardized:
         train, test = standardize(train, test)
     return replace(train, name=label), replace(test, name=label + ":test")
+
+
+def loader_standardization(
+    name: str,
+    *,
+    data_dir: str | None = None,
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
+    limit: int | None = None,
+) -> Standardization:
+    """The standardisation :func:`load_dataset` applies to ``name`` with these arguments (fitted
+    on the same raw training split), so raw rows of that source can be preprocessed exactly as
+    the loader does: ``loader_standardization("mnist", data_dir=d).apply(raw_rows)``."""
+    train, _ = load_dataset(
+        name,
+        data_dir=data_dir,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        standardized=False,
+        limit=limit,
+    )
+    return fit_standardization(train)
 
 
 def synthetic_dataset(

@@ -813,7 +813,7 @@ def _build(config: ServeConfig, state_or_none: "_State | None") -> FastAPI:
         cfg = store.config
         for _attempt in range(3):  # the version and the weights must belong together
             before = store.ledger.current_checkpoints()
-            proba = store.predict_proba(body.x)
+            proba = store.predict_proba(body.x, preprocessed=True)  # documented: standardised
             after = store.ledger.current_checkpoints()
             if before == after:
                 break
@@ -909,7 +909,7 @@ def warm_up(state: _State) -> None:
     store = state.store()
     load_data(store.data_spec)
     shape = tuple(store.ledger.get_meta("sample_shape"))
-    store.predict_proba([[0.0] * int(np.prod(shape))])
+    store.predict_proba([[0.0] * int(np.prod(shape))], preprocessed=True)
     state.warm = True
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from obliviate.data.datasets import Standardization, loader_standardization
 from obliviate.errors import ObliviateError
 from obliviate.sharded.backends import run_jobs
 from obliviate.sharded.config import (
@@ -86,6 +87,10 @@ def create_store(
         ledger.set_meta("data_sha256", fingerprint)
         ledger.set_meta("n_classes", int(train.n_classes))
         ledger.set_meta("sample_shape", list(train.sample_shape))
+        # the store owns its preprocessing: raw rows given to predict() get exactly this
+        ledger.set_meta(
+            "preprocessing", {"kind": "standardize", **data_standardization(data).to_dict()}
+        )
         ledger.set_meta("excluded", {"n_ids": int(excluded.size), "ids_sha256": ids_hash(excluded)})
         ledger.set_meta("state", "training")
         ledger.set_meta("version", 0)
@@ -104,6 +109,24 @@ def create_store(
     ledger.close()
     os.replace(path / "ledger.tmp", path / LEDGER_FILE)  # the store exists once complete
     _fsync_dir(path)  # ...and survives a power loss once train() returns
+
+
+# ---- preprocessing ---------------------------------------------------------------------------
+def data_standardization(spec: DataSpec) -> Standardization:
+    """The loader's standardisation of ``spec``'s source (what :func:`load_data` applies)."""
+    return loader_standardization(
+        spec.dataset, data_dir=spec.data_dir, split_seed=spec.split_seed, limit=spec.limit
+    )
+
+
+def store_standardization(store: ShardedStore) -> Standardization:
+    """The standardisation the store's shards were trained behind: saved in the ledger at
+    creation (meta ``preprocessing``), or for a store made before it was saved, refitted from
+    the store's data source (the same values: the fit is deterministic)."""
+    saved = store.ledger.get_meta("preprocessing")
+    if saved is None:
+        return data_standardization(store.data_spec)
+    return Standardization.from_dict(saved)
 
 
 # ---- plans and jobs --------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -32,19 +32,49 @@ class DataSpec:
     split_seed: int = 0
 
 
+def default_recipe(seed: int = 0, **given: Any) -> Recipe:
+    """The recipe ``obliviate shard train`` trains every shard with: the ``sharded`` defaults of
+    :mod:`obliviate.experiments.recipes` (MLP(100), SGD lr 0.05, batch 32, 10 epochs; one
+    recipe for every dataset) with the fields in ``given`` (``model``, ``hidden``, ``n_epochs``,
+    ``batch_size``, ``lr``, ``optimizer``, ``momentum``, ``weight_decay``) over them, and
+    ``seed`` as the model's and the schedule's seed (the CLI's one ``--seed``). So the library
+    and the CLI give the same model for the same words: ``ShardConfig(n_shards=S, n_slices=R,
+    seed=s)`` trains what ``obliviate shard train --shards S --slices R --seed s`` trains."""
+    from obliviate.experiments import recipes
+
+    r = recipes.fill("sharded", "sharded", given)
+    return Recipe(
+        ModelSpec(name=r["model"], hidden=tuple(r["hidden"]), seed=seed),
+        TrainConfig(
+            n_epochs=r["n_epochs"],
+            batch_size=r["batch_size"],
+            lr=r["lr"],
+            optimizer=r["optimizer"],
+            momentum=r["momentum"],
+            weight_decay=r["weight_decay"],
+            seed=seed,
+        ),
+    )
+
+
 @dataclass(frozen=True)
 class ShardConfig:
     """The sharding: ``n_shards`` (S), ``n_slices`` (R), the shard graph, the aggregation rule,
-    the assignment ``seed`` and the training recipe every shard uses."""
+    the assignment ``seed`` and the training recipe every shard uses.
+
+    ``recipe=None`` (the default) is :func:`default_recipe` of ``seed``: the recipe of
+    ``obliviate shard train`` with the same ``--seed`` and no recipe options."""
 
     n_shards: int = 5
     n_slices: int = 4
     graph: str = "none"
     aggregation: str = "softmax"
     seed: int = 0
-    recipe: Recipe = field(default_factory=Recipe)
+    recipe: Recipe = None  # type: ignore[assignment]  # None -> default_recipe(seed)
 
     def __post_init__(self) -> None:
+        if self.recipe is None:
+            object.__setattr__(self, "recipe", default_recipe(self.seed))
         check_number("n_shards", self.n_shards, low=1, integer=True)
         check_number("n_slices", self.n_slices, low=1, integer=True)
         check_number("seed", self.seed, integer=True)

@@ -58,7 +58,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from obliviate._main_guard import check_main_guard
 from obliviate.data.dataset import Dataset
+from obliviate.data.datasets import Standardization
 from obliviate.errors import ObliviateError
 from obliviate.sharded import audit, building, deletion, prediction
 from obliviate.sharded.config import (
@@ -153,6 +155,7 @@ class ShardedStore:
         self.precision = precision or self.ledger.get_meta("precision", "fp32")
         self.hoods = neighbourhoods(self.config.graph, self.config.n_shards, self.config.seed)
         self.models_cache: dict[tuple[int, str], nn.Module] = {}
+        self._standardization: Standardization | None = None
 
     def close(self) -> None:
         """Close the ledger connection (the store stays on disk)."""
@@ -182,8 +185,15 @@ class ShardedStore:
         they had never existed. Shards train on ``device`` at ``precision`` (checkpoints are
         saved from the CPU, so a store trained on a GPU opens and predicts anywhere; the same
         bits, and so equal checkpoint hashes on a retrain, hold for one device type and
-        precision)."""
+        precision).
+
+        With the default ``local`` backend, worker processes re-import the calling script: call
+        this under ``if __name__ == "__main__":`` (a script that does not is refused at once
+        with an ObliviateError, before anything is written; ``backend="inline"`` needs no
+        guard)."""
         check_device(device), check_precision(precision)  # before anything is written
+        if backend == "local":
+            check_main_guard("ShardedStore.train")
         path = Path(path)
         building.create_store(path, data=data, config=config, exclude_ids=exclude_ids)
         store = cls(path, backend=backend, n_workers=n_workers, device=device, precision=precision)
@@ -239,7 +249,11 @@ class ShardedStore:
         include_ids: bool = False,
     ) -> dict[str, Any]:
         """Delete ``ids`` exactly and return the receipt (with ``queue``: only record the request
-        and return its record). The same request id returns the same receipt, work done once."""
+        and return its record). The same request id returns the same receipt, work done once.
+        With the ``local`` backend, call it under ``if __name__ == "__main__":`` in a script (see
+        :meth:`train`)."""
+        if self.backend == "local" and not queue:
+            check_main_guard("ShardedStore.forget")
         self.recover()
         with store_lock(self.path):
             # refuse before recording anything if a needed checkpoint is bad
@@ -276,12 +290,38 @@ class ShardedStore:
         return deletion.receipt_of(self, request_id, include_ids=include_ids)
 
     # ---- prediction ----------------------------------------------------------------------
-    def predict_proba(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Aggregated class scores ``[N, n_classes]`` (mean softmax, or vote fractions)."""
-        return prediction.predict_proba(self, x)
+    @property
+    def standardization(self) -> Standardization:
+        """The preprocessing the store's shards were trained behind (saved in the store; the
+        loader's per-feature standardisation of the training split)."""
+        if self._standardization is None:
+            self._standardization = building.store_standardization(self)
+        return self._standardization
 
-    def predict(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        return self.predict_proba(x).argmax(dim=1)
+    def preprocess(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Raw rows ``[N, ...]`` (as the data source holds them) -> the rows the shard models
+        take, float32 of the same shape: :attr:`standardization` applied. Raises
+        :class:`ObliviateError` for rows of the wrong width."""
+        return self.standardization.apply(
+            torch.as_tensor(np.asarray(x, dtype=np.float32), device="cpu")
+        )
+
+    def predict_proba(
+        self, x: torch.Tensor | np.ndarray, *, preprocessed: bool = False
+    ) -> torch.Tensor:
+        """Aggregated class scores ``[N, n_classes]`` (mean softmax, or vote fractions).
+
+        ``x``: raw rows ``[N, *sample_shape]`` or ``[N, D]`` as the data source holds them
+        (the store applies its own preprocessing, :meth:`preprocess`); ``preprocessed=True``:
+        rows already standardised the way the loader does it (``load_dataset``'s output, e.g.
+        ``Dataset.x`` of the store's test split). Raises :class:`ObliviateError` for rows of
+        the wrong shape or with NaN/inf."""
+        rows = x if preprocessed else self.preprocess(x)
+        return prediction.predict_proba(self, rows)
+
+    def predict(self, x: torch.Tensor | np.ndarray, *, preprocessed: bool = False) -> torch.Tensor:
+        """Predicted labels ``[N]`` int64 (see :meth:`predict_proba` for ``x``)."""
+        return self.predict_proba(x, preprocessed=preprocessed).argmax(dim=1)
 
     def accuracy(self, data: Dataset) -> float | None:
         """Accuracy of the current ensemble on ``data`` (None when ``data`` is empty)."""

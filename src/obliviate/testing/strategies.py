@@ -39,13 +39,17 @@ from obliviate.data import build_scenario, synthetic_dataset
 from obliviate.data.scenarios import Experience, Stream
 from obliviate.errors import ObliviateError
 from obliviate.models import ModelSpec, model_for_stream
+from obliviate.models.base import seeded_init
+from obliviate.testing.models import UserCNN, as_images
 from obliviate.training import Batch, TrainConfig
 
 __all__ = [
+    "MODELS",
     "STRATEGY_CHECKS",
     "NotApplicable",
     "check_purge_removes_deleted",
     "check_strategy",
+    "run_check",
     "tiny_setup",
 ]
 
@@ -60,6 +64,12 @@ StrategyType = type[Strategy]
 # ---- the tiny setup -----------------------------------------------------------------------------
 
 
+MODELS = ("builtin", "user")
+"""The models the suite runs on: ``"builtin"`` (obliviate's MLP, multi-head on task-aware
+streams) and ``"user"`` (:class:`~obliviate.testing.models.UserCNN`: a plain ``nn.Module`` with
+BatchNorm and Dropout whose forward takes ``x`` only)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Setup:
     """A stream, a model spec and a recipe small enough for a unit test."""
@@ -67,21 +77,42 @@ class Setup:
     stream: Stream
     spec: ModelSpec
     config: TrainConfig
+    user: bool = False
 
     def model(self) -> nn.Module:
+        if self.user:
+            with seeded_init(self.spec.seed):
+                return UserCNN(n_classes=self.stream.n_classes, side=USER_SIDE)
         return model_for_stream(self.spec, self.stream)
 
 
-def tiny_setup(cls: StrategyType, *, seed: int = 0, task_free: bool = False) -> Setup:
+USER_SIDE = 4
+"""The user-style setup's samples are ``[1, 4, 4]`` images (16 synthetic features)."""
+
+
+def tiny_setup(
+    cls: StrategyType, *, seed: int = 0, task_free: bool = False, model: str = "builtin"
+) -> Setup:
     """4 synthetic classes in 2 experiences (task-incremental when the strategy needs task ids),
-    an MLP with 16 hidden units and 2 epochs of SGD with batch size 16."""
-    train, test = synthetic_dataset(n_classes=4, n_per_class=40, n_features=8, seed=seed)
+    an MLP with 16 hidden units and 2 epochs of SGD with batch size 16.
+
+    ``model="user"``: the samples are ``[1, 4, 4]`` images and the model is a
+    :class:`~obliviate.testing.models.UserCNN` (a user's plain module with BatchNorm and
+    Dropout, forward ``x`` only), whatever the scenario.
+    """
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    user = model == "user"
+    n_features = USER_SIDE**2 if user else 8
+    train, test = synthetic_dataset(n_classes=4, n_per_class=40, n_features=n_features, seed=seed)
+    if user:
+        train, test = as_images(train, USER_SIDE), as_images(test, USER_SIDE)
     scenario = "task-incremental" if cls.needs_task_ids else "class-incremental"
     stream = build_scenario(scenario, train, test, n_experiences=2, seed=seed)
     if task_free:
         stream = dataclasses.replace(stream, boundaries=False)
     config = TrainConfig(n_epochs=2, batch_size=16, lr=0.1, seed=seed)
-    return Setup(stream, ModelSpec(hidden=(16,), seed=seed), config)
+    return Setup(stream, ModelSpec(hidden=(16,), seed=seed), config, user)
 
 
 def _run(strategy: Strategy, setup: Setup, **kwargs: Any) -> tuple[nn.Module, StreamResult]:
@@ -200,7 +231,7 @@ def _drive(strategy: Strategy, setup: Setup, model: nn.Module, watch: Watch) -> 
 # ---- the checks ---------------------------------------------------------------------------------
 
 
-def check_default_constructible(cls: StrategyType) -> None:
+def check_default_constructible(cls: StrategyType, *, model: str = "builtin") -> None:
     """``cls()`` works; every constructor argument is keyword-only with a default; ``get_params``
     reads them all back; ``repr`` and ``clone`` work."""
     name = cls.__name__
@@ -225,7 +256,7 @@ def check_default_constructible(cls: StrategyType) -> None:
     )
 
 
-def check_no_learned_state_before_training(cls: StrategyType) -> None:
+def check_no_learned_state_before_training(cls: StrategyType, *, model: str = "builtin") -> None:
     """A fresh strategy holds no attribute ending in ``_`` (learned state)."""
     learned = _learned(cls())
     assert not learned, (
@@ -233,7 +264,7 @@ def check_no_learned_state_before_training(cls: StrategyType) -> None:
     )
 
 
-def check_learned_state_declared(cls: StrategyType) -> None:
+def check_learned_state_declared(cls: StrategyType, *, model: str = "builtin") -> None:
     """Every name in ``learned_state`` ends in ``_``; a fresh strategy holds none of them (a
     class-level default must be ``None``); after training, every attribute it recorded that ends
     in ``_`` is declared in ``learned_state``."""
@@ -244,28 +275,28 @@ def check_learned_state_declared(cls: StrategyType) -> None:
     held = [n for n in cls.learned_state if getattr(fresh, n, None) is not None]
     assert not held, f"{name}: declared learned state {held} is set before training"
     strategy = cls()
-    _run(strategy, tiny_setup(cls))
+    _run(strategy, tiny_setup(cls, model=model))
     undeclared = [n for n in _learned(strategy) if n not in cls.learned_state]
     assert not undeclared, (
         f"{name}: training recorded {undeclared} without declaring them in learned_state"
     )
 
 
-def check_params_unchanged_by_training(cls: StrategyType) -> None:
+def check_params_unchanged_by_training(cls: StrategyType, *, model: str = "builtin") -> None:
     """Training leaves ``get_params()`` exactly as constructed."""
     strategy = cls()
     before = copy.deepcopy(strategy.get_params())
-    _run(strategy, tiny_setup(cls))
+    _run(strategy, tiny_setup(cls, model=model))
     after = strategy.get_params()
     assert _same(before, after), (
         f"{cls.__name__}: training changed hyperparameters {before} -> {after}"
     )
 
 
-def check_clone_is_fresh(cls: StrategyType) -> None:
+def check_clone_is_fresh(cls: StrategyType, *, model: str = "builtin") -> None:
     """``clone()`` of a trained strategy has no learned state, the same hyperparameters, and trains
     exactly like a new strategy."""
-    setup = tiny_setup(cls)
+    setup = tiny_setup(cls, model=model)
     trained = cls()
     first = _run(trained, setup)
     clone = trained.clone()
@@ -276,17 +307,17 @@ def check_clone_is_fresh(cls: StrategyType) -> None:
     _assert_same_run(cls.__name__, first, _run(clone, setup), "training a clone vs the original")
 
 
-def check_deterministic(cls: StrategyType) -> None:
+def check_deterministic(cls: StrategyType, *, model: str = "builtin") -> None:
     """The same seed gives bitwise the same weights and accuracy matrix."""
-    setup = tiny_setup(cls)
+    setup = tiny_setup(cls, model=model)
     _assert_same_run(
         cls.__name__, _run(cls(), setup), _run(cls(), setup), "two runs with the same seed"
     )
 
 
-def check_inputs_not_mutated(cls: StrategyType) -> None:
+def check_inputs_not_mutated(cls: StrategyType, *, model: str = "builtin") -> None:
     """Training does not modify the stream's tensors (features, labels, ids, task ids)."""
-    setup = tiny_setup(cls)
+    setup = tiny_setup(cls, model=model)
 
     def tensors(stream: Stream) -> list[torch.Tensor | None]:
         out: list[torch.Tensor | None] = []
@@ -307,16 +338,16 @@ def check_inputs_not_mutated(cls: StrategyType) -> None:
     )
 
 
-def check_hooks_restore_mode(cls: StrategyType) -> None:
+def check_hooks_restore_mode(cls: StrategyType, *, model: str = "builtin") -> None:
     """Every hook leaves the model's train/eval mode and every ``requires_grad`` as it found them
     (strategies that declare ``freezes_parameters``: ``requires_grad`` over the whole experience)."""
-    setup = tiny_setup(cls)
+    setup = tiny_setup(cls, model=model)
     strategy = cls()
-    model = setup.model()
+    net = setup.model()
 
     def snap() -> tuple[list[bool], dict[str, bool]]:
-        return [m.training for m in model.modules()], {
-            n: p.requires_grad for n, p in model.named_parameters()
+        return [m.training for m in net.modules()], {
+            n: p.requires_grad for n, p in net.named_parameters()
         }
 
     last = snap()
@@ -343,14 +374,14 @@ def check_hooks_restore_mode(cls: StrategyType) -> None:
             )
         last = now
 
-    _drive(strategy, setup, model, watch)
+    _drive(strategy, setup, net, watch)
 
 
-def check_neutral_equals_naive(cls: StrategyType) -> None:
+def check_neutral_equals_naive(cls: StrategyType, *, model: str = "builtin") -> None:
     """With its declared ``neutral_params`` the strategy is bitwise naive fine-tuning."""
     if not cls.neutral_params:
         raise NotApplicable("declares no neutral_params (not a regulariser)")
-    setup = tiny_setup(cls)
+    setup = tiny_setup(cls, model=model)
     neutral = cls(**dict(cls.neutral_params))
     _assert_same_run(
         cls.__name__,
@@ -360,11 +391,11 @@ def check_neutral_equals_naive(cls: StrategyType) -> None:
     )
 
 
-def check_default_differs_from_naive(cls: StrategyType) -> None:
+def check_default_differs_from_naive(cls: StrategyType, *, model: str = "builtin") -> None:
     """With default hyperparameters a regulariser changes the result (its term is not dead)."""
     if not cls.neutral_params:
         raise NotApplicable("declares no neutral_params (not a regulariser)")
-    setup = tiny_setup(cls)
+    setup = tiny_setup(cls, model=model)
     model, _ = _run(cls(), setup)
     naive, _ = _run(Naive(), setup)
     assert not _weights_equal(model, naive), (
@@ -372,10 +403,10 @@ def check_default_differs_from_naive(cls: StrategyType) -> None:
     )
 
 
-def check_resume_equals_uninterrupted(cls: StrategyType) -> None:
+def check_resume_equals_uninterrupted(cls: StrategyType, *, model: str = "builtin") -> None:
     """A checkpoint after experience 1 (``stop_after``) resumed into a fresh model equals the run
     that never stopped."""
-    setup = tiny_setup(cls)
+    setup = tiny_setup(cls, model=model)
     full = _run(cls(), setup)
     _, part = _run(cls(), setup, stop_after=1)
     _assert_same_run(
@@ -383,10 +414,10 @@ def check_resume_equals_uninterrupted(cls: StrategyType) -> None:
     )
 
 
-def check_pickle_roundtrip(cls: StrategyType) -> None:
+def check_pickle_roundtrip(cls: StrategyType, *, model: str = "builtin") -> None:
     """Pickle and deepcopy of a fresh strategy keep its hyperparameters; mid-stream, a pickled or
     deep-copied checkpoint (strategy state included) resumes into the uninterrupted run."""
-    setup = tiny_setup(cls)
+    setup = tiny_setup(cls, model=model)
     fresh = cls()
     for copied in (pickle.loads(pickle.dumps(fresh)), copy.deepcopy(fresh)):
         assert type(copied) is cls and _same(copied.get_params(), fresh.get_params()), (
@@ -406,7 +437,7 @@ def check_pickle_roundtrip(cls: StrategyType) -> None:
         )
 
 
-def check_memory_bounded(cls: StrategyType) -> None:
+def check_memory_bounded(cls: StrategyType, *, model: str = "builtin") -> None:
     """A strategy that keeps a memory never stores more than ``memory_size`` samples (checked after
     every hook, with a small memory) and does store some after the first experience."""
     if not cls.keeps_memory:
@@ -415,7 +446,7 @@ def check_memory_bounded(cls: StrategyType) -> None:
         f"{cls.__name__}: keeps_memory needs a memory_size hyperparameter"
     )
     for size in (5, cls().get_params()["memory_size"]):
-        setup = tiny_setup(cls)
+        setup = tiny_setup(cls, model=model)
         strategy = cls(**{**cls().get_params(), "memory_size": size})
 
         def watch(
@@ -436,12 +467,12 @@ def check_memory_bounded(cls: StrategyType) -> None:
         )
 
 
-def check_finite_gradients(cls: StrategyType) -> None:
+def check_finite_gradients(cls: StrategyType, *, model: str = "builtin") -> None:
     """At every step, every trainable parameter that plain cross-entropy reaches gets a gradient,
     and every gradient is finite."""
-    setup = tiny_setup(cls)
+    setup = tiny_setup(cls, model=model)
     strategy = cls()
-    model = setup.model()
+    net = setup.model()
     n_steps = 0
     reached: set[str] = set()
 
@@ -449,15 +480,15 @@ def check_finite_gradients(cls: StrategyType) -> None:
         nonlocal n_steps, reached
         if event == "before-loss":
             assert batch is not None
-            params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+            params = {n: p for n, p in net.named_parameters() if p.requires_grad}
             grads = torch.autograd.grad(
-                cross_entropy(model, batch), list(params.values()), allow_unused=True
+                cross_entropy(net, batch), list(params.values()), allow_unused=True
             )
             reached = {n for n, g in zip(params, grads, strict=True) if g is not None}
         if event != "adjust_gradients":
             return
         n_steps += 1
-        for n, p in model.named_parameters():
+        for n, p in net.named_parameters():
             if not p.requires_grad:
                 continue
             if n in reached:
@@ -469,14 +500,14 @@ def check_finite_gradients(cls: StrategyType) -> None:
                     f"{cls.__name__}: non-finite gradient in {n!r} (experience {i})"
                 )
 
-    _drive(strategy, setup, model, watch)
+    _drive(strategy, setup, net, watch)
     assert n_steps > 0, f"{cls.__name__}: no training step was taken"
 
 
-def check_declared_boundaries(cls: StrategyType) -> None:
+def check_declared_boundaries(cls: StrategyType, *, model: str = "builtin") -> None:
     """A strategy that declares ``needs_task_boundaries`` is refused on a task-free stream; one
     that does not runs on it."""
-    setup = tiny_setup(cls, task_free=True)
+    setup = tiny_setup(cls, task_free=True, model=model)
     if cls.needs_task_boundaries:
         try:
             _run(cls(), setup)
@@ -500,7 +531,7 @@ deleted id can only be that id (never a label, a count or a task id)."""
 
 
 def _purge_setup(cls: StrategyType, model: str) -> Setup:
-    setup = tiny_setup(cls)  # the builtin model
+    setup = tiny_setup(cls, model=model)
     exps = tuple(
         dataclasses.replace(
             e, train=dataclasses.replace(e.train, ids=e.train.ids + PURGE_ID_OFFSET)
@@ -754,7 +785,7 @@ def check_purge_removes_deleted(cls: StrategyType, *, model: str = "builtin") ->
     assert _weights_equal(model_a, model_b), f"{cls.__name__}: purge is not deterministic"
 
 
-STRATEGY_CHECKS: tuple[Callable[[StrategyType], None], ...] = (
+STRATEGY_CHECKS: tuple[Callable[..., None], ...] = (
     check_default_constructible,
     check_no_learned_state_before_training,
     check_learned_state_declared,
@@ -775,12 +806,48 @@ STRATEGY_CHECKS: tuple[Callable[[StrategyType], None], ...] = (
 """Every strategy check, in order; parametrise tests over ``(strategy, check)``."""
 
 
+def run_check(check: Callable[..., None], cls: StrategyType, model: str = "builtin") -> None:
+    """Run one check on ``model`` (see :data:`MODELS`).
+
+    On the user-style model a strategy may refuse with one :class:`ObliviateError` only when it
+    declares why: a ``model_requirement`` (e.g. PNN's multi-head MLP) or ``needs_task_ids`` (the
+    user's forward takes ``x`` only, so the loop refuses a task-aware stream). That refusal is
+    reported as :class:`NotApplicable`; any other refusal, or a multi-line or non-ObliviateError
+    failure, fails the check.
+    """
+    if model == "builtin":
+        check(cls)
+        return
+    if cls.needs_task_ids:  # the loop refuses the x-only user model before any check can run
+        try:
+            _run(cls(), tiny_setup(cls, model=model))
+        except ObliviateError as err:
+            assert "\n" not in str(err), f"{cls.__name__}: the refusal is not one line: {err}"
+            raise NotApplicable(f"refuses a user-style model: {err}") from err
+        raise AssertionError(
+            f"{cls.__name__}: needs task ids but trained a model whose forward takes x only"
+        )
+    try:
+        check(cls, model=model)
+    except ObliviateError as err:
+        text = str(err)
+        declared = cls.model_requirement is not None or cls.needs_task_ids
+        assert declared, (
+            f"{cls.__name__}: refused the user-style model without declaring a "
+            f"model_requirement: {text}"
+        )
+        assert "\n" not in text, f"{cls.__name__}: the refusal is not one line: {text!r}"
+        raise NotApplicable(f"refuses a user-style model: {text}") from err
+
+
 def check_strategy(
     cls_or_name: StrategyType | str,
     *,
-    checks: tuple[Callable[[StrategyType], None], ...] = STRATEGY_CHECKS,
+    checks: tuple[Callable[..., None], ...] = STRATEGY_CHECKS,
+    model: str = "builtin",
 ) -> dict[str, str]:
-    """Run every check on a strategy class (or registry name); raise on the first failure.
+    """Run every check on a strategy class (or registry name) on ``model`` (``"builtin"`` or
+    ``"user"``, see :data:`MODELS`); raise on the first failure.
 
     Returns ``{check name: "passed" | "not applicable: <why>"}``.
     """
@@ -788,7 +855,7 @@ def check_strategy(
     report: dict[str, str] = {}
     for check in checks:
         try:
-            check(cls)
+            run_check(check, cls, model)
         except NotApplicable as why:
             report[check.__name__] = f"not applicable: {why}"
         else:

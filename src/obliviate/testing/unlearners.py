@@ -19,6 +19,7 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from collections.abc import Callable
 from functools import lru_cache
@@ -33,8 +34,9 @@ from obliviate.data import synthetic_dataset
 from obliviate.data.dataset import Dataset
 from obliviate.errors import ObliviateError
 from obliviate.models import ModelSpec
+from obliviate.testing.models import UserCNN, as_images
 from obliviate.testing.strategies import NotApplicable
-from obliviate.training import Recipe, TrainConfig, accuracy
+from obliviate.training import FactoryRecipe, Recipe, TrainConfig, accuracy
 from obliviate.unlearning import unlearner_class
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
@@ -53,25 +55,42 @@ class Toy:
 
     train: Dataset
     test: Dataset
-    recipe: Recipe
+    recipe: Recipe | FactoryRecipe
     request: ForgetRequest
     original: nn.Module
     oracle: nn.Module
 
 
-@lru_cache(maxsize=1)
-def toy_setup() -> Toy:
-    """Build (once per process) the memorisation toy described in the module docstring."""
+USER_TOY_RECIPE = FactoryRecipe(
+    functools.partial(UserCNN, n_classes=4, side=8, channels=4, hidden=64, dropout=0.1),
+    TrainConfig(n_epochs=20, batch_size=16, lr=3e-3, optimizer="adam", seed=0),
+)
+"""The user-style toy's recipe: :class:`~obliviate.testing.models.UserCNN` on ``[1, 8, 8]``
+images (the same 64 features), BatchNorm and Dropout, forward ``x`` only."""
+
+MODELS = ("builtin", "user")
+
+
+@lru_cache(maxsize=2)
+def toy_setup(model: str = "builtin") -> Toy:
+    """Build (once per process and model) the memorisation toy described in the module
+    docstring; ``model="user"``: the same rows as ``[1, 8, 8]`` images and a
+    :class:`~obliviate.testing.models.UserCNN` trained by :data:`USER_TOY_RECIPE`."""
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     train, test = synthetic_dataset(n_classes=4, n_per_class=100, n_features=64, seed=0)
+    recipe: Recipe | FactoryRecipe = TOY_RECIPE
+    if model == "user":
+        train, test, recipe = as_images(train, 8), as_images(test, 8), USER_TOY_RECIPE
     pick = torch.randperm(len(train), generator=generator(0, "toy-mislabelled"))[:N_MISLABELLED]
     y = train.y.clone()
     y[pick] = (y[pick] + 1) % train.n_classes
     train = dataclasses.replace(train, y=y)
-    request = ForgetRequest.from_ids(train, train.ids[pick], TOY_RECIPE)
-    original = TOY_RECIPE.fit(train)
+    request = ForgetRequest.from_ids(train, train.ids[pick], recipe)
+    original = recipe.fit(train)
     assert request.retain is not None
-    oracle = TOY_RECIPE.fit(request.retain, n_classes=train.n_classes)
-    return Toy(train, test, TOY_RECIPE, request, original, oracle)
+    oracle = recipe.fit(request.retain, n_classes=train.n_classes)
+    return Toy(train, test, recipe, request, original, oracle)
 
 
 def _resolve(cls_or_name: UnlearnerType | str) -> UnlearnerType:
@@ -96,7 +115,7 @@ def _name(cls: UnlearnerType) -> str:
 
 
 # ---- checks --------------------------------------------------------------------------------
-def check_default_constructible(cls: UnlearnerType) -> None:
+def check_default_constructible(cls: UnlearnerType, *, model: str = "builtin") -> None:
     """Constructible with defaults; hyperparameters read back; declarations valid."""
     u = cls()
     params = u.get_params()
@@ -113,7 +132,7 @@ def check_default_constructible(cls: UnlearnerType) -> None:
     assert clone is not u and clone.get_params() == params, f"{_name(cls)}: clone() differs"
 
 
-def check_contract_structure(cls: UnlearnerType) -> None:
+def check_contract_structure(cls: UnlearnerType, *, model: str = "builtin") -> None:
     """The class implements ``_unlearn`` and keeps the base's concrete ``unlearn`` (which clears
     the learned state, checks the request, and copies the model) instead of overriding it."""
     assert cls.unlearn is Unlearner.unlearn, (
@@ -124,10 +143,10 @@ def check_contract_structure(cls: UnlearnerType) -> None:
     )
 
 
-def check_learned_state_declared(cls: UnlearnerType) -> None:
+def check_learned_state_declared(cls: UnlearnerType, *, model: str = "builtin") -> None:
     """A fresh unlearner holds no learned figures; after a call, every attribute it recorded
     ending in ``_`` is declared in ``learned_state``; an empty request clears them all."""
-    toy = toy_setup()
+    toy = toy_setup(model)
     u = _make(cls)
     fresh = {k: v for k, v in u.learned().items() if v is not None}
     assert not fresh, f"{_name(cls)}: learned state {sorted(fresh)} set before any unlearn call"
@@ -142,9 +161,9 @@ def check_learned_state_declared(cls: UnlearnerType) -> None:
     assert not stale, f"{_name(cls)}: learned state {sorted(stale)} survived an empty request"
 
 
-def check_input_not_mutated(cls: UnlearnerType) -> None:
+def check_input_not_mutated(cls: UnlearnerType, *, model: str = "builtin") -> None:
     """``unlearn`` returns a new model and leaves the input's weights, mode and grads untouched."""
-    toy = toy_setup()
+    toy = toy_setup(model)
     before = _state(toy.original)
     flags = [p.requires_grad for p in toy.original.parameters()]
     out = _make(cls).unlearn(toy.original, toy.request)
@@ -158,9 +177,9 @@ def check_input_not_mutated(cls: UnlearnerType) -> None:
     assert not toy.original.training, f"{_name(cls)}: left the input model in train mode"
 
 
-def check_empty_is_identity(cls: UnlearnerType) -> None:
+def check_empty_is_identity(cls: UnlearnerType, *, model: str = "builtin") -> None:
     """An empty forget set returns a model with bitwise the input's weights."""
-    toy = toy_setup()
+    toy = toy_setup(model)
     empty = ForgetRequest.from_ids(toy.train, [], toy.recipe)
     out = _make(cls).unlearn(toy.original, empty)
     assert out is not toy.original, (
@@ -171,19 +190,19 @@ def check_empty_is_identity(cls: UnlearnerType) -> None:
     )
 
 
-def check_deterministic(cls: UnlearnerType) -> None:
+def check_deterministic(cls: UnlearnerType, *, model: str = "builtin") -> None:
     """The same seed (two fresh instances) gives bitwise the same weights."""
-    toy = toy_setup()
+    toy = toy_setup(model)
     a = _make(cls, seed=3).unlearn(toy.original, toy.request)
     b = _make(cls, seed=3).unlearn(toy.original, toy.request)
     assert _equal(_state(a), _state(b)), f"{_name(cls)}: two runs with the same seed differ"
 
 
-def check_missing_needs_raise(cls: UnlearnerType) -> None:
+def check_missing_needs_raise(cls: UnlearnerType, *, model: str = "builtin") -> None:
     """Each declared need (retain, train, recipe) missing from the request raises ObliviateError."""
     if not cls.needs:
         raise NotApplicable("needs nothing beyond the forget set")
-    toy = toy_setup()
+    toy = toy_setup(model)
     for need in sorted(cls.needs):
         missing: dict[str, Any] = {need: None}
         req = dataclasses.replace(toy.request, **missing)
@@ -199,10 +218,10 @@ def check_missing_needs_raise(cls: UnlearnerType) -> None:
             )
 
 
-def check_unknown_ids_raise(cls: UnlearnerType) -> None:
+def check_unknown_ids_raise(cls: UnlearnerType, *, model: str = "builtin") -> None:
     """Forget rows that are not in the training set raise ObliviateError, both when building the
     request and when an unlearner is handed such a request directly."""
-    toy = toy_setup()
+    toy = toy_setup(model)
     bogus = int(toy.train.ids.max()) + 1000
     try:
         ForgetRequest.from_ids(toy.train, [bogus], toy.recipe)
@@ -261,13 +280,13 @@ def retrain_from_scratch(toy: Toy) -> nn.Module:
     return model.eval()
 
 
-def check_exact_equals_retrain(cls: UnlearnerType) -> None:
+def check_exact_equals_retrain(cls: UnlearnerType, *, model: str = "builtin") -> None:
     """An exact method's output equals, bitwise, an independent retraining from scratch on the
     retain set (:func:`retrain_from_scratch`, not the training routine the method calls), and
     differs from the original (the forget rows mattered)."""
     if cls.guarantee != "exact":
         raise NotApplicable("approximate method")
-    toy = toy_setup()
+    toy = toy_setup(model)
     out = _make(cls).unlearn(toy.original, toy.request)
     assert _equal(_state(out), _state(retrain_from_scratch(toy))), (
         f"{_name(cls)}: differs from retraining from scratch without the forget set"
@@ -277,11 +296,11 @@ def check_exact_equals_retrain(cls: UnlearnerType) -> None:
     )
 
 
-def check_forgets_memorised(cls: UnlearnerType) -> None:
+def check_forgets_memorised(cls: UnlearnerType, *, model: str = "builtin") -> None:
     """On the toy, forget accuracy falls from the original's towards the oracle's (by at least
     0.1 or an eighth of the gap, whichever is more), and retain accuracy stays within 0.15 of the
     oracle's."""
-    toy = toy_setup()
+    toy = toy_setup(model)
     assert toy.request.retain is not None
     out = _make(cls).unlearn(toy.original, toy.request)
     fa_orig = accuracy(toy.original, toy.request.forget)
@@ -300,7 +319,7 @@ def check_forgets_memorised(cls: UnlearnerType) -> None:
     )
 
 
-UNLEARNER_CHECKS: tuple[Callable[[UnlearnerType], None], ...] = (
+UNLEARNER_CHECKS: tuple[Callable[..., None], ...] = (
     check_default_constructible,
     check_contract_structure,
     check_learned_state_declared,
@@ -315,12 +334,37 @@ UNLEARNER_CHECKS: tuple[Callable[[UnlearnerType], None], ...] = (
 """Every unlearner check, in order; parametrise tests over ``(unlearner, check)``."""
 
 
+def run_check(check: Callable[..., None], cls: UnlearnerType, model: str = "builtin") -> None:
+    """Run one check on ``model`` (``"builtin"``: obliviate's MLP; ``"user"``: the
+    :class:`~obliviate.testing.models.UserCNN` toy).
+
+    On the user-style model an unlearner may refuse with one :class:`ObliviateError` only when
+    it declares a ``model_requirement`` (shown by ``obliviate list unlearners``); the refusal is
+    reported as :class:`NotApplicable`. Any other failure fails the check.
+    """
+    if model == "builtin":
+        check(cls)
+        return
+    try:
+        check(cls, model=model)
+    except ObliviateError as err:
+        text = str(err)
+        assert cls.model_requirement is not None, (
+            f"{_name(cls)}: refused the user-style model without declaring a "
+            f"model_requirement: {text}"
+        )
+        assert "\n" not in text, f"{_name(cls)}: the refusal is not one line: {text!r}"
+        raise NotApplicable(f"refuses a user-style model: {text}") from err
+
+
 def check_unlearner(
     cls_or_name: UnlearnerType | str,
     *,
-    checks: tuple[Callable[[UnlearnerType], None], ...] = UNLEARNER_CHECKS,
+    checks: tuple[Callable[..., None], ...] = UNLEARNER_CHECKS,
+    model: str = "builtin",
 ) -> dict[str, str]:
-    """Run every check on an unlearner class (or registry name); raise on the first failure.
+    """Run every check on an unlearner class (or registry name) on ``model`` (``"builtin"`` or
+    ``"user"``); raise on the first failure.
 
     Returns ``{check name: "passed" | "not applicable: <why>"}``.
     """
@@ -330,7 +374,7 @@ def check_unlearner(
         warnings.simplefilter("ignore", UserWarning)
         for check in checks:
             try:
-                check(cls)
+                run_check(check, cls, model)
             except NotApplicable as why:
                 report[check.__name__] = f"not applicable: {why}"
             else:
@@ -338,6 +382,12 @@ def check_unlearner(
     return report
 
 
-__all__ = ["UNLEARNER_CHECKS", "Toy", "check_unlearner", "toy_setup"] + [
-    c.__name__ for c in UNLEARNER_CHECKS
-]
+__all__ = [
+    "MODELS",
+    "UNLEARNER_CHECKS",
+    "USER_TOY_RECIPE",
+    "Toy",
+    "check_unlearner",
+    "run_check",
+    "toy_setup",
+] + [c.__name__ for c in UNLEARNER_CHECKS]

@@ -151,6 +151,11 @@ class SCRUB(Unlearner):
             raise ObliviateError(f"SCRUB: rewind must be True or False, got {rewind!r}")
         if rewind_target is not None:
             check_number("rewind_target", rewind_target, low=0, high=1, owner="SCRUB")
+            if not rewind:
+                raise ObliviateError(
+                    f"SCRUB: rewind_target={rewind_target!r} has no effect without rewind=True; "
+                    "pass rewind=True to rewind to it, or drop rewind_target"
+                )
         elif rewind:
             raise ObliviateError(
                 "SCRUB: rewind=True needs rewind_target, the forget error to rewind to (in "
