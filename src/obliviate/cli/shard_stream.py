@@ -16,6 +16,7 @@ from obliviate.cli import _common as _c
 from obliviate.errors import ObliviateError
 
 STORE_HELP = "folder of the sharded continual store"
+BACKEND_HELP = "where shards train: inline (this process, default), local (process pool) or ray"
 
 
 def _stream(meta: dict[str, Any]) -> Any:
@@ -69,6 +70,8 @@ def register(shard: typer.Typer) -> None:
         batch_size: int = typer.Option(32, "--batch-size"),
         lr: float = typer.Option(0.05, "--lr"),
         seed: int = typer.Option(0, "--seed", help="seed of assignment, init, data order"),
+        backend: str = typer.Option("inline", "--backend", help=BACKEND_HELP),
+        workers: int | None = typer.Option(None, "--workers", help="parallel workers"),
     ) -> None:
         """Create the store (first call) and learn the stream's next experiences; print status."""
         from obliviate.continual import strategy_class
@@ -77,7 +80,7 @@ def register(shard: typer.Typer) -> None:
         from obliviate.training import Recipe, TrainConfig
 
         if (store / "ledger.sqlite").is_file():
-            st = ShardedContinual(store)
+            st = ShardedContinual(store, backend=backend, n_workers=workers)
             meta = st.metadata
             if not meta.get("dataset"):
                 raise ObliviateError(
@@ -110,6 +113,8 @@ def register(shard: typer.Typer) -> None:
                 n_slices=slices,
                 seed=seed,
                 metadata=meta,
+                backend=backend,
+                n_workers=workers,
             )
         with st:
             stream = _stream(meta)
@@ -127,13 +132,15 @@ def register(shard: typer.Typer) -> None:
         check_exactness: bool = typer.Option(
             False, "--check-exactness", help="also replay affected shards from scratch and compare"
         ),
+        backend: str = typer.Option("inline", "--backend", help=BACKEND_HELP),
+        workers: int | None = typer.Option(None, "--workers", help="parallel workers"),
     ) -> None:
         """Delete ids exactly and print the receipt (JSON)."""
         from obliviate.cli.shard import _parse_ids
         from obliviate.sharded.continual import ShardedContinual
 
         wanted = _parse_ids(ids, ids_file)
-        with ShardedContinual(store) as st:
+        with ShardedContinual(store, backend=backend, n_workers=workers) as st:
             _c.emit_json(st.forget(wanted, request_id, check_exactness=check_exactness))
 
     @stream_app.command("status")
