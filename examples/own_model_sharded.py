@@ -4,7 +4,9 @@
 
 Not yet your own model: the sharded engine builds its shard models from a built-in
 ``ModelSpec`` (here obliviate's small CNN); your arrays and ids go in through an ``.npz`` file.
-The ``__main__`` guard matters for the default process-pool backend (workers re-import this file).
+The ``__main__`` guard is required by the default process-pool backend (workers re-import this
+file); without it ``ShardedStore.train`` refuses at once, before writing anything. The store keeps
+its own preprocessing: ``store.predict`` takes your raw rows.
 """
 
 import json
@@ -32,6 +34,12 @@ if __name__ == "__main__":
         store = ShardedStore.train(f"{tmp}/store", data=data, config=config, backend="inline")
         train, test = load_dataset(data.dataset)  # the store's split and standardisation
         print(f"{len(train)} rows, {config.n_shards} shards: test acc {store.accuracy(test):.3f}")
+
+        # your raw rows (no standardisation on your side): the store applies its own
+        _, raw_test = load_dataset(data.dataset, standardized=False)
+        raw_acc = float((store.predict(raw_test.x) == raw_test.y).float().mean())
+        print(f"predict on raw rows: acc {raw_acc:.3f}")
+        assert abs(raw_acc - store.accuracy(test)) < 1e-6
 
         forget_ids = train.ids[:3].tolist()  # three of your training ids
         receipt = store.forget(forget_ids, request_id="gdpr-42", check_exactness=True)
