@@ -10,6 +10,10 @@ most of those 30 labels (it memorises them: 80 % of them), while the retrained o
 never saw them, predicts their true class (0 % on the wrong labels). So forgetting them is measurable: forget accuracy (on the wrong labels) must
 fall from the original's towards the oracle's, while retain accuracy holds.
 
+``toy_setup("user")`` is the same toy on a user-style model: the rows as ``[1, 8, 8]`` images and
+a :class:`~obliviate.testing.models.UserCNN` (BatchNorm, Dropout, forward ``x`` only) trained by
+:data:`USER_TOY_RECIPE` (its original also memorises all 30 wrong labels; the oracle none).
+
 Usage::
 
     from obliviate.testing import check_unlearner
