@@ -7,6 +7,9 @@ Linux kernel to SIGKILL the calling process when its parent exits (``prctl(PR_SE
 see prctl(2)); elsewhere it does nothing. Pool workers call it from their initializer; the
 ``forkserver`` process calls it by importing :mod:`obliviate._forkserver_preload`, which
 :mod:`obliviate.parallel` puts on the forkserver's preload list (and nothing else imports).
+The signal follows the parent *thread*, so :mod:`obliviate.parallel` starts the forkserver from
+a keeper thread that lives as long as the process (a short-lived caller thread would take the
+warm workers along when it ends).
 """
 
 from __future__ import annotations

@@ -156,7 +156,7 @@ def _ensure_forkserver() -> None:
                 target=_keeper_loop, args=(requests,), name="obliviate-forkserver", daemon=True
             ).start()
             _KEEPER.append(requests)
-    done, error = threading.Event(), []
+    done, error = threading.Event(), list[BaseException]()
     _KEEPER[0].put((done, error))
     done.wait()
     if error:
@@ -448,8 +448,11 @@ def map_jobs(
             return ray_ex.gather()
         finally:
             ray_ex.close()
-    with LocalExecutor(workers) as local:
+    local = LocalExecutor(workers)
+    try:
         return local.map(fn, jobs)
+    finally:
+        local.close()
 
 
 __all__ = [
