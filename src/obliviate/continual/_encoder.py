@@ -247,8 +247,10 @@ def _train_encoder(
     model: Model, recipe: EncoderRecipe, sample_shape: tuple[int, ...]
 ) -> dict[str, Tensor]:
     data = pretraining_data(recipe, sample_shape)
-    enc = copy.deepcopy(model)
-    with seeded_init(derive_seed(recipe.seed, "encoder-init") % (2**62)):
+    # pretrained on the CPU whatever device the model is on: the cache key names no device, so
+    # the cached encoder (and every run that loads it) is the same bits everywhere
+    enc = copy.deepcopy(model).cpu()
+    with seeded_init(derive_seed(recipe.seed, "encoder-init") % (2**62)), torch.device("cpu"):
         _reset(enc)
         head = nn.Linear(enc.feature_dim, data.n_classes)
     keep = [p for _, p in encoder_parameters(enc)]
@@ -269,7 +271,7 @@ def cached(key: str, compute: Callable[[], dict[str, Tensor]]) -> dict[str, Tens
     path = cache_dir() / f"{key}.pt"
     if path.exists():
         try:
-            return torch.load(path, weights_only=True)
+            return torch.load(path, weights_only=True, map_location="cpu")
         except (OSError, RuntimeError, EOFError):
             pass
     state = compute()
