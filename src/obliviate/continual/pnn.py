@@ -112,7 +112,9 @@ class _ColumnsHook:
                 continue
             rows = (task == s).nonzero().reshape(-1)
             cls = getattr(model, f"classes_{s}")
-            out[rows.unsqueeze(1), cls.unsqueeze(0)] = progressive_forward(flat[rows], columns)
+            col_out = progressive_forward(flat[rows], columns)
+            # under autocast the model's output may be bf16/fp16 while the columns ran in fp32
+            out[rows.unsqueeze(1), cls.unsqueeze(0)] = col_out.to(out.dtype)
         return out
 
 
