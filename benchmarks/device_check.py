@@ -65,7 +65,7 @@ def run_strategy(name: str, device: str, prec: str, quick: bool) -> tuple[float,
     return float(np.nanmean(res.accuracy_matrix[-1])), time.perf_counter() - t0
 
 
-_ORIGINALS: dict[tuple[str, bool], torch.nn.Module] = {}
+_ORIGINALS: dict[tuple[str, str, bool], torch.nn.Module] = {}
 
 
 def run_unlearner(name: str, device: str, prec: str, quick: bool) -> tuple[float, float]:
@@ -75,7 +75,7 @@ def run_unlearner(name: str, device: str, prec: str, quick: bool) -> tuple[float
     if quick:
         recipe = replace(recipe, train=replace(recipe.train, n_epochs=2))
     train, test = _data(quick)
-    key = (device, quick)
+    key = (device, prec, quick)  # the original is trained on that device at that precision
     if key not in _ORIGINALS:
         with precision(prec):
             _ORIGINALS[key] = recipe.fit(train, device=device)

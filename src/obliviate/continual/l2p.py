@@ -236,7 +236,7 @@ class L2P(Strategy):
         if self.mask_logits:
             keep = torch.zeros(out.shape[1], dtype=torch.bool, device=out.device)
             keep[self.classes_] = True
-            out = out.masked_fill(~keep, MASKED)
+            out = out.float().masked_fill(~keep, MASKED)  # -1e9 overflows an fp16 output
         matching = (1.0 - sim).sum(dim=1).mean()
         return nn.functional.cross_entropy(out, batch.y) + self.reg_strength * matching
 

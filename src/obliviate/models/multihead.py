@@ -41,15 +41,17 @@ class MultiHead(Model):
         return self.trunk.features(x)
 
     def classify(self, h: Tensor, task: Tensor | None = None) -> Tensor:
-        out = h.new_full((h.shape[0], self.n_classes), MASKED)
+        # at least float32: MASKED (-1e9) overflows float16 (an fp16 autocast forward)
+        dtype = torch.promote_types(h.dtype, torch.float32)
+        out = h.new_full((h.shape[0], self.n_classes), MASKED, dtype=dtype)
         for t, head in enumerate(self.heads):
             cls = getattr(self, f"classes_{t}")
             if task is None:
-                out[:, cls] = head(h)
+                out[:, cls] = head(h).to(dtype)
                 continue
             rows = (task == t).nonzero().reshape(-1)
             if rows.numel():
-                out[rows.unsqueeze(1), cls.unsqueeze(0)] = head(h[rows])
+                out[rows.unsqueeze(1), cls.unsqueeze(0)] = head(h[rows]).to(dtype)
         return out
 
     def head_parameters(self) -> list[nn.Parameter]:
