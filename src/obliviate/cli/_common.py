@@ -278,3 +278,13 @@ def parse_int_tuple(option: str, text: str) -> tuple[int, ...]:
         raise ObliviateError(
             f"{option} {text!r}: give comma-separated integers like 100,100"
         ) from None
+
+
+def parse_ids_option(text: str | None, file: Path | None) -> list[int]:
+    """The ids of ``--ids 1,2,3`` or ``--ids-file FILE`` (exactly one of them), as ints."""
+    from obliviate.data.forget_sets import parse_ids, read_id_file
+
+    if (text is None) == (file is None):
+        raise ObliviateError("give exactly one of --ids 1,2,3 or --ids-file FILE")
+    ids = read_id_file(file) if file is not None else parse_ids(text or "")
+    return [int(i) for i in ids.tolist()]

@@ -136,10 +136,9 @@ def register(shard: typer.Typer) -> None:
         workers: int | None = typer.Option(None, "--workers", help="parallel workers"),
     ) -> None:
         """Delete ids exactly and print the receipt (JSON)."""
-        from obliviate.cli.shard import _parse_ids
         from obliviate.sharded.continual import ShardedContinual
 
-        wanted = _parse_ids(ids, ids_file)
+        wanted = _c.parse_ids_option(ids, ids_file)
         with ShardedContinual(store, backend=backend, n_workers=workers) as st:
             _c.emit_json(st.forget(wanted, request_id, check_exactness=check_exactness))
 

@@ -43,9 +43,11 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -53,6 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from obliviate._hyper import param_names
+from obliviate._validation import check_number
 from obliviate.continual import make_strategy, strategy_class
 from obliviate.continual.buffers import ClassBalancedBuffer, ReservoirBuffer
 from obliviate.continual.loop import LoopState, train_stream
@@ -76,7 +79,8 @@ from obliviate.io import jsonable
 from obliviate.metrics.membership import loss_threshold_auc
 from obliviate.models import model_for_stream
 from obliviate.provenance import provenance
-from obliviate.training import accuracy, predict_logits
+from obliviate.sharded.continual import ShardedContinual
+from obliviate.training import Recipe, accuracy, predict_logits
 from obliviate.unlearning import UNLEARNERS, unlearner_class
 from obliviate.unlearning.base import ForgetRequest
 from obliviate.unlearning.evaluate import nonmembers
@@ -125,8 +129,6 @@ def _kinds(name: str, value: Any) -> None:
 
 
 def _rate(name: str, value: Any) -> None:
-    from obliviate._validation import check_number
-
     check_number(name, value, low=0, high=1, low_open=True, high_open=True)
 
 
@@ -472,12 +474,6 @@ def _run_exact(s: LifecycleSpec, *, echo: Any = None) -> dict[str, Any]:
     (rollback to the last checkpoint that never saw the ids, replay without them, a receipt).
     The oracle is a second store that learned the stream without the ids from the start;
     ``bitwise_equal_oracle`` says whether every live checkpoint's sha256 equals the oracle's."""
-    import tempfile
-    from pathlib import Path
-
-    from obliviate.sharded.continual import ShardedContinual
-    from obliviate.training import Recipe
-
     _warm_up()
     started = time.perf_counter()
     lc = build(s)
