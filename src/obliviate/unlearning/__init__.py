@@ -36,6 +36,8 @@ UNLEARNERS: dict[str, str] = {
     "cf_k": "obliviate.unlearning.cf_k:CFk",
     "eu_k": "obliviate.unlearning.eu_k:EUk",
     "stochastic_teacher": "obliviate.unlearning.stochastic_teacher:StochasticTeacher",
+    "gs_lora": "obliviate.unlearning.gs_lora:GSLoRA",
+    "gs_lora_pp": "obliviate.unlearning.gs_lora_pp:GSLoRAPP",
 }
 
 
