@@ -53,6 +53,7 @@ KINDS: dict[str, str] = {
     "events": "obliviate.experiments.events",
     "llm": "obliviate.experiments.llm",
     "lifecycle": "obliviate.experiments.lifecycle",
+    "continual_forget": "obliviate.experiments.continual_forget",
 }
 """Run kind -> the module that implements it (see the kind contract above)."""
 
@@ -91,6 +92,8 @@ _ALIASES: dict[str, tuple[str, str]] = {
     "run_sharded": ("obliviate.experiments.sharded", "run"),
     "LifecycleSpec": ("obliviate.experiments.lifecycle", "LifecycleSpec"),
     "run_lifecycle": ("obliviate.experiments.lifecycle", "run"),
+    "ContinualForgetSpec": ("obliviate.experiments.continual_forget", "ContinualForgetSpec"),
+    "run_continual_forget": ("obliviate.experiments.continual_forget", "run"),
     "RECIPES": ("obliviate.experiments.recipes", "RECIPES"),
     "register_dataset": ("obliviate.experiments.recipes", "register_dataset"),
 }
