@@ -87,7 +87,9 @@ def attach_lora(
         r=rank, lora_alpha=lora_alpha, target_modules=pattern, lora_dropout=0.0, bias="none"
     )
     g = generator(seed, "gs-lora-init", key)
-    with torch.random.fork_rng(devices=[]):  # peft draws A from the global generator
+    # peft draws A from the global generator, on the CPU (the same bits on every device), and
+    # moves each adapter to its layer's device
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
         seed_global(int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)))
         wrapper = LoraModel(model, config, _ADAPTER)
     modules = dict(model.named_modules())
