@@ -35,10 +35,12 @@ COMMANDS: tuple[str, ...] = (
     "obliviate.cli.events",
     "obliviate.cli.bench",
     "obliviate.cli.forget",
+    "obliviate.cli.tune",
     "obliviate.cli.serve",
     "obliviate.cli.receipt",
     "obliviate.cli.llm",
     "obliviate.cli.lifecycle",
+    "obliviate.cli.continual_forget",
 )
 
 
