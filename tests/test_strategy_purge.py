@@ -14,12 +14,19 @@ from obliviate.continual.icarl import ICaRL, nme_weights
 from obliviate.continual.loop import train_stream
 from obliviate.continual.slda import SLDA, lda_classifier, streaming_update
 from obliviate.errors import ObliviateError
-from obliviate.testing import tiny_setup
-from obliviate.testing.strategies import check_purge_removes_deleted
+from obliviate.testing import NotApplicable, tiny_setup
+from obliviate.testing.strategies import check_purge_removes_deleted, run_check
 from obliviate.training import eval_mode
 
+
 # check_purge_removes_deleted runs for every strategy in tests/test_conformance_strategies.py
-# (it is in STRATEGY_CHECKS).
+# (it is in STRATEGY_CHECKS); here: the user-style model, for the strategies that store samples.
+@pytest.mark.parametrize("name", ["replay", "der", "gdumb", "gem", "xder", "gss", "fpf", "mir"])
+def test_purge_check_on_a_user_model(name):
+    try:
+        run_check(check_purge_removes_deleted, strategy_class(name), "user")
+    except NotApplicable as why:
+        pytest.skip(str(why))
 
 
 # ---- the buffers ----------------------------------------------------------------------------
