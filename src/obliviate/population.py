@@ -126,7 +126,7 @@ def fit_population(
 
     losses = vmap(one_loss)
     stacked = list(params.values())
-    opt = make_optimizer(stacked, config)  # type: ignore[arg-type]
+    opt = make_optimizer(stacked, config)
     gens = [generator(r.train.seed, key) for r in recipes]
     for _ in range(config.n_epochs):
         streams = [batches(data, config.batch_size, g) for g in gens]
