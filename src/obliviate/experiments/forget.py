@@ -425,7 +425,7 @@ def population(
 
     recipes = [seeded(recipe, s) for s in seeds]
     key = f"pop-{kind}-{_digest([_recipe_dict(r) for r in recipes], data_fingerprint(data), n_classes, bits_context())}"
-    models = [r.build(data.sample_shape, n_classes) for r in recipes]
+    models: list[nn.Module] = [r.build(data.sample_shape, n_classes) for r in recipes]
     if key in _POP_MEMO:
         for m, state in zip(models, _POP_MEMO[key], strict=True):
             m.load_state_dict(state)
