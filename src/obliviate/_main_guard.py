@@ -66,15 +66,16 @@ def check_main_guard(what: str) -> None:
         f'put the code that calls {what} under `if __name__ == "__main__":` (worker processes '
         f're-import {Path(path).name}), or pass backend="inline" to run without workers'
     )
-    if multiprocessing.parent_process() is not None and main.__name__ == "__mp_main__":
-        raise ObliviateError(f"{what} was called while a worker process imported the script; {fix}")
     frame = sys._getframe(1)
     while frame is not None:
         if frame.f_globals is vars(main) and frame.f_code.co_name == "<module>":
             break
         frame = frame.f_back
     if frame is None:
-        return  # called from a function, a library, the CLI: nothing re-runs it
+        return  # called from a function, a library, the CLI, a worker's job: nothing re-runs it
+    if multiprocessing.parent_process() is not None and main.__name__ == "__mp_main__":
+        # a worker process is re-importing the script and reached the call at its top level
+        raise ObliviateError(f"{what} was called while a worker process imported the script; {fix}")
     try:
         mtime = Path(path).stat().st_mtime
     except OSError:
