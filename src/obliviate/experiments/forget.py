@@ -40,6 +40,7 @@ from obliviate.data.datasets import load_dataset
 from obliviate.errors import ObliviateError
 from obliviate.experiments import _spec as S
 from obliviate.experiments import recipes
+from obliviate.experiments.configs import check_config, config_params
 from obliviate.io import atomic_save_torch, state_sha256
 from obliviate.models import ModelSpec
 from obliviate.provenance import bits_context, provenance
@@ -89,6 +90,19 @@ def _quality(name: str, value: Any) -> None:
         )
 
 
+def _boolean(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ObliviateError(f"{name} must be true or false, got {value!r}")
+
+
+def _config(name: str, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise ObliviateError(
+            f"{name} must be a named configuration (e.g. 'scrub@mnist1d') or a .toml path, "
+            f"got {value!r}"
+        )
+
+
 @dataclass(frozen=True)
 class ForgetSpec:
     """Everything that determines one forget run.
@@ -101,6 +115,11 @@ class ForgetSpec:
     ``quality``: N > 0 adds the NeurIPS-2023 forgetting quality over N unlearned models (each
     from its own original) vs N independently retrained ones, with the noise floor
     (:func:`quality`; 32 is the benchmarks' N); ``relearn_cap``: cap of the relearn attack;
+    ``robustness``: add the robustness columns (:mod:`obliviate.unlearning.robustness`: recovery after int8
+    quantisation and after fine-tuning on related samples, linear probe; unlearned and oracle);
+    ``config``: a named configuration of tuned hyperparameters (``"scrub@mnist1d"``, shipped
+    under ``obliviate/configs/``, or a ``.toml`` path; :mod:`obliviate.experiments.configs`)
+    under ``params`` (``params`` wins); its method must be ``method``;
     ``cache_dir``: where trained originals/oracles are kept (None: in memory only); ``data_dir``, ``limit``: passed to
     ``load_dataset``. Bad values raise :class:`~obliviate.errors.ObliviateError`.
     """
@@ -122,12 +141,16 @@ class ForgetSpec:
     weight_decay: float | None = S.option(None, check=S.nonnegative_number)
     quality: int = S.option(0, check=_quality)
     relearn_cap: int = S.option(200, check=S.nonnegative_int)
+    robustness: bool = S.option(False, check=_boolean)
+    config: str | None = S.option(None, check=_config)
     cache_dir: str | None = S.option(None)
     data_dir: str | None = S.option(None)
     limit: int | None = S.option(None, check=S.positive_int)
 
     def __post_init__(self) -> None:
         S.validate(self)
+        if self.config is not None:
+            check_config(self.config, self.method)
         # a dataset without a forget recipe fails here, before any work
         recipes.fill("forget", self.dataset, self._recipe_fields())
 
@@ -336,7 +359,7 @@ def make_method(spec: ForgetSpec, seed: int | None = None) -> Any:
     method's ``seed`` hyperparameter unless ``params`` sets it."""
 
     cls = unlearner_class(spec.method)
-    params = dict(spec.params)
+    params = {**(config_params(spec.config) if spec.config else {}), **spec.params}
     if "seed" in param_names(cls) and "seed" not in params:
         params["seed"] = spec.seed if seed is None else seed
     return cls(**params)
@@ -374,6 +397,7 @@ def run(spec: ForgetSpec, *, prepared: Prepared | None = None) -> dict[str, Any]
         p.test,
         relearn_cap=spec.relearn_cap,
         seed=spec.seed,
+        robustness=spec.robustness,
     )
     result.update(
         {

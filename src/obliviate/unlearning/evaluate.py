@@ -36,6 +36,7 @@ from obliviate.training import (
 )
 from obliviate.unlearning._ops import clone_model, cross_entropy
 from obliviate.unlearning.base import ForgetRequest
+from obliviate.unlearning.robustness import robustness_report
 
 RELEARN = TrainConfig(n_epochs=1, batch_size=32, lr=1e-3, optimizer="adam", seed=0)
 """Recovery attack optimiser: Adam, lr 1e-3, batch 32 on the forget set."""
@@ -119,6 +120,7 @@ def evaluate_unlearning(
     *,
     relearn_cap: int = 200,
     seed: int = 0,
+    robustness: bool = False,
 ) -> dict[str, Any]:
     """The evaluation of issue #4, as a JSON-ready dict (see the module docstring).
 
@@ -126,7 +128,10 @@ def evaluate_unlearning(
     ``test_acc``, ``mia_auc`` (loss-threshold AUC) and ``mia`` (all attacks)); ``gaps``
     (unlearned minus oracle for the accuracies and AUCs); ``js_to_oracle`` (``forget``, ``test``
     for the unlearned model, ``original_forget``, ``original_test`` for reference);
-    ``relearn_steps`` (unlearned), ``relearn_steps_oracle``, ``relearn_cap``.
+    ``relearn_steps`` (unlearned), ``relearn_steps_oracle``, ``relearn_cap``; with
+    ``robustness=True``, ``robustness``: recovery after int8 quantisation, after fine-tuning
+    on related samples, and the linear probe, for the unlearned model and the oracle
+    (:func:`obliviate.unlearning.robustness.robustness_report`, probe fitted on ``test``).
     """
     held_out = nonmembers(request, test)
     reports = {
@@ -149,8 +154,14 @@ def evaluate_unlearning(
         "original_test": js_divergence(probs(original, test), probs(oracle, test)),
     }
     target = reports["original"]["forget_acc"]
+    extra = (
+        {"robustness": robustness_report(original, oracle, unlearned, request, test, seed=seed)}
+        if robustness
+        else {}
+    )
     return {
         **reports,
+        **extra,
         "gaps": gaps,
         "js_to_oracle": js,
         "relearn_steps": relearn_steps(unlearned, request.forget, target, cap=relearn_cap),

@@ -1,0 +1,514 @@
+"""``obliviate tune``: search an unlearner's hyperparameters on a validation split (issue #14.3).
+
+Tuning must never see what the tables report. :func:`tuning_splits` therefore carves, from the
+training set only and deterministically from the seed,
+
+1. the *excluded* rows: the union of the reported forget sets of ``report_seeds`` (a random
+   forget set depends on the run's seed, so every seed a table may report is excluded);
+2. a *validation split*: ``val_fraction`` of the remaining rows, held out (it plays the part the
+   test set plays in a reported run: accuracy on unseen rows and the MIA's non-members);
+3. the *tuning training set*: the rest; and within it a *validation forget set* of the same kind
+   as the reported one: the same ``random:K`` / ``random:P%`` / ``subclass:C:K`` spec drawn with a
+   seed of its own, or for ``class:C`` another class (the reported class has no row left: the
+   next class label after the last reported one, cyclically).
+
+A tuning original is trained on the tuning training set and a tuning oracle on it minus the
+validation forget set (the reported recipe, the same seed). :func:`check_disjoint` raises if a
+tuning row is a reported forget row or a test row; the reported test split is never loaded
+into the search at all (only its size is read).
+
+The objective (minimised) of a trial with hyperparameters ``h`` is the closeness to the oracle::
+
+    |forget_acc(h) - forget_acc(oracle)| + |retain_acc(h) - retain_acc(oracle)|
+      + |val_acc(h) - val_acc(oracle)| + |MIA_AUC(h) - MIA_AUC(oracle)|
+
+accuracies on the validation forget set, the tuning retain set and the validation split; the
+MIA is the loss-threshold attack's AUC (validation forget set = members, validation-split rows
+of the forget classes = non-members), as :func:`obliviate.unlearning.evaluate.model_report`
+computes it. 0 is the oracle itself; each term is in [0, 1].
+
+The sampler is Optuna's TPE seeded with ``seed`` (Bergstra et al., 2011; Akiba et al., 2019);
+with ``n_trials`` and one worker, the same seed gives the same trials. ``budget`` (seconds) stops
+the search after the trial running when it is spent (then the trial count depends on the
+machine). Trial 0 is the method's defaults (restricted to the search space). A trial whose
+unlearner diverges (:class:`~obliviate.training.Diverged`), rejects the sampled combination
+(:class:`~obliviate.errors.ObliviateError`) or scores a non-finite objective is pruned and
+recorded with its reason; it never stops the search.
+
+Search spaces are declared in one table, :data:`SEARCH_SPACES` (method -> parameter ->
+``("log", low, high)`` log-uniform float, ``("float", low, high)`` uniform, ``("int", low,
+high)``; ``high`` may name an earlier parameter, e.g. SCRUB's ``msteps <= n_epochs``); a
+registered method without an entry gets ``lr`` log-uniform over [default/10, 10 default] and
+``n_epochs`` / ``n_steps`` in [1, 2 default] when it has them (:func:`search_space`).
+
+References
+----------
+Akiba, T., Sano, S., Yanase, T., Ohta, T. & Koyama, M. (2019). Optuna: A Next-generation
+Hyperparameter Optimization Framework. KDD 2019.
+Bergstra, J., Bardenet, R., Bengio, Y. & Kégl, B. (2011). Algorithms for Hyper-Parameter
+Optimization. NeurIPS 2011 (TPE).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from obliviate._hyper import param_names
+from obliviate._rng import derive_seed, generator
+from obliviate.data.datasets import load_dataset
+from obliviate.data.forget_sets import request_ids
+from obliviate.errors import ObliviateError
+from obliviate.experiments.configs import dumps_config
+from obliviate.experiments.forget import ForgetSpec, trained
+from obliviate.training import Diverged
+from obliviate.training import precision as precision_scope
+from obliviate.unlearning import UNLEARNERS, unlearner_class
+from obliviate.unlearning.base import ForgetRequest
+from obliviate.unlearning.evaluate import model_report, nonmembers
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from obliviate.data.dataset import Dataset
+
+Space = tuple[str, float, float | str]
+
+SEARCH_SPACES: dict[str, dict[str, Space]] = {
+    # Kurmanji et al. 2023: lr, epochs, max epochs, KL weight alpha, CE weight gamma
+    "scrub": {
+        "lr": ("log", 1e-4, 0.1),
+        "n_epochs": ("int", 1, 8),
+        "msteps": ("int", 1, "n_epochs"),  # >= 1: without a max step it is not SCRUB
+        "alpha": ("log", 1e-4, 1.0),
+        "gamma": ("float", 0.1, 1.0),
+    },
+    # Foster et al. 2024: selection weighting alpha, dampening constant lambda
+    "ssd": {"selection_weighting": ("log", 1.0, 100.0), "dampening_constant": ("log", 0.1, 10.0)},
+    "lf_ssd": {
+        "selection_weighting": ("log", 1.0, 100.0),
+        "dampening_constant": ("log", 0.1, 10.0),
+    },
+    "finetune": {"lr": ("log", 1e-3, 0.3), "n_epochs": ("int", 1, 10)},
+    "gradient_ascent": {"lr": ("log", 1e-4, 0.3), "n_epochs": ("int", 1, 10)},
+    "neggrad_plus": {
+        "lr": ("log", 1e-3, 0.3),
+        "n_epochs": ("int", 1, 5),
+        "alpha": ("float", 0.5, 1.0),
+    },
+    "random_label": {"lr": ("log", 1e-3, 0.2), "n_epochs": ("int", 1, 5)},
+    "bad_teacher": {
+        "lr": ("log", 1e-4, 1e-2),
+        "n_epochs": ("int", 1, 6),
+        "temperature": ("log", 0.5, 4.0),
+    },
+    "l1_sparse": {
+        "lr": ("log", 1e-3, 0.3),
+        "n_epochs": ("int", 1, 6),
+        "reg_strength": ("log", 1e-4, 0.1),
+    },
+    "salun": {
+        "lr": ("log", 1e-3, 0.2),
+        "n_epochs": ("int", 1, 5),
+        "sparsity": ("float", 0.1, 0.9),
+    },
+    "newton": {"reg_strength": ("log", 1e-5, 1e-1)},
+    "fisher_forgetting": {"alpha": ("log", 1e-8, 1e-3)},
+}
+"""Declared search spaces (see the module docstring); other methods get :func:`search_space`'s
+fallback."""
+
+OBJECTIVE = (
+    "|forget_acc - oracle| + |retain_acc - oracle| + |val_acc - oracle| + |MIA AUC - oracle| "
+    "on the validation forget set, tuning retain set and validation split"
+)
+
+DEFAULT_REPORT_SEEDS: tuple[int, ...] = tuple(range(10))
+
+
+def search_space(method: str) -> dict[str, Space]:
+    """The search space of ``method``: its :data:`SEARCH_SPACES` entry, else ``lr`` log-uniform
+    over [default / 10, 10 default] and ``n_epochs`` / ``n_steps`` over [1, 2 default] when the
+    method has them. Raises :class:`ObliviateError` for an unknown method or one with nothing to
+    tune (``retrain``)."""
+    if method not in UNLEARNERS:
+        raise ObliviateError(
+            f"unknown unlearner {method!r}; one of: {', '.join(sorted(UNLEARNERS))}"
+        )
+    if method in SEARCH_SPACES:
+        return dict(SEARCH_SPACES[method])
+    cls = unlearner_class(method)
+    defaults = cls().get_params() if param_names(cls) else {}
+    space: dict[str, Space] = {}
+    lr = defaults.get("lr")
+    if isinstance(lr, float) and lr > 0:
+        space["lr"] = ("log", lr / 10, lr * 10)
+    for name in ("n_epochs", "n_steps"):
+        v = defaults.get(name)
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+            space[name] = ("int", 1, max(2, 2 * v))
+    if not space:
+        raise ObliviateError(
+            f"{method} has no hyperparameter obliviate tune can search (no lr, n_epochs or "
+            "n_steps and no SEARCH_SPACES entry); there is nothing to tune"
+        )
+    return space
+
+
+def sample(trial: Any, space: Mapping[str, Space]) -> dict[str, Any]:
+    """One point of ``space`` drawn by the Optuna ``trial`` (in declaration order)."""
+    out: dict[str, Any] = {}
+    for name, (kind, low, high) in space.items():
+        hi = out[high] if isinstance(high, str) else high
+        if kind == "log":
+            out[name] = trial.suggest_float(name, float(low), float(hi), log=True)
+        elif kind == "float":
+            out[name] = trial.suggest_float(name, float(low), float(hi))
+        elif kind == "int":
+            out[name] = trial.suggest_int(name, int(low), int(hi))
+        else:  # a defect in the table, not user input
+            raise ValueError(f"unknown search-space kind {kind!r} for {name}")
+    return out
+
+
+# ---- the splits -------------------------------------------------------------------------------
+@dataclass
+class TuningSplits:
+    """The tuning data (see the module docstring). ``excluded_ids``: reported forget ids."""
+
+    tune_train: Dataset
+    validation: Dataset
+    request: ForgetRequest
+    val_forget_spec: str
+    excluded_ids: torch.Tensor
+    train_ids: torch.Tensor = field(repr=False)
+
+
+def validation_forget_spec(forget: str, excluded_classes: Sequence[int], n_classes: int) -> str:
+    """The validation forget spec of the same kind as the reported ``forget`` spec: the same
+    spec for ``random:`` / ``subclass:``; for ``class:C[,D]`` as many other classes, taken
+    cyclically after the largest reported one. Raises :class:`ObliviateError` for other kinds
+    (``source:``, ``ids:`` name fixed rows: nothing to draw a validation set of the same kind)."""
+    kind = forget.partition(":")[0].strip().lower()
+    if kind in ("random", "subclass"):
+        return forget
+    if kind == "class":
+        taken = sorted({int(c) for c in excluded_classes})
+        free = [c for c in range(n_classes) if c not in taken]
+        if len(free) < max(1, len(taken)) or not taken:
+            raise ObliviateError(
+                f"forget spec {forget!r} leaves no other class to tune on; forget fewer classes"
+            )
+        start = max(taken)
+        order = sorted(free, key=lambda c: (c - start) % n_classes)
+        return "class:" + ",".join(str(c) for c in sorted(order[: len(taken)]))
+    raise ObliviateError(
+        f"obliviate tune cannot draw a validation forget set like {forget!r}; use a random:, "
+        "class: or subclass: forget spec"
+    )
+
+
+def tuning_splits(
+    train: Dataset,
+    forget: str,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    report_seeds: Sequence[int] = DEFAULT_REPORT_SEEDS,
+) -> TuningSplits:
+    """Carve the tuning data out of ``train`` (see the module docstring); deterministic in
+    ``seed``. Raises :class:`ObliviateError` for a bad fraction, an unsupported forget spec or
+    splits too small to use."""
+    if not (isinstance(val_fraction, float | int) and 0 < val_fraction < 1):
+        raise ObliviateError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    excluded = torch.unique(
+        torch.cat([request_ids(train, forget, seed=s) for s in report_seeds] or [train.ids[:0]])
+    )
+    universe = train.without_ids(excluded) if excluded.numel() else train
+    n_val = int(round(val_fraction * len(universe)))
+    if n_val < 2 or len(universe) - n_val < 2:
+        raise ObliviateError(
+            f"val_fraction={val_fraction} leaves {n_val} validation rows of {len(universe)}; "
+            "choose a fraction that leaves both sides at least 2 rows"
+        )
+    perm = torch.randperm(len(universe), generator=generator(seed, "tune", "validation"))
+    validation = universe.subset(torch.sort(perm[:n_val]).values)
+    tune_train = universe.subset(torch.sort(perm[n_val:]).values)
+    excluded_classes = torch.unique(train.select_ids(excluded).y).tolist() if len(excluded) else []
+    val_spec = validation_forget_spec(forget, excluded_classes, train.n_classes)
+    ids = request_ids(tune_train, val_spec, seed=derive_seed(seed, "tune", "forget") % 2**31)
+    if ids.numel() == 0:
+        raise ObliviateError(
+            f"the validation forget set {val_spec!r} is empty on the tuning split; use a larger "
+            "forget set"
+        )
+    request = ForgetRequest.from_ids(tune_train, ids)
+    splits = TuningSplits(tune_train, validation, request, val_spec, excluded, train.ids)
+    check_disjoint(splits)
+    return splits
+
+
+def check_disjoint(splits: TuningSplits) -> None:
+    """Raise :class:`ObliviateError` unless the tuning rows are training rows (never test rows),
+    none of them is a reported forget row, and the validation split shares no row with the
+    tuning training set. Called on every :func:`tuning_splits` result (an explicit check, kept
+    under ``python -O``)."""
+    used = {
+        "validation split": splits.validation.ids,
+        "tuning training set": splits.tune_train.ids,
+        "validation forget set": splits.request.forget.ids,
+    }
+    for name, ids in used.items():
+        if bool(torch.isin(ids, splits.excluded_ids).any()):
+            raise ObliviateError(f"the {name} holds a reported forget row; tuning would leak it")
+        if not bool(torch.isin(ids, splits.train_ids).all()):
+            raise ObliviateError(f"the {name} holds a row outside the training set")
+    if bool(torch.isin(splits.validation.ids, splits.tune_train.ids).any()):
+        raise ObliviateError("the validation split and the tuning training set share rows")
+
+
+# ---- the search -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TuneSpec:
+    """One tuning run. ``n_trials`` and/or ``budget`` (seconds, > 0) bound the search;
+    ``report_seeds``: the seeds whose reported forget sets are excluded; the recipe is the
+    dataset's forget recipe (``n_epochs`` overrides its epochs). Bad values raise
+    :class:`ObliviateError` (at construction)."""
+
+    dataset: str = "digits"
+    forget: str = "class:3"
+    method: str = "scrub"
+    seed: int = 0
+    n_trials: int | None = 20
+    budget: float | None = None
+    val_fraction: float = 0.2
+    report_seeds: tuple[int, ...] = DEFAULT_REPORT_SEEDS
+    n_epochs: int | None = None
+    cache_dir: str | None = None
+    data_dir: str | None = None
+    limit: int | None = None
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        search_space(self.method)  # unknown method / nothing to tune
+        if self.n_trials is None and self.budget is None:
+            raise ObliviateError("give --n-trials N and/or --budget SECONDS to bound the search")
+        if self.n_trials is not None and (
+            isinstance(self.n_trials, bool)
+            or not isinstance(self.n_trials, int)
+            or self.n_trials < 1
+        ):
+            raise ObliviateError(f"n_trials must be an integer >= 1, got {self.n_trials!r}")
+        if self.budget is not None and (
+            isinstance(self.budget, bool)
+            or not isinstance(self.budget, int | float)
+            or not math.isfinite(self.budget)
+            or self.budget <= 0
+        ):
+            raise ObliviateError(
+                f"budget must be a number of seconds > 0, got {self.budget!r}; e.g. --budget 300"
+            )
+        if not self.report_seeds:
+            raise ObliviateError("report_seeds must name at least one seed")
+        self.forget_spec()  # dataset, forget spec and recipe checked before any work
+
+    def forget_spec(self) -> ForgetSpec:
+        """The reported run this tuning stands for (its recipe is the tuning recipe)."""
+        return ForgetSpec(
+            dataset=self.dataset,
+            forget=self.forget,
+            method=self.method,
+            seed=self.seed,
+            n_epochs=self.n_epochs,
+            device=self.device,
+            data_dir=self.data_dir,
+            limit=self.limit,
+        )
+
+
+def _finite(*values: float) -> bool:
+    return all(isinstance(v, float | int) and math.isfinite(v) for v in values)
+
+
+def run(spec: TuneSpec) -> dict[str, Any]:
+    """Run the search (see the module docstring). Returns a JSON-ready dict: ``best``
+    (``params``: the searched values merged over nothing else, ``value``, ``gaps``), ``trials``
+    (number, state ``complete`` / ``pruned``, value, params, gaps, seconds, note), ``oracle``
+    (the tuning oracle's validation figures), ``splits`` (sizes, the validation forget spec,
+    ``report_seeds``), ``space``, ``objective``, ``seconds`` and ``spec``. Raises
+    :class:`ObliviateError` when no trial completes (every one diverged or was invalid)."""
+    try:
+        import optuna
+    except ImportError:
+        raise ObliviateError(
+            "obliviate tune needs Optuna; install it with pip install 'obliviate[tune]'"
+        ) from None
+
+    fs = spec.forget_spec()
+    recipe = fs.resolved_recipe()
+    train, _test = load_dataset(spec.dataset, data_dir=spec.data_dir, limit=spec.limit)
+    del _test  # the reported test split is never used for tuning
+    splits = tuning_splits(
+        train, spec.forget, seed=spec.seed, val_fraction=spec.val_fraction,
+        report_seeds=spec.report_seeds,
+    )  # fmt: skip
+    n_classes = train.n_classes
+    on = {"device": spec.device}
+    original, _, _ = trained(
+        recipe, splits.tune_train, n_classes, spec.cache_dir, "tune-original", **on
+    )
+    assert splits.request.retain is not None
+    oracle, _, _ = trained(
+        recipe, splits.request.retain, n_classes, spec.cache_dir, "tune-oracle", **on
+    )
+    request = ForgetRequest(
+        forget=splits.request.forget, retain=splits.request.retain, train=splits.tune_train,
+        recipe=recipe,
+    )  # fmt: skip
+    held_out = nonmembers(request, splits.validation)
+
+    def report(m: nn.Module) -> dict[str, float]:
+        r = model_report(m, request, splits.validation, held_out, seed=spec.seed)
+        return {
+            "forget_acc": r["forget_acc"],
+            "retain_acc": r["retain_acc"],
+            "val_acc": r["test_acc"],
+            "mia_auc": r["mia_auc"],
+        }
+
+    target = report(oracle)
+    space = search_space(spec.method)
+    cls = unlearner_class(spec.method)
+    fixed = {"seed": spec.seed} if "seed" in param_names(cls) else {}
+    records: list[dict[str, Any]] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        params = sample(trial, space)
+        start = time.perf_counter()
+        rec: dict[str, Any] = {"number": trial.number, "params": params, "gaps": None}
+        records.append(rec)
+        try:
+            unlearner = cls(**fixed, **params)
+            with precision_scope("fp32"):
+                model = unlearner.unlearn(original, request)
+        except Diverged as exc:
+            rec.update(note=f"diverged: {exc}", seconds=time.perf_counter() - start)
+            raise optuna.TrialPruned(rec["note"]) from None
+        except ObliviateError as exc:
+            rec.update(note=f"invalid: {exc}", seconds=time.perf_counter() - start)
+            raise optuna.TrialPruned(rec["note"]) from None
+        got = report(model)
+        gaps = {k: got[k] - target[k] for k in target}
+        rec.update(gaps=gaps, figures=got, seconds=time.perf_counter() - start)
+        if not _finite(*gaps.values()):
+            rec["note"] = "non-finite figures"
+            raise optuna.TrialPruned(rec["note"])
+        rec["note"] = ""
+        return float(sum(abs(v) for v in gaps.values()))
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=spec.seed)
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    defaults = cls().get_params() if param_names(cls) else {}
+    first = {k: defaults[k] for k in space if k in defaults}
+    if len(first) == len(space):
+        study.enqueue_trial(first)  # trial 0: the method's defaults
+    start = time.perf_counter()
+    study.optimize(objective, n_trials=spec.n_trials, timeout=spec.budget, catch=())
+    seconds = time.perf_counter() - start
+    by_number = {r["number"]: r for r in records}
+    trials = []
+    for t in study.trials:
+        r = by_number.get(t.number, {})
+        trials.append(
+            {
+                "number": t.number,
+                "state": t.state.name.lower(),
+                "value": t.value,
+                "params": dict(t.params),
+                "gaps": r.get("gaps"),
+                "seconds": r.get("seconds"),
+                "note": r.get("note", ""),
+            }
+        )
+    done = [t for t in trials if t["state"] == "complete"]
+    if not done:
+        raise ObliviateError(
+            f"every one of {len(trials)} trials of {spec.method} diverged or was invalid; "
+            "narrow the search space or give a larger budget"
+        )
+    best = min(done, key=lambda t: (t["value"], t["number"]))
+    return {
+        "method": spec.method,
+        "dataset": spec.dataset,
+        "forget": spec.forget,
+        "best": {
+            "params": best["params"],
+            "value": best["value"],
+            "gaps": best["gaps"],
+            "number": best["number"],
+        },
+        "trials": trials,
+        "n_pruned": len(trials) - len(done),
+        "oracle": target,
+        "splits": {
+            "n_tune_train": len(splits.tune_train),
+            "n_validation": len(splits.validation),
+            "n_val_forget": len(splits.request.forget),
+            "n_excluded": int(splits.excluded_ids.numel()),
+            "val_forget_spec": splits.val_forget_spec,
+            "report_seeds": list(spec.report_seeds),
+        },
+        "space": {k: list(v) for k, v in space.items()},
+        "objective": OBJECTIVE,
+        "seconds": seconds,
+        "spec": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(spec).items()},
+    }
+
+
+def config_text(result: Mapping[str, Any], command: str = "") -> str:
+    """The named-configuration TOML of a :func:`run` result (:mod:`obliviate.experiments.configs`):
+    the best params, and under ``[tune]`` how they were found."""
+    s = result["spec"]
+    tune = {
+        "forget": result["forget"],
+        "val_forget": result["splits"]["val_forget_spec"],
+        "seed": s["seed"],
+        "n_trials": len(result["trials"]),
+        "n_pruned": result["n_pruned"],
+        "best_value": result["best"]["value"],
+        "objective": OBJECTIVE,
+        "report_seeds_excluded": result["splits"]["report_seeds"],
+        "val_fraction": s["val_fraction"],
+    }
+    if command:
+        tune["command"] = command
+    return dumps_config(
+        result["method"],
+        result["dataset"],
+        result["best"]["params"],
+        tune,
+        comment="written by obliviate tune; tuned on a validation split disjoint from the "
+        "reported forget sets and test split",
+    )
+
+
+__all__ = [
+    "DEFAULT_REPORT_SEEDS",
+    "OBJECTIVE",
+    "SEARCH_SPACES",
+    "TuneSpec",
+    "TuningSplits",
+    "check_disjoint",
+    "config_text",
+    "run",
+    "sample",
+    "search_space",
+    "tuning_splits",
+    "validation_forget_spec",
+]

@@ -1,0 +1,201 @@
+"""``obliviate tune`` (issue #14, item 3): disjoint splits, reproducibility, divergence, bad input,
+named configurations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from obliviate.cli.main import main
+from obliviate.data.datasets import load_dataset
+from obliviate.data.forget_sets import request_ids
+from obliviate.errors import ObliviateError
+from obliviate.experiments import tune as T
+from obliviate.experiments.configs import dumps_config, load_config, shipped
+from obliviate.experiments.forget import ForgetSpec, make_method
+from obliviate.unlearning.finetune import Finetune
+
+pytest.importorskip("optuna")
+
+
+def cli(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+# ---- splits ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("forget", ["class:3", "random:10%", "subclass:2:20"])
+def test_splits_never_touch_reported_forget_sets_or_test(digits, forget):
+    train, test = digits
+    seeds = (0, 1, 2)
+    s = T.tuning_splits(train, forget, seed=0, report_seeds=seeds)
+    reported = torch.unique(torch.cat([request_ids(train, forget, seed=k) for k in seeds]))
+    for part in (s.tune_train, s.validation, s.request.forget, s.request.retain):
+        assert not torch.isin(part.ids, reported).any()
+        assert torch.isin(part.ids, train.ids).all()  # training rows only
+    assert not torch.isin(s.validation.ids, s.tune_train.ids).any()
+    assert torch.isin(s.request.forget.ids, s.tune_train.ids).all()
+    # every training row is excluded, held out or in the tuning training set
+    assert len(s.tune_train) + len(s.validation) + len(reported) == len(train)
+    # the reported test split's features are not among the validation rows
+    assert not any(torch.equal(s.validation.x[0], x) for x in test.x)
+    if forget.startswith("class:"):
+        assert s.val_forget_spec == "class:4"
+        assert set(s.request.forget.y.tolist()) == {4}
+    # deterministic in the seed, different across seeds
+    again = T.tuning_splits(train, forget, seed=0, report_seeds=seeds)
+    assert torch.equal(again.validation.ids, s.validation.ids)
+    other = T.tuning_splits(train, forget, seed=1, report_seeds=seeds)
+    assert not torch.equal(other.validation.ids, s.validation.ids)
+
+
+def test_check_disjoint_catches_a_leak(digits):
+    train, _ = digits
+    s = T.tuning_splits(train, "random:5%", seed=0, report_seeds=(0,))
+    leaked = T.TuningSplits(
+        s.tune_train, s.validation, s.request, s.val_forget_spec,
+        torch.cat([s.excluded_ids, s.validation.ids[:1]]), s.train_ids,
+    )  # fmt: skip
+    with pytest.raises(ObliviateError, match="reported forget row"):
+        T.check_disjoint(leaked)
+    overlap = T.TuningSplits(
+        s.tune_train, s.tune_train, s.request, s.val_forget_spec, s.excluded_ids, s.train_ids
+    )
+    with pytest.raises(ObliviateError, match="share rows"):
+        T.check_disjoint(overlap)
+
+
+def test_validation_forget_spec_kinds():
+    assert T.validation_forget_spec("class:9", [9], 10) == "class:0"
+    assert T.validation_forget_spec("class:1,2", [1, 2], 10) == "class:3,4"
+    assert T.validation_forget_spec("random:50", [], 10) == "random:50"
+    with pytest.raises(ObliviateError, match="cannot draw"):
+        T.validation_forget_spec("ids:1,2", [], 10)
+
+
+def test_search_spaces_are_valid_for_their_methods():
+    for method, space in T.SEARCH_SPACES.items():
+        names = set(make_method(ForgetSpec(method=method)).get_params())
+        assert set(space) <= names, method
+        for kind, low, high in space.values():
+            assert kind in ("log", "float", "int")
+            assert isinstance(high, str) or low < high
+    assert set(T.search_space("boundary_expand")) == {"lr", "n_epochs"}  # the fallback
+    with pytest.raises(ObliviateError, match="nothing to tune"):
+        T.search_space("retrain")
+
+
+# ---- the search ------------------------------------------------------------------------------
+
+QUICK = dict(
+    dataset="digits", forget="class:3", method="finetune", report_seeds=(0,), n_epochs=3, limit=500
+)
+
+
+def test_tune_is_reproducible_and_scores_the_objective():
+    a = T.run(T.TuneSpec(**QUICK, n_trials=3, seed=0))
+    b = T.run(T.TuneSpec(**QUICK, n_trials=3, seed=0))
+    assert [t["params"] for t in a["trials"]] == [t["params"] for t in b["trials"]]
+    assert [t["value"] for t in a["trials"]] == [t["value"] for t in b["trials"]]
+    assert a["trials"][0]["params"] == {"lr": 0.05, "n_epochs": 2}  # trial 0: the defaults
+    for t in a["trials"]:
+        if t["state"] == "complete":
+            assert t["value"] == pytest.approx(sum(abs(v) for v in t["gaps"].values()))
+    assert a["best"]["value"] == min(t["value"] for t in a["trials"] if t["value"] is not None)
+    c = T.run(T.TuneSpec(**QUICK, n_trials=3, seed=1))
+    assert [t["params"] for t in c["trials"][1:]] != [t["params"] for t in a["trials"][1:]]
+
+
+def test_diverged_trials_are_pruned_not_fatal(monkeypatch):
+    original = Finetune._unlearn
+
+    def blow_up(self, model, request):  # NaN weights above lr 0.05: check_finite -> Diverged
+        out = original(self, model, request)
+        if self.lr > 0.05:
+            with torch.no_grad():
+                next(out.parameters()).fill_(math.nan)
+        return out
+
+    monkeypatch.setattr(Finetune, "_unlearn", blow_up)
+    monkeypatch.setitem(
+        T.SEARCH_SPACES, "finetune", {"lr": ("log", 0.01, 1.0), "n_epochs": ("int", 1, 2)}
+    )
+    r = T.run(T.TuneSpec(**QUICK, n_trials=6, seed=0))
+    states = {t["state"] for t in r["trials"]}
+    assert states == {"complete", "pruned"}
+    for t in r["trials"]:
+        diverged = t["params"]["lr"] > 0.05
+        assert (t["state"] == "pruned") == diverged
+        assert t["note"].startswith("diverged") == diverged
+    assert r["best"]["params"]["lr"] <= 0.05
+
+    def always_nan(self, model, request):
+        out = original(self, model, request)
+        with torch.no_grad():
+            next(out.parameters()).fill_(math.inf)
+        return out
+
+    monkeypatch.setattr(Finetune, "_unlearn", always_nan)
+    with pytest.raises(ObliviateError, match="diverged or was invalid"):
+        T.run(T.TuneSpec(**QUICK, n_trials=2, seed=0))
+
+
+# ---- bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--method", "nope", "--n-trials", "1"], "unknown unlearner 'nope'"),
+        (["--budget", "0"], "budget must be a number of seconds > 0"),
+        (["--n-trials", "0"], "n_trials must be an integer >= 1"),
+        (["--method", "retrain", "--n-trials", "1"], "nothing to tune"),
+        (["--forget", "ids:1,2", "--n-trials", "1"], "cannot draw a validation forget set"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(capsys, args, fragment):
+    code, out, err = cli(capsys, "tune", "--quiet", *args)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and fragment in err
+
+
+def test_tune_requires_a_bound():
+    with pytest.raises(ObliviateError, match="--n-trials N and/or --budget"):
+        T.TuneSpec(**QUICK, n_trials=None)
+
+
+# ---- named configurations --------------------------------------------------------------------
+
+
+def test_shipped_scrub_mnist1d_configuration_loads():
+    assert "scrub@mnist1d" in shipped()
+    cfg = load_config("scrub@mnist1d")
+    assert cfg["method"] == "scrub" and cfg["dataset"] == "mnist1d"
+    assert set(cfg["params"]) == set(T.SEARCH_SPACES["scrub"])
+    assert cfg["tune"]["forget"] == "class:3" and cfg["tune"]["val_forget"] == "class:4"
+    spec = ForgetSpec(dataset="mnist1d", method="scrub", config="scrub@mnist1d", params={"lr": 0.5})
+    params = make_method(spec).get_params()
+    assert params["lr"] == 0.5  # params override the configuration
+    assert params["n_epochs"] == cfg["params"]["n_epochs"]
+    assert spec.to_dict()["config"] == "scrub@mnist1d"  # results say which was used
+
+
+def test_configuration_errors_and_round_trip(tmp_path):
+    with pytest.raises(ObliviateError, match="for method 'scrub', not 'ssd'"):
+        ForgetSpec(method="ssd", config="scrub@mnist1d")
+    with pytest.raises(ObliviateError, match="unknown configuration 'nope@x'"):
+        ForgetSpec(method="scrub", config="nope@x")
+    path = tmp_path / "c.toml"
+    path.write_text(dumps_config("finetune", "digits", {"lr": 0.01, "n_epochs": 3}, {"seed": 0}))
+    spec = ForgetSpec(method="finetune", config=str(path))
+    assert make_method(spec).get_params()["lr"] == 0.01
