@@ -245,7 +245,7 @@ def test_generated_damaged_npz_files_are_one_line_errors(tmp_path, capsys, kind,
             "1",
             "--epochs",
             "1",
-            "--json",
+            "--out",
             str(out),
         ],
     )
