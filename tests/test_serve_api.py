@@ -438,7 +438,7 @@ def test_rate_limit_per_key(service, tmp_path):
 def test_openapi_schema_is_checked_in():
     checked_in = json.loads((ROOT / "docs" / "openapi.json").read_text())
     assert checked_in == openapi_schema(), (
-        "docs/openapi.json is stale: run `obliviate serve openapi --output docs/openapi.json`"
+        "docs/openapi.json is stale: run `obliviate serve openapi --out docs/openapi.json`"
     )
     paths = set(checked_in["paths"])
     assert {"/v1/deletions", "/v1/deletions/{request_id}", "/v1/predict", "/metrics"} <= paths
