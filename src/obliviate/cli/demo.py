@@ -100,6 +100,10 @@ def workers() -> int:
     return max(1, min(2, n))
 
 
+#: set by the command: ``quiet`` hides the progress bar
+_OPTIONS: dict[str, Any] = {"quiet": False}
+
+
 def continual_section(console: Any) -> None:
     """Catastrophic forgetting and its mitigation: naive, EWC, LwF, replay(200), joint on
     digits, class-incremental and domain-permutation, 3 seeds; one table per scenario."""
@@ -125,6 +129,7 @@ def continual_section(console: Any) -> None:
         TimeElapsedColumn(),
         console=console,
         transient=True,
+        disable=_OPTIONS["quiet"],
     ) as bar:
         task = bar.add_task("training", total=len(runs))
         counts = run_grid(runs, out, workers=workers(), on_result=lambda rec: bar.advance(task))
@@ -420,10 +425,15 @@ def report_section(console: Any) -> None:
 
 def register(app: typer.Typer) -> None:
     @app.command("demo")
-    def demo() -> None:
+    def demo(
+        quiet: bool = typer.Option(
+            False, "--quiet", "-q", help="no progress bar; the tables and the report still print"
+        ),
+    ) -> None:
         """The main job: continual learning (and later sections) on the embedded digits data."""
         import importlib
 
+        _OPTIONS["quiet"] = quiet
         import torch
 
         from obliviate.cli.learn import make_console
