@@ -10,6 +10,13 @@ from obliviate._validation import check_number, check_schedule
 from obliviate.errors import ObliviateError
 from obliviate.training import Batch
 from obliviate.unlearning import _group_lora as G
+from obliviate.unlearning._group_lora import (
+    attach_lora,
+    group_norms,
+    group_sparse_penalty,
+    merge,
+    prox_group_sparse,
+)
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 from obliviate.unlearning.random_label import retain_sample
 
@@ -174,4 +181,11 @@ class GSLoRA(Unlearner):
         return G.merge(wrapper, model, groups)
 
 
-__all__ = ["GSLoRA"]
+__all__ = [
+    "GSLoRA",
+    "attach_lora",
+    "group_norms",
+    "group_sparse_penalty",
+    "merge",
+    "prox_group_sparse",
+]
