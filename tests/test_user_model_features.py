@@ -116,7 +116,8 @@ def test_strategy_and_unlearner_listings_say_what_the_model_needs(capsys, monkey
     assert main(["list", "strategies"]) == 0
     assert "model needs" in capsys.readouterr().out
     assert strategy_class("pnn").model_requirement
-    assert strategy_class("icarl").model_requirement is None  # works on any classifier
+    assert "nn.Linear" in strategy_class("icarl").model_requirement  # features: traced
+    assert strategy_class("ewc").model_requirement is None  # any classifier
     assert main(["list", "unlearners"]) == 0
     out = capsys.readouterr().out
     assert "model needs" in out and "nn.Linear" in out

@@ -14,6 +14,7 @@ from obliviate.continual.base import Batch, Strategy
 from obliviate.continual.buffers import ClassBalancedBuffer
 from obliviate.data.dataset import as_id_tensor
 from obliviate.data.scenarios import Experience
+from obliviate.models.output_layer import REQUIREMENT
 from obliviate.training import model_device
 
 __all__ = ["CoPE", "ppp_loss", "update_prototypes"]
@@ -122,6 +123,7 @@ class CoPE(Strategy):
     Non-Stationary Data Streams. ICCV 2021, Section 3 (Eq. 3-8).
     """
 
+    model_requirement: ClassVar[str | None] = REQUIREMENT
     needs_task_boundaries: ClassVar[bool] = False
     keeps_memory: ClassVar[bool] = True
     freezes_parameters: ClassVar[bool] = True

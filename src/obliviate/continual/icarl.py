@@ -18,6 +18,7 @@ from obliviate.data.scenarios import Experience
 from obliviate.errors import ObliviateError
 from obliviate.models.base import Model, logits
 from obliviate.models.multihead import MultiHead
+from obliviate.models.output_layer import REQUIREMENT
 from obliviate.training import eval_mode, model_device
 
 __all__ = ["ICaRL", "herding", "nme_weights", "purge_exemplars"]
@@ -127,6 +128,7 @@ class ICaRL(Strategy):
     Classifier and Representation Learning. CVPR 2017, Algorithms 1-5.
     """
 
+    model_requirement: ClassVar[str | None] = REQUIREMENT
     needs_task_boundaries: ClassVar[bool] = True
     keeps_memory: ClassVar[bool] = True
     learned_state: ClassVar[tuple[str, ...]] = (

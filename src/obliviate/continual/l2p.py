@@ -24,7 +24,7 @@ from obliviate.continual._encoder import (
 from obliviate.continual.base import Batch, Strategy
 from obliviate.data.scenarios import Experience
 from obliviate.models.base import Model
-from obliviate.models.output_layer import feature_model
+from obliviate.models.output_layer import REQUIREMENT, feature_model
 from obliviate.training import eval_mode, model_device
 
 __all__ = ["L2P", "PromptPool", "select_prompts"]
@@ -172,6 +172,7 @@ class L2P(Strategy):
 
     needs_task_boundaries: ClassVar[bool] = True  # masks logits to the experience's classes
     freezes_parameters: ClassVar[bool] = True
+    model_requirement: ClassVar[str | None] = REQUIREMENT
     learned_state: ClassVar[tuple[str, ...]] = ("pool_", "requires_grad_", "classes_")
     pool_: PromptPool | None = None
 

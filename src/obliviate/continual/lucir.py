@@ -18,6 +18,7 @@ from obliviate.data.dataset import Dataset, as_id_tensor
 from obliviate.data.scenarios import Experience
 from obliviate.errors import ObliviateError
 from obliviate.models.base import Model
+from obliviate.models.output_layer import REQUIREMENT
 from obliviate.training import eval_mode, model_device
 
 __all__ = ["LUCIR", "cosine_logits", "less_forget_loss", "margin_ranking_loss"]
@@ -116,6 +117,7 @@ class LUCIR(Strategy):
     Incrementally via Rebalancing. CVPR 2019, Section 3 (Eq. 4-9).
     """
 
+    model_requirement: ClassVar[str | None] = REQUIREMENT + " (single-head)"
     needs_task_boundaries: ClassVar[bool] = True
     keeps_memory: ClassVar[bool] = True
     freezes_parameters: ClassVar[bool] = True

@@ -24,6 +24,7 @@ from obliviate.continual.base import Batch, Strategy, deleted_rows
 from obliviate.data.dataset import as_id_tensor
 from obliviate.data.scenarios import Experience
 from obliviate.models.base import Model
+from obliviate.models.output_layer import REQUIREMENT
 from obliviate.training import eval_mode, model_device
 
 __all__ = ["REMIND", "pq_decode", "pq_encode", "pq_fit"]
@@ -126,6 +127,7 @@ class REMIND(Strategy):
     IEEE TPAMI 33(1).
     """
 
+    model_requirement: ClassVar[str | None] = REQUIREMENT
     needs_task_boundaries: ClassVar[bool] = False
     keeps_memory: ClassVar[bool] = True
     freezes_parameters: ClassVar[bool] = True

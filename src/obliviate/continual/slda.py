@@ -23,6 +23,7 @@ from obliviate.data.dataset import as_id_tensor
 from obliviate.data.scenarios import Experience
 from obliviate.errors import ObliviateError
 from obliviate.models.base import Model
+from obliviate.models.output_layer import REQUIREMENT
 from obliviate.training import eval_mode, model_device
 
 __all__ = ["SLDA", "lda_classifier", "streaming_update"]
@@ -129,6 +130,7 @@ class SLDA(Strategy):
     Discriminant Analysis. CVPR Workshops 2020, Section 3 (Eq. 1-4).
     """
 
+    model_requirement: ClassVar[str | None] = REQUIREMENT
     needs_task_boundaries: ClassVar[bool] = False
     freezes_parameters: ClassVar[bool] = True
     learned_state: ClassVar[tuple[str, ...]] = (
