@@ -112,7 +112,6 @@ def register(app: typer.Typer) -> None:
         as_json: bool = _c.json_option(),
     ) -> None:
         """Mean ± std over seeds per method in A and in B, and the difference B - A."""
-        from rich.console import Console
         from rich.table import Table
 
         from obliviate.bench import results as store
@@ -136,7 +135,7 @@ def register(app: typer.Typer) -> None:
                 fmt(*r["b"]),
                 diff,
             )
-        Console(width=200).print(table)
+        _c.console().print(table)
 
     @app.command("report")
     def report(

@@ -29,7 +29,6 @@ def register(app: typer.Typer) -> None:
         kind: str = typer.Argument(..., help="strategies | unlearners | datasets | scenarios"),
     ) -> None:
         """List what obliviate offers of one kind."""
-        from rich.console import Console
         from rich.table import Table
 
         if kind not in KINDS:
@@ -80,4 +79,6 @@ def register(app: typer.Typer) -> None:
             table.add_column("description")
             for name, fn in SCENARIOS.items():
                 table.add_row(name, summary(fn.__doc__))
-        Console().print(table)
+        from obliviate.cli._common import console
+
+        console().print(table)  # never cut when piped
