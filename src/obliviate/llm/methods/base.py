@@ -41,12 +41,14 @@ class LLMUnlearner(ABC):
     """Base of every causal-LM unlearner (abstract; each method is one final subclass).
 
     Class attributes: ``guarantee`` ("approximate" or "exact"), ``needs_retain``,
-    ``needs_reference`` (a frozen copy of the input model).
+    ``needs_reference`` (a frozen copy of the input model), ``supports_lora`` (works on a peft
+    LoRA model, moving only the adapters; checked by :mod:`obliviate.testing.llm`).
     """
 
     guarantee: ClassVar[str] = "approximate"
     needs_retain: ClassVar[bool] = True
     needs_reference: ClassVar[bool] = False
+    supports_lora: ClassVar[bool] = True
 
     def __init__(self, *, n_epochs: int, lr: float, batch_size: int, seed: int) -> None:
         check_schedule(n_epochs, lr, batch_size)
