@@ -163,6 +163,7 @@ def test_sequence_runner_shapes():
     first, last = res["requests"][0], res["requests"][-1]
     assert first["forgotten_acc"] is None and first["remaining_acc"] is not None
     assert set(last["per_class"]) == {"0", "1"}
+    assert set(last["learned"]["group_norms_"]) == {"body.1", "head"}
     assert last["oracle_forgotten_acc"] == 0.0  # the oracle never saw classes 0 and 1
     for k in ("forgotten_acc", "remaining_acc", "oracle_remaining_acc", "seconds"):
         assert isinstance(last[k], float)

@@ -15,7 +15,9 @@ After every request the run measures, on the test split (and on the training row
 ``oracle_*``        the same for the oracle: the recipe retrained from scratch on the training
                     rows of the remaining classes (cached like the forget kind's oracles);
 ``forget_train_acc``, ``remaining_train_acc`` (and the oracle's): the same on training rows;
-``seconds``         the request's unlearning wall time (``oracle_seconds``: the retraining's).
+``seconds``         the request's unlearning wall time (``oracle_seconds``: the retraining's);
+``learned``         the method's JSON-able learned figures (GS-LoRA: ``group_norms_``,
+                    ``zeroed_groups_``).
 
 Before any request, record 0 is the original model. The original and the oracles come from
 :func:`obliviate.experiments.forget.trained` (the same recipe and cache as ``obliviate forget``).
@@ -178,7 +180,7 @@ def run(spec: ContinualForgetSpec, *, echo: Any = None) -> dict[str, Any]:
     import torch
 
     from obliviate.data.datasets import load_dataset
-    from obliviate.experiments.forget import make_method, trained
+    from obliviate.experiments.forget import learned_state, make_method, trained
     from obliviate.provenance import provenance
     from obliviate.training import precision as precision_scope
     from obliviate.unlearning.base import ForgetRequest
@@ -234,6 +236,7 @@ def run(spec: ContinualForgetSpec, *, echo: Any = None) -> dict[str, Any]:
         assert request.retain is not None
         oracle, osec, _ = trained(recipe, request.retain, n, spec.cache_dir, "oracle", **on)
         records.append(record(t, model, oracle, gone, seconds, osec))
+        records[-1]["learned"] = learned_state(method)  # e.g. GS-LoRA's group norms
         if echo is not None:
             echo(records[-1])
     return {
