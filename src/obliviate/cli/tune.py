@@ -28,6 +28,12 @@ def register(app: typer.Typer) -> None:
         ),
         seed: int = typer.Option(0, help="seed of the splits, the sampler and the method"),
         val_fraction: float = typer.Option(0.2, help="share of the tuning rows held out"),
+        n_seeds: int = typer.Option(
+            1,
+            "--n-seeds",
+            help="score every trial on this many tuning originals (seeds SEED..SEED+N-1); a "
+            "divergence on any of them prunes the trial",
+        ),
         report_seeds: str = typer.Option(
             "0-9", help="seeds whose reported forget sets are excluded from tuning (0,1,2 or 0-9)"
         ),
@@ -71,6 +77,7 @@ def register(app: typer.Typer) -> None:
             n_trials=n_trials,
             budget=budget,
             val_fraction=val_fraction,
+            n_seeds=n_seeds,
             report_seeds=seeds,
             n_epochs=epochs,
             cache_dir=cache_dir,

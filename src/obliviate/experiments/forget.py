@@ -72,7 +72,13 @@ SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
 
 METHOD_KEYS: tuple[str, ...] = ("dataset", "forget", "method")
 METHOD_FIELD = "method"
-SHARED_MODELS_IGNORE: tuple[str, ...] | None = ("method", "params", "quality")
+SHARED_MODELS_IGNORE: tuple[str, ...] | None = (
+    "method",
+    "params",
+    "quality",
+    "config",
+    "robustness",
+)
 """Grid points equal but for these keys share the trained original and oracle (the runner
 finishes one of them before starting the others, so those models are trained once)."""
 

@@ -13,7 +13,9 @@ training set only and deterministically from the seed,
    next class label after the last reported one, cyclically).
 
 A tuning original is trained on the tuning training set and a tuning oracle on it minus the
-validation forget set (the reported recipe, the same seed). :func:`check_disjoint` raises if a
+validation forget set (the reported recipe), one pair per seed ``seed, seed + 1, ...,
+seed + n_seeds - 1``; a trial runs the method on each pair (with that seed) and scores the mean
+of the objective below, and a divergence on any seed prunes it. :func:`check_disjoint` raises if a
 tuning row is a reported forget row or a test row; the reported test split is never loaded
 into the search at all (only its size is read).
 
@@ -65,7 +67,7 @@ from obliviate.data.datasets import load_dataset
 from obliviate.data.forget_sets import request_ids
 from obliviate.errors import ObliviateError
 from obliviate.experiments.configs import dumps_config
-from obliviate.experiments.forget import ForgetSpec, trained
+from obliviate.experiments.forget import ForgetSpec, seeded, trained
 from obliviate.training import Diverged
 from obliviate.training import precision as precision_scope
 from obliviate.unlearning import UNLEARNERS, unlearner_class
@@ -276,7 +278,10 @@ def check_disjoint(splits: TuningSplits) -> None:
 @dataclass(frozen=True)
 class TuneSpec:
     """One tuning run. ``n_trials`` and/or ``budget`` (seconds, > 0) bound the search;
-    ``report_seeds``: the seeds whose reported forget sets are excluded; the recipe is the
+    ``report_seeds``: the seeds whose reported forget sets are excluded; ``n_seeds``: each trial
+    runs on that many tuning originals (seeds ``seed``, ``seed + 1``, ...; each with its oracle
+    and the method's seed) and scores their mean objective, and a divergence on any of them
+    prunes the trial (a setting must hold across seeds, not on one); the recipe is the
     dataset's forget recipe (``n_epochs`` overrides its epochs). Bad values raise
     :class:`ObliviateError` (at construction)."""
 
@@ -288,6 +293,7 @@ class TuneSpec:
     budget: float | None = None
     val_fraction: float = 0.2
     report_seeds: tuple[int, ...] = DEFAULT_REPORT_SEEDS
+    n_seeds: int = 1
     n_epochs: int | None = None
     cache_dir: str | None = None
     data_dir: str | None = None
@@ -313,6 +319,8 @@ class TuneSpec:
             raise ObliviateError(
                 f"budget must be a number of seconds > 0, got {self.budget!r}; e.g. --budget 300"
             )
+        if isinstance(self.n_seeds, bool) or not isinstance(self.n_seeds, int) or self.n_seeds < 1:
+            raise ObliviateError(f"n_seeds must be an integer >= 1, got {self.n_seeds!r}")
         if not self.report_seeds:
             raise ObliviateError("report_seeds must name at least one seed")
         self.forget_spec()  # dataset, forget spec and recipe checked before any work
@@ -359,20 +367,11 @@ def run(spec: TuneSpec) -> dict[str, Any]:
     )  # fmt: skip
     n_classes = train.n_classes
     on = {"device": spec.device}
-    original, _, _ = trained(
-        recipe, splits.tune_train, n_classes, spec.cache_dir, "tune-original", **on
-    )
     assert splits.request.retain is not None
-    oracle, _, _ = trained(
-        recipe, splits.request.retain, n_classes, spec.cache_dir, "tune-oracle", **on
-    )
-    request = ForgetRequest(
-        forget=splits.request.forget, retain=splits.request.retain, train=splits.tune_train,
-        recipe=recipe,
-    )  # fmt: skip
-    held_out = nonmembers(request, splits.validation)
+    held_out = nonmembers(splits.request, splits.validation)
+    seeds = [spec.seed + i for i in range(spec.n_seeds)]
 
-    def report(m: nn.Module) -> dict[str, float]:
+    def report(m: nn.Module, request: ForgetRequest) -> dict[str, float]:
         r = model_report(m, request, splits.validation, held_out, seed=spec.seed)
         return {
             "forget_acc": r["forget_acc"],
@@ -381,10 +380,27 @@ def run(spec: TuneSpec) -> dict[str, Any]:
             "mia_auc": r["mia_auc"],
         }
 
-    target = report(oracle)
+    # one tuning original and oracle per seed (init and data order), on the same splits
+    setups = []
+    for s in seeds:
+        r = seeded(recipe, s)
+        original, _, _ = trained(
+            r, splits.tune_train, n_classes, spec.cache_dir, "tune-original", **on
+        )
+        oracle, _, _ = trained(
+            r, splits.request.retain, n_classes, spec.cache_dir, "tune-oracle", **on
+        )
+        request = ForgetRequest(
+            forget=splits.request.forget, retain=splits.request.retain, train=splits.tune_train,
+            recipe=r,
+        )  # fmt: skip
+        setups.append((s, original, request, report(oracle, request)))
+    target = {
+        k: sum(t[3][k] for t in setups) / len(setups) for k in setups[0][3]
+    }  # the mean oracle, for the result
     space = search_space(spec.method)
     cls = unlearner_class(spec.method)
-    fixed = {"seed": spec.seed} if "seed" in param_names(cls) else {}
+    has_seed = "seed" in param_names(cls)
     records: list[dict[str, Any]] = []
 
     def objective(trial: optuna.Trial) -> float:
@@ -392,24 +408,27 @@ def run(spec: TuneSpec) -> dict[str, Any]:
         start = time.perf_counter()
         rec: dict[str, Any] = {"number": trial.number, "params": params, "gaps": None}
         records.append(rec)
-        try:
-            unlearner = cls(**fixed, **params)
-            with precision_scope("fp32"):
-                model = unlearner.unlearn(original, request)
-        except Diverged as exc:
-            rec.update(note=f"diverged: {exc}", seconds=time.perf_counter() - start)
-            raise optuna.TrialPruned(rec["note"]) from None
-        except ObliviateError as exc:
-            rec.update(note=f"invalid: {exc}", seconds=time.perf_counter() - start)
-            raise optuna.TrialPruned(rec["note"]) from None
-        got = report(model)
-        gaps = {k: got[k] - target[k] for k in target}
-        rec.update(gaps=gaps, figures=got, seconds=time.perf_counter() - start)
-        if not _finite(*gaps.values()):
+        per_seed = []
+        for s, original, request, oracle_figures in setups:
+            try:
+                unlearner = cls(**({"seed": s} if has_seed else {}), **params)
+                with precision_scope("fp32"):
+                    model = unlearner.unlearn(original, request)
+            except Diverged as exc:
+                rec.update(note=f"diverged (seed {s}): {exc}", seconds=time.perf_counter() - start)
+                raise optuna.TrialPruned(rec["note"]) from None
+            except ObliviateError as exc:
+                rec.update(note=f"invalid: {exc}", seconds=time.perf_counter() - start)
+                raise optuna.TrialPruned(rec["note"]) from None
+            got = report(model, request)
+            per_seed.append({k: got[k] - oracle_figures[k] for k in oracle_figures})
+        gaps = {k: sum(g[k] for g in per_seed) / len(per_seed) for k in per_seed[0]}
+        rec.update(gaps=gaps, seconds=time.perf_counter() - start)
+        if not all(_finite(*g.values()) for g in per_seed):
             rec["note"] = "non-finite figures"
             raise optuna.TrialPruned(rec["note"])
         rec["note"] = ""
-        return float(sum(abs(v) for v in gaps.values()))
+        return float(sum(sum(abs(v) for v in g.values()) for g in per_seed) / len(per_seed))
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=spec.seed)
