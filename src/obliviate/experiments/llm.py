@@ -44,7 +44,8 @@ SHARED_MODELS_IGNORE: tuple[str, ...] | None = None
 
 def label(run: Mapping[str, Any]) -> str:
     params = ",".join(f"{k}={v}" for k, v in sorted(run.get("params", {}).items()))
-    return f"{run['method']}{'(' + params + ')' if params else ''} {run['model']}"
+    model = run.get("model", "tiny")  # a spec block may leave the model at its default
+    return f"{run['method']}{'(' + params + ')' if params else ''} {model}"
 
 
 def _method(name: str, value: Any) -> None:

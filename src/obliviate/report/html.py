@@ -1,7 +1,7 @@
 """``obliviate report``: one self-contained HTML file from a results directory.
 
 Sections per run kind (continual learning, approximate unlearning, exact sharded unlearning,
-lifecycle streams;
+lifecycle streams, language models -- the last shown only when the results hold ``llm`` runs;
 a registered kind of :data:`obliviate.experiments.KINDS` without a section here gets its summary
 table under its own name), each with a mean ± std table over seeds and the plots of :mod:`obliviate.report.plots` embedded
 as SVG data URIs; a section without data is replaced by a one-line note. The last table lists
@@ -22,6 +22,7 @@ from obliviate.bench.summary import METRICS, fmt, method_label, summarize
 from obliviate.errors import ObliviateError
 from obliviate.experiments import KINDS
 from obliviate.io import atomic_write_text
+from obliviate.report import llm as L
 from obliviate.report import plots as P
 
 SECTIONS: tuple[
@@ -65,7 +66,18 @@ SECTIONS: tuple[
         (P.lifecycle_timeline,),
         {},
     ),
+    (
+        "llm",
+        "Language models: unlearning facts",
+        ("llm",),
+        (L.llm_tradeoff,),
+        {},
+    ),
 )
+TABLES: dict[str, Callable[[Sequence[dict[str, Any]]], dict[str, Any] | None]] = {
+    "llm": L.llm_table,
+}
+"""Kinds whose section has its own table instead of the mean ± std summary."""
 _EMPTY = {
     "learn": "No continual-learning or forgetting-event runs in this results directory; section omitted.",
     "forget": "No approximate-unlearning runs in this results directory; section omitted.",
@@ -134,6 +146,8 @@ def build_report(
     sections: list[dict[str, Any]] = []
     for kind, name, kinds, makers, notes_for in SECTIONS:
         recs = [r for r in ok if r.get("kind") in kinds]
+        if not recs and kind not in _EMPTY:  # an optional section: shown only with its runs
+            continue
         if not recs:
             sections.append(
                 {"id": kind, "title": name, "empty": _EMPTY[kind], "plots": [], "notes": []}
@@ -145,7 +159,13 @@ def build_report(
         drawn = {p.kind for p in plots}
         notes = [text for k, text in notes_for.items() if k not in drawn]
         tables = [
-            t for k in kinds if (t := _summary_table([r for r in recs if r.get("kind") == k], k))
+            t
+            for k in kinds
+            if (
+                t := TABLES.get(k, lambda rs, k=k: _summary_table(rs, k))(
+                    [r for r in recs if r.get("kind") == k]
+                )
+            )
         ]
         sections.append(
             {
@@ -176,7 +196,11 @@ def build_report(
     counts = {k: sum(1 for r in ok if r.get("kind") in kinds) for k, _, kinds, *_ in SECTIONS}
     failed = sum(1 for r in records if r.get("status") != "ok")
     cards = [{"value": len(records), "label": "runs"}]
-    cards += [{"value": counts[k], "label": f"{n.lower()} runs"} for k, n, *_ in SECTIONS]
+    cards += [
+        {"value": counts[k], "label": f"{n.lower()} runs"}
+        for k, n, *_ in SECTIONS
+        if counts[k] or k in _EMPTY
+    ]
     cards.append({"value": failed, "label": "failed runs"})
     commits = sorted(
         {
@@ -220,4 +244,4 @@ def write_report(results_dir: str | Path, out: str | Path, *, title: str | None 
     return target
 
 
-__all__ = ["SECTIONS", "build_report", "write_report"]
+__all__ = ["SECTIONS", "TABLES", "build_report", "write_report"]
