@@ -97,8 +97,8 @@ def _two_ids(store: Path) -> list[int]:
 
 
 def test_events_out_on_a_full_disk_leaves_no_file(tmp_path):
-    args = ["events", "--epochs", "1", "--limit", "600", "--out", "counts.csv"]
-    proc = limited(tmp_path, 2_000, *args)  # the CSV needs ~5 kB
+    args = ["events", "--epochs", "1", "--limit", "300", "--hidden", "8", "--out", "counts.csv"]
+    proc = limited(tmp_path, 1_000, *args)  # the CSV needs ~2.5 kB
     one_line_error(proc, "cannot write", "counts.csv", "disk is full")
     left = sorted(p.name for p in tmp_path.iterdir() if p.name != "limited_obliviate.py")
     assert left == [], left  # neither the file nor a temporary file
