@@ -9,13 +9,14 @@ import json
 import numpy as np
 import pytest
 
+from obliviate import recipes
 from obliviate.bench import results as store
 from obliviate.bench.runner import run_point
 from obliviate.bench.specs import parse_spec, schema
 from obliviate.cli.main import main
 from obliviate.data.datasets import DATASET_HELP, DATASETS
 from obliviate.errors import ObliviateError
-from obliviate.experiments import KINDS, kind, recipes
+from obliviate.experiments import KINDS, kind
 
 
 def _blobs(data_dir: str | None) -> tuple[np.ndarray, np.ndarray, None, None]:

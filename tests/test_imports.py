@@ -6,10 +6,10 @@ belongs to a *unit* (``obliviate.data.splits`` -> ``data``; top-level modules ar
 the package root is ``obliviate``), and every unit to a layer. Layers, low to high::
 
     0  foundation   obliviate (root), errors, _hyper, _registry, _rng, _lifetime,
-                    _forkserver_preload, io, provenance, _validation, parallel
+                    _forkserver_preload, io, provenance, _validation, parallel, _main_guard
     1  data
     2  models
-    3  training
+    3  training     training, recipes (the default recipes), population (torch.func)
     4  metrics
     5  methods      continual, unlearning, sharded, llm   (siblings)
     6  testing
@@ -59,10 +59,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "provenance",
         "_validation",
         "parallel",
+        "_main_guard",
     ),
     ("data",),
     ("models",),
-    ("training",),
+    ("training", "recipes", "population"),
     ("metrics",),
     ("continual", "unlearning", "sharded", "llm"),
     ("testing",),
@@ -79,6 +80,9 @@ METHODS = 5
 SIBLING_IMPORTS: dict[tuple[str, str], str] = {
     ("unlearning", "continual"): "unlearners reuse the continual penalties (Fisher information)",
     ("llm", "sharded"): "LLM adapter shards run on the exact sharded engine and its ledger",
+    ("sharded", "continual"): (
+        "sharded continual learning: every shard learns its stream with a continual strategy"
+    ),
 }
 """(importer unit, imported unit) pairs allowed inside the methods layer, with the reason."""
 

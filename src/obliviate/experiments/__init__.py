@@ -27,7 +27,7 @@ A kind is one module ``obliviate.experiments.<kind>`` with:
 Adding a kind is that module plus one line in :data:`KINDS`. Modules are imported lazily (by
 :func:`kind`), so importing this package stays light (``obliviate --help`` imports no torch).
 
-Datasets and recipes: :mod:`obliviate.experiments.recipes` holds every default recipe;
+Datasets and recipes: :mod:`obliviate.recipes` holds every default recipe;
 :func:`register_dataset` adds a dataset (loader + recipe) in one call.
 
 Moved here (issue 9; the old paths are gone): ``obliviate.unlearning.run`` ->
@@ -94,8 +94,8 @@ _ALIASES: dict[str, tuple[str, str]] = {
     "run_lifecycle": ("obliviate.experiments.lifecycle", "run"),
     "ContinualForgetSpec": ("obliviate.experiments.continual_forget", "ContinualForgetSpec"),
     "run_continual_forget": ("obliviate.experiments.continual_forget", "run"),
-    "RECIPES": ("obliviate.experiments.recipes", "RECIPES"),
-    "register_dataset": ("obliviate.experiments.recipes", "register_dataset"),
+    "RECIPES": ("obliviate.recipes", "RECIPES"),
+    "register_dataset": ("obliviate.recipes", "register_dataset"),
 }
 
 

@@ -15,7 +15,7 @@ Forgetting during Deep Neural Network Learning", Sec. 2). The one implementation
 ``seconds``             wall time of the training;
 ``spec``, ``provenance``.
 
-Unset recipe fields take the events defaults (:mod:`obliviate.experiments.recipes`: MLP(100),
+Unset recipe fields take the events defaults (:mod:`obliviate.recipes`: MLP(100),
 SGD lr 0.05, batch 32, 20 epochs), the same for every dataset.
 """
 
@@ -26,10 +26,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from obliviate import recipes
 from obliviate.continual.events import record_presentations
 from obliviate.data import load_dataset
 from obliviate.experiments import _spec as S
-from obliviate.experiments import recipes
 from obliviate.metrics.forgetting_events import forgetting_counts, summary
 from obliviate.models import ModelSpec, build_model
 from obliviate.provenance import provenance

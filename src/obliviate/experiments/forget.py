@@ -16,7 +16,7 @@ trained once and reused across methods: in memory within a process, and on disk 
 :func:`~obliviate.data.dataset.data_fingerprint` of the rows, the class count and the torch
 version; writes are atomic; loads use ``torch.load(weights_only=True)``).
 
-Unset recipe fields come from the dataset's forget recipe (:mod:`obliviate.experiments.recipes`;
+Unset recipe fields come from the dataset's forget recipe (:mod:`obliviate.recipes`;
 on digits an MLP(128), Adam 1e-3, batch 32, 30 epochs, so the original memorises its training
 set); a dataset without one needs them set.
 """
@@ -33,13 +33,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from obliviate import recipes
 from obliviate._hyper import param_names
 from obliviate._rng import derive_seed
 from obliviate.data.dataset import data_fingerprint
 from obliviate.data.datasets import load_dataset
 from obliviate.errors import ObliviateError
 from obliviate.experiments import _spec as S
-from obliviate.experiments import recipes
 from obliviate.experiments.configs import check_config, config_params
 from obliviate.io import atomic_save_torch, state_sha256
 from obliviate.models import ModelSpec

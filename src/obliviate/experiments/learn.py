@@ -28,7 +28,7 @@ set:
     (one row per evaluation; ``None`` for experiences not yet seen).
 
 Unset recipe fields (``None``) come from the dataset's learn recipe
-(:mod:`obliviate.experiments.recipes`); a dataset without one needs them set.
+(:mod:`obliviate.recipes`); a dataset without one needs them set.
 
 Seeds
 -----
@@ -46,6 +46,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from obliviate import recipes
 from obliviate._hyper import param_names
 from obliviate.continual import make_strategy, strategy_class
 from obliviate.continual.loop import train_stream
@@ -54,7 +55,6 @@ from obliviate.data.scenarios import SCENARIOS
 from obliviate.data.streams import ONLINE_BATCH_SIZE
 from obliviate.errors import ObliviateError
 from obliviate.experiments import _spec as S
-from obliviate.experiments import recipes
 from obliviate.io import jsonable
 from obliviate.metrics import summary
 from obliviate.models import ModelSpec, model_for_stream

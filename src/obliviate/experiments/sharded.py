@@ -27,7 +27,7 @@ reports:
                              is the speed-up its compute alone predicts (``expected_speedup``).
 ``n_train``, ``n_shards``, ``n_slices``, ``graph``, ``spec``, ``provenance``.
 
-Unset recipe fields take the sharded defaults (:mod:`obliviate.experiments.recipes`: MLP(100),
+Unset recipe fields take the sharded defaults (:mod:`obliviate.recipes`: MLP(100),
 SGD lr 0.05, batch 32, 10 epochs), the same for every dataset.
 """
 
@@ -41,9 +41,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from obliviate import recipes
 from obliviate.errors import ObliviateError
 from obliviate.experiments import _spec as S
-from obliviate.experiments import recipes
 from obliviate.models import ModelSpec
 from obliviate.parallel import BACKENDS
 from obliviate.provenance import provenance

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from obliviate import recipes
 from obliviate._rng import derive_seed
 from obliviate._validation import check_choice, check_number
 from obliviate.data.dataset import Dataset, data_fingerprint
@@ -34,14 +35,12 @@ class DataSpec:
 
 def default_recipe(seed: int = 0, **given: Any) -> Recipe:
     """The recipe ``obliviate shard train`` trains every shard with: the ``sharded`` defaults of
-    :mod:`obliviate.experiments.recipes` (MLP(100), SGD lr 0.05, batch 32, 10 epochs; one
+    :mod:`obliviate.recipes` (MLP(100), SGD lr 0.05, batch 32, 10 epochs; one
     recipe for every dataset) with the fields in ``given`` (``model``, ``hidden``, ``n_epochs``,
     ``batch_size``, ``lr``, ``optimizer``, ``momentum``, ``weight_decay``) over them, and
     ``seed`` as the model's and the schedule's seed (the CLI's one ``--seed``). So the library
     and the CLI give the same model for the same words: ``ShardConfig(n_shards=S, n_slices=R,
     seed=s)`` trains what ``obliviate shard train --shards S --slices R --seed s`` trains."""
-    from obliviate.experiments import recipes
-
     r = recipes.fill("sharded", "sharded", given)
     return Recipe(
         ModelSpec(name=r["model"], hidden=tuple(r["hidden"]), seed=seed),
