@@ -126,3 +126,39 @@ def test_bad_input_is_one_line(data: tuple) -> None:
         ShardedHeads(**PARAMS).fit(nn.Unflatten(1, (4, 4)), train)
     with pytest.raises(ObliviateError, match="n_shards"):
         ShardedHeads(**{**PARAMS, "n_shards": 500}).fit(Backbone(), train)
+
+
+def test_heads_on_a_frozen_language_model() -> None:
+    """A classifier on top of a tiny GPT-2 (which attribute a question asks about): deleting
+    questions equals training the heads without them, bitwise; the LM runs once per row."""
+    pytest.importorskip("transformers")
+    from obliviate.data.dataset import Dataset
+    from obliviate.llm.data import fictitious_qa
+    from obliviate.llm.models import PooledEncoder, encode_texts, tiny_gpt2, word_tokenizer
+
+    torch.set_num_threads(1)
+    qa = fictitious_qa(n_people=8, n_attributes=3, n_forget=1, n_holdout=1, n_world=0, seed=0)
+    items = [it for it in qa.items if it.split != "world"]
+    lm = tiny_gpt2(word_tokenizer(qa.texts()), n_layer=2, n_embd=32, n_head=2, seed=0)
+    attrs = sorted({it.attribute for it in items})
+    train = Dataset(
+        x=encode_texts(lm, [it.question for it in items]),
+        y=torch.tensor([attrs.index(it.attribute) for it in items]),
+        ids=torch.tensor([it.id for it in items]),
+        n_classes=len(attrs),
+        name="qa-attribute",
+    )
+    encoder = PooledEncoder(lm)
+    calls = []
+    encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    params = {**PARAMS, "n_epochs": 30}
+    heads = ShardedHeads(**params).fit(encoder, train)
+    assert sum(calls) == len(train)
+    gone = train.ids[[0, 5]]
+    heads.forget(gone)
+    assert sum(calls) == len(train)  # deletion reuses the stored features
+    fresh = ShardedHeads(**params).fit(PooledEncoder(lm), train.without_ids(gone))
+    assert _same(heads.head_states(), fresh.head_states())
+    acc = float((heads.predict(train.x) == train.y).float().mean())
+    assert acc > 0.9, acc  # the question's wording names the attribute
+    assert not any(p.requires_grad for p in lm.model.parameters())

@@ -436,3 +436,52 @@ def forward_logits(
         hidden[b, : h.shape[0]] = h
     with _replayed(net, lm.prefix.n_frozen, hidden):
         return net(input_ids=ids, attention_mask=mask, use_cache=False).logits
+
+
+# ---- a frozen LM as the backbone of a classifier ---------------------------------------------
+class PooledEncoder(nn.Module):
+    """A causal LM used as a frozen feature extractor for a classifier (per-shard heads on it:
+    :class:`obliviate.sharded.heads.ShardedHeads`).
+
+    ``forward(x)``: ``x`` is ``[N, T]`` int64 token ids, right-padded with ``lm.pad_id``
+    (:func:`encode_texts`); returns ``[N, D]`` float32, the mean over the non-pad positions of
+    the hidden states after block ``layer`` (``-1``: the last block, after the final norm as
+    Hugging Face returns it). Every parameter is frozen at construction (the LM's own
+    ``requires_grad`` flags are set to False: pass a copy to keep training the original).
+
+    Raises:
+        ObliviateError: ``layer`` outside ``-n_blocks-1 .. n_blocks``.
+    """
+
+    def __init__(self, lm: LM, *, layer: int = -1) -> None:
+        super().__init__()
+        n = len(blocks(lm.model))
+        if not -n - 1 <= layer <= n:
+            raise ObliviateError(f"layer={layer}: choose -{n + 1}..{n} (the model has {n} blocks)")
+        self.model, self.pad_id, self.layer = lm.model, lm.pad_id, layer
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.model.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = (x != self.pad_id).long()
+        out = self.model(
+            input_ids=x.long(), attention_mask=mask, output_hidden_states=True, use_cache=False
+        )
+        h = out.hidden_states[self.layer].float()
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def encode_texts(lm: LM, texts: Sequence[str]) -> torch.Tensor:
+    """``[N, T]`` int64 token ids of ``texts`` (no special tokens), right-padded with
+    ``lm.pad_id`` to the longest; the input of :class:`PooledEncoder`.
+
+    Raises:
+        ObliviateError: a text that tokenises to nothing.
+    """
+    seqs = [lm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    empty = [i for i, s in enumerate(seqs) if not s]
+    if empty:
+        raise ObliviateError(f"text {empty[0]} tokenises to nothing; give non-empty texts")
+    return pad_batch(seqs, lm.pad_id, torch.device("cpu"))[0]
