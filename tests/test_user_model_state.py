@@ -12,6 +12,7 @@ from obliviate.continual import make_strategy
 from obliviate.continual.loop import train_stream
 from obliviate.data import build_scenario, synthetic_dataset
 from obliviate.data.dataset import Dataset
+from obliviate.errors import ObliviateError
 from obliviate.training import TrainConfig, accuracy, batches, eval_mode, fit, min_batch_rows
 from obliviate.unlearning import make_unlearner
 from obliviate.unlearning.base import ForgetRequest
@@ -172,3 +173,58 @@ def test_a_one_row_forget_set_on_batchnorm_is_a_clear_error(data):
     request = ForgetRequest.from_ids(train, train.ids[:1])
     with pytest.raises(ObliviateError, match="forget at least 2 samples"):
         make_unlearner("gradient_ascent").unlearn(model, request)
+
+
+def _frozen_first_layer(train: Dataset) -> nn.Sequential:
+    model = fit(user_model(), train, TrainConfig(n_epochs=2, batch_size=32, lr=0.05, seed=0))
+    model[0].requires_grad_(False)  # the user's frozen "backbone"
+    model[1].eval()  # and a frozen BatchNorm
+    return model
+
+
+@pytest.mark.parametrize(
+    "method", ["finetune", "gradient_ascent", "neggrad_plus", "scrub", "ssd", "salun", "sfron"]
+)
+def test_unlearners_leave_the_users_frozen_parameters_alone(data, method):
+    """A parameter the user froze (requires_grad=False) is not changed by unlearning and stays
+    frozen in the returned model, as ``fit`` (and so the retrain oracle) leaves it alone."""
+    train, _ = data
+    model = _frozen_first_layer(train)
+    before = model[0].weight.detach().clone()
+    request = ForgetRequest.from_ids(train, train.ids[:20])
+    out = make_unlearner(method).unlearn(model, request)
+    assert torch.equal(out[0].weight, before)
+    assert not out[0].weight.requires_grad and out[4].weight.requires_grad
+    assert torch.equal(model[0].weight, before) and not model[1].training  # input untouched
+
+
+def _importance_passes():
+    from obliviate.unlearning import lf_ssd, salun, sfron, ssd
+
+    return {
+        "ssd": lambda m, d: ssd.batch_importances(m, d, 32),
+        "lf_ssd": lambda m, d: lf_ssd.output_norm_importances(m, d, 32),
+        "salun": lambda m, d: salun.saliency_mask(m, d, 0.5, 32),
+        "sfron": lambda m, d: sfron._squared_grads(m, d, 32),
+    }
+
+
+@pytest.mark.parametrize("method", ["ssd", "lf_ssd", "salun", "sfron"])
+def test_importance_passes_keep_each_submodules_mode(data, method):
+    """The importance passes of SSD, LF-SSD, SalUn and SFRon put every submodule in the top
+    module's mode afterwards (``model.train(was)``), or left the model in eval mode: a BatchNorm
+    the user froze came back in training mode. Each submodule now gets its own mode back."""
+    train, _ = data
+    model = _frozen_first_layer(train)
+    model.train()
+    model[1].eval()
+    _importance_passes()[method](model, train)
+    assert model.training and not model[1].training and model[3].training
+
+
+def test_an_entirely_frozen_model_is_a_clear_error(data):
+    train, _ = data
+    model = _frozen_first_layer(train).requires_grad_(False)
+    request = ForgetRequest.from_ids(train, train.ids[:20])
+    with pytest.raises(ObliviateError, match="no trainable parameter"):
+        make_unlearner("finetune").unlearn(model, request)

@@ -46,15 +46,29 @@ PairLoss = Callable[[nn.Module, Batch, Batch], Tensor]
 
 # ---- models --------------------------------------------------------------------------------
 def trainable(model: nn.Module) -> nn.Module:
-    """``model`` itself, with every parameter trainable and in eval mode (in place)."""
-    for p in model.parameters():
-        p.requires_grad_(True)
+    """``model`` itself (in place) in eval mode, ready for an unlearner's updates.
+
+    Parameters the user froze (``requires_grad=False``: a pretrained backbone, an embedding)
+    stay frozen: the unlearner changes only what the model's owner lets an optimiser change, as
+    :func:`obliviate.training.fit` (and so the retrain oracle) does. obliviate's own models train
+    every parameter, so for them this is every parameter.
+
+    Raises:
+        ObliviateError: no parameter of ``model`` requires a gradient.
+    """
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ObliviateError(
+            f"the {type(model).__name__} model has no trainable parameter (requires_grad is False "
+            "everywhere); unfreeze the parameters unlearning may change, e.g. "
+            "model.requires_grad_(True)"
+        )
     model.eval()
     return model
 
 
 def clone_model(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` (weights, buffers), trainable, in eval mode, sharing no storage."""
+    """A deep copy of ``model`` (weights, buffers, which parameters are frozen), in eval mode,
+    sharing no storage (see :func:`trainable`)."""
     return trainable(copy.deepcopy(model))
 
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from obliviate._rng import derive_seed
 from obliviate._validation import check_number, check_schedule
 from obliviate.models.base import logits, seeded_init
-from obliviate.training import batches, cross_entropy
+from obliviate.training import batches, cross_entropy, eval_mode
 from obliviate.unlearning._ops import frozen_copy, run_steps, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
@@ -28,9 +28,7 @@ def nearest_wrong_labels(
     ``y``: ``[B]`` int64; returns ``[B]`` int64, never equal to ``y``. ``model`` is evaluated in
     eval mode (its mode is restored) and its weights get no gradient.
     """
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         xa = x.detach().clone().requires_grad_(True)
         loss = F.cross_entropy(logits(model, xa, task), y)
         (gx,) = torch.autograd.grad(loss, [xa])
@@ -38,8 +36,6 @@ def nearest_wrong_labels(
             adv = logits(model, x + epsilon * gx.sign(), task)
             adv[torch.arange(len(y), device=adv.device), y] = -torch.inf
             return adv.argmax(dim=1)
-    finally:
-        model.train(was)
 
 
 class BoundaryShrink(Unlearner):

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from obliviate._validation import check_number
 from obliviate.data.dataset import Dataset
 from obliviate.models.base import logits
-from obliviate.training import batches
+from obliviate.training import batches, eval_mode
 from obliviate.unlearning._ops import trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 from obliviate.unlearning.ssd import dampen
@@ -28,10 +28,8 @@ def output_norm_importances(model: nn.Module, data: Dataset, batch_size: int) ->
     params = dict(model.named_parameters())
     names = [n for n, p in params.items() if p.requires_grad]
     imp = {n: torch.zeros_like(p) for n, p in params.items()}
-    was = model.training
-    model.eval()
     n_batches = 0
-    try:
+    with eval_mode(model):
         for batch in batches(data, batch_size, None):
             out = logits(model, batch.x, batch.task)
             loss = out.pow(2).sum(dim=1).mean()
@@ -40,8 +38,6 @@ def output_norm_importances(model: nn.Module, data: Dataset, batch_size: int) ->
                 if g is not None:
                     imp[n] += g.detach().abs()
             n_batches += 1
-    finally:
-        model.train(was)
     for v in imp.values():
         v /= max(n_batches, 1)
     return imp

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from obliviate._validation import check_number, check_schedule
 from obliviate.data.dataset import Dataset
 from obliviate.models.base import logits
-from obliviate.training import batches
+from obliviate.training import batches, eval_mode
 from obliviate.unlearning._ops import cross_entropy, run_steps, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 from obliviate.unlearning.random_label import relabelled_forget_set, retain_sample
@@ -30,9 +30,7 @@ def saliency_mask(
     params = dict(model.named_parameters())
     names = [n for n, p in params.items() if p.requires_grad]
     grads = {n: torch.zeros_like(params[n]) for n in names}
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for b in batches(forget, batch_size, None):
             loss = F.cross_entropy(logits(model, b.x, b.task), b.y)
             for n, g in zip(
@@ -42,8 +40,6 @@ def saliency_mask(
             ):
                 if g is not None:
                     grads[n] += g.detach()
-    finally:
-        model.train(was_training)
     flat = torch.cat([grads[n].abs().reshape(-1) for n in names])
     k = int(round(fraction * flat.numel()))
     chosen = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)

@@ -13,7 +13,7 @@ from obliviate._rng import generator
 from obliviate._validation import check_number, check_schedule
 from obliviate.data.dataset import Dataset
 from obliviate.models.base import logits
-from obliviate.training import TrainConfig, batches, make_optimizer
+from obliviate.training import TrainConfig, batches, eval_mode, make_optimizer
 from obliviate.unlearning._last_layers import global_rng_from
 from obliviate.unlearning._ops import cycle, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
@@ -38,15 +38,15 @@ def _squared_grads(model: nn.Module, data: Dataset, batch_size: int) -> dict[str
     reference code's diagonal "Fisher"), per parameter, in eval mode."""
     out = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     n_batches = 0
-    model.eval()
-    for b in batches(data, batch_size, None):
-        with torch.enable_grad():
-            model.zero_grad(set_to_none=True)
-            F.cross_entropy(logits(model, b.x, b.task), b.y).backward()
-        for n, p in model.named_parameters():
-            if p.grad is not None:
-                out[n] += p.grad.pow(2)
-        n_batches += 1
+    with eval_mode(model):
+        for b in batches(data, batch_size, None):
+            with torch.enable_grad():
+                model.zero_grad(set_to_none=True)
+                F.cross_entropy(logits(model, b.x, b.task), b.y).backward()
+            for n, p in model.named_parameters():
+                if p.grad is not None:
+                    out[n] += p.grad.pow(2)
+            n_batches += 1
     model.zero_grad(set_to_none=True)
     return {n: v / max(n_batches, 1) for n, v in out.items()}
 

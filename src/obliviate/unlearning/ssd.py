@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from obliviate._validation import check_number
 from obliviate.data.dataset import Dataset
 from obliviate.models.base import logits
-from obliviate.training import batches
+from obliviate.training import batches, eval_mode
 from obliviate.unlearning._ops import trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
@@ -32,10 +32,8 @@ def batch_importances(model: nn.Module, data: Dataset, batch_size: int) -> dict[
     """
     params = dict(model.named_parameters())
     imp = {n: torch.zeros_like(p) for n, p in params.items()}
-    was_training = model.training
-    model.eval()
     n_batches = 0
-    try:
+    with eval_mode(model):
         for batch in batches(data, batch_size, None):
             loss = F.cross_entropy(logits(model, batch.x, batch.task), batch.y)
             names = [n for n, p in params.items() if p.requires_grad]
@@ -44,8 +42,6 @@ def batch_importances(model: nn.Module, data: Dataset, batch_size: int) -> dict[
                 if g is not None:
                     imp[n] += g.detach() ** 2
             n_batches += 1
-    finally:
-        model.train(was_training)
     for v in imp.values():
         v /= max(n_batches, 1)
     return imp

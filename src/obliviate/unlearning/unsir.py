@@ -12,7 +12,7 @@ from obliviate._rng import derive_seed, generator
 from obliviate._validation import check_number, check_schedule
 from obliviate.data.dataset import Dataset
 from obliviate.models.base import logits, seeded_init
-from obliviate.training import cross_entropy, model_device
+from obliviate.training import cross_entropy, eval_mode, model_device
 from obliviate.unlearning._ops import run_steps, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 from obliviate.unlearning.random_label import retain_sample
@@ -47,16 +47,12 @@ def error_maximising_noise(
     dev = model_device(model)  # drawn on the generator (CPU), learned where the model is
     noise = torch.randn(shape, generator=gen, device=gen.device).to(dev).requires_grad_(True)
     opt = torch.optim.Adam([noise], lr=lr)
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for _ in range(n_steps):
             loss = noise_objective(model, noise, label, reg_strength)
             (grad,) = torch.autograd.grad(loss, [noise])
             noise.grad = grad
             opt.step()
-    finally:
-        model.train(was)
     return noise.detach()
 
 
