@@ -1,0 +1,129 @@
+"""Markdown tables of a forget grid run by ``obliviate bench``: every method against the oracle.
+
+Usage::
+
+    python benchmarks/unlearning_bench_table.py RESULTS_DIR [--title TITLE]
+
+Reads ``RESULTS_DIR/results.jsonl`` (written by ``obliviate bench SPEC --out RESULTS_DIR``) and
+prints one table per (dataset, forget set): per method, mean ± std over the seeds that finished,
+of the unlearned model's retain / forget / test accuracy (RA / FA / TA), the loss-threshold MIA
+AUC (forget vs held-out test rows of the same classes) beside the oracle's, the relearn steps
+beside the oracle's (capped by the spec's ``relearn_cap``), the NeurIPS-2023 forgetting quality
+when the runs computed it (``quality = N`` in the spec), the CPU seconds of ``unlearn`` and its
+ratio to retraining's CPU seconds on the same seed (``cpu_seconds / oracle_cpu_seconds``, in %).
+Runs that failed are counted per method with the first line of their error. The oracle row
+(``retrain``) is the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+
+def fmt(vals: list[float], scale: float = 1.0, digits: int = 3) -> str:
+    """``mean ± std`` (sample std) of ``vals`` times ``scale``; one value alone; ``-`` none."""
+    vals = [v * scale for v in vals if v is not None]
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    """The records of ``results.jsonl`` (the last record of each run key wins)."""
+    by_key: dict[str, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            by_key[rec["key"]] = rec
+    return list(by_key.values())
+
+
+def tables(records: list[dict[str, Any]]) -> str:
+    """One Markdown table per (dataset, forget) of the ``forget`` records."""
+    groups: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for rec in records:
+        if rec.get("kind") != "forget":
+            continue
+        run = rec["run"]
+        groups[(run["dataset"], run["forget"])][run["method"]].append(rec)
+    out = []
+    for (dataset, forget), methods in sorted(groups.items()):
+        ok = [r["metrics"] for rs in methods.values() for r in rs if r["status"] == "ok"]
+        if not ok:
+            continue
+        seeds = sorted({r["run"]["seed"] for rs in methods.values() for r in rs})
+        has_q = any("quality" in m for m in ok)
+        n_forget = ok[0]["n_forget"]
+        oracle = [m["oracle"] for m in ok if m["method"] == "retrain"] or [m["oracle"] for m in ok]
+        ocpu = [m["oracle_cpu_seconds"] for m in ok if m["method"] == "retrain"]
+        out.append(f"### {dataset} forget `{forget}` ({n_forget} training samples), seeds {seeds}")
+        out.append("")
+        out.append(
+            f"Oracle (retrained): RA {fmt([o['retain_acc'] for o in oracle])}, FA "
+            f"{fmt([o['forget_acc'] for o in oracle])}, TA {fmt([o['test_acc'] for o in oracle])},"
+            f" MIA {fmt([o['mia_auc'] for o in oracle])}; retraining {fmt(ocpu, digits=1)} CPU s."
+        )
+        out.append("")
+        head = ["method", "n ok", "RA", "FA", "TA", "MIA [oracle]", "relearn [oracle]"]
+        head += ["F (quality)", "F floor"] if has_q else []
+        head += ["CPU s", "% of retrain CPU", "failed"]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
+        order = sorted(methods, key=lambda k: (k != "retrain", k))
+        for name in order:
+            rs = methods[name]
+            ms = [r["metrics"] for r in rs if r["status"] == "ok"]
+            bad = [r for r in rs if r["status"] != "ok"]
+            err = ""
+            if bad:
+                first = str(bad[0].get("error", "")).splitlines()[0][:70].replace("|", "/")
+                err = f"{len(bad)}: {first}"
+            u = [m["unlearned"] for m in ms]
+            o = [m["oracle"] for m in ms]
+            row = [
+                f"`{name}`",
+                str(len(ms)),
+                fmt([x["retain_acc"] for x in u]),
+                fmt([x["forget_acc"] for x in u]),
+                fmt([x["test_acc"] for x in u]),
+                f"{fmt([x['mia_auc'] for x in u])} [{fmt([x['mia_auc'] for x in o])}]",
+                f"{fmt([m['relearn_steps'] for m in ms], digits=0)} "
+                f"[{fmt([m['relearn_steps_oracle'] for m in ms], digits=0)}]",
+            ]
+            if has_q:
+                q = [m.get("quality") or {} for m in ms]
+                row += [fmt([x.get("score") for x in q]), fmt([x.get("noise_floor") for x in q])]
+            row += [
+                fmt([m["cpu_seconds"] for m in ms], digits=2),
+                fmt([m["cpu_seconds"] / m["oracle_cpu_seconds"] for m in ms], 100.0, 1),
+                err,
+            ]
+            out.append("| " + " | ".join(row) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results_dir", type=Path)
+    args = ap.parse_args(argv)
+    path = args.results_dir / "results.jsonl"
+    if not path.exists():
+        print(f"error: no results.jsonl in {args.results_dir}; run obliviate bench first")
+        return 2
+    print(tables(load(path)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
