@@ -178,26 +178,29 @@ def train_group_sparse(
     key: str,
 ) -> None:
     """Minimise ``loss_fn(model, retain_batch, forget_batch) + reg_strength * sum_g ||theta_g||``
-    over the LoRA factors only: ``n_epochs`` passes over ``retain`` (each step paired with a
-    batch of ``forget``, cycled), the penalty applied by its proximal operator (threshold
-    ``lr * reg_strength``) after every step of the epochs after the first ``warmup_epochs``.
-    The frozen backbone runs in eval mode (BatchNorm statistics and dropout as at inference)."""
+    over the LoRA factors only: ``n_epochs`` passes over the larger of ``retain`` and ``forget``
+    (each step paired with a batch of the other, cycled), the penalty applied by its proximal
+    operator (threshold ``lr * reg_strength``) after every step of the epochs after the first
+    ``warmup_epochs``. The frozen backbone runs in eval mode (BatchNorm statistics and dropout
+    as at inference)."""
     params = [p for g in groups for p in g.params()]
     threshold = lr * reg_strength
-    n_warm = warmup_epochs * -(-len(retain) // batch_size)  # steps without the penalty (approx.)
+    retain_main = len(retain) >= len(forget)  # an epoch is a pass over the larger set
+    main, other = (retain, forget) if retain_main else (forget, retain)
+    n_warm = warmup_epochs * -(-len(main) // batch_size)  # steps without the penalty (approx.)
     state = {"steps": 0}
 
-    def step_loss(m: nn.Module, r: Batch, f: Batch) -> Tensor:
+    def step_loss(m: nn.Module, a: Batch, b: Batch) -> Tensor:
         m.eval()  # only the LoRA factors learn; no BatchNorm statistic moves
         if state["steps"] > n_warm and threshold > 0:
             prox_group_sparse(groups, threshold)  # the proximal step after the previous step
         state["steps"] += 1
-        return loss_fn(m, r, f)
+        return loss_fn(m, a, b) if retain_main else loss_fn(m, b, a)
 
     run_paired_steps(
         model,
-        retain,
-        forget,
+        main,
+        other,
         step_loss,
         n_epochs=n_epochs,
         batch_size=batch_size,

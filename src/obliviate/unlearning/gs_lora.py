@@ -55,8 +55,8 @@ class GSLoRA(Unlearner):
     warmup_epochs : int >= 0
         Epochs trained without the group-sparse penalty before it switches on.
     n_epochs, lr, batch_size, optimizer :
-        The optimiser of the LoRA factors (passes over the retain sample; every step pairs a
-        retain batch with a forget batch, the forget set cycled).
+        The optimiser of the LoRA factors (passes over the larger of the retain sample and the
+        forget set; every step pairs a retain batch with a forget batch, the smaller set cycled).
     retain_fraction : float in (0, 1]
         Fraction of the retain set used as rehearsal data.
     include_conv : bool
