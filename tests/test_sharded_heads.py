@@ -46,8 +46,19 @@ def _same(a: list[dict], b: list[dict]) -> bool:
 PARAMS = {"n_shards": 3, "n_slices": 2, "n_epochs": 5, "lr": 1e-2, "batch_size": 16, "seed": 0}
 
 
+def _adapter(d: int, c: int) -> nn.Module:
+    # a user's own head: a LayerNorm then the classifier
+    return nn.Sequential(nn.LayerNorm(d), nn.Linear(d, c))
+
+
 @pytest.mark.parametrize(
-    "extra", [{}, {"graph": "ring:1"}, {"hidden": 8, "n_slices": 3, "optimizer": "sgd"}]
+    "extra",
+    [
+        {},
+        {"graph": "ring:1"},
+        {"hidden": 8, "n_slices": 3, "optimizer": "sgd"},
+        {"head_factory": _adapter},
+    ],
 )
 def test_deletion_equals_training_without_the_ids(data: tuple, extra: dict) -> None:
     train, _ = data
@@ -106,7 +117,14 @@ def test_same_seed_same_bits(data: tuple) -> None:
 
 def test_bad_input_is_one_line(data: tuple) -> None:
     train, _ = data
-    for bad in ({"n_shards": 0}, {"n_slices": True}, {"hidden": -1}, {"lr": 0.0}):
+    for bad in (
+        {"n_shards": 0},
+        {"n_slices": True},
+        {"hidden": -1},
+        {"lr": 0.0},
+        {"head_factory": 3},
+        {"head_factory": _adapter, "hidden": 4},
+    ):
         with pytest.raises(ObliviateError) as exc:
             ShardedHeads(**{**PARAMS, **bad})
         assert "\n" not in str(exc.value)
@@ -126,6 +144,8 @@ def test_bad_input_is_one_line(data: tuple) -> None:
         ShardedHeads(**PARAMS).fit(nn.Unflatten(1, (4, 4)), train)
     with pytest.raises(ObliviateError, match="n_shards"):
         ShardedHeads(**{**PARAMS, "n_shards": 500}).fit(Backbone(), train)
+    with pytest.raises(ObliviateError, match="nn.Module"):
+        ShardedHeads(**PARAMS, head_factory=lambda d, c: "head").fit(Backbone(), train)
 
 
 def test_heads_on_a_frozen_language_model() -> None:

@@ -42,7 +42,7 @@ sections 3-4.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, final
 
 import numpy as np
@@ -71,6 +71,10 @@ class ShardedHeads:
         ...): a head also trains on its neighbours' data.
     hidden
         0: a linear head ``D -> C``; > 0: ``Linear(D, hidden) -> ReLU -> Linear(hidden, C)``.
+    head_factory
+        Instead of ``hidden``: ``head_factory(D, C) -> nn.Module`` builds each shard's head or
+        adapter (any module mapping ``[N, D]`` features to ``[N, C]`` logits), called inside
+        :func:`obliviate.models.base.seeded_init` so its initial weights come from ``seed``.
     n_epochs, lr, batch_size, optimizer, weight_decay
         Each stage's recipe (:class:`obliviate.training.TrainConfig`).
     seed
@@ -100,12 +104,17 @@ class ShardedHeads:
         optimizer: str = "adam",
         weight_decay: float = 0.0,
         seed: int = 0,
+        head_factory: Callable[[int, int], nn.Module] | None = None,
     ) -> None:
         for name, value in (("n_shards", n_shards), ("n_slices", n_slices)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ObliviateError(f"{name}={value!r}: give a whole number >= 1")
         if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 0:
             raise ObliviateError(f"hidden={hidden!r}: give 0 (a linear head) or a width >= 1")
+        if head_factory is not None and (not callable(head_factory) or hidden):
+            raise ObliviateError(
+                "head_factory must be a callable (D, C) -> nn.Module, and hidden must be 0 with it"
+            )
         neighbourhoods(graph, n_shards, seed)  # validates the spec
         self.config = TrainConfig(
             n_epochs=n_epochs,
@@ -116,7 +125,7 @@ class ShardedHeads:
             seed=seed,
         )
         self.n_shards, self.n_slices, self.graph = n_shards, n_slices, graph
-        self.hidden, self.seed = hidden, seed
+        self.hidden, self.seed, self.head_factory = hidden, seed, head_factory
 
     # ---- training --------------------------------------------------------------------------
     def features(self, x: Tensor) -> Tensor:
@@ -167,6 +176,13 @@ class ShardedHeads:
     def _new_head(self, shard: int) -> nn.Module:
         d, c = int(self.features_.x.shape[1]), int(self.features_.n_classes)
         with seeded_init(derive_seed(self.seed, "heads-init", shard)):
+            if self.head_factory is not None:
+                head = self.head_factory(d, c)
+                if not isinstance(head, nn.Module):
+                    raise ObliviateError(
+                        f"head_factory returned {type(head).__name__}; it must return an nn.Module"
+                    )
+                return head
             if self.hidden:
                 return nn.Sequential(
                     nn.Linear(d, self.hidden), nn.ReLU(), nn.Linear(self.hidden, c)
