@@ -261,16 +261,24 @@ def test_cli_learn_forget_verify(tmp_path, capsys):
 
     store = str(tmp_path / "s")
     common = ["--limit", "300", "--epochs", "1", "--n-experiences", "5", "--hidden", "16"]
-    assert main(["shard", "stream", "learn", "--store", store, *common, "--until", "2"]) == 0
+    learn = ["shard", "stream", "learn", "--store", store, "--json"]
+    assert main([*learn, *common, "--until", "2"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["n_experiences"] == 2 and len(status["test_accuracy_seen"]) == 2
-    assert main(["shard", "stream", "learn", "--store", store]) == 0  # the rest of the stream
-    assert json.loads(capsys.readouterr().out)["n_experiences"] == 5
+    assert main([*learn, "-q"]) == 0  # the rest of the stream
+    got = capsys.readouterr()
+    assert json.loads(got.out)["n_experiences"] == 5 and got.err == ""
+    assert main(["shard", "stream", "status", "--store", store]) == 0  # a table, not a dict
+    text = capsys.readouterr().out
+    assert "5 experience(s) learned" in text and not text.lstrip().startswith("{")
     with ShardedContinual(store) as st:
         some = int(st.learned_ids()[0])
-    assert main(["shard", "stream", "forget", "--store", store, "--ids", str(some)]) == 0
+    out = tmp_path / "receipt.json"
+    forget = ["shard", "stream", "forget", "--store", store, "--ids", str(some), "--json", "-o"]
+    assert main([*forget, str(out)]) == 0
     receipt = json.loads(capsys.readouterr().out)
     assert receipt["status"] == "done" and receipt["n_removed"] == 1
+    assert json.loads(out.read_text()) == receipt
     assert main(["shard", "stream", "forget", "--store", store, "--ids", "123456789"]) == 2
     assert "never learned" in capsys.readouterr().err
     assert main(["shard", "stream", "verify", "--store", store]) == 0

@@ -7,6 +7,7 @@ replay without them) and prints the receipt. See :mod:`obliviate.sharded.continu
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,28 @@ def _summary(store: Any) -> dict[str, Any]:
     return status
 
 
+def _print_status(info: dict[str, Any]) -> None:
+    """``status`` as text: a header, one table row per shard, one line per request."""
+    from rich.table import Table
+
+    counts = ", ".join(f"{n} {state}" for state, n in info["samples"].items())
+    strategy = info["strategy"]["name"]
+    table = Table(
+        title=f"{info['store']}: {strategy}, model version {info['model_version']}, "
+        f"{info['n_experiences']} experience(s) learned, samples: {counts}"
+    )
+    for col in ("shard", "checkpoint", "n_samples"):
+        table.add_column(col)
+    for s in info["shards"]:
+        table.add_row(str(s["shard"]), (s["checkpoint"] or "-")[:16], str(s["n_samples"]))
+    _c.console().print(table)
+    accs = info.get("test_accuracy_seen")
+    if accs:
+        print("test accuracy per experience learned: " + ", ".join(f"{a:.4f}" for a in accs))
+    for r in info["requests"]:
+        print(f"request {r['request_id']}: {r['status']}")
+
+
 def register(shard: typer.Typer) -> None:
     """Add the ``stream`` command group to ``obliviate shard``."""
     stream_app = typer.Typer(
@@ -72,6 +95,8 @@ def register(shard: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="seed of assignment, init, data order"),
         backend: str = typer.Option("inline", "--backend", help=BACKEND_HELP),
         workers: int | None = typer.Option(None, "--workers", help="parallel workers"),
+        as_json: bool = _c.json_option(),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Create the store (first call) and learn the stream's next experiences; print status."""
         from obliviate.continual import strategy_class
@@ -102,13 +127,12 @@ def register(shard: typer.Typer) -> None:
                 ModelSpec(hidden=_c.parse_int_tuple("--hidden", hidden), seed=seed),
                 TrainConfig(n_epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
             )
-            st = ShardedContinual.create(
+            st = ShardedContinual.for_stream(  # task-aware streams keep their task heads
                 store,
+                stream,
                 n_shards=shards,
                 strategy=strategy,
                 strategy_params=params,
-                n_classes=stream.n_classes,
-                sample_shape=stream.sample_shape,
                 recipe=recipe,
                 n_slices=slices,
                 seed=seed,
@@ -120,8 +144,16 @@ def register(shard: typer.Typer) -> None:
             stream = _stream(meta)
             end = len(stream) if until is None else min(until, len(stream))
             for exp in stream.experiences[len(st.experiences()) : end]:
+                if not quiet:
+                    print(
+                        f"learning experience {exp.index} ({len(exp.train)} rows)", file=sys.stderr
+                    )
                 st.learn(exp)
-            _c.emit_json(_summary(st))
+            info = _summary(st)
+        if as_json:
+            _c.emit_json(info)
+        else:
+            _print_status(info)
 
     @stream_app.command("forget")
     def forget(
@@ -134,24 +166,45 @@ def register(shard: typer.Typer) -> None:
         ),
         backend: str = typer.Option("inline", "--backend", help=BACKEND_HELP),
         workers: int | None = typer.Option(None, "--workers", help="parallel workers"),
+        out: Path | None = _c.out_option("also write the receipt (JSON) to this file"),
+        as_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
     ) -> None:
         """Delete ids exactly and print the receipt (JSON)."""
+        from obliviate.io import atomic_write_text
         from obliviate.sharded.continual import ShardedContinual
 
+        if out is not None:
+            _c.check_out_target(out)  # before the deletion commits
         wanted = _c.parse_ids_option(ids, ids_file)
         with ShardedContinual(store, backend=backend, n_workers=workers) as st:
-            _c.emit_json(st.forget(wanted, request_id, check_exactness=check_exactness))
+            receipt = st.forget(wanted, request_id, check_exactness=check_exactness)
+        if out is not None:
+            import json
+
+            with _c.writing(out):
+                atomic_write_text(out, json.dumps(receipt, indent=2, sort_keys=True) + "\n")
+        _c.emit_json(receipt)
 
     @stream_app.command("status")
-    def status(store: Path = typer.Option(..., "--store", help=STORE_HELP)) -> None:
-        """Shards, experiences, samples by state, requests, test accuracy (JSON)."""
+    def status(
+        store: Path = typer.Option(..., "--store", help=STORE_HELP),
+        as_json: bool = _c.json_option(),
+    ) -> None:
+        """Shards, experiences, samples by state, requests, test accuracy (a table; --json)."""
         from obliviate.sharded.continual import ShardedContinual
 
         with ShardedContinual(store) as st:
-            _c.emit_json(_summary(st))
+            info = _summary(st)
+        if as_json:
+            _c.emit_json(info)
+        else:
+            _print_status(info)
 
     @stream_app.command("verify")
-    def verify(store: Path = typer.Option(..., "--store", help=STORE_HELP)) -> None:
+    def verify(
+        store: Path = typer.Option(..., "--store", help=STORE_HELP),
+        as_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
+    ) -> None:
         """Re-hash every file, check ids and the event chain; exit 1 when a problem is found."""
         from obliviate.sharded.continual import ShardedContinual
 
@@ -162,7 +215,10 @@ def register(shard: typer.Typer) -> None:
             raise typer.Exit(1)
 
     @stream_app.command("resume")
-    def resume(store: Path = typer.Option(..., "--store", help=STORE_HELP)) -> None:
+    def resume(
+        store: Path = typer.Option(..., "--store", help=STORE_HELP),
+        as_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
+    ) -> None:
         """Complete a deletion a killed process left; print the receipts completed (JSON)."""
         from obliviate.sharded.continual import ShardedContinual
 

@@ -489,14 +489,13 @@ def _run_exact(s: LifecycleSpec, *, echo: Any = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="obliviate-lifecycle-") as tmp:
 
         def new_store(name: str) -> Any:
-            return ShardedContinual.create(
+            return ShardedContinual.for_stream(  # task-aware streams keep their task heads
                 Path(tmp) / name,
+                stream,
                 n_shards=s.n_shards,
                 n_slices=s.n_slices,
                 strategy=s.strategy,
                 strategy_params=dict(S.constructor_params(s.params)),
-                n_classes=stream.n_classes,
-                sample_shape=stream.sample_shape,
                 recipe=recipe,
                 seed=s.seed,
             )
