@@ -182,3 +182,15 @@ def test_heads_on_a_frozen_language_model() -> None:
     acc = float((heads.predict(train.x) == train.y).float().mean())
     assert acc > 0.9, acc  # the question's wording names the attribute
     assert not any(p.requires_grad for p in lm.model.parameters())
+
+
+def test_get_params_are_the_constructor_arguments() -> None:
+    heads = ShardedHeads(**PARAMS)
+    assert heads.get_params() == {
+        **PARAMS,
+        "graph": "none",
+        "hidden": 0,
+        "optimizer": "adam",
+        "weight_decay": 0.0,
+        "head_factory": None,
+    }

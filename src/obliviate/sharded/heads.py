@@ -116,7 +116,7 @@ class ShardedHeads:
                 "head_factory must be a callable (D, C) -> nn.Module, and hidden must be 0 with it"
             )
         neighbourhoods(graph, n_shards, seed)  # validates the spec
-        self.config = TrainConfig(
+        TrainConfig(  # validates the recipe's values (one line naming the value)
             n_epochs=n_epochs,
             batch_size=batch_size,
             lr=lr,
@@ -124,6 +124,8 @@ class ShardedHeads:
             weight_decay=weight_decay,
             seed=seed,
         )
+        self.n_epochs, self.lr, self.batch_size = n_epochs, lr, batch_size
+        self.optimizer, self.weight_decay = optimizer, weight_decay
         self.n_shards, self.n_slices, self.graph = n_shards, n_slices, graph
         self.hidden, self.seed, self.head_factory = hidden, seed, head_factory
 
@@ -204,7 +206,7 @@ class ShardedHeads:
         for r in range(start, self.n_slices):
             seen = np.concatenate(parts[: r + 1])
             if seen.size:
-                fit(head, self.features_.select_ids(seen), self.config, key=("heads", shard, r))
+                fit(head, self.features_.select_ids(seen), self._config(), key=("heads", shard, r))
             self.checkpoints_[shard].append(
                 {k: v.detach().clone() for k, v in head.state_dict().items()}
             )
@@ -268,6 +270,16 @@ class ShardedHeads:
     def head_states(self) -> list[dict[str, Tensor]]:
         """Each shard's final head ``state_dict`` (shard order)."""
         return [dict(h.state_dict()) for h in self.heads_]
+
+    def _config(self) -> TrainConfig:
+        return TrainConfig(
+            n_epochs=self.n_epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            optimizer=self.optimizer,
+            weight_decay=self.weight_decay,
+            seed=self.seed,
+        )
 
     def _fitted(self) -> nn.Module:
         backbone = getattr(self, "backbone_", None)
