@@ -148,11 +148,6 @@ def test_shard_forget_when_the_ledger_cannot_grow_changes_nothing(store, tmp_pat
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="ShardedStore reports a ledger it cannot open for writing (full disk: SQLite 'disk "
-    "I/O error') as damaged and advises restoring a backup (sharded/sisa.py)",
-)
 def test_a_full_disk_is_not_reported_as_a_damaged_ledger(store, tmp_path):
     shutil.copytree(store, tmp_path / "full")
     text = ",".join(map(str, _two_ids(store)))

@@ -82,6 +82,26 @@ def event_hash(seq: int, when: float, kind: str, payload: str, prev: str) -> str
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def storage_failure(exc: sqlite3.Error) -> bool:
+    """Whether SQLite's error is the storage failing (disk full, an I/O error, a file it may not
+    open or lock) rather than the file being damaged (SQLITE_CORRUPT, SQLITE_NOTADB): the first
+    calls for freeing space or fixing permissions and a retry, never for restoring a backup."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name:
+        return name.startswith(("SQLITE_IOERR", "SQLITE_FULL", "SQLITE_CANTOPEN"))
+    text = str(exc).lower()
+    return any(k in text for k in ("disk i/o error", "disk is full", "unable to open"))
+
+
+def storage_error(path: Path, exc: sqlite3.Error) -> ObliviateError:
+    """The one-line error for :func:`storage_failure` ``exc`` on the ledger at ``path``."""
+    return ObliviateError(
+        f"cannot use the ledger {str(path)!r} (SQLite: {exc}): the disk is full or the file "
+        "cannot be written or opened; nothing was changed. Free space (or fix the folder's "
+        "permissions) and run the command again; `obliviate shard resume` completes unfinished work"
+    )
+
+
 class LedgerDamaged(ObliviateError):
     """The ledger file fails SQLite's integrity check; nothing is written to it."""
 
@@ -118,6 +138,8 @@ class Ledger:
         try:
             rows = self.db.execute(f"PRAGMA {pragma}").fetchall()
         except sqlite3.DatabaseError as exc:
+            if storage_failure(exc):
+                raise storage_error(self.path, exc) from None
             return [f"the ledger cannot be read: {exc}"]
         messages = [str(r[0]) for r in rows]
         return [] if messages == ["ok"] else messages

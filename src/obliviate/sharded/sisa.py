@@ -75,7 +75,7 @@ from obliviate.sharded.config import (
 )
 from obliviate.sharded.graph import expected_cost, neighbourhoods
 from obliviate.sharded.jobs import ShardJob, run_shard_job, train_stage
-from obliviate.sharded.ledger import FORMAT, Ledger, LedgerDamaged
+from obliviate.sharded.ledger import FORMAT, Ledger, LedgerDamaged, storage_error, storage_failure
 from obliviate.sharded.store import LEDGER_FILE, remove_temporaries, store_lock
 from obliviate.training import check_device, check_precision
 
@@ -136,6 +136,8 @@ class ShardedStore:
             self.ledger = Ledger(self.path / LEDGER_FILE)
             fmt = self.ledger.get_meta("format")
         except sqlite3.DatabaseError as exc:
+            if storage_failure(exc):
+                raise storage_error(self.path / LEDGER_FILE, exc) from None
             raise LedgerDamaged(
                 f"{str(self.path)!r} is not a shard store, or its ledger is damaged "
                 f"({LEDGER_FILE}: {exc}); nothing was written. Restore the store from a backup"
