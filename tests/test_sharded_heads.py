@@ -194,3 +194,30 @@ def test_get_params_are_the_constructor_arguments() -> None:
         "weight_decay": 0.0,
         "head_factory": None,
     }
+
+
+def test_save_load_then_forget_equals_forget_in_memory(data: tuple, tmp_path) -> None:
+    train, test = data
+    backbone = Backbone()
+    a = ShardedHeads(**PARAMS).fit(backbone, train)
+    path = a.save(tmp_path / "heads.pt")
+    b = ShardedHeads.load(path, backbone)
+    assert _same(a.head_states(), b.head_states())
+    assert torch.equal(a.predict_proba(test.x), b.predict_proba(test.x))
+    gone = train.ids[[2, 9]]
+    a.forget(gone)
+    b.forget(gone)
+    assert _same(a.head_states(), b.head_states())
+    with pytest.raises(ObliviateError, match="backbone"):
+        ShardedHeads.load(path, Backbone().requires_grad_(False).apply(_shift))
+    with pytest.raises(ObliviateError, match="head_factory"):
+        ShardedHeads.load(path, backbone, head_factory=_adapter)
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ObliviateError, match="junk"):
+        ShardedHeads.load(tmp_path / "junk.pt", backbone)
+
+
+def _shift(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        with torch.no_grad():
+            m.bias.add_(1.0)

@@ -41,8 +41,10 @@ sections 3-4.
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, final
 
 import numpy as np
@@ -52,10 +54,13 @@ from torch import Tensor, nn
 from obliviate._rng import derive_seed
 from obliviate.data.dataset import Dataset, as_id_tensor
 from obliviate.errors import ObliviateError
+from obliviate.io import atomic_save_torch, state_sha256
 from obliviate.models.base import seeded_init
 from obliviate.sharded.config import assign
 from obliviate.sharded.graph import neighbourhoods
 from obliviate.training import TrainConfig, eval_mode, fit
+
+FORMAT = "obliviate-sharded-heads/1"
 
 
 @final
@@ -270,6 +275,84 @@ class ShardedHeads:
     def head_states(self) -> list[dict[str, Tensor]]:
         """Each shard's final head ``state_dict`` (shard order)."""
         return [dict(h.state_dict()) for h in self.heads_]
+
+    # ---- persistence -----------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted state to one file, atomically (a crash leaves the old file or the
+        new one): the constructor arguments but ``head_factory``, the features, the live
+        ``(id, shard, slice)`` rows, every checkpoint, and the backbone's state sha256 (the
+        backbone itself is the user's and is not saved).
+
+        Raises:
+            ObliviateError: not fitted.
+        """
+        backbone = self._fitted()
+        params = {k: v for k, v in self.get_params().items() if k != "head_factory"}
+        atomic_save_torch(
+            {
+                "format": FORMAT,
+                "params": params,
+                "custom_head": self.head_factory is not None,
+                "backbone_sha256": state_sha256(backbone.state_dict()),
+                "features": {
+                    "x": self.features_.x,
+                    "y": self.features_.y,
+                    "ids": self.features_.ids,
+                    "n_classes": int(self.features_.n_classes),
+                    "name": self.features_.name,
+                },
+                "samples": torch.from_numpy(self.samples_),
+                "checkpoints": self.checkpoints_,
+                "n_backbone_rows": self.n_backbone_rows_,
+            },
+            path,
+        )
+        return Path(path)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        backbone: nn.Module,
+        *,
+        head_factory: Callable[[int, int], nn.Module] | None = None,
+    ) -> ShardedHeads:
+        """Open a file written by :meth:`save` with the same ``backbone`` (checked by its state
+        sha256) and, if it was built with one, the same ``head_factory``.
+
+        Raises:
+            ObliviateError: not such a file, another backbone, or a missing/extra head_factory.
+        """
+        try:
+            blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+            raise ObliviateError(f"cannot read sharded heads from {str(path)!r}: {exc}") from None
+        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+            raise ObliviateError(f"{str(path)!r} is not a file written by ShardedHeads.save")
+        if blob["custom_head"] != (head_factory is not None):
+            raise ObliviateError(
+                f"{str(path)!r} was saved "
+                + ("with" if blob["custom_head"] else "without")
+                + " a head_factory; pass the same one to load"
+            )
+        if state_sha256(backbone.state_dict()) != blob["backbone_sha256"]:
+            raise ObliviateError(
+                "the backbone given is not the one these heads were trained on (sha256 mismatch)"
+            )
+        heads = cls(**blob["params"], head_factory=head_factory)
+        heads.backbone_ = backbone
+        heads.features_ = Dataset(**blob["features"])
+        heads.samples_ = blob["samples"].numpy()
+        heads.checkpoints_ = blob["checkpoints"]
+        heads.n_backbone_rows_ = blob["n_backbone_rows"]
+        heads.hoods_ = neighbourhoods(heads.graph, heads.n_shards, heads.seed)
+        heads.heads_ = []
+        for k in range(heads.n_shards):
+            head = heads._new_head(k)
+            head.load_state_dict(heads.checkpoints_[k][-1])
+            head.eval()
+            heads.heads_.append(head)
+        return heads
 
     def _config(self) -> TrainConfig:
         return TrainConfig(
