@@ -6,6 +6,9 @@ the same for unlearners (:mod:`obliviate.testing.unlearners`). Both take ``model
 every check on a user-style model (:class:`obliviate.testing.models.UserCNN`: a plain CNN with
 BatchNorm and Dropout whose forward takes ``x`` only); a method may refuse it only with one
 ObliviateError it declares (``model_requirement``, or ``needs_task_ids`` for strategies).
+
+Causal-LM unlearners have their own suite, :mod:`obliviate.testing.llm`
+(``check_llm_unlearner(name)``; needs the ``[llm]`` extra, so it is not imported here).
 """
 
 from obliviate.testing.strategies import STRATEGY_CHECKS, NotApplicable, check_strategy, tiny_setup
