@@ -430,3 +430,20 @@ def test_a_process_pool_gives_the_same_bits(tmp_path, stream):
     assert got == reference(tmp_path / "b", stream, ids, 3)
     with pytest.raises(ObliviateError, match="backend"):
         ShardedContinual(tmp_path / "a", backend="gpu-cluster")
+
+
+def test_library_default_recipe_is_the_clis(tmp_path):
+    """``ShardedContinual.create`` without a recipe trains what ``shard stream learn`` trains
+    without recipe options (it used ``Recipe()``: one epoch at lr 0.01)."""
+    from obliviate.cli.main import main
+
+    stream = build_scenario(
+        "class-incremental", *load_dataset("digits", limit=300), n_experiences=5, seed=0
+    )
+    assert main(["shard", "stream", "learn", "--store", str(tmp_path / "cli"), "--limit", "300",
+                 "--until", "1", "-q", "--json"]) == 0  # fmt: skip
+    with ShardedContinual.for_stream(tmp_path / "lib", stream, n_shards=3, strategy="replay") as a:
+        a.learn(stream.experiences[0])
+        with ShardedContinual(tmp_path / "cli") as b:
+            assert a.config.recipe == b.config.recipe
+            assert a.checkpoint_hashes() == b.checkpoint_hashes()

@@ -81,7 +81,7 @@ from obliviate.continual.base import Strategy
 from obliviate.data.dataset import Dataset
 from obliviate.data.splits import Experience, Stream
 from obliviate.errors import ObliviateError
-from obliviate.models import build_model
+from obliviate.models import ModelSpec, build_model
 from obliviate.models.base import logits
 from obliviate.sharded import deletion
 from obliviate.sharded import receipts as rc
@@ -104,6 +104,7 @@ from obliviate.sharded.store import (
 from obliviate.training import (
     Batch,
     Recipe,
+    TrainConfig,
     batches,
     check_finite,
     global_rng_from,
@@ -116,6 +117,16 @@ FORMAT = "obliviate-sharded-continual/1"
 BEGIN_READS_DATA = frozenset({"gdumb"})
 
 __all__ = ["BEGIN_READS_DATA", "FORMAT", "ShardedContinual", "StageJob", "run_stage_job"]
+
+
+def default_stream_recipe(seed: int = 0) -> Recipe:
+    """The recipe of ``obliviate shard stream learn`` without recipe options: an MLP(100), SGD
+    lr 0.05, batch 32, 5 epochs per experience (and slice stage), ``seed`` as the model's and
+    the schedule's seed. (``Recipe()``, one epoch at lr 0.01, trained shards to chance.)"""
+    return Recipe(
+        ModelSpec(hidden=(100,), seed=seed),
+        TrainConfig(n_epochs=5, batch_size=32, lr=0.05, seed=seed),
+    )
 
 
 class ShardedContinual:
@@ -207,6 +218,8 @@ class ShardedContinual:
         ``strategy``: a registry key (with ``strategy_params``) or an unfitted strategy instance
         (its constructor arguments are recorded). ``recipe``: model and training settings of every
         shard (each shard's model seed is derived from ``recipe.model.seed`` and the shard).
+        None: :func:`default_stream_recipe` of ``seed``, what ``obliviate shard stream learn``
+        trains with no recipe options, so the library and the CLI give the same store.
         ``n_shards`` (S >= 1), ``n_slices`` (R >= 1, slices per experience), ``seed`` (the
         assignment of ids to shards and slices), ``aggregation`` (``"softmax"`` or ``"vote"``).
         ``n_classes`` and ``sample_shape`` describe the stream's label space and rows.
@@ -245,7 +258,7 @@ class ShardedContinual:
             n_slices=n_slices,
             seed=seed,
             aggregation=aggregation,
-            recipe=recipe or Recipe(),
+            recipe=recipe if recipe is not None else default_stream_recipe(seed),
         )
         shape = tuple(int(d) for d in sample_shape)
         if int(n_classes) < 2:
