@@ -352,3 +352,29 @@ def test_exact_path_on_a_task_incremental_stream_keeps_task_heads():
     final_approx = approx["events"][-1]["retention"]
     # single-head shards (the bug) gave 0.21 here; with task heads about 0.75, as approximate
     assert final_exact > 0.6 and final_approx > 0.6, (final_exact, final_approx)
+
+
+def test_device_and_precision_reach_the_approximate_path(capsys, monkeypatch):
+    """bf16 autocast runs the whole approximate lifecycle (every trainer: the loop, the
+    unlearner, the oracle); the exact path refuses anything but CPU fp32 in one line, and a bad
+    device is refused before any training (exit 2)."""
+    from obliviate import training
+    from obliviate.cli.main import main
+
+    used: list[str] = []
+    init = training.Stepper.__init__
+
+    def recording(self, *a, **k):  # type: ignore[no-untyped-def]
+        init(self, *a, **k)
+        used.append(self.precision)
+
+    monkeypatch.setattr(training.Stepper, "__init__", recording)
+    spec = LifecycleSpec(strategy="replay", params={"memory_size": 40}, schedule="2:random:5%",
+                         method="finetune", precision="bf16", **QUICK)  # fmt: skip
+    res = run(spec)
+    assert used and set(used) == {"bf16"}
+    assert res["spec"]["precision"] == "bf16" and len(res["events"]) == 6
+    with pytest.raises(ObliviateError, match="runs on the CPU at fp32"):
+        run(LifecycleSpec(path="exact", precision="bf16", **QUICK))
+    assert main(["lifecycle", "--device", "cuda:7", "--limit", "300"]) == 2
+    assert "cuda" in capsys.readouterr().err

@@ -133,6 +133,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = _c.json_option(),
         threads: int = typer.Option(1, "--threads", help="torch CPU threads"),
         quiet: bool = _c.quiet_option(),
+        device: str = _c.device_option(),
+        precision: str = _c.precision_option(),
     ) -> None:
         """Learn a stream while deletion requests arrive; print retention and forgetting
         against the lifecycle oracle after every event."""
@@ -195,6 +197,8 @@ def register(app: typer.Typer) -> None:
                         seed=seed_list[0],
                         data_dir=data_dir,
                         limit=limit,
+                        device=device,
+                        precision=precision,
                     )
                 )
                 specs[-1].resolved()  # everything validated before the first run

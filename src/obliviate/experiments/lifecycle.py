@@ -80,7 +80,7 @@ from obliviate.metrics.membership import loss_threshold_auc
 from obliviate.models import model_for_stream
 from obliviate.provenance import provenance
 from obliviate.sharded.continual import ShardedContinual
-from obliviate.training import Recipe, accuracy, predict_logits
+from obliviate.training import Recipe, accuracy, precision, predict_logits
 from obliviate.unlearning import UNLEARNERS, unlearner_class
 from obliviate.unlearning.base import ForgetRequest
 from obliviate.unlearning.evaluate import nonmembers
@@ -173,6 +173,9 @@ class LifecycleSpec:
     model, hidden, n_epochs, batch_size, lr, optimizer, momentum, weight_decay : the recipe.
     seed : seeds everything: model, data order, class order, strategy, schedule, unlearner.
     data_dir, limit : passed to ``load_dataset``.
+    device, precision : where the approximate path's model, strategy memory, unlearner and oracle
+        run, and at which precision (:func:`obliviate.training.precision`); the exact path runs
+        on the CPU at fp32 (other values are refused).
 
     Errors: bad values raise :class:`~obliviate.errors.ObliviateError` naming the field.
     """
@@ -205,6 +208,8 @@ class LifecycleSpec:
     seed: int = S.option(0, check=S.any_int, alias="seeds")
     data_dir: str | None = S.option(None)
     limit: int | None = S.option(None, check=S.positive_int)
+    device: str = S.option("cpu", check=S.device)
+    precision: str = S.option("fp32", check=S.precision)
 
     def __post_init__(self) -> None:
         S.validate(self)
@@ -257,6 +262,8 @@ class LifecycleSpec:
             seed=self.seed,
             data_dir=self.data_dir,
             limit=self.limit,
+            device=self.device,
+            precision=self.precision,
         )
 
     def resolved(self) -> LifecycleSpec:
@@ -406,7 +413,8 @@ def _oracle(
 ) -> _Learner:
     """The lifecycle oracle: the stream without ``deleted`` from the start, same seed, trained
     through its first ``learned`` experiences (its ``train_seconds``: the cost of a re-run)."""
-    oracle = _Learner(model_for_stream(spec.learn_spec().model_spec(), stream), None)
+    model = model_for_stream(spec.learn_spec().model_spec(), stream).to(spec.device)
+    oracle = _Learner(model, None)
     strategy = make_strategy(spec.strategy, **S.constructor_params(spec.params))
     filtered = without_ids(stream, deleted)
     for i in range(learned):
@@ -622,13 +630,25 @@ def run(spec: LifecycleSpec, *, echo: Any = None) -> dict[str, Any]:
     s = spec.resolved()
     if s.path == "exact":
         check_exact_available()
+        if s.device != "cpu" or s.precision != "fp32":
+            raise ObliviateError(
+                f"path 'exact' runs on the CPU at fp32 (the sharded continual engine's bitwise "
+                f"contract); got device={s.device!r}, precision={s.precision!r}: use "
+                "device='cpu', precision='fp32', or path='approximate'"
+            )
         return _run_exact(s, echo=echo)
+    with precision(s.precision):
+        return _run_approximate(s, echo=echo)
+
+
+def _run_approximate(s: LifecycleSpec, *, echo: Any = None) -> dict[str, Any]:
+    """The approximate path of :func:`run` (``s`` resolved), inside its precision context."""
     _warm_up()
     started = time.perf_counter()
     lc = build(s)
     stream = lc.stream
     config = s.learn_spec().train_config()
-    learner = _Learner(model_for_stream(s.learn_spec().model_spec(), stream), None)
+    learner = _Learner(model_for_stream(s.learn_spec().model_spec(), stream).to(s.device), None)
     strategy = make_strategy(s.strategy, **S.constructor_params(s.params))
     method = _unlearner(s)
     rows = _all_rows(stream)
