@@ -2,9 +2,9 @@
 
 Usage::
 
-    python benchmarks/unlearning_bench_table.py RESULTS_DIR [--title TITLE]
+    python benchmarks/unlearning_bench_table.py RESULTS_DIR [RESULTS_DIR ...]
 
-Reads ``RESULTS_DIR/results.jsonl`` (written by ``obliviate bench SPEC --out RESULTS_DIR``) and
+Reads ``RESULTS_DIR/results.jsonl`` (several folders: their records together) (written by ``obliviate bench SPEC --out RESULTS_DIR``) and
 prints one table per (dataset, forget set): per method, mean ± std over the seeds that finished,
 of the unlearned model's retain / forget / test accuracy (RA / FA / TA), the loss-threshold MIA
 AUC (forget vs held-out test rows of the same classes) beside the oracle's, the relearn steps
@@ -115,13 +115,16 @@ def tables(records: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("results_dir", type=Path)
+    ap.add_argument("results_dir", type=Path, nargs="+")
     args = ap.parse_args(argv)
-    path = args.results_dir / "results.jsonl"
-    if not path.exists():
-        print(f"error: no results.jsonl in {args.results_dir}; run obliviate bench first")
-        return 2
-    print(tables(load(path)))
+    records = []
+    for folder in args.results_dir:
+        path = folder / "results.jsonl"
+        if not path.exists():
+            print(f"error: no results.jsonl in {folder}; run obliviate bench first")
+            return 2
+        records += load(path)
+    print(tables(records))
     return 0
 
 
