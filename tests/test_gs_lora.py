@@ -48,7 +48,7 @@ def toy():
 
 def test_group_sparse_penalty_matches_a_hand_computation():
     net = _net()
-    _, groups = attach_lora(net, ["1", "3"], rank=2, lora_alpha=2.0, seed=0, key="t")
+    _, groups = attach_lora(net, ["1", "3"], rank=2, lora_alpha=2, seed=0, key="t")
     values = [(0.5, -1.0), (2.0, 0.25)]  # every entry of A, of B per group
     with torch.no_grad():
         for g, (a, b) in zip(groups, values, strict=True):
@@ -70,7 +70,7 @@ def test_group_sparse_penalty_matches_a_hand_computation():
 def test_a_zero_group_leaves_its_layer_unchanged_and_the_merge_is_plain():
     net = _net()
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    wrapper, groups = attach_lora(net, ["1", "3"], rank=2, lora_alpha=2.0, seed=0, key="t")
+    wrapper, groups = attach_lora(net, ["1", "3"], rank=2, lora_alpha=2, seed=0, key="t")
     with torch.no_grad():
         groups[0].b.fill_(0.3)  # group "1" moves its layer
         groups[1].a.zero_()  # group "3" is zero

@@ -206,7 +206,9 @@ def run(spec: ContinualForgetSpec, *, echo: Any = None) -> dict[str, Any]:
         mask = torch.isin(data.y, torch.tensor(cls, dtype=data.y.dtype, device=data.y.device))
         return data.subset(torch.nonzero(mask if inside else ~mask).reshape(-1))
 
-    def record(t: int, model: Any, oracle: Any, gone: list[int], seconds: float, osec: float):
+    def record(
+        t: int, model: Any, oracle: Any, gone: list[int], seconds: float, osec: float
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {"request": t, "forgotten": list(gone)}
         for who, m in (("", model), ("oracle_", oracle)):
             out[f"{who}forgotten_acc"] = _acc(m, rows(test, gone, True)) if gone else None
@@ -221,7 +223,8 @@ def run(spec: ContinualForgetSpec, *, echo: Any = None) -> dict[str, Any]:
     records = [record(0, original, original, [], 0.0, 0.0)]
     if echo is not None:
         echo(records[0])
-    model, gone, total = original, [], 0.0
+    model, total = original, 0.0
+    gone: list[int] = []
     for t, c in enumerate(classes, start=1):
         current = rows(train, gone, False)  # the rows not yet forgotten
         ids = current.ids[current.y == c]

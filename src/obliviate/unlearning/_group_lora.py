@@ -71,7 +71,7 @@ def attach_lora(
     names: list[str],
     *,
     rank: int,
-    lora_alpha: float,
+    lora_alpha: int,
     seed: int,
     key: object,
 ) -> tuple[object, list[LoraGroup]]:
@@ -99,9 +99,9 @@ def attach_lora(
         groups.append(
             LoraGroup(
                 name=n,
-                a=m.lora_A[_ADAPTER].weight,  # type: ignore[index]
-                b=m.lora_B[_ADAPTER].weight,  # type: ignore[index]
-                base=m.get_base_layer(),  # type: ignore[operator]
+                a=m.lora_A[_ADAPTER].weight,
+                b=m.lora_B[_ADAPTER].weight,
+                base=m.get_base_layer(),
             )
         )
     for p in model.parameters():

@@ -79,7 +79,7 @@ class GSLoRAPP(Unlearner):
         self,
         *,
         rank: int = 4,
-        lora_alpha: float = 8.0,
+        lora_alpha: int = 8,
         reg_strength: float = 0.05,
         forget_weight: float = 1.0,
         bound: float = 3.0,
@@ -97,7 +97,7 @@ class GSLoRAPP(Unlearner):
     ) -> None:
         o = "GSLoRAPP"
         check_number("rank", rank, low=1, integer=True, owner=o)
-        check_number("lora_alpha", lora_alpha, low=0, low_open=True, owner=o)
+        check_number("lora_alpha", lora_alpha, low=1, integer=True, owner=o)
         check_number("reg_strength", reg_strength, low=0, owner=o)
         check_number("forget_weight", forget_weight, low=0, low_open=True, owner=o)
         check_number("bound", bound, low=0, low_open=True, owner=o)
