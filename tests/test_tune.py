@@ -55,6 +55,10 @@ def test_splits_never_touch_reported_forget_sets_or_test(digits, forget):
     # deterministic in the seed, different across seeds
     again = T.tuning_splits(train, forget, seed=0, report_seeds=seeds)
     assert torch.equal(again.validation.ids, s.validation.ids)
+    second = T.tuning_splits(train, forget, seed=0, report_seeds=seeds, index=1)
+    assert torch.equal(second.validation.ids, s.validation.ids)  # only the forget set moves
+    assert not torch.equal(second.request.forget.ids, s.request.forget.ids)
+    assert not torch.isin(second.request.forget.ids, reported).any()
     other = T.tuning_splits(train, forget, seed=1, report_seeds=seeds)
     assert not torch.equal(other.validation.ids, s.validation.ids)
 
@@ -79,6 +83,11 @@ def test_validation_forget_spec_kinds():
     assert T.validation_forget_spec("class:9", [9], 10) == "class:0"
     assert T.validation_forget_spec("class:1,2", [1, 2], 10) == "class:3,4"
     assert T.validation_forget_spec("random:50", [], 10) == "random:50"
+    # the i-th validation forget set of a multi-seed search: the following classes, cyclically
+    assert [T.validation_forget_spec("class:3", [3], 10, i) for i in range(3)] == [
+        "class:4", "class:5", "class:6",
+    ]  # fmt: skip
+    assert T.validation_forget_spec("class:9", [9], 10, 9) == "class:0"
     with pytest.raises(ObliviateError, match="cannot draw"):
         T.validation_forget_spec("ids:1,2", [], 10)
 

@@ -14,8 +14,10 @@ training set only and deterministically from the seed,
 
 A tuning original is trained on the tuning training set and a tuning oracle on it minus the
 validation forget set (the reported recipe), one pair per seed ``seed, seed + 1, ...,
-seed + n_seeds - 1``; a trial runs the method on each pair (with that seed) and scores the mean
-of the objective below, and a divergence on any seed prunes it. :func:`check_disjoint` raises if a
+seed + n_seeds - 1``, the i-th with the i-th validation forget set (``index=i`` of
+:func:`tuning_splits`: for ``class:3`` on ten classes, classes 4, 5, 6, ...), so a setting must
+carry over across originals *and* forget sets; a trial runs the method on each pair (with that
+seed) and scores the mean of the objective below, and a divergence on any of them prunes it. :func:`check_disjoint` raises if a
 tuning row is a reported forget row or a test row; the reported test split is never loaded
 into the search at all (only its size is read).
 
@@ -191,10 +193,13 @@ class TuningSplits:
     train_ids: torch.Tensor = field(repr=False)
 
 
-def validation_forget_spec(forget: str, excluded_classes: Sequence[int], n_classes: int) -> str:
+def validation_forget_spec(
+    forget: str, excluded_classes: Sequence[int], n_classes: int, index: int = 0
+) -> str:
     """The validation forget spec of the same kind as the reported ``forget`` spec: the same
-    spec for ``random:`` / ``subclass:``; for ``class:C[,D]`` as many other classes, taken
-    cyclically after the largest reported one. Raises :class:`ObliviateError` for other kinds
+    spec for ``random:`` / ``subclass:`` (redrawn per ``index`` by :func:`tuning_splits`); for
+    ``class:C[,D]`` as many other classes, taken cyclically after the largest reported one, the
+    ``index``-th such group (index 0: the next classes; cycling through the free classes). Raises :class:`ObliviateError` for other kinds
     (``source:``, ``ids:`` name fixed rows: nothing to draw a validation set of the same kind)."""
     kind = forget.partition(":")[0].strip().lower()
     if kind in ("random", "subclass"):
@@ -208,7 +213,9 @@ def validation_forget_spec(forget: str, excluded_classes: Sequence[int], n_class
             )
         start = max(taken)
         order = sorted(free, key=lambda c: (c - start) % n_classes)
-        return "class:" + ",".join(str(c) for c in sorted(order[: len(taken)]))
+        k = len(taken)
+        group = [order[(index * k + j) % len(order)] for j in range(k)]
+        return "class:" + ",".join(str(c) for c in sorted(group))
     raise ObliviateError(
         f"obliviate tune cannot draw a validation forget set like {forget!r}; use a random:, "
         "class: or subclass: forget spec"
@@ -222,9 +229,12 @@ def tuning_splits(
     seed: int = 0,
     val_fraction: float = 0.2,
     report_seeds: Sequence[int] = DEFAULT_REPORT_SEEDS,
+    index: int = 0,
 ) -> TuningSplits:
     """Carve the tuning data out of ``train`` (see the module docstring); deterministic in
-    ``seed``. Raises :class:`ObliviateError` for a bad fraction, an unsupported forget spec or
+    ``seed``; ``index`` picks the validation forget set only (:func:`validation_forget_spec`;
+    a random draw with a seed of its own per index), the other splits depend on ``seed`` alone.
+    Raises :class:`ObliviateError` for a bad fraction, an unsupported forget spec or
     splits too small to use."""
     if not (isinstance(val_fraction, float | int) and 0 < val_fraction < 1):
         raise ObliviateError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
@@ -242,8 +252,9 @@ def tuning_splits(
     validation = universe.subset(torch.sort(perm[:n_val]).values)
     tune_train = universe.subset(torch.sort(perm[n_val:]).values)
     excluded_classes = torch.unique(train.select_ids(excluded).y).tolist() if len(excluded) else []
-    val_spec = validation_forget_spec(forget, excluded_classes, train.n_classes)
-    ids = request_ids(tune_train, val_spec, seed=derive_seed(seed, "tune", "forget") % 2**31)
+    val_spec = validation_forget_spec(forget, excluded_classes, train.n_classes, index)
+    draw = derive_seed(seed, "tune", "forget", *([index] if index else [])) % 2**31
+    ids = request_ids(tune_train, val_spec, seed=draw)
     if ids.numel() == 0:
         raise ObliviateError(
             f"the validation forget set {val_spec!r} is empty on the tuning split; use a larger "
@@ -367,11 +378,10 @@ def run(spec: TuneSpec) -> dict[str, Any]:
     )  # fmt: skip
     n_classes = train.n_classes
     on = {"device": spec.device}
-    assert splits.request.retain is not None
-    held_out = nonmembers(splits.request, splits.validation)
     seeds = [spec.seed + i for i in range(spec.n_seeds)]
 
     def report(m: nn.Module, request: ForgetRequest) -> dict[str, float]:
+        held_out = nonmembers(request, splits.validation)
         r = model_report(m, request, splits.validation, held_out, seed=spec.seed)
         return {
             "forget_acc": r["forget_acc"],
@@ -380,19 +390,27 @@ def run(spec: TuneSpec) -> dict[str, Any]:
             "mia_auc": r["mia_auc"],
         }
 
-    # one tuning original and oracle per seed (init and data order), on the same splits
+    # one tuning original, validation forget set and oracle per seed (init and data order;
+    # the i-th validation forget set), on the same tuning and validation splits
     setups = []
-    for s in seeds:
+    val_specs = []
+    for i, s in enumerate(seeds):
+        split_i = splits if i == 0 else tuning_splits(
+            train, spec.forget, seed=spec.seed, val_fraction=spec.val_fraction,
+            report_seeds=spec.report_seeds, index=i,
+        )  # fmt: skip
+        assert split_i.request.retain is not None
+        val_specs.append(split_i.val_forget_spec)
         r = seeded(recipe, s)
         original, _, _ = trained(
             r, splits.tune_train, n_classes, spec.cache_dir, "tune-original", **on
         )
         oracle, _, _ = trained(
-            r, splits.request.retain, n_classes, spec.cache_dir, "tune-oracle", **on
+            r, split_i.request.retain, n_classes, spec.cache_dir, "tune-oracle", **on
         )
         request = ForgetRequest(
-            forget=splits.request.forget, retain=splits.request.retain, train=splits.tune_train,
-            recipe=r,
+            forget=split_i.request.forget, retain=split_i.request.retain,
+            train=splits.tune_train, recipe=r,
         )  # fmt: skip
         setups.append((s, original, request, report(oracle, request)))
     target = {
@@ -481,6 +499,7 @@ def run(spec: TuneSpec) -> dict[str, Any]:
             "n_val_forget": len(splits.request.forget),
             "n_excluded": int(splits.excluded_ids.numel()),
             "val_forget_spec": splits.val_forget_spec,
+            "val_forget_specs": val_specs,
             "report_seeds": list(spec.report_seeds),
         },
         "space": {k: list(v) for k, v in space.items()},
@@ -497,6 +516,7 @@ def config_text(result: Mapping[str, Any], command: str = "") -> str:
     tune = {
         "forget": result["forget"],
         "val_forget": result["splits"]["val_forget_spec"],
+        "val_forgets": result["splits"].get("val_forget_specs", []),
         "seed": s["seed"],
         "n_trials": len(result["trials"]),
         "n_pruned": result["n_pruned"],
