@@ -228,3 +228,30 @@ def test_an_entirely_frozen_model_is_a_clear_error(data):
     request = ForgetRequest.from_ids(train, train.ids[:20])
     with pytest.raises(ObliviateError, match="no trainable parameter"):
         make_unlearner("finetune").unlearn(model, request)
+
+
+def _frozen_batchnorm_model(train: Dataset) -> nn.Sequential:
+    model = fit(user_model(), train, TrainConfig(n_epochs=2, batch_size=32, lr=0.05, seed=0))
+    model[1].eval().requires_grad_(False)  # a frozen BatchNorm: weights and statistics
+    return model
+
+
+def test_fit_keeps_a_frozen_batchnorm_frozen(data):
+    train, _ = data
+    model = _frozen_batchnorm_model(train)
+    stats = model[1].running_mean.clone(), model[1].running_var.clone()
+    fit(model, train, TrainConfig(n_epochs=1, batch_size=32, lr=0.05, seed=1))
+    assert torch.equal(model[1].running_mean, stats[0])
+    assert torch.equal(model[1].running_var, stats[1])
+
+
+@pytest.mark.parametrize("method", ["scrub", "random_label", "finetune", "l1_sparse", "sfron"])
+def test_unlearners_keep_a_frozen_batchnorm_frozen(data, method):
+    """``model.train()`` in the unlearners' loops switched a frozen BatchNorm back to batch
+    statistics and its running mean/var drifted; training.train_mode keeps it in eval mode."""
+    train, _ = data
+    model = _frozen_batchnorm_model(train)
+    stats = model[1].running_mean.clone(), model[1].running_var.clone()
+    out = make_unlearner(method).unlearn(model, ForgetRequest.from_ids(train, train.ids[:20]))
+    assert torch.equal(out[1].running_mean, stats[0])
+    assert torch.equal(out[1].running_var, stats[1])

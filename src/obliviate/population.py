@@ -43,7 +43,7 @@ from obliviate._rng import generator
 from obliviate.data.dataset import Dataset
 from obliviate.errors import ObliviateError
 from obliviate.models.base import Model
-from obliviate.training import Recipe, batches, make_optimizer
+from obliviate.training import Recipe, batches, make_optimizer, train_mode
 
 _STATEFUL = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase, nn.AlphaDropout)
 
@@ -117,7 +117,7 @@ def fit_population(
         return [r.fit(data, n_classes, key=key) for r in recipes]
     config = recipes[0].train
     for m in models:
-        m.train()
+        train_mode(m)
     params, _ = stack_module_state(models)  # name -> [N, *shape] leaf tensors
     base = copy.deepcopy(models[0]).to("meta")
 

@@ -475,7 +475,7 @@ def fit(
     device = model_device(model)
     data = data_to(data, device)
     stepper = Stepper(opt, device)
-    model.train()
+    train_mode(model)
     min_rows = min_batch_rows(model)
     with global_rng_from(config.seed, key):  # dropout masks from the seed too
         for _ in range(config.n_epochs):
@@ -486,6 +486,23 @@ def fit(
                 stepper.backward(loss)
                 stepper.step()
     model.eval()
+    return model
+
+
+def train_mode(model: nn.Module) -> nn.Module:
+    """Put ``model`` in training mode for a trainer, except its *frozen* BatchNorm layers: a
+    BatchNorm whose affine parameters all have ``requires_grad=False`` stays in eval mode, so its
+    running statistics stay frozen with its weights (what torchvision's ``FrozenBatchNorm2d``
+    does, and what a user who froze it expects). ``model.train()`` alone would switch such a
+    layer back to batch statistics and let its running mean and variance drift. A BatchNorm
+    without affine parameters, and every other layer, follows ``model.train()``. Returns
+    ``model``."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            params = list(m.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                m.eval()
     return model
 
 

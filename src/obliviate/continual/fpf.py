@@ -14,7 +14,7 @@ from obliviate.continual.buffers import ReservoirBuffer
 from obliviate.data.dataset import as_id_tensor
 from obliviate.data.scenarios import Experience
 from obliviate.models.base import logits
-from obliviate.training import global_rng_from
+from obliviate.training import global_rng_from, train_mode
 
 
 class FPF(Strategy):
@@ -203,7 +203,7 @@ class FPF(Strategy):
             if any(p.requires_grad for p in m.parameters(recurse=False))
         }
         modes = [(m, m.training) for m in model.modules()]
-        model.train()
+        train_mode(model)
         try:
             with torch.enable_grad():
                 params = {

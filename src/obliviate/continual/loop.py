@@ -33,6 +33,7 @@ from obliviate.training import (
     min_batch_rows,
     model_device,
     stream_to,
+    train_mode,
 )
 
 
@@ -182,13 +183,13 @@ def train_stream(
         opt = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
         stepper = Stepper(opt, device)
         if not model.training:
-            model.train()
+            train_mode(model)
         min_rows = min_batch_rows(model)  # no one-row batch for BatchNorm
         with global_rng_from(config.seed, "stream", i):  # dropout masks from the seed too
             for _ in range(config.n_epochs):
                 for batch in batches(data, config.batch_size, gen, experience=i, min_rows=min_rows):
                     if not model.training:  # model.train() walks every submodule: ~4% of a step
-                        model.train()
+                        train_mode(model)
                     opt.zero_grad(set_to_none=True)
                     with stepper.autocast():
                         loss = strategy.loss(model, batch)

@@ -15,7 +15,7 @@ from obliviate.continual._gradients import trainable_params
 from obliviate.continual.base import Batch, Strategy, cross_entropy
 from obliviate.data.scenarios import Experience
 from obliviate.models.base import Model
-from obliviate.training import batches
+from obliviate.training import batches, train_mode
 
 FREE = -1
 """Owner value of an entry no task has claimed yet."""
@@ -308,7 +308,7 @@ class PackNet(Strategy):
         assert self.masks_ is not None  # created in begin
         update = [self.masks_.owner[n] == rank for n, _ in named]
         was_training = model.training
-        model.train()
+        train_mode(model)
         gen = generator(self.seed, "packnet-retrain", experience.index)
         try:
             for _ in range(self.retrain_epochs):

@@ -110,6 +110,7 @@ from obliviate.training import (
     global_rng_from,
     make_optimizer,
     min_batch_rows,
+    train_mode,
 )
 
 FORMAT = "obliviate-sharded-continual/1"
@@ -1041,7 +1042,7 @@ def _train_stage(
     gen = generator(cfg.seed, "sharded-continual", *keys)
     opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
     if not model.training:
-        model.train()
+        train_mode(model)
     min_rows = min_batch_rows(model)
     left = budget
     with global_rng_from(cfg.seed, "sharded-continual", *keys):
@@ -1058,7 +1059,7 @@ def _train_stage(
                         batch = _head(batch, left)
                     left -= len(batch.y)
                 if not model.training:
-                    model.train()
+                    train_mode(model)
                 opt.zero_grad(set_to_none=True)
                 strategy.loss(model, batch).backward()
                 strategy.adjust_gradients(model)

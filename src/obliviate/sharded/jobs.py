@@ -34,6 +34,7 @@ from obliviate.training import (
     make_optimizer,
     model_device,
     precision,
+    train_mode,
 )
 
 
@@ -72,7 +73,7 @@ def train_stage(
     opt = make_optimizer(params, config)
     stepper = Stepper(opt, model_device(model))
     data = data_to(data, stepper.device)
-    model.train()
+    train_mode(model)
     left = n_samples
     while left > 0 and len(data) > 0:
         for batch in batches(data, config.batch_size, gen):

@@ -28,6 +28,7 @@ from obliviate.training import (
     global_rng_from,
     make_optimizer,
     min_batch_rows,
+    train_mode,
 )
 
 
@@ -123,7 +124,7 @@ def train_layers(
     gen = generator(config.seed, key)
     steps = 0
     try:
-        model.train()
+        train_mode(model)
         for m in model.modules():
             if id(m) not in chosen and next(m.buffers(recurse=False), None) is not None:
                 m.eval()

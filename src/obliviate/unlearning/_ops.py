@@ -38,6 +38,7 @@ from obliviate.training import (
     min_batch_rows,
     model_device,
     predict_logits,
+    train_mode,
 )
 
 BatchLoss = Callable[[nn.Module, Batch], Tensor]
@@ -179,7 +180,7 @@ def run_steps(
     device = model_device(model)
     data = data_to(data, device)
     stepper = Stepper(opt, device)
-    model.train()
+    train_mode(model)
     min_rows = min_batch_rows(model)
     try:
         with global_rng_from(seed, key):  # dropout masks from the seed too
@@ -232,7 +233,7 @@ def run_paired_steps(
     device = model_device(model)
     main, other = data_to(main, device), data_to(other, device)
     stepper = Stepper(opt, device)
-    model.train()
+    train_mode(model)
     min_rows = min_batch_rows(model)
     other_it = cycle(
         other, other_batch_size or batch_size, generator(seed, key, "other"), min_rows=min_rows

@@ -33,6 +33,7 @@ from obliviate.training import (
     min_batch_rows,
     model_device,
     predict_logits,
+    train_mode,
 )
 from obliviate.unlearning._ops import clone_model, cross_entropy
 from obliviate.unlearning.base import ForgetRequest
@@ -97,11 +98,11 @@ def relearn_steps(
     opt = make_optimizer(params, config)
     gen = generator(config.seed, "relearn")
     steps = 0
-    m.train()
+    train_mode(m)
     min_rows = min_batch_rows(m)
     while steps < cap:
         for batch in batches(forget, config.batch_size, gen, min_rows=min_rows):
-            m.train()
+            train_mode(m)
             opt.zero_grad(set_to_none=True)
             cross_entropy(m, batch).backward()
             opt.step()

@@ -53,6 +53,7 @@ from obliviate.training import (
     make_optimizer,
     model_device,
     predict_logits,
+    train_mode,
 )
 from obliviate.unlearning._ops import clone_model, cross_entropy
 from obliviate.unlearning.base import ForgetRequest
@@ -153,7 +154,7 @@ def related_finetune_recovery(
     batch = Batch(samples.x, samples.y, samples.ids, None, 0)
     with global_rng_from(config.seed, "related_finetune"):  # dropout masks from the seed
         for _ in range(n_steps):
-            m.train()
+            train_mode(m)
             opt.zero_grad(set_to_none=True)
             cross_entropy(m, batch).backward()
             opt.step()

@@ -13,7 +13,7 @@ from obliviate._rng import generator
 from obliviate._validation import check_number, check_schedule
 from obliviate.data.dataset import Dataset
 from obliviate.models.output_layer import REQUIREMENT, feature_model
-from obliviate.training import TrainConfig, global_rng_from, make_optimizer
+from obliviate.training import TrainConfig, global_rng_from, make_optimizer, train_mode
 from obliviate.unlearning._ops import frozen_copy, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
 
@@ -193,7 +193,7 @@ class SCAR(Unlearner):
             TrainConfig(lr=self.lr, optimizer="adam"),
         )
         gen = generator(self.seed, "scar-batches")
-        out.train()
+        train_mode(out)
         with global_rng_from(self.seed, "scar"):  # a user model's dropout masks from the seed
             self._fit(out, opt, gen, forget, x_ood, ood_logits, target, means, precisions)
         out.eval()

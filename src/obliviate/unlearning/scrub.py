@@ -20,6 +20,7 @@ from obliviate.training import (
     global_rng_from,
     make_optimizer,
     min_batch_rows,
+    train_mode,
 )
 from obliviate.unlearning._ops import frozen_copy, kl_to_teacher, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
@@ -194,7 +195,7 @@ class SCRUB(Unlearner):
         )
         checkpoints: list[dict[str, torch.Tensor]] = []
         errors: list[float] = []
-        out.train()
+        train_mode(out)
         rows = min_batch_rows(out)  # no one-row batch for BatchNorm
         try:
             with global_rng_from(self.seed, "scrub"):  # dropout masks from the seed too

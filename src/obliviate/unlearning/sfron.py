@@ -13,7 +13,7 @@ from obliviate._rng import generator
 from obliviate._validation import check_number, check_schedule
 from obliviate.data.dataset import Dataset
 from obliviate.models.base import logits
-from obliviate.training import TrainConfig, batches, eval_mode, make_optimizer
+from obliviate.training import TrainConfig, batches, eval_mode, make_optimizer, train_mode
 from obliviate.unlearning._last_layers import global_rng_from
 from obliviate.unlearning._ops import cycle, trainable
 from obliviate.unlearning.base import ForgetRequest, Unlearner
@@ -199,7 +199,7 @@ class SFRon(Unlearner):
             if len(retain)
             else None
         )
-        model.train()
+        train_mode(model)
         try:
             for t in range(self.n_steps):
                 if t % self.forget_every == 0:
