@@ -16,6 +16,7 @@ import torch
 from obliviate._main_guard import check_main_guard
 from obliviate.cli.main import main
 from obliviate.data import load_dataset, loader_standardization
+from obliviate.errors import ObliviateError
 from obliviate.sharded import DataSpec, ShardConfig, ShardedStore
 from obliviate.sharded.config import default_recipe
 
@@ -134,3 +135,19 @@ def test_the_guard_check_passes_inside_functions_and_guarded_blocks(tmp_path):
     )
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
+
+
+@pytest.mark.parametrize("bad", [[1000.7], ["1007"], ["abc"], [2**70], [True], np.array([1.5])])
+def test_store_forget_refuses_ids_that_are_not_integers(tmp_path, bad):
+    """``np.asarray(ids, dtype=np.int64)`` turned 1000.7 into 1000 and "1007" into 1007 and
+    deleted those samples; the store now takes ids through the one strict id gate."""
+    config = ShardConfig(n_shards=2, n_slices=1, recipe=default_recipe(0, n_epochs=1))
+    with ShardedStore.train(
+        tmp_path / "s", data=DataSpec("digits", limit=200), config=config, backend="inline"
+    ) as store:
+        before = store.status()
+        with pytest.raises(ObliviateError, match="integer|whole number"):
+            store.forget(bad)
+        with pytest.raises(ObliviateError, match="integer|whole number"):
+            store.submit(bad)
+        assert store.status() == before  # nothing recorded

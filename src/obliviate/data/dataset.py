@@ -35,7 +35,11 @@ def as_id_tensor(ids: Tensor | np.ndarray | Sequence[int]) -> Tensor:
                 f"id {bad!r} is not an integer within int64 ({INT64_RANGE[0]}..{INT64_RANGE[1]})"
             )
         arr = arr.astype(np.int64)
-    elif arr.dtype.kind in "iub":
+    elif arr.dtype.kind == "b":  # True/False are not sample ids (True would be id 1)
+        raise ObliviateError(
+            "ids must be integers, got booleans (a mask?); pass the ids it selects"
+        )
+    elif arr.dtype.kind in "iu":
         if arr.dtype.kind == "u" and arr.size and int(arr.max()) > INT64_RANGE[1]:
             raise ObliviateError(f"id {int(arr.max())} is outside int64; ids must fit in int64")
     elif arr.dtype.kind == "f":

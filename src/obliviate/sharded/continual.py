@@ -78,7 +78,7 @@ from torch import nn
 from obliviate._rng import generator
 from obliviate.continual import STRATEGIES, make_strategy
 from obliviate.continual.base import Strategy
-from obliviate.data.dataset import Dataset
+from obliviate.data.dataset import Dataset, as_id_tensor
 from obliviate.data.splits import Experience, Stream
 from obliviate.errors import ObliviateError
 from obliviate.models import ModelSpec, build_model
@@ -516,7 +516,7 @@ class ShardedContinual:
         would delete every remaining sample are refused before anything is recorded."""
         self.recover()
         with store_lock(self.path), _one_thread():
-            want = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
+            want = np.unique(as_id_tensor(ids).numpy())  # integers only, never cast
             self._check_request(want)
             request = deletion.submit(self._as_store(), want, request_id, "running")
             if request["status"] == "running":

@@ -59,7 +59,7 @@ import torch
 from torch import nn
 
 from obliviate._main_guard import check_main_guard
-from obliviate.data.dataset import Dataset
+from obliviate.data.dataset import Dataset, as_id_tensor
 from obliviate.data.datasets import Standardization
 from obliviate.errors import ObliviateError
 from obliviate.sharded import audit, building, deletion, prediction
@@ -231,7 +231,7 @@ class ShardedStore:
         Returns the request record. Unknown ids raise; ids already deleted are recorded as such.
         """
         with store_lock(self.path):
-            return deletion.submit(self, ids, request_id, "queued")
+            return deletion.submit(self, as_id_tensor(ids).numpy(), request_id, "queued")
 
     def process(self, *, check_exactness: bool = False) -> list[dict[str, Any]]:
         """Process every queued request in one retraining pass; return their receipts."""
@@ -254,6 +254,7 @@ class ShardedStore:
         and return its record). The same request id returns the same receipt, work done once.
         With the ``local`` backend, call it under ``if __name__ == "__main__":`` in a script (see
         :meth:`train`)."""
+        ids = as_id_tensor(ids).numpy()  # integers only: 1000.7 or "1007" is refused, never cast
         if self.backend == "local" and not queue:
             check_main_guard("ShardedStore.forget")
         self.recover()
