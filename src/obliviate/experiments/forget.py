@@ -85,7 +85,8 @@ finishes one of them before starting the others, so those models are trained onc
 
 def label(run: Mapping[str, Any]) -> str:
     params = ",".join(f"{k}={v}" for k, v in sorted(run.get("params", {}).items()))
-    return f"{run['method']}{'(' + params + ')' if params else ''} {run['dataset']}/{run['forget']}"
+    config = f"[{run['config']}]" if run.get("config") else ""
+    return f"{run['method']}{config}{'(' + params + ')' if params else ''} {run['dataset']}/{run['forget']}"
 
 
 def _quality(name: str, value: Any) -> None:
