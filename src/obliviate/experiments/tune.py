@@ -461,16 +461,16 @@ def run(spec: TuneSpec) -> dict[str, Any]:
     by_number = {r["number"]: r for r in records}
     trials = []
     for t in study.trials:
-        r = by_number.get(t.number, {})
+        rec = by_number.get(t.number, {})
         trials.append(
             {
                 "number": t.number,
                 "state": t.state.name.lower(),
                 "value": t.value,
                 "params": dict(t.params),
-                "gaps": r.get("gaps"),
-                "seconds": r.get("seconds"),
-                "note": r.get("note", ""),
+                "gaps": rec.get("gaps"),
+                "seconds": rec.get("seconds"),
+                "note": rec.get("note", ""),
             }
         )
     done = [t for t in trials if t["state"] == "complete"]
