@@ -65,7 +65,8 @@ def tables(records: list[dict[str, Any]]) -> str:
         has_q = any("quality" in m for m in ok)
         n_forget = ok[0]["n_forget"]
         oracle = [m["oracle"] for m in ok if m["method"] == "retrain"] or [m["oracle"] for m in ok]
-        ocpu = [m["oracle_cpu_seconds"] for m in ok if m["method"] == "retrain"]
+        by_seed = {m["spec"]["seed"]: m["oracle_cpu_seconds"] for m in ok if "spec" in m}
+        ocpu = list(by_seed.values()) or [m["oracle_cpu_seconds"] for m in ok[:1]]
         out.append(f"### {dataset} forget `{forget}` ({n_forget} training samples), seeds {seeds}")
         out.append("")
         out.append(
