@@ -184,3 +184,54 @@ def test_recipe_loss_is_replaceable(arrays) -> None:
     assert sum(calls) == len(train)  # every row went through the user's loss, once
     assert not states_equal(plain, custom)
     assert ob.recipe(UserNet, loss_fn=smoothed).to_dict()["loss"].endswith("smoothed")
+
+
+class _Wrapped(nn.Module):
+    """UserNet with a different head: ``how`` = softmax, dict, narrow, shape."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.body = nn.Linear(8 if how != "shape" else 9, 4 if how != "narrow" else 2)
+
+    def forward(self, x: torch.Tensor):  # type: ignore[no-untyped-def]
+        out = self.body(x)
+        if self.how == "softmax":
+            return out.softmax(dim=1)
+        if self.how == "dict":
+            return {"logits": out}
+        return out
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("softmax", "probabilities"),
+        ("dict", "returns dict, not a tensor"),
+        ("narrow", "2 outputs but the data has 4 classes"),
+        ("shape", "fails on rows of the data"),
+    ],
+)
+def test_a_model_that_cannot_classify_the_rows_is_a_one_line_error(arrays, how, message):
+    """A softmax in forward trained silently on probabilities (learn acc 0.117), a dict output
+    or a wrong input width ended in raw torch errors; the API checks one batch first."""
+    x, y, ids = arrays
+    train, test = ob.dataset(x, y, ids)
+    stream = ob.stream(train, test, "class-incremental", n_experiences=2, seed=0)
+    model = _Wrapped(how)
+    with pytest.raises(ObliviateError, match=message):
+        ob.learn(model, stream, "naive", n_epochs=1)
+    with pytest.raises(ObliviateError, match=message):
+        ob.forget(model, train, train.ids[:3], "finetune", evaluate=False)
+
+
+def test_unknown_hyperparameters_and_a_non_stream_are_one_line_errors(arrays):
+    x, y, ids = arrays
+    train, test = ob.dataset(x, y, ids)
+    stream = ob.stream(train, test, "class-incremental", n_experiences=2, seed=0)
+    with pytest.raises(ObliviateError, match="ewc has no hyperparameter 'lambda'.*reg_strength"):
+        ob.learn(ob.build(UserNet), stream, "ewc", {"lambda": 1.0}, n_epochs=1)
+    with pytest.raises(ObliviateError, match="ssd has no hyperparameter 'alpha'"):
+        ob.forget(ob.build(UserNet), train, train.ids[:3], "ssd", {"alpha": 1.0}, evaluate=False)
+    with pytest.raises(ObliviateError, match="must be an obliviate Stream"):
+        ob.learn(ob.build(UserNet), [1, 2], "ewc")  # type: ignore[arg-type]

@@ -49,7 +49,7 @@ from obliviate.data.datasets import stratified_split
 from obliviate.data.scenarios import SCENARIOS, Experience, Stream, build_scenario
 from obliviate.errors import ObliviateError
 from obliviate.metrics import summary
-from obliviate.models.base import seeded_init
+from obliviate.models.base import check_model_output, seeded_init
 from obliviate.training import Batch, FactoryRecipe, TrainConfig, model_device
 from obliviate.unlearning import make_unlearner, unlearner_class
 from obliviate.unlearning.base import ForgetRequest, Unlearner
@@ -264,6 +264,17 @@ def learn(
     """
     if not isinstance(model, nn.Module):
         raise ObliviateError(f"model must be a torch nn.Module, got {type(model).__name__}")
+    if not isinstance(stream, Stream):
+        raise ObliviateError(
+            f"stream must be an obliviate Stream (from obliviate.api.stream), got "
+            f"{type(stream).__name__}"
+        )
+    first = stream.experiences[0].train if stream.experiences else None
+    if first is not None and len(first):
+        check_model_output(
+            model, first.x.to(model_device(model)), stream.n_classes,
+            None if first.task is None else first.task.to(model_device(model)),
+        )  # fmt: skip
     if isinstance(strategy, str):
         kwargs = dict(params or {})
         if "seed" in inspect.signature(strategy_class(strategy)).parameters:
@@ -381,6 +392,8 @@ def forget(
             f"evaluate=True needs {missing}: the report compares against a model retrained on "
             "the retain set; pass it, or evaluate=False"
         )
+    if len(train):
+        check_model_output(model, train.x.to(model_device(model)), train.n_classes)
     request = ForgetRequest.from_ids(train, as_id_tensor(_np(ids)), recipe)
     unlearner = _unlearner(method, params, seed)
     started = time.perf_counter()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from obliviate._hyper import check_param_names
 from obliviate._registry import resolve
 
 STRATEGIES: dict[str, str] = {
@@ -49,8 +50,11 @@ def strategy_class(name: str) -> Any:
 
 
 def make_strategy(name: str, **params: Any) -> Any:
-    """Construct the named strategy with hyperparameters ``params``."""
-    return strategy_class(name)(**params)
+    """Construct the named strategy with hyperparameters ``params``; an unknown hyperparameter
+    name is a one-line :class:`~obliviate.errors.ObliviateError` listing the valid ones."""
+    cls = strategy_class(name)
+    check_param_names(name, cls, params)
+    return cls(**params)
 
 
 __all__ = ["STRATEGIES", "make_strategy", "strategy_class"]

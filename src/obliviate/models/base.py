@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from obliviate._rng import seed_global
+from obliviate.errors import ObliviateError
 
 
 class Model(nn.Module, ABC):
@@ -88,3 +89,63 @@ class _Seeded:
 
     def __exit__(self, *exc) -> None:  # type: ignore[no-untyped-def]
         self.ctx.__exit__(*exc)
+
+
+@torch.no_grad()
+def check_model_output(
+    model: nn.Module, x: Tensor, n_classes: int, task: Tensor | None = None
+) -> None:
+    """Refuse, in one line, a model that cannot serve as a classifier of these rows: call it on
+    (up to) two rows ``x`` in eval mode (every submodule's mode restored, no gradient, BatchNorm
+    statistics untouched) and check that it returns a float logits tensor ``[B, C]`` with
+    ``C >= n_classes``, not probabilities (rows in [0, 1] summing to 1: a softmax in ``forward``
+    would make every cross-entropy loss here wrong).
+
+    Raises:
+        ObliviateError: the call fails (wrong input shape, an extra required argument: the
+            error is named), the output is not a tensor (e.g. a dict), has the wrong shape or
+            too few classes, or looks like probabilities.
+    """
+    rows = x[:2]
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        out = logits(model, rows, None if task is None else task[:2])
+    except Exception as exc:  # the user's forward: any error is theirs to see, in one line
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        raise ObliviateError(
+            f"the model fails on rows of the data (shape {list(rows.shape)}): "
+            f"{type(exc).__name__}: {msg}; its forward must take a batch of rows x and return "
+            "logits [B, n_classes]"
+        ) from None
+    finally:
+        for m, training in modes:
+            m.training = training
+    if not isinstance(out, Tensor):
+        raise ObliviateError(
+            f"the model returns {type(out).__name__}, not a tensor; its forward must return "
+            "logits [B, n_classes] (wrap it so that forward(x) returns the logits tensor)"
+        )
+    if out.dim() != 2 or out.shape[0] != rows.shape[0] or not out.is_floating_point():
+        raise ObliviateError(
+            f"the model returns a {out.dtype} tensor of shape {list(out.shape)} for "
+            f"{rows.shape[0]} rows; expected float logits [{rows.shape[0]}, n_classes]"
+        )
+    if out.shape[1] < n_classes:
+        raise ObliviateError(
+            f"the model has {out.shape[1]} outputs but the data has {n_classes} classes; give "
+            f"its last layer at least {n_classes} outputs"
+        )
+    if (
+        out.shape[1] > 1
+        and bool(((out >= 0) & (out <= 1)).all())
+        and bool(
+            torch.allclose(
+                out.float().sum(dim=1), torch.ones(out.shape[0], device=out.device), atol=1e-4
+            )
+        )
+    ):
+        raise ObliviateError(
+            "the model's outputs are probabilities (each row in [0, 1], summing to 1): remove "
+            "the softmax from forward; obliviate's losses take logits"
+        )

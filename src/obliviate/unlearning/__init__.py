@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from obliviate._hyper import check_param_names
 from obliviate._registry import resolve
 
 UNLEARNERS: dict[str, str] = {
@@ -46,7 +47,12 @@ def unlearner_class(name: str) -> Any:
 
 
 def make_unlearner(name: str, **params: Any) -> Any:
-    return unlearner_class(name)(**params)
+    """Construct the named unlearner with hyperparameters ``params``; an unknown
+    hyperparameter name is a one-line :class:`~obliviate.errors.ObliviateError` listing the
+    valid ones."""
+    cls = unlearner_class(name)
+    check_param_names(name, cls, params)
+    return cls(**params)
 
 
 __all__ = ["UNLEARNERS", "make_unlearner", "unlearner_class"]
