@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/unlearning_bench_table.py RESULTS_DIR [RESULTS_DIR ...]
+    python benchmarks/unlearning_bench_table.py RESULTS_DIR [RESULTS_DIR ...] [--seeds 0,1,2]
 
 Reads ``RESULTS_DIR/results.jsonl`` (several folders: their records together) (written by ``obliviate bench SPEC --out RESULTS_DIR``) and
 prints one table per (dataset, forget set): per method, mean ± std over the seeds that finished,
@@ -46,8 +46,9 @@ def load(path: Path) -> list[dict[str, Any]]:
     return list(by_key.values())
 
 
-def tables(records: list[dict[str, Any]]) -> str:
-    """One Markdown table per (dataset, forget) of the ``forget`` records."""
+def tables(records: list[dict[str, Any]], only_seeds: set[int] | None = None) -> str:
+    """One Markdown table per (dataset, forget) of the ``forget`` records (of ``only_seeds``
+    only, when given)."""
     groups: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(
         lambda: defaultdict(list)
     )
@@ -55,6 +56,8 @@ def tables(records: list[dict[str, Any]]) -> str:
         if rec.get("kind") != "forget":
             continue
         run = rec["run"]
+        if only_seeds is not None and run["seed"] not in only_seeds:
+            continue
         groups[(run["dataset"], run["forget"])][run["method"]].append(rec)
     out = []
     for (dataset, forget), methods in sorted(groups.items()):
@@ -64,7 +67,9 @@ def tables(records: list[dict[str, Any]]) -> str:
         seeds = sorted({r["run"]["seed"] for rs in methods.values() for r in rs})
         has_q = any("quality" in m for m in ok)
         n_forget = ok[0]["n_forget"]
-        oracle = [m["oracle"] for m in ok if m["method"] == "retrain"] or [m["oracle"] for m in ok]
+        oracle = list({m["spec"]["seed"]: m["oracle"] for m in ok if "spec" in m}.values()) or [
+            ok[0]["oracle"]
+        ]
         by_seed = {m["spec"]["seed"]: m["oracle_cpu_seconds"] for m in ok if "spec" in m}
         ocpu = list(by_seed.values()) or [m["oracle_cpu_seconds"] for m in ok[:1]]
         out.append(f"### {dataset} forget `{forget}` ({n_forget} training samples), seeds {seeds}")
@@ -117,6 +122,7 @@ def tables(records: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results_dir", type=Path, nargs="+")
+    ap.add_argument("--seeds", default="", help="only these seeds, e.g. 0 or 0,1,2 (default: all)")
     args = ap.parse_args(argv)
     records = []
     for folder in args.results_dir:
@@ -125,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: no results.jsonl in {folder}; run obliviate bench first")
             return 2
         records += load(path)
-    print(tables(records))
+    only = {int(x) for x in args.seeds.split(",")} if args.seeds else None
+    print(tables(records, only))
     return 0
 
 
