@@ -30,8 +30,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
+from obliviate.data.datasets import load_dataset
 from obliviate.errors import ObliviateError
 from obliviate.experiments import _spec as S
+from obliviate.experiments.forget import ForgetSpec, learned_state, make_method, trained
+from obliviate.provenance import provenance
+from obliviate.training import accuracy
+from obliviate.training import precision as precision_scope
+from obliviate.unlearning.base import ForgetRequest
 
 SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("final.forgotten_acc", "forgotten acc"),
@@ -129,8 +137,6 @@ class ContinualForgetSpec:
     def forget_spec(self) -> Any:
         """The :class:`~obliviate.experiments.forget.ForgetSpec` of the first request (its
         recipe, method and params are this run's)."""
-        from obliviate.experiments.forget import ForgetSpec
-
         first = parse_sequence(self.sequence)[0]
         return ForgetSpec(
             dataset=self.dataset,
@@ -165,8 +171,6 @@ Spec = ContinualForgetSpec
 
 
 def _acc(model: Any, data: Any) -> float | None:
-    from obliviate.training import accuracy
-
     return float(accuracy(model, data)) if len(data) else None
 
 
@@ -177,14 +181,6 @@ def run(spec: ContinualForgetSpec, *, echo: Any = None) -> dict[str, Any]:
 
     Raises :class:`ObliviateError` for a class the dataset does not have or a sequence that
     forgets every class."""
-    import torch
-
-    from obliviate.data.datasets import load_dataset
-    from obliviate.experiments.forget import learned_state, make_method, trained
-    from obliviate.provenance import provenance
-    from obliviate.training import precision as precision_scope
-    from obliviate.unlearning.base import ForgetRequest
-
     fs = spec.forget_spec()
     classes = parse_sequence(spec.sequence)
     train, test = load_dataset(spec.dataset, data_dir=spec.data_dir, limit=spec.limit)

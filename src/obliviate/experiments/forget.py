@@ -43,6 +43,7 @@ from obliviate.experiments import _spec as S
 from obliviate.experiments.configs import check_config, config_params
 from obliviate.io import atomic_save_torch, state_sha256
 from obliviate.models import ModelSpec
+from obliviate.population import fit_population
 from obliviate.provenance import bits_context, provenance
 from obliviate.training import Recipe, TrainConfig
 from obliviate.training import precision as precision_scope
@@ -452,8 +453,6 @@ def population(
     """``seeded(recipe, s).fit(data)`` for every seed in ``seeds``, trained together by
     :func:`obliviate.population.fit_population` (equal to one-by-one training within float
     tolerance, so kept in a memory cache of its own, never in the bitwise model cache)."""
-    from obliviate.population import fit_population
-
     recipes = [seeded(recipe, s) for s in seeds]
     key = f"pop-{kind}-{_digest([_recipe_dict(r) for r in recipes], data_fingerprint(data), n_classes, bits_context())}"
     models: list[nn.Module] = [r.build(data.sample_shape, n_classes) for r in recipes]
