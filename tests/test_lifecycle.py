@@ -378,3 +378,35 @@ def test_device_and_precision_reach_the_approximate_path(capsys, monkeypatch):
         run(LifecycleSpec(path="exact", precision="bf16", **QUICK))
     assert main(["lifecycle", "--device", "cuda:7", "--limit", "300"]) == 2
     assert "cuda" in capsys.readouterr().err
+
+
+def test_exact_path_refuses_streams_that_repeat_ids_before_training(capsys, tmp_path):
+    """domain-permutation and recurring streams present every id again: the exact path failed
+    only after learning experience 0 (and `shard stream learn` left a store that could never be
+    finished); both now refuse before any training or store."""
+    from obliviate.cli.main import main
+
+    args = ["--limit", "300", "--epochs", "1", "--scenario", "domain-permutation"]
+    assert main(["lifecycle", *args, "--path", "exact", "--schedule", "2:random:5%"]) == 2
+    got = capsys.readouterr()
+    assert "needs every sample id in one experience" in got.err and "#0" not in got.out
+    store = tmp_path / "st"
+    assert main(["shard", "stream", "learn", "--store", str(store), *args[:4],
+                 "--scenario", "domain-permutation", "--until", "2"]) == 2  # fmt: skip
+    assert "needs every sample id" in capsys.readouterr().err and not store.exists()
+
+
+def test_an_empty_schedule_and_clashing_store_options_are_errors(capsys, tmp_path):
+    from obliviate.cli.main import main
+
+    assert main(["lifecycle", "--limit", "300", "--schedule", " ; "]) == 2
+    assert "has no item" in capsys.readouterr().err
+    store = str(tmp_path / "st")
+    base = ["shard", "stream", "learn", "--store", store, "--limit", "300", "--epochs", "1"]
+    assert main([*base, "--until", "1", "--json"]) == 0
+    capsys.readouterr()
+    assert (
+        main(["shard", "stream", "learn", "--store", store, "--shards", "7", "--until", "2"]) == 2
+    )
+    assert "--shards 7 (store: 3)" in capsys.readouterr().err
+    assert main(["shard", "stream", "learn", "--store", store, "--until", "2", "--json"]) == 0

@@ -146,6 +146,7 @@ def register(app: typer.Typer) -> None:
         from obliviate.experiments.lifecycle import (
             LifecycleSpec,
             aggregate_events,
+            check_exact,
             label,
             run,
         )
@@ -202,6 +203,8 @@ def register(app: typer.Typer) -> None:
                     )
                 )
                 specs[-1].resolved()  # everything validated before the first run
+                if p == "exact":
+                    check_exact(specs[-1])  # a stream the exact path cannot run, up front
         torch.set_num_threads(threads)
         console = _c.console(quiet=as_json)
         notes = _c.console(quiet=quiet, stderr=as_json)

@@ -74,25 +74,31 @@ def register(shard: typer.Typer) -> None:
     @stream_app.command("learn")
     def learn(
         store: Path = typer.Option(..., "--store", help=STORE_HELP + " (created if new)"),
-        dataset: str = typer.Option("digits", "--dataset", help="dataset name"),
+        dataset: str | None = typer.Option(None, "--dataset", help="dataset name [digits]"),
         data_dir: str | None = typer.Option(None, "--data-dir", help="folder with IDX files"),
         limit: int | None = typer.Option(None, "--limit", help="first N training rows only"),
-        scenario: str = typer.Option("class-incremental", "--scenario", help="scenario name"),
-        n_experiences: int = typer.Option(5, "--n-experiences", help="experiences in the stream"),
+        scenario: str | None = typer.Option(
+            None, "--scenario", help="scenario name [class-incremental]"
+        ),
+        n_experiences: int | None = typer.Option(
+            None, "--n-experiences", help="experiences in the stream [5]"
+        ),
         until: int | None = typer.Option(
             None, "--until", help="learn up to this many experiences (default: all)"
         ),
-        strategy: str = typer.Option("replay", "--strategy", help="continual strategy"),
+        strategy: str | None = typer.Option(None, "--strategy", help="continual strategy [replay]"),
         sets: list[str] | None = typer.Option(
             None, "--set", help="strategy hyperparameter key=value (repeatable)"
         ),
-        shards: int = typer.Option(3, "--shards", help="number of shards S"),
-        slices: int = typer.Option(1, "--slices", help="slices R per experience"),
+        shards: int | None = typer.Option(None, "--shards", help="number of shards S [3]"),
+        slices: int | None = typer.Option(None, "--slices", help="slices R per experience [1]"),
         hidden: str = typer.Option("100", "--hidden", help="hidden widths, e.g. 100 or 64,64"),
-        epochs: int = typer.Option(5, "--epochs", help="n_epochs per experience"),
-        batch_size: int = typer.Option(32, "--batch-size"),
-        lr: float = typer.Option(0.05, "--lr"),
-        seed: int = typer.Option(0, "--seed", help="seed of assignment, init, data order"),
+        epochs: int | None = typer.Option(None, "--epochs", help="n_epochs per experience [5]"),
+        batch_size: int | None = typer.Option(None, "--batch-size", help="[32]"),
+        lr: float | None = typer.Option(None, "--lr", help="[0.05]"),
+        seed: int | None = typer.Option(
+            None, "--seed", help="seed of assignment, init, data order [0]"
+        ),
         backend: str = typer.Option("inline", "--backend", help=BACKEND_HELP),
         workers: int | None = typer.Option(None, "--workers", help="parallel workers"),
         as_json: bool = _c.json_option(),
@@ -112,7 +118,44 @@ def register(shard: typer.Typer) -> None:
                     f"{str(store)!r} was not created by `obliviate shard stream learn`; "
                     "feed it from Python (ShardedContinual.learn)"
                 )
+            # the store's own settings continue it: options given now must agree with them
+            recipe = st.config.recipe
+            kept = {
+                "dataset": meta.get("dataset"),
+                "scenario": meta.get("scenario"),
+                "n_experiences": meta.get("n_experiences"),
+                "seed": meta.get("seed"),
+                "limit": meta.get("limit"),
+                "strategy": st.strategy_name,
+                "shards": st.config.n_shards,
+                "slices": st.config.n_slices,
+                "epochs": recipe.train.n_epochs,
+                "batch_size": recipe.train.batch_size,
+                "lr": recipe.train.lr,
+            }
+            given = locals()
+            clash = [
+                f"--{k.replace('_', '-')} {given[k]} (store: {v})"
+                for k, v in kept.items()
+                if given[k] is not None and given[k] != v
+            ]
+            if clash:
+                st.close()
+                raise ObliviateError(
+                    f"the store {str(store)!r} exists with other settings: {'; '.join(clash)}; "
+                    "leave these options out to continue it, or give a new --store"
+                )
         else:
+            dataset = dataset if dataset is not None else "digits"
+            scenario = scenario if scenario is not None else "class-incremental"
+            n_experiences = n_experiences if n_experiences is not None else 5
+            strategy = strategy if strategy is not None else "replay"
+            shards = shards if shards is not None else 3
+            slices = slices if slices is not None else 1
+            epochs = epochs if epochs is not None else 5
+            batch_size = batch_size if batch_size is not None else 32
+            lr = lr if lr is not None else 0.05
+            seed = seed if seed is not None else 0
             params = _c.parse_sets(strategy_class(strategy), sets)
             meta = {
                 "dataset": dataset,

@@ -155,6 +155,11 @@ def parse_schedule(text: str, n_experiences: int) -> list[tuple[int, str]]:
                 f"schedule item {item!r} comes after one at {out[-1][0]}; list items in stream order"
             )
         out.append((after, request.strip()))
+    if not out:
+        raise ObliviateError(
+            f"schedule {text!r} has no item; give AFTER:REQUEST items like '2:random:5%' "
+            "(or leave the schedule out for a stream without deletions)"
+        )
     return out
 
 

@@ -79,7 +79,7 @@ from obliviate.io import jsonable
 from obliviate.metrics.membership import loss_threshold_auc
 from obliviate.models import model_for_stream
 from obliviate.provenance import provenance
-from obliviate.sharded.continual import ShardedContinual
+from obliviate.sharded.continual import ShardedContinual, check_unique_ids
 from obliviate.training import Recipe, accuracy, precision, predict_logits
 from obliviate.unlearning import UNLEARNERS, unlearner_class
 from obliviate.unlearning.base import ForgetRequest
@@ -476,6 +476,21 @@ class _StoreModel(nn.Module):
         return torch.log(self.store.predict_proba(x, task).clamp_min(1e-12))
 
 
+def check_exact(spec: LifecycleSpec) -> None:
+    """Refuse (one line, before any training) a spec the exact path cannot run: device or
+    precision other than CPU fp32, or a stream that presents a sample id in more than one
+    experience (domain-incremental, recurring: "the stream without these ids" is undefined for
+    exact sharded deletion)."""
+    s = spec.resolved()
+    if s.device != "cpu" or s.precision != "fp32":
+        raise ObliviateError(
+            f"path 'exact' runs on the CPU at fp32 (the sharded continual engine's bitwise "
+            f"contract); got device={s.device!r}, precision={s.precision!r}: use "
+            "device='cpu', precision='fp32', or path='approximate'"
+        )
+    check_unique_ids(build(s).stream, f"path 'exact' (scenario {s.scenario!r})")
+
+
 def _run_exact(s: LifecycleSpec, *, echo: Any = None) -> dict[str, Any]:
     """The exact path: a sharded continual store (:class:`obliviate.sharded.continual.
     ShardedContinual`, in a temporary folder) learns the events; a Forget is its exact deletion
@@ -630,12 +645,7 @@ def run(spec: LifecycleSpec, *, echo: Any = None) -> dict[str, Any]:
     s = spec.resolved()
     if s.path == "exact":
         check_exact_available()
-        if s.device != "cpu" or s.precision != "fp32":
-            raise ObliviateError(
-                f"path 'exact' runs on the CPU at fp32 (the sharded continual engine's bitwise "
-                f"contract); got device={s.device!r}, precision={s.precision!r}: use "
-                "device='cpu', precision='fp32', or path='approximate'"
-            )
+        check_exact(s)
         return _run_exact(s, echo=echo)
     with precision(s.precision):
         return _run_approximate(s, echo=echo)

@@ -120,6 +120,30 @@ BEGIN_READS_DATA = frozenset({"gdumb"})
 __all__ = ["BEGIN_READS_DATA", "FORMAT", "ShardedContinual", "StageJob", "run_stage_job"]
 
 
+def check_unique_ids(stream: Stream, what: str = "sharded continual learning") -> None:
+    """Refuse, before anything is trained or created, a stream that presents an id in more than
+    one experience (domain-incremental and recurring streams repeat every id): exact deletion
+    needs each sample to enter once, so that "the stream without these ids" is defined.
+
+    Raises:
+        ObliviateError: names the first experience that repeats ids and the scenario kinds
+            that do, and the approximate path as the alternative.
+    """
+    seen: set[int] = set()
+    for exp in stream.experiences:
+        ids = exp.train.ids.tolist()
+        again = [i for i in ids if i in seen]
+        if again or len(set(ids)) != len(ids):
+            raise ObliviateError(
+                f"{what} needs every sample id in one experience only, but experience "
+                f"{exp.index} repeats {len(again) or len(ids) - len(set(ids))} id(s) "
+                f"(e.g. {(again or ids)[0]}); domain-incremental and recurring scenarios "
+                "present the same samples again: use a class- or task-incremental scenario, or "
+                "the approximate path"
+            )
+        seen.update(ids)
+
+
 def default_stream_recipe(seed: int = 0) -> Recipe:
     """The recipe of ``obliviate shard stream learn`` without recipe options: an MLP(100), SGD
     lr 0.05, batch 32, 5 epochs per experience (and slice stage), ``seed`` as the model's and
@@ -314,6 +338,7 @@ class ShardedContinual:
     def for_stream(cls, path: str | Path, stream: Stream, **kwargs: Any) -> ShardedContinual:
         """:meth:`create` with ``n_classes``, ``sample_shape`` and (task-aware streams)
         ``task_classes`` taken from ``stream``; ``kwargs`` are :meth:`create`'s others."""
+        check_unique_ids(stream)  # before the store exists
         return cls.create(
             path,
             n_classes=stream.n_classes,
