@@ -151,3 +151,12 @@ def test_store_forget_refuses_ids_that_are_not_integers(tmp_path, bad):
         with pytest.raises(ObliviateError, match="integer|whole number"):
             store.submit(bad)
         assert store.status() == before  # nothing recorded
+
+
+def test_predicting_zero_rows_gives_zero_scores(tmp_path):
+    config = ShardConfig(n_shards=2, n_slices=1, recipe=default_recipe(0, n_epochs=1))
+    with ShardedStore.train(
+        tmp_path / "s", data=DataSpec("digits", limit=200), config=config, backend="inline"
+    ) as store:
+        assert tuple(store.predict_proba(np.zeros((0, 64))).shape) == (0, 10)
+        assert store.predict(np.zeros((0, 64))).numel() == 0

@@ -109,7 +109,8 @@ def probe(job: Any = None) -> dict[str, Any]:
     }
 
 
-def _check(backend: str, n_workers: int | None) -> None:
+def check_backend(backend: str, n_workers: int | None) -> None:
+    """Refuse (one line) an unknown backend or fewer than one worker."""
     if backend not in BACKENDS:
         raise ObliviateError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if n_workers is not None and n_workers < 1:
@@ -414,7 +415,7 @@ def open_executor(
     Ray, the cluster's CPU count). ``address`` (Ray only) joins an existing cluster;
     ``preload`` (local only) names modules the forkserver imports once. Unknown names and
     ``n_workers < 1`` raise :class:`~obliviate.errors.ObliviateError`."""
-    _check(backend, n_workers)
+    check_backend(backend, n_workers)
     if backend == "ray":
         return RayExecutor(n_workers, address)
     if address:
@@ -434,7 +435,7 @@ def map_jobs(
     ``n_workers`` defaults to :func:`default_workers`; the local pool has ``n_workers``
     workers (whatever the number of jobs, so calls with different numbers of jobs share one
     warm pool) and a single job runs inline."""
-    _check(backend, n_workers)
+    check_backend(backend, n_workers)
     if not jobs:
         return []
     workers = n_workers or default_workers()

@@ -105,6 +105,16 @@ def check_out_target(path: str | Path, option: str = "--out") -> Path:
             f"{option} {str(target)!r}: the folder {str(target.parent)!r} does not exist; "
             "create it first"
         )
+    import tempfile
+
+    try:  # a real write test: permissions, a read-only mount, capabilities, a full disk
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".obliviate-check-"):
+            pass
+    except OSError as exc:
+        raise ObliviateError(
+            f"{option} {str(target)!r}: cannot write in {str(target.parent)!r} "
+            f"({exc.strerror or exc}); choose a writable folder"
+        ) from None
     return target
 
 

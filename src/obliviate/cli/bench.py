@@ -152,5 +152,6 @@ def register(app: typer.Typer) -> None:
         from obliviate.report.html import write_report
 
         target = _c.resolve_out(out, output) or "report.html"
+        _c.check_out_target(target)  # an existing, writable folder (as every --out)
         path = write_report(results_dir, target, title=title)
         print(path)

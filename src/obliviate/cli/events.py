@@ -52,10 +52,9 @@ def register(app: typer.Typer) -> None:
             target = Path(out)
             if target.suffix not in (".csv", ".json"):
                 raise ObliviateError(f"--out {out!r}: give a .csv or a .json file name")
-            if not target.parent.is_dir():
-                raise ObliviateError(
-                    f"--out {out!r}: the folder {str(target.parent)!r} does not exist; create it first"
-                )
+            from obliviate.cli._common import check_out_target
+
+            check_out_target(target)  # the folder exists and can be written
         seed_list = parse_seeds(seed, seeds)
         widths = parse_int_tuple("--hidden", hidden)
         specs = [

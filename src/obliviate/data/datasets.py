@@ -247,7 +247,12 @@ class Standardization:
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, ...]`` raw rows -> standardised rows of the same shape (float32). Raises
         :class:`ObliviateError` when a row does not have ``D`` features."""
-        x = torch.as_tensor(x, dtype=torch.float32, device="cpu")
+        try:
+            x = torch.as_tensor(np.asarray(x, dtype=np.float32), device="cpu")
+        except (TypeError, ValueError) as exc:
+            raise ObliviateError(f"input rows must be numbers: {exc}") from None
+        if x.ndim and x.shape[0] == 0:
+            return x.clone()  # no rows
         flat = x.reshape(x.shape[0], -1) if x.ndim else x.reshape(1, -1)
         if flat.shape[1] != self.mean.numel():
             raise ObliviateError(

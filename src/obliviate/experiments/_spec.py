@@ -228,7 +228,10 @@ def graph(name: str, value: Any) -> None:
 def forget_request(name: str, value: Any) -> None:
     _string(name, value)
     if not re.fullmatch(r"(class:\d+|random:\d+(\.\d+)?%?|[a-z_]+:.+)", value):
-        raise ObliviateError(f"{name}: bad forget request {value!r}; use class:C or random:K")
+        raise ObliviateError(
+            f"{name}: bad forget request {value!r}; use class:C, random:K, random:P%, "
+            "subclass:C:K, ids:1,2,3 or source:FILE"
+        )
 
 
 def table(name: str, value: Any) -> None:

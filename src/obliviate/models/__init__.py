@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from numbers import Integral
 
 from obliviate._validation import check_choice
+from obliviate.errors import ObliviateError
 from obliviate.models.base import Model, logits, seeded_init
 from obliviate.models.cnn import CNN
 from obliviate.models.mlp import MLP
@@ -24,6 +26,14 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         check_choice("model", self.name, MODELS)
+        bad = [
+            w for w in (*self.hidden, *self.channels) if not (isinstance(w, Integral) and w >= 1)
+        ]
+        if bad:
+            raise ObliviateError(
+                f"layer widths must be whole numbers >= 1, got {bad[0]!r} (hidden "
+                f"{tuple(self.hidden)}, channels {tuple(self.channels)})"
+            )
 
 
 def build_model(

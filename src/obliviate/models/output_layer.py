@@ -88,7 +88,7 @@ def find_output_layer(
     name = produced.get(id(out)) if isinstance(out, Tensor) else None
     if name is None:
         raise ObliviateError(
-            f"{owner} needs a model whose {REQUIREMENT}; {type(model).__name__}.forward returns "
+            f"{owner} needs a model where {REQUIREMENT}; {type(model).__name__}.forward returns "
             "something else (e.g. logits scaled or log_softmax-ed after the last nn.Linear, a "
             "tuple, or a final convolution). Return the last nn.Linear's output, or use another "
             "method"

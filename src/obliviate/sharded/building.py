@@ -17,6 +17,7 @@ import numpy as np
 
 from obliviate.data.datasets import Standardization, loader_standardization
 from obliviate.errors import ObliviateError
+from obliviate.models import build_model
 from obliviate.sharded.backends import run_jobs
 from obliviate.sharded.config import (
     DataSpec,
@@ -24,6 +25,7 @@ from obliviate.sharded.config import (
     assign,
     config_hash,
     load_data,
+    shard_model_spec,
     slices_of,
 )
 from obliviate.sharded.jobs import ShardJob, run_shard_job
@@ -77,6 +79,17 @@ def create_store(
     if ids.size == 0:
         raise ObliviateError("no training samples left to train the store on")
     ids = np.sort(ids)
+    # the recipe's model must be buildable for these rows (e.g. a CNN on 1-D rows, or a layer
+    # of width 0, is refused here, before the folder becomes a store that cannot be trained)
+    try:
+        build_model(shard_model_spec(config.recipe.model, 0), train.sample_shape, train.n_classes)
+    except ObliviateError:
+        raise
+    except Exception as exc:  # torch's own message, in one line
+        raise ObliviateError(
+            f"model {config.recipe.model.name!r} cannot be built for rows of shape "
+            f"{list(train.sample_shape)}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        ) from None
     shard, slice_ = assign(ids, config.n_shards, config.n_slices, config.seed)
     (path / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
     _fsync_dir(path)  # the checkpoints folder's entry is durable before files go in it

@@ -62,8 +62,15 @@ def aggregate(aggregation: str, models: list[nn.Module], x: torch.Tensor) -> tor
 
 def predict_proba(store: ShardedStore, x: torch.Tensor | np.ndarray) -> torch.Tensor:
     """See :meth:`ShardedStore.predict_proba`."""
-    xt = torch.as_tensor(np.asarray(x, dtype=np.float32), device="cpu")
+    try:
+        xt = torch.as_tensor(np.asarray(x, dtype=np.float32), device="cpu")
+    except (TypeError, ValueError) as exc:
+        raise ObliviateError(f"input rows must be numbers: {exc}") from None
     shape = tuple(store.ledger.get_meta("sample_shape"))
+    if xt.dim() == 0:
+        raise ObliviateError("input must be rows [N, ...], got a single number")
+    if xt.shape[0] == 0:  # no rows: no scores (reshape(0, -1) cannot infer a width)
+        return torch.zeros(0, int(store.ledger.get_meta("n_classes")))
     if tuple(xt.shape[1:]) != shape and xt.reshape(xt.shape[0], -1).shape[1] == int(np.prod(shape)):
         xt = xt.reshape(xt.shape[0], *shape)
     if tuple(xt.shape[1:]) != shape:

@@ -62,6 +62,7 @@ from obliviate._main_guard import check_main_guard
 from obliviate.data.dataset import Dataset, as_id_tensor
 from obliviate.data.datasets import Standardization
 from obliviate.errors import ObliviateError
+from obliviate.parallel import check_backend
 from obliviate.sharded import audit, building, deletion, prediction
 from obliviate.sharded.config import (
     AGGREGATIONS,
@@ -151,6 +152,7 @@ class ShardedStore:
         if data_dir is not None:
             spec["data_dir"] = data_dir
         self.data_spec = DataSpec(**spec)
+        check_backend(backend, n_workers)  # before any request is recorded
         self.backend, self.n_workers = backend, n_workers
         # the precision the store was trained at, unless given: a retrained shard at another
         # precision would not be the bits a retraining from scratch gives
@@ -194,6 +196,7 @@ class ShardedStore:
         with an ObliviateError, before anything is written; ``backend="inline"`` needs no
         guard)."""
         check_device(device), check_precision(precision)  # before anything is written
+        check_backend(backend, n_workers)
         if backend == "local":
             check_main_guard("ShardedStore.train")
         path = Path(path)
