@@ -3,6 +3,7 @@ to a damaged ledger, and a read-only store still verifies, reports status and pr
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -132,3 +133,36 @@ def test_output_in_a_missing_folder_is_refused_before_the_deletion(base, tmp_pat
     assert code == 2 and "does not exist" in err and err.count("\n") == 1
     with ShardedStore(tmp_path / "s", backend="inline") as st:
         assert st.ledger.requests() == []  # nothing deleted, nothing recorded
+
+
+def test_more_bad_requests_leave_the_store_as_it_was(tmp_path, capsys):
+    """Found by a tester: --workers 0 on forget was recorded and then carried out by the next
+    forget; a boolean or 2-D id file was deleted as ids 1/0 or flattened; a folder that cannot
+    be written for --out let the deletion commit and lost the receipt."""
+    import numpy as np
+
+    from obliviate.cli.main import main
+
+    store = str(tmp_path / "s")
+    assert main(["shard", "train", "--store", store, "--shards", "2", "--slices", "1",
+                 "--epochs", "1", "--hidden", "8", "--backend", "inline"]) == 0  # fmt: skip
+    capsys.readouterr()
+
+    def status():
+        assert main(["shard", "status", "--store", store, "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    before = status()
+    bools, flat2d = tmp_path / "b.npy", tmp_path / "m.npy"
+    np.save(bools, np.array([True, False]))
+    np.save(flat2d, np.array([[0, 1], [2, 3]]))
+    forget = ["shard", "forget", "--store", store, "--backend", "inline"]
+    for extra in (["--ids", "0", "--workers", "0"], ["--ids-file", str(bools)],
+                  ["--ids-file", str(flat2d)], ["--ids", "0", "--out", str(tmp_path / "no" / "r.json")]):  # fmt: skip
+        assert main([*forget, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error:"), err
+    assert status() == before
+    assert main([*forget, "--ids", "1"]) == 0  # the next good request: only id 1 goes
+    receipt = json.loads(capsys.readouterr().out)
+    assert receipt["n_removed"] == 1

@@ -121,6 +121,14 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+        if _is_sqlite_damage(exc):  # a byte-flipped or truncated ledger met outside verify
+            print(
+                f"error: the ledger{_store_of(args)} is damaged (SQLite: {exc}); nothing was "
+                "written. `obliviate shard verify --store DIR` reports what it finds; restore "
+                "the store from a backup",
+                file=sys.stderr,
+            )
+            return 2
         command = next((a for a in args if not a.startswith("-")), "obliviate")
         detail = " ".join(str(exc).split())[:300]  # one line, bounded
         print(
@@ -132,6 +140,21 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _is_sqlite_damage(exc: BaseException) -> bool:
+    """SQLite's own report of a damaged database file (SQLITE_CORRUPT / SQLITE_NOTADB)."""
+    import sqlite3
+
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc).lower()
+    return (
+        name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+        or "malformed" in text
+        or ("not a database" in text)
+    )
+
+
 def _main(args: list[str]) -> int:
     from obliviate.cli._common import rewrite_legacy_args
 
@@ -139,7 +162,8 @@ def _main(args: list[str]) -> int:
     try:
         result = app(args=rewrite_legacy_args(args), standalone_mode=False)
     except ObliviateError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        print(f"error: {'; '.join(lines)}", file=sys.stderr)  # always one line
         return 2
     except click_exc.ClickException as exc:
         print(f"error: {exc.format_message()}", file=sys.stderr)

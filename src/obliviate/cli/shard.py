@@ -244,10 +244,11 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         counts = ", ".join(f"{n} {state}" for state, n in info["samples"].items())
-        table = Table(
-            title=f"{store}: model version {info['model_version']}, graph {info['graph']}, "
-            f"samples: {counts}"
+        # the header is a plain line: a table title wraps to the table's width when piped
+        print(
+            f"{store}: model version {info['model_version']}, graph {info['graph']}, samples: {counts}"
         )
+        table = Table()
         for col in ("shard", "checkpoint", "n_samples", "n_own", "neighbourhood"):
             table.add_column(col)
         for s in info["shards"]:

@@ -48,10 +48,11 @@ def _print_status(info: dict[str, Any]) -> None:
 
     counts = ", ".join(f"{n} {state}" for state, n in info["samples"].items())
     strategy = info["strategy"]["name"]
-    table = Table(
-        title=f"{info['store']}: {strategy}, model version {info['model_version']}, "
+    print(  # a plain line: a table title wraps to the table's width when piped
+        f"{info['store']}: {strategy}, model version {info['model_version']}, "
         f"{info['n_experiences']} experience(s) learned, samples: {counts}"
     )
+    table = Table()
     for col in ("shard", "checkpoint", "n_samples"):
         table.add_column(col)
     for s in info["shards"]:

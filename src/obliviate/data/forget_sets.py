@@ -106,9 +106,16 @@ def read_id_file(path: str | Path) -> Tensor:
         try:
             arr = np.load(p, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
+            why = "pickled objects or not a .npy file" if "pickle" in str(exc) else str(exc)
             raise ObliviateError(
-                f"{p}: not a readable .npy array of integer ids ({' '.join(str(exc).split())[:120]})"
+                f"{p}: not a readable .npy array of integer ids ({' '.join(why.split())[:120]}); "
+                "save one with numpy.save(path, numpy.asarray(ids, dtype=numpy.int64))"
             ) from None
+        if arr.ndim != 1:
+            raise ObliviateError(
+                f"{p}: ids must be a 1-D array, got shape {list(arr.shape)}; save the ids as a "
+                "flat list"
+            )
         try:
             return as_id_tensor(arr)
         except ObliviateError as exc:

@@ -216,7 +216,21 @@ class ShardedStore:
     def recover(self) -> list[dict[str, Any]]:
         """Complete whatever a killed process left: an unfinished initial training, or requests
         that were being processed (together with any queued ones). Removes temporary and
-        superseded checkpoint files. Returns the receipts of completed requests."""
+        superseded checkpoint files. Returns the receipts of completed requests.
+
+        A read-only store (a mounted backup, a folder without write permission) has nothing to
+        lock or clean: with no unfinished work this is a no-op, so status, verify and predict
+        work on it; unfinished work there is a one-line error saying how to complete it."""
+        if self.ledger.read_only:
+            unfinished = self.ledger.get_meta("state") == "training" or self.ledger.requests(
+                ("running",)
+            )
+            if unfinished:
+                raise ObliviateError(
+                    f"the store {str(self.path)!r} is read-only and has unfinished work; copy it "
+                    "to a writable folder and run `obliviate shard resume` there"
+                )
+            return []
         with store_lock(self.path):
             remove_temporaries(self.path)
             if self.ledger.get_meta("state") == "training":
