@@ -212,3 +212,18 @@ def test_configuration_errors_and_round_trip(tmp_path):
 def test_forget_cli_config_errors_are_one_line(capsys):
     code, _, err = cli(capsys, "forget", "--method", "ssd", "--config", "scrub@mnist1d", "--quiet")
     assert code == 2 and err.count("\n") == 1 and "use --method scrub" in err
+
+
+def test_a_configuration_is_refused_where_it_would_report_on_its_tuning_split():
+    """Found by a tester: --config scrub@mnist1d ran silently on class:4 (one of the classes its
+    values were scored on), on digits, and on seeds whose forget sets tuning did not exclude."""
+    from obliviate.experiments.forget import ForgetSpec
+
+    ok = {"method": "scrub", "config": "scrub@mnist1d", "dataset": "mnist1d"}
+    ForgetSpec(**ok, forget="class:3", seed=2)  # the reported run the docs show
+    with pytest.raises(ObliviateError, match="tuned by scoring forget sets"):
+        ForgetSpec(**ok, forget="class:4")
+    with pytest.raises(ObliviateError, match="tuned on dataset 'mnist1d', not 'digits'"):
+        ForgetSpec(**{**ok, "dataset": "digits"}, forget="class:3")
+    with pytest.raises(ObliviateError, match="seed 10"):
+        ForgetSpec(**ok, forget="random:10%", seed=10)

@@ -79,13 +79,42 @@ def load_config(name: str) -> dict[str, Any]:
     }
 
 
-def check_config(name: str, method: str) -> None:
-    """Raise :class:`ObliviateError` unless ``name`` loads and is a configuration of ``method``."""
+def check_config(
+    name: str,
+    method: str,
+    dataset: str | None = None,
+    forget: str | None = None,
+    seed: int | None = None,
+) -> None:
+    """Raise :class:`ObliviateError` unless ``name`` loads, is a configuration of ``method`` and
+    may be used for a reported run on ``dataset`` / ``forget`` / ``seed`` (each checked when
+    given): the configuration's dataset, a forget request that is none of the validation forget
+    sets it was tuned on (``tune.val_forgets``), and a seed among those whose reported forget
+    sets tuning left out (``tune.report_seeds_excluded``) — "never tune on a reported split"."""
     cfg = load_config(name)
     if cfg["method"] != method:
         raise ObliviateError(
             f"configuration {name!r} is for method {cfg['method']!r}, not {method!r}; "
             f"use --method {cfg['method']} or another configuration"
+        )
+    if dataset is not None and cfg["dataset"] and cfg["dataset"] != dataset:
+        raise ObliviateError(
+            f"configuration {name!r} was tuned on dataset {cfg['dataset']!r}, not {dataset!r}; "
+            f"tune one for {dataset} (obliviate tune --dataset {dataset} --method {method})"
+        )
+    tune = cfg["tune"]
+    val_forgets = tune.get("val_forgets") or ([tune["val_forget"]] if "val_forget" in tune else [])
+    if forget is not None and forget in val_forgets:
+        raise ObliviateError(
+            f"configuration {name!r} was tuned by scoring forget sets {', '.join(val_forgets)}: "
+            f"reporting {forget} with it would report on a tuning split; report another request"
+        )
+    excluded = tune.get("report_seeds_excluded")
+    if seed is not None and excluded is not None and seed not in excluded:
+        raise ObliviateError(
+            f"configuration {name!r} kept the forget sets of seeds {excluded[0]}..{excluded[-1]} "
+            f"out of tuning; seed {seed}'s forget set may overlap its tuning rows: report one "
+            "of those seeds or tune again with --report-seeds covering it"
         )
 
 

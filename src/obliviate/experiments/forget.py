@@ -158,7 +158,7 @@ class ForgetSpec:
     def __post_init__(self) -> None:
         S.validate(self)
         if self.config is not None:
-            check_config(self.config, self.method)
+            check_config(self.config, self.method, self.dataset, self.forget, self.seed)
         # a dataset without a forget recipe fails here, before any work
         recipes.fill("forget", self.dataset, self._recipe_fields())
 
