@@ -237,3 +237,20 @@ def test_a_model_folder_that_is_not_a_causal_lm_and_a_missing_device_are_refused
     if not torch.cuda.is_available():
         with pytest.raises(ObliviateError, match="use --device cpu"):
             load_lm(folder, device="cuda:7")
+
+
+def test_a_model_whose_context_is_too_short_is_refused_before_training(world, tmp_path, capsys):
+    """A saved GPT-2 with n_positions=8 failed mid-run with a bare IndexError (the position
+    embedding); the sequence lengths are checked against the config first."""
+    from obliviate.cli.main import main
+
+    target = world["target"]
+    folder = tmp_path / "short"
+    config = copy.deepcopy(target.model.config)
+    config.n_positions = 8
+    type(target.model)(config).save_pretrained(folder)
+    target.tokenizer.save_pretrained(folder)
+    rc = main(["llm", "forget", "--model", str(folder), "--methods", "grad_ascent",
+               "--epochs", "1", "--no-generate", "-q"])  # fmt: skip
+    assert rc == 2
+    assert "context is 8 positions" in capsys.readouterr().err

@@ -216,6 +216,21 @@ def make_method(spec: LLMSpec, name: str) -> Any:
         raise ObliviateError(f"method {name!r}: bad parameters {params}: {exc}") from None
 
 
+def check_context(lm: LM, seqs: list[Any]) -> None:
+    """Refuse (one line, before any training) sequences longer than the model's context
+    (``n_positions`` / ``max_position_embeddings`` of its config): the position embedding would
+    fail mid-run with a bare ``IndexError``."""
+    config = getattr(lm.model, "config", None)
+    limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    longest = max((len(s.ids) for s in seqs), default=0)
+    if isinstance(limit, int) and longest > limit:
+        raise ObliviateError(
+            f"the longest question + answer is {longest} tokens but the model's context is "
+            f"{limit} positions (its config's n_positions / max_position_embeddings); use a "
+            "model with a longer context"
+        )
+
+
 def run(spec: LLMSpec) -> dict[str, Any]:
     """Fine-tune the target, retrain the oracle, unlearn with each method, evaluate all."""
     timing: dict[str, float] = {}
@@ -227,6 +242,7 @@ def run(spec: LLMSpec) -> dict[str, Any]:
     train_items = list(data.split("forget")) + kept
     forget = encode(base, data.split("forget"))
     retain = encode(base, kept)
+    check_context(base, forget + retain + encode(base, data.split("holdout")))
     t = time.perf_counter()
     target = LM(copy.deepcopy(base.model), base.tokenizer, base.device, base.prefix)
     fine_tune(
