@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -65,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         "--deletions", type=int, default=3, help="deletions per configuration (mean reported)"
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="runs per configuration with seeds seed..seed+N-1 (mean ± std over them)",
+    )
     ap.add_argument(
         "--train-repeats",
         type=int,
@@ -139,27 +146,41 @@ def main(argv: list[str] | None = None) -> int:
         limit = args.mnist_limit if dataset == "mnist" else None
         for s in parse_ints(args.shards):
             for r in parse_ints(args.slices):
-                res = run(
-                    {
-                        "dataset": dataset,
-                        "data_dir": args.data_dir,
-                        "limit": limit,
-                        "n_shards": s,
-                        "n_slices": r,
-                        "hidden": hidden,
-                        "n_epochs": epochs,
-                        "lr": args.lr,
-                        "n_deletions": args.deletions,
-                        "seed": args.seed,
-                        "train_repeats": 1 if dataset == "mnist" else args.train_repeats,
-                    }
-                )
+                reps = [
+                    run(
+                        {
+                            "dataset": dataset,
+                            "data_dir": args.data_dir,
+                            "limit": limit,
+                            "n_shards": s,
+                            "n_slices": r,
+                            "hidden": hidden,
+                            "n_epochs": epochs,
+                            "lr": args.lr,
+                            "n_deletions": args.deletions,
+                            "seed": args.seed + k,  # another assignment, init and victims
+                            "train_repeats": 1 if dataset == "mnist" else args.train_repeats,
+                        }
+                    )
+                    for k in range(args.repeats)
+                ]
+                res = reps[0]
                 ideal = res["ideal_speedup"]
+
+                def cell(key: str, fmt: str = ".2f", scale: float = 1.0, reps: list = reps) -> str:
+                    vals = [scale * x[key] for x in reps]
+                    mean = statistics.fmean(vals)
+                    if len(vals) == 1:
+                        return f"{mean:{fmt}}"
+                    return f"{mean:{fmt}} ± {statistics.stdev(vals):{fmt}}"
+
+                pct = 100 / ideal
                 print(
-                    f"| {dataset} | {res['n_train']} | {s} | {r} | {res['test_accuracy']:.4f} | "
-                    f"{res['train_seconds']:.2f} | {res['deletion_seconds']:.3f} | {res['speedup']:.2f} | "
-                    f"{res['cpu_speedup']:.2f} | {res['retrain_speedup']:.2f} | {ideal:.2f} | "
-                    f"{100 * res['speedup'] / ideal:.0f} % | {100 * res['cpu_speedup'] / ideal:.0f} % |",
+                    f"| {dataset} | {res['n_train']} | {s} | {r} | {cell('test_accuracy', '.4f')} | "
+                    f"{cell('train_seconds')} | {cell('deletion_seconds', '.3f')} | "
+                    f"{cell('speedup')} | {cell('cpu_speedup')} | {cell('retrain_speedup')} | "
+                    f"{ideal:.2f} | {cell('speedup', '.0f', pct)} % | "
+                    f"{cell('cpu_speedup', '.0f', pct)} % |",
                     flush=True,
                 )
     graphs = [g for g in args.graphs.split(",") if g]
