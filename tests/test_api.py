@@ -235,3 +235,30 @@ def test_unknown_hyperparameters_and_a_non_stream_are_one_line_errors(arrays):
         ob.forget(ob.build(UserNet), train, train.ids[:3], "ssd", {"alpha": 1.0}, evaluate=False)
     with pytest.raises(ObliviateError, match="must be an obliviate Stream"):
         ob.learn(ob.build(UserNet), [1, 2], "ewc")  # type: ignore[arg-type]
+
+
+def test_loss_fn_misuse_and_learn_keeps_the_models_modes(arrays):
+    """Found by a tester: a loss with the wrong signature or a per-sample loss ended in raw torch
+    errors; learn returned an eval-mode model in training mode; ids as a set or None."""
+    import torch.nn.functional as F
+
+    x, y, ids = arrays
+    train, test = ob.dataset(x, y, ids)
+    bad = ob.recipe(UserNet, loss_fn=lambda out, y: F.cross_entropy(out, y), n_epochs=1)
+    with pytest.raises(ObliviateError, match=r"called as loss_fn\(model, batch\)"):
+        bad.fit(train)
+    per_sample = ob.recipe(
+        UserNet, n_epochs=1,
+        loss_fn=lambda m, b: F.cross_entropy(m(b.x), b.y, reduction="none"),
+    )  # fmt: skip
+    with pytest.raises(ObliviateError, match="scalar tensor"):
+        per_sample.fit(train)
+    model = ob.build(UserNet).eval()
+    stream = ob.stream(train, test, "class-incremental", n_experiences=2, seed=0)
+    ob.learn(model, stream, "naive", n_epochs=1)
+    assert not any(m.training for m in model.modules())
+    fitted = ob.recipe(UserNet, n_epochs=1).fit(train)
+    _, report = ob.forget(fitted, train, set(train.ids[:3].tolist()), "finetune", evaluate=False)
+    assert report["forget_ids"] == sorted(train.ids[:3].tolist())
+    with pytest.raises(ObliviateError, match="ids is None"):
+        ob.forget(fitted, train, None, "finetune", evaluate=False)  # type: ignore[arg-type]

@@ -292,8 +292,13 @@ def learn(
         momentum=momentum,
         seed=seed,
     )
-    with seeded_init(derive_seed(seed, "learn", "global-rng")):  # Dropout masks: seeded too
-        result = train_stream(model, stream, strat, config)
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        with seeded_init(derive_seed(seed, "learn", "global-rng")):  # Dropout masks: seeded too
+            result = train_stream(model, stream, strat, config)
+    finally:  # the model comes back in the modes it came in (weights trained in place)
+        for m, training in modes:
+            m.training = training
     return {
         "strategy": type(strat).__name__,
         "params": strat.get_params(),
@@ -431,7 +436,12 @@ def _unlearner(method: str | Unlearner, params: dict[str, Any] | None, seed: int
 
 
 def _np(a: ArrayLike) -> np.ndarray:
-    """A numpy view of user data (tensors are moved to the CPU and detached)."""
+    """A numpy view of user data (tensors are moved to the CPU and detached; a set of ids is
+    taken in sorted order)."""
+    if a is None:
+        raise ObliviateError("ids is None; give the ids to forget (a list, array or tensor)")
+    if isinstance(a, set | frozenset):
+        return np.asarray(sorted(a))
     if isinstance(a, Tensor):
         return a.detach().cpu().numpy()
     return np.asarray(a)

@@ -468,8 +468,14 @@ def fit(
     precision and thread count). Training runs on the model's device (``data`` is moved there
     once, :func:`data_to`) at :func:`current_precision`.
     """
+    own_loss = loss_fn is not None
     loss_fn = loss_fn or cross_entropy
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ObliviateError(
+            f"the {type(model).__name__} model has no trainable parameter (requires_grad is "
+            "False everywhere, or it has no parameter); there is nothing to train"
+        )
     opt = make_optimizer(params, config)
     gen = generator(config.seed, key)
     device = model_device(model)
@@ -482,11 +488,31 @@ def fit(
             for batch in batches(data, config.batch_size, gen, min_rows=min_rows):
                 opt.zero_grad(set_to_none=True)
                 with stepper.autocast():
-                    loss = loss_fn(model, batch)
+                    loss = (
+                        loss_fn(model, batch) if not own_loss else _user_loss(loss_fn, model, batch)
+                    )
                 stepper.backward(loss)
                 stepper.step()
     model.eval()
     return model
+
+
+def _user_loss(loss_fn: LossFn, model: nn.Module, batch: Batch) -> Tensor:
+    """``loss_fn(model, batch)`` of a user's loss, refused in one line when it is not called as
+    obliviate calls it or does not return a scalar tensor (instead of a raw error mid-run)."""
+    try:
+        loss = loss_fn(model, batch)
+    except TypeError as exc:
+        raise ObliviateError(
+            f"loss_fn is called as loss_fn(model, batch) (batch.x, batch.y: see "
+            f"obliviate.training.Batch) and failed: {exc}"
+        ) from None
+    if not isinstance(loss, Tensor) or loss.dim() != 0:
+        got = f"shape {list(loss.shape)}" if isinstance(loss, Tensor) else type(loss).__name__
+        raise ObliviateError(
+            f"loss_fn must return a scalar tensor (mean over the batch), got {got}"
+        )
+    return loss
 
 
 def train_mode(model: nn.Module) -> nn.Module:
