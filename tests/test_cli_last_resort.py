@@ -44,3 +44,17 @@ def test_debug_lets_the_traceback_through(monkeypatch):
     monkeypatch.setattr(cli_main, "build_app", lambda: _app_raising(RuntimeError("bad")))
     with pytest.raises(RuntimeError, match="bad"):
         cli_main.main(["boom", "--debug"])
+
+
+def test_warnings_are_one_line_and_quiet_silences_them(capsys):
+    """A Python warning printed its file, line number and source line (two lines) on stderr,
+    even under --quiet."""
+    from obliviate.cli.main import main
+
+    args = ["forget", "--forget", "random:0", "--method", "finetune", "--epochs", "1"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    warned = [line for line in err.splitlines() if "random:0" in line]
+    assert warned and all(line.startswith("warning: ") for line in warned), err
+    assert main([*args, "-q"]) == 0
+    assert "warning" not in capsys.readouterr().err

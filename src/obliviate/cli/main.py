@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args = [a for a in args if a != "--debug"]
     if debug:
         return _main(args)
+    _one_line_warnings(quiet="-q" in args or "--quiet" in args)
     try:
         return _main(args)
     except KeyboardInterrupt:
@@ -138,6 +139,19 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _one_line_warnings(*, quiet: bool) -> None:
+    """Python warnings print as one ``warning: ...`` line on stderr (not the file, line number
+    and source line); ``--quiet`` silences them (``--debug`` keeps Python's own format)."""
+    import warnings
+
+    def show(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+        print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+    warnings.showwarning = show
+    if quiet:
+        warnings.simplefilter("ignore")
 
 
 def _is_sqlite_damage(exc: BaseException) -> bool:
