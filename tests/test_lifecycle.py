@@ -335,7 +335,7 @@ def test_cli_seeds_seed_the_strategy_of_each_run(capsys):
     runs = doc["runs"]
     assert [r["spec"]["seed"] for r in runs] == [0, 1]
     assert [r["spec"]["params"]["seed"] for r in runs] == [0, 1]  # replay's buffer follows
-    (events,) = doc["events"].values()
+    (events,) = doc["summary"].values()
     assert [e["label"] for e in events][:3] == ["learn 0", "learn 1", "forget random:5%"]
 
 

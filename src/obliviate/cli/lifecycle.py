@@ -228,7 +228,9 @@ def register(app: typer.Typer) -> None:
                     len(seed_list),
                 )
             )
-        payload: Any = runs[0] if len(runs) == 1 else {"runs": runs, "events": summary}
+        # one run: the run itself; several: every run and the per-event mean ± std by label
+        # ("summary", not "events": a run's "events" is its own per-event list)
+        payload: Any = runs[0] if len(runs) == 1 else {"runs": runs, "summary": summary}
         if as_json:
             _c.emit_json(payload)
         if out is not None:
