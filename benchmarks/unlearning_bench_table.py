@@ -61,17 +61,16 @@ def tables(records: list[dict[str, Any]], only_seeds: set[int] | None = None) ->
         groups[(run["dataset"], run["forget"])][run["method"]].append(rec)
     out = []
     for (dataset, forget), methods in sorted(groups.items()):
-        ok = [r["metrics"] for rs in methods.values() for r in rs if r["status"] == "ok"]
+        ok_recs = [r for rs in methods.values() for r in rs if r["status"] == "ok"]
+        ok = [r["metrics"] for r in ok_recs]
         if not ok:
             continue
         seeds = sorted({r["run"]["seed"] for rs in methods.values() for r in rs})
         has_q = any("quality" in m for m in ok)
         n_forget = ok[0]["n_forget"]
-        oracle = list({m["spec"]["seed"]: m["oracle"] for m in ok if "spec" in m}.values()) or [
-            ok[0]["oracle"]
-        ]
-        by_seed = {m["spec"]["seed"]: m["oracle_cpu_seconds"] for m in ok if "spec" in m}
-        ocpu = list(by_seed.values()) or [m["oracle_cpu_seconds"] for m in ok[:1]]
+        per_seed = {r["run"]["seed"]: r["metrics"] for r in ok_recs}
+        oracle = [m["oracle"] for m in per_seed.values()]
+        ocpu = [m["oracle_cpu_seconds"] for m in per_seed.values()]
         out.append(f"### {dataset} forget `{forget}` ({n_forget} training samples), seeds {seeds}")
         out.append("")
         out.append(
