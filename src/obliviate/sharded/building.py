@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from obliviate.data.datasets import Standardization, loader_standardization
 from obliviate.errors import ObliviateError
@@ -82,7 +83,10 @@ def create_store(
     # the recipe's model must be buildable for these rows (e.g. a CNN on 1-D rows, or a layer
     # of width 0, is refused here, before the folder becomes a store that cannot be trained)
     try:
-        build_model(shard_model_spec(config.recipe.model, 0), train.sample_shape, train.n_classes)
+        with torch.device("cpu"):  # as the shard jobs build it: initial weights on the CPU
+            build_model(
+                shard_model_spec(config.recipe.model, 0), train.sample_shape, train.n_classes
+            )
     except ObliviateError:
         raise
     except Exception as exc:  # torch's own message, in one line
