@@ -23,6 +23,7 @@ import multiprocessing
 import sys
 from functools import lru_cache
 from pathlib import Path
+from types import FrameType
 
 from obliviate.errors import ObliviateError
 
@@ -66,7 +67,7 @@ def check_main_guard(what: str) -> None:
         f'put the code that calls {what} under `if __name__ == "__main__":` (worker processes '
         f're-import {Path(path).name}), or pass backend="inline" to run without workers'
     )
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_globals is vars(main) and frame.f_code.co_name == "<module>":
             break

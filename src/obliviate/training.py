@@ -96,10 +96,10 @@ def model_device(model: nn.Module) -> torch.device:
     """The device of ``model``'s first parameter (or buffer); CPU for a model with neither.
     Everything obliviate computes for ``model`` (batches, buffers, penalties, stored logits,
     importance estimates) lives there."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
     return torch.device("cpu")
 
 
@@ -114,12 +114,11 @@ def data_to(data: Dataset, device: torch.device | str) -> Dataset:
         return data
     pin = device.type == "cuda" and data.x.device.type == "cpu"
 
-    def move(t: Tensor | None) -> Tensor | None:
-        if t is None:
-            return None
+    def move(t: Tensor) -> Tensor:
         return (t.pin_memory() if pin else t).to(device, non_blocking=pin)
 
-    return replace(data, x=move(data.x), y=move(data.y), ids=move(data.ids), task=move(data.task))
+    task = None if data.task is None else move(data.task)
+    return replace(data, x=move(data.x), y=move(data.y), ids=move(data.ids), task=task)
 
 
 def stream_to(stream: Stream, device: torch.device | str) -> Stream:

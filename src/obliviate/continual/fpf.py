@@ -90,6 +90,8 @@ class FPF(Strategy):
         "sensitivity_",
     )
     buffer_: ReservoirBuffer | None = None
+    seen_ids_: set[int]
+    sensitivity_: dict[str, float]
 
     def __init__(
         self,
@@ -138,11 +140,11 @@ class FPF(Strategy):
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         if self.buffer_ is None:
             self.buffer_ = ReservoirBuffer(memory_size=self.memory_size, seed=self.seed)
-            self.seen_ids_: set[int] = set()
+            self.seen_ids_ = set()
             self.n_steps_ = 0
             self.n_rounds_ = 0
             self.selected_: list[str] = []
-            self.sensitivity_: dict[str, float] = {}
+            self.sensitivity_ = {}
         self.n_steps_ += 1
         if self.fpf_every is not None:
             if self.n_steps_ % self.fpf_every == 0 and len(self.buffer_):

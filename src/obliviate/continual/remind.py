@@ -142,6 +142,10 @@ class REMIND(Strategy):
         "stored_",
     )
     codebooks_: list[Tensor] | None = None
+    memory_codes_: Tensor
+    memory_y_: Tensor
+    memory_task_: Tensor
+    memory_ids_: Tensor
 
     def __init__(
         self,

@@ -396,9 +396,9 @@ def check_default_differs_from_naive(cls: StrategyType, *, model: str = "builtin
     if not cls.neutral_params:
         raise NotApplicable("declares no neutral_params (not a regulariser)")
     setup = tiny_setup(cls, model=model)
-    model, _ = _run(cls(), setup)
+    trained, _ = _run(cls(), setup)
     naive, _ = _run(Naive(), setup)
-    assert not _weights_equal(model, naive), (
+    assert not _weights_equal(trained, naive), (
         f"{cls.__name__}: default hyperparameters give naive fine-tuning's weights"
     )
 
