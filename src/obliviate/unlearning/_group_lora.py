@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,7 @@ from obliviate.errors import ObliviateError
 from obliviate.models.base import logits
 from obliviate.training import Batch, predict_logits
 from obliviate.unlearning._ops import run_paired_steps
+from obliviate.unlearning.random_label import retain_sample
 
 REQUIREMENT = "at least one nn.Linear layer (LoRA targets; nn.Conv1d/nn.Conv2d too if asked)"
 """What GS-LoRA needs of a model, in words (for listings)."""
@@ -254,3 +256,43 @@ __all__ = [
     "prox_group_sparse",
     "train_group_sparse",
 ]
+
+
+def unlearn_request(
+    method: Any,
+    model: nn.Module,
+    request: Any,
+    loss: Callable[[nn.Module, Batch, Batch], Tensor],
+    key: str,
+) -> nn.Module:
+    """The GS-LoRA procedure both :class:`~obliviate.unlearning.gs_lora.GSLoRA` and
+    :class:`~obliviate.unlearning.gs_lora_pp.GSLoRAPP` run, with their own ``loss``: LoRA on
+    ``model``'s target layers (seeded), a retain sample of ``method.retain_fraction``, group-sparse
+    training (:func:`train_group_sparse`), the group norms recorded on ``method``
+    (``group_norms_``, ``zeroed_groups_``) and the merged plain model returned."""
+    names = lora_targets(model, include_conv=method.include_conv)
+    wrapper, groups = attach_lora(
+        model, names, rank=method.rank, lora_alpha=method.lora_alpha, seed=method.seed, key=key
+    )
+    retain = retain_sample(request.retain, method.retain_fraction, method.seed, key)
+    if len(retain) == 0:
+        retain = request.retain
+    train_group_sparse(
+        model,
+        groups,
+        retain,
+        request.forget,
+        loss,
+        reg_strength=method.reg_strength,
+        warmup_epochs=method.warmup_epochs,
+        n_epochs=method.n_epochs,
+        lr=method.lr,
+        batch_size=method.batch_size,
+        optimizer=method.optimizer,
+        seed=method.seed,
+        key=key,
+    )
+    norms = group_norms(groups).detach().cpu()
+    method.group_norms_ = {g.name: float(n) for g, n in zip(groups, norms, strict=True)}
+    method.zeroed_groups_ = [g.name for g, n in zip(groups, norms, strict=True) if n == 0]
+    return merge(wrapper, model, groups)

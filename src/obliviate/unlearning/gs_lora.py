@@ -18,7 +18,6 @@ from obliviate.unlearning._group_lora import (
     prox_group_sparse,
 )
 from obliviate.unlearning.base import ForgetRequest, Unlearner
-from obliviate.unlearning.random_label import retain_sample
 
 
 class GSLoRA(Unlearner):
@@ -142,15 +141,6 @@ class GSLoRA(Unlearner):
 
     def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
         assert request.retain is not None
-        names = G.lora_targets(model, include_conv=self.include_conv)
-        wrapper, groups = G.attach_lora(
-            model,
-            names,
-            rank=self.rank,
-            lora_alpha=self.lora_alpha,
-            seed=self.seed,
-            key="gs_lora",
-        )
         beta, bound = self.forget_weight, self.bound
 
         def loss(m: nn.Module, retain: Batch, forget: Batch) -> Tensor:
@@ -159,28 +149,7 @@ class GSLoRA(Unlearner):
             l_forget = G.bounded_forget_loss(ce(G.model_logits(m, forget), forget.y), bound)
             return l_retain + beta * l_forget
 
-        retain = retain_sample(request.retain, self.retain_fraction, self.seed, "gs_lora")
-        if len(retain) == 0:
-            retain = request.retain
-        G.train_group_sparse(
-            model,
-            groups,
-            retain,
-            request.forget,
-            loss,
-            reg_strength=self.reg_strength,
-            warmup_epochs=self.warmup_epochs,
-            n_epochs=self.n_epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            optimizer=self.optimizer,
-            seed=self.seed,
-            key="gs_lora",
-        )
-        norms = G.group_norms(groups).detach().cpu()
-        self.group_norms_ = {g.name: float(n) for g, n in zip(groups, norms, strict=True)}
-        self.zeroed_groups_ = [g.name for g, n in zip(groups, norms, strict=True) if n == 0]
-        return G.merge(wrapper, model, groups)
+        return G.unlearn_request(self, model, request, loss, "gs_lora")
 
 
 __all__ = [

@@ -12,7 +12,6 @@ from obliviate.errors import ObliviateError
 from obliviate.training import Batch
 from obliviate.unlearning import _group_lora as G
 from obliviate.unlearning.base import ForgetRequest, Unlearner
-from obliviate.unlearning.random_label import retain_sample
 
 
 class GSLoRAPP(Unlearner):
@@ -141,15 +140,6 @@ class GSLoRAPP(Unlearner):
         index = torch.cumsum(present.long(), 0) - 1  # class -> row of the prototype table
         protos = protos[present]
 
-        names = G.lora_targets(model, include_conv=self.include_conv)
-        wrapper, groups = G.attach_lora(
-            model,
-            names,
-            rank=self.rank,
-            lora_alpha=self.lora_alpha,
-            seed=self.seed,
-            key="gs_lora_pp",
-        )
         beta, bound, gamma = self.forget_weight, self.bound, self.prototype_weight
         bound_pro, tau = self.prototype_bound, self.temperature
 
@@ -166,28 +156,7 @@ class GSLoRAPP(Unlearner):
                 total = total + gamma * (pull + push)
             return total
 
-        retain = retain_sample(request.retain, self.retain_fraction, self.seed, "gs_lora_pp")
-        if len(retain) == 0:
-            retain = request.retain
-        G.train_group_sparse(
-            model,
-            groups,
-            retain,
-            request.forget,
-            loss,
-            reg_strength=self.reg_strength,
-            warmup_epochs=self.warmup_epochs,
-            n_epochs=self.n_epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            optimizer=self.optimizer,
-            seed=self.seed,
-            key="gs_lora_pp",
-        )
-        norms = G.group_norms(groups).detach().cpu()
-        self.group_norms_ = {g.name: float(n) for g, n in zip(groups, norms, strict=True)}
-        self.zeroed_groups_ = [g.name for g, n in zip(groups, norms, strict=True) if n == 0]
-        return G.merge(wrapper, model, groups)
+        return G.unlearn_request(self, model, request, loss, "gs_lora_pp")
 
 
 __all__ = ["GSLoRAPP"]
