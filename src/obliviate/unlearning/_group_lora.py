@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from obliviate._rng import generator, seed_global
+from obliviate._validation import check_number, check_schedule
 from obliviate.data.dataset import Dataset
 from obliviate.errors import ObliviateError
 from obliviate.models.base import logits
@@ -50,6 +51,43 @@ class LoraGroup:
 
     def params(self) -> list[nn.Parameter]:
         return [self.a, self.b]
+
+
+def check_hyperparameters(
+    owner: str,
+    *,
+    rank: int,
+    lora_alpha: int,
+    reg_strength: float,
+    forget_weight: float,
+    bound: float,
+    warmup_epochs: int,
+    n_epochs: int,
+    lr: float,
+    batch_size: int,
+    optimizer: str,
+    retain_fraction: float,
+    include_conv: bool,
+    seed: int,
+) -> None:
+    """The checks of the hyperparameters GS-LoRA and GS-LoRA++ share, errors naming ``owner``:
+    ``rank``, ``lora_alpha`` integers >= 1; ``reg_strength`` >= 0; ``forget_weight``, ``bound``
+    > 0; ``warmup_epochs`` integer >= 0; the schedule (``n_epochs``, ``lr``, ``batch_size``,
+    ``optimizer``, ``seed``: :func:`~obliviate._validation.check_schedule`);
+    ``retain_fraction`` in (0, 1]; ``include_conv`` a bool. Raises
+    :class:`~obliviate.errors.ObliviateError` (one line) at the first bad value."""
+    check_number("rank", rank, low=1, integer=True, owner=owner)
+    check_number("lora_alpha", lora_alpha, low=1, integer=True, owner=owner)
+    check_number("reg_strength", reg_strength, low=0, owner=owner)
+    check_number("forget_weight", forget_weight, low=0, low_open=True, owner=owner)
+    check_number("bound", bound, low=0, low_open=True, owner=owner)
+    check_number("warmup_epochs", warmup_epochs, low=0, integer=True, owner=owner)
+    check_schedule(
+        owner, n_epochs=n_epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, seed=seed
+    )
+    check_number("retain_fraction", retain_fraction, low=0, high=1, low_open=True, owner=owner)
+    if not isinstance(include_conv, bool):
+        raise ObliviateError(f"{owner} include_conv must be true or false, got {include_conv!r}")
 
 
 def lora_targets(model: nn.Module, *, include_conv: bool) -> list[str]:
@@ -245,6 +283,7 @@ __all__ = [
     "REQUIREMENT",
     "LoraGroup",
     "attach_lora",
+    "check_hyperparameters",
     "bounded_forget_loss",
     "class_prototypes",
     "group_norms",

@@ -6,8 +6,6 @@ from typing import ClassVar, Literal
 
 from torch import Tensor, nn
 
-from obliviate._validation import check_number, check_schedule
-from obliviate.errors import ObliviateError
 from obliviate.training import Batch
 from obliviate.unlearning import _group_lora as G
 from obliviate.unlearning._group_lora import (
@@ -113,18 +111,22 @@ class GSLoRA(Unlearner):
         seed: int = 0,
     ) -> None:
         o = "GSLoRA"
-        check_number("rank", rank, low=1, integer=True, owner=o)
-        check_number("lora_alpha", lora_alpha, low=1, integer=True, owner=o)
-        check_number("reg_strength", reg_strength, low=0, owner=o)
-        check_number("forget_weight", forget_weight, low=0, low_open=True, owner=o)
-        check_number("bound", bound, low=0, low_open=True, owner=o)
-        check_number("warmup_epochs", warmup_epochs, low=0, integer=True, owner=o)
-        check_schedule(
-            o, n_epochs=n_epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, seed=seed
+        G.check_hyperparameters(
+            o,
+            rank=rank,
+            lora_alpha=lora_alpha,
+            reg_strength=reg_strength,
+            forget_weight=forget_weight,
+            bound=bound,
+            warmup_epochs=warmup_epochs,
+            n_epochs=n_epochs,
+            lr=lr,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            retain_fraction=retain_fraction,
+            include_conv=include_conv,
+            seed=seed,
         )
-        check_number("retain_fraction", retain_fraction, low=0, high=1, low_open=True, owner=o)
-        if not isinstance(include_conv, bool):
-            raise ObliviateError(f"GSLoRA include_conv must be true or false, got {include_conv!r}")
         self.rank = rank
         self.lora_alpha = lora_alpha
         self.reg_strength = reg_strength
