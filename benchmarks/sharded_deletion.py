@@ -228,7 +228,7 @@ def breakdown(
     import numpy as np
 
     from obliviate.models import ModelSpec
-    from obliviate.sharded import building, deletion, jobs
+    from obliviate.sharded import building, deletion, jobs, receipts
     from obliviate.sharded.config import DataSpec, ShardConfig
     from obliviate.sharded.sisa import ShardedStore
     from obliviate.training import Recipe, TrainConfig
@@ -264,7 +264,7 @@ def breakdown(
         (jobs.CheckpointBatch, "commit", "  checkpoint fsyncs (grouped) + renames"),
         (jobs, "build_model", "  model build"),
         (jobs, "read_checkpoint", "  base checkpoint read (re-hashed)"),
-        (deletion.rc, "build_receipt", "build the receipt"),
+        (receipts, "build_receipt", "build the receipt"),
         (building, "collect_garbage", "delete replaced checkpoints"),
     ]
     for owner, name, label in phases:

@@ -129,6 +129,23 @@ def test_learn_after_forget_and_a_second_forget(tmp_path, stream):
     assert got == reference(tmp_path / "b", stream, np.concatenate([first, second]), 5)
 
 
+def test_a_forget_with_nothing_left_to_delete_keeps_the_model_version(tmp_path, stream):
+    """Ids an earlier request already deleted, asked for again under a new request id: a receipt,
+    no retraining, and the model version (and every checkpoint) unchanged."""
+    ids = some_ids(stream, {0: 2})
+    with make(tmp_path / "a", stream) as store:
+        for exp in stream.experiences[:2]:
+            store.learn(exp)
+        first = store.forget(ids, request_id="first")
+        hashes = store.checkpoint_hashes()
+        again = store.forget(ids, request_id="again")
+        assert again["retrained"] == [] and again["n_already_deleted"] == len(ids)
+        assert again["model_version_before"] == again["model_version_after"]
+        assert again["model_version_after"] == first["model_version_after"]
+        assert store.status()["model_version"] == first["model_version_after"]
+        assert store.checkpoint_hashes() == hashes
+
+
 def test_refusals_record_nothing(tmp_path, stream):
     with make(tmp_path / "a", stream) as store:
         store.learn(stream[0])

@@ -67,6 +67,7 @@ from obliviate.llm.models import LM, PrefixCache, blocks, forward_logits, load_l
 from obliviate.llm.train import Encoded, encode, mean_token_nll
 from obliviate.sharded import assign, neighbourhoods
 from obliviate.sharded import receipts as rc
+from obliviate.sharded.completion import checkpoints_after, complete
 from obliviate.sharded.ledger import Ledger, ids_hash
 
 LEDGER_FILE = "ledger.sqlite"
@@ -549,73 +550,28 @@ class AdapterStore:
                 "equal": all(s["retrained"] == s["from_scratch"] for s in shards),
                 "shards": shards,
             }
-        after = dict(current)
-        for row in new_rows:
-            after[(row["shard"], row["slice"])] = {
-                "sha256": row["sha256"],
-                "ids_hash": row["ids_hash"],
-                "n_ids": row["n_ids"],
-            }
+        after = checkpoints_after(current, new_rows)
         acc_after = self._token_accuracy(after, removed)
-        new_version = version + 1 if plan else version
         t_end = time.time()
         _failpoint("before_commit")
-        with self.ledger.transaction():
-            if new_rows:
-                self.ledger.put_checkpoints(new_version, new_rows)
-            owners = {}
-            for i in pending.tolist():
-                row = self.ledger.db.execute(
-                    "SELECT request_id FROM samples WHERE id = ?", (i,)
-                ).fetchone()
-                owners[int(i)] = row[0]
-            self.ledger.mark_deleted(pending.tolist())
-            self.ledger.set_meta("version", new_version)
-            event = self.ledger.append_event(
-                "requests_completed",
-                {
-                    "requests": [r["request_id"] for r in reqs],
-                    "version_before": version,
-                    "version_after": new_version,
-                    "removed_sha256": ids_hash(pending),
-                    "plan": {str(k): v for k, v in plan.items()},
-                    "checkpoints_after": {
-                        f"{r['shard']}/{r['slice']}": r["sha256"] for r in new_rows
-                    },
-                },
-            )
-            config_sha = hashlib.sha256(
+        complete(
+            self.ledger,
+            requests=reqs,
+            plan=plan,
+            current=current,
+            new_rows=new_rows,
+            pending=pending,
+            version=version,
+            n_shards=self.config.n_shards,
+            n_slices=self.config.n_slices,
+            times=(t_start, t_end),
+            retrain_seconds=retrain_seconds,
+            accuracy=(acc_before, acc_after),
+            exactness=exactness,
+            store_config=hashlib.sha256(
                 json.dumps(asdict(self.config), sort_keys=True).encode()
-            ).hexdigest()
-            for req in reqs:
-                receipt = rc.build_receipt(
-                    request=req,
-                    batch=[r["request_id"] for r in reqs],
-                    plan=plan,
-                    current=current,
-                    after=after,
-                    n_shards=self.config.n_shards,
-                    n_slices=self.config.n_slices,
-                    removed_by_request=owners,
-                    version_before=version,
-                    version_after=new_version,
-                    times=(req["submitted"], t_start, t_end),
-                    retrain_seconds=retrain_seconds,
-                    accuracy=(acc_before, acc_after),
-                    removed_ids=pending,
-                    exactness=exactness,
-                    event=event,
-                    store_config=config_sha,
-                )
-                self.ledger.update_request(
-                    req["request_id"],
-                    status="done",
-                    started=t_start,
-                    finished=t_end,
-                    version_before=version,
-                    version_after=new_version,
-                    receipt=json.dumps(receipt, sort_keys=True),
-                )
+            ).hexdigest(),
+        )
         done = [self.ledger.request(r["request_id"]) for r in reqs]
         return [json.loads(d["receipt"]) for d in done if d is not None]
 

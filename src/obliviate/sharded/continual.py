@@ -84,8 +84,8 @@ from obliviate.errors import ObliviateError
 from obliviate.models import ModelSpec, build_model
 from obliviate.models.base import logits
 from obliviate.sharded import deletion
-from obliviate.sharded import receipts as rc
 from obliviate.sharded.backends import BACKENDS, run_jobs
+from obliviate.sharded.completion import checkpoints_after, complete
 from obliviate.sharded.config import ShardConfig, assign, config_hash, shard_model_spec
 from obliviate.sharded.ledger import Ledger, LedgerDamaged, ids_hash
 from obliviate.sharded.snapshot import decode, encode
@@ -656,71 +656,34 @@ class ShardedContinual:
                 "equal": all(s["equal_stages"] == s["n_stages"] for s in shards),
                 "shards": shards,
             }
-        after = dict(current)
-        for row in new_rows:
-            after[(row["shard"], row["slice"])] = {
-                "sha256": row["sha256"],
-                "ids_hash": row["ids_hash"],
-                "n_ids": row["n_ids"],
-            }
+        after = checkpoints_after(current, new_rows)
         acc_after = self._accuracy_with(after, removed_data)
-        new_version = version + 1
         t_end = time.time()
         failpoint("before_commit")
-        with ledger.transaction():
-            ledger.put_checkpoints(new_version, new_rows)
-            owners = deletion.pending_owners(self._as_store(), pending)
-            ledger.mark_deleted(pending.tolist())
-            ledger.set_meta("experiences", new_metas)
-            ledger.set_meta("version", new_version)
-            event = ledger.append_event(
-                "requests_completed",
-                {
-                    "requests": [r["request_id"] for r in reqs],
-                    "version_before": version,
-                    "version_after": new_version,
-                    "removed_sha256": ids_hash(pending),
-                    "plan": {str(k): v for k, v in plan.items()},
-                    "checkpoints_after": {
-                        f"{r['shard']}/{r['slice']}": r["sha256"] for r in new_rows
-                    },
-                    "data_after": [m["data_sha256"] for m in new_metas],
-                },
-            )
-            n_stages = len(metas) * R
-            for req in reqs:
-                receipt = rc.build_receipt(
-                    request=req,
-                    batch=[r["request_id"] for r in reqs],
-                    plan=plan,
-                    current=current,
-                    after=after,
-                    n_slices=n_stages,
-                    n_shards=config.n_shards,
-                    removed_by_request=owners,
-                    version_before=version,
-                    version_after=new_version,
-                    times=(req["submitted"], t_start, t_end),
-                    retrain_seconds=retrain_seconds,
-                    accuracy=(acc_before, acc_after),
-                    removed_ids=pending,
-                    exactness=exactness,
-                    event=event,
-                    store_config=config_hash(config),
-                )
-                receipt["engine"] = "sharded-continual"
-                receipt["rolled_back_to"] = {
+        complete(
+            ledger,
+            requests=reqs,
+            plan=plan,
+            current=current,
+            new_rows=new_rows,
+            pending=pending,
+            version=version,
+            n_shards=config.n_shards,
+            n_slices=len(metas) * R,
+            times=(t_start, t_end),
+            retrain_seconds=retrain_seconds,
+            accuracy=(acc_before, acc_after),
+            exactness=exactness,
+            store_config=config_hash(config),
+            event_extra={"data_after": [m["data_sha256"] for m in new_metas]},
+            receipt_extra={
+                "engine": "sharded-continual",
+                "rolled_back_to": {
                     str(k): {"experience": s // R, "slice": s % R} for k, s in plan.items()
-                }
-                ledger.update_request(
-                    req["request_id"],
-                    status="done",
-                    started=t_start,
-                    finished=t_end,
-                    version_before=version,
-                    version_after=new_version,
-                    receipt=json.dumps(receipt, sort_keys=True),
-                )
+                },
+            },
+            meta={"experiences": new_metas},
+        )
         failpoint("after_commit")
         return [deletion.receipt_of(self._as_store(), r["request_id"]) for r in reqs]
 

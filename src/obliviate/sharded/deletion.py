@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from obliviate.errors import ObliviateError
-from obliviate.sharded import receipts as rc
 from obliviate.sharded.building import run, shard_job
+from obliviate.sharded.completion import checkpoints_after, complete
 from obliviate.sharded.config import config_hash
 from obliviate.sharded.ledger import ids_hash
 from obliviate.sharded.prediction import accuracy_of, shard_models, shard_scores, training_rows
@@ -189,81 +189,32 @@ def process(
             "equal": all(s["retrained"] == s["from_scratch"] for s in shards),
             "shards": shards,
         }
-    after = dict(current)
-    for row in new_rows:
-        after[(row["shard"], row["slice"])] = {
-            "sha256": row["sha256"],
-            "ids_hash": row["ids_hash"],
-            "n_ids": row["n_ids"],
-        }
+    after = checkpoints_after(current, new_rows)
     # the receipt's figures: shards the deletion did not retrain keep their scores
     acc_before = accuracy_of(store, scores_before, removed_data)
     acc_after = accuracy_of(
         store, shard_scores(store, after, removed_data, scores_before), removed_data
     )
-    new_version = version + 1 if plan else version
     t_end = time.time()
     failpoint("before_commit")
-    with ledger.transaction():
-        if new_rows:
-            ledger.put_checkpoints(new_version, new_rows)
-        pending_owner = pending_owners(store, pending)
-        ledger.mark_deleted(pending.tolist())
-        ledger.set_meta("version", new_version)
-        event_payload = {
-            "requests": [r["request_id"] for r in reqs],
-            "version_before": version,
-            "version_after": new_version,
-            "removed_sha256": ids_hash(pending),
-            "plan": {str(k): v for k, v in plan.items()},
-            "checkpoints_after": {f"{r['shard']}/{r['slice']}": r["sha256"] for r in new_rows},
-        }
-        event = ledger.append_event("requests_completed", event_payload)
-        for req in reqs:
-            receipt = rc.build_receipt(
-                request=req,
-                batch=[r["request_id"] for r in reqs],
-                plan=plan,
-                current=current,
-                after=after,
-                n_slices=config.n_slices,
-                n_shards=config.n_shards,
-                removed_by_request=pending_owner,
-                version_before=version,
-                version_after=new_version,
-                times=(req["submitted"], t_start, t_end),
-                retrain_seconds=retrain_seconds,
-                accuracy=(acc_before, acc_after),
-                removed_ids=pending,
-                exactness=exactness,
-                event=event,
-                store_config=config_hash(config),
-            )
-            ledger.update_request(
-                req["request_id"],
-                status="done",
-                started=t_start,
-                finished=t_end,
-                version_before=version,
-                version_after=new_version,
-                receipt=json.dumps(receipt, sort_keys=True),
-            )
+    complete(
+        ledger,
+        requests=reqs,
+        plan=plan,
+        current=current,
+        new_rows=new_rows,
+        pending=pending,
+        version=version,
+        n_shards=config.n_shards,
+        n_slices=config.n_slices,
+        times=(t_start, t_end),
+        retrain_seconds=retrain_seconds,
+        accuracy=(acc_before, acc_after),
+        exactness=exactness,
+        store_config=config_hash(config),
+    )
     failpoint("after_commit")
     return [receipt_of(store, r["request_id"]) for r in reqs]
-
-
-def pending_owners(store: ShardedStore, pending: np.ndarray) -> dict[int, str]:
-    """Id -> the request that made it pending."""
-    out: dict[int, str] = {}
-    ids = pending.tolist()
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        for i, owner in store.ledger.db.execute(
-            f"SELECT id, request_id FROM samples WHERE id IN ({marks})", chunk
-        ):
-            out[int(i)] = owner
-    return out
 
 
 def receipt_of(
