@@ -26,6 +26,13 @@ their own count (the benchmark runs and shard jobs use one thread, as inline doe
 bitwise contract holds whatever the pool's size. Every worker dies with the process that owns it
 (:mod:`obliviate._lifetime`), and :func:`shutdown` (also run at exit) stops the warm pool.
 
+Data shared with the workers: :func:`shared_value` builds a value (a loaded dataset) once per
+pool owner and keeps its large arrays in files under the owner's folder (``/dev/shm`` when it
+exists), which every process of the owner's tree maps copy-on-write: one copy in memory, in the
+OS page cache, however many workers use it; a worker's write stays private to it. The folder is
+named by the owner's pid and start time, removed by :func:`shutdown` (at exit), and, when the
+owner was killed, by the next process that shares data or starts a pool (:func:`sweep_shared`).
+
 Two ways in: :func:`map_jobs` (``[fn(*job) for job in jobs]``, results in order) and
 :func:`open_executor` (``submit`` / ``wait_any``, results as they finish, for callers that
 decide what to submit next from what has finished, like the benchmark runner).
@@ -35,13 +42,20 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures as cf
+import hashlib
+import io
 import multiprocessing
 import os
+import pickle
+import shutil
+import sys
+import tempfile
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from obliviate._lifetime import die_with_parent
 from obliviate.errors import ObliviateError
@@ -78,8 +92,12 @@ def _set_threads(n_threads: int) -> None:
         pass
 
 
-def _init_worker(n_threads: int = 1) -> None:
+def _init_worker(n_threads: int = 1, owner: tuple[int, int] | None = None) -> None:
+    """A worker's start: die with the owner, set the threads, and share the owner's data
+    (``owner``: its pid and start time; ``None``: share nothing, as a Ray worker)."""
     die_with_parent()  # first (torch's import takes seconds): a killed caller takes its workers
+    _SHARE["owner"] = owner
+    _SHARE["on"] = owner is not None
     _set_threads(n_threads)
 
 
@@ -169,11 +187,12 @@ def _new_pool(n_workers: int, preload: Iterable[str]) -> cf.ProcessPoolExecutor:
     # only the first call of this process sets the list: the forkserver lives until we exit
     ctx.set_forkserver_preload(list(dict.fromkeys([*PRELOAD, *preload])))
     _ensure_forkserver()
+    sweep_shared()  # what a killed owner left behind goes before a new pool starts
     return cf.ProcessPoolExecutor(
         max_workers=n_workers,
         mp_context=ctx,
         initializer=_init_worker,
-        initargs=(threads_per_worker(n_workers),),
+        initargs=(threads_per_worker(n_workers), _owner()),
     )
 
 
@@ -227,6 +246,7 @@ def shutdown() -> None:
         _IDLE.clear()
     for pool in pools:
         pool.shutdown(wait=True, cancel_futures=True)
+    drop_shared()
 
 
 atexit.register(shutdown)
@@ -242,6 +262,224 @@ def warm_pids() -> list[int]:
         for p in (getattr(pool, "_processes", None) or {}).values()
         if p.pid is not None and p.is_alive()
     )
+
+
+# ---- data shared with the workers ----------------------------------------------------------
+SHARED_ENV = "OBLIVIATE_SHARED_DATA"
+"""Set it to ``0`` to turn :func:`shared_value` off (every process builds its own copy)."""
+
+SHARED_PREFIX = "obliviate-shared-"
+"""Name of an owner's folder: ``obliviate-shared-<pid>-<start time>`` under :func:`shared_root`."""
+
+MIN_SHARED_BYTES = 1 << 16
+"""Arrays smaller than this travel inside the value's pickle instead of a file of their own."""
+
+_SHARE: dict[str, Any] = {"owner": None, "on": True, "swept": False}
+_T = TypeVar("_T")
+
+
+def shared_root() -> Path:
+    """Where owners' folders live: ``/dev/shm`` (memory) when it exists and is writable, else
+    the temporary folder (its pages are shared through the page cache all the same)."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK):
+        return shm
+    return Path(tempfile.gettempdir())
+
+
+def _start_time(pid: int) -> int | None:
+    """The start time of process ``pid`` (clock ticks since boot, ``/proc/PID/stat`` field 22;
+    0 where there is no ``/proc``), or ``None`` when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except FileNotFoundError:
+        return None
+    except OSError:  # pragma: no cover - no /proc: tell a live process from a dead one
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return 0
+
+
+def _owner() -> tuple[int, int]:
+    """(pid, start time) of the process whose folder this one shares: the pool's owner in a
+    worker, this process otherwise (a pid alone could be reused by another process)."""
+    owner = _SHARE["owner"]
+    if owner is None:
+        pid = os.getpid()
+        owner = _SHARE["owner"] = (pid, _start_time(pid) or 0)
+    return owner
+
+
+def _owner_folder(owner: tuple[int, int]) -> Path:
+    return shared_root() / f"{SHARED_PREFIX}{owner[0]}-{owner[1]}"
+
+
+def sweep_shared() -> list[Path]:
+    """Remove the shared-data folders of owners that no longer run (killed before they could
+    clean up), of this user only; return the folders removed. Run by every new pool and by the
+    first :func:`shared_value` of a process."""
+    _SHARE["swept"] = True
+    removed: list[Path] = []
+    root = shared_root()
+    try:
+        entries = [e for e in os.scandir(root) if e.name.startswith(SHARED_PREFIX)]
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            pid, start = (int(v) for v in entry.name[len(SHARED_PREFIX) :].split("-"))
+            if entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+        except (ValueError, OSError):
+            continue
+        if _start_time(pid) != start:  # that owner is gone (or its pid now names another)
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def drop_shared() -> None:
+    """Remove this process's shared-data folder if it owns one (workers still mapping its files
+    keep their pages until they exit). Run by :func:`shutdown`, so at exit too."""
+    owner = _SHARE["owner"]
+    if owner is not None and owner[0] == os.getpid():
+        shutil.rmtree(_owner_folder(owner), ignore_errors=True)
+
+
+def shared_value(key: Hashable, build: Callable[[], _T]) -> _T:
+    """``build()``, computed once for this process and every worker of its warm local pool.
+
+    The first caller of a ``key`` (``repr(key)`` names it) runs ``build`` and writes the value's
+    CPU tensors and numpy arrays of at least :data:`MIN_SHARED_BYTES` to ``.npy`` files (made
+    read-only) in the owner's folder, the rest of the value to a pickle; every caller (the
+    first included) gets the value back with those arrays mapped copy-on-write from the files
+    (``np.load(mmap_mode="c")``): the same bits, one copy in memory for all processes, and a
+    write by one process stays in its private copy (the files never change). Callers of one
+    key wait for the one that builds it (a file lock). Each process should keep what it gets
+    (e.g. in a dict), as a per-process cache would: this function reads the files every time.
+
+    Falls back to ``build()`` alone (nothing shared) in a Ray worker, when ``$OBLIVIATE_SHARED_DATA``
+    is ``0``, on a platform without ``fcntl``, or when the folder cannot be written (no room
+    for the arrays, an ``OSError``). The files live until the owner's :func:`shutdown` (at
+    exit) or, if it was killed, until the next :func:`sweep_shared`.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Unix
+        return build()
+    if not _SHARE["on"] or os.environ.get(SHARED_ENV, "1") == "0":
+        return build()
+    if not _SHARE["swept"]:
+        sweep_shared()
+    folder = _owner_folder(_owner())
+    name = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+    target = folder / name
+    built: list[_T] = []
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        with open(folder / f"{name}.lock", "ab") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if (
+                not target.is_dir()
+            ):  # the folder appears complete (renamed into place) or not at all
+                built.append(build())
+                if not _write_shared(built[0], target):
+                    return built[0]
+            return _read_shared(target)
+    except OSError:
+        return built[0] if built else build()
+
+
+def _write_shared(value: Any, target: Path) -> bool:
+    """Write ``value`` to the folder ``target`` (atomically: a temporary folder renamed);
+    False (nothing written) when its arrays would not fit in the free space."""
+    import numpy as np
+
+    torch = sys.modules.get("torch")  # no tensor in the value unless torch was imported
+    arrays: list[np.ndarray] = []
+    seen: dict[int, tuple[str, int]] = {}  # id of an object written -> its persistent id
+
+    class _Pickler(pickle.Pickler):
+        def persistent_id(self, obj: Any) -> Any:
+            if id(obj) in seen:  # one file per object, however often the value holds it
+                return seen[id(obj)]
+            arr = None
+            if (
+                torch is not None
+                and type(obj) is torch.Tensor
+                and obj.device.type == "cpu"
+                and obj.layout == torch.strided
+                and obj.is_contiguous()
+                and not obj.requires_grad
+                and not obj.is_conj()
+                and not obj.is_neg()
+                and obj.nbytes >= MIN_SHARED_BYTES
+            ):
+                try:
+                    arr = obj.numpy()
+                except (TypeError, RuntimeError):  # a dtype numpy lacks (bfloat16)
+                    return None
+                kind = "tensor"
+            elif (
+                type(obj) is np.ndarray
+                and obj.dtype.kind in "biufc"
+                and obj.flags.c_contiguous
+                and obj.nbytes >= MIN_SHARED_BYTES
+            ):
+                arr, kind = obj, "ndarray"
+            if arr is None:
+                return None
+            seen[id(obj)] = (kind, len(arrays))
+            arrays.append(arr)
+            return seen[id(obj)]
+
+    buf = io.BytesIO()
+    _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    need = sum(a.nbytes for a in arrays) + buf.tell()
+    if shutil.disk_usage(target.parent).free < need + need // 10 + (1 << 20):
+        return False
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(mode=0o700)
+    try:
+        for i, arr in enumerate(arrays):
+            np.save(tmp / f"{i}.npy", arr, allow_pickle=False)
+            os.chmod(tmp / f"{i}.npy", 0o444)
+        (tmp / "value.pkl").write_bytes(buf.getbuffer())
+        os.chmod(tmp / "value.pkl", 0o444)
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return True
+
+
+def _read_shared(target: Path) -> Any:
+    """The value in ``target``, its arrays mapped copy-on-write from their files."""
+    import numpy as np
+
+    loaded: dict[int, Any] = {}
+
+    class _Unpickler(pickle.Unpickler):
+        def persistent_load(self, pid: Any) -> Any:
+            kind, i = pid
+            if i not in loaded:
+                arr = np.load(target / f"{i}.npy", mmap_mode="c", allow_pickle=False)
+                arr = arr.view(np.ndarray)  # a plain array; the mapping lives as its base
+                if kind == "tensor":
+                    import torch
+
+                    arr = torch.from_numpy(arr)
+                loaded[i] = arr
+            return loaded[i]
+
+    with open(target / "value.pkl", "rb") as f:
+        return _Unpickler(f).load()
 
 
 # ---- executors -----------------------------------------------------------------------------
@@ -459,16 +697,21 @@ def map_jobs(
 __all__ = [
     "BACKENDS",
     "PRELOAD",
+    "SHARED_ENV",
     "Executor",
     "InlineExecutor",
     "LocalExecutor",
     "MAX_IDLE_POOLS",
     "RayExecutor",
     "default_workers",
+    "drop_shared",
     "map_jobs",
     "open_executor",
     "probe",
+    "shared_root",
+    "shared_value",
     "shutdown",
+    "sweep_shared",
     "threads_per_worker",
     "warm_pids",
 ]

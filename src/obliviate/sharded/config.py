@@ -17,6 +17,7 @@ from obliviate._validation import check_choice, check_number
 from obliviate.data.dataset import Dataset, data_fingerprint
 from obliviate.data.datasets import load_dataset
 from obliviate.models import ModelSpec
+from obliviate.parallel import shared_value
 from obliviate.sharded.graph import neighbourhoods
 from obliviate.training import Recipe, TrainConfig
 
@@ -103,13 +104,18 @@ _DATA: dict[DataSpec, tuple[Dataset, Dataset, str]] = {}
 
 
 def load_data(spec: DataSpec) -> tuple[Dataset, Dataset, str]:
-    """(train, test, fingerprint of train), cached per process."""
+    """(train, test, fingerprint of train), cached per process; the arrays are loaded once and
+    shared with the warm pool's workers (:func:`obliviate.parallel.shared_value`)."""
     if spec not in _DATA:
-        train, test = load_dataset(
-            spec.dataset, data_dir=spec.data_dir, limit=spec.limit, split_seed=spec.split_seed
-        )
-        _DATA[spec] = (train, test, data_fingerprint(train))
+        _DATA[spec] = shared_value(("sharded.load_data", spec), lambda: _load(spec))
     return _DATA[spec]
+
+
+def _load(spec: DataSpec) -> tuple[Dataset, Dataset, str]:
+    train, test = load_dataset(
+        spec.dataset, data_dir=spec.data_dir, limit=spec.limit, split_seed=spec.split_seed
+    )
+    return train, test, data_fingerprint(train)
 
 
 # ---- assignment ------------------------------------------------------------------------------
