@@ -343,6 +343,12 @@ def sweep_shared() -> list[Path]:
     return removed
 
 
+def in_worker() -> bool:
+    """Whether this process is a worker of a warm local pool (it shares its owner's data)."""
+    owner = _SHARE["owner"]
+    return bool(_SHARE["on"]) and owner is not None and owner[0] != os.getpid()
+
+
 def drop_shared() -> None:
     """Remove this process's shared-data folder if it owns one (workers still mapping its files
     keep their pages until they exit). Run by :func:`shutdown`, so at exit too."""
@@ -705,6 +711,7 @@ __all__ = [
     "RayExecutor",
     "default_workers",
     "drop_shared",
+    "in_worker",
     "map_jobs",
     "open_executor",
     "probe",

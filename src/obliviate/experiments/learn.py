@@ -42,15 +42,19 @@ split does not depend on it (every seed sees the same split). Same spec on CPU -
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
-from obliviate import recipes
+from obliviate import parallel, recipes
 from obliviate._hyper import param_names
 from obliviate.continual import make_strategy, strategy_class
 from obliviate.continual.loop import train_stream
 from obliviate.data import build_scenario, load_dataset
+from obliviate.data.dataset import Dataset
+from obliviate.data.datasets import DATA_ENV
 from obliviate.data.scenarios import SCENARIOS
 from obliviate.data.streams import ONLINE_BATCH_SIZE
 from obliviate.errors import ObliviateError
@@ -110,9 +114,11 @@ def label(run: Mapping[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
-class LearnSpec:
-    """Everything one continual-learning run needs. ``None`` recipe fields take the dataset's
-    default learn recipe; :meth:`resolved` fills them in.
+class StreamSpec:
+    """The fields of a continual-learning stream and its training recipe, shared by
+    :class:`LearnSpec` and :class:`~obliviate.experiments.lifecycle.LifecycleSpec` (abstract:
+    the run kinds' specs add their own fields and checks; it is never run itself). ``None``
+    recipe fields take the dataset's default learn recipe.
 
     Parameters
     ----------
@@ -128,11 +134,10 @@ class LearnSpec:
     n_epochs, batch_size, lr, optimizer, momentum, weight_decay : the training recipe per
         experience (:class:`obliviate.training.TrainConfig`).
     seed : seeds model init, data order, class order / permutations and the strategy.
+    device, precision : where the run trains and at which precision
+        (:func:`obliviate.training.precision`).
     data_dir : folder of IDX files for ``mnist`` / ``fashion-mnist`` (default ``$OBLIVIATE_DATA``).
-    eval_every : continual evaluation every this many optimiser steps (``None``: off).
     limit : keep only the first ``limit`` training rows (quick runs); ``None`` keeps all.
-
-    Errors: bad values raise :class:`~obliviate.errors.ObliviateError` naming the field.
     """
 
     dataset: str = S.option("digits", check=S.dataset, alias="datasets", required=True)
@@ -155,8 +160,31 @@ class LearnSpec:
     device: str = S.option("cpu", check=S.device)
     precision: str = S.option("fp32", check=S.precision)
     data_dir: str | None = S.option(None)
-    eval_every: int | None = S.option(None, check=S.positive_int)
     limit: int | None = S.option(None, check=S.positive_int)
+
+
+def stream_fields(spec: StreamSpec) -> dict[str, Any]:
+    """The values of ``spec``'s :class:`StreamSpec` fields, by name."""
+    return {f.name: getattr(spec, f.name) for f in fields(StreamSpec)}
+
+
+@dataclass(frozen=True)
+class LearnSpec(StreamSpec):
+    """Everything one continual-learning run needs: the fields of :class:`StreamSpec` (the
+    stream and its recipe) and ``eval_every``. ``None`` recipe fields take the dataset's
+    default learn recipe; :meth:`resolved` fills them in.
+
+    Parameters
+    ----------
+    dataset, scenario, n_experiences, strategy, params, scenario_params, model, hidden,
+    n_epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, device, precision,
+    data_dir, limit : see :class:`StreamSpec`.
+    eval_every : continual evaluation every this many optimiser steps (``None``: off).
+
+    Errors: bad values raise :class:`~obliviate.errors.ObliviateError` naming the field.
+    """
+
+    eval_every: int | None = S.option(None, check=S.positive_int)
 
     def __post_init__(self) -> None:
         S.validate(self)
@@ -264,7 +292,7 @@ def learn(spec: LearnSpec, *, progress: bool = False) -> LearnRun:
 
     spec = spec.resolved()
     _warm_up()
-    train, test = load_dataset(spec.dataset, data_dir=spec.data_dir, limit=spec.limit)
+    train, test = _load(spec)
     stream = build_scenario(
         spec.scenario,
         train,
@@ -347,6 +375,42 @@ def aggregate(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 # ---- helpers -------------------------------------------------------------------------------
 
 
+def _load(spec: LearnSpec) -> tuple[Dataset, Dataset]:
+    """``load_dataset`` of ``spec``; in a warm pool worker (a bench grid's runs) the loaded
+    arrays are shared by every run and worker of the pool (one copy, mapped copy-on-write
+    by :func:`obliviate.parallel.shared_value`): each run gets a fresh mapping, so
+    nothing one run does to its rows reaches another. The key holds the data files' sizes and
+    modification times, so changed files are loaded afresh."""
+
+    def load() -> tuple[Dataset, Dataset]:
+        return load_dataset(spec.dataset, data_dir=spec.data_dir, limit=spec.limit)
+
+    if not parallel.in_worker():
+        return load()
+    return parallel.shared_value(
+        ("learn.load_dataset", spec.dataset, spec.data_dir, spec.limit, _files_signature(spec)),
+        load,
+    )
+
+
+def _files_signature(spec: LearnSpec) -> tuple[tuple[str, int, int], ...]:
+    """(name, size, mtime) of the files a dataset may be read from (the ``npz:`` file, the
+    files of ``data_dir`` and of its sub-folders one level down)."""
+    paths = [Path(spec.dataset[4:])] if spec.dataset.startswith("npz:") else []
+    base = spec.data_dir or os.environ.get(DATA_ENV)
+    if base and Path(base).is_dir():
+        for p in Path(base).iterdir():
+            paths += sorted(p.iterdir()) if p.is_dir() else [p]
+    out = []
+    for p in paths:
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        out.append((str(p), st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
 @functools.cache
 def _warm_up() -> None:
     """Pay torch's one-off lazy imports (the first optimiser imports ``torch._dynamo``, about a
@@ -376,10 +440,12 @@ __all__ = [
     "LearnRun",
     "LearnSpec",
     "Spec",
+    "StreamSpec",
     "aggregate",
     "label",
     "learn",
     "result_from_run",
     "run",
     "run_learn",
+    "stream_fields",
 ]

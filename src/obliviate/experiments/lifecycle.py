@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from obliviate import recipes
 from obliviate._hyper import param_names
 from obliviate._validation import check_number
 from obliviate.continual import make_strategy, strategy_class
@@ -74,7 +75,7 @@ from obliviate.data.lifecycle import (
 from obliviate.data.splits import Stream
 from obliviate.errors import ObliviateError
 from obliviate.experiments import _spec as S
-from obliviate.experiments.learn import LearnSpec, _warm_up
+from obliviate.experiments.learn import LearnSpec, StreamSpec, _warm_up, stream_fields
 from obliviate.io import jsonable
 from obliviate.metrics.membership import loss_threshold_auc
 from obliviate.models import model_for_stream
@@ -152,14 +153,21 @@ def check_unlearner(name: str) -> None:
 
 
 @dataclass(frozen=True)
-class LifecycleSpec:
-    """Everything one lifecycle run needs. Recipe fields left ``None`` come from the dataset's
-    learn recipe (as in :class:`~obliviate.experiments.learn.LearnSpec`).
+class LifecycleSpec(StreamSpec):
+    """Everything one lifecycle run needs: the stream and its recipe (the fields of
+    :class:`~obliviate.experiments.learn.StreamSpec`, as a learn run has them) and the
+    deletions. Recipe fields left ``None`` come from the dataset's learn recipe.
 
     Parameters
     ----------
-    dataset, scenario, n_experiences, strategy, params, scenario_params : the continual run
-        (see :class:`~obliviate.experiments.learn.LearnSpec`).
+    dataset, scenario, n_experiences, strategy, params, scenario_params, model, hidden,
+    n_epochs, batch_size, lr, optimizer, momentum, weight_decay, data_dir, limit : the
+        continual run (see :class:`~obliviate.experiments.learn.StreamSpec`; ``strategy``
+        defaults to ``"replay"`` here).
+    seed : seeds everything: model, data order, class order, strategy, schedule, unlearner.
+    device, precision : where the approximate path's model, strategy memory, unlearner and oracle
+        run, and at which precision (:func:`obliviate.training.precision`); the exact path runs
+        on the CPU at fp32 (other values are refused).
     schedule : the deletion schedule, ``"AFTER:REQUEST; ..."`` (:mod:`obliviate.data.lifecycle`);
         ``None``: generated from ``deletion_rate`` (or no deletion when that is ``None`` too).
     deletion_rate : in (0, 1): generate a schedule deleting this fraction at each Forget.
@@ -170,24 +178,11 @@ class LifecycleSpec:
     n_shards, n_slices : shards and slices per experience of the exact path (S >= 1, R >= 1).
     method : the unlearner of the approximate path (needs at most the retain set).
     method_params : its hyperparameters (``seed`` defaults to the run seed).
-    model, hidden, n_epochs, batch_size, lr, optimizer, momentum, weight_decay : the recipe.
-    seed : seeds everything: model, data order, class order, strategy, schedule, unlearner.
-    data_dir, limit : passed to ``load_dataset``.
-    device, precision : where the approximate path's model, strategy memory, unlearner and oracle
-        run, and at which precision (:func:`obliviate.training.precision`); the exact path runs
-        on the CPU at fp32 (other values are refused).
 
     Errors: bad values raise :class:`~obliviate.errors.ObliviateError` naming the field.
     """
 
-    dataset: str = S.option("digits", check=S.dataset, alias="datasets", required=True)
-    scenario: str = S.option(
-        "class-incremental", check=S.scenario, alias="scenarios", required=True
-    )
-    n_experiences: int = S.option(5, check=S.positive_int)
     strategy: str = S.option("replay", check=S.strategy, alias="strategies", required=True)
-    params: Mapping[str, Any] = S.option(default_factory=dict, check=S.table)
-    scenario_params: Mapping[str, Any] = S.option(default_factory=dict, check=S.table)
     schedule: str | None = S.option(None, alias="schedules")
     deletion_rate: float | None = S.option(None, check=_rate)
     deletion_kinds: str = S.option("random", check=_kinds)
@@ -197,19 +192,6 @@ class LifecycleSpec:
     n_slices: int = S.option(1, check=S.positive_int)
     method: str = S.option("neggrad_plus", check=S.unlearner, alias="methods")
     method_params: Mapping[str, Any] = S.option(default_factory=dict, check=S.table)
-    model: str | None = S.option(None, check=S.model)
-    hidden: tuple[int, ...] | None = S.option(None, check=S.widths)
-    n_epochs: int | None = S.option(None, check=S.nonnegative_int)
-    batch_size: int | None = S.option(None, check=S.positive_int)
-    lr: float | None = S.option(None, check=S.positive_number)
-    optimizer: str | None = S.option(None, check=S.optimizer)
-    momentum: float | None = S.option(None, check=S.momentum)
-    weight_decay: float | None = S.option(None, check=S.nonnegative_number)
-    seed: int = S.option(0, check=S.any_int, alias="seeds")
-    data_dir: str | None = S.option(None)
-    limit: int | None = S.option(None, check=S.positive_int)
-    device: str = S.option("cpu", check=S.device)
-    precision: str = S.option("fp32", check=S.precision)
 
     def __post_init__(self) -> None:
         S.validate(self)
@@ -244,41 +226,15 @@ class LifecycleSpec:
 
     def learn_spec(self) -> LearnSpec:
         """The :class:`LearnSpec` of the stream this lifecycle runs (no deletion)."""
-        return LearnSpec(
-            dataset=self.dataset,
-            scenario=self.scenario,
-            n_experiences=self.n_experiences,
-            strategy=self.strategy,
-            params=self.params,
-            scenario_params=self.scenario_params,
-            model=self.model,
-            hidden=self.hidden,
-            n_epochs=self.n_epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            optimizer=self.optimizer,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-            seed=self.seed,
-            data_dir=self.data_dir,
-            limit=self.limit,
-            device=self.device,
-            precision=self.precision,
-        )
+        return LearnSpec(**stream_fields(self))
 
     def resolved(self) -> LifecycleSpec:
         """A copy with the recipe and the strategy's hyperparameters filled in."""
         if S.is_resolved(self):
             return self
         ls = self.learn_spec().resolved()
-        fields = {k: getattr(ls, k) for k in ("params", "model", "hidden", "n_epochs")}
-        fields.update(
-            {
-                k: getattr(ls, k)
-                for k in ("batch_size", "lr", "optimizer", "momentum", "weight_decay")
-            }
-        )
-        return S.mark_resolved(replace(self, **fields))
+        filled = {k: getattr(ls, k) for k in ("params", *recipes.TRAIN_FIELDS)}
+        return S.mark_resolved(replace(self, **filled))
 
     def to_dict(self) -> dict[str, Any]:
         return S.to_dict(self)
