@@ -169,3 +169,27 @@ def test_mnist_sized_arrays_are_mapped_once_for_all_workers():
         assert o["checksum"] == want
         assert o["Rss"] >= 0.95 * size_kb  # every page mapped ...
         assert o["Pss"] <= 0.55 * size_kb  # ... and shared with the owner and the other worker
+
+
+def _learn_load(dataset: str) -> dict:
+    from obliviate.experiments.learn import LearnSpec, _load
+
+    train, test = _load(LearnSpec(dataset=dataset))
+    folder = str(parallel._owner_folder(parallel._owner()))
+    return {
+        "mapped": folder in Path("/proc/self/maps").read_text(),
+        "x": train.x.clone(),
+        "ids": test.ids.clone(),
+    }
+
+
+def test_learn_runs_in_workers_map_the_shared_dataset():
+    """A bench grid's learn runs (in pool workers) get the dataset mapped from the shared
+    files, the same bits as loading it inline (which writes nothing)."""
+    train, test = load_dataset("digits")
+    inline = _learn_load("digits")
+    assert not parallel.in_worker() and torch.equal(inline["x"], train.x)
+    out = parallel.map_jobs(_learn_load, ["digits"] * 2, backend="local", n_workers=2)
+    for o in out:
+        assert o["mapped"]
+        assert torch.equal(o["x"], train.x) and torch.equal(o["ids"], test.ids)
