@@ -158,6 +158,12 @@ class Stepper:
         self.precision = _PRECISION.get()  # fixed for the trainer's life
         self.scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
         self._plain = nullcontext()  # reusable: an fp32 step builds no context object
+        # without a scaler, backward and step are the plain calls themselves (no extra frame
+        # per step: bitwise and call for call the hand-written loop)
+        self.backward: Callable[[Tensor], None] = (
+            Tensor.backward if self.scaler is None else self._scaled_backward
+        )
+        self.step: Callable[[], object] = opt.step if self.scaler is None else self._scaled_step
 
     def autocast(self) -> AbstractContextManager[Any]:
         """The forward-pass context of the trainer's precision (a no-op for fp32)."""
@@ -165,30 +171,95 @@ class Stepper:
             return self._plain
         return torch.autocast(device_type=self.device.type, dtype=_AUTOCAST_DTYPE[self.precision])
 
-    def backward(self, loss: Tensor) -> None:
-        if self.scaler is None:
-            loss.backward()
-            return
+    def _scaled_backward(self, loss: Tensor) -> None:
+        assert self.scaler is not None
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.opt)
 
-    def step(self) -> None:
-        if self.scaler is None:
-            self.opt.step()
-            return
+    def _scaled_step(self) -> None:
+        assert self.scaler is not None
         self.scaler.step(self.opt)
         self.scaler.update()
 
 
-@dataclass(frozen=True, eq=False)
 class Batch:
-    """One minibatch: features, labels, sample ids, task ids (or None) and the experience index."""
+    """One minibatch: features ``x`` (float ``[B, ...]``), labels ``y`` (int64 ``[B]``), sample
+    ids ``ids`` (int64 ``[B]``), task ids ``task`` (int64 ``[B]``, or None) and the index of the
+    experience it comes from, ``experience``. Read-only (assigning a field raises
+    ``AttributeError``); compared by identity.
+
+    A batch cut by :func:`batches` gathers ``ids`` on first access only: most losses never read
+    them, and the gather is the one tensor operation per step a hand-written loop does not do
+    (``benchmarks/overhead.py``). The values are the same either way.
+    """
+
+    __slots__ = ("x", "y", "task", "experience", "_ids", "_all_ids", "_rows")
 
     x: Tensor
     y: Tensor
-    ids: Tensor
     task: Tensor | None
     experience: int
+    _ids: Tensor | None
+    _all_ids: Tensor | None
+    _rows: Tensor | None
+
+    def __init__(
+        self, x: Tensor, y: Tensor, ids: Tensor, task: Tensor | None, experience: int
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "x", x)
+        _set(self, "y", y)
+        _set(self, "task", task)
+        _set(self, "experience", experience)
+        _set(self, "_ids", ids)
+        _set(self, "_all_ids", None)
+        _set(self, "_rows", None)
+
+    @classmethod
+    def _cut(
+        cls,
+        data: Dataset,
+        rows: Tensor,
+        task: Tensor | None,
+        experience: int,
+    ) -> Batch:
+        """The rows ``rows`` (int64 ``[B]``) of ``data``; ``ids`` gathered when first read."""
+        batch = cls.__new__(cls)
+        _set = object.__setattr__
+        _set(batch, "x", data.x[rows])
+        _set(batch, "y", data.y[rows])
+        _set(batch, "task", task)
+        _set(batch, "experience", experience)
+        _set(batch, "_ids", None)
+        _set(batch, "_all_ids", data.ids)
+        _set(batch, "_rows", rows)
+        return batch
+
+    @property
+    def ids(self) -> Tensor:
+        """Sample ids, int64 ``[B]`` (the user's ids of the batch's rows)."""
+        ids = self._ids
+        if ids is None:
+            ids = self._all_ids[self._rows]  # type: ignore[index]
+            object.__setattr__(self, "_ids", ids)
+            object.__setattr__(self, "_all_ids", None)
+            object.__setattr__(self, "_rows", None)
+        return ids
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Batch is read-only: cannot assign {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Batch is read-only: cannot delete {name!r}")
+
+    def __reduce__(self) -> tuple[type[Batch], tuple[object, ...]]:  # copy and pickle
+        return (Batch, (self.x, self.y, self.ids, self.task, self.experience))
+
+    def __repr__(self) -> str:
+        return (
+            f"Batch(n_rows={self.x.shape[0]}, experience={self.experience}, "
+            f"task={'None' if self.task is None else 'given'})"
+        )
 
 
 @dataclass(frozen=True)
@@ -386,7 +457,7 @@ def batches(
         stop = starts[j + 1] if j + 1 < len(starts) else n
         idx = order[start:stop]
         task = None if data.task is None else data.task[idx]
-        yield Batch(data.x[idx], data.y[idx], data.ids[idx], task, experience)
+        yield Batch._cut(data, idx, task, experience)
 
 
 LossFn = Callable[[nn.Module, Batch], Tensor]

@@ -219,7 +219,9 @@ def train_stream(
         seconds=state.seconds,
         n_steps=state.step,
         curves=state.curves,
-        state=copy.deepcopy(state),
+        # a copy the caller may keep (a later resume must not see this run's objects); the
+        # CPU weights were copied just above, so they are shared instead of copied twice
+        state=copy.deepcopy(state, {id(state.model_state): state.model_state}),
     )
 
 
