@@ -385,20 +385,26 @@ def shared_value(key: Hashable, build: Callable[[], _T]) -> _T:
     folder = _owner_folder(_owner())
     name = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
     target = folder / name
-    built: list[_T] = []
     try:
         folder.mkdir(mode=0o700, exist_ok=True)
-        with open(folder / f"{name}.lock", "ab") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if (
-                not target.is_dir()
-            ):  # the folder appears complete (renamed into place) or not at all
-                built.append(build())
+        lock = open(folder / f"{name}.lock", "ab")  # noqa: SIM115 - closed by the with below
+    except OSError:
+        return build()
+    built: list[_T] = []
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        # ``target`` appears complete (a folder renamed into place) or not at all
+        if not target.is_dir():
+            built.append(build())  # its own errors propagate, as without sharing
+            try:
                 if not _write_shared(built[0], target):
                     return built[0]
+            except OSError:
+                return built[0]
+        try:
             return _read_shared(target)
-    except OSError:
-        return built[0] if built else build()
+        except OSError:  # the owner removed its folder meanwhile (shutdown)
+            return built[0] if built else build()
 
 
 def _write_shared(value: Any, target: Path) -> bool:
