@@ -253,18 +253,20 @@ def breakdown(
         setattr(owner, name, timed)
 
     phases = [
-        (ShardedStore, "recover", "recover (finish interrupted requests)"),
+        (ShardedStore, "_recover_locked", "recover (finish interrupted requests)"),
         (deletion, "check_bases", "refuse-before-record check"),
         (deletion, "submit", "record the request (1 transaction)"),
         (deletion, "training_rows", "load the removed rows"),
-        (deletion, "shard_scores", "receipt accuracy before/after"),
+        (deletion, "shard_scores", "receipt accuracy before/after: shard scores"),
+        (deletion, "accuracy_of", "receipt accuracy before/after: ensemble"),
         (deletion, "run", "shard jobs (retraining), total"),
         (jobs, "train_stage", "  SGD steps"),
         (jobs.CheckpointBatch, "add", "  checkpoint serialise + write"),
         (jobs.CheckpointBatch, "commit", "  checkpoint fsyncs (grouped) + renames"),
         (jobs, "build_model", "  model build"),
-        (jobs, "read_checkpoint", "  base checkpoint read (re-hashed)"),
-        (receipts, "build_receipt", "build the receipt"),
+        (jobs, "read_checkpoint", "  base checkpoint (re-hashed by the check, kept)"),
+        (deletion, "complete", "commit the pass (1 transaction, receipt)"),
+        (receipts, "build_receipt", "  build the receipt"),
         (building, "collect_garbage", "delete replaced checkpoints"),
     ]
     for owner, name, label in phases:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from obliviate.errors import ObliviateError
 from obliviate.models import ModelSpec
@@ -216,6 +217,31 @@ def test_verify_detects_tampering_and_forget_refuses_corrupt_checkpoints(base, t
     other = copy_store(base, tmp_path, "other")
     other.ledger.db.execute("UPDATE samples SET state = 'deleted' WHERE id = ?", (victim,))
     assert any("differ from the samples table" in p for p in other.verify()["problems"])
+
+
+def test_each_forget_rereads_what_it_builds_on_and_predicts_as_a_fresh_open(base, tmp_path):
+    """A forget keeps the checkpoints it re-hashed and the final models it wrote for its own
+    command only (no re-read within it); the next command reads and re-hashes them again, and
+    the models it scored its receipt with predict as those of a freshly opened store."""
+    from obliviate.sharded import store as files
+    from obliviate.sharded.sisa import load_data
+
+    store = copy_store(base, tmp_path)
+    rows = store.ledger.samples()
+    first, second = (int(i) for i in rows[(rows[:, 1] == 0) & (rows[:, 2] == 2)][:2, 0])
+    store.forget([first])  # builds on checkpoint (0, 1), retrains slice 2 of shard 0
+    assert files._memo is None  # nothing kept past the command
+    _, test, _ = load_data(store.data_spec)
+    fresh = ShardedStore(store.path, backend="inline")
+    assert torch.equal(store.predict_proba(test.x[:50]), fresh.predict_proba(test.x[:50]))
+    fresh.close()
+    ck = store.path / "checkpoints" / f"{store.ledger.current_checkpoints()[(0, 1)]['sha256']}.pt"
+    data = bytearray(ck.read_bytes())
+    data[-5] ^= 0xFF
+    ck.write_bytes(bytes(data))
+    with pytest.raises(ObliviateError, match="corrupted"):
+        store.forget([second])
+    assert store.status()["samples"]["pending"] == 0
 
 
 def test_predict_aggregations_and_graph_cost(base, tmp_path):

@@ -166,8 +166,8 @@ def shard_job(
         start=start,
         base=base,
         slices=slices_of(samples, store.hoods[shard], store.config.n_slices),
-        n_classes=int(store.ledger.get_meta("n_classes")),
-        sample_shape=tuple(store.ledger.get_meta("sample_shape")),
+        n_classes=store.n_classes,
+        sample_shape=store.sample_shape,
         persist=persist,
         device=store.device,
         precision=store.precision,
@@ -204,7 +204,7 @@ def train_all(store: ShardedStore) -> None:
 
 def collect_garbage(store: ShardedStore) -> None:
     """Delete checkpoint files no live checkpoint names."""
-    keep = {c["sha256"] for c in store.ledger.current_checkpoints().values()}
+    keep = store.ledger.current_hashes()
     folder = store.path / CHECKPOINT_DIR
     with os.scandir(folder) as entries:  # a plain listing: cheaper than Path.glob per request
         stale = [e.name for e in entries if e.name.endswith(".pt") and e.name[:-3] not in keep]

@@ -17,7 +17,6 @@ import numpy as np
 from obliviate.errors import ObliviateError
 from obliviate.sharded.building import run, shard_job
 from obliviate.sharded.completion import checkpoints_after, complete
-from obliviate.sharded.config import config_hash
 from obliviate.sharded.ledger import ids_hash
 from obliviate.sharded.prediction import accuracy_of, shard_models, shard_scores, training_rows
 from obliviate.sharded.store import failpoint, read_checkpoint
@@ -37,13 +36,16 @@ def affected(store: ShardedStore, ids: np.ndarray) -> dict[int, int]:
     return dict(sorted(first.items()))
 
 
-def check_bases(store: ShardedStore, ids: list[int] | np.ndarray) -> None:
+def check_bases(
+    store: ShardedStore, ids: list[int] | np.ndarray
+) -> dict[tuple[int, int], dict[str, Any]]:
     """Refuse, before anything is recorded, a deletion of ``ids`` that could not complete.
 
     Reads (and so re-hashes) every checkpoint the deletion would build on and every live
     shard model (the receipt's accuracy figures load them all), and refuses a request that
     would leave no training sample: a request that cannot be carried out must never be
-    recorded as running, or it would block every later command.
+    recorded as running, or it would block every later command. Returns the current
+    checkpoints it checked.
     """
     wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
     n_active = store.ledger.count_states().get("active", 0)
@@ -57,6 +59,7 @@ def check_bases(store: ShardedStore, ids: list[int] | np.ndarray) -> None:
         if start > 0:
             read_checkpoint(store.path, current[(k, start - 1)]["sha256"])
     shard_models(store, current)
+    return current
 
 
 def submit(
@@ -135,12 +138,17 @@ def cancel_pending(store: ShardedStore) -> list[dict[str, Any]]:
 
 
 def process(
-    store: ShardedStore, check_exactness: bool = False, *, bases_checked: bool = False
+    store: ShardedStore,
+    check_exactness: bool = False,
+    *,
+    bases_checked: bool = False,
+    current: dict[tuple[int, int], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Complete every queued or running request in one retraining pass; return their receipts.
 
     ``bases_checked``: the caller has just read (and re-hashed) every checkpoint this pass builds
     on, under the same store lock (:func:`check_bases`), so they are not read a second time here.
+    ``current``: the current checkpoints the caller read under the same lock (default: read).
     """
     ledger = store.ledger
     config = store.config
@@ -149,7 +157,7 @@ def process(
         return []
     t_start = time.time()
     version = int(ledger.get_meta("version"))
-    current = ledger.current_checkpoints()
+    current = ledger.current_checkpoints() if current is None else current
     pending = ledger.samples(("pending",))[:, 0]
     plan = affected(store, pending)
     needed = sorted({j for k in plan for j in store.hoods[k]})  # shards whose data the jobs read
@@ -193,7 +201,9 @@ def process(
     # the receipt's figures: shards the deletion did not retrain keep their scores
     acc_before = accuracy_of(store, scores_before, removed_data)
     acc_after = accuracy_of(
-        store, shard_scores(store, after, removed_data, scores_before), removed_data
+        store,
+        shard_scores(store, after, removed_data, scores_before, superseded=current),
+        removed_data,
     )
     t_end = time.time()
     failpoint("before_commit")
@@ -211,7 +221,7 @@ def process(
         retrain_seconds=retrain_seconds,
         accuracy=(acc_before, acc_after),
         exactness=exactness,
-        store_config=config_hash(config),
+        store_config=store.config_sha256,
     )
     failpoint("after_commit")
     return [receipt_of(store, r["request_id"]) for r in reqs]

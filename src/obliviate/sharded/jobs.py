@@ -126,7 +126,10 @@ def run_shard_job(job: ShardJob) -> list[dict[str, Any]]:
             with precision(job.precision):
                 train_stage(model, data, cfg.n_epochs * len(job.slices[r]), cfg, gen)
             state = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # device-free
-            digest = batch.add(state) if job.persist else sha256_bytes(serialize_state(state))
+            last = r == len(job.slices) - 1  # the shard's final model: the receipt scores it
+            digest = (
+                batch.add(state, keep=last) if job.persist else sha256_bytes(serialize_state(state))
+            )
             out.append(
                 {
                     "shard": job.shard,

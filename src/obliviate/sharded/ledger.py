@@ -263,6 +263,10 @@ class Ledger:
             for s, r, v, h, ih, n in rows
         }
 
+    def current_hashes(self) -> set[str]:
+        """sha256 of every current checkpoint."""
+        return {h for (h,) in self.db.execute("SELECT sha256 FROM checkpoints WHERE current = 1")}
+
     def all_checkpoint_hashes(self) -> list[tuple[int, int, int, str, int]]:
         return self.db.execute(
             "SELECT shard, slice, version, sha256, current FROM checkpoints ORDER BY shard, slice, version"

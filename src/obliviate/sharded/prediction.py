@@ -22,13 +22,19 @@ if TYPE_CHECKING:  # annotations only; sisa imports this module
 Checkpoints = dict[tuple[int, int], dict[str, Any]]
 
 
-def shard_models(store: ShardedStore, current: Checkpoints) -> list[nn.Module]:
-    """The final-slice model of every non-empty shard among the checkpoints ``current``."""
+def shard_models(
+    store: ShardedStore, current: Checkpoints, superseded: Checkpoints | None = None
+) -> list[nn.Module]:
+    """The final-slice model of every non-empty shard among the checkpoints ``current``.
+
+    ``superseded``: checkpoints ``current`` replaces (a deletion's "before"); a shard whose new
+    model is not cached takes over the cached module of its superseded one (dropped from the
+    cache) and loads the new weights into it, instead of building a module: the same bits
+    (``load_state_dict`` overwrites every parameter and buffer of the shard's architecture).
+    """
     config = store.config
     cache = store.models_cache
     last = config.n_slices - 1
-    shape = tuple(store.ledger.get_meta("sample_shape"))
-    k_classes = int(store.ledger.get_meta("n_classes"))
     models = []
     for k in range(config.n_shards):
         ck = current.get((k, last))
@@ -36,8 +42,15 @@ def shard_models(store: ShardedStore, current: Checkpoints) -> list[nn.Module]:
             continue
         key = (k, ck["sha256"])
         if key not in cache:  # content-addressed: a hash names one set of weights
-            with torch.device("cpu"):  # prediction runs on the CPU
-                model = build_model(shard_model_spec(config.recipe.model, k), shape, k_classes)
+            old = None if superseded is None else superseded.get((k, last))
+            model = None if old is None else cache.pop((k, old["sha256"]), None)
+            if model is None:
+                with torch.device("cpu"):  # prediction runs on the CPU
+                    model = build_model(
+                        shard_model_spec(config.recipe.model, k),
+                        store.sample_shape,
+                        store.n_classes,
+                    )
             model.load_state_dict(read_checkpoint(store.path, ck["sha256"]))
             model.eval()
             if len(cache) >= 4 * config.n_shards:
@@ -66,11 +79,11 @@ def predict_proba(store: ShardedStore, x: torch.Tensor | np.ndarray) -> torch.Te
         xt = torch.as_tensor(np.asarray(x, dtype=np.float32), device="cpu")
     except (TypeError, ValueError) as exc:
         raise ObliviateError(f"input rows must be numbers: {exc}") from None
-    shape = tuple(store.ledger.get_meta("sample_shape"))
+    shape = store.sample_shape
     if xt.dim() == 0:
         raise ObliviateError("input must be rows [N, ...], got a single number")
     if xt.shape[0] == 0:  # no rows: no scores (reshape(0, -1) cannot infer a width)
-        return torch.zeros(0, int(store.ledger.get_meta("n_classes")))
+        return torch.zeros(0, store.n_classes)
     if tuple(xt.shape[1:]) != shape and xt.reshape(xt.shape[0], -1).shape[1] == int(np.prod(shape)):
         xt = xt.reshape(xt.shape[0], *shape)
     if tuple(xt.shape[1:]) != shape:
@@ -92,10 +105,12 @@ def shard_scores(
     current: Checkpoints,
     data: Dataset | None,
     known: ShardScores | None = None,
+    superseded: Checkpoints | None = None,
 ) -> ShardScores:
     """(shard, checkpoint sha256) -> that shard model's ``[N, n_classes]`` scores on ``data.x`` (softmax,
     or one-hot votes), for the final-slice models of ``current``; scores already in ``known``
-    (same checkpoint, same data) are reused, not recomputed. Empty when ``data`` is None/empty."""
+    (same checkpoint, same data) are reused, not recomputed (``superseded``: see
+    :func:`shard_models`). Empty when ``data`` is None/empty."""
     if data is None or len(data) == 0:
         return {}
     config = store.config
@@ -105,7 +120,7 @@ def shard_scores(
         for k in range(config.n_shards)
         if (ck := current.get((k, last))) is not None and ck["n_ids"] > 0
     ]
-    models = shard_models(store, current)  # raises on a store without a trained shard
+    models = shard_models(store, current, superseded)  # raises on a store without a shard
     out: ShardScores = {}
     for key, model in zip(keys, models, strict=True):
         if known is not None and key in known:

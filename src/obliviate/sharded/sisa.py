@@ -50,6 +50,7 @@ N. Papernot. "Machine Unlearning." IEEE S&P 2021.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,12 @@ from obliviate.sharded.config import (
 from obliviate.sharded.graph import expected_cost, neighbourhoods
 from obliviate.sharded.jobs import ShardJob, run_shard_job, train_stage
 from obliviate.sharded.ledger import FORMAT, Ledger, LedgerDamaged, storage_error, storage_failure
-from obliviate.sharded.store import LEDGER_FILE, remove_temporaries, store_lock
+from obliviate.sharded.store import (
+    LEDGER_FILE,
+    checkpoint_memo,
+    remove_temporaries,
+    store_lock,
+)
 from obliviate.training import check_device, check_precision
 
 __all__ = [
@@ -108,7 +114,8 @@ class ShardedStore:
     neighbourhood), ``backend`` and ``n_workers`` (where shard jobs run), ``device`` and
     ``precision`` (how shard jobs train: ``device`` is this process's choice, ``precision``
     defaults to the one the store was trained at), ``models_cache`` (loaded shard models by
-    ``(shard, checkpoint sha256)``; prediction runs on the CPU).
+    ``(shard, checkpoint sha256)``; prediction runs on the CPU), ``sample_shape``,
+    ``n_classes`` and ``config_sha256`` (fixed at creation).
     """
 
     def __init__(
@@ -159,6 +166,10 @@ class ShardedStore:
         self.precision = precision or self.ledger.get_meta("precision", "fp32")
         self.hoods = neighbourhoods(self.config.graph, self.config.n_shards, self.config.seed)
         self.models_cache: dict[tuple[int, str], nn.Module] = {}
+        # fixed when the store was created: read once, not per request
+        self.sample_shape: tuple[int, ...] = tuple(self.ledger.get_meta("sample_shape"))
+        self.n_classes = int(self.ledger.get_meta("n_classes"))
+        self.config_sha256 = config_hash(self.config)
         self._standardization: Standardization | None = None
 
     def close(self) -> None:
@@ -232,14 +243,20 @@ class ShardedStore:
                 )
             return []
         with store_lock(self.path):
-            remove_temporaries(self.path)
-            if self.ledger.get_meta("state") == "training":
-                building.train_all(self)
-            receipts: list[dict[str, Any]] = []
-            if self.ledger.requests(("running",)):
-                receipts = deletion.process(self)
+            return self._recover_locked()
+
+    def _recover_locked(self, *, collect: bool = True) -> list[dict[str, Any]]:
+        """:meth:`recover`'s work, the lock held by the caller (``collect=False``: the caller
+        removes superseded checkpoint files itself before it releases the lock)."""
+        remove_temporaries(self.path)
+        if self.ledger.get_meta("state") == "training":
+            building.train_all(self)
+        receipts: list[dict[str, Any]] = []
+        if self.ledger.requests(("running",)):
+            receipts = deletion.process(self)
+        if collect:
             building.collect_garbage(self)
-            return receipts
+        return receipts
 
     # ---- deletion ------------------------------------------------------------------------
     def submit(self, ids: list[int] | np.ndarray, request_id: str | None = None) -> dict[str, Any]:
@@ -274,21 +291,34 @@ class ShardedStore:
         ids = as_id_tensor(ids).numpy()  # integers only: 1000.7 or "1007" is refused, never cast
         if self.backend == "local" and not queue:
             check_main_guard("ShardedStore.forget")
-        self.recover()
-        with store_lock(self.path):
-            # refuse before recording anything if a needed checkpoint is bad
-            deletion.check_bases(self, ids)
-            # "running" from the start: if this process dies, any next command completes it
-            request = deletion.submit(self, ids, request_id, "queued" if queue else "running")
-            if request["status"] in ("queued", "running") and not queue:
-                remove_temporaries(self.path)
-                queued_before = self.ledger.requests(("queued",))
-                deletion.process(
-                    self, check_exactness=check_exactness, bases_checked=not queued_before
-                )
-                building.collect_garbage(self)
-            record = self.ledger.request(request["request_id"])
-            assert record is not None
+        if self.ledger.read_only:
+            self.recover()  # a one-line error if unfinished work is left
+        with store_lock(self.path), checkpoint_memo():
+            try:
+                if not self.ledger.read_only:  # under the same lock as the request itself
+                    self._recover_locked(collect=False)
+                # refuse before recording anything if a needed checkpoint is bad (its
+                # re-hashed contents are kept for this command: the jobs build on them)
+                current = deletion.check_bases(self, ids)
+                # "running" from the start: if this process dies, any next command completes it
+                request = deletion.submit(self, ids, request_id, "queued" if queue else "running")
+                if request["status"] in ("queued", "running") and not queue:
+                    queued_before = self.ledger.requests(("queued",))
+                    deletion.process(
+                        self,
+                        check_exactness=check_exactness,
+                        bases_checked=not queued_before,
+                        current=current,
+                    )
+                record = self.ledger.request(request["request_id"])
+                assert record is not None
+            except BaseException:
+                if not self.ledger.read_only:  # files a killed process superseded
+                    with contextlib.suppress(Exception):
+                        building.collect_garbage(self)
+                raise
+            # superseded checkpoint files (this request's, or a killed process's): once
+            building.collect_garbage(self)
         if record["status"] != "done":
             return {
                 "request_id": record["request_id"],

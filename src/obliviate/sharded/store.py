@@ -23,6 +23,7 @@ import io
 import os
 import signal
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,6 +43,29 @@ FAILPOINTS = (
 )
 
 _hits: dict[str, int] = {}
+
+_memo: dict[str, dict[str, torch.Tensor]] | None = None
+"""Checkpoints read (re-hashed) or written by this process inside :func:`checkpoint_memo`."""
+
+
+@contextmanager
+def checkpoint_memo() -> Iterator[None]:
+    """Within one command under the store lock: a checkpoint read (and re-hashed) once, or
+    written by an inline shard job with ``keep=True``, is not read back from disk again.
+
+    The lock is held for the whole scope, so no other process changes the files in it; the
+    entries are content-addressed (a sha256 names one set of bytes) and are dropped when the
+    scope ends, so the next command re-reads and re-hashes every checkpoint it builds on.
+    Worker processes (``local``/``ray`` backends) have no scope and read from disk.
+    """
+    global _memo
+    outer = _memo
+    if outer is None:
+        _memo = {}
+    try:
+        yield
+    finally:
+        _memo = outer
 
 
 def failpoint(name: str) -> None:
@@ -73,12 +97,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def serialize_state(state: dict[str, torch.Tensor]) -> bytes:
-    """Deterministic bytes of a state dict (plain dict, sorted keys, contiguous CPU tensors)."""
-    plain = {k: state[k].detach().to("cpu").contiguous().clone() for k in sorted(state)}
+def _plain(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A plain dict, sorted keys, contiguous CPU copies of the tensors."""
+    return {k: state[k].detach().to("cpu").contiguous().clone() for k in sorted(state)}
+
+
+def _to_bytes(plain: dict[str, torch.Tensor]) -> bytes:
     buf = io.BytesIO()
     torch.save(plain, buf)
     return buf.getvalue()
+
+
+def serialize_state(state: dict[str, torch.Tensor]) -> bytes:
+    """Deterministic bytes of a state dict (plain dict, sorted keys, contiguous CPU tensors)."""
+    return _to_bytes(_plain(state))
 
 
 @contextmanager
@@ -115,6 +147,18 @@ def write_checkpoint(store: Path, state: dict[str, torch.Tensor], *, sync_dir: b
     return sha
 
 
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _fsync_pool() -> ThreadPoolExecutor:
+    """This process's threads for concurrent fsyncs (made once, not per batch; a forked child
+    makes its own)."""
+    global _pool
+    if _pool is None or _pool[0] != os.getpid():
+        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync"))
+    return _pool[1]
+
+
 class CheckpointBatch:
     """Checkpoints written as a group: :meth:`add` writes each one's temporary file at once (no
     fsync: the bytes, and the hash, are taken when it is called), :meth:`commit` fsyncs every
@@ -132,10 +176,15 @@ class CheckpointBatch:
         self.store = store
         self.pending: list[tuple[Path, Path]] = []  # (temporary, final)
 
-    def add(self, state: dict[str, torch.Tensor]) -> str:
-        """Write ``state``'s temporary file (not yet durable); return its sha256."""
-        data = serialize_state(state)
+    def add(self, state: dict[str, torch.Tensor], *, keep: bool = False) -> str:
+        """Write ``state``'s temporary file (not yet durable); return its sha256. ``keep``:
+        inside :func:`checkpoint_memo`, later reads of this checkpoint in the same command
+        get the tensors that were serialised, not the file read back."""
+        plain = _plain(state)
+        data = _to_bytes(plain)
         sha = sha256_bytes(data)
+        if keep and _memo is not None:
+            _memo[sha] = plain
         final = checkpoint_path(self.store, sha)
         if any(f == final for _, f in self.pending) or (
             final.exists() and sha256_bytes(final.read_bytes()) == sha
@@ -163,10 +212,7 @@ class CheckpointBatch:
         if len(self.pending) == 1:
             sync(self.pending[0][0])
         else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=min(8, len(self.pending))) as pool:
-                list(pool.map(sync, [tmp for tmp, _ in self.pending]))
+            list(_fsync_pool().map(sync, [tmp for tmp, _ in self.pending]))
         for tmp, final in self.pending:
             os.replace(tmp, final)
             failpoint("checkpoint_written")
@@ -180,7 +226,13 @@ def sync_checkpoints(store: Path) -> None:
 
 
 def read_checkpoint(store: Path, sha: str) -> dict[str, torch.Tensor]:
-    """Load a checkpoint after re-hashing its bytes; a missing or altered file is an error."""
+    """Load a checkpoint after re-hashing its bytes; a missing or altered file is an error.
+
+    Inside :func:`checkpoint_memo` a checkpoint already read or kept in this command is not
+    read again (a new dict of the same tensors: load it with ``load_state_dict``, which
+    copies, never change the tensors in place)."""
+    if _memo is not None and sha in _memo:
+        return dict(_memo[sha])
     path = checkpoint_path(store, sha)
     if not path.exists():
         raise ObliviateError(
@@ -196,6 +248,9 @@ def read_checkpoint(store: Path, sha: str) -> dict[str, torch.Tensor]:
     state = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     if not isinstance(state, dict):
         raise ObliviateError(f"checkpoint {path.name} does not hold a state dict")
+    if _memo is not None:
+        _memo[sha] = state
+        return dict(state)
     return state
 
 
