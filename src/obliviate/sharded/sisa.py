@@ -81,6 +81,7 @@ from obliviate.sharded.ledger import FORMAT, Ledger, LedgerDamaged, storage_erro
 from obliviate.sharded.store import (
     LEDGER_FILE,
     checkpoint_memo,
+    is_kept,
     remove_temporaries,
     store_lock,
 )
@@ -216,7 +217,14 @@ class ShardedStore:
         if precision != "fp32":  # fp32 stores (all older ones) carry no entry
             with store.ledger.transaction():
                 store.ledger.set_meta("precision", precision)
-        store.recover()
+        with checkpoint_memo():
+            store.recover()  # trains every shard
+            # the final models the (inline) jobs kept are loaded into the store's model cache,
+            # as a first predict or forget would load them, without reading them back
+            current = store.ledger.current_checkpoints()
+            last = [c["sha256"] for (_, r), c in current.items() if r == config.n_slices - 1]
+            if last and all(is_kept(sha) for sha in last):
+                prediction.shard_models(store, current)
         return store
 
     def affected(self, ids: np.ndarray) -> dict[int, int]:

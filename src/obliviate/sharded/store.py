@@ -97,6 +97,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def is_kept(sha: str) -> bool:
+    """Whether checkpoint ``sha`` is held by the current :func:`checkpoint_memo` scope."""
+    return _memo is not None and sha in _memo
+
+
 def _plain(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A plain dict, sorted keys, contiguous CPU copies of the tensors."""
     return {k: state[k].detach().to("cpu").contiguous().clone() for k in sorted(state)}
