@@ -112,13 +112,13 @@ def test_run_forget_keys_cache_and_retrain_is_oracle(tmp_path):
 
 
 def test_run_forget_quality(tmp_path):
-    r = run_forget(spec("gradient_ascent", tmp_path, quality=2))
+    r = run_forget(spec("gradient_ascent", tmp_path, quality=3))
     q = r["quality"]
     # F is the mean challenge score of the per-example epsilons (inf: separated, scores 0),
     # reported beside the noise floor of exact unlearning at the same N (independent seeds)
     eps = [math.inf if e is None else e for e in q["epsilons"]]
     assert q["F"] == pytest.approx(float(np.mean(bin_scores(eps))))
-    assert len(eps) == r["n_forget"] and q["n_models"] == q["n_oracles"] == 2
+    assert len(eps) == r["n_forget"] and q["n_models"] == q["n_oracles"] == 3
     assert 0.0 <= q["noise_floor"]["F"] <= 1.0 and "disjoint seeds" in q["protocol"]
     assert q["score"] == pytest.approx(
         q["F"]

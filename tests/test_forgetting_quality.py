@@ -217,3 +217,49 @@ def test_challenge_code_rules_constructed():
     assert challenge_code_score([6.9, 7.0], 512).tolist() == [0.5**13, 0.0]
     q = forgetting_quality(same, same)
     assert q["F_challenge_code"] == 1.0
+
+
+# ---- the quality option: N that resolves something, the empty forget set -------------------------
+def test_quality_below_the_resolvable_minimum_is_refused(capsys):
+    """Found by a tester: quality=2 was accepted though at N = 2 a side every example scores
+    epsilon 0 or inf (the largest finite epsilon, log(N(1-delta)-1), is below 0)."""
+    from obliviate.cli.main import main
+    from obliviate.errors import ObliviateError
+    from obliviate.metrics.unlearning import min_quality_models
+
+    low = min_quality_models()
+    assert low == 3
+    # the minimum is where the written resolution formula first reaches a bin above 0
+    assert max_finite_epsilon(low - 1, low - 1) <= 0 < max_finite_epsilon(low, low)
+    assert min_quality_models(delta=0.0) == 3 and min_quality_models(delta=0.5) == 5
+    for n in (1, 2):
+        with pytest.raises(ObliviateError, match=f"quality={n} resolves nothing.*>= 3"):
+            ForgetSpec(dataset="synthetic", quality=n)
+        with pytest.raises(ObliviateError, match=f"quality={n} resolves nothing"):
+            ForgetSpec.from_dict({"dataset": "synthetic", "quality": n})  # the spec field
+    ForgetSpec(dataset="synthetic", quality=3)
+    ForgetSpec(dataset="synthetic", quality=0)
+    code = main(["forget", "--dataset", "synthetic", "--quality", "2", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "quality=2 resolves nothing" in err
+
+
+def test_quality_on_an_empty_forget_set_trains_nothing_and_warns(monkeypatch):
+    """Found by a tester: --quality with an empty forget set trained the populations; now it is
+    skipped (the identity) with one warning and no population trained."""
+    import obliviate.experiments.forget as fm
+    from obliviate.data.forget_sets import EmptyForgetSetWarning
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a population was trained for an empty forget set")
+
+    monkeypatch.setattr(fm, "fit_population", no_training)
+    monkeypatch.setattr(fm, "population", no_training)
+    spec = ForgetSpec(
+        dataset="synthetic", forget="random:0", method="finetune", n_epochs=1, quality=4
+    )
+    with pytest.warns(EmptyForgetSetWarning) as record:
+        r = fm.run(spec)
+    skipped = [str(w.message) for w in record if "forgetting quality skipped" in str(w.message)]
+    assert len(skipped) == 1 and "\n" not in skipped[0] and "identity" in skipped[0]
+    assert r["quality"]["n_models"] == 0 and math.isnan(r["quality"]["F"])

@@ -190,7 +190,10 @@ def test_shipped_scrub_mnist1d_configuration_loads():
     cfg = load_config("scrub@mnist1d")
     assert cfg["method"] == "scrub" and cfg["dataset"] == "mnist1d"
     assert set(cfg["params"]) == set(T.SEARCH_SPACES["scrub"])
-    assert cfg["tune"]["forget"] == "class:3" and cfg["tune"]["val_forget"] == "class:4"
+    # tuned on independent draws of mnist1d (the reported problem on other rows), no reported row
+    assert cfg["tune"]["forget"] == "class:3" and cfg["tune"]["protocol"] == "draw"
+    assert len(cfg["tune"]["draw_seeds"]) == cfg["tune"]["n_seeds"] == 3
+    assert "val_forgets" not in cfg["tune"] and "report_seeds_excluded" not in cfg["tune"]
     spec = ForgetSpec(dataset="mnist1d", method="scrub", config="scrub@mnist1d", params={"lr": 0.5})
     params = make_method(spec).get_params()
     assert params["lr"] == 0.5  # params override the configuration
@@ -214,16 +217,112 @@ def test_forget_cli_config_errors_are_one_line(capsys):
     assert code == 2 and err.count("\n") == 1 and "use --method scrub" in err
 
 
-def test_a_configuration_is_refused_where_it_would_report_on_its_tuning_split():
-    """Found by a tester: --config scrub@mnist1d ran silently on class:4 (one of the classes its
-    values were scored on), on digits, and on seeds whose forget sets tuning did not exclude."""
+def test_a_configuration_is_refused_where_it_would_report_on_its_tuning_split(tmp_path):
+    """Found by a tester: a carve-protocol configuration ran silently on class:4 (one of the
+    classes its values were scored on), on digits, and on seeds whose forget sets tuning did not
+    exclude. A draw-protocol one (the shipped scrub@mnist1d) used no reported row: any forget
+    request and seed of its dataset may use it."""
     from obliviate.experiments.forget import ForgetSpec
 
-    ok = {"method": "scrub", "config": "scrub@mnist1d", "dataset": "mnist1d"}
-    ForgetSpec(**ok, forget="class:3", seed=2)  # the reported run the docs show
+    carved = tmp_path / "scrub@mnist1d-carve.toml"
+    tune = {
+        "forget": "class:3", "protocol": "carve", "val_forget": "class:4",
+        "val_forgets": ["class:4", "class:5", "class:6"], "report_seeds_excluded": list(range(10)),
+    }  # fmt: skip
+    carved.write_text(dumps_config("scrub", "mnist1d", {"lr": 0.001}, tune))
+    ok = {"method": "scrub", "config": str(carved), "dataset": "mnist1d"}
+    ForgetSpec(**ok, forget="class:3", seed=2)
     with pytest.raises(ObliviateError, match="tuned by scoring forget sets"):
         ForgetSpec(**ok, forget="class:4")
     with pytest.raises(ObliviateError, match="tuned on dataset 'mnist1d', not 'digits'"):
         ForgetSpec(**{**ok, "dataset": "digits"}, forget="class:3")
     with pytest.raises(ObliviateError, match="seed 10"):
         ForgetSpec(**ok, forget="random:10%", seed=10)
+    shipped_ok = {"method": "scrub", "config": "scrub@mnist1d", "dataset": "mnist1d"}
+    ForgetSpec(**shipped_ok, forget="class:4", seed=11)
+    with pytest.raises(ObliviateError, match="tuned on dataset 'mnist1d', not 'digits'"):
+        ForgetSpec(**{**shipped_ok, "dataset": "digits"}, forget="class:3")
+
+
+# ---- the draw protocol (generated datasets) --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mnist1d_draw():
+    import random
+
+    import numpy as np
+
+    np_state, py_state = np.random.get_state(), random.getstate()
+    d = T.independent_draw("mnist1d", 0, 0)
+    # the generator seeds numpy's and Python's global generators: restored
+    assert random.getstate() == py_state
+    after = np.random.get_state()
+    assert after[0] == np_state[0] and (after[1] == np_state[1]).all() and after[2] == np_state[2]
+    return d
+
+
+def test_a_tuning_draw_is_the_reported_problem_on_other_rows(mnist1d_draw):
+    """Found by measuring: the carved tuning problem (2885 rows without the reported class,
+    the next classes as forget sets) was not the reported one (4000 rows, class 3): the shipped
+    SCRUB setting kept 0.95-0.98 retain accuracy there and 0.52 on the reported split. A draw has
+    the reported sizes, class balance and standardisation, and none of its rows."""
+    train, test = load_dataset("mnist1d")
+    d_train, d_val = mnist1d_draw
+    assert (len(d_train), len(d_val)) == (len(train), len(test))
+    assert d_train.n_classes == train.n_classes and d_train.sample_shape == train.sample_shape
+    assert int(d_train.ids.min()) == T.DRAW_ID_OFFSET
+    assert not torch.isin(d_train.ids, torch.cat([train.ids, test.ids])).any()
+    assert not torch.isin(d_val.ids, d_train.ids).any()
+    # standardised on its own training rows, as the loader does for the reported draw
+    assert d_train.x.reshape(len(d_train), -1).mean(0).abs().max() < 1e-4
+    assert torch.bincount(d_train.y).min() > 350  # balanced like the reported (394-411 a class)
+    assert not torch.equal(d_train.x[:5], train.x[:5])
+    forget = request_ids(d_train, "class:3")
+    assert abs(len(forget) - len(request_ids(train, "class:3"))) < 40
+
+
+def test_draw_seeds_and_protocol_choice():
+    seeds = [T.draw_seed(0, i) for i in range(3)]
+    assert seeds == [T.draw_seed(0, i) for i in range(3)] and len(set(seeds)) == 3
+    assert T.GENERATORS["mnist1d"][1] not in seeds and T.draw_seed(1, 0) != seeds[0]
+    assert T.TuneSpec(dataset="mnist1d", n_trials=1).resolved_protocol() == "draw"
+    assert T.TuneSpec(dataset="mnist1d", n_trials=1, protocol="carve").resolved_protocol() == (
+        "carve"
+    )
+    assert T.TuneSpec(dataset="digits", n_trials=1).resolved_protocol() == "carve"
+    with pytest.raises(ObliviateError, match="protocol 'draw' needs a generated dataset"):
+        T.TuneSpec(dataset="digits", n_trials=1, protocol="draw")
+    with pytest.raises(ObliviateError, match="protocol must be one of"):
+        T.TuneSpec(n_trials=1, protocol="nope")
+    with pytest.raises(ObliviateError, match="no seeded generator"):
+        T.independent_draw("digits", 0)
+
+
+def test_tiny_budget_tune_of_scrub_on_mnist1d_lands_near_the_oracle():
+    """Issue #14 acceptance on a CI budget: SCRUB on (an 800-row cut of) mnist1d, 11 trials on
+    an independent draw (about 10 s). SCRUB's defaults (trial 0) collapse the retain accuracy
+    there (-0.71); the chosen setting must complete (no divergence), beat the defaults by far
+    and sit near the oracle on every figure. Deterministic (seeded TPE, fixed trial count,
+    CPU); an objective that ignored a gap, a sampler that did not search or a search that kept
+    the defaults fails it."""
+    spec = T.TuneSpec(
+        dataset="mnist1d", forget="class:3", method="scrub", n_trials=11, seed=0, limit=800
+    )
+    r = T.run(spec)
+    assert r["protocol"] == "draw" and r["splits"]["n_tune_train"] == 800
+    defaults, best = r["trials"][0], r["best"]
+    assert defaults["params"]["lr"] == 0.03  # trial 0: SCRUB's defaults
+    assert r["trials"][best["number"]]["state"] == "complete"
+    assert defaults["state"] == "pruned" or best["value"] < defaults["value"] - 0.3
+    gaps = best["gaps"]
+    assert abs(gaps["forget_acc"]) <= 0.1 and abs(gaps["retain_acc"]) <= 0.1
+    assert abs(gaps["val_acc"]) <= 0.1 and abs(gaps["mia_auc"]) <= 0.15
+    assert best["value"] <= 0.2
+    text = T.config_text(r)
+    assert 'protocol = "draw"' in text and "val_forgets" not in text
+
+
+def test_a_budget_stops_after_the_running_trial():
+    r = T.run(T.TuneSpec(**QUICK, n_trials=None, budget=1e-9, seed=0))
+    assert len(r["trials"]) == 1 and r["trials"][0]["params"] == {"lr": 0.05, "n_epochs": 2}

@@ -27,6 +27,7 @@ import hashlib
 import json
 import pickle
 import time
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
@@ -38,10 +39,12 @@ from obliviate._hyper import param_names
 from obliviate._rng import derive_seed
 from obliviate.data.dataset import data_fingerprint
 from obliviate.data.datasets import load_dataset
+from obliviate.data.forget_sets import EmptyForgetSetWarning
 from obliviate.errors import ObliviateError
 from obliviate.experiments import _spec as S
 from obliviate.experiments.configs import check_config, config_params
 from obliviate.io import atomic_save_torch, state_sha256
+from obliviate.metrics.unlearning import min_quality_models
 from obliviate.models import ModelSpec
 from obliviate.population import fit_population
 from obliviate.provenance import bits_context, provenance
@@ -92,9 +95,12 @@ def label(run: Mapping[str, Any]) -> str:
 
 def _quality(name: str, value: Any) -> None:
     S.nonnegative_int(name, value)
-    if value == 1:
+    low = min_quality_models()
+    if 0 < value < low:
         raise ObliviateError(
-            f"{name}=1 cannot estimate anything; use quality >= 2 (e.g. 16) or 0 to skip it"
+            f"{name}={value} resolves nothing (the largest finite epsilon at N models a side, "
+            f"log(N(1-delta)-1), is not above 0 below N = {low}); use {name} >= {low} (32 is "
+            "the benchmarks' N) or 0 to skip it"
         )
 
 
@@ -120,9 +126,10 @@ class ForgetSpec:
     method's hyperparameters (a dict; ``seed`` defaults to the run seed); ``seed``: drives the
     recipe (init, data order), the forget-set draw and the method; ``model`` ... ``weight_decay``:
     the recipe of the original and the oracle (``None``: the dataset's forget recipe);
-    ``quality``: N > 0 adds the NeurIPS-2023 forgetting quality over N unlearned models (each
-    from its own original) vs N independently retrained ones, with the noise floor
-    (:func:`quality`; 32 is the benchmarks' N); ``relearn_cap``: cap of the relearn attack;
+    ``quality``: N >= 3 (:func:`~obliviate.metrics.unlearning.min_quality_models`; 0: off)
+    adds the NeurIPS-2023 forgetting quality over N unlearned models (each from its own
+    original) vs N independently retrained ones, with the noise floor (:func:`quality`; 32 is
+    the benchmarks' N); ``relearn_cap``: cap of the relearn attack;
     ``robustness``: add the robustness columns (:mod:`obliviate.unlearning.robustness`: recovery after int8
     quantisation and after fine-tuning on related samples, linear probe; unlearned and oracle);
     ``config``: a named configuration of tuned hyperparameters (``"scrub@mnist1d"``, shipped
@@ -480,7 +487,13 @@ def quality(spec: ForgetSpec, p: Prepared) -> dict[str, Any]:
     resolution at this N (``max_finite_epsilon``, ``n_reachable_bins``, ``H_levels``) comes
     with the result; the challenge used N = 512 a side.
     """
-    if len(p.request.forget) == 0:
+    if len(p.request.forget) == 0:  # the identity: nothing to score, no population trained
+        warnings.warn(
+            f"forgetting quality skipped: {spec.forget!r} selects no training sample, so "
+            "unlearning is the identity",
+            EmptyForgetSetWarning,
+            stacklevel=2,
+        )
         return {"F": float("nan"), "score": float("nan"), "n_models": 0, "note": "empty forget set"}
     assert p.request.retain is not None
     n_classes = p.train.n_classes

@@ -38,6 +38,7 @@ here, 0.196 under the code's rules); :func:`forgetting_quality` therefore also r
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -148,6 +149,18 @@ def forgetting_quality(
     }
 
 
+def min_quality_models(delta: float = 1e-5) -> int:
+    """The smallest N (models a side) at which forgetting quality resolves anything: the
+    largest finite epsilon at N a side is ``log(N (1 - delta) - 1)``
+    (:func:`~obliviate.metrics.epsilon.max_finite_epsilon`), and an epsilon above 0 (a bin
+    beyond the first) is reachable only when that is positive, ``N > 2 / (1 - delta)``: 3 for
+    ``delta = 1e-5``. At N = 2 every example scores epsilon 0 or infinity (perfect separation),
+    so F is only the share of unseparated examples."""
+    if not 0 <= delta < 1:
+        raise ValueError(f"delta must be in [0, 1), got {delta!r}")
+    return math.floor(2 / (1 - delta)) + 1
+
+
 def final_score(
     f: float, ra_unlearned: float, ra_oracle: float, ta_unlearned: float, ta_oracle: float
 ) -> float:
@@ -163,4 +176,5 @@ __all__ = [
     "final_score",
     "forgetting_quality",
     "js_divergence",
+    "min_quality_models",
 ]
