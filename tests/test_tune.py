@@ -169,6 +169,8 @@ def test_diverged_trials_are_pruned_not_fatal(monkeypatch):
         (["--n-trials", "1", "--n-seeds", "0"], "n_seeds must be an integer >= 1"),
         (["--method", "retrain", "--n-trials", "1"], "nothing to tune"),
         (["--forget", "ids:1,2", "--n-trials", "1"], "cannot draw a validation forget set"),
+        (["--n-trials", "1", "--protocol", "nope"], "protocol must be one of"),
+        (["--n-trials", "1", "--protocol", "draw"], "protocol 'draw' needs a generated dataset"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(capsys, args, fragment):

@@ -16,8 +16,10 @@ def register(app: typer.Typer) -> None:
         forget_spec: str = typer.Option(
             "class:3",
             "--forget",
-            help="the reported forget spec (random:K | random:P% | class:C | subclass:C:K); "
-            "its rows are excluded and a validation forget set of the same kind is drawn",
+            help="the reported forget spec (random:K | random:P% | class:C | subclass:C:K); on a "
+            "generated dataset (mnist1d) it is applied to independent draws of the dataset "
+            "(protocol draw); otherwise its rows are excluded and a validation forget set of the "
+            "same kind is drawn (protocol carve)",
         ),
         method: str = typer.Option("scrub", help="unlearning method (obliviate list unlearners)"),
         n_trials: int = typer.Option(
@@ -27,7 +29,9 @@ def register(app: typer.Typer) -> None:
             None, help="time budget in seconds (> 0); the search stops after the running trial"
         ),
         seed: int = typer.Option(0, help="seed of the splits, the sampler and the method"),
-        val_fraction: float = typer.Option(0.2, help="share of the tuning rows held out"),
+        val_fraction: float = typer.Option(
+            0.2, help="share of the tuning rows held out (protocol carve)"
+        ),
         n_seeds: int = typer.Option(
             1,
             "--n-seeds",
@@ -35,7 +39,15 @@ def register(app: typer.Typer) -> None:
             "divergence on any of them prunes the trial",
         ),
         report_seeds: str = typer.Option(
-            "0-9", help="seeds whose reported forget sets are excluded from tuning (0,1,2 or 0-9)"
+            "0-9",
+            help="seeds whose reported forget sets are excluded from tuning (0,1,2 or 0-9; "
+            "protocol carve)",
+        ),
+        protocol: str = typer.Option(
+            "auto",
+            help="auto | draw | carve: draw tunes on independent draws of a generated dataset "
+            "(same sizes, recipe and forget spec as the reported run); carve on a validation "
+            "split of the training set; auto: draw where the dataset has a generator",
         ),
         epochs: int = typer.Option(None, min=1, help="override the recipe's training epochs"),
         save: str = typer.Option(
@@ -83,6 +95,7 @@ def register(app: typer.Typer) -> None:
             cache_dir=cache_dir,
             data_dir=data_dir,
             device=device,
+            protocol=protocol,
         )
         for target, option in ((out, "--out"), (save, "--save")):
             if target:
