@@ -90,7 +90,10 @@ def check_config(
     may be used for a reported run on ``dataset`` / ``forget`` / ``seed`` (each checked when
     given): the configuration's dataset, a forget request that is none of the validation forget
     sets it was tuned on (``tune.val_forgets``), and a seed among those whose reported forget
-    sets tuning left out (``tune.report_seeds_excluded``) — "never tune on a reported split"."""
+    sets tuning left out (``tune.report_seeds_excluded``) — "never tune on a reported split".
+    A configuration tuned on independent draws (``tune.protocol = "draw"``,
+    :mod:`obliviate.experiments.tune`) records neither: it used no reported row, so only its
+    dataset is checked."""
     cfg = load_config(name)
     if cfg["method"] != method:
         raise ObliviateError(
