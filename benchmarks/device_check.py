@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tolerance", type=float, default=0.05)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
-    device = str(check_device(args.device))
-    prec = check_precision(args.precision)
+    device = str(check_device(args.device, name="--device"))
+    prec = check_precision(args.precision, name="--precision")
     torch.set_num_threads(1)
     names = (
         args.methods.split(",")

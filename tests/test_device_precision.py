@@ -45,7 +45,7 @@ def _same(a: nn.Module, b: nn.Module) -> bool:
 @pytest.mark.parametrize(
     ("device", "match"),
     [
-        ("cuda:1", "cuda:1: this machine has no CUDA device; use --device cpu"),
+        ("cuda:1", "cuda:1': this machine has no CUDA device; use device='cpu'"),
         ("tpu", "give cpu, cuda, cuda:N or mps"),
         ("gpu0", "give cpu, cuda, cuda:N or mps"),
     ],
@@ -170,5 +170,5 @@ def test_a_sharded_store_keeps_the_precision_it_was_trained_at(tmp_path):
     with ShardedStore(tmp_path / "s", backend="inline") as again:
         assert again.precision == "bf16"
     if not torch.cuda.is_available():
-        with pytest.raises(ObliviateError, match="use --device cpu"):
+        with pytest.raises(ObliviateError, match="use device='cpu'"):
             ShardedStore(tmp_path / "s", device="cuda:3")

@@ -235,7 +235,7 @@ def test_a_model_folder_that_is_not_a_causal_lm_and_a_missing_device_are_refused
     with pytest.raises(ObliviateError, match="not a causal language model"):
         load_lm(folder)
     if not torch.cuda.is_available():
-        with pytest.raises(ObliviateError, match="use --device cpu"):
+        with pytest.raises(ObliviateError, match="use device='cpu'"):
             load_lm(folder, device="cuda:7")
 
 

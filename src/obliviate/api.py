@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import inspect
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -195,13 +196,64 @@ def stream(
     ``scenario``, ``n_experiences`` and ``seed`` are not used.
 
     Raises :class:`ObliviateError` for an unknown scenario (listing the valid ones), an
-    impossible split, unknown ids, a training id in two experiences or an empty experience.
+    impossible split, unknown ids, a training id in two experiences, or an experience without
+    training or test rows (named, with its classes). Warns (:class:`MissingClassWarning`, one
+    line) when a class of ``0..n_classes-1`` has no training row in any experience.
     """
     if experiences is not None:
-        return _own_stream(train, test, experiences)
+        own = _own_stream(train, test, experiences)
+        check_stream_rows(own)
+        return own
     if scenario not in SCENARIOS:
         raise ObliviateError(f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
-    return build_scenario(scenario, train, test, n_experiences=n_experiences, seed=seed, **kwargs)
+    built = build_scenario(scenario, train, test, n_experiences=n_experiences, seed=seed, **kwargs)
+    check_stream_rows(built)
+    return built
+
+
+class MissingClassWarning(UserWarning):
+    """A class of the stream has no training rows in the user's data (a label value below the
+    largest one that never occurs, or a class only the test rows have): the model never sees
+    it, so its test rows, if any, are always misclassified."""
+
+
+def check_stream_rows(stream: Stream, *, warn: bool = True) -> None:
+    """Refuse a stream with an experience that has no training rows or no test rows (its
+    accuracy could not be measured: every metric would be NaN), naming the experience and its
+    classes. With ``warn``, one :class:`MissingClassWarning` line names the classes of
+    ``0..n_classes-1`` that no experience has a training row of (and the experience each one
+    belongs to). Called by :func:`stream` (with the warning) and :func:`learn` (without)."""
+    seen: set[int] = set()
+    for e in stream.experiences:
+        what = f"experience {e.index}" + (
+            f" (classes {', '.join(map(str, e.classes))})" if e.classes else ""
+        )
+        if len(e.train) == 0:
+            raise ObliviateError(
+                f"{what} has no training rows: the labels lack its classes; use fewer "
+                "experiences, or labels 0..n_classes-1 that all occur"
+            )
+        if len(e.test) == 0:
+            raise ObliviateError(
+                f"{what} has no test rows, so its accuracy cannot be measured; give test rows "
+                "of its classes (x_test/y_test, or a larger test_fraction)"
+            )
+        seen.update(torch.unique(e.train.y).tolist())
+    missing = [c for c in range(stream.n_classes) if c not in seen]
+    if not warn or not missing:
+        return
+    where = {c: e.index for e in stream.experiences for c in e.classes if c in missing}
+    names = ", ".join(
+        f"{c}" + (f" (experience {where[c]})" if len(stream.experiences) > 1 and c in where else "")
+        for c in missing
+    )
+    warnings.warn(
+        f"class{'es' if len(missing) > 1 else ''} {names} of 0..{stream.n_classes - 1} "
+        f"ha{'ve' if len(missing) > 1 else 's'} no training rows: the model never learns "
+        f"{'them' if len(missing) > 1 else 'it'} (labels must be 0..n_classes-1, each with rows)",
+        MissingClassWarning,
+        stacklevel=3,
+    )
 
 
 def _own_stream(
@@ -221,6 +273,11 @@ def _own_stream(
             raise ObliviateError(
                 f"training id {int(again[0])} is in experience {i} and an earlier one; each "
                 "training row belongs to one experience"
+            )
+        if te_ids.numel() == 0:
+            raise ObliviateError(
+                f"experience {i} has no test ids, so its accuracy cannot be measured; give at "
+                "least one test id per experience"
             )
         seen = torch.cat([seen, tr_ids])
         tr, te = train.select_ids(tr_ids), test.select_ids(te_ids)
@@ -260,7 +317,8 @@ def learn(
     ``acc``, ``bwt``, ``fwt``, ``forgetting``, ``forgetting_per_experience``,
     ``learning_accuracy`` (:func:`obliviate.metrics.summary`), ``strategy``, ``params``,
     ``n_steps`` and ``seconds``. Raises :class:`ObliviateError` for an unknown strategy, bad
-    hyperparameters, a strategy the stream cannot serve, or a diverged run.
+    hyperparameters, a strategy the stream cannot serve, an experience without training or
+    test rows (named), or a diverged run.
     """
     if not isinstance(model, nn.Module):
         raise ObliviateError(f"model must be a torch nn.Module, got {type(model).__name__}")
@@ -269,6 +327,7 @@ def learn(
             f"stream must be an obliviate Stream (from obliviate.api.stream), got "
             f"{type(stream).__name__}"
         )
+    check_stream_rows(stream, warn=False)
     first = stream.experiences[0].train if stream.experiences else None
     if first is not None and len(first):
         check_model_output(
@@ -451,4 +510,13 @@ def _ids(a: ArrayLike | None) -> Tensor | None:
     return None if a is None else as_id_tensor(_np(a))
 
 
-__all__ = ["arrays", "build", "dataset", "forget", "learn", "recipe", "stream"]
+__all__ = [
+    "MissingClassWarning",
+    "arrays",
+    "build",
+    "dataset",
+    "forget",
+    "learn",
+    "recipe",
+    "stream",
+]

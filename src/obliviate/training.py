@@ -37,37 +37,50 @@ _PRECISION: ContextVar[str] = ContextVar("obliviate_precision", default="fp32")
 DeviceLike = str | torch.device | None
 
 
-def check_device(device: str | torch.device) -> torch.device:
+def named(name: str, value: object) -> str:
+    """How an error names a value: ``--device tpu`` for a command-line flag (``name`` starting
+    with ``--``), ``device='tpu'`` for a Python parameter or spec field."""
+    return f"{name} {value!s}" if name.startswith("--") else f"{name}={value!r}"
+
+
+def check_device(device: str | torch.device, *, name: str = "device") -> torch.device:
     """``device`` (``cpu``, ``cuda``, ``cuda:N``, ``mps`` or a :class:`torch.device`) as a
     :class:`torch.device` that exists on this machine, else a one-line :class:`ObliviateError`
     (a malformed name, CUDA without a CUDA build or with fewer devices, MPS unavailable). The one
-    validation of ``--device`` for every command, the LLM ones included."""
+    validation of a device for every command, the LLM ones included. ``name``: what the error
+    calls the value, the Python parameter or spec field (default, ``device='tpu'``) or the
+    command-line flag (``"--device"``: ``--device tpu``)."""
+    given = str(device) if isinstance(device, torch.device) else device
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ObliviateError(f"--device {device!s}: give cpu, cuda, cuda:N or mps") from None
+        raise ObliviateError(f"{named(name, given)}: give cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda" and (
         not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()
     ):
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         raise ObliviateError(
-            f"--device {device!s}: this machine has "
+            f"{named(name, given)}: this machine has "
             + (f"{n} CUDA device(s)" if n else "no CUDA device")
-            + "; use --device cpu"
+            + f"; use {named(name, 'cpu')}"
             + (f" or cuda:0..cuda:{n - 1}" if n else "")
         )
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ObliviateError(f"--device {device!s}: MPS is not available here; use --device cpu")
+        raise ObliviateError(
+            f"{named(name, given)}: MPS is not available here; use {named(name, 'cpu')}"
+        )
     if dev.type not in ("cpu", "cuda", "mps"):
-        raise ObliviateError(f"--device {device!s}: give cpu, cuda, cuda:N or mps")
+        raise ObliviateError(f"{named(name, given)}: give cpu, cuda, cuda:N or mps")
     return dev
 
 
-def check_precision(precision: str) -> str:
-    """``precision`` if it is one of :data:`PRECISIONS`, else a one-line :class:`ObliviateError`."""
+def check_precision(precision: str, *, name: str = "precision") -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a one-line :class:`ObliviateError`
+    naming it as ``name`` (a parameter or spec field, ``precision='fp8'``, or the flag
+    ``"--precision"``, ``--precision fp8``)."""
     if precision not in PRECISIONS:
         raise ObliviateError(
-            f"--precision {precision!r}: give one of {', '.join(PRECISIONS)} "
+            f"{named(name, precision)}: give one of {', '.join(PRECISIONS)} "
             "(fp32: float32; bf16: bfloat16 autocast; fp16: float16 autocast with a grad scaler)"
         )
     return precision
