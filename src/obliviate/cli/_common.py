@@ -64,14 +64,32 @@ PRECISION_HELP = (
 )
 
 
+def _device_callback(ctx: Any, param: Any, value: Any) -> Any:
+    """Checks ``--device`` while the command line is parsed; the error names the flag."""
+    if value is not None:
+        from obliviate.training import check_device  # torch: only when a command runs
+
+        check_device(value, name="--device")
+    return value
+
+
+def _precision_callback(ctx: Any, param: Any, value: Any) -> Any:
+    """Checks ``--precision`` while the command line is parsed; the error names the flag."""
+    if value is not None:
+        from obliviate.training import check_precision
+
+        check_precision(value, name="--precision")
+    return value
+
+
 def device_option() -> Any:
     """``--device``: the run's device (validated by :func:`obliviate.training.check_device`)."""
-    return typer.Option("cpu", "--device", help=DEVICE_HELP)
+    return typer.Option("cpu", "--device", help=DEVICE_HELP, callback=_device_callback)
 
 
 def precision_option() -> Any:
     """``--precision``: fp32, bf16 or fp16 (:data:`obliviate.training.PRECISIONS`)."""
-    return typer.Option("fp32", "--precision", help=PRECISION_HELP)
+    return typer.Option("fp32", "--precision", help=PRECISION_HELP, callback=_precision_callback)
 
 
 def seeds_option() -> Any:
