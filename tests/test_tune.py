@@ -120,6 +120,7 @@ def test_tune_is_reproducible_and_scores_the_objective():
     for t in a["trials"]:
         if t["state"] == "complete":
             assert t["value"] == pytest.approx(sum(abs(v) for v in t["gaps"].values()))
+            assert len(t["per_seed"]) == 1 and t["per_seed"][0] == t["gaps"]
     assert a["best"]["value"] == min(t["value"] for t in a["trials"] if t["value"] is not None)
 
 
@@ -318,6 +319,7 @@ def test_tiny_budget_tune_of_scrub_on_mnist1d_lands_near_the_oracle():
     assert r["trials"][best["number"]]["state"] == "complete"
     assert defaults["state"] == "pruned" or best["value"] < defaults["value"] - 0.3
     gaps = best["gaps"]
+    assert best["per_seed"] == [gaps]  # one tuning problem: its gaps are the mean
     assert abs(gaps["forget_acc"]) <= 0.1 and abs(gaps["retain_acc"]) <= 0.1
     assert abs(gaps["val_acc"]) <= 0.1 and abs(gaps["mia_auc"]) <= 0.15
     assert best["value"] <= 0.2

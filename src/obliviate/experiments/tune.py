@@ -503,11 +503,13 @@ def _finite(*values: float) -> bool:
 
 
 def run(spec: TuneSpec) -> dict[str, Any]:
-    """Run the search (see the module docstring). Returns a JSON-ready dict: ``best``
-    (``params``: the searched values merged over nothing else, ``value``, ``gaps``), ``trials``
-    (number, state ``complete`` / ``pruned``, value, params, gaps, seconds, note), ``oracle``
-    (the tuning oracle's validation figures), ``splits`` (sizes, the validation forget spec,
-    ``report_seeds``), ``space``, ``objective``, ``seconds`` and ``spec``. Raises
+    """Run the search (see the module docstring). Returns a JSON-ready dict: ``protocol``
+    (``"draw"`` or ``"carve"``), ``best`` (``params``: the searched values merged over nothing
+    else, ``value``, ``gaps`` (mean over the tuning problems), ``per_seed`` (each problem's
+    gaps)), ``trials`` (number, state ``complete`` / ``pruned``, value, params, gaps, per_seed,
+    seconds, note), ``oracle`` (the mean tuning oracle's validation figures), ``splits`` (sizes,
+    the validation forget specs, ``report_seeds``, ``draw_seeds``), ``space``, ``objective``,
+    ``seconds`` and ``spec``. Raises
     :class:`ObliviateError` when no trial completes (every one diverged or was invalid)."""
     try:
         import optuna
@@ -628,7 +630,7 @@ def run(spec: TuneSpec) -> dict[str, Any]:
             got = report(model, request, validation)
             per_seed.append({k: got[k] - oracle_figures[k] for k in oracle_figures})
         gaps = {k: sum(g[k] for g in per_seed) / len(per_seed) for k in per_seed[0]}
-        rec.update(gaps=gaps, seconds=time.perf_counter() - start)
+        rec.update(gaps=gaps, per_seed=per_seed, seconds=time.perf_counter() - start)
         if not all(_finite(*g.values()) for g in per_seed):
             rec["note"] = "non-finite figures"
             raise optuna.TrialPruned(rec["note"])
@@ -664,6 +666,7 @@ def run(spec: TuneSpec) -> dict[str, Any]:
                 "value": t.value,
                 "params": dict(t.params),
                 "gaps": rec.get("gaps"),
+                "per_seed": rec.get("per_seed"),
                 "seconds": rec.get("seconds"),
                 "note": rec.get("note", ""),
             }
@@ -683,6 +686,7 @@ def run(spec: TuneSpec) -> dict[str, Any]:
             "params": best["params"],
             "value": best["value"],
             "gaps": best["gaps"],
+            "per_seed": best["per_seed"],
             "number": best["number"],
         },
         "trials": trials,
