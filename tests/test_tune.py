@@ -285,6 +285,19 @@ def test_a_tuning_draw_is_the_reported_problem_on_other_rows(mnist1d_draw):
     assert abs(len(forget) - len(request_ids(train, "class:3"))) < 40
 
 
+def test_a_draw_that_repeats_a_reported_row_is_refused(monkeypatch):
+    from obliviate.data.datasets import DATASETS
+
+    x, y, x_test, y_test = DATASETS["mnist1d"](None)  # the reported rows, raw
+
+    def leaky(seed):  # a "draw" holding one reported test row
+        return x[:100].copy() + 1.0, y[:100], x_test[:2], y_test[:2]
+
+    monkeypatch.setitem(T.GENERATORS, "mnist1d", (leaky, 42))
+    with pytest.raises(ObliviateError, match="repeats a reported row"):
+        T.independent_draw("mnist1d", 0)
+
+
 def test_draw_seeds_and_protocol_choice():
     seeds = [T.draw_seed(0, i) for i in range(3)]
     assert seeds == [T.draw_seed(0, i) for i in range(3)] and len(set(seeds)) == 3
