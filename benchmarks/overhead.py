@@ -399,8 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "ratio = median(obliviate) / median(hand) of wall times; pair ratio = median over "
         "repeats of the per-pair ratio, [first, third quartile]; min ratio = fastest obliviate "
-        "run / fastest hand run; CPU ratio = ratio of median process CPU times, [quartiles of "
-        "the per-pair CPU ratios] (least disturbed by other load on the machine). "
+        "run / fastest hand run; CPU ratio = median of the per-pair ratios of process CPU "
+        "times, [quartiles] (least disturbed by other load on the machine). "
         "Target <= 1.10, goal <= 1.05."
     )
     return 0 if ok else 1
