@@ -1,6 +1,7 @@
 """One CLI convention for every command (issue 17, docs/cli.md): ``--json`` is a flag, ``--out``
 (``-o``) the one option that writes a result file, old names hidden but working with a note,
-``--seeds`` beside ``--seed``, ``--quiet`` where there is progress; tables never cut when piped."""
+``--seeds`` beside ``--seed``, ``--quiet`` on every command, every ``--seed`` checked (0 <= seed < 2**32);
+tables never cut when piped."""
 
 from __future__ import annotations
 
@@ -58,6 +59,45 @@ def test_one_meaning_per_option(name, cmd):
         assert "-q" in opts and opts["--quiet"].is_flag, name  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize(("name", "cmd"), COMMANDS, ids=[n for n, _ in COMMANDS])
+def test_every_command_has_quiet(name, cmd):
+    """One convention for every command (issue 17 item 8): ``--quiet``/``-q`` everywhere; a
+    new command without it fails here (use ``obliviate.cli._common.quiet_option``)."""
+    opts = _options(cmd)
+    assert "--quiet" in opts and "-q" in opts, f"{name}: add quiet: bool = _c.quiet_option()"
+    assert opts["--quiet"].is_flag  # type: ignore[attr-defined]
+
+
+def test_groups_with_their_own_work_have_quiet_too():
+    """``obliviate serve`` runs the service itself (its group callback takes options)."""
+    root = typer.main.get_command(build_app())
+    serve = root.commands["serve"]  # type: ignore[attr-defined]
+    assert "--quiet" in _options(serve) and "-q" in _options(serve)
+
+
+SEEDED = [(n, c) for n, c in COMMANDS if "--seed" in _options(c)]
+
+
+def test_the_seeded_commands_were_found():
+    names = {n for n, _ in SEEDED}
+    assert {"learn", "forget", "events", "tune", "demo", "shard train", "llm forget"} <= names
+
+
+@pytest.mark.parametrize("value", ["-5", "4294967296"])
+@pytest.mark.parametrize(("name", "cmd"), SEEDED, ids=[n for n, _ in SEEDED])
+def test_every_seed_option_refuses_an_invalid_seed(tmp_path, capsys, name, cmd, value):
+    """``0 <= seed < 2**32`` on every command, checked before any work (no store created)."""
+    args = [*name.split(), "--seed", value]
+    if "--store" in _options(cmd):
+        args += ["--store", str(tmp_path / "store")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == (
+        f"error: --seed {value} is not a valid seed; give an integer in 0..4294967295"
+    ), err
+    assert not (tmp_path / "store").exists()
+
+
 @pytest.mark.parametrize("name", ["learn", "forget", "events", "llm forget"])
 def test_experiment_commands_have_the_common_options(name):
     opts = _options(dict(COMMANDS)[name])
@@ -112,6 +152,11 @@ def test_shard_status_is_a_table_not_cut_when_piped(tmp_path, capsys):
     assert "…" not in out  # no cell cut
     assert main(["shard", "status", "--store", str(store), "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["shards"]) == 2
+    assert main(["shard", "status", "--store", str(store), "-q"]) == 0  # the result still prints
+    out, err = capsys.readouterr()
+    assert "┃ shard" in out and err == ""
+    assert main(["shard", "verify", "--store", str(store), "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
 
 
 @pytest.mark.slow

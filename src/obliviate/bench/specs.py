@@ -68,14 +68,22 @@ from pathlib import Path
 from typing import Any
 
 from obliviate._hyper import param_names
-from obliviate._validation import check_number
 from obliviate.continual import STRATEGIES, strategy_class
+from obliviate.data import build_scenario
+from obliviate.data.datasets import load_dataset
+from obliviate.data.forget_sets import KINDS as SET_KINDS
+from obliviate.data.forget_sets import EmptyForgetSetWarning, parse_ids, read_id_file
 from obliviate.data.scenarios import SCENARIOS
 from obliviate.errors import ObliviateError
 from obliviate.experiments import KINDS
 from obliviate.experiments import kind as kind_module
 from obliviate.experiments._spec import FieldType, field_type, field_types
+from obliviate.experiments._spec import seed as seed_check
+from obliviate.experiments.continual_forget import parse_sequence
+from obliviate.experiments.lifecycle import LifecycleSpec, build
+from obliviate.sharded.subjects import read_mapping
 from obliviate.unlearning import UNLEARNERS, unlearner_class
+from obliviate.unlearning.base import build_request
 
 _TOP_KEYS = ("name", "description", "seeds")
 _INT = FieldType("int", optional=False)
@@ -111,6 +119,39 @@ def run_key(spec: dict[str, Any]) -> str:
     """The hash that names a run: sha256 of the canonical JSON of its grid point (16 hex)."""
     text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def distinct_labels(runs: list[Run]) -> list[str]:
+    """:meth:`Run.label` of every run, with ``field=value`` appended for every field that
+    differs between runs whose labels would otherwise be equal (``precision``, ``device``,
+    a recipe field the kind's label leaves out, ...): no two different runs print the same."""
+    labels = [r.label() for r in runs]
+    groups: dict[str, list[int]] = {}
+    for i, text in enumerate(labels):
+        groups.setdefault(text, []).append(i)
+    out = list(labels)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        specs = [runs[i].spec for i in members]
+        fields = sorted({k for sp in specs for k in sp})
+        differ = [
+            k
+            for k in fields
+            if len({json.dumps(sp.get(k), sort_keys=True, default=str) for sp in specs}) > 1
+        ]
+        for i in members:
+            spec = runs[i].spec
+            extra = " ".join(
+                f"{k}=default"
+                if k not in spec
+                else f"{k}={spec[k]}"
+                if isinstance(spec[k], str)
+                else f"{k}={json.dumps(spec[k], sort_keys=True, default=str)}"
+                for k in differ
+            )
+            out[i] = f"{labels[i]} {extra}" if extra else labels[i]
+    return out
 
 
 # ---- line numbers ----------------------------------------------------------------------------
@@ -327,7 +368,14 @@ def _table_grid(
 
 
 def _expand_block(
-    kind: str, index: int, block: Any, top_seeds: list[int], where: _Where, *, check_methods: bool
+    kind: str,
+    index: int,
+    block: Any,
+    top_seeds: list[int],
+    where: _Where,
+    *,
+    check_methods: bool,
+    data: _DataCheck | None = None,
 ) -> list[dict[str, Any]]:
     path0: tuple[Any, ...] = (kind, index)
     if not isinstance(block, dict):
@@ -429,16 +477,234 @@ def _expand_block(
                 sch.cls.from_dict(run)
             except ObliviateError as exc:
                 raise ObliviateError(f"{where(path0)}: {exc}") from None
+    if data is not None:
+        for run in runs:  # what the dataset decides (classes, sizes, ids), before any training
+            field = data.check(run)
+            if field is not None:
+                raise ObliviateError(
+                    f"{where(path0 + (_written(sch, field, block),))}: {data.error}"
+                )
     return runs
 
 
+# ---- what the dataset decides, checked before any training -----------------------------------
+
+#: datasets loaded for the data checks: embedded, so loading them is cheap. Other datasets (IDX
+#: files, npz files) get the checks that need no rows: the forget-set syntax and id files.
+CHEAP_DATASETS = ("digits", "mnist1d", "synthetic")
+
+
+class _DataCheck:
+    """Checks the values of a grid point that the dataset decides and no training needs: a
+    forget set's classes, counts and ids against the training split (``forget``), a class
+    sequence (``continual_forget``), a deletion schedule and the scenario (``lifecycle``), the
+    scenario (``learn``). Datasets are loaded once per (name, data_dir, limit).
+
+    :meth:`check` returns the field at fault (``error`` holds the message) or ``None``.
+    """
+
+    def __init__(self, data_dir: str | None) -> None:
+        self.data_dir = data_dir
+        self.error = ""
+        self._data: dict[tuple[Any, ...], Any] = {}
+        self._done: set[str] = set()
+
+    def _load(self, run: dict[str, Any]) -> Any:
+
+        where = run.get("data_dir") or self.data_dir
+        split_seed = run.get("split_seed", 0)
+        key = (run["dataset"], where, run.get("limit"), split_seed)
+        if key not in self._data:
+            self._data[key] = load_dataset(
+                run["dataset"], data_dir=where, limit=run.get("limit"), split_seed=split_seed
+            )
+        return self._data[key]
+
+    def check(self, run: dict[str, Any]) -> str | None:
+        kind = run["kind"]
+        checker = getattr(self, f"_{kind}", None)
+        if checker is None:
+            return None
+        ignore = ("params", "method", "strategy", "method_params", "config", "quality")
+        key = run_key({k: v for k, v in run.items() if k not in ignore})
+        if key in self._done:  # the same data, forget set and seed: checked once
+            return None
+        try:
+            field = checker(run)
+        except _Blame as exc:
+            self.error = " ".join(str(exc).split())
+            return exc.field
+        except ObliviateError as exc:
+            self.error = " ".join(str(exc).split())
+            return _DATA_FIELD[kind]
+        self._done.add(key)
+        return field
+
+    def _forget(self, run: dict[str, Any]) -> None:
+        import warnings
+
+        spec = run["forget"]
+        forget_syntax(spec)
+        if run["dataset"] not in CHEAP_DATASETS:
+            return
+
+        train, _ = self._load(run)
+        with warnings.catch_warnings():  # an empty set is allowed; the run itself warns
+            warnings.simplefilter("ignore", EmptyForgetSetWarning)
+            build_request(train, spec, seed=run["seed"])
+
+    def _continual_forget(self, run: dict[str, Any]) -> None:
+
+        classes = parse_sequence(run["sequence"])
+        if run["dataset"] not in CHEAP_DATASETS:
+            return
+        train, _ = self._load(run)
+        n = train.n_classes
+        bad = [c for c in classes if c >= n]
+        if bad:
+            raise ObliviateError(
+                f"sequence {run['sequence']!r}: class {bad[0]} is not a class of "
+                f"{run['dataset']!r}; valid classes: 0..{n - 1}"
+            )
+        if len(classes) >= n:
+            raise ObliviateError(
+                f"sequence {run['sequence']!r} forgets all {n} classes of {run['dataset']!r}; "
+                "leave at least one"
+            )
+
+    def _lifecycle(self, run: dict[str, Any]) -> str | None:
+        if run["dataset"] not in CHEAP_DATASETS:
+            return None
+
+        spec = LifecycleSpec.from_dict({**run, "data_dir": run.get("data_dir") or self.data_dir})
+        build(spec)  # data, scenario and schedule, every request resolved to ids
+        return None
+
+    def _sharded(self, run: dict[str, Any]) -> str | None:
+        if run.get("subjects") is not None:
+            try:
+                read_mapping(Path(run["subjects"]))
+            except ObliviateError as exc:
+                raise _Blame("subjects", str(exc)) from None
+        excluded = run.get("exclude_ids")
+        if excluded is None or run["dataset"] not in CHEAP_DATASETS:
+            return None
+        import torch
+
+        train, _ = self._load(run)
+        wanted = torch.as_tensor(list(excluded), dtype=torch.int64)
+        unknown = wanted[~torch.isin(wanted, train.ids)]
+        if unknown.numel():
+            shown = ", ".join(map(str, unknown[:5].tolist()))
+            raise _Blame(
+                "exclude_ids",
+                f"exclude_ids: {unknown.numel()} id(s) are not training ids of "
+                f"{run['dataset']!r}: {shown}; give ids of the training split",
+            )
+        return None
+
+    def _learn(self, run: dict[str, Any]) -> None:
+        if run["dataset"] not in CHEAP_DATASETS:
+            return
+
+        train, test = self._load(run)
+        build_scenario(
+            run.get("scenario", "class-incremental"),
+            train,
+            test,
+            n_experiences=run.get("n_experiences", 5),
+            seed=run["seed"],
+            **run.get("scenario_params", {}),
+        )
+
+
+class _Blame(ObliviateError):
+    """A data check's error that names the field at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+#: the field a data check of each kind blames
+_DATA_FIELD = {
+    "sharded": "dataset",
+    "forget": "forget",
+    "continual_forget": "sequence",
+    "lifecycle": "schedule",
+    "learn": "scenario",
+}
+
+
+def forget_syntax(spec: Any) -> None:
+    """Check a forget-set spec without the dataset (see :mod:`obliviate.data.forget_sets`):
+    a known kind and well-formed numbers; ``source:FILE`` is read (ids checked as integers),
+    ``ids:...`` parsed. Raises :class:`ObliviateError` naming the value."""
+
+    usage = "use random:K, random:P%, class:C, subclass:C:K, source:FILE or ids:1,2,3"
+    if not isinstance(spec, str) or ":" not in spec:
+        raise ObliviateError(f"forget spec {spec!r} is not understood; {usage}")
+    kind, _, rest = spec.partition(":")
+    kind = kind.strip().lower()
+    rest = rest.strip()
+
+    def count(text: str) -> None:
+        if text.endswith("%"):
+            try:
+                pct = float(text[:-1])
+            except ValueError:
+                pct = -1.0
+            if not 0.0 <= pct <= 100.0:
+                raise ObliviateError(
+                    f"forget spec {spec!r}: {text!r} is not a percentage in 0..100 like 10%"
+                )
+        elif not text.isdigit():
+            raise ObliviateError(
+                f"forget spec {spec!r}: count {text!r} is not an integer >= 0; {usage}"
+            )
+
+    def klass(text: str) -> None:
+        if not text.strip().isdigit():
+            raise ObliviateError(
+                f"forget spec {spec!r}: class {text.strip()!r} is not an integer >= 0; {usage}"
+            )
+
+    if kind == "random":
+        count(rest)
+    elif kind == "class":
+        for part in rest.split(","):
+            klass(part)
+    elif kind == "subclass":
+        c, sep, k = rest.partition(":")
+        if not sep:
+            raise ObliviateError(f"forget spec {spec!r}: write subclass:C:K or subclass:C:P%")
+        klass(c)
+        count(k.strip())
+    elif kind == "source":
+        read_id_file(rest)
+    elif kind == "ids":
+        parse_ids(rest)
+    else:
+        raise ObliviateError(
+            f"forget spec {spec!r}: unknown kind {kind!r}; valid: {', '.join(SET_KINDS)}"
+        )
+
+
 def parse_spec(
-    text: str, source: str = "<spec>", *, check_methods: bool = True
+    text: str,
+    source: str = "<spec>",
+    *,
+    check_methods: bool = True,
+    check_data: bool = False,
+    data_dir: str | None = None,
 ) -> tuple[dict[str, Any], list[Run]]:
     """Parse spec text: ``(header, runs)``; errors name ``source``, the key and its line.
 
     ``check_methods`` constructs every strategy/unlearner with its hyperparameters to validate
-    them (imports torch); the names are checked either way.
+    them (imports torch); the names are checked either way. ``check_data`` also checks what the
+    dataset decides without training (:class:`_DataCheck`: forget sets against the classes,
+    sizes and ids of the training split, class sequences, lifecycle schedules, scenarios);
+    ``data_dir`` is the runner's folder of dataset files.
     """
     try:
         data = tomllib.loads(text)
@@ -465,7 +731,7 @@ def parse_spec(
         if key == "seeds":
             header[key] = _axis(where, (key,), value, _INT)
             for v in header[key]:
-                check_number(where((key,)), v, integer=True)
+                seed_check(where((key,)), v)
         elif not isinstance(value, str):
             raise ObliviateError(f"{where((key,))} must be a string, got {value!r}")
         else:
@@ -474,11 +740,18 @@ def parse_spec(
         blocks = ", ".join(f"[[{k}]]" for k in KINDS)
         raise ObliviateError(f"{source}: no runs; add at least one block of {blocks}")
     specs: list[dict[str, Any]] = []
+    data_check = _DataCheck(data_dir) if check_data else None
     for kind in KINDS:
         for i, block in enumerate(data.get(kind, [])):
             specs.extend(
                 _expand_block(
-                    kind, i, block, header.get("seeds", []), where, check_methods=check_methods
+                    kind,
+                    i,
+                    block,
+                    header.get("seeds", []),
+                    where,
+                    check_methods=check_methods,
+                    data=data_check,
                 )
             )
     runs: list[Run] = []
@@ -491,14 +764,32 @@ def parse_spec(
     return header, runs
 
 
-def load_spec(path: str | Path, *, check_methods: bool = True) -> tuple[dict[str, Any], list[Run]]:
+def load_spec(
+    path: str | Path,
+    *,
+    check_methods: bool = True,
+    check_data: bool = False,
+    data_dir: str | None = None,
+) -> tuple[dict[str, Any], list[Run]]:
     """Read and expand a spec file (see :func:`parse_spec`)."""
     p = Path(path)
     try:
         text = p.read_text()
-    except OSError as exc:
-        raise ObliviateError(f"cannot read spec file {str(p)!r}: {exc.strerror or exc}") from None
-    return parse_spec(text, str(p), check_methods=check_methods)
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or "not a UTF-8 text file"
+        raise ObliviateError(f"cannot read spec file {str(p)!r}: {why}") from None
+    return parse_spec(
+        text, str(p), check_methods=check_methods, check_data=check_data, data_dir=data_dir
+    )
 
 
-__all__ = ["KINDS", "Run", "key_lines", "load_spec", "parse_spec", "run_key", "schema"]
+__all__ = [
+    "KINDS",
+    "Run",
+    "distinct_labels",
+    "key_lines",
+    "load_spec",
+    "parse_spec",
+    "run_key",
+    "schema",
+]

@@ -267,31 +267,68 @@ def parse_sets(
     return out
 
 
+SEED_LIMIT = 2**32
+"""Seeds are integers ``0 <= seed < 2**32`` (what numpy's and torch's generators accept)."""
+
+MAX_SEEDS = 10_000
+"""The most seeds one ``--seeds`` list or range may name (docs/cli.md)."""
+
+
+def check_seed(option: str, value: Any) -> int:
+    """``value`` as a seed, or an :class:`ObliviateError` naming it and the valid range."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+        raise ObliviateError(
+            f"{option} {value!r} is not a valid seed; give an integer in 0..{SEED_LIMIT - 1}"
+        )
+    return value
+
+
+def _seed_callback(ctx: Any, param: Any, value: Any) -> Any:
+    """Checks a ``--seed`` value while the command line is parsed (before any work)."""
+    if value is not None:
+        check_seed("--seed", value)
+    return value
+
+
+def seed_option(default: int | None = 0, help: str = "the run's seed") -> Any:
+    """``--seed N``: a seed in ``0..2**32-1``, checked before any work."""
+    return typer.Option(default, "--seed", help=help, callback=_seed_callback)
+
+
 def parse_seeds(seed: int, seeds: str | None) -> list[int]:
     """``--seeds 0,1,2`` (or an inclusive range ``0-4``) overrides ``--seed``.
 
-    Seeds are non-negative integers without repeats (a repeated seed would count one run twice
-    in a mean ± std); anything else raises :class:`ObliviateError`.
+    Seeds are integers in ``0 <= s < 2**32`` without repeats (a repeated seed would count one
+    run twice in a mean ± std), at most :data:`MAX_SEEDS` of them; anything else raises
+    :class:`ObliviateError`.
     """
     if seeds is None:
-        return [seed]
-    hint = "give non-negative integers like 0,1,2 or a range like 0-4"
+        return [check_seed("--seed", seed)]
+    hint = f"give integers in 0..{SEED_LIMIT - 1} like 0,1,2 or a range like 0-4"
     text = seeds.strip()
-    empty = ""
     try:
-        if "-" in text and "," not in text:
-            lo, hi = (int(p) for p in text.split("-"))
-            out = list(range(lo, hi + 1))
-            if not out:
-                empty = f"the range {lo}-{hi} is empty"
+        is_range = "-" in text.lstrip("-") and "," not in text
+        if is_range:
+            lo_text, _, hi_text = text.lstrip("-").partition("-")
+            lo = int(lo_text) * (-1 if text.startswith("-") else 1)
+            hi = int(hi_text)
+            bounds = [lo, hi]
+            count = hi - lo + 1
         else:
-            out = [int(p) for p in text.split(",")]
+            bounds = [int(p) for p in text.split(",")]
+            count = len(bounds)
     except ValueError:
         raise ObliviateError(f"--seeds {seeds!r}: {hint}") from None
-    if not out and "-" in text:
-        raise ObliviateError(f"--seeds {seeds!r}: {empty}; {hint}")
-    if not out or any(s < 0 for s in out):
-        raise ObliviateError(f"--seeds {seeds!r}: {hint}")
+    if is_range and count < 1:
+        raise ObliviateError(f"--seeds {seeds!r}: the range {lo}-{hi} is empty; {hint}")
+    bad = next((s for s in bounds if not 0 <= s < SEED_LIMIT), None)
+    if bad is not None:
+        raise ObliviateError(f"--seeds {seeds!r}: seed {bad} is out of range; {hint}")
+    if count > MAX_SEEDS:
+        raise ObliviateError(
+            f"--seeds {seeds!r} names {count} seeds; at most {MAX_SEEDS} per command"
+        )
+    out = list(range(bounds[0], bounds[1] + 1)) if is_range else bounds
     if len(set(out)) != len(out):
         dup = next(s for s in out if out.count(s) > 1)
         raise ObliviateError(f"--seeds {seeds!r}: seed {dup} appears twice; give each seed once")
@@ -316,3 +353,62 @@ def parse_ids_option(text: str | None, file: Path | None) -> list[int]:
         raise ObliviateError("give exactly one of --ids 1,2,3 or --ids-file FILE")
     ids = read_id_file(file) if file is not None else parse_ids(text or "")
     return [int(i) for i in ids.tolist()]
+
+
+# ---- the experiment commands' loop: runs (specs x seeds) -> groups -> tables -> result -------
+
+
+def check_run_options(seed: int, seeds: str | None, out: Any, threads: int) -> list[int]:
+    """The options every experiment command (``learn``, ``lifecycle``, ``continual-forget``)
+    checks before any work: the seed list (:func:`parse_seeds`), the ``--out`` target and
+    ``--threads``. Returns the seed list."""
+    seed_list = parse_seeds(seed, seeds)
+    if out is not None:
+        check_out_target(out)
+    if threads < 1:
+        raise ObliviateError(f"--threads must be >= 1, got {threads}")
+    return seed_list
+
+
+def run_groups(
+    jobs: list[tuple[str, Any]],
+    *,
+    aggregate: Any,
+    show: Any,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run an experiment command's runs and print one summary per group.
+
+    ``jobs``: ``(group label, run)`` pairs in run order, ``run()`` returning one run's result
+    (a JSON-ready dict; specs x seeds, built by the command). Results are grouped by label (in
+    first-seen order); ``aggregate(results)`` summarises a group (mean ± std over its seeds) and
+    ``show(label, results, summary)`` prints it (a table). Returns ``(every result in run
+    order, {label: summary})``.
+    """
+    results: list[dict[str, Any]] = []
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for label, job in jobs:
+        res = job()
+        results.append(res)
+        groups.setdefault(label, []).append(res)
+    summary = {label: aggregate(rs) for label, rs in groups.items()}
+    for label, rs in groups.items():
+        show(label, rs, summary[label])
+    return results, summary
+
+
+def emit_result(payload: Any, *, as_json: bool, out: Any, notes: Any) -> None:
+    """The command's result: one JSON document on stdout with ``--json``, and the file of
+    ``--out`` (written atomically; ``notes`` prints ``wrote FILE``)."""
+    from obliviate.io import write_json_atomic
+
+    if as_json:
+        emit_json(payload)
+    if out is not None:
+        with writing(out):
+            where = write_json_atomic(check_out_target(out), payload)
+        notes.print(f"wrote {where}")
+
+
+def seeds_text(seed_list: list[int]) -> str:
+    """``0,1,2``: how titles name the seeds of a run."""
+    return ",".join(map(str, seed_list))

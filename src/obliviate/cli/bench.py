@@ -43,16 +43,16 @@ def register(app: typer.Typer) -> None:
 
         from obliviate.bench import results as store
         from obliviate.bench.runner import plan, prepare_out, run_grid
-        from obliviate.bench.specs import load_spec
+        from obliviate.bench.specs import distinct_labels, load_spec
 
         console = Console(stderr=True, quiet=quiet)
         loud = Console(stderr=True)  # failures are reported even with --quiet
-        header, runs = load_spec(spec)
+        header, runs = load_spec(spec, check_data=True, data_dir=data_dir)
         if dry_run:
             path = store.results_path(out)
             todo = plan(runs, store.finished_keys(path) if path.exists() else set())
-            for r in todo:
-                print(f"{r.key}  {r.label()}")
+            for r, text in zip(todo, distinct_labels(todo), strict=True):
+                print(f"{r.key}  {text}")
             print(f"{len(todo)} of {len(runs)} runs to do")
             return
         prepare_out(spec, out)
@@ -110,6 +110,7 @@ def register(app: typer.Typer) -> None:
         dir_a: str = typer.Argument(..., help="results directory A (or its results.jsonl)"),
         dir_b: str = typer.Argument(..., help="results directory B"),
         as_json: bool = _c.json_option(),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Mean ± std over seeds per method in A and in B, and the difference B - A."""
         from rich.table import Table
@@ -147,6 +148,7 @@ def register(app: typer.Typer) -> None:
         ),
         output: str = _c.legacy_output_option(),
         title: str = typer.Option(None, help="report title"),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """One self-contained HTML report (plots embedded) of a results directory."""
         from obliviate.report.html import write_report

@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
         sets: list[str] | None = typer.Option(
             None, "--set", help="unlearner hyperparameter key=value (one --method; repeatable)"
         ),
-        seed: int = typer.Option(0, "--seed", help="seeds the original, the oracles, the method"),
+        seed: int = _c.seed_option(help="seeds the original, the oracles, the method"),
         seeds: str | None = _c.seeds_option(),
         data_dir: str | None = typer.Option(
             None, "--data-dir", help="folder of IDX files (default: $OBLIVIATE_DATA)"
@@ -109,11 +109,7 @@ def register(app: typer.Typer) -> None:
         )
         from obliviate.unlearning import unlearner_class
 
-        seed_list = _c.parse_seeds(seed, seeds)
-        if out is not None:
-            _c.check_out_target(out)
-        if threads < 1:
-            raise ObliviateError(f"--threads must be >= 1, got {threads}")
+        seed_list = _c.check_run_options(seed, seeds, out, threads)
         methods = [m.strip() for m in method.split(",") if m.strip()]
         if not methods:
             raise ObliviateError("--method needs at least one unlearner name")
@@ -139,29 +135,24 @@ def register(app: typer.Typer) -> None:
         torch.set_num_threads(threads)
         console = _c.console(quiet=as_json)
         notes = _c.console(quiet=quiet, stderr=as_json)
-        runs: list[dict[str, Any]] = []
-        per_method: dict[str, list[dict[str, Any]]] = {}
-        for spec in specs:
-            tag = f"{spec.method} seed {spec.seed}"
-            res = run(spec, echo=lambda rec, tag=tag: notes.print(request_line(tag, rec)))
-            runs.append(res)
-            per_method.setdefault(spec.method, []).append(res)
-        summary = {name: aggregate(rs) for name, rs in per_method.items()}
         n = len(seed_list)
-        for name, rows in summary.items():
+
+        def job(spec: ContinualForgetSpec) -> Any:
+            tag = f"{spec.method} seed {spec.seed}"
+            return lambda: run(spec, echo=lambda rec: notes.print(request_line(tag, rec)))
+
+        def show(name: str, _: Any, rows: list[dict[str, Any]]) -> None:
             console.print(
                 requests_table(
                     f"{name} on {dataset} ({sequence}): after every request, "
-                    f"mean{' ± std' if n > 1 else ''} over seeds {','.join(map(str, seed_list))}",
+                    f"mean{' ± std' if n > 1 else ''} over seeds {_c.seeds_text(seed_list)}",
                     rows,
                     n,
                 )
             )
-        payload: Any = runs[0] if len(runs) == 1 else {"runs": runs, "requests": summary}
-        if as_json:
-            _c.emit_json(payload)
-        if out is not None:
-            from obliviate.io import write_json_atomic
 
-            where = write_json_atomic(_c.check_out_target(out), payload)
-            notes.print(f"wrote {where}")
+        runs, summary = _c.run_groups(
+            [(spec.method, job(spec)) for spec in specs], aggregate=aggregate, show=show
+        )
+        payload: Any = runs[0] if len(runs) == 1 else {"runs": runs, "requests": summary}
+        _c.emit_result(payload, as_json=as_json, out=out, notes=notes)

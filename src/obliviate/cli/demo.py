@@ -45,6 +45,9 @@ from typing import Any
 
 import typer
 
+from obliviate.cli import _common as _c
+from obliviate.errors import ObliviateError
+
 DEMO_SECTIONS: tuple[str, ...] = (
     "obliviate.cli.demo:continual_section",
     "obliviate.cli.demo:unlearning_section",
@@ -59,10 +62,10 @@ SCENARIOS = ("class-incremental", "domain-permutation")
 STRATEGIES = ("naive", "ewc", "lwf", "replay", "joint")
 REPLAY_MEMORY = 200
 
-CONTINUAL_SPEC = f"""\
+CONTINUAL_TEMPLATE = f"""\
 name = "demo-continual"
 description = "obliviate demo: forgetting and its mitigation on digits"
-seeds = [{", ".join(map(str, SEEDS))}]
+seeds = [{{seeds}}]
 
 [[learn]]
 datasets = ["digits"]
@@ -73,7 +76,22 @@ strategies = [{", ".join(f'"{s}"' for s in STRATEGIES)}]
 [learn.params.replay]
 memory_size = {REPLAY_MEMORY}
 """
-"""The continual section's grid, in the benchmark-spec format (``obliviate bench``)."""
+
+
+def continual_spec(seed: int = 0) -> str:
+    """The continual section's grid, in the benchmark-spec format (``obliviate bench``), with
+    the seeds ``seed, seed + 1, seed + 2`` (:func:`seeds`)."""
+    return CONTINUAL_TEMPLATE.replace("{seeds}", ", ".join(map(str, seeds(seed, SEEDS))))
+
+
+def seeds(base: int, default: tuple[int, ...]) -> tuple[int, ...]:
+    """A section's seeds for ``obliviate demo --seed base``: ``default`` shifted by ``base``
+    (``--seed 0``, the default, is the demo as documented)."""
+    return tuple(base + s for s in default)
+
+
+CONTINUAL_SPEC = continual_spec(0)
+"""The continual section's grid with the default seeds."""
 
 
 def demo_dir() -> Path:
@@ -100,8 +118,8 @@ def workers() -> int:
     return max(1, min(2, n))
 
 
-#: set by the command: ``quiet`` hides the progress bar
-_OPTIONS: dict[str, Any] = {"quiet": False}
+#: set by the command: ``quiet`` hides the progress bar; ``seed`` shifts every section's seeds
+_OPTIONS: dict[str, Any] = {"quiet": False, "seed": 0}
 
 
 def continual_section(console: Any) -> None:
@@ -114,8 +132,9 @@ def continual_section(console: Any) -> None:
     from obliviate.bench.specs import parse_spec
 
     out = fresh_section_dir("learn")
-    (out / "spec.toml").write_text(CONTINUAL_SPEC)
-    _, runs = parse_spec(CONTINUAL_SPEC, "demo-continual")
+    spec = continual_spec(_OPTIONS["seed"])
+    (out / "spec.toml").write_text(spec)
+    _, runs = parse_spec(spec, "demo-continual")
     console.rule("[bold]Continual learning: forgetting and its mitigation")
     console.print(
         f"digits (8x8, 10 classes), 5 experiences, {len(SEEDS)} seeds; MLP(100), SGD lr 0.01 momentum 0.9, "
@@ -228,14 +247,17 @@ def unlearning_section(console: Any) -> None:
     methods = [m for m in FORGET_METHODS if m in UNLEARNERS]
     console.rule("[bold]Unlearning: forget on request, measured against the retrained oracle")
     console.print(
-        f"digits, MLP(128) trained 30 epochs (Adam 1e-3), seed {FORGET_SEED}; each method's default "
+        f"digits, MLP(128) trained 30 epochs (Adam 1e-3), seed {FORGET_SEED + _OPTIONS['seed']}; each method's default "
         "hyperparameters; the oracle is retrained from scratch without the forget set"
     )
     started = time.perf_counter()
     results: dict[str, list[dict[str, Any]]] = {}
     for request in FORGET_REQUESTS:
         base = ForgetSpec(
-            dataset="digits", forget=request, seed=FORGET_SEED, relearn_cap=RELEARN_CAP
+            dataset="digits",
+            forget=request,
+            seed=FORGET_SEED + _OPTIONS["seed"],
+            relearn_cap=RELEARN_CAP,
         )
         p = prepare(base)
         rows = [
@@ -244,7 +266,7 @@ def unlearning_section(console: Any) -> None:
                     dataset="digits",
                     forget=request,
                     method=m,
-                    seed=FORGET_SEED,
+                    seed=FORGET_SEED + _OPTIONS["seed"],
                     relearn_cap=RELEARN_CAP,
                 ),
                 prepared=p,
@@ -314,10 +336,10 @@ def unlearning_section(console: Any) -> None:
 LIFECYCLE_SEEDS = (0,)
 LIFECYCLE_STRATEGIES = ("replay", "derpp", "ewc")
 LIFECYCLE_SCHEDULE = "2:random:5%; 3:experience-class:0; 4:random:5%"
-LIFECYCLE_SPEC = f"""\
+LIFECYCLE_TEMPLATE = f"""\
 name = "demo-lifecycle"
 description = "obliviate demo: learning and deletion requests in one stream on digits"
-seeds = [{", ".join(map(str, LIFECYCLE_SEEDS))}]
+seeds = [{{seeds}}]
 
 [[lifecycle]]
 datasets = ["digits"]
@@ -329,8 +351,16 @@ paths = ["approximate", "exact"]
 method = "neggrad_plus"
 n_shards = 2
 """
-"""The lifecycle section's grid (the acceptance run of issue 11 with one seed; three seeds:
-``benchmarks/specs/lifecycle_digits.toml``)."""
+
+
+def lifecycle_spec(seed: int = 0) -> str:
+    """The lifecycle section's grid (the acceptance run of issue 11 with one seed, ``seed``;
+    three seeds: ``benchmarks/specs/lifecycle_digits.toml``)."""
+    return LIFECYCLE_TEMPLATE.replace("{seeds}", ", ".join(map(str, seeds(seed, LIFECYCLE_SEEDS))))
+
+
+LIFECYCLE_SPEC = lifecycle_spec(0)
+"""The lifecycle section's grid with the default seed."""
 
 
 def lifecycle_section(console: Any) -> None:
@@ -346,8 +376,9 @@ def lifecycle_section(console: Any) -> None:
     from obliviate.experiments.lifecycle import aggregate_events
 
     out = fresh_section_dir("lifecycle")
-    (out / "spec.toml").write_text(LIFECYCLE_SPEC)
-    _, runs = parse_spec(LIFECYCLE_SPEC, "demo-lifecycle")
+    spec = lifecycle_spec(_OPTIONS["seed"])
+    (out / "spec.toml").write_text(spec)
+    _, runs = parse_spec(spec, "demo-lifecycle")
     console.rule("[bold]Lifecycle: learning and deletion requests in one stream")
     console.print(
         f"digits, 5 class-incremental experiences; deletions: {LIFECYCLE_SCHEDULE} "
@@ -385,7 +416,7 @@ def lifecycle_section(console: Any) -> None:
             console.print(
                 events_table(
                     f"{name} ({what}{note}): after every event, seed(s) "
-                    f"{','.join(map(str, LIFECYCLE_SEEDS))}",
+                    f"{','.join(map(str, seeds(_OPTIONS['seed'], LIFECYCLE_SEEDS)))}",
                     aggregate_events(by[name, path]),
                     len(by[name, path]),
                 )
@@ -429,11 +460,21 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(
             False, "--quiet", "-q", help="no progress bar; the tables and the report still print"
         ),
+        seed: int = _c.seed_option(
+            help="shifts every section's seeds: continual seed..seed+2, forgetting and lifecycle "
+            "seed (0: the documented demo)"
+        ),
     ) -> None:
         """The main job: continual learning (and later sections) on the embedded digits data."""
         import importlib
 
         _OPTIONS["quiet"] = quiet
+        _OPTIONS["seed"] = seed
+        if seed + len(SEEDS) > _c.SEED_LIMIT:
+            raise ObliviateError(
+                f"--seed {seed}: the continual section uses seeds {seed}..{seed + len(SEEDS) - 1}; "
+                f"give at most {_c.SEED_LIMIT - len(SEEDS)}"
+            )
         import torch
 
         from obliviate.cli.learn import make_console

@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         lr: float = typer.Option(0.05, help="SGD learning rate"),
         batch_size: int = typer.Option(32, min=1),
         hidden: str = typer.Option("100", help="MLP hidden widths, comma-separated"),
-        seed: int = typer.Option(0, help="seed of the initial weights and the data order"),
+        seed: int = _c.seed_option(help="seed of the initial weights and the data order"),
         seeds: str | None = _c.seeds_option(),
         limit: int | None = typer.Option(None, help="use only the first N training rows"),
         out: str = typer.Option(

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
             help="random:K | random:P% | class:C | subclass:C:K | source:FILE | ids:1,2,3",
         ),
         method: str = typer.Option("retrain", help="unlearning method (obliviate list unlearners)"),
-        seed: int = typer.Option(0, help="seed of the recipe, the forget-set draw and the method"),
+        seed: int = _c.seed_option(help="seed of the recipe, the forget-set draw and the method"),
         seeds: str = _c.seeds_option(),
         set_: list[str] = typer.Option(
             None, "--set", help="method hyperparameter key=value (repeatable)"

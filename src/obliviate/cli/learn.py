@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
         ),
         experiences: int = typer.Option(5, "--experiences", help="number of experiences"),
         strategy: str = typer.Option("naive", "--strategy", help="see `obliviate list strategies`"),
-        seed: int = typer.Option(0, "--seed", help="seeds model init, data order and class order"),
+        seed: int = _c.seed_option(help="seeds model init, data order and class order"),
         seeds: str | None = _c.seeds_option(),
         epochs: int | None = typer.Option(
             None, "--epochs", help="epochs per experience (default: the dataset's recipe)"
@@ -158,13 +158,11 @@ def register(app: typer.Typer) -> None:
 
         import torch
 
-        from obliviate.cli._common import parse_int_tuple, parse_seeds, parse_sets
+        from obliviate.cli._common import parse_int_tuple, parse_sets
         from obliviate.continual import strategy_class
         from obliviate.experiments import LearnSpec, aggregate, run_learn
 
-        seed_list = parse_seeds(seed, seeds)
-        if out is not None:
-            check_json_target(out)
+        seed_list = _c.check_run_options(seed, seeds, out, threads)
         params = parse_sets(strategy_class(strategy), sets)
         from obliviate.data.scenarios import SCENARIOS
 
@@ -200,20 +198,31 @@ def register(app: typer.Typer) -> None:
         )
         first = user.resolved()  # validate everything before the first run starts
 
-        if threads < 1:
-            raise ObliviateError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
         console = make_console(quiet=as_json, stderr=False)  # the table (not with --json)
         notes = make_console(quiet=quiet, stderr=as_json)
-        results = []
-        for s in seed_list:  # each run's spec is resolved once (its seed may seed the strategy)
-            spec = first if s == seed_list[0] else replace(user, seed=s).resolved()
-            results.append(run_learn(spec, progress=not quiet and not as_json))
-        agg = aggregate(results)
-        title = f"{strategy} on {dataset} / {scenario} ({experiences} experiences, seeds {','.join(map(str, seed_list))})"
-        if len(results) == 1 and not quiet:
-            console.print(_matrix_table(results[0]))
-        console.print(summary_table(title, [(strategy, agg)], with_std=len(results) > 1))
+
+        def job(s: int) -> Any:
+            # each run's spec is resolved once (its seed may seed the strategy)
+            def go() -> dict[str, Any]:
+                spec = first if s == seed_list[0] else replace(user, seed=s).resolved()
+                return run_learn(spec, progress=not quiet and not as_json)
+
+            return go
+
+        title = (
+            f"{strategy} on {dataset} / {scenario} ({experiences} experiences, "
+            f"seeds {_c.seeds_text(seed_list)})"
+        )
+
+        def show(name: str, results: list[dict[str, Any]], agg: dict[str, Any]) -> None:
+            if len(results) == 1 and not quiet:
+                console.print(_matrix_table(results[0]))
+            console.print(summary_table(title, [(name, agg)], with_std=len(results) > 1))
+
+        results, summary = _c.run_groups(
+            [(strategy, job(s)) for s in seed_list], aggregate=aggregate, show=show
+        )
         if len(results) == 1:
             payload: Any = results[0]
         else:
@@ -221,11 +230,6 @@ def register(app: typer.Typer) -> None:
                 "spec": _seedless(results[0]["spec"], params),
                 "seeds": seed_list,
                 "runs": results,
-                **agg,
+                **summary[strategy],
             }
-        if as_json:
-            _c.emit_json(payload)
-        if out is not None:
-            with _c.writing(out):
-                where = write_json_atomic(out, payload)
-            notes.print(f"wrote {where}")
+        _c.emit_result(payload, as_json=as_json, out=out, notes=notes)

@@ -117,7 +117,7 @@ def register(app: typer.Typer) -> None:
         method_sets: list[str] | None = typer.Option(
             None, "--method-set", help="unlearner hyperparameter key=value (repeatable)"
         ),
-        seed: int = typer.Option(0, "--seed", help="seeds everything (model, data, schedule)"),
+        seed: int = _c.seed_option(help="seeds everything (model, data, schedule)"),
         seeds: str | None = _c.seeds_option(),
         epochs: int | None = typer.Option(
             None, "--epochs", help="epochs per experience (default: the dataset's recipe)"
@@ -152,11 +152,7 @@ def register(app: typer.Typer) -> None:
         )
         from obliviate.unlearning import unlearner_class
 
-        seed_list = _c.parse_seeds(seed, seeds)
-        if out is not None:
-            _c.check_out_target(out)
-        if threads < 1:
-            raise ObliviateError(f"--threads must be >= 1, got {threads}")
+        seed_list = _c.check_run_options(seed, seeds, out, threads)
         strategies = [s.strip() for s in strategy.split(",") if s.strip()]
         paths = [p.strip() for p in path.split(",") if p.strip()]
         if not strategies or not paths:
@@ -208,33 +204,28 @@ def register(app: typer.Typer) -> None:
         torch.set_num_threads(threads)
         console = _c.console(quiet=as_json)
         notes = _c.console(quiet=quiet, stderr=as_json)
-        runs: list[dict[str, Any]] = []
-        per_label: dict[str, list[dict[str, Any]]] = {}
-        for spec in specs:
-            name = label(spec.to_dict())
-            for s in seed_list:
+
+        def job(spec: LifecycleSpec, s: int) -> Any:
+            def go() -> dict[str, Any]:
                 one = replace(spec, seed=s).resolved()  # a seed hyperparameter follows s
                 tag = f"{one.strategy}/{one.path} seed {s}"
-                res = run(one, echo=lambda rec, tag=tag: notes.print(event_line(tag, rec)))
-                runs.append(res)
-                per_label.setdefault(name, []).append(res)
-        summary = {name: aggregate_events(rs) for name, rs in per_label.items()}
-        for name, events in summary.items():
+                return run(one, echo=lambda rec: notes.print(event_line(tag, rec)))
+
+            return go
+
+        def show(name: str, _: Any, events: list[dict[str, Any]]) -> None:
             console.print(
                 events_table(
                     f"{name}: after every event, mean{' ± std' if len(seed_list) > 1 else ''} "
-                    f"over seeds {','.join(map(str, seed_list))}",
+                    f"over seeds {_c.seeds_text(seed_list)}",
                     events,
                     len(seed_list),
                 )
             )
+
+        jobs = [(label(spec.to_dict()), job(spec, s)) for spec in specs for s in seed_list]
+        runs, summary = _c.run_groups(jobs, aggregate=aggregate_events, show=show)
         # one run: the run itself; several: every run and the per-event mean ± std by label
         # ("summary", not "events": a run's "events" is its own per-event list)
         payload: Any = runs[0] if len(runs) == 1 else {"runs": runs, "summary": summary}
-        if as_json:
-            _c.emit_json(payload)
-        if out is not None:
-            from obliviate.io import write_json_atomic
-
-            where = write_json_atomic(_c.check_out_target(out), payload)
-            notes.print(f"wrote {where}")
+        _c.emit_result(payload, as_json=as_json, out=out, notes=notes)

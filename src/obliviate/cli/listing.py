@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from obliviate.cli import _common as _c
 from obliviate.errors import ObliviateError
 
 KINDS = ("strategies", "unlearners", "datasets", "scenarios")
@@ -27,6 +28,7 @@ def register(app: typer.Typer) -> None:
     @app.command("list")
     def list_(
         kind: str = typer.Argument(..., help="strategies | unlearners | datasets | scenarios"),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """List what obliviate offers of one kind."""
         from rich.table import Table

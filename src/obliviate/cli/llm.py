@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option(
             "float32", "--dtype", help="float32, bfloat16, float16 (the tiny model: float32 only)"
         ),
-        seed: int = typer.Option(0, "--seed", help="seed of the data order, init and methods"),
+        seed: int = _c.seed_option(help="seed of the data order, init and methods"),
         seeds: str | None = _c.seeds_option(),
         mode: str = typer.Option("full", "--mode", help="what fine-tunes: top, lora or full"),
         top_k: int = typer.Option(1, "--top-k", help="top blocks that train (mode top / lora)"),
@@ -194,11 +194,12 @@ def register(app: typer.Typer) -> None:
         epochs: int = typer.Option(40, "--epochs"),
         lr: float = typer.Option(1e-2, "--lr"),
         batch_size: int = typer.Option(4, "--batch-size"),
-        seed: int = typer.Option(0, "--seed"),
+        seed: int = _c.seed_option(help="seed of the assignment, init and data order"),
         group_by_entity: bool = typer.Option(
             False, "--group-by-entity", help="keep each entity's items in one shard"
         ),
         as_json: bool = _c.json_option("print the store's status as JSON instead of text"),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Train one adapter per shard over a frozen base; print the store's status."""
         _threads()
@@ -257,6 +258,7 @@ def register(app: typer.Typer) -> None:
         out: Path | None = _c.out_option("write the receipt to this file (not to stdout)"),
         output: Path | None = _c.legacy_output_option(),
         _always_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Delete ids (or every fact of entities) exactly; print the receipt."""
         output = _c.resolve_out(out, output)
@@ -276,6 +278,7 @@ def register(app: typer.Typer) -> None:
     def sharded_status(
         store: Path = typer.Option(..., "--store"),
         as_json: bool = _c.json_option("print the status as JSON instead of text"),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Show the store's state (ready, busy, or interrupted: run resume), configuration,
         counts, requests and model hash."""
@@ -291,6 +294,7 @@ def register(app: typer.Typer) -> None:
     def sharded_verify(
         store: Path = typer.Option(..., "--store"),
         _always_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Check the ledger chain, checkpoint files and that no deleted id trained a live adapter."""
         from obliviate.llm.sharded import AdapterStore
@@ -304,6 +308,7 @@ def register(app: typer.Typer) -> None:
     def sharded_resume(
         store: Path = typer.Option(..., "--store"),
         _always_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Finish work a killed process left (training, running requests); print receipts."""
         _threads()

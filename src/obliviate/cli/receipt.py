@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from obliviate.cli import _common as _c
 from obliviate.errors import ObliviateError
 
 
@@ -21,6 +22,7 @@ def register(app: typer.Typer) -> None:
             "--key",
             help="the service's public key: PEM, raw base64, or the JSON of GET /v1/receipt-key",
         ),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Exit 0 and print 'valid' when the signature checks; exit 1 and say why when not."""
         try:

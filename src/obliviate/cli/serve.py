@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from obliviate.cli import _common as _c
 from obliviate.errors import ObliviateError
 
 STORE_HELP = "folder of the shard store"
@@ -74,6 +75,7 @@ def register(app: typer.Typer) -> None:
             False, "--secure-cookies", help="mark status-page cookies Secure (behind HTTPS)"
         ),
         log_level: str = typer.Option("info", "--log-level"),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Run the service: ``obliviate serve --store DIR``."""
         if ctx.invoked_subcommand is not None:
@@ -105,6 +107,8 @@ def register(app: typer.Typer) -> None:
             signing_key=signing_key,
             secure_cookies=secure_cookies,
         )
+        if quiet and log_level == "info":  # no access log, no startup notes: errors only
+            log_level = "error"
         run_server(config, host, port, allow_remote=allow_remote, log_level=log_level)
 
     keys = typer.Typer(help="API keys: add, list, revoke.", no_args_is_help=True)
@@ -114,17 +118,22 @@ def register(app: typer.Typer) -> None:
         store: Path = typer.Option(..., "--store", help=STORE_HELP),
         role: str = typer.Option(..., "--role", help="submit, read or admin"),
         label: str = typer.Option("", "--label", help="who holds the key (shown in keys list)"),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Create a key; it is printed once and only its salted hash is stored."""
         from obliviate.serve.auth import add_key
 
         db = _ledger_db(store)
         key_id, key = add_key(db, role, label)
-        print(f"key {key_id} ({role}); store it now, it is not shown again:", file=sys.stderr)
+        if not quiet:  # the key itself (the result) is printed either way
+            print(f"key {key_id} ({role}); store it now, it is not shown again:", file=sys.stderr)
         print(key)
 
     @keys.command("list")
-    def keys_list(store: Path = typer.Option(..., "--store", help=STORE_HELP)) -> None:
+    def keys_list(
+        store: Path = typer.Option(..., "--store", help=STORE_HELP),
+        quiet: bool = _c.quiet_option(),
+    ) -> None:
         """Key ids, roles, labels and revocation times (never the keys)."""
         from obliviate.serve.auth import list_keys
 
@@ -134,6 +143,7 @@ def register(app: typer.Typer) -> None:
     def keys_revoke(
         key_id: str = typer.Argument(..., help="the key id (the 8 hex digits after obv_)"),
         store: Path = typer.Option(..., "--store", help=STORE_HELP),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Revoke a key (a running server refuses it within 30 s)."""
         from obliviate.serve.auth import revoke_key
@@ -149,6 +159,7 @@ def register(app: typer.Typer) -> None:
             ..., help="CSV with columns subject,id or JSON {subject: [ids]}"
         ),
         store: Path = typer.Option(..., "--store", help=STORE_HELP),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Store the mapping (as keyed hashes of the subjects) so requests can name a subject."""
         from obliviate.sharded import ShardedStore
@@ -164,6 +175,7 @@ def register(app: typer.Typer) -> None:
             None, "--out", "-o", help="write the schema to this file (default: stdout)"
         ),
         output: Path | None = typer.Option(None, "--output", hidden=True),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Print (or write) the OpenAPI schema of the service (checked in as docs/openapi.json)."""
         from obliviate.cli._common import check_out_target, resolve_out

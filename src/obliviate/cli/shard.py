@@ -112,12 +112,11 @@ def register(app: typer.Typer) -> None:
         epochs: int = typer.Option(10, "--epochs", help="n_epochs: passes over each shard's data"),
         batch_size: int = typer.Option(32, "--batch-size"),
         lr: float = typer.Option(0.05, "--lr"),
-        seed: int = typer.Option(
-            0, "--seed", help="seed of assignment, initial weights and data order"
-        ),
+        seed: int = _c.seed_option(help="seed of assignment, initial weights and data order"),
         as_json: bool = typer.Option(False, "--json", help="print the status as JSON"),
         device: str = _c.device_option(),
         precision: str = _c.precision_option(),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Train a new shard store."""
         from obliviate.sharded import DataSpec, ShardConfig, ShardedStore
@@ -209,6 +208,7 @@ def register(app: typer.Typer) -> None:
         precision: str | None = typer.Option(
             None, "--precision", help="fp32, bf16 or fp16; default: the store's own"
         ),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Delete samples exactly; prints the JSON receipt."""
         output = _c.resolve_out(out, output)
@@ -230,13 +230,15 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="print JSON"),
         with_ids: bool = typer.Option(False, "--ids", help="list each shard's ids"),
         data_dir: str | None = typer.Option(None, "--data-dir"),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Each shard's current checkpoint and sample count; every request's status."""
         st = _open(store, data_dir=data_dir)
         try:
             st.recover()
         except ObliviateError as exc:  # still show the status; the problem is named
-            print(f"warning: could not complete unfinished work: {exc}", file=sys.stderr)
+            if not quiet:
+                print(f"warning: could not complete unfinished work: {exc}", file=sys.stderr)
         info = st.status(include_ids=with_ids)
         if as_json:
             _emit(info)
@@ -270,6 +272,7 @@ def register(app: typer.Typer) -> None:
     def verify(
         store: Path = typer.Option(..., "--store", help=STORE_HELP),
         _always_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Re-hash every checkpoint, check ids against the ledger, walk the event chain.
 
@@ -298,6 +301,7 @@ def register(app: typer.Typer) -> None:
         workers: int | None = typer.Option(None, "--workers"),
         data_dir: str | None = typer.Option(None, "--data-dir"),
         _always_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Complete (or roll back) unfinished work: interrupted and queued requests."""
         st = _open(store, backend, workers, data_dir)
@@ -324,6 +328,7 @@ def register(app: typer.Typer) -> None:
         output: Path | None = _c.legacy_output_option(),
         data_dir: str | None = typer.Option(None, "--data-dir"),
         _always_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Predict labels with the aggregated shard models; prints a JSON list of labels."""
         import numpy as np
@@ -334,10 +339,17 @@ def register(app: typer.Typer) -> None:
             raise ObliviateError(
                 f"input file {str(input_)!r} does not exist; give a .npy array of rows"
             )
+        hint = "give a .npy array of numeric rows (numpy.save(path, rows))"
+        with input_.open("rb") as f:
+            if f.read(6) != b"\x93NUMPY":  # numpy would offer to unpickle anything else
+                raise ObliviateError(f"{str(input_)!r} is not a .npy array; {hint}")
         try:
             x = np.load(input_, allow_pickle=False)
         except (ValueError, OSError) as exc:
-            raise ObliviateError(f"{str(input_)!r} is not a readable .npy array: {exc}") from None
+            why = "it holds objects, which are never unpickled" if "pickle" in str(exc) else exc
+            raise ObliviateError(
+                f"{str(input_)!r} is not a readable .npy array ({why}); {hint}"
+            ) from None
         st = _open(store, data_dir=data_dir)
         st.recover()
         proba = st.predict_proba(x, preprocessed=preprocessed)

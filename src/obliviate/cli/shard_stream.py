@@ -97,9 +97,7 @@ def register(shard: typer.Typer) -> None:
         epochs: int | None = typer.Option(None, "--epochs", help="n_epochs per experience [5]"),
         batch_size: int | None = typer.Option(None, "--batch-size", help="[32]"),
         lr: float | None = typer.Option(None, "--lr", help="[0.05]"),
-        seed: int | None = typer.Option(
-            None, "--seed", help="seed of assignment, init, data order [0]"
-        ),
+        seed: int | None = _c.seed_option(None, help="seed of assignment, init, data order [0]"),
         backend: str = typer.Option("inline", "--backend", help=BACKEND_HELP),
         workers: int | None = typer.Option(None, "--workers", help="parallel workers"),
         as_json: bool = _c.json_option(),
@@ -212,6 +210,7 @@ def register(shard: typer.Typer) -> None:
         workers: int | None = typer.Option(None, "--workers", help="parallel workers"),
         out: Path | None = _c.out_option("also write the receipt (JSON) to this file"),
         as_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Delete ids exactly and print the receipt (JSON)."""
         from obliviate.io import atomic_write_text
@@ -233,6 +232,7 @@ def register(shard: typer.Typer) -> None:
     def status(
         store: Path = typer.Option(..., "--store", help=STORE_HELP),
         as_json: bool = _c.json_option(),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Shards, experiences, samples by state, requests, test accuracy (a table; --json)."""
         from obliviate.sharded.continual import ShardedContinual
@@ -248,6 +248,7 @@ def register(shard: typer.Typer) -> None:
     def verify(
         store: Path = typer.Option(..., "--store", help=STORE_HELP),
         as_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Re-hash every file, check ids and the event chain; exit 1 when a problem is found."""
         from obliviate.sharded.continual import ShardedContinual
@@ -262,6 +263,7 @@ def register(shard: typer.Typer) -> None:
     def resume(
         store: Path = typer.Option(..., "--store", help=STORE_HELP),
         as_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
+        quiet: bool = _c.quiet_option(),
     ) -> None:
         """Complete a deletion a killed process left; print the receipts completed (JSON)."""
         from obliviate.sharded.continual import ShardedContinual

@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         budget: float = typer.Option(
             None, help="time budget in seconds (> 0); the search stops after the running trial"
         ),
-        seed: int = typer.Option(0, help="seed of the splits, the sampler and the method"),
+        seed: int = _c.seed_option(help="seed of the splits, the sampler and the method"),
         val_fraction: float = typer.Option(
             0.2, help="share of the tuning rows held out (protocol carve)"
         ),

@@ -165,12 +165,33 @@ def _synthetic(data_dir: str | None) -> Raw:
     return x, y, None, None
 
 
+NPZ_HINT = (
+    "a valid file is a numpy .npz archive holding numeric arrays x [N, ...] and y [N] "
+    "(optional ids, x_test, y_test, ids_test); save one with numpy.savez(path, x=..., y=...)"
+)
+
+
+def _check_npz_archive(p: Path) -> None:
+    """Refuse a file that is not an npz archive (a zip of ``.npy`` members) before numpy reads
+    it: numpy would take a text file for a pickle and advise unpickling it."""
+    try:
+        with p.open("rb") as f:
+            head = f.read(6)
+    except OSError as exc:
+        raise ObliviateError(f"cannot read npz file {str(p)!r}: {exc.strerror or exc}") from None
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return
+    what = "a single .npy array" if head.startswith(b"\x93NUMPY") else "not an npz archive"
+    raise ObliviateError(f"{str(p)!r} is {what}; {NPZ_HINT}")
+
+
 def _npz(path: str) -> Raw:
     p = Path(path).expanduser()
     if not p.is_file():
         raise ObliviateError(
             f"npz file {str(p)!r} does not exist; give npz:PATH to a .npz with arrays x and y"
         )
+    _check_npz_archive(p)
     try:
         with np.load(p, allow_pickle=False) as f:
             keys = set(f.files)
@@ -180,9 +201,14 @@ def _npz(path: str) -> Raw:
     except ObliviateError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        text = str(exc)
+        why = (
+            "it holds object arrays (e.g. strings), which are never unpickled"
+            if "pickle" in text
+            else " ".join(text.split())[:160]
+        )
         raise ObliviateError(
-            f"{p} is not a readable .npz of numeric arrays ({' '.join(str(exc).split())[:160]}); "
-            "save it with numpy.savez(path, x=..., y=...[, ids=...])"
+            f"{p} is not a readable .npz of numeric arrays ({why}); {NPZ_HINT}"
         ) from None
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise ObliviateError(f"{p}: give both x_test and y_test, or neither")

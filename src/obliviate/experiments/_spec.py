@@ -132,8 +132,20 @@ def nonnegative_int(name: str, value: Any) -> None:
     check_number(name, value, low=0, integer=True)
 
 
-def any_int(name: str, value: Any) -> None:
+SEED_LIMIT = 2**32
+"""Seeds are integers ``0 <= seed < 2**32`` (what numpy's and torch's generators accept)."""
+
+
+def seed(name: str, value: Any) -> None:
+    """A seed: an integer in ``0..2**32-1``."""
     check_number(name, value, integer=True)
+    if not 0 <= value < SEED_LIMIT:
+        raise ObliviateError(
+            f"{name} {value!r} is not a valid seed; give an integer in 0..{SEED_LIMIT - 1}"
+        )
+
+
+any_int = seed  # every spec field checked with it is a seed (seed, data_seed, split_seed)
 
 
 def positive_number(name: str, value: Any) -> None:
