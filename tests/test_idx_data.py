@@ -44,3 +44,19 @@ def test_bad_idx_file_is_a_clear_error(tmp_path):
     (tmp_path / "x").write_bytes(b"\x01\x02\x03\x04")
     with pytest.raises(ObliviateError, match="not an IDX file"):
         read_idx(tmp_path / "x")
+
+
+def test_mnist1d_generation_leaves_the_global_random_state_alone():
+    """mnist1d's generator seeds numpy's and Python's global generators; loading must not."""
+    import random
+
+    from obliviate.data.datasets import _mnist1d_arrays
+
+    _mnist1d_arrays.cache_clear()
+    np.random.seed(1234)
+    random.seed(1234)
+    expected_np, expected_py = np.random.random(), random.random()
+    np.random.seed(1234)
+    random.seed(1234)
+    _mnist1d_arrays()
+    assert (np.random.random(), random.random()) == (expected_np, expected_py)

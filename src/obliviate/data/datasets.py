@@ -70,9 +70,17 @@ def _digits(data_dir: str | None) -> Raw:
 
 @lru_cache(maxsize=1)
 def _mnist1d_arrays() -> Raw:
+    import random
+
     from mnist1d.data import get_dataset_args, make_dataset
 
-    d = make_dataset(get_dataset_args())
+    # mnist1d's generator seeds numpy's and Python's global random state: give the caller's back
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        d = make_dataset(get_dataset_args())
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
     return (
         d["x"].astype(np.float32),
         d["y"].astype(np.int64),
