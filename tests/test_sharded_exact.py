@@ -230,7 +230,7 @@ def test_each_forget_rereads_what_it_builds_on_and_predicts_as_a_fresh_open(base
     rows = store.ledger.samples()
     first, second = (int(i) for i in rows[(rows[:, 1] == 0) & (rows[:, 2] == 2)][:2, 0])
     store.forget([first])  # builds on checkpoint (0, 1), retrains slice 2 of shard 0
-    assert files._memo is None  # nothing kept past the command
+    assert files.kept_checkpoints() is None  # nothing kept past the command
     _, test, _ = load_data(store.data_spec)
     fresh = ShardedStore(store.path, backend="inline")
     assert torch.equal(store.predict_proba(test.x[:50]), fresh.predict_proba(test.x[:50]))

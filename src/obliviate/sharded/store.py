@@ -22,6 +22,7 @@ import hashlib
 import io
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -44,8 +45,18 @@ FAILPOINTS = (
 
 _hits: dict[str, int] = {}
 
-_memo: dict[str, dict[str, torch.Tensor]] | None = None
-"""Checkpoints read (re-hashed) or written by this process inside :func:`checkpoint_memo`."""
+
+class _Kept(threading.local):
+    memo: dict[str, dict[str, torch.Tensor]] | None = None
+
+
+_kept = _Kept()
+"""Per thread: checkpoints read (re-hashed) or written inside :func:`checkpoint_memo`."""
+
+
+def kept_checkpoints() -> dict[str, dict[str, torch.Tensor]] | None:
+    """This thread's kept checkpoints (None outside :func:`checkpoint_memo`)."""
+    return _kept.memo
 
 
 @contextmanager
@@ -56,16 +67,16 @@ def checkpoint_memo() -> Iterator[None]:
     The lock is held for the whole scope, so no other process changes the files in it; the
     entries are content-addressed (a sha256 names one set of bytes) and are dropped when the
     scope ends, so the next command re-reads and re-hashes every checkpoint it builds on.
-    Worker processes (``local``/``ray`` backends) have no scope and read from disk.
+    Worker processes (``local``/``ray`` backends) have no scope and read from disk; the scope
+    is per thread (a service's threads each hold their own store).
     """
-    global _memo
-    outer = _memo
+    outer = _kept.memo
     if outer is None:
-        _memo = {}
+        _kept.memo = {}
     try:
         yield
     finally:
-        _memo = outer
+        _kept.memo = outer
 
 
 def failpoint(name: str) -> None:
@@ -99,7 +110,7 @@ def _fsync_dir(path: Path) -> None:
 
 def is_kept(sha: str) -> bool:
     """Whether checkpoint ``sha`` is held by the current :func:`checkpoint_memo` scope."""
-    return _memo is not None and sha in _memo
+    return _kept.memo is not None and sha in _kept.memo
 
 
 def _plain(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -188,8 +199,8 @@ class CheckpointBatch:
         plain = _plain(state)
         data = _to_bytes(plain)
         sha = sha256_bytes(data)
-        if keep and _memo is not None:
-            _memo[sha] = plain
+        if keep and _kept.memo is not None:
+            _kept.memo[sha] = plain
         final = checkpoint_path(self.store, sha)
         if any(f == final for _, f in self.pending) or (
             final.exists() and sha256_bytes(final.read_bytes()) == sha
@@ -236,8 +247,9 @@ def read_checkpoint(store: Path, sha: str) -> dict[str, torch.Tensor]:
     Inside :func:`checkpoint_memo` a checkpoint already read or kept in this command is not
     read again (a new dict of the same tensors: load it with ``load_state_dict``, which
     copies, never change the tensors in place)."""
-    if _memo is not None and sha in _memo:
-        return dict(_memo[sha])
+    memo = _kept.memo
+    if memo is not None and sha in memo:
+        return dict(memo[sha])
     path = checkpoint_path(store, sha)
     if not path.exists():
         raise ObliviateError(
@@ -253,8 +265,8 @@ def read_checkpoint(store: Path, sha: str) -> dict[str, torch.Tensor]:
     state = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     if not isinstance(state, dict):
         raise ObliviateError(f"checkpoint {path.name} does not hold a state dict")
-    if _memo is not None:
-        _memo[sha] = state
+    if memo is not None:
+        memo[sha] = state
         return dict(state)
     return state
 
