@@ -347,6 +347,25 @@ ONLINE: dict[str, dict] = {
             "replay": (0.92, f"Avalanche's own run (no paper), {CLB} README.md, Online Replay")
         },
     },
+    "cope-smnist-online": {
+        "source": f"{CLB} experiments/split_mnist/cope.py",
+        "kind": "split",
+        "scenario": "class",
+        "per_task": 0,
+        "hidden": (400, 400),
+        "epochs": 1,
+        "lr": 0.01,
+        "opt": "sgd",
+        "batch": 10,
+        "methods": {
+            "naive": {},
+            "replay": {"memory_size": 2000, "replay_batch_size": 10},
+            "cope": {"memory_size": 2000, "momentum": 0.99, "temperature": 0.1},
+        },
+        "reference": {
+            "cope": (0.93, f"CoPE paper (arXiv 2009.00919) as quoted by {CLB} README.md")
+        },
+    },
     "rwalk-smnist-til": {
         "source": f"{CLB} experiments/split_mnist/rwalk.py",
         "kind": "split",
