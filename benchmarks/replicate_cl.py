@@ -11,11 +11,12 @@ Table 2 — Permuted MNIST (continual-learning-baselines protocols for EWC, SI, 
     .venv/bin/python benchmarks/replicate_cl.py split --data-dir ../shared/data/mnist --seeds 0,1,2
     .venv/bin/python benchmarks/replicate_cl.py pmnist --data-dir ../shared/data/mnist --seeds 0,1,2
 
-Table 3 — online / small-memory protocols of MIR, GSS and RWalk (``ONLINE`` below), each with
-naive and ER (``replay``) under the same protocol; the protocols and reference figures are
-continual-learning-baselines' (ContinualAI, commit 4900462, ``experiments/*/{mir,gss,rwalk}.py``,
-``README.md``, ``tests/target_results.csv``) and MIR's authors' script
-(optimass/Maximally_Interfered_Retrieval, ``Scripts/ER_experiments.sh``):
+Table 3 — online / small-memory protocols of MIR, GSS, RWalk, CoPE and ER (``ONLINE`` below),
+each with naive and ER (``replay``) under the same protocol; the protocols and reference
+figures are continual-learning-baselines' (ContinualAI, commit 4900462,
+``experiments/*/{mir,gss,rwalk,cope,online_replay}.py``, ``README.md``,
+``tests/target_results.csv``) and MIR's authors' script (optimass/Maximally_Interfered_Retrieval,
+``Scripts/ER_experiments.sh``):
 
     .venv/bin/python benchmarks/replicate_cl.py online --data-dir ../shared/data/mnist --seeds 0,1,2
 
