@@ -475,7 +475,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     global DEVICE
-    DEVICE = str(check_device(args.device))
+    DEVICE = str(check_device(args.device, name="--device"))
     {"split": split, "pmnist": pmnist, "online": online}[args.table](args)
 
 

@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         quality: int = typer.Option(
             0,
             min=0,
-            help="N > 0: NeurIPS-2023 forgetting quality, N unlearned vs N independently "
+            help="N >= 3 (0: off): NeurIPS-2023 forgetting quality, N unlearned vs N independently "
             "retrained models, with the noise floor of exact unlearning (32 a side recommended)",
         ),
         relearn_cap: int = typer.Option(200, min=0, help="cap on relearn-attack steps"),

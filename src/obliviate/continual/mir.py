@@ -80,6 +80,10 @@ class MIR(Strategy):
     - Candidates are drawn from the whole memory (the authors' code excludes the current
       task's samples, which needs task boundaries).
     - When the memory holds fewer than ``n_candidates`` samples all are candidates.
+    - The interference score is the paper's plain loss increase under the virtual update. The
+      authors' published script runs with ``--compare_to_old_logits``, which scores against the
+      smaller of the current loss and the loss stored with the sample; it is not used here (as
+      in Avalanche's MIR).
     - The incoming batch is offered to the reservoir after the step's loss is computed; with
       several epochs a sample is offered once per epoch (the paper has one epoch).
 
