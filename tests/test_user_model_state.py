@@ -103,6 +103,27 @@ def test_a_diverging_unlearner_stops_with_a_one_line_error(data):
         make_unlearner("gradient_ascent", lr=1e30, n_epochs=3).unlearn(model, request)
 
 
+def test_finite_weights_with_overflowing_outputs_count_as_diverged(data, monkeypatch):
+    """JiT on MNIST left finite weights so large that the logits overflowed; the evaluation then
+    died in scikit-learn ("Input X contains NaN") instead of saying the method diverged."""
+    from obliviate.training import Diverged
+    from obliviate.unlearning.finetune import Finetune
+
+    train, _ = data
+    model = fit(user_model(), train, TrainConfig(n_epochs=1, batch_size=32, lr=0.05, seed=0))
+    request = ForgetRequest.from_ids(train, train.ids[:40])
+
+    def blow_up(self, model, request):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(1e30)  # finite (< 3.4e38) but the logits overflow to inf
+        return model
+
+    monkeypatch.setattr(Finetune, "_unlearn", blow_up)
+    with pytest.raises(Diverged, match="Finetune diverged: the weights or outputs"):
+        make_unlearner("finetune").unlearn(model, request)
+
+
 def test_a_diverging_stream_stops_with_a_clear_error(data):
     from obliviate.training import Diverged
 

@@ -484,18 +484,24 @@ class Diverged(ObliviateError):
 STEP_PARAMS = ("lr", "n_epochs", "alpha", "reg_strength", "temperature", "n_steps", "noise_scale")
 
 
-def check_finite(method: Any, model: nn.Module) -> None:
+def check_finite(method: Any, model: nn.Module, probe: Dataset | None = None) -> None:
     """Raise :class:`Diverged` when a parameter or floating buffer of ``model`` is NaN or inf,
-    naming ``method`` (an unlearner or a strategy: anything with ``get_params()``) and its
-    step-size hyperparameters to change. Called by ``Unlearner.unlearn`` on every result and by
-    the continual loop after every experience."""
+    or, given ``probe`` rows, when the model's float32 logits on its first 256 rows are (finite
+    weights so large that the outputs overflow), naming ``method`` (an unlearner or a strategy:
+    anything with ``get_params()``) and its step-size hyperparameters to change. Called by
+    ``Unlearner.unlearn`` on every result (probed on the forget rows) and by the continual loop
+    after every experience."""
     tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
-    if all(bool(torch.isfinite(t).all()) for t in tensors):
+    finite = all(bool(torch.isfinite(t).all()) for t in tensors)
+    if finite and probe is not None and len(probe) > 0:
+        out = predict_logits(model, probe.subset(range(min(len(probe), 256))))
+        finite = bool(torch.isfinite(out).all())
+    if finite:
         return
     params = method.get_params()
     knobs = ", ".join(f"{k}={params[k]!r}" for k in STEP_PARAMS if k in params)
     raise Diverged(
-        f"{type(method).__name__} diverged: the weights became NaN or inf"
+        f"{type(method).__name__} diverged: the weights or outputs became NaN or inf"
         + (f" with {knobs}" if knobs else "")
         + "; lower the learning rate (lr) or the number of steps and run again"
     )

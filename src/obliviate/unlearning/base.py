@@ -155,7 +155,7 @@ class Unlearner(ABC):
                 "training mode; forget at least 2 samples, or put the BatchNorm layers in eval "
                 "mode (model.apply on nn.BatchNorm*: .eval()) before unlearning"
             ) from None
-        check_finite(self, out)  # a diverged method stops with a clear error
+        check_finite(self, out, request.forget)  # a diverged method stops with a clear error
         return out
 
     @abstractmethod
