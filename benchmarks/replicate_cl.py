@@ -41,7 +41,8 @@ from obliviate.models import ModelSpec, model_for_stream
 from obliviate.training import TrainConfig, check_device
 
 # van de Ven et al. 2022, Table 2, Split MNIST, class-IL (as quoted in obliviate issue #3; the
-# issue asks to verify them against the paper's own table — see docs/replication.md).
+# issue asks to verify them against the paper's own table — see README.md, "Published numbers,
+# reproduced on MNIST", for what was and was not verified).
 SPLIT_CLASS_IL = {
     "naive": 19.9,
     "ewc": 20.6,
