@@ -4,6 +4,7 @@ on hand-computed tensors, and each method on a user-style model (batch norm, dro
 
 import copy
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from obliviate.unlearning import make_unlearner
 from obliviate.unlearning._ops import fresh_like, frozen_copy, run_steps
 from obliviate.unlearning.base import ForgetRequest
 from obliviate.unlearning.negmerge import sign_consensus_merge
-from obliviate.unlearning.scrub import rewind_index
+from obliviate.unlearning.scrub import rewind_index, rewind_reference
 from obliviate.unlearning.sfron import adaptive_forget_loss, saliency_mask
 from obliviate.unlearning.stochastic_teacher import distillation_loss
 
@@ -240,7 +241,8 @@ def test_distillation_loss_is_zero_against_itself(mlp_setup):
 # ---- SCRUB+R ---------------------------------------------------------------------------------
 def test_rewind_index_by_hand():
     errors = [0.1, 0.5, 0.9, 0.5]
-    assert rewind_index(errors, 0.45) == 3  # 0.5 twice: ties go to the later checkpoint
+    assert rewind_index(errors, 0.45) == 1  # 0.5 twice: ties go to the earliest (authors' min)
+    assert rewind_index([0.0, 1.0, 1.0, 1.0, 1.0], 0.5) == 0  # every gap 0.5: epoch 1
     assert rewind_index(errors, 1.0) == 2
     assert rewind_index(errors, 0.0) == 0
     assert rewind_index([0.3], 0.9) == 0
@@ -252,7 +254,7 @@ def test_scrub_rewind_returns_the_chosen_checkpoint():
     toy = toy_setup()
     plain = make_unlearner("scrub", seed=1)
     final = plain.unlearn(toy.original, toy.request)
-    assert plain.learned() == {"forget_errors_": None, "rewind_epoch_": None}
+    assert set(plain.learned().values()) == {None}
     probe = make_unlearner("scrub", seed=1, rewind=True, rewind_target=0.0)
     probe.unlearn(toy.original, toy.request)
     errors = probe.learned()["forget_errors_"]
@@ -269,8 +271,59 @@ def test_scrub_rewind_returns_the_chosen_checkpoint():
                 torch.equal(a, b)
                 for a, b in zip(_state(out).values(), _state(final).values(), strict=True)
             )
-    with pytest.raises(ObliviateError, match="rewind_target"):
-        make_unlearner("scrub", rewind=True)
+    with pytest.raises(ObliviateError, match="validation=.*rewind_target"):
+        make_unlearner("scrub", rewind=True).unlearn(toy.original, toy.request)
+
+
+def test_scrub_rewind_reference_is_the_final_models_error_on_held_out_forget_classes():
+    toy = toy_setup()
+    forget = toy.request.forget.subset(torch.nonzero(toy.request.forget.y < 2).reshape(-1))
+    assert len(forget) > 0 and set(forget.y.tolist()) <= {0, 1}
+    req = ForgetRequest.from_ids(toy.train, forget.ids, toy.recipe)
+    req = dataclasses.replace(req, validation=toy.test)
+    final = make_unlearner("scrub", seed=1).unlearn(toy.original, req)
+    final.eval()
+    wrong = n = 0  # by hand: rows of classes 0 and 1 only, one at a time
+    with torch.no_grad():
+        for x, y in zip(toy.test.x, toy.test.y, strict=True):
+            if int(y) in (0, 1):
+                n += 1
+                wrong += int(int(final(x[None]).argmax()) != int(y))
+    u = make_unlearner("scrub", seed=1, rewind=True)
+    out = u.unlearn(toy.original, req)
+    got = u.learned()
+    assert got["n_validation_rows_"] == n == int((toy.test.y < 2).sum()) < len(toy.test)
+    assert got["rewind_reference_"] == pytest.approx(wrong / n)
+    assert rewind_reference(final, toy.test, forget) == pytest.approx(wrong / n)
+    assert got["rewind_epoch_"] == rewind_index(got["forget_errors_"], wrong / n) + 1
+    err = 1 - accuracy(out, req.forget)
+    assert err == pytest.approx(got["forget_errors_"][got["rewind_epoch_"] - 1])
+    # a fixed rewind_target overrides the held-out rows; none of the forget classes: an error
+    v = make_unlearner("scrub", seed=1, rewind=True, rewind_target=1.0)
+    v.unlearn(toy.original, req)
+    assert v.learned()["rewind_reference_"] == 1.0 and v.learned()["n_validation_rows_"] is None
+    other = dataclasses.replace(
+        req, validation=toy.test.subset(torch.nonzero(toy.test.y >= 2)[:, 0])
+    )
+    with pytest.raises(ObliviateError, match="no held-out row with a forget-set label"):
+        u.unlearn(toy.original, other)
+
+
+def test_scrub_rewind_runs_from_the_cli_on_digits(tmp_path):
+    from obliviate.cli.main import main
+
+    out = tmp_path / "r.json"
+    args = ["forget", "--dataset", "digits", "--forget", "random:10%", "--method", "scrub"]
+    args += ["--set", "rewind=true", "--relearn-cap", "0", "--cache", str(tmp_path)]
+    assert main([*args, "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    learned, val = r["learned"], r["validation"]
+    assert len(learned["forget_errors_"]) == 5 and 1 <= learned["rewind_epoch_"] <= 5
+    assert 0.0 <= learned["rewind_reference_"] <= 1.0
+    assert learned["n_validation_rows_"] == val["n_rows"] > 0
+    test = load_dataset("digits")[1]  # its test split, cut in two: 20 % of each class held out
+    assert val["n_rows"] + val["n_test_rows"] == len(test)
+    assert val["n_rows"] == sum(int(0.2 * int((test.y == c).sum())) for c in test.y.unique())
 
 
 # ---- every new method on the user-style model ------------------------------------------------

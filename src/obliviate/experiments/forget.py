@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from obliviate import recipes
 from obliviate._hyper import param_names
-from obliviate._rng import derive_seed
+from obliviate._rng import derive_seed, generator
 from obliviate.data.dataset import data_fingerprint
 from obliviate.data.datasets import load_dataset
 from obliviate.data.forget_sets import EmptyForgetSetWarning
@@ -393,13 +393,44 @@ def learned_state(unlearner: Any) -> dict[str, Any]:
     return out
 
 
+VALIDATION_SHARE = 0.2
+"""Share of each class of the test split held out for methods that calibrate on held-out rows
+(SCRUB+R's rewind reference): the authors' 20 % per class (``meghdadk/SCRUB``, ``datasets.py``)."""
+
+
+def with_validation(p: Prepared, seed: int) -> Prepared:
+    """``p`` with a seeded ``VALIDATION_SHARE`` of each class of ``p.test`` moved into
+    ``request.validation`` and out of ``test``, so that the rows a method calibrates on never
+    score it (every metric of the run, the original's and the oracle's included, uses the rest).
+    The original and the oracle never trained on test rows; a class with under 5 rows gives none.
+    """
+    import torch
+
+    g = generator(seed, "forget", "validation")
+    y = p.test.y.cpu()
+    held = [
+        idx[torch.randperm(len(idx), generator=g)[: int(VALIDATION_SHARE * len(idx))]]
+        for idx in (torch.nonzero(y == c).reshape(-1) for c in torch.unique(y))
+    ]
+    val = torch.sort(torch.cat(held)).values
+    keep = torch.ones(len(y), dtype=torch.bool)
+    keep[val] = False
+    request = replace(p.request, validation=p.test.subset(val))
+    return replace(p, request=request, test=p.test.subset(torch.nonzero(keep).reshape(-1)))
+
+
 def run(spec: ForgetSpec, *, prepared: Prepared | None = None) -> dict[str, Any]:
     """Run one forget experiment (see the module docstring) and return its JSON-ready result.
     ``prepared`` (from :func:`prepare` of a spec equal but for the method) skips loading and
-    training. Bad input raises :class:`~obliviate.errors.ObliviateError`."""
+    training. A method that calibrates on held-out rows (``uses_validation``, e.g. SCRUB with
+    ``rewind=True`` and no ``rewind_target``) gets them from the test split
+    (:func:`with_validation`), and the run reports on the remaining test rows (``validation``
+    in the result says so). Bad input raises :class:`~obliviate.errors.ObliviateError`."""
 
     p = prepared if prepared is not None else prepare(spec)
     method = make_method(spec)
+    if getattr(method, "uses_validation", False):
+        p = with_validation(p, spec.seed)
     start, start_cpu = time.perf_counter(), time.process_time()
     with precision_scope(spec.precision):
         unlearned = method.unlearn(p.original, p.request)
@@ -431,6 +462,13 @@ def run(spec: ForgetSpec, *, prepared: Prepared | None = None) -> dict[str, Any]
             "provenance": provenance(seed=spec.seed, device=spec.device, precision=spec.precision),
         }
     )
+    if p.request.validation is not None:
+        result["validation"] = {
+            "n_rows": len(p.request.validation),
+            "n_test_rows": len(p.test),
+            "source": f"{VALIDATION_SHARE:.0%} of each class of the test split, seeded; "
+            "every metric here uses the other test rows",
+        }
     if spec.quality:
         result["quality"] = quality(spec, p)
     return result
@@ -508,6 +546,7 @@ def quality(spec: ForgetSpec, p: Prepared) -> dict[str, Any]:
             retain=p.request.retain,
             train=p.request.train,
             recipe=seeded(p.recipe, s),
+            validation=p.request.validation,
         )
         unlearned.append(make_method(spec, seed=s).unlearn(orig, req))
     out = forgetting_quality(unlearned, oracles, p.request, p.test)

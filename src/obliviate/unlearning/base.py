@@ -51,12 +51,15 @@ class ForgetRequest:
     ``forget``: the training rows to forget (with their ids). ``retain``: the training rows to
     keep (training set minus ``forget``). ``train``: the whole original training set.
     ``recipe``: how the original model was trained (for retraining-based methods).
+    ``validation``: held-out rows the original never trained on, outside every reported
+    split, for methods that calibrate on them (SCRUB+R's rewind reference); ``None``: none.
     """
 
     forget: Dataset
     retain: Dataset | None = None
     train: Dataset | None = None
     recipe: Recipe | FactoryRecipe | None = None
+    validation: Dataset | None = None
 
     @property
     def ids(self) -> Tensor:
@@ -66,7 +69,7 @@ class ForgetRequest:
         """The request with every dataset on ``device`` (the same object when already there;
         :func:`~obliviate.training.data_to`)."""
         device = torch.device(device)
-        parts = (self.forget, self.retain, self.train)
+        parts = (self.forget, self.retain, self.train, self.validation)
         if all(d is None or d.x.device == device for d in parts):
             return self
         return ForgetRequest(
@@ -74,6 +77,7 @@ class ForgetRequest:
             retain=None if self.retain is None else data_to(self.retain, device),
             train=None if self.train is None else data_to(self.train, device),
             recipe=self.recipe,
+            validation=None if self.validation is None else data_to(self.validation, device),
         )
 
     @classmethod

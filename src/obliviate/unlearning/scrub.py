@@ -11,6 +11,7 @@ from torch import nn
 
 from obliviate._rng import generator
 from obliviate._validation import check_number, check_schedule
+from obliviate.data.dataset import Dataset
 from obliviate.errors import ObliviateError
 from obliviate.models.base import logits
 from obliviate.training import (
@@ -30,15 +31,49 @@ def rewind_index(forget_errors: Sequence[float], target: float) -> int:
     """SCRUB+R's checkpoint choice: the index of the forget error closest to ``target``.
 
     ``forget_errors[i]``: the forget-set error (in [0, 1]) of the checkpoint after epoch
-    ``i + 1``; ``target``: the reference error (Kurmanji et al., 2023, Sec. "SCRUB+R": the
-    error on a validation set from the forget set's distribution). Ties go to the later
-    checkpoint (more retain passes). Raises :class:`ObliviateError` for no checkpoints.
+    ``i + 1``; ``target``: the reference error (:func:`rewind_reference`). Ties go to the
+    *earliest* checkpoint, as in the authors' code (``min(enumerate(acc_fs), key=lambda x:
+    abs(x[1] - acc_fvs[-1]))``, whose Python ``min`` keeps the first minimum; repository
+    ``meghdadk/SCRUB``, ``MIA_experiments.ipynb``, commit 98ffb11): among checkpoints equally
+    close to the reference, the one fewest steps from the original. Raises
+    :class:`ObliviateError` for no checkpoints.
     """
     if len(forget_errors) == 0:
         raise ObliviateError("rewind_index needs at least one checkpoint error")
     gaps = [abs(float(e) - float(target)) for e in forget_errors]
-    best = min(gaps)
-    return max(i for i, g in enumerate(gaps) if g == best)
+    return gaps.index(min(gaps))
+
+
+def forget_distribution_rows(validation: Dataset, forget: Dataset) -> Dataset:
+    """The rows of ``validation`` whose label is one of ``forget``'s labels.
+
+    The authors' "forget validation set" (``meghdadk/SCRUB``, ``MIA_experiments.ipynb``,
+    commit 98ffb11: ``fgt_cls = np.unique(forget_loader.dataset.targets)``, validation rows
+    whose target is in ``fgt_cls``): the held-out rows from the forget set's class
+    distribution. For a random or selective forget set that covers every class this is the
+    whole validation set; for class forgetting, the held-out rows of the forgotten classes.
+    """
+    keep = torch.isin(validation.y, torch.unique(forget.y.to(validation.y.device)))
+    return validation.subset(torch.nonzero(keep).reshape(-1).cpu())
+
+
+def rewind_reference(model: nn.Module, validation: Dataset, forget: Dataset) -> float:
+    """SCRUB+R's reference forget error: ``model``'s error (in [0, 1]) on the rows of
+    ``validation`` from the forget set's classes (:func:`forget_distribution_rows`).
+
+    ``model`` is the SCRUB model after the last epoch (the authors take ``acc_fvs[-1]``, the
+    error after the final epoch). Raises :class:`ObliviateError` when no validation row has a
+    label of the forget set.
+    """
+    rows = forget_distribution_rows(validation, forget)
+    if len(rows) == 0:
+        labels = sorted({int(v) for v in forget.y.tolist()})
+        raise ObliviateError(
+            f"SCRUB: rewind=True found no held-out row with a forget-set label ({labels}) in "
+            f"the {len(validation)} validation rows; supply held-out rows of those classes, "
+            "or pass rewind_target=<error in [0, 1]>"
+        )
+    return 1.0 - accuracy(model, rows)
 
 
 class SCRUB(Unlearner):
@@ -53,11 +88,15 @@ class SCRUB(Unlearner):
     - one pass over the retain set minimising ``alpha d(x) + gamma CE(student(x), y)`` (stay
       close to the teacher and accurate on the retain set).
 
-    With ``rewind=True`` (SCRUB+R, the paper's variant for user privacy) a checkpoint is kept
-    after every epoch, and the one whose forget-set error is closest to ``rewind_target`` is
-    returned (:func:`rewind_index`): a forget error "just high enough", like that of a model
-    that never saw the forget set, rather than suspiciously high (which a membership-inference
-    attack would notice).
+    With ``rewind=True`` (SCRUB+R, the paper's variant for user privacy, Sec. "SCRUB and
+    Rewind") a checkpoint is kept after every epoch, and the one whose forget-set error is
+    closest to a reference error is returned (:func:`rewind_index`; ties: the earliest): a
+    forget error "just high enough", like that of a model that never saw the forget set, rather
+    than suspiciously high (which a membership-inference attack would notice). The reference
+    is ``rewind_target`` when given; otherwise, as in the authors' code, the error of the final
+    SCRUB model (after the last epoch) on the held-out rows ``request.validation`` whose labels
+    are among the forget set's (:func:`rewind_reference`). ``obliviate forget`` supplies those
+    rows (a seeded 20 % per class of the test split, which its reported metrics then exclude).
 
     Parameters
     ----------
@@ -76,26 +115,35 @@ class SCRUB(Unlearner):
     seed:
         data order.
     rewind:
-        SCRUB+R: return the epoch checkpoint whose forget error is closest to ``rewind_target``.
+        SCRUB+R: return the epoch checkpoint whose forget error is closest to the reference.
     rewind_target:
-        the reference forget error in [0, 1] (required with ``rewind=True``): the paper's error
-        of the final SCRUB model on a held-out validation set drawn from the forget set's
-        distribution (e.g. held-out rows of a forgotten class).
+        a fixed reference forget error in [0, 1] (only with ``rewind=True``); ``None`` (default):
+        measure it on ``request.validation`` (the paper's procedure). With neither, unlearning
+        raises :class:`ObliviateError` saying how to supply held-out rows.
 
     Attributes
     ----------
     forget_errors_ : list of float
-        With ``rewind``: the forget-set error after each epoch.
+        With ``rewind``: the forget-set error (in [0, 1]) after each epoch 1..``n_epochs``.
     rewind_epoch_ : int
         With ``rewind``: the epoch (1-based) of the returned checkpoint.
+    rewind_reference_ : float
+        With ``rewind``: the reference error used (``rewind_target``, or the measured one).
+    n_validation_rows_ : int
+        With ``rewind`` and a measured reference: the held-out rows it was measured on.
 
     Notes
     -----
-    - SCRUB+R: a request carries no held-out data, so the reference error is a hyperparameter
-      (``rewind_target``) that the caller measures; to measure it as the paper does, run SCRUB
-      once without rewinding (the same seed gives the same trajectory) and take that model's
-      error on held-out rows of the forget distribution (``benchmarks/unlearning_merge_distill.py``
-      does this). The checkpoints are the states after each epoch (not the original's).
+    - SCRUB+R candidates are the states after epochs 1..``n_epochs``. The authors' list of
+      forget errors also holds the original's (measured before epoch 1), but the checkpoint
+      it would load (``..._step0.pt``) is never saved, so choosing it fails there; here the
+      original is not a candidate.
+    - The authors' held-out set is a seeded 20 % per class of the *training* set, removed
+      before the original is trained and distinct from the test set (``datasets.py``,
+      ``get_loaders``, commit 98ffb11). ``obliviate forget`` trains its original on the whole
+      training split (shared by every method), so it carves the held-out rows from the test
+      split instead and reports every metric of that run on the remaining test rows, so that
+      the rows the rewind was calibrated on never score it.
     - The reference code's learning-rate decay epochs (after epoch 3) never trigger within its
       3-epoch class-forgetting runs and are omitted.
     - ``lr`` 0.03 and ``n_epochs`` 5 were set on the retain/forget sets of a small digits MLP:
@@ -113,7 +161,12 @@ class SCRUB(Unlearner):
 
     guarantee: ClassVar[Literal["exact", "approximate"]] = "approximate"
     needs: ClassVar[frozenset[str]] = frozenset({"retain"})
-    learned_state: ClassVar[tuple[str, ...]] = ("forget_errors_", "rewind_epoch_")
+    learned_state: ClassVar[tuple[str, ...]] = (
+        "forget_errors_",
+        "rewind_epoch_",
+        "rewind_reference_",
+        "n_validation_rows_",
+    )
 
     def __init__(
         self,
@@ -157,11 +210,6 @@ class SCRUB(Unlearner):
                     f"SCRUB: rewind_target={rewind_target!r} has no effect without rewind=True; "
                     "pass rewind=True to rewind to it, or drop rewind_target"
                 )
-        elif rewind:
-            raise ObliviateError(
-                "SCRUB: rewind=True needs rewind_target, the forget error to rewind to (in "
-                "[0, 1]): the error on held-out rows of the forget set's distribution, e.g. 0.9"
-            )
         self.n_epochs = n_epochs
         self.msteps = msteps
         self.alpha = alpha
@@ -177,9 +225,20 @@ class SCRUB(Unlearner):
         self.rewind = rewind
         self.rewind_target = rewind_target
 
+    @property
+    def uses_validation(self) -> bool:
+        """Whether :meth:`unlearn` measures the rewind reference on ``request.validation``."""
+        return self.rewind and self.rewind_target is None
+
     def _unlearn(self, model: nn.Module, request: ForgetRequest) -> nn.Module:
-        out = trainable(model)
         assert request.retain is not None
+        if self.uses_validation and (request.validation is None or len(request.validation) == 0):
+            raise ObliviateError(
+                "SCRUB: rewind=True without rewind_target needs held-out rows to measure the "
+                "reference forget error: pass ForgetRequest(validation=<rows the original never "
+                "trained on>) (obliviate forget does), or set rewind_target=<error in [0, 1]>"
+            )
+        out = trainable(model)
         teacher = frozen_copy(model)
         cfg = TrainConfig(
             lr=self.lr,
@@ -229,9 +288,17 @@ class SCRUB(Unlearner):
         finally:
             out.eval()
         if self.rewind:
-            assert self.rewind_target is not None
-            best = rewind_index(errors, self.rewind_target)
+            if self.rewind_target is None:
+                assert request.validation is not None
+                reference = rewind_reference(out, request.validation, request.forget)
+                self.n_validation_rows_ = len(
+                    forget_distribution_rows(request.validation, request.forget)
+                )
+            else:
+                reference = float(self.rewind_target)
+            best = rewind_index(errors, reference)
             out.load_state_dict(checkpoints[best])
             self.forget_errors_ = errors
             self.rewind_epoch_ = best + 1
+            self.rewind_reference_ = reference
         return out
