@@ -23,8 +23,9 @@ def asymmetric_cross_entropy(out: Tensor, y: Tensor) -> Tensor:
 
     ``out``: logits ``[B, C]`` (float); ``y``: labels ``[B]`` (int64). Every column whose class
     does not occur in ``y`` is masked to the dtype's lowest value before the softmax, so the
-    loss neither pushes those logits down nor depends on them (Caccia et al., 2022, Section 4,
-    ``L_CE^{C_curr}``). Returns the batch mean, a scalar.
+    loss neither pushes those logits down nor depends on them (Caccia et al., 2022,
+    ``L_CE^{C_curr}``; section and equation numbers not verified, see ERACE's References).
+    Returns the batch mean, a scalar.
     """
     present = torch.zeros(out.shape[1], dtype=torch.bool, device=out.device)
     present[y] = True
@@ -35,7 +36,7 @@ def asymmetric_cross_entropy(out: Tensor, y: Tensor) -> Tensor:
 class ERACE(Strategy):
     """ER-ACE: experience replay whose incoming-batch loss ignores absent classes.
 
-    Each step minimises (Caccia et al., 2022, Section 4, the ER-ACE loss)::
+    Each step minimises (Caccia et al., 2022, the ER-ACE loss)::
 
         L_CE^{C_in}(f(X_in), Y_in) + L_CE(f(X_bf), Y_bf)
 
@@ -70,7 +71,10 @@ class ERACE(Strategy):
     ----------
     Caccia, L., Aljundi, R., Asadi, N., Tuytelaars, T., Pineau, J. & Belilovsky, E. (2022).
     New Insights on Reducing Abrupt Representation Change in Online Continual Learning.
-    ICLR 2022, Section 4 (equation numbers not checked against a stored copy).
+    ICLR 2022. arXiv:2104.05025. Checked against the abstract only (an asymmetric update rule
+    that pushes new classes to adapt to the older ones). Section and equation numbers not
+    verified against the paper (no readable copy of its full text here); the loss follows
+    Mammoth's code, as Notes say.
     """
 
     keeps_memory: ClassVar[bool] = True

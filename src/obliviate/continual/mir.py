@@ -21,7 +21,7 @@ __all__ = ["MIR", "interference_scores"]
 
 
 def interference_scores(loss_before: Tensor, loss_after: Tensor, k: int) -> Tensor:
-    """MIR's retrieval criterion (Aljundi et al., 2019, Section 3, Algorithm 1).
+    """MIR's retrieval criterion (Aljundi et al., 2019; section/algorithm numbers not verified).
 
     ``loss_before[i]`` / ``loss_after[i]``: candidate ``i``'s loss (float, shape ``[C]``) under
     the current parameters ``theta`` and under the virtual update
@@ -37,7 +37,7 @@ def interference_scores(loss_before: Tensor, loss_after: Tensor, k: int) -> Tens
 class MIR(Strategy):
     """MIR: replay the memory samples the coming update would hurt most.
 
-    Each step, with incoming batch ``B_in`` and parameters ``theta`` (Algorithm 1):
+    Each step, with incoming batch ``B_in`` and parameters ``theta`` (the paper's algorithm):
 
     1. the virtual update ``theta_v = theta - lr * grad_theta L(f_theta(B_in))`` is computed;
     2. ``n_candidates`` samples ``C`` are drawn at random from a reservoir memory, and each one's
@@ -90,9 +90,10 @@ class MIR(Strategy):
     References
     ----------
     Aljundi, R., Caccia, L., Belilovsky, E., Caccia, M., Lin, M., Charlin, L. & Tuytelaars, T.
-    (2019). Online Continual Learning with Maximally Interfered Retrieval. NeurIPS 2019,
-    Section 3 and Algorithm 1; the authors' code (optimass/Maximally_Interfered_Retrieval,
-    ``mir.py``) for the candidate and replay sizes.
+    (2019). Online Continual Learning with Maximally Interfered Retrieval. NeurIPS 2019.
+    arXiv:1908.04742. Section and equation numbers not verified against the paper (no readable
+    copy of its full text here); the authors' code (optimass/Maximally_Interfered_Retrieval,
+    ``mir.py``, whose README was read) for the retrieval, the candidate and the replay sizes.
     """
 
     keeps_memory: ClassVar[bool] = True

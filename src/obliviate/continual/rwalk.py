@@ -89,8 +89,12 @@ class RWalk(Strategy):
     References
     ----------
     Chaudhry, A., Dokania, P. K., Ajanthan, T. & Torr, P. H. S. (2018). Riemannian Walk for
-    Incremental Learning: Understanding Forgetting and Intransigence. ECCV 2018, Section 4,
-    eqs. (6)-(8) (numbering as in Avalanche's ``RWalkPlugin``).
+    Incremental Learning: Understanding Forgetting and Intransigence. ECCV 2018.
+    arXiv:1801.10112. The equation numbers used here (EWC++ eq. 6, the interval score eq. 7, the
+    penalty eq. 8) are those of the comments in Avalanche's ``RWalkPlugin``
+    (ContinualAI/avalanche, ``avalanche/training/plugins/rwalk.py``), not verified against the
+    paper itself: its EWC++ update ``F^t = alpha F^t + (1 - alpha) F^{t-1}`` was read here only
+    in an unnumbered quotation of the ar5iv text.
     """
 
     needs_task_boundaries: ClassVar[bool] = True

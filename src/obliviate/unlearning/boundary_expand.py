@@ -73,6 +73,9 @@ class BoundaryExpand(Unlearner):
     ----------
     Chen, M., Gao, W., Liu, G., Peng, K. & Wang, C. (2023). Boundary Unlearning: Rapid Forgetting
     of Deep Networks via Shifting the Decision Space. CVPR 2023. arXiv:2303.11570.
+    Checked against the abstract only (CVF open-access page): two boundary-shift methods for
+    forgetting a whole class, Boundary Shrink and Boundary Expanding. Section and equation
+    numbers not verified against the paper (no readable copy of its full text here).
     """
 
     guarantee: ClassVar[Literal["exact", "approximate"]] = "approximate"

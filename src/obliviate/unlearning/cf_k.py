@@ -47,7 +47,9 @@ class CFk(Unlearner):
     References
     ----------
     Goel, S., Prabhu, A., Sanyal, A., Lim, S.-N., Torr, P. & Kumaraguru, P. (2022). Towards
-    adversarial evaluation of inexact machine unlearning. arXiv:2201.06640.
+    adversarial evaluation of inexact machine unlearning. arXiv:2201.06640. Checked against
+    the abstract only, which names EU-k and CF-k as its two baseline methods. Section and
+    equation numbers not verified against the paper (no readable copy of its full text here).
     """
 
     guarantee: ClassVar[Literal["exact", "approximate"]] = "approximate"

@@ -99,6 +99,10 @@ class FisherForgetting(Unlearner):
     Golatkar, A., Achille, A. & Soatto, S. (2020). Eternal Sunshine of the Spotless Net: Selective
     Forgetting in Deep Networks. CVPR 2020. arXiv:1911.04933. (The
     "Fisher forgetting" scrubbing procedure.)
+    Section and equation numbers not verified against the paper: of arXiv:1911.04933v5 only the
+    abstract and the introduction were readable here, so the paper's form of the scrubbing
+    function quoted under Notes is not checked against a numbered equation; the variance used
+    follows the authors' code (``get_mean_var`` in SelectiveForgetting), as Notes say.
     """
 
     guarantee: ClassVar[Literal["exact", "approximate"]] = "approximate"

@@ -80,7 +80,11 @@ class LFSSD(Unlearner):
     References
     ----------
     Foster, J., Schoepf, S. & Brintrup, A. (2024). Loss-Free Machine Unlearning. ICLR 2024 Tiny
-    Papers. Aljundi, R. et al. (2018). Memory Aware Synapses. ECCV 2018.
+    Papers. arXiv:2402.19308. Checked against the abstract only: Selective Synaptic Dampening
+    with the diagonal of the Fisher information replaced by the gradient of the l2 norm of the
+    model output. Section and equation numbers not verified against the paper (no readable copy
+    of its full text here).
+    Aljundi, R. et al. (2018). Memory Aware Synapses. ECCV 2018.
     """
 
     guarantee: ClassVar[Literal["exact", "approximate"]] = "approximate"

@@ -97,7 +97,12 @@ class NegMerge(Unlearner):
     References
     ----------
     Kim, H. S., Han, D. & Choe, J. (2025). NegMerge: Sign-consensual weight merging for machine
-    unlearning. ICML 2025, PMLR 267:30067-30085. arXiv:2410.05583.
+    unlearning. ICML 2025, PMLR 267:30067-30085. arXiv:2410.05583. Checked against the abstract
+    only (PMLR page): task vectors of models fine-tuned on the forget set with varying
+    hyperparameters, merged keeping only the elements whose signs agree, the merged vector
+    negated on the original model. Section and equation numbers not verified against the paper
+    (no readable copy of its full text here); reference code named by the abstract:
+    github.com/naver-ai/negmerge.
     """
 
     guarantee: ClassVar[Literal["exact", "approximate"]] = "approximate"

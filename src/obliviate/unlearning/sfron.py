@@ -120,6 +120,11 @@ class SFRon(Unlearner):
     Huang, Z., Cheng, X., Zheng, J., Wang, H., He, Z., Li, T. & Huang, X. (2024). Unified
     gradient-based machine unlearning with remain geometry enhancement. NeurIPS 2024.
     arXiv:2409.19732. Reference code: github.com/K1nght/Unified-Unlearning-w-Remain-Geometry.
+    Checked against the abstract of the arXiv HTML (v1) only: the steepest-descent direction
+    decomposes into weighted forgetting gradient ascent, retaining gradient descent and a weight
+    saliency matrix, and a fast-slow parameter update approximates the remain-geometry
+    direction. Section and equation numbers not verified against the paper (no readable copy of
+    its full text here).
     """
 
     guarantee: ClassVar[Literal["exact", "approximate"]] = "approximate"

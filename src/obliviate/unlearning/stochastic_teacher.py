@@ -78,7 +78,10 @@ class StochasticTeacher(Unlearner):
     References
     ----------
     Zhang, X., Wang, J., Cheng, N., Sun, Y., Zhang, C. & Xiao, J. (2023). Machine unlearning
-    methodology base on stochastic teacher network. ADMA 2023. arXiv:2308.14322.
+    methodology base on stochastic teacher network. ADMA 2023. arXiv:2308.14322. Checked against
+    the arXiv abstract page only: a stochastic network as teacher removes the forgotten data's
+    influence, then the model is reconstructed, within one epoch. Section and equation numbers
+    not verified against the paper (no readable copy of its full text here).
     """
 
     guarantee: ClassVar[Literal["exact", "approximate"]] = "approximate"

@@ -108,7 +108,11 @@ class UNSIR(Unlearner):
     ----------
     Tarun, A. K., Chundawat, V. S., Mandal, M. & Kankanhalli, M. (2023). Fast Yet Effective
     Machine Unlearning. IEEE Transactions on Neural Networks and Learning Systems.
-    arXiv:2111.08947.
+    arXiv:2111.08947. Checked against the abstract only: an error-maximising noise matrix learned
+    from the original model for the class to forget, an *impair* step on that noise at a very
+    high learning rate, then a *repair* step. Section and equation numbers not verified against
+    the paper (no readable copy of its full text here); reference code named by the abstract:
+    github.com/vikram2000b/Fast-Machine-Unlearning.
     """
 
     guarantee: ClassVar[Literal["exact", "approximate"]] = "approximate"
