@@ -66,13 +66,15 @@ def find_output_layer(
             f"{owner}: to find {type(model).__name__}'s output layer, trace it on example rows "
             "first (feature_model(model, x))"
         )
-    produced: dict[int, str] = {}
+    # (output tensor, layer name): the tensors are kept alive until the comparison, so a freed
+    # intermediate's id() cannot be reused by the model's output and match the wrong layer
+    produced: list[tuple[Any, str]] = []
     handles = []
     for n, m in model.named_modules():
         if isinstance(m, nn.Linear):
 
             def hook(_m: nn.Module, _args: Any, out: Any, n: str = n) -> None:
-                produced[id(out)] = n
+                produced.append((out, n))
 
             handles.append(m.register_forward_hook(hook))
     modes = [(m, m.training) for m in model.modules()]
@@ -85,7 +87,11 @@ def find_output_layer(
             h.remove()
         for m, training in modes:
             m.training = training
-    name = produced.get(id(out)) if isinstance(out, Tensor) else None
+    name = (
+        next((n for t, n in reversed(produced) if t is out), None)
+        if isinstance(out, Tensor)
+        else None
+    )
     if name is None:
         raise ObliviateError(
             f"{owner} needs a model where {REQUIREMENT}; {type(model).__name__}.forward returns "
