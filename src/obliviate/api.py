@@ -54,7 +54,7 @@ from obliviate.models.base import check_model_output, seeded_init
 from obliviate.training import Batch, FactoryRecipe, TrainConfig, model_device
 from obliviate.unlearning import make_unlearner, unlearner_class
 from obliviate.unlearning.base import ForgetRequest, Unlearner
-from obliviate.unlearning.evaluate import evaluate_unlearning
+from obliviate.unlearning.evaluate import CollapseWarning, collapse_message, evaluate_unlearning
 
 ArrayLike = np.ndarray | Tensor | Sequence[Any]
 
@@ -436,7 +436,10 @@ def forget(
     ``n_forget``, ``n_retain``, ``forget_ids`` (list) and ``seconds`` (the unlearning alone);
     with ``evaluate=True`` also everything of
     :func:`~obliviate.unlearning.evaluate.evaluate_unlearning` (``original``, ``oracle``,
-    ``unlearned``, ``gaps``, ``js_to_oracle``, ``relearn_steps``, ...) and ``oracle_seconds``.
+    ``unlearned``, ``gaps``, ``js_to_oracle``, ``relearn_steps``, ``collapsed``, ``collapse``,
+    ...) and ``oracle_seconds``; a collapsed unlearned model (retain accuracy below half-way
+    from chance to the oracle's, :func:`~obliviate.unlearning.evaluate.collapse`) also warns
+    once with :class:`~obliviate.unlearning.evaluate.CollapseWarning`.
 
     Raises :class:`ObliviateError` for ids never trained on, a request that forgets every row,
     an unknown method, bad hyperparameters, ``evaluate=True`` without ``test`` or without a
@@ -479,6 +482,12 @@ def forget(
         report["oracle_seconds"] = time.perf_counter() - started
         with seeded_init(derive_seed(seed, "evaluate", "global-rng")):
             report.update(evaluate_unlearning(model, oracle, unlearned, request, test, seed=seed))
+        if report["collapsed"]:
+            warnings.warn(
+                collapse_message(report, f"{report['method']} unlearned model"),
+                CollapseWarning,
+                stacklevel=2,
+            )
     return unlearned, report
 
 
@@ -511,6 +520,7 @@ def _ids(a: ArrayLike | None) -> Tensor | None:
 
 
 __all__ = [
+    "CollapseWarning",
     "MissingClassWarning",
     "arrays",
     "build",

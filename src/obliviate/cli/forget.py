@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import statistics
+import sys
 from collections.abc import Callable
 
 import typer
@@ -25,6 +26,21 @@ def speedup_text(wall: list[float], cpu: list[float], cell: Callable[..., str]) 
     if statistics.mean(finite) < 1:
         text += ": slower than retraining from scratch"
     return text
+
+
+def collapse_warning(method: str, results: list[dict], collapsed: list[dict]) -> str:
+    """The text of the one ``warning:`` line for runs whose unlearned model collapsed
+    (:func:`obliviate.unlearning.evaluate.collapse`)."""
+    seeds = ", ".join(str(r["spec"]["seed"]) for r in collapsed)
+    c = [r["collapse"] for r in collapsed]
+    return (
+        f"{method} collapsed on seed{'s' if len(c) > 1 else ''} {seeds} of {len(results)}: "
+        f"retain accuracy {statistics.mean(x['retain_acc'] for x in c):.3f} against the "
+        f"oracle's {statistics.mean(x['oracle_retain_acc'] for x in c):.3f} (chance "
+        f"{statistics.mean(x['chance'] for x in c):.3f}, collapse below "
+        f"{statistics.mean(x['threshold'] for x in c):.3f}); its forget accuracy is damage, "
+        "not forgetting (try a smaller lr or fewer steps)"
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -187,6 +203,9 @@ def register(app: typer.Typer) -> None:
                 f"score {cell([r['quality']['score'] for r in results])}; finite epsilon <= "
                 f"{results[0]['quality'].get('max_finite_epsilon', float('nan')):.2f} at this N"
             )
+        collapsed = [r for r in results if r.get("collapsed")]
+        if collapsed:  # one line on stderr, also with --json
+            print(f"warning: {collapse_warning(method, results, collapsed)}", file=sys.stderr)
         for r in results:
             if r["learned"]:
                 console.print(f"seed {r['spec']['seed']} learned: {r['learned']}")

@@ -5,12 +5,14 @@ retain / forget / test accuracy, membership-inference attacks (forget set = memb
 test samples of the forget set's classes = non-members), the gaps to the oracle, the output
 distance to the oracle (JS divergence of softmax outputs on the forget and test sets) and the
 relearn time (fine-tuning steps on the forget set until forget accuracy returns to the
-original's). :func:`forgetting_quality` scores N unlearned models (each from its own original)
+original's) and whether the unlearned model collapsed (:func:`collapse`: its retain accuracy
+fell below half-way from chance to the oracle's). :func:`forgetting_quality` scores N unlearned models (each from its own original)
 against N independently retrained ones as the NeurIPS-2023 unlearning challenge did.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,6 +40,16 @@ from obliviate.training import (
 from obliviate.unlearning._ops import clone_model, cross_entropy
 from obliviate.unlearning.base import ForgetRequest
 from obliviate.unlearning.robustness import robustness_report
+
+COLLAPSE_FRACTION = 0.5
+"""An unlearned model is collapsed when its retain accuracy is below chance plus this fraction
+of the distance from chance to the oracle's retain accuracy (:func:`collapse`)."""
+
+
+class CollapseWarning(UserWarning):
+    """An unlearned model has collapsed: its retain accuracy is far below the retrained
+    oracle's (:func:`collapse`), so its low forget accuracy is damage, not forgetting."""
+
 
 RELEARN = TrainConfig(n_epochs=1, batch_size=32, lr=1e-3, optimizer="adam", seed=0)
 """Recovery attack optimiser: Adam, lr 1e-3, batch 32 on the forget set."""
@@ -78,6 +90,62 @@ def model_report(
     out["mia_auc"] = mia["loss_auc"]
     out["mia"] = mia
     return out
+
+
+def chance_accuracy(data: Dataset) -> float:
+    """Accuracy of the best constant predictor on ``data``: the frequency of its most common
+    label (``1 / n_classes`` on balanced data); NaN when ``data`` is empty."""
+    if len(data) == 0:
+        return float("nan")
+    counts = torch.bincount(data.y.long().cpu())
+    return float(counts.max()) / len(data)
+
+
+def collapse(
+    retain_acc: float,
+    oracle_retain_acc: float,
+    chance: float,
+    *,
+    fraction: float = COLLAPSE_FRACTION,
+) -> dict[str, Any]:
+    """Whether an unlearned model collapsed, judged against the retrained oracle.
+
+    Rule: ``collapsed`` when ``retain_acc < chance + fraction * (oracle_retain_acc - chance)``
+    (``fraction`` 0.5 by default: the model lost more than half of what separates the oracle
+    from a constant predictor on the rows it was meant to keep). Chance is the accuracy of the
+    best constant predictor (:func:`chance_accuracy`), so the rule holds on imbalanced retain
+    sets and any class count; anchoring on the oracle (not a fixed accuracy) makes it hold for
+    weak and strong models alike. A useful method stays within a few points of the oracle's
+    retain accuracy; a collapsed one predicts near-constantly, and its forget accuracy near 0
+    is then damage, not forgetting. Never collapsed when a figure is NaN (empty retain set) or
+    the oracle itself is no better than chance.
+
+    Returns ``collapsed`` (bool), ``retain_acc``, ``oracle_retain_acc``, ``chance``,
+    ``threshold`` (the retain accuracy below which the model counts as collapsed) and ``rule``.
+    """
+    threshold = chance + fraction * (oracle_retain_acc - chance)
+    known = not any(math.isnan(v) for v in (retain_acc, oracle_retain_acc, chance))
+    collapsed = bool(known and oracle_retain_acc > chance and retain_acc < threshold)
+    return {
+        "collapsed": collapsed,
+        "retain_acc": retain_acc,
+        "oracle_retain_acc": oracle_retain_acc,
+        "chance": chance,
+        "threshold": threshold,
+        "rule": f"retain_acc < chance + {fraction:g} * (oracle_retain_acc - chance)",
+    }
+
+
+def collapse_message(result: dict[str, Any], label: str = "the unlearned model") -> str:
+    """One line saying that ``result`` (of :func:`evaluate_unlearning`) collapsed, with its
+    figures."""
+    c = result["collapse"]
+    return (
+        f"{label} collapsed: retain accuracy {c['retain_acc']:.3f} against the oracle's "
+        f"{c['oracle_retain_acc']:.3f} (chance {c['chance']:.3f}, collapse below "
+        f"{c['threshold']:.3f}); its forget accuracy is damage, not forgetting (try a smaller "
+        "lr or fewer steps)"
+    )
 
 
 def relearn_steps(
@@ -129,7 +197,9 @@ def evaluate_unlearning(
     ``test_acc``, ``mia_auc`` (loss-threshold AUC) and ``mia`` (all attacks)); ``gaps``
     (unlearned minus oracle for the accuracies and AUCs); ``js_to_oracle`` (``forget``, ``test``
     for the unlearned model, ``original_forget``, ``original_test`` for reference);
-    ``relearn_steps`` (unlearned), ``relearn_steps_oracle``, ``relearn_cap``; with
+    ``relearn_steps`` (unlearned), ``relearn_steps_oracle``, ``relearn_cap``; ``collapsed``
+    (bool) and ``collapse`` (its figures: :func:`collapse` of the unlearned and the oracle's
+    retain accuracy, chance from the retain set's labels); with
     ``robustness=True``, ``robustness``: recovery after int8 quantisation, after fine-tuning
     on related samples, and the linear probe, for the unlearned model and the oracle
     (:func:`obliviate.unlearning.robustness.robustness_report`, probe fitted on ``test``).
@@ -160,9 +230,13 @@ def evaluate_unlearning(
         if robustness
         else {}
     )
+    retain = request.retain if request.retain is not None else request.forget.subset([])
+    flag = collapse(u["retain_acc"], o["retain_acc"], chance_accuracy(retain))
     return {
         **reports,
         **extra,
+        "collapsed": flag["collapsed"],
+        "collapse": flag,
         "gaps": gaps,
         "js_to_oracle": js,
         "relearn_steps": relearn_steps(unlearned, request.forget, target, cap=relearn_cap),
@@ -219,6 +293,11 @@ def forgetting_quality(
 
 
 __all__ = [
+    "COLLAPSE_FRACTION",
+    "CollapseWarning",
+    "chance_accuracy",
+    "collapse",
+    "collapse_message",
     "evaluate_unlearning",
     "forgetting_quality",
     "model_report",
