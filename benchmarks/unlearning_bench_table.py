@@ -12,7 +12,10 @@ beside the oracle's (capped by the spec's ``relearn_cap``), the NeurIPS-2023 for
 when the runs computed it (``quality = N`` in the spec), the CPU seconds of ``unlearn`` and its
 ratio to retraining's CPU seconds on the same seed (``cpu_seconds / oracle_cpu_seconds``, in %).
 Runs that failed are counted per method with the first line of their error. The oracle row
-(``retrain``) is the reference.
+(``retrain``) is the reference. A method whose unlearned model collapsed on some seeds (the
+result's ``collapsed``: retain accuracy below chance + 0.5 x (oracle's - chance),
+:func:`obliviate.unlearning.evaluate.collapse`) is marked ``collapsed k/n``: its forget
+accuracy is damage, not forgetting (records written before that field existed show no mark).
 """
 
 from __future__ import annotations
@@ -79,6 +82,13 @@ def tables(records: list[dict[str, Any]], only_seeds: set[int] | None = None) ->
             f" MIA {fmt([o['mia_auc'] for o in oracle])}; retraining {fmt(ocpu, digits=1)} CPU s."
         )
         out.append("")
+        if any(m.get("collapsed") for m in ok):
+            out.append(
+                "**collapsed k/n**: on k of n seeds the unlearned model's retain accuracy fell "
+                "below chance + 0.5 x (oracle's - chance); its forget accuracy is damage, not "
+                "forgetting."
+            )
+            out.append("")
         head = ["method", "n ok", "RA", "FA", "TA", "MIA [oracle]", "relearn [oracle]"]
         head += ["F (quality)", "F floor"] if has_q else []
         head += ["CPU s", "% of retrain CPU", "failed"]
@@ -95,8 +105,10 @@ def tables(records: list[dict[str, Any]], only_seeds: set[int] | None = None) ->
                 err = f"{len(bad)}: {first}"
             u = [m["unlearned"] for m in ms]
             o = [m["oracle"] for m in ms]
+            n_collapsed = sum(bool(m.get("collapsed")) for m in ms)
+            mark = f" **collapsed {n_collapsed}/{len(ms)}**" if n_collapsed else ""
             row = [
-                f"`{name}`",
+                f"`{name}`{mark}",
                 str(len(ms)),
                 fmt([x["retain_acc"] for x in u]),
                 fmt([x["forget_acc"] for x in u]),

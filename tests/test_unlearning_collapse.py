@@ -169,3 +169,45 @@ def test_the_warm_up_moves_no_state() -> None:
     forget_run.warm_up(model, TRAIN, recipe.train)
     assert torch.equal(torch.rand(3), expected)  # the global generator did not move
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_the_bench_table_marks_collapsed_methods(tmp_path) -> None:
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "_bench_table", Path(__file__).resolve().parents[1] / "benchmarks/unlearning_bench_table.py"
+    )
+    assert spec is not None and spec.loader is not None
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+
+    def rec(method: str, seed: int, collapsed: bool) -> dict:
+        acc = {"retain_acc": 0.1 if collapsed else 0.9, "forget_acc": 0.0, "test_acc": 0.5}
+        model = {**acc, "mia_auc": 0.5}
+        return {
+            "key": f"{method}-{seed}",
+            "kind": "forget",
+            "run": {"dataset": "d", "forget": "class:3", "method": method, "seed": seed},
+            "status": "ok",
+            "metrics": {
+                "n_forget": 10,
+                "unlearned": model,
+                "oracle": {**model, "retain_acc": 0.9},
+                "relearn_steps": 1,
+                "relearn_steps_oracle": 1,
+                "cpu_seconds": 1.0,
+                "oracle_cpu_seconds": 2.0,
+                "collapsed": collapsed,
+            },
+        }
+
+    recs = [rec("retrain", 0, False), rec("retrain", 1, False)]
+    recs += [rec("jit", 0, True), rec("jit", 1, False)]
+    path = tmp_path / "results.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    lines = table.tables(table.load(path)).splitlines()
+    jit = next(ln for ln in lines if ln.startswith("| `jit`"))
+    retrain = next(ln for ln in lines if ln.startswith("| `retrain`"))
+    assert "collapsed 1/2" in jit and "collapsed" not in retrain
