@@ -47,6 +47,7 @@ from obliviate.continual.loop import train_stream
 from obliviate.data.dataset import Dataset, as_id_tensor
 from obliviate.data.datasets import standardize as standardize_split
 from obliviate.data.datasets import stratified_split
+from obliviate.data.forget_sets import EmptyForgetSetWarning
 from obliviate.data.scenarios import SCENARIOS, Experience, Stream, build_scenario
 from obliviate.errors import ObliviateError
 from obliviate.metrics import summary
@@ -441,8 +442,12 @@ def forget(
     from chance to the oracle's, :func:`~obliviate.unlearning.evaluate.collapse`) also warns
     once with :class:`~obliviate.unlearning.evaluate.CollapseWarning`.
 
-    Raises :class:`ObliviateError` for ids never trained on, a request that forgets every row,
-    an unknown method, bad hyperparameters, ``evaluate=True`` without ``test`` or without a
+    An empty ``ids`` warns (:class:`~obliviate.data.forget_sets.EmptyForgetSetWarning`, as
+    ``obliviate forget`` does) and unlearning is the identity.
+
+    Raises :class:`ObliviateError` for ids that are not a 1-D array (``[[3, 17]]`` is refused,
+    never flattened), ids never trained on, a request that forgets every row, an unknown
+    method, bad hyperparameters, ``evaluate=True`` without ``test`` or without a
     recipe/factory, and a diverged method (:class:`~obliviate.training.Diverged`).
     """
     if not isinstance(model, nn.Module):
@@ -461,7 +466,19 @@ def forget(
         )
     if len(train):
         check_model_output(model, train.x.to(model_device(model)), train.n_classes)
-    request = ForgetRequest.from_ids(train, as_id_tensor(_np(ids)), recipe)
+    wanted = _np(ids)
+    if wanted.ndim != 1:  # as the CLI refuses a 2-D .npy: never flattened silently
+        raise ObliviateError(
+            f"ids must be a 1-D array, got shape {list(wanted.shape)}; pass the ids as a flat list"
+        )
+    request = ForgetRequest.from_ids(train, as_id_tensor(wanted), recipe)
+    if len(request.forget) == 0:  # the CLI's warning for an empty forget set, same words
+        warnings.warn(
+            f"forget ids {wanted.tolist()!r} select no training sample of {train.name!r}; "
+            "unlearning is the identity",
+            EmptyForgetSetWarning,
+            stacklevel=2,
+        )
     unlearner = _unlearner(method, params, seed)
     started = time.perf_counter()
     with seeded_init(derive_seed(seed, "forget", "global-rng")):  # Dropout masks: seeded too

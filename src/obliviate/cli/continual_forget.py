@@ -96,6 +96,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = _c.json_option(),
         threads: int = typer.Option(1, "--threads", help="torch CPU threads"),
         quiet: bool = _c.quiet_option(),
+        device: str = _c.device_option(),
+        precision: str = _c.precision_option(),
     ) -> None:
         """Forget classes one request after another on one model; print accuracy on the classes
         forgotten so far and on the remaining ones against the oracle after every request."""
@@ -130,6 +132,8 @@ def register(app: typer.Typer) -> None:
                         cache_dir=cache,
                         data_dir=data_dir,
                         limit=limit,
+                        device=device,
+                        precision=precision,
                     )
                 )
         torch.set_num_threads(threads)

@@ -3,6 +3,9 @@
 S shards learn a scenario's stream continually with a continual strategy; ``forget`` deletes ids
 exactly inside the stream (rollback to each affected shard's last checkpoint that never saw them,
 replay without them) and prints the receipt. See :mod:`obliviate.sharded.continual`.
+``learn``, ``forget`` and ``resume`` take ``--device`` / ``--precision`` like every training
+command, but accept only ``cpu`` / ``fp32`` (one-line error otherwise): the engine's exact
+deletion holds bit for bit on CPU fp32 training only.
 """
 
 from __future__ import annotations
@@ -18,6 +21,37 @@ from obliviate.errors import ObliviateError
 
 STORE_HELP = "folder of the sharded continual store"
 BACKEND_HELP = "where shards train: inline (this process, default), local (process pool) or ray"
+EXACT_WHY = (
+    "the sharded continual engine trains on the CPU at fp32 only (its bitwise contract: a "
+    "deletion gives the bits a retraining without the ids gives)"
+)
+
+
+def _device_option() -> Any:
+    """``--device``: accepted for every training command; here only ``cpu`` (see
+    :func:`_check_exact`)."""
+    return typer.Option(
+        "cpu", "--device", help="cpu only: " + EXACT_WHY, callback=_c._device_callback
+    )
+
+
+def _precision_option() -> Any:
+    """``--precision``: here only ``fp32`` (see :func:`_check_exact`)."""
+    return typer.Option(
+        "fp32", "--precision", help="fp32 only: " + EXACT_WHY, callback=_c._precision_callback
+    )
+
+
+def _check_exact(device: str, precision: str) -> None:
+    """Refuse, in one line naming the flag, a device other than the CPU or a precision other
+    than fp32 (as ``obliviate lifecycle --path exact`` does): the engine's exact deletion
+    replays shards to the same bits, which holds for CPU fp32 training only."""
+    from obliviate.training import check_device
+
+    if check_device(device, name="--device").type != "cpu":
+        raise ObliviateError(f"--device {device}: {EXACT_WHY}; use --device cpu")
+    if precision != "fp32":
+        raise ObliviateError(f"--precision {precision}: {EXACT_WHY}; use --precision fp32")
 
 
 def _stream(meta: dict[str, Any]) -> Any:
@@ -102,8 +136,11 @@ def register(shard: typer.Typer) -> None:
         workers: int | None = typer.Option(None, "--workers", help="parallel workers"),
         as_json: bool = _c.json_option(),
         quiet: bool = _c.quiet_option(),
+        device: str = _device_option(),
+        precision: str = _precision_option(),
     ) -> None:
         """Create the store (first call) and learn the stream's next experiences; print status."""
+        _check_exact(device, precision)
         from obliviate.continual import strategy_class
         from obliviate.models import ModelSpec
         from obliviate.sharded.continual import ShardedContinual
@@ -211,8 +248,11 @@ def register(shard: typer.Typer) -> None:
         out: Path | None = _c.out_option("also write the receipt (JSON) to this file"),
         as_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
         quiet: bool = _c.quiet_option(),
+        device: str = _device_option(),
+        precision: str = _precision_option(),
     ) -> None:
         """Delete ids exactly and print the receipt (JSON)."""
+        _check_exact(device, precision)
         from obliviate.io import atomic_write_text
         from obliviate.sharded.continual import ShardedContinual
 
@@ -264,8 +304,11 @@ def register(shard: typer.Typer) -> None:
         store: Path = typer.Option(..., "--store", help=STORE_HELP),
         as_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
         quiet: bool = _c.quiet_option(),
+        device: str = _device_option(),
+        precision: str = _precision_option(),
     ) -> None:
         """Complete a deletion a killed process left; print the receipts completed (JSON)."""
+        _check_exact(device, precision)
         from obliviate.sharded.continual import ShardedContinual
 
         with ShardedContinual(store) as st:

@@ -61,6 +61,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = _c.json_option(),
         quiet: bool = _c.quiet_option(),
         device: str = _c.device_option(),
+        precision: str = _c.precision_option(),
     ) -> None:
         """Tune a method's hyperparameters for closeness to the retrained oracle on a validation
         forget set and validation split carved from the training data (never the reported ones)."""
@@ -95,6 +96,7 @@ def register(app: typer.Typer) -> None:
             cache_dir=cache_dir,
             data_dir=data_dir,
             device=device,
+            precision=precision,
             protocol=protocol,
         )
         for target, option in ((out, "--out"), (save, "--save")):

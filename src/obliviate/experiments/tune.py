@@ -102,7 +102,7 @@ from obliviate.data.forget_sets import request_ids
 from obliviate.errors import ObliviateError
 from obliviate.experiments.configs import dumps_config
 from obliviate.experiments.forget import ForgetSpec, seeded, trained
-from obliviate.training import Diverged
+from obliviate.training import Diverged, check_precision
 from obliviate.training import precision as precision_scope
 from obliviate.unlearning import UNLEARNERS, unlearner_class
 from obliviate.unlearning.base import ForgetRequest, build_request
@@ -425,7 +425,10 @@ class TuneSpec:
     runs on that many tuning originals (seeds ``seed``, ``seed + 1``, ...; each with its oracle
     and the method's seed) and scores their mean objective, and a divergence on any of them
     prunes the trial (a setting must hold across seeds, not on one); the recipe is the
-    dataset's forget recipe (``n_epochs`` overrides its epochs). Bad values raise
+    dataset's forget recipe (``n_epochs`` overrides its epochs); ``device`` and ``precision``
+    (:data:`obliviate.training.PRECISIONS`) are where and at which autocast precision the tuning
+    originals, oracles and every trial's unlearner train (fp32, the default, changes no bit).
+    Bad values raise
     :class:`ObliviateError` (at construction)."""
 
     dataset: str = "digits"
@@ -443,9 +446,11 @@ class TuneSpec:
     limit: int | None = None
     device: str = "cpu"
     protocol: str = "auto"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         search_space(self.method)  # unknown method / nothing to tune
+        check_precision(self.precision)
         if self.protocol not in PROTOCOLS:
             raise ObliviateError(
                 f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}"
@@ -493,6 +498,7 @@ class TuneSpec:
             seed=self.seed,
             n_epochs=self.n_epochs,
             device=self.device,
+            precision=self.precision,
             data_dir=self.data_dir,
             limit=self.limit,
         )
@@ -521,7 +527,7 @@ def run(spec: TuneSpec) -> dict[str, Any]:
     fs = spec.forget_spec()
     recipe = fs.resolved_recipe()
     protocol = spec.resolved_protocol()
-    on = {"device": spec.device}
+    on = {"device": spec.device, "precision": spec.precision}
     seeds = [spec.seed + i for i in range(spec.n_seeds)]
 
     def report(m: nn.Module, request: ForgetRequest, validation: Dataset) -> dict[str, float]:
@@ -619,7 +625,7 @@ def run(spec: TuneSpec) -> dict[str, Any]:
         for s, original, request, validation, oracle_figures in setups:
             try:
                 unlearner = cls(**({"seed": s} if has_seed else {}), **params)
-                with precision_scope("fp32"):
+                with precision_scope(spec.precision):
                     model = unlearner.unlearn(original, request)
             except Diverged as exc:
                 rec.update(note=f"diverged (seed {s}): {exc}", seconds=time.perf_counter() - start)
