@@ -82,6 +82,8 @@ def test_tune_trains_at_the_precision_given(capsys, tmp_path):
     )  # fmt: skip
     assert code == 0, err
     assert json.loads(out.read_text())["spec"]["precision"] == "bf16"
+    assert 'precision = "bf16"' in T.config_text(bf16)  # a saved configuration says so
+    assert "precision" not in T.config_text(fp32)
 
 
 # ---- continual-forget ------------------------------------------------------------------------

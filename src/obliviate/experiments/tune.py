@@ -739,6 +739,8 @@ def config_text(result: Mapping[str, Any], command: str = "") -> str:
             "objective": OBJECTIVE,
         }
     )
+    if s.get("precision", "fp32") != "fp32":  # tuned under autocast: say so (fp32 files unchanged)
+        tune["precision"] = s["precision"]
     if not draw:
         tune["report_seeds_excluded"] = result["splits"]["report_seeds"]
         tune["val_fraction"] = s["val_fraction"]
