@@ -129,6 +129,22 @@ def test_shard_stream_refuses_bf16_in_one_line_saying_why(capsys, tmp_path, comm
     assert not store.exists()  # refused before anything was written
 
 
+def test_shard_stream_refuses_a_gpu_in_one_line_saying_why(capsys, tmp_path, monkeypatch):
+    import torch
+
+    import obliviate.training
+
+    # as on a machine with CUDA: the device exists, and is refused for the exact engine
+    monkeypatch.setattr(obliviate.training, "check_device", lambda d, **_: torch.device(d))
+    store = tmp_path / "s"
+    code, _, err = cli(
+        capsys, "shard", "stream", "learn", "--store", str(store), "--device", "cuda"
+    )
+    assert code == 2
+    one_line_error(err, "--device cuda: the sharded continual engine trains on the CPU at fp32")
+    assert not store.exists()
+
+
 def test_shard_stream_learns_with_cpu_fp32_given(capsys, tmp_path):
     store = tmp_path / "s"
     code, out, err = cli(
