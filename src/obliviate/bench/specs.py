@@ -81,6 +81,7 @@ from obliviate.experiments._spec import FieldType, field_type, field_types
 from obliviate.experiments._spec import seed as seed_check
 from obliviate.experiments.continual_forget import parse_sequence
 from obliviate.experiments.lifecycle import LifecycleSpec, build
+from obliviate.sharded.config import check_fits
 from obliviate.sharded.subjects import read_mapping
 from obliviate.unlearning import UNLEARNERS, unlearner_class
 from obliviate.unlearning.base import build_request
@@ -282,6 +283,18 @@ def _written(sch: _Schema, name: str, block: dict[str, Any]) -> str:
     return next((k for k, f in sch.alias.items() if f == name and k != name), name)
 
 
+#: the most seeds one spec key may list: the cap of ``--seeds`` (docs/cli.md), so a spec
+#: cannot start (or hang expanding) a grid of 200 000 seeds either
+MAX_SEEDS = 10_000
+
+
+def _seed_count(where: str, values: list[Any]) -> None:
+    if len(values) > MAX_SEEDS:
+        raise ObliviateError(
+            f"{where}: {len(values)} seeds; at most {MAX_SEEDS} per spec key (as --seeds)"
+        )
+
+
 def _axis(where: _Where, path: tuple[Any, ...], value: Any, ftype: Any) -> list[Any]:
     """The values of one key as a list (a scalar is a one-value axis); wrong types raise."""
     if ftype.kind == "ints":
@@ -407,6 +420,8 @@ def _expand_block(
             continue
         path = path0 + (key,)
         values = _axis(where, path, block[key], sch.types[field])
+        if field == "seed":
+            _seed_count(where(path), values)
         check = sch.checks.get(field)
         if check is not None:
             for v in values:
@@ -494,6 +509,12 @@ def _expand_block(
 CHEAP_DATASETS = ("digits", "mnist1d", "synthetic")
 
 
+def _loadable(dataset: str) -> bool:
+    """Whether a spec-time data check loads ``dataset``: an embedded one, or a local
+    ``npz:FILE`` (one file, read once)."""
+    return dataset in CHEAP_DATASETS or dataset.startswith("npz:")
+
+
 class _DataCheck:
     """Checks the values of a grid point that the dataset decides and no training needs: a
     forget set's classes, counts and ids against the training split (``forget``), a class
@@ -530,6 +551,11 @@ class _DataCheck:
         if key in self._done:  # the same data, forget set and seed: checked once
             return None
         try:
+            if str(run.get("dataset", "")).startswith("npz:"):
+                try:  # a local file: load it once through the normal loader
+                    self._load(run)
+                except ObliviateError as exc:
+                    raise _Blame("dataset", str(exc)) from None
             field = checker(run)
         except _Blame as exc:
             self.error = " ".join(str(exc).split())
@@ -545,7 +571,7 @@ class _DataCheck:
 
         spec = run["forget"]
         forget_syntax(spec)
-        if run["dataset"] not in CHEAP_DATASETS:
+        if not _loadable(run["dataset"]):
             return
 
         train, _ = self._load(run)
@@ -556,7 +582,7 @@ class _DataCheck:
     def _continual_forget(self, run: dict[str, Any]) -> None:
 
         classes = parse_sequence(run["sequence"])
-        if run["dataset"] not in CHEAP_DATASETS:
+        if not _loadable(run["dataset"]):
             return
         train, _ = self._load(run)
         n = train.n_classes
@@ -573,7 +599,7 @@ class _DataCheck:
             )
 
     def _lifecycle(self, run: dict[str, Any]) -> str | None:
-        if run["dataset"] not in CHEAP_DATASETS:
+        if not _loadable(run["dataset"]):
             return None
 
         spec = LifecycleSpec.from_dict({**run, "data_dir": run.get("data_dir") or self.data_dir})
@@ -586,12 +612,19 @@ class _DataCheck:
                 read_mapping(Path(run["subjects"]))
             except ObliviateError as exc:
                 raise _Blame("subjects", str(exc)) from None
+        if not _loadable(run["dataset"]):
+            return None
+        train, _ = self._load(run)
         excluded = run.get("exclude_ids")
-        if excluded is None or run["dataset"] not in CHEAP_DATASETS:
+        n_rows = len(train.ids) - len(set(excluded or ()))
+        try:
+            check_fits(n_rows, run["n_shards"], run.get("n_slices", 1), repr(run["dataset"]))
+        except ObliviateError as exc:
+            raise _Blame("n_shards", str(exc)) from None
+        if excluded is None:
             return None
         import torch
 
-        train, _ = self._load(run)
         wanted = torch.as_tensor(list(excluded), dtype=torch.int64)
         unknown = wanted[~torch.isin(wanted, train.ids)]
         if unknown.numel():
@@ -604,7 +637,7 @@ class _DataCheck:
         return None
 
     def _learn(self, run: dict[str, Any]) -> None:
-        if run["dataset"] not in CHEAP_DATASETS:
+        if not _loadable(run["dataset"]):
             return
 
         train, test = self._load(run)
@@ -730,6 +763,7 @@ def parse_spec(
             raise ObliviateError(f"{where((key,))}: unknown key {key!r}; valid: {valid}")
         if key == "seeds":
             header[key] = _axis(where, (key,), value, _INT)
+            _seed_count(where((key,)), header[key])
             for v in header[key]:
                 seed_check(where((key,)), v)
         elif not isinstance(value, str):

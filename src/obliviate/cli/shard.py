@@ -232,8 +232,12 @@ def register(app: typer.Typer) -> None:
         data_dir: str | None = typer.Option(None, "--data-dir"),
         quiet: bool = _c.quiet_option(),
     ) -> None:
-        """Each shard's current checkpoint and sample count; every request's status."""
+        """Each shard's current checkpoint and sample count; every request's status.
+
+        A damaged ledger (SQLite's quick_check finds problems) is refused as `forget` refuses
+        it: one `error:` line, exit 2; `shard verify` lists the problems."""
         st = _open(store, data_dir=data_dir)
+        st.ledger.check_intact()  # never show a damaged ledger as a normal table
         try:
             st.recover()
         except ObliviateError as exc:  # still show the status; the problem is named
@@ -287,7 +291,8 @@ def register(app: typer.Typer) -> None:
         _emit(report)
         if not report["ok"]:
             n = len(report["problems"])
-            print(f"verify: {n} problem(s); first: {report['problems'][0]}", file=sys.stderr)
+            first = " ".join(str(report["problems"][0]).split())  # one line, whatever SQLite says
+            print(f"verify: {n} problem(s); first: {first}", file=sys.stderr)
             raise typer.Exit(1)
 
     @shard.command("resume")
@@ -301,10 +306,16 @@ def register(app: typer.Typer) -> None:
         workers: int | None = typer.Option(None, "--workers"),
         data_dir: str | None = typer.Option(None, "--data-dir"),
         _always_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
+        device: str = _c.device_option(),
+        precision: str | None = typer.Option(
+            None, "--precision", help="fp32, bf16 or fp16; default: the store's own"
+        ),
         quiet: bool = _c.quiet_option(),
     ) -> None:
-        """Complete (or roll back) unfinished work: interrupted and queued requests."""
-        st = _open(store, backend, workers, data_dir)
+        """Complete (or roll back) unfinished work: interrupted and queued requests.
+
+        Retrains like `shard forget`: `--device` and `--precision` as there."""
+        st = _open(store, backend, workers, data_dir, device=device, precision=precision)
         if rollback:
             _emit({"cancelled": st.cancel_pending()})
             return
@@ -351,6 +362,12 @@ def register(app: typer.Typer) -> None:
                 f"{str(input_)!r} is not a readable .npy array ({why}); {hint}"
             ) from None
         st = _open(store, data_dir=data_dir)
+        from obliviate.sharded.ledger import LedgerDamaged
+
+        try:  # predicting reads only checkpoints; damage elsewhere in the ledger is a warning
+            st.ledger.check_intact()
+        except LedgerDamaged as exc:
+            print(f"warning: {exc}; the predictions may come from a damaged store", file=sys.stderr)
         st.recover()
         proba = st.predict_proba(x, preprocessed=preprocessed)
         if output is not None:

@@ -98,6 +98,10 @@ def read_id_file(path: str | Path) -> Tensor:
     a value beyond int64 raises :class:`ObliviateError` naming it; nothing is truncated.
     """
     p = Path(path).expanduser()
+    if p.is_dir():
+        raise ObliviateError(
+            f"id file {str(p)!r} is a folder; give a text file of ids, a .json list or a .npy"
+        )
     if not p.is_file():
         raise ObliviateError(
             f"id file {str(p)!r} does not exist; give a text file of ids, a .json list or a .npy"

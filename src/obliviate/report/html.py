@@ -231,12 +231,31 @@ def build_report(
     )
 
 
+def _no_records(results_dir: Path) -> str:
+    """Why ``results_dir`` gave no records: an empty file, or bytes that are no record (not
+    UTF-8, not JSON: a damaged file, which a torn-last-line reader otherwise skips silently)."""
+    p = results_dir / store.RESULTS if results_dir.is_dir() else results_dir
+    try:
+        raw = p.read_bytes()
+    except OSError:
+        raw = b""
+    if not raw.strip():
+        return f"{results_dir}: the results file holds no runs yet"
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return (
+            f"{p}: the results file is corrupt (not UTF-8 text); delete it and re-run the benchmark"
+        )
+    return f"{p}: the results file is corrupt (no complete JSON record); delete it and re-run the benchmark"
+
+
 def write_report(results_dir: str | Path, out: str | Path, *, title: str | None = None) -> Path:
     """Read ``results_dir`` and write the report to ``out``; returns the path written."""
 
     records = store.read(results_dir)
     if not records:
-        raise ObliviateError(f"{results_dir}: the results file holds no runs yet")
+        raise ObliviateError(_no_records(Path(results_dir)))
     html = build_report(records, source=str(results_dir), title=title)
     target = Path(out)
     atomic_write_text(target, html)

@@ -24,6 +24,7 @@ from obliviate.sharded.config import (
     DataSpec,
     ShardConfig,
     assign,
+    check_fits,
     config_hash,
     load_data,
     shard_model_spec,
@@ -80,6 +81,7 @@ def create_store(
     if ids.size == 0:
         raise ObliviateError("no training samples left to train the store on")
     ids = np.sort(ids)
+    check_fits(ids.size, config.n_shards, config.n_slices, repr(data.dataset))
     # the recipe's model must be buildable for these rows (e.g. a CNN on 1-D rows, or a layer
     # of width 0, is refused here, before the folder becomes a store that cannot be trained)
     try:

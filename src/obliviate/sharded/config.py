@@ -16,6 +16,7 @@ from obliviate._rng import derive_seed
 from obliviate._validation import check_choice, check_number
 from obliviate.data.dataset import Dataset, data_fingerprint
 from obliviate.data.datasets import load_dataset
+from obliviate.errors import ObliviateError
 from obliviate.models import ModelSpec
 from obliviate.parallel import shared_value
 from obliviate.sharded.graph import neighbourhoods
@@ -93,6 +94,24 @@ class ShardConfig:
         )
         recipe = Recipe(model=model, train=TrainConfig(**r["train"]))
         return cls(**{**d, "recipe": recipe})
+
+
+def check_fits(n_rows: int, n_shards: int, n_slices: int, dataset: str = "the data") -> None:
+    """Refuse a sharding with more slices than training rows: ``n_shards * n_slices`` (S x R)
+    must not exceed ``n_rows`` (N, the training rows left after any excluded ids).
+
+    The assignment is a seeded hash, so S x R <= N gives every slice at least one row on
+    average, not each one for sure; a shard or slice that the hash leaves empty trains on
+    nothing and is allowed (the store trains and forgets as usual). S x R > N would leave most
+    of them empty, and a huge S (say 100 000 on 1 437 rows) would only spend time and disk on empty shards.
+
+    Raises :class:`ObliviateError` naming S, R and N."""
+    if n_shards * n_slices > n_rows:
+        raise ObliviateError(
+            f"n_shards x n_slices = {n_shards} x {n_slices} = {n_shards * n_slices} slices "
+            f"exceed the {n_rows} training rows of {dataset}; choose n_shards x n_slices <= "
+            f"{n_rows} (each slice needs rows to train on)"
+        )
 
 
 def config_hash(config: ShardConfig) -> str:

@@ -111,6 +111,16 @@ def _writable(path: Path) -> bool:
     return os.access(folder, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
 
 
+def _damaged(path: Path, problems: list[str]) -> str:
+    """The one-line message of a damaged ledger."""
+    more = f" and {len(problems) - 1} more problem(s)" if len(problems) > 1 else ""
+    return (
+        f"the ledger {str(path)!r} is damaged (SQLite: {problems[0]}{more}); nothing was "
+        "written. Restore the store from a backup; `obliviate shard verify --store DIR` lists "
+        "what it finds"
+    )
+
+
 class Ledger:
     """Thin typed access to the ledger file. Use :meth:`transaction` around every change.
 
@@ -142,7 +152,26 @@ class Ledger:
                 raise storage_error(self.path, exc) from None
             return [f"the ledger cannot be read: {exc}"]
         messages = [str(r[0]) for r in rows]
-        return [] if messages == ["ok"] else messages
+        if messages == ["ok"]:
+            return []
+        # SQLite packs several problems into one row, newline-separated, under a
+        # "*** in database main ***" heading: one problem per entry, headings dropped
+        problems = [
+            line.strip()
+            for m in messages
+            for line in m.splitlines()
+            if line.strip() and not line.startswith("*** in database")
+        ]
+        return problems or [" ".join(" ".join(messages).split())]
+
+    def check_intact(self, *, quick: bool = True) -> None:
+        """Raise :class:`LedgerDamaged` (one line: the first problem and how many more) when
+        SQLite's ``quick_check`` (``quick=False``: ``integrity_check``) finds damage; the
+        readers that show a store (``shard status``) call it, so a damaged ledger is never
+        shown as sound."""
+        problems = self.integrity_problems(quick=quick)
+        if problems:
+            raise LedgerDamaged(_damaged(self.path, problems))
 
     @classmethod
     def create(cls, path: Path) -> Ledger:
@@ -166,11 +195,7 @@ class Ledger:
         if not self._checked:
             problems = self.integrity_problems()
             if problems:
-                raise LedgerDamaged(
-                    f"the ledger {str(self.path)!r} is damaged (SQLite: {problems[0]}); nothing "
-                    "was written. Restore the store from a backup; `obliviate shard verify` "
-                    "lists what it finds"
-                )
+                raise LedgerDamaged(_damaged(self.path, problems))
             self._checked = True
         self.db.execute("BEGIN IMMEDIATE")
         try:

@@ -133,6 +133,11 @@ class ShardedStore:
         if precision is not None:
             check_precision(precision)
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise ObliviateError(
+                f"{str(self.path)!r} is a file, not a shard store; give the store's folder "
+                "(create one with `obliviate shard train --store DIR`)"
+            )
         if not self.path.is_dir():
             raise ObliviateError(
                 f"{str(self.path)!r} is not a shard store (no such folder); create one with `obliviate shard train --store DIR`"
