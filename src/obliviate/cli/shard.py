@@ -87,7 +87,9 @@ def register(app: typer.Typer) -> None:
         limit: int | None = typer.Option(
             None, "--limit", help="use only the first N training rows"
         ),
-        shards: int = typer.Option(5, "--shards", help="number of shards S"),
+        shards: int = typer.Option(
+            5, "--shards", help="number of shards S (S x R must not exceed the training rows)"
+        ),
         slices: int = typer.Option(4, "--slices", help="number of slices R per shard"),
         graph: str = typer.Option(
             "none", "--graph", help="shard graph: none, ring:K, regular:D, cliques:C, edges:0-1,1-2"
