@@ -213,3 +213,43 @@ def test_status_refuses_and_predict_warns_on_a_readable_but_damaged_ledger(capsy
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("warning: ") and "damaged" in lines[0], err
     assert (bad / "ledger.sqlite").read_bytes() == before
+
+
+# ---- third tester round ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("limit", ["0", "-5"])
+def test_shard_train_limit_below_one_is_refused(capsys, tmp_path, monkeypatch, limit):
+    """`shard train --limit 0` ended as an 'unexpected failure' (a torch reshape error)."""
+    monkeypatch.chdir(tmp_path)
+    args = ["shard", "train", "--dataset", "digits", "--store", "L", "--limit", limit]
+    _one_line_error(capsys, args, "--limit")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sharded_data_spec_limit_below_one_is_refused():
+    from obliviate.errors import ObliviateError
+    from obliviate.sharded.config import DataSpec
+
+    with pytest.raises(ObliviateError, match="limit=0"):
+        DataSpec(limit=0)
+
+
+@pytest.mark.parametrize("command", ["forget", "resume"])
+def test_shard_precision_errors_name_the_flag(capsys, tmp_path, command):
+    """`shard resume --precision fp8` said `precision='fp8'` where every other command names
+    the flag."""
+    args = ["shard", command, "--store", str(tmp_path / "none"), "--precision", "fp8"]
+    if command == "forget":
+        args += ["--ids", "1"]
+    _one_line_error(capsys, args, "--precision fp8")
+
+
+def test_bench_spec_with_a_repeated_seed_is_refused(capsys, tmp_path, monkeypatch):
+    """`seeds = [0, 0]` silently collapsed into one run, while `--seeds 0,0` is refused."""
+    monkeypatch.chdir(tmp_path)
+    spec = _spec(
+        tmp_path, 'seeds = [0, 0]\n[[learn]]\ndatasets = ["digits"]\nstrategies = ["naive"]\n'
+    )
+    _one_line_error(capsys, ["bench", str(spec), "--out", "o", "--dry-run"], "seed 0 appears twice")
+    assert not (tmp_path / "o").exists()

@@ -289,10 +289,18 @@ MAX_SEEDS = 10_000
 
 
 def _seed_count(where: str, values: list[Any]) -> None:
+    """At most :data:`MAX_SEEDS` seeds, each once (as ``--seeds``: a repeated seed would
+    silently collapse into one run)."""
     if len(values) > MAX_SEEDS:
         raise ObliviateError(
             f"{where}: {len(values)} seeds; at most {MAX_SEEDS} per spec key (as --seeds)"
         )
+    seen: set[Any] = set()
+    for v in values:
+        key = repr(v)
+        if key in seen:
+            raise ObliviateError(f"{where}: seed {v!r} appears twice; list each seed once")
+        seen.add(key)
 
 
 def _axis(where: _Where, path: tuple[Any, ...], value: Any, ftype: Any) -> list[Any]:

@@ -85,7 +85,7 @@ def register(app: typer.Typer) -> None:
             None, "--data-dir", help="folder with IDX files (mnist, fashion-mnist)"
         ),
         limit: int | None = typer.Option(
-            None, "--limit", help="use only the first N training rows"
+            None, "--limit", min=1, help="use only the first N training rows"
         ),
         shards: int = typer.Option(
             5, "--shards", help="number of shards S (S x R must not exceed the training rows)"
@@ -208,7 +208,10 @@ def register(app: typer.Typer) -> None:
         _always_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
         device: str = _c.device_option(),
         precision: str | None = typer.Option(
-            None, "--precision", help="fp32, bf16 or fp16; default: the store's own"
+            None,
+            "--precision",
+            help="fp32, bf16 or fp16; default: the store's own",
+            callback=_c._precision_callback,
         ),
         quiet: bool = _c.quiet_option(),
     ) -> None:
@@ -310,7 +313,10 @@ def register(app: typer.Typer) -> None:
         _always_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
         device: str = _c.device_option(),
         precision: str | None = typer.Option(
-            None, "--precision", help="fp32, bf16 or fp16; default: the store's own"
+            None,
+            "--precision",
+            help="fp32, bf16 or fp16; default: the store's own",
+            callback=_c._precision_callback,
         ),
         quiet: bool = _c.quiet_option(),
     ) -> None:
@@ -366,12 +372,17 @@ def register(app: typer.Typer) -> None:
         st = _open(store, data_dir=data_dir)
         from obliviate.sharded.ledger import LedgerDamaged
 
+        damage = None
         try:  # predicting reads only checkpoints; damage elsewhere in the ledger is a warning
             st.ledger.check_intact()
         except LedgerDamaged as exc:
-            print(f"warning: {exc}; the predictions may come from a damaged store", file=sys.stderr)
-        st.recover()
+            damage = exc
+        st.recover()  # a ledger too damaged to read fails here or below: one error, no warning
         proba = st.predict_proba(x, preprocessed=preprocessed)
+        if damage is not None:
+            print(
+                f"warning: {damage}; the predictions may come from a damaged store", file=sys.stderr
+            )
         if output is not None:
             import io
 

@@ -34,6 +34,14 @@ class DataSpec:
     limit: int | None = None
     split_seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.limit is not None and (
+            isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1
+        ):
+            raise ObliviateError(
+                f"limit={self.limit!r}: give a whole number of training rows >= 1, or None for all"
+            )
+
 
 def default_recipe(seed: int = 0, **given: Any) -> Recipe:
     """The recipe ``obliviate shard train`` trains every shard with: the ``sharded`` defaults of
