@@ -29,3 +29,24 @@ os.environ["OBLIVIATE_CACHE"] = os.path.join(_RUN_DIR, "cache")
 def _one_thread():
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture
+def one_line_error(capsys):
+    """``one_line_error(args, *needles)``: run ``obliviate ARGS`` in-process and assert exit 2
+    with exactly one ``error:`` line on stderr, no traceback, naming every needle; returns
+    the line."""
+    from obliviate.cli.main import main
+
+    def run(args: list[str], *needles: str) -> str:
+        code = main(args)
+        out, err = capsys.readouterr()
+        assert code == 2, (code, out, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), err
+        assert "Traceback" not in err
+        for needle in needles:
+            assert needle in lines[0], (needle, lines[0])
+        return lines[0]
+
+    return run

@@ -15,20 +15,6 @@ from obliviate.cli._common import MAX_SEEDS, SEED_LIMIT, parse_seeds
 from obliviate.cli.main import main
 from obliviate.errors import ObliviateError
 
-
-def _one_line_error(capsys, args: list[str], *needles: str) -> str:
-    """Run ``obliviate ARGS``: exit 2, one ``error:`` line on stderr naming every needle."""
-    code = main(args)
-    out, err = capsys.readouterr()
-    assert code == 2, (code, out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
-
-
 # ---- seeds ---------------------------------------------------------------------------------------
 
 
@@ -43,8 +29,8 @@ def _one_line_error(capsys, args: list[str], *needles: str) -> str:
         ("5-1", ["range 5-1 is empty"]),
     ],
 )
-def test_bad_seed_lists_are_refused_before_any_work(capsys, seeds, needles):
-    _one_line_error(capsys, ["learn", "--seeds", seeds, "-q"], f"--seeds {seeds!r}", *needles)
+def test_bad_seed_lists_are_refused_before_any_work(one_line_error, capsys, seeds, needles):
+    one_line_error(["learn", "--seeds", seeds, "-q"], f"--seeds {seeds!r}", *needles)
 
 
 def test_seed_lists_up_to_the_bound_are_accepted():
@@ -59,25 +45,21 @@ def test_seed_lists_up_to_the_bound_are_accepted():
     "line",
     ["seeds = [0, -1]", "seeds = [4294967296]"],
 )
-def test_spec_seeds_out_of_range(tmp_path, capsys, line):
+def test_spec_seeds_out_of_range(one_line_error, tmp_path, capsys, line):
     spec = tmp_path / "s.toml"
     spec.write_text(
         f'{line}\n[[forget]]\ndatasets = ["digits"]\nforgets = ["class:3"]\nmethods = ["finetune"]\n'
     )
-    _one_line_error(
-        capsys, ["bench", str(spec), "--out", str(tmp_path / "r"), "--dry-run"], "0..4294967295"
-    )
+    one_line_error(["bench", str(spec), "--out", str(tmp_path / "r"), "--dry-run"], "0..4294967295")
 
 
-def test_a_negative_seed_in_a_block_is_refused(tmp_path, capsys):
+def test_a_negative_seed_in_a_block_is_refused(one_line_error, tmp_path, capsys):
     spec = tmp_path / "s.toml"
     spec.write_text(
         '[[forget]]\ndatasets = ["digits"]\nforgets = ["class:3"]\nmethods = ["finetune"]\n'
         "seeds = [-7]\n"
     )
-    _one_line_error(
-        capsys, ["bench", str(spec), "--out", str(tmp_path / "r"), "--dry-run"], "-7", "seed"
-    )
+    one_line_error(["bench", str(spec), "--out", str(tmp_path / "r"), "--dry-run"], "-7", "seed")
 
 
 # ---- a file named .npz that is no npz archive --------------------------------------------------
@@ -100,19 +82,19 @@ def _empty(p: Path) -> None:
     ("make", "what"),
     [(_text, "not an npz archive"), (_npy, "single .npy"), (_empty, "not an npz archive")],
 )
-def test_a_file_that_is_not_an_npz_archive(tmp_path, capsys, make, what):
+def test_a_file_that_is_not_an_npz_archive(one_line_error, tmp_path, capsys, make, what):
     path = tmp_path / "data.npz"
     make(path)
-    line = _one_line_error(
-        capsys, ["learn", "--dataset", f"npz:{path}", "-q"], str(path), what, "x", "y", "savez"
+    line = one_line_error(
+        ["learn", "--dataset", f"npz:{path}", "-q"], str(path), what, "x", "y", "savez"
     )
     assert "pickle" not in line  # numpy's advice to unpickle is never passed on
 
 
-def test_an_npz_of_object_arrays_names_them_not_pickle_advice(tmp_path, capsys):
+def test_an_npz_of_object_arrays_names_them_not_pickle_advice(one_line_error, tmp_path, capsys):
     path = tmp_path / "o.npz"
     np.savez(path, x=np.zeros((20, 2)), y=np.array(["cat", "dog"] * 10, dtype=object))
-    line = _one_line_error(capsys, ["learn", "--dataset", f"npz:{path}", "-q"], "object arrays")
+    line = one_line_error(["learn", "--dataset", f"npz:{path}", "-q"], "object arrays")
     assert "allow_pickle" not in line
 
 
@@ -143,12 +125,14 @@ methods = ["finetune"]
     ],
 )
 @pytest.mark.parametrize("dry", [True, False])
-def test_a_forget_set_the_dataset_cannot_serve(tmp_path, capsys, value, needles, dry):
+def test_a_forget_set_the_dataset_cannot_serve(
+    one_line_error, tmp_path, capsys, value, needles, dry
+):
     spec = tmp_path / "s.toml"
     spec.write_text(FORGET_SPEC.format(value=value))
     out = tmp_path / "results"
     args = ["bench", str(spec), "--out", str(out), "--backend", "inline"]
-    line = _one_line_error(capsys, args + (["--dry-run"] if dry else []), *needles)
+    line = one_line_error(args + (["--dry-run"] if dry else []), *needles)
     assert f"{spec}:4:" in line  # the file and the line of the key
     assert not out.exists()  # nothing written
 
@@ -181,12 +165,12 @@ OTHER_KINDS = {
 
 
 @pytest.mark.parametrize("case", list(OTHER_KINDS))
-def test_data_checks_of_the_other_kinds(tmp_path, capsys, case):
+def test_data_checks_of_the_other_kinds(one_line_error, tmp_path, capsys, case):
     block, needles = OTHER_KINDS[case]
     spec = tmp_path / "s.toml"
     out = tmp_path / "r"
     spec.write_text("seeds = [0]\n" + block)
-    _one_line_error(capsys, ["bench", str(spec), "--out", str(out), "--dry-run"], *needles)
+    one_line_error(["bench", str(spec), "--out", str(out), "--dry-run"], *needles)
     assert not out.exists()
 
 
@@ -232,7 +216,7 @@ def test_labels_that_differ_already_are_left_alone():
 # ---- demo --seed ---------------------------------------------------------------------------------
 
 
-def test_demo_seed_shifts_every_section(monkeypatch, capsys):
+def test_demo_seed_shifts_every_section(one_line_error, monkeypatch, capsys):
     from obliviate.cli import demo
 
     assert "seeds = [0, 1, 2]" in demo.CONTINUAL_SPEC  # the default is the documented demo
@@ -248,8 +232,8 @@ def test_demo_seed_shifts_every_section(monkeypatch, capsys):
     seen = list(_SEEN)
     assert seen == [5, 0]
     capsys.readouterr()
-    _one_line_error(capsys, ["demo", "--seed", "-1"], "--seed -1", "0..4294967295")
-    _one_line_error(capsys, ["demo", "--seed", str(SEED_LIMIT - 1)], "at most")
+    one_line_error(["demo", "--seed", "-1"], "--seed -1", "0..4294967295")
+    one_line_error(["demo", "--seed", str(SEED_LIMIT - 1)], "at most")
 
 
 _SEEN: list[int] = []
@@ -261,9 +245,9 @@ def _record_section(console) -> None:
     _SEEN.append(demo._OPTIONS["seed"])
 
 
-def test_shard_predict_input_that_is_not_npy(tmp_path, capsys):
+def test_shard_predict_input_that_is_not_npy(one_line_error, tmp_path, capsys):
     rows = tmp_path / "rows.npy"
     _text(rows)
     args = ["shard", "predict", "--store", str(tmp_path / "store"), "--input", str(rows)]
-    line = _one_line_error(capsys, args, str(rows), "not a .npy array", "numpy.save")
+    line = one_line_error(args, str(rows), "not a .npy array", "numpy.save")
     assert "pickle" not in line

@@ -16,20 +16,6 @@ import pytest
 from obliviate.bench.specs import MAX_SEEDS
 from obliviate.cli.main import main
 
-
-def _one_line_error(capsys, args: list[str], *needles: str) -> str:
-    """Run ``obliviate ARGS``: exit 2, one ``error:`` line on stderr naming every needle."""
-    code = main(args)
-    out, err = capsys.readouterr()
-    assert code == 2, (code, out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
-
-
 # ---- D1: S x R slices against N training rows ----------------------------------------------
 
 
@@ -38,12 +24,12 @@ def _one_line_error(capsys, args: list[str], *needles: str) -> str:
     [("100000", "1", []), ("2000", "1", ["--backend", "inline"]), ("700", "3", [])],
 )
 def test_shard_train_with_more_slices_than_rows_is_refused(
-    capsys, tmp_path, monkeypatch, shards, slices, extra
+    one_line_error, capsys, tmp_path, monkeypatch, shards, slices, extra
 ):
     monkeypatch.chdir(tmp_path)
     args = ["shard", "train", "--dataset", "digits", "--store", "sh1", "--quiet"]
     args += ["--shards", shards, "--slices", slices, *extra]
-    _one_line_error(capsys, args, f"{shards} x {slices}", "training rows", "<=")
+    one_line_error(args, f"{shards} x {slices}", "training rows", "<=")
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
@@ -53,13 +39,15 @@ def _spec(tmp_path: Path, text: str) -> Path:
     return p
 
 
-def test_bench_spec_with_more_shards_than_rows_is_refused(capsys, tmp_path, monkeypatch):
+def test_bench_spec_with_more_shards_than_rows_is_refused(
+    one_line_error, capsys, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     spec = _spec(
         tmp_path,
         '[[sharded]]\ndatasets = ["digits"]\nn_shards = [100000]\nn_slices = [1]\nseeds = [0]\n',
     )
-    _one_line_error(capsys, ["bench", str(spec), "--out", "out", "--quiet"], "n_shards", "100000")
+    one_line_error(["bench", str(spec), "--out", "out", "--quiet"], "n_shards", "100000")
     assert not (tmp_path / "out").exists()
 
 
@@ -67,22 +55,24 @@ def test_bench_spec_with_more_shards_than_rows_is_refused(capsys, tmp_path, monk
 
 
 @pytest.mark.parametrize("where", ["top", "block"])
-def test_bench_spec_with_too_many_seeds_is_refused(capsys, tmp_path, monkeypatch, where):
+def test_bench_spec_with_too_many_seeds_is_refused(
+    one_line_error, capsys, tmp_path, monkeypatch, where
+):
     monkeypatch.chdir(tmp_path)
     seeds = "seeds = [" + ",".join(map(str, range(MAX_SEEDS + 1))) + "]\n"
     block = '[[sharded]]\ndatasets = ["digits"]\nn_shards = [2]\n'
     text = seeds + block if where == "top" else block + seeds
     spec = _spec(tmp_path, text)
-    _one_line_error(
-        capsys, ["bench", str(spec), "--out", "out", "--quiet"], f"{MAX_SEEDS + 1} seeds"
-    )
+    one_line_error(["bench", str(spec), "--out", "out", "--quiet"], f"{MAX_SEEDS + 1} seeds")
     assert not (tmp_path / "out").exists()
 
 
 # ---- D3: npz datasets loaded at spec load ----------------------------------------------------
 
 
-def test_bench_spec_with_a_bad_npz_dataset_is_refused(capsys, tmp_path, monkeypatch):
+def test_bench_spec_with_a_bad_npz_dataset_is_refused(
+    one_line_error, capsys, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(0)
     np.savez(
@@ -93,7 +83,7 @@ def test_bench_spec_with_a_bad_npz_dataset_is_refused(capsys, tmp_path, monkeypa
     spec = _spec(
         tmp_path, '[[sharded]]\ndatasets = ["npz:ystr.npz"]\nn_shards = [2]\nseeds = [0]\n'
     )
-    _one_line_error(capsys, ["bench", str(spec), "--out", "out", "--quiet"], "datasets", "labels")
+    one_line_error(["bench", str(spec), "--out", "out", "--quiet"], "datasets", "labels")
     assert not (tmp_path / "out").exists()
     assert not (tmp_path / "cache").exists()
 
@@ -101,29 +91,30 @@ def test_bench_spec_with_a_bad_npz_dataset_is_refused(capsys, tmp_path, monkeypa
 # ---- D7: messages that name the right problem ----------------------------------------------
 
 
-def test_forget_source_folder_is_named_a_folder(capsys, tmp_path, monkeypatch):
+def test_forget_source_folder_is_named_a_folder(one_line_error, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ids").mkdir()
-    _one_line_error(
-        capsys,
+    one_line_error(
         ["forget", "--dataset", "digits", "--forget", "source:ids", "--quiet"],
         "is a folder",
     )
 
 
-def test_shard_forget_on_a_file_names_a_file(capsys, tmp_path, monkeypatch):
+def test_shard_forget_on_a_file_names_a_file(one_line_error, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     np.savez(tmp_path / "good.npz", x=np.zeros((4, 2)), y=np.zeros(4, dtype=np.int64))
     before = (tmp_path / "good.npz").read_bytes()
-    _one_line_error(capsys, ["shard", "forget", "--store", "good.npz", "--ids", "1"], "is a file")
+    one_line_error(["shard", "forget", "--store", "good.npz", "--ids", "1"], "is a file")
     assert (tmp_path / "good.npz").read_bytes() == before
 
 
-def test_report_on_a_non_utf8_results_file_names_it_corrupt(capsys, tmp_path, monkeypatch):
+def test_report_on_a_non_utf8_results_file_names_it_corrupt(
+    one_line_error, capsys, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "res").mkdir()
     (tmp_path / "res" / "results.jsonl").write_bytes(b"\xff\xfe")
-    _one_line_error(capsys, ["report", "res", "--out", "r.html"], "corrupt", "UTF-8")
+    one_line_error(["report", "res", "--out", "r.html"], "corrupt", "UTF-8")
     assert not (tmp_path / "r.html").exists()
 
 
@@ -190,7 +181,9 @@ def test_verify_reports_a_many_line_integrity_check_in_one_line(capsys, store, t
     assert "*** in database" not in lines[0]
 
 
-def test_status_refuses_and_predict_warns_on_a_readable_but_damaged_ledger(capsys, store, tmp_path):
+def test_status_refuses_and_predict_warns_on_a_readable_but_damaged_ledger(
+    one_line_error, capsys, store, tmp_path
+):
     def readable_but_damaged(p: Path) -> bool:
         if _integrity(p) == ["ok"]:  # None: integrity_check itself fails, "malformed"
             return False
@@ -204,7 +197,7 @@ def test_status_refuses_and_predict_warns_on_a_readable_but_damaged_ledger(capsy
 
     bad = _find(store, tmp_path, 4096, readable_but_damaged)
     before = (bad / "ledger.sqlite").read_bytes()
-    _one_line_error(capsys, ["shard", "status", "--store", str(bad)], "damaged", "shard verify")
+    one_line_error(["shard", "status", "--store", str(bad)], "damaged", "shard verify")
     rows = tmp_path / "x.npy"
     np.save(rows, np.zeros((2, 64), dtype=np.float32))
     code = main(["shard", "predict", "--store", str(bad), "--input", str(rows)])
@@ -219,11 +212,13 @@ def test_status_refuses_and_predict_warns_on_a_readable_but_damaged_ledger(capsy
 
 
 @pytest.mark.parametrize("limit", ["0", "-5"])
-def test_shard_train_limit_below_one_is_refused(capsys, tmp_path, monkeypatch, limit):
+def test_shard_train_limit_below_one_is_refused(
+    one_line_error, capsys, tmp_path, monkeypatch, limit
+):
     """`shard train --limit 0` ended as an 'unexpected failure' (a torch reshape error)."""
     monkeypatch.chdir(tmp_path)
     args = ["shard", "train", "--dataset", "digits", "--store", "L", "--limit", limit]
-    _one_line_error(capsys, args, "--limit")
+    one_line_error(args, "--limit")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -236,20 +231,20 @@ def test_sharded_data_spec_limit_below_one_is_refused():
 
 
 @pytest.mark.parametrize("command", ["forget", "resume"])
-def test_shard_precision_errors_name_the_flag(capsys, tmp_path, command):
+def test_shard_precision_errors_name_the_flag(one_line_error, capsys, tmp_path, command):
     """`shard resume --precision fp8` said `precision='fp8'` where every other command names
     the flag."""
     args = ["shard", command, "--store", str(tmp_path / "none"), "--precision", "fp8"]
     if command == "forget":
         args += ["--ids", "1"]
-    _one_line_error(capsys, args, "--precision fp8")
+    one_line_error(args, "--precision fp8")
 
 
-def test_bench_spec_with_a_repeated_seed_is_refused(capsys, tmp_path, monkeypatch):
+def test_bench_spec_with_a_repeated_seed_is_refused(one_line_error, capsys, tmp_path, monkeypatch):
     """`seeds = [0, 0]` silently collapsed into one run, while `--seeds 0,0` is refused."""
     monkeypatch.chdir(tmp_path)
     spec = _spec(
         tmp_path, 'seeds = [0, 0]\n[[learn]]\ndatasets = ["digits"]\nstrategies = ["naive"]\n'
     )
-    _one_line_error(capsys, ["bench", str(spec), "--out", "o", "--dry-run"], "seed 0 appears twice")
+    one_line_error(["bench", str(spec), "--out", "o", "--dry-run"], "seed 0 appears twice")
     assert not (tmp_path / "o").exists()

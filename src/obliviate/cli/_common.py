@@ -92,6 +92,16 @@ def precision_option() -> Any:
     return typer.Option("fp32", "--precision", help=PRECISION_HELP, callback=_precision_callback)
 
 
+def store_precision_option() -> Any:
+    """``--precision`` of a command that retrains a sharded store: default the store's own."""
+    return typer.Option(
+        None,
+        "--precision",
+        help="fp32, bf16 or fp16; default: the store's own",
+        callback=_precision_callback,
+    )
+
+
 def seeds_option() -> Any:
     """``--seeds 0,1,2`` (the same everywhere)."""
     return typer.Option(None, "--seeds", help=SEEDS_HELP)

@@ -207,12 +207,7 @@ def register(app: typer.Typer) -> None:
         output: Path | None = _c.legacy_output_option(),
         _always_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
         device: str = _c.device_option(),
-        precision: str | None = typer.Option(
-            None,
-            "--precision",
-            help="fp32, bf16 or fp16; default: the store's own",
-            callback=_c._precision_callback,
-        ),
+        precision: str | None = _c.store_precision_option(),
         quiet: bool = _c.quiet_option(),
     ) -> None:
         """Delete samples exactly; prints the JSON receipt."""
@@ -312,12 +307,7 @@ def register(app: typer.Typer) -> None:
         data_dir: str | None = typer.Option(None, "--data-dir"),
         _always_json: bool = _c.json_option(_c.ALWAYS_JSON_HELP),
         device: str = _c.device_option(),
-        precision: str | None = typer.Option(
-            None,
-            "--precision",
-            help="fp32, bf16 or fp16; default: the store's own",
-            callback=_c._precision_callback,
-        ),
+        precision: str | None = _c.store_precision_option(),
         quiet: bool = _c.quiet_option(),
     ) -> None:
         """Complete (or roll back) unfinished work: interrupted and queued requests.
