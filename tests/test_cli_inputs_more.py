@@ -248,3 +248,22 @@ def test_bench_spec_with_a_repeated_seed_is_refused(one_line_error, capsys, tmp_
     )
     one_line_error(["bench", str(spec), "--out", "o", "--dry-run"], "seed 0 appears twice")
     assert not (tmp_path / "o").exists()
+
+
+def test_an_astronomical_shard_count_is_refused_before_any_allocation(
+    one_line_error, tmp_path, monkeypatch
+):
+    """`--shards 1000000000000000000000` built the shard graph's per-shard neighbourhoods before
+    the rows check and was killed for memory at 23 GB."""
+    monkeypatch.chdir(tmp_path)
+    args = ["shard", "train", "--store", "s", "--limit", "100", "--shards", str(10**21)]
+    one_line_error(args, "at most 1_000_000 shards")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_under_a_file_names_the_file(one_line_error, tmp_path, monkeypatch):
+    """`--out afile/x.json` where `afile` is a file said the folder 'does not exist'."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    args = ["learn", "--dataset", "digits", "--out", "afile/x.json"]
+    one_line_error(args, "is a file, not a folder")

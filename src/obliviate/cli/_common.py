@@ -129,9 +129,10 @@ def check_out_target(path: str | Path, option: str = "--out") -> Path:
     if target.is_dir():
         raise ObliviateError(f"{option} {str(target)!r} is a folder; give a file path")
     if not target.parent.is_dir():
+        why = "is a file, not a folder" if target.parent.exists() else "does not exist"
         raise ObliviateError(
-            f"{option} {str(target)!r}: the folder {str(target.parent)!r} does not exist; "
-            "create it first"
+            f"{option} {str(target)!r}: the folder {str(target.parent)!r} {why}; "
+            "give a path in an existing folder"
         )
     import tempfile
 

@@ -66,6 +66,11 @@ def default_recipe(seed: int = 0, **given: Any) -> Recipe:
     )
 
 
+MAX_SHARDS = 1_000_000
+"""The most shards a config may name before its data is known (the graph's neighbourhoods are
+built per shard when the config is made); with data, :func:`check_fits` bounds S x R by the rows."""
+
+
 @dataclass(frozen=True)
 class ShardConfig:
     """The sharding: ``n_shards`` (S), ``n_slices`` (R), the shard graph, the aggregation rule,
@@ -85,6 +90,11 @@ class ShardConfig:
         if self.recipe is None:
             object.__setattr__(self, "recipe", default_recipe(self.seed))
         check_number("n_shards", self.n_shards, low=1, integer=True)
+        if self.n_shards > MAX_SHARDS:  # before the graph below allocates per shard
+            raise ObliviateError(
+                f"n_shards={self.n_shards}: at most {MAX_SHARDS:_} shards (each needs training "
+                "rows: n_shards x n_slices may not exceed them); choose fewer shards"
+            )
         check_number("n_slices", self.n_slices, low=1, integer=True)
         check_number("seed", self.seed, integer=True)
         check_choice("aggregation", self.aggregation, AGGREGATIONS)
