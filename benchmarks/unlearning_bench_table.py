@@ -10,7 +10,8 @@ of the unlearned model's retain / forget / test accuracy (RA / FA / TA), the los
 AUC (forget vs held-out test rows of the same classes) beside the oracle's, the relearn steps
 beside the oracle's (capped by the spec's ``relearn_cap``), the NeurIPS-2023 forgetting quality
 when the runs computed it (``quality = N`` in the spec), the CPU seconds of ``unlearn`` and its
-ratio to retraining's CPU seconds on the same seed (``cpu_seconds / oracle_cpu_seconds``, in %).
+ratio to retraining's CPU seconds on the same seed (``cpu_seconds / oracle_cpu_seconds``, in %;
+``--wall``: wall seconds, ``seconds / oracle_seconds``, for GPU runs).
 Runs that failed are counted per method with the first line of their error. The oracle row
 (``retrain``) is the reference. A method whose unlearned model collapsed on some seeds (the
 result's ``collapsed``: retain accuracy below chance + 0.5 x (oracle's - chance),
@@ -49,9 +50,18 @@ def load(path: Path) -> list[dict[str, Any]]:
     return list(by_key.values())
 
 
-def tables(records: list[dict[str, Any]], only_seeds: set[int] | None = None) -> str:
+def tables(
+    records: list[dict[str, Any]], only_seeds: set[int] | None = None, *, wall: bool = False
+) -> str:
     """One Markdown table per (dataset, forget) of the ``forget`` records (of ``only_seeds``
-    only, when given)."""
+    only, when given). ``wall``: the cost columns in wall seconds (``seconds`` over the
+    oracle's ``oracle_seconds``) instead of CPU seconds: on a GPU, where the CPU only queues
+    kernels and CPU time says little about the work."""
+    own, ref, unit = (
+        ("seconds", "oracle_seconds", "wall")
+        if wall
+        else ("cpu_seconds", "oracle_cpu_seconds", "CPU")
+    )
     groups: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(
         lambda: defaultdict(list)
     )
@@ -73,13 +83,13 @@ def tables(records: list[dict[str, Any]], only_seeds: set[int] | None = None) ->
         n_forget = ok[0]["n_forget"]
         per_seed = {r["run"]["seed"]: r["metrics"] for r in ok_recs}
         oracle = [m["oracle"] for m in per_seed.values()]
-        ocpu = [m["oracle_cpu_seconds"] for m in per_seed.values()]
+        ocpu = [m[ref] for m in per_seed.values()]
         out.append(f"### {dataset} forget `{forget}` ({n_forget} training samples), seeds {seeds}")
         out.append("")
         out.append(
             f"Oracle (retrained): RA {fmt([o['retain_acc'] for o in oracle])}, FA "
             f"{fmt([o['forget_acc'] for o in oracle])}, TA {fmt([o['test_acc'] for o in oracle])},"
-            f" MIA {fmt([o['mia_auc'] for o in oracle])}; retraining {fmt(ocpu, digits=1)} CPU s."
+            f" MIA {fmt([o['mia_auc'] for o in oracle])}; retraining {fmt(ocpu, digits=1)} {unit} s."
         )
         out.append("")
         if any(m.get("collapsed") for m in ok):
@@ -91,7 +101,7 @@ def tables(records: list[dict[str, Any]], only_seeds: set[int] | None = None) ->
             out.append("")
         head = ["method", "n ok", "RA", "FA", "TA", "MIA [oracle]", "relearn [oracle]"]
         head += ["F (quality)", "F floor"] if has_q else []
-        head += ["CPU s", "% of retrain CPU", "failed"]
+        head += [f"{unit} s", f"% of retrain {unit}", "failed"]
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
         order = sorted(methods, key=lambda k: (k != "retrain", k))
@@ -121,8 +131,8 @@ def tables(records: list[dict[str, Any]], only_seeds: set[int] | None = None) ->
                 q = [m.get("quality") or {} for m in ms]
                 row += [fmt([x.get("score") for x in q]), fmt([x.get("noise_floor") for x in q])]
             row += [
-                fmt([m["cpu_seconds"] for m in ms], digits=2),
-                fmt([m["cpu_seconds"] / m["oracle_cpu_seconds"] for m in ms], 100.0, 1),
+                fmt([m[own] for m in ms], digits=2),
+                fmt([m[own] / m[ref] for m in ms], 100.0, 1),
                 err,
             ]
             out.append("| " + " | ".join(row) + " |")
@@ -134,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results_dir", type=Path, nargs="+")
     ap.add_argument("--seeds", default="", help="only these seeds, e.g. 0 or 0,1,2 (default: all)")
+    ap.add_argument(
+        "--wall",
+        action="store_true",
+        help="cost in wall seconds instead of CPU seconds (GPU runs: the CPU only queues kernels)",
+    )
     args = ap.parse_args(argv)
     records = []
     for folder in args.results_dir:
@@ -143,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         records += load(path)
     only = {int(x) for x in args.seeds.split(",")} if args.seeds else None
-    print(tables(records, only))
+    print(tables(records, only, wall=args.wall))
     return 0
 
 

@@ -172,3 +172,42 @@ def test_a_sharded_store_keeps_the_precision_it_was_trained_at(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ObliviateError, match="use device='cpu'"):
             ShardedStore(tmp_path / "s", device="cuda:3")
+
+
+class _DeviceTensor(torch.Tensor):
+    """A tensor that, like one on a CUDA device, cannot be turned into a numpy array until it
+    is copied to the CPU."""
+
+    def numpy(self, *args, **kwargs):  # type: ignore[override]
+        raise TypeError("can't convert cuda:0 device type tensor to numpy")
+
+    def cpu(self, *args, **kwargs):  # type: ignore[override]
+        return self.as_subclass(torch.Tensor).clone()
+
+
+def test_sharded_training_copies_device_positions_to_the_cpu(tmp_path, monkeypatch):
+    # Found on an H200: with the rows on the GPU, the shard job called .numpy() on the row
+    # positions of a CUDA tensor and every SISA training on cuda failed (TypeError).
+    from obliviate.data.dataset import Dataset
+    from obliviate.sharded import DataSpec, ShardConfig, ShardedStore
+
+    on_device = Dataset.positions
+
+    def positions(self, ids):  # type: ignore[no-untyped-def]
+        return on_device(self, ids).as_subclass(_DeviceTensor)
+
+    monkeypatch.setattr(Dataset, "positions", positions)
+    config = ShardConfig(
+        n_shards=2, n_slices=2, recipe=Recipe(train=TrainConfig(n_epochs=1, lr=0.05)), seed=0
+    )
+    store = ShardedStore.train(
+        tmp_path / "store",
+        data=DataSpec(dataset="digits", limit=200),
+        config=config,
+        backend="inline",
+    )
+    ids = store.ledger.samples(("active",))[:5, 0]
+    store.forget([int(i) for i in ids])
+    active = set(store.ledger.samples(("active",))[:, 0].tolist())
+    assert active and not active & {int(i) for i in ids}
+    store.close()

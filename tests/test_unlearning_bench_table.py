@@ -36,6 +36,8 @@ def _rec(method: str, seed: int, cpu: float, ok: bool = True) -> dict:
             "relearn_steps_oracle": 6,
             "cpu_seconds": cpu,
             "oracle_cpu_seconds": 2.0 * (seed + 1),
+            "seconds": 3 * cpu,
+            "oracle_seconds": 1.0,
         }
     else:
         rec["error"] = "Diverged: weights became NaN\nmore"
@@ -55,6 +57,17 @@ def test_table_means_stds_ratios_and_failures(tmp_path):
     assert "100.0 ± 0.0" in rows["retrain"]
     assert "| 0 |" in rows["scrub"] and "1: Diverged: weights became NaN" in rows["scrub"]
     assert "more" not in rows["scrub"]
+
+
+def test_wall_puts_wall_seconds_in_the_cost_columns(tmp_path):
+    recs = [_rec("retrain", 0, 2.0), _rec("ssd", 0, 0.2)]
+    path = tmp_path / "results.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    text = table.tables(table.load(path), wall=True)
+    assert "wall s | % of retrain wall" in text and "retraining 1.0 wall s" in text
+    ssd = next(line for line in text.splitlines() if line.startswith("| `ssd`"))
+    assert "| 0.60 | 60.0 |" in ssd  # 3 x 0.2 wall s over the oracle's 1.0
+    assert "CPU" not in text
 
 
 def test_missing_results_is_exit_2(tmp_path, capsys):

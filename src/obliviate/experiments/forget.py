@@ -316,6 +316,7 @@ def trained(
         start, start_cpu = time.perf_counter(), time.process_time()
         with precision_scope(precision):
             model = recipe.fit(data, n_classes=n_classes, device=device)
+        _synchronize(device)
         seconds, cpu = time.perf_counter() - start, time.process_time() - start_cpu
         if path is not None:
             cpu_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -454,6 +455,15 @@ def warm_up(model: nn.Module, data: Dataset, config: TrainConfig, *, n_rows: int
         opt.step()
 
 
+def _synchronize(device: str) -> None:
+    """Wait for the kernels queued on a CUDA ``device`` (a no-op elsewhere), so that a timed
+    stretch ends when its work has, not when its last kernel was queued."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize(torch.device(device))
+
+
 def run(spec: ForgetSpec, *, prepared: Prepared | None = None) -> dict[str, Any]:
     """Run one forget experiment (see the module docstring) and return its JSON-ready result.
     ``prepared`` (from :func:`prepare` of a spec equal but for the method) skips loading and
@@ -468,9 +478,11 @@ def run(spec: ForgetSpec, *, prepared: Prepared | None = None) -> dict[str, Any]
         p = with_validation(p, spec.seed)
     with precision_scope(spec.precision):
         warm_up(p.original, p.request.retain or p.request.forget, p.recipe.train)
+    _synchronize(spec.device)
     start, start_cpu = time.perf_counter(), time.process_time()
     with precision_scope(spec.precision):
         unlearned = method.unlearn(p.original, p.request)
+    _synchronize(spec.device)
     seconds, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     result = evaluate_unlearning(
         p.original,

@@ -117,7 +117,7 @@ def run_shard_job(job: ShardJob) -> list[dict[str, Any]]:
         batch = CheckpointBatch(store)
         cfg = job.recipe.train
         all_ids = np.sort(np.concatenate(job.slices))
-        all_pos = train.positions(all_ids).numpy()  # one lookup for every stage
+        all_pos = train.positions(all_ids).cpu().numpy()  # one lookup for every stage
         for r in range(job.start, len(job.slices)):
             t0 = time.perf_counter()
             ids = np.sort(np.concatenate(job.slices[: r + 1]))
