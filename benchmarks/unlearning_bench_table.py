@@ -22,6 +22,7 @@ accuracy is damage, not forgetting (records written before that field existed sh
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import statistics
 import sys
@@ -41,9 +42,11 @@ def fmt(vals: list[float], scale: float = 1.0, digits: int = 3) -> str:
 
 
 def load(path: Path) -> list[dict[str, Any]]:
-    """The records of ``results.jsonl`` (the last record of each run key wins)."""
+    """The records of ``results.jsonl`` (or of a gzipped ``results.jsonl.gz``, as the committed
+    results under ``benchmarks/results/`` are) (the last record of each run key wins)."""
     by_key: dict[str, dict[str, Any]] = {}
-    for line in path.read_text().splitlines():
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    for line in text.splitlines():
         if line.strip():
             rec = json.loads(line)
             by_key[rec["key"]] = rec
@@ -153,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     records = []
     for folder in args.results_dir:
         path = folder / "results.jsonl"
+        if not path.exists() and (folder / "results.jsonl.gz").exists():
+            path = folder / "results.jsonl.gz"
         if not path.exists():
             print(f"error: no results.jsonl in {folder}; run obliviate bench first")
             return 2
