@@ -81,3 +81,28 @@ def test_the_thread_count_is_part_of_the_key_and_the_provenance(tmp_path):
         torch.set_num_threads(before)
     assert len(list((tmp_path / "c").glob("original-*.pt"))) == 2  # never shared
     assert set(bits_context()) >= {"torch", "num_threads", "cpu_capability"}
+
+
+def test_a_result_says_whether_retraining_was_timed_now_or_earlier(tmp_path, capsys):
+    from obliviate.cli.main import main
+
+    spec = forget_kind.ForgetSpec(
+        dataset="digits",
+        forget="class:3",
+        method="ssd",
+        limit=200,
+        n_epochs=1,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    forget_kind._MEMO.clear()
+    assert forget_kind.run(spec)["oracle_timed"] == "now"
+    forget_kind._MEMO.clear()  # a new process: the oracle (and its seconds) come from the cache
+    assert forget_kind.run(spec)["oracle_timed"] == "earlier"
+    forget_kind._MEMO.clear()
+    args = ["forget", "--dataset", "digits", "--forget", "class:3", "--method", "ssd"]
+    args += ["--epochs", "1", "--cache", str(tmp_path / "cli-cache")]
+    assert main(args) == 0
+    assert "from the cache" not in " ".join(capsys.readouterr().out.split())
+    forget_kind._MEMO.clear()
+    assert main(args) == 0
+    assert "retraining's time from the cache" in " ".join(capsys.readouterr().out.split())

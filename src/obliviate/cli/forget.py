@@ -178,6 +178,12 @@ def register(app: typer.Typer) -> None:
             + speedup_text(
                 [r["speedup"] for r in results], [r["speedup_cpu"] for r in results], cell
             )
+            + (
+                " (retraining's time from the cache: measured when the oracle was trained, "
+                "maybe under another load)"
+                if any(r.get("oracle_timed") == "earlier" for r in results)
+                else ""
+            )
         )
         if robustness:
             rb = [r["robustness"] for r in results]

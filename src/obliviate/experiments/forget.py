@@ -8,7 +8,9 @@ JSON-ready dict (issue #4): ``original``, ``oracle``, ``unlearned`` (each ``reta
 ``relearn_steps``, ``seconds`` (the method's wall time), ``oracle_seconds`` (retraining's),
 ``speedup`` (their ratio; the method is timed after an untimed :func:`warm_up`, in the warm
 state the oracle was timed in), the same three in CPU time (``cpu_seconds``, ``oracle_cpu_seconds``,
-``speedup_cpu``: steadier on a shared machine), ``learned`` (the method's learned figures, e.g.
+``speedup_cpu``: steadier on a shared machine), ``oracle_timed`` (``"now"``: the oracle was
+trained, and timed, by this run; ``"earlier"``: it came from the cache or from an earlier run in
+this process, and its seconds were measured then, maybe under another load), ``learned`` (the method's learned figures, e.g.
 Newton's certificate), ``spec``, ``provenance`` and, with ``quality=N``, ``quality``.
 
 Original and oracle depend only on (dataset, recipe, seed) and (that, forget ids); they are
@@ -283,6 +285,23 @@ def _load_entry(path: Path, key: str) -> tuple[dict[str, Any], float, float]:
     return state, seconds, cpu
 
 
+def _model_key(
+    recipe: Recipe, data: Dataset, n_classes: int, kind: str, device: str, precision: str
+) -> str:
+    """The memory and disk cache key of a trained original/oracle: everything that determines
+    its bits (the recipe, the rows, the class count and the numeric context, device type and
+    precision included: a GPU or a bf16 run gives other bits)."""
+    context = bits_context(device=device, precision=precision)
+    return f"{kind}-{_digest(_recipe_dict(recipe), data_fingerprint(data), n_classes, context)}"
+
+
+def _reused(key: str, cache_dir: str | None) -> bool:
+    """Whether :func:`trained` would reuse the model of ``key`` (from this process's memory or
+    from ``cache_dir``) instead of training it, i.e. report an earlier training's seconds."""
+    path = _cache_path(cache_dir, key)
+    return key in _MEMO or (path is not None and path.exists())
+
+
 def trained(
     recipe: Recipe,
     data: Dataset,
@@ -292,17 +311,17 @@ def trained(
     *,
     device: str = "cpu",
     precision: str = "fp32",
+    key: str | None = None,
 ) -> tuple[nn.Module, float, float]:
     """``recipe.fit(data)`` on ``device`` at ``precision``, reused from memory or ``cache_dir``
     when the same recipe was already trained on the same rows on the same kind of device at the
     same precision; returns (model, wall seconds, CPU seconds the training took when it ran).
-    Cache entries hold CPU tensors (loaded onto any device)."""
+    Cache entries hold CPU tensors (loaded onto any device). ``key``: the cache key when the
+    caller already computed it (:func:`_model_key`; hashing the rows again costs time)."""
     import torch
 
-    # everything that determines the bits: the recipe, the rows, and the numeric context
-    # (device type and precision included: a GPU or a bf16 run gives other bits)
-    context = bits_context(device=device, precision=precision)
-    key = f"{kind}-{_digest(_recipe_dict(recipe), data_fingerprint(data), n_classes, context)}"
+    if key is None:
+        key = _model_key(recipe, data, n_classes, kind, device, precision)
     model = recipe.build(data.sample_shape, n_classes, device=device)
     if key in _MEMO:
         state, seconds, cpu = _MEMO[key]
@@ -348,6 +367,9 @@ class Prepared:
     original_seconds: float
     oracle_seconds: float
     oracle_cpu_seconds: float
+    oracle_reused: bool = False
+    """The oracle (and so its training time) came from the cache or an earlier run in this
+    process: its seconds were measured then, maybe under another load."""
 
 
 def prepare(spec: ForgetSpec, *, data: tuple[Dataset, Dataset] | None = None) -> Prepared:
@@ -359,17 +381,24 @@ def prepare(spec: ForgetSpec, *, data: tuple[Dataset, Dataset] | None = None) ->
     recipe = spec.resolved_recipe()
     request = build_request(train, spec.forget, seed=spec.seed, recipe=recipe)
     on = {"device": spec.device, "precision": spec.precision}
+    key = _model_key(recipe, train, train.n_classes, "original", spec.device, spec.precision)
+    reused = _reused(key, spec.cache_dir)
     original, t_orig, c_orig = trained(
-        recipe, train, train.n_classes, spec.cache_dir, "original", **on
+        recipe, train, train.n_classes, spec.cache_dir, "original", **on, key=key
     )
     assert request.retain is not None
     if len(request.forget):
+        retain = request.retain
+        key = _model_key(recipe, retain, train.n_classes, "oracle", spec.device, spec.precision)
+        reused = _reused(key, spec.cache_dir)
         oracle, t_oracle, c_oracle = trained(
-            recipe, request.retain, train.n_classes, spec.cache_dir, "oracle", **on
+            recipe, retain, train.n_classes, spec.cache_dir, "oracle", **on, key=key
         )
-    else:
+    else:  # nothing to forget: the oracle is the original
         oracle, t_oracle, c_oracle = original, t_orig, c_orig
-    return Prepared(train, test, recipe, request, original, oracle, t_orig, t_oracle, c_oracle)
+    return Prepared(
+        train, test, recipe, request, original, oracle, t_orig, t_oracle, c_oracle, reused
+    )
 
 
 def make_method(spec: ForgetSpec, seed: int | None = None) -> Any:
@@ -506,6 +535,7 @@ def run(spec: ForgetSpec, *, prepared: Prepared | None = None) -> dict[str, Any]
             "cpu_seconds": cpu,
             "oracle_cpu_seconds": p.oracle_cpu_seconds,
             "speedup_cpu": p.oracle_cpu_seconds / cpu if cpu > 0 else float("inf"),
+            "oracle_timed": "earlier" if p.oracle_reused else "now",
             "learned": learned_state(method),
             "spec": spec.to_dict(),
             "provenance": provenance(seed=spec.seed, device=spec.device, precision=spec.precision),
