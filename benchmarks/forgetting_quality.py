@@ -11,11 +11,16 @@ accuracies, and the wall seconds of the whole row; then the resolution at this N
     python benchmarks/forgetting_quality.py                      # digits, random:10% and class:3
     python benchmarks/forgetting_quality.py --n-models 8 --methods retrain ssd --forget random:10%
     python benchmarks/forgetting_quality.py --out docs/unlearning.md   # also (re)write its section
+    python benchmarks/forgetting_quality.py --dataset npz:runs/mnist_1k.npz \
+        --label "MNIST (1000/1000 rows)" --out FILE --marker forgetting-quality-mnist
 
 With ``--out`` the tables replace the part of that file between the markers
-``<!-- forgetting-quality:start -->`` and ``<!-- forgetting-quality:end -->`` (appended with them
-when absent), so regenerating the other tables of ``docs/unlearning.md`` and this one do not
-overwrite each other as long as each keeps the other's part.
+``<!-- NAME:start -->`` and ``<!-- NAME:end -->``, NAME given by ``--marker`` (default
+``forgetting-quality``), appended with them when absent; the rest of the file is kept as it was,
+so regenerating the other tables of ``docs/unlearning.md`` and this one (or this one on another
+dataset, under another marker) do not overwrite each other. ``--label`` is the dataset's name in
+the table headings (default: ``--dataset``); for an ``npz:`` dataset the section also names the
+file and the forget recipe it was trained with (``npz``'s, :data:`obliviate.recipes.FORGET_RECIPES`).
 """
 
 from __future__ import annotations
@@ -28,9 +33,41 @@ from pathlib import Path
 import torch
 
 from obliviate.experiments.forget import ForgetSpec, prepare, quality
+from obliviate.recipes import recipe, recipe_name
 
-START, END = "<!-- forgetting-quality:start -->", "<!-- forgetting-quality:end -->"
+MARKER = "forgetting-quality"
 METHODS = ("retrain", "ssd", "scrub", "finetune", "gradient_ascent", "neggrad_plus")
+
+
+def markers(name: str = MARKER) -> tuple[str, str]:
+    """The start and end comments of the section called ``name``."""
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def write_section(path: Path, lines: list[str], name: str = MARKER) -> None:
+    """Replace the part of ``path`` between the markers of ``name`` (markers kept) by ``lines``;
+    append the section, markers included, when either marker is absent (or the file is), or the
+    end marker does not follow the start one."""
+    start, end = markers(name)
+    text = path.read_text() if path.exists() else ""
+    block = f"{start}\n" + "\n".join(lines) + f"\n{end}"
+    at = text.find(start)
+    stop = text.find(end, at) if at >= 0 else -1
+    if stop >= 0:
+        text = text[:at] + block + text[stop + len(end) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def recipe_line(dataset: str) -> str:
+    """One line naming an ``npz:`` dataset's file and the forget recipe it is trained with."""
+    fields = recipe("forget", dataset) or {}
+    shown = ", ".join(f"{k}={v}" for k, v in fields.items())
+    return (
+        f"\nDataset `{dataset}`; original, oracles and retrained models use the forget recipe "
+        f"`{recipe_name(dataset)}`: {shown}."
+    )
 
 
 def main() -> None:
@@ -41,7 +78,16 @@ def main() -> None:
     ap.add_argument("--n-models", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="markdown file whose marked section to rewrite")
+    ap.add_argument(
+        "--marker",
+        default=MARKER,
+        help="section name: --out rewrites between <!-- NAME:start --> and <!-- NAME:end -->",
+    )
+    ap.add_argument(
+        "--label", default=None, help="dataset name in the headings (default: --dataset)"
+    )
     args = ap.parse_args()
+    label = args.label or args.dataset
     lines: list[str] = []
 
     def emit(text: str) -> None:
@@ -50,6 +96,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     print(f"load average at start: {os.getloadavg()}")
+    if args.dataset.startswith("npz:"):
+        emit(recipe_line(args.dataset))
     for forget in args.forget:
         base = ForgetSpec(
             dataset=args.dataset,
@@ -60,7 +108,7 @@ def main() -> None:
         )
         p = prepare(base)
         emit(
-            f"\n### {args.dataset} forget `{forget}` ({len(p.request.forget)} samples), "
+            f"\n### {label} forget `{forget}` ({len(p.request.forget)} samples), "
             f"N = {args.n_models} a side, seed {args.seed}\n"
         )
         emit(
@@ -97,14 +145,7 @@ def main() -> None:
         )
     print(f"\nload average at end: {os.getloadavg()}")
     if args.out:
-        path = Path(args.out)
-        text = path.read_text() if path.exists() else ""
-        block = f"{START}\n" + "\n".join(lines) + f"\n{END}"
-        if START in text and END in text:
-            text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
-        else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
-        path.write_text(text)
+        write_section(Path(args.out), lines, args.marker)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,77 @@
+"""benchmarks/forgetting_quality.py: ``--out`` rewrites only its own marked section (``--marker``,
+default ``forgetting-quality``), keeps the markers and every other byte of the file, and appends
+the section when absent; an ``npz:`` dataset's section names the forget recipe."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location(
+    "forgetting_quality", ROOT / "benchmarks" / "forgetting_quality.py"
+)
+assert _spec is not None and _spec.loader is not None
+script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(script)
+
+
+def test_default_markers_are_the_digits_section_of_the_docs(tmp_path):
+    """Rewriting the digits section of docs/unlearning.md with its own lines (what the script
+    emitted) gives the file back byte for byte."""
+    start, end = script.markers()
+    assert (start, end) == ("<!-- forgetting-quality:start -->", "<!-- forgetting-quality:end -->")
+    doc = (ROOT / "docs" / "unlearning.md").read_text()
+    assert doc.count(start) == 1 and doc.count(end) == 1
+    lines = doc[doc.index(start) + len(start) + 1 : doc.index(end) - 1].split("\n")
+    copy = tmp_path / "unlearning.md"
+    copy.write_text(doc)
+    script.write_section(copy, lines)
+    assert copy.read_text() == doc
+
+
+def test_a_named_section_is_rewritten_alone(tmp_path):
+    digits = "<!-- forgetting-quality:start -->\nDIGITS\n<!-- forgetting-quality:end -->"
+    mnist = "<!-- forgetting-quality-mnist:start -->\nOLD\n<!-- forgetting-quality-mnist:end -->"
+    before = f"# title\n\n{digits}\n\nbetween\n\n{mnist}\ntail\n"
+    path = tmp_path / "doc.md"
+    path.write_text(before)
+    script.write_section(path, ["", "NEW 1", "NEW 2"], "forgetting-quality-mnist")
+    new = "<!-- forgetting-quality-mnist:start -->\n\nNEW 1\nNEW 2\n<!-- forgetting-quality-mnist:end -->"
+    assert path.read_text() == f"# title\n\n{digits}\n\nbetween\n\n{new}\ntail\n"
+    # the default marker rewrites the digits section and leaves the MNIST one
+    script.write_section(path, ["D2"])
+    digits2 = "<!-- forgetting-quality:start -->\nD2\n<!-- forgetting-quality:end -->"
+    assert path.read_text() == f"# title\n\n{digits2}\n\nbetween\n\n{new}\ntail\n"
+
+
+def test_an_absent_section_is_appended_with_its_markers(tmp_path):
+    path = tmp_path / "doc.md"
+    script.write_section(path, ["A"], "forgetting-quality-mnist")  # no file yet
+    assert path.read_text() == (
+        "\n\n<!-- forgetting-quality-mnist:start -->\nA\n<!-- forgetting-quality-mnist:end -->\n"
+    )
+    path.write_text(
+        "text\n\n\n<!-- forgetting-quality:start -->\nD\n<!-- forgetting-quality:end -->\n"
+    )
+    script.write_section(path, ["M"], "forgetting-quality-mnist")
+    assert path.read_text() == (
+        "text\n\n\n<!-- forgetting-quality:start -->\nD\n<!-- forgetting-quality:end -->\n\n"
+        "<!-- forgetting-quality-mnist:start -->\nM\n<!-- forgetting-quality-mnist:end -->\n"
+    )
+    # an end marker before its start marker is not a section: appended, nothing cut
+    odd = tmp_path / "odd.md"
+    odd.write_text("<!-- x:end -->\nkeep\n<!-- x:start -->\n")
+    script.write_section(odd, ["X"], "x")
+    assert odd.read_text() == (
+        "<!-- x:end -->\nkeep\n<!-- x:start -->\n\n<!-- x:start -->\nX\n<!-- x:end -->\n"
+    )
+
+
+def test_npz_recipe_line_names_the_forget_recipe():
+    from obliviate.recipes import FORGET_RECIPES
+
+    line = script.recipe_line("npz:runs/some.npz")
+    assert "`npz:runs/some.npz`" in line and "forget recipe `npz`" in line
+    for key, value in FORGET_RECIPES["npz"].items():
+        assert f"{key}={value}" in line
