@@ -33,31 +33,11 @@ from pathlib import Path
 import torch
 
 from obliviate.experiments.forget import ForgetSpec, prepare, quality
+from obliviate.io import write_markdown_section
 from obliviate.recipes import recipe, recipe_name
 
 MARKER = "forgetting-quality"
 METHODS = ("retrain", "ssd", "scrub", "finetune", "gradient_ascent", "neggrad_plus")
-
-
-def markers(name: str = MARKER) -> tuple[str, str]:
-    """The start and end comments of the section called ``name``."""
-    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-
-
-def write_section(path: Path, lines: list[str], name: str = MARKER) -> None:
-    """Replace the part of ``path`` between the markers of ``name`` (markers kept) by ``lines``;
-    append the section, markers included, when either marker is absent (or the file is), or the
-    end marker does not follow the start one."""
-    start, end = markers(name)
-    text = path.read_text() if path.exists() else ""
-    block = f"{start}\n" + "\n".join(lines) + f"\n{end}"
-    at = text.find(start)
-    stop = text.find(end, at) if at >= 0 else -1
-    if stop >= 0:
-        text = text[:at] + block + text[stop + len(end) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 def recipe_line(dataset: str) -> str:
@@ -145,7 +125,7 @@ def main() -> None:
         )
     print(f"\nload average at end: {os.getloadavg()}")
     if args.out:
-        write_section(Path(args.out), lines, args.marker)
+        write_markdown_section(Path(args.out), lines, args.marker)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ the JS divergence to the oracle on the forget set, relearn steps (capped at 200)
 CPU time of ``unlearn`` (``time.process_time``, one thread: steadier than wall time on a shared
 machine; the median wall time is shown too) and the speed-up = median retraining CPU time /
 median method CPU time, with retraining timed as the ``retrain`` method in the same process.
-Writes a Markdown table.
+Writes its tables into its own section of ``--out`` (between ``<!-- unlearning-table:start -->``
+and ``<!-- unlearning-table:end -->``; :func:`obliviate.io.write_markdown_section`), keeping the
+rest of the file (``docs/unlearning.md`` holds other scripts' tables too), and prints them.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 import torch
 
 from obliviate.experiments.forget import ForgetSpec, prepare, run_forget
-from obliviate.io import write_json_atomic
+from obliviate.io import write_json_atomic, write_markdown_section
 from obliviate.unlearning import UNLEARNERS
 
 
@@ -37,6 +39,10 @@ def fmt(vals: list[float], scale: float = 1.0, digits: int = 3) -> str:
     if len(vals) == 1:
         return f"{vals[0]:.{digits}f}"
     return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+
+
+MARKER = "unlearning-table"
+"""The section of ``--out`` this script rewrites (``<!-- unlearning-table:start -->`` ...)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines))
+    # only this script's section: the file also holds other scripts' tables (forgetting quality,
+    # robustness, the MNIST grids), which a plain rewrite used to delete
+    write_markdown_section(args.out, lines, MARKER)
     print("\n".join(lines))
     if args.json:
         write_json_atomic(args.json, {"results": results, "summary": summary}, allow_nan=True)

@@ -1,4 +1,5 @@
-"""benchmarks/forgetting_quality.py: ``--out`` rewrites only its own marked section (``--marker``,
+"""benchmarks/forgetting_quality.py (``obliviate.io.write_markdown_section``): ``--out`` rewrites
+only its own marked section (``--marker``,
 default ``forgetting-quality``), keeps the markers and every other byte of the file, and appends
 the section when absent; an ``npz:`` dataset's section names the forget recipe."""
 
@@ -6,6 +7,8 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+
+from obliviate.io import markdown_markers, write_markdown_section
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location(
@@ -19,14 +22,14 @@ _spec.loader.exec_module(script)
 def test_default_markers_are_the_digits_section_of_the_docs(tmp_path):
     """Rewriting the digits section of docs/unlearning.md with its own lines (what the script
     emitted) gives the file back byte for byte."""
-    start, end = script.markers()
+    start, end = markdown_markers(script.MARKER)
     assert (start, end) == ("<!-- forgetting-quality:start -->", "<!-- forgetting-quality:end -->")
     doc = (ROOT / "docs" / "unlearning.md").read_text()
     assert doc.count(start) == 1 and doc.count(end) == 1
     lines = doc[doc.index(start) + len(start) + 1 : doc.index(end) - 1].split("\n")
     copy = tmp_path / "unlearning.md"
     copy.write_text(doc)
-    script.write_section(copy, lines)
+    write_markdown_section(copy, lines, script.MARKER)
     assert copy.read_text() == doc
 
 
@@ -36,25 +39,25 @@ def test_a_named_section_is_rewritten_alone(tmp_path):
     before = f"# title\n\n{digits}\n\nbetween\n\n{mnist}\ntail\n"
     path = tmp_path / "doc.md"
     path.write_text(before)
-    script.write_section(path, ["", "NEW 1", "NEW 2"], "forgetting-quality-mnist")
+    write_markdown_section(path, ["", "NEW 1", "NEW 2"], "forgetting-quality-mnist")
     new = "<!-- forgetting-quality-mnist:start -->\n\nNEW 1\nNEW 2\n<!-- forgetting-quality-mnist:end -->"
     assert path.read_text() == f"# title\n\n{digits}\n\nbetween\n\n{new}\ntail\n"
     # the default marker rewrites the digits section and leaves the MNIST one
-    script.write_section(path, ["D2"])
+    write_markdown_section(path, ["D2"], script.MARKER)
     digits2 = "<!-- forgetting-quality:start -->\nD2\n<!-- forgetting-quality:end -->"
     assert path.read_text() == f"# title\n\n{digits2}\n\nbetween\n\n{new}\ntail\n"
 
 
 def test_an_absent_section_is_appended_with_its_markers(tmp_path):
     path = tmp_path / "doc.md"
-    script.write_section(path, ["A"], "forgetting-quality-mnist")  # no file yet
+    write_markdown_section(path, ["A"], "forgetting-quality-mnist")  # no file yet
     assert path.read_text() == (
         "\n\n<!-- forgetting-quality-mnist:start -->\nA\n<!-- forgetting-quality-mnist:end -->\n"
     )
     path.write_text(
         "text\n\n\n<!-- forgetting-quality:start -->\nD\n<!-- forgetting-quality:end -->\n"
     )
-    script.write_section(path, ["M"], "forgetting-quality-mnist")
+    write_markdown_section(path, ["M"], "forgetting-quality-mnist")
     assert path.read_text() == (
         "text\n\n\n<!-- forgetting-quality:start -->\nD\n<!-- forgetting-quality:end -->\n\n"
         "<!-- forgetting-quality-mnist:start -->\nM\n<!-- forgetting-quality-mnist:end -->\n"
@@ -62,7 +65,7 @@ def test_an_absent_section_is_appended_with_its_markers(tmp_path):
     # an end marker before its start marker is not a section: appended, nothing cut
     odd = tmp_path / "odd.md"
     odd.write_text("<!-- x:end -->\nkeep\n<!-- x:start -->\n")
-    script.write_section(odd, ["X"], "x")
+    write_markdown_section(odd, ["X"], "x")
     assert odd.read_text() == (
         "<!-- x:end -->\nkeep\n<!-- x:start -->\n\n<!-- x:start -->\nX\n<!-- x:end -->\n"
     )

@@ -60,6 +60,32 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def markdown_markers(name: str) -> tuple[str, str]:
+    """The start and end comments (``<!-- NAME:start -->``, ``<!-- NAME:end -->``) that delimit
+    the generated section ``name`` of a Markdown file."""
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def write_markdown_section(path: str | os.PathLike[str], lines: list[str], name: str) -> None:
+    """Replace the part of the Markdown file ``path`` between the markers of ``name``
+    (:func:`markdown_markers`; the markers are kept) by ``lines``, leaving every other byte as it
+    was; append the section, markers included, when either marker is absent (or the file is), or
+    the end marker does not follow the start one. The file is replaced atomically (never left
+    half-written). Used by the benchmark scripts that regenerate one table of a document that
+    also holds others (``docs/unlearning.md``)."""
+    start, end = markdown_markers(name)
+    target = Path(path)
+    text = target.read_text() if target.exists() else ""
+    block = f"{start}\n" + "\n".join(lines) + f"\n{end}"
+    at = text.find(start)
+    stop = text.find(end, at) if at >= 0 else -1
+    if stop >= 0:
+        text = text[:at] + block + text[stop + len(end) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    atomic_write_text(target, text)
+
+
 def jsonable(value: Any) -> Any:
     """``value`` made JSON-able, recursively: mappings -> dicts with str keys, tuples and arrays
     -> lists, NumPy and torch scalars -> Python numbers, NaN and +-inf -> ``None``; anything else

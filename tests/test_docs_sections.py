@@ -1,0 +1,46 @@
+"""docs/unlearning.md holds the generated sections of several benchmark scripts; each script
+rewrites only its own (obliviate.io.write_markdown_section), so each section must be present
+exactly once, start before end, under the name the script writes."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from obliviate.io import markdown_markers, write_markdown_section
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _marker(script: str) -> str:
+    # the scripts import torch and obliviate at module level but run nothing on import
+    spec = importlib.util.spec_from_file_location(script, ROOT / "benchmarks" / f"{script}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return str(module.MARKER)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [_marker("unlearning_table"), _marker("forgetting_quality"), "forgetting-quality-mnist"],
+)
+def test_each_generated_section_is_in_the_docs_once(name):
+    doc = (ROOT / "docs" / "unlearning.md").read_text()
+    start, end = markdown_markers(name)
+    assert doc.count(start) == 1 and doc.count(end) == 1
+    assert doc.index(start) < doc.index(end)
+
+
+def test_rewriting_one_section_keeps_the_others(tmp_path):
+    doc = (ROOT / "docs" / "unlearning.md").read_text()
+    copy = tmp_path / "unlearning.md"
+    copy.write_text(doc)
+    write_markdown_section(copy, ["# new digits table"], _marker("unlearning_table"))
+    text = copy.read_text()
+    start, end = markdown_markers("unlearning-table")
+    assert text[text.index(start) : text.index(end)].count("\n") == 2  # start, the line, end
+    after = doc[doc.index(end) :]
+    assert text.endswith(after)  # every later section (forgetting quality, tune, ...) kept
