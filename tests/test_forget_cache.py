@@ -106,3 +106,19 @@ def test_a_result_says_whether_retraining_was_timed_now_or_earlier(tmp_path, cap
     forget_kind._MEMO.clear()
     assert main(args) == 0
     assert "retraining's time from the cache" in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_reused_note_names_the_seeds_and_skips_empty_forget_sets():
+    from obliviate.cli.forget import reused_note
+
+    def run(seed, timed, n_forget=10):
+        return {"spec": {"seed": seed}, "oracle_timed": timed, "n_forget": n_forget}
+
+    assert reused_note([run(0, "now"), run(3, "now")]) == ""
+    assert "time from the cache" in reused_note([run(0, "earlier"), run(3, "earlier")])
+    assert "time for seed 0 from the cache" in reused_note([run(0, "earlier"), run(3, "now")])
+    assert "for seeds 0, 1 from" in reused_note(
+        [run(0, "earlier"), run(1, "earlier"), run(2, "now")]
+    )
+    # nothing to forget: the oracle is the original, so there is no retraining time to speak of
+    assert reused_note([run(0, "earlier", n_forget=0)]) == ""

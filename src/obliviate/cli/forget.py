@@ -7,10 +7,29 @@ import os
 import statistics
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import typer
 
 from obliviate.cli import _common as _c
+
+
+def reused_note(results: list[dict[str, Any]]) -> str:
+    """`` (retraining's time from the cache ...)`` when some run's oracle (and so its training
+    time) was reused rather than trained now, naming the seeds when not all were; ``""``
+    otherwise, and for runs with nothing to forget (their oracle is the original)."""
+    runs = [r for r in results if r.get("n_forget")]
+    reused = [r for r in runs if r.get("oracle_timed") == "earlier"]
+    if not reused:
+        return ""
+    which = ""
+    if len(reused) < len(runs):
+        seeds = ", ".join(str(r["spec"]["seed"]) for r in reused)
+        which = f" for seed{'s' if len(reused) > 1 else ''} {seeds}"
+    return (
+        f" (retraining's time{which} from the cache: measured when the oracle was trained, "
+        "maybe under another load)"
+    )
 
 
 def speedup_text(wall: list[float], cpu: list[float], cell: Callable[..., str]) -> str:
@@ -178,12 +197,7 @@ def register(app: typer.Typer) -> None:
             + speedup_text(
                 [r["speedup"] for r in results], [r["speedup_cpu"] for r in results], cell
             )
-            + (
-                " (retraining's time from the cache: measured when the oracle was trained, "
-                "maybe under another load)"
-                if any(r.get("oracle_timed") == "earlier" for r in results)
-                else ""
-            )
+            + reused_note(results)
         )
         if robustness:
             rb = [r["robustness"] for r in results]

@@ -9,8 +9,10 @@ JSON-ready dict (issue #4): ``original``, ``oracle``, ``unlearned`` (each ``reta
 ``speedup`` (their ratio; the method is timed after an untimed :func:`warm_up`, in the warm
 state the oracle was timed in), the same three in CPU time (``cpu_seconds``, ``oracle_cpu_seconds``,
 ``speedup_cpu``: steadier on a shared machine), ``oracle_timed`` (``"now"``: the oracle was
-trained, and timed, by this run; ``"earlier"``: it came from the cache or from an earlier run in
-this process, and its seconds were measured then, maybe under another load), ``learned`` (the method's learned figures, e.g.
+trained, and timed, when this run's spec was prepared (by this run, or by the :func:`prepare`
+whose result was passed to it); ``"earlier"``: it came from the cache or from an earlier run in
+this process, and its seconds were measured then, maybe under another load; the seconds read
+back from the cache are stored as float32), ``learned`` (the method's learned figures, e.g.
 Newton's certificate), ``spec``, ``provenance`` and, with ``quality=N``, ``quality``.
 
 Original and oracle depend only on (dataset, recipe, seed) and (that, forget ids); they are
