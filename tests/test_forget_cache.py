@@ -122,3 +122,11 @@ def test_the_reused_note_names_the_seeds_and_skips_empty_forget_sets():
     )
     # nothing to forget: the oracle is the original, so there is no retraining time to speak of
     assert reused_note([run(0, "earlier", n_forget=0)]) == ""
+
+
+def test_the_cache_gives_back_the_training_seconds_unrounded(tmp_path):
+    forget_kind._MEMO.clear()
+    _, seconds, cpu = forget_kind.trained(RECIPE, TRAIN, 3, str(tmp_path), "original")
+    forget_kind._MEMO.clear()
+    _, again, cpu_again = forget_kind.trained(RECIPE, TRAIN, 3, str(tmp_path), "original")
+    assert (again, cpu_again) == (seconds, cpu)  # float64 in the entry (was float32: 8th digit)

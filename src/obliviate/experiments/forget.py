@@ -11,8 +11,7 @@ state the oracle was timed in), the same three in CPU time (``cpu_seconds``, ``o
 ``speedup_cpu``: steadier on a shared machine), ``oracle_timed`` (``"now"``: the oracle was
 trained, and timed, when this run's spec was prepared (by this run, or by the :func:`prepare`
 whose result was passed to it); ``"earlier"``: it came from the cache or from an earlier run in
-this process, and its seconds were measured then, maybe under another load; the seconds read
-back from the cache are stored as float32), ``learned`` (the method's learned figures, e.g.
+this process, and its seconds were measured then, maybe under another load), ``learned`` (the method's learned figures, e.g.
 Newton's certificate), ``spec``, ``provenance`` and, with ``quality=N``, ``quality``.
 
 Original and oracle depend only on (dataset, recipe, seed) and (that, forget ids); they are
@@ -346,8 +345,8 @@ def trained(
                     "key": key,
                     "sha256": state_sha256(cpu_state),
                     "state": cpu_state,
-                    "seconds": torch.tensor(seconds),
-                    "cpu_seconds": torch.tensor(cpu),
+                    "seconds": torch.tensor(seconds, dtype=torch.float64),
+                    "cpu_seconds": torch.tensor(cpu, dtype=torch.float64),
                 },
                 path,
             )
