@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import statistics
 import struct
 import sys
@@ -47,6 +46,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from obliviate.bench import results
+from obliviate.errors import ObliviateError
 
 
 def fmt(vals: Sequence[float | None], scale: float = 1.0, digits: int = 3) -> str:
@@ -64,25 +66,16 @@ class BadInput(Exception):
     """Bad input: ``main`` prints the message as one line on stderr and exits 2."""
 
 
-def _problem(rec: Any) -> str | None:
-    """What makes ``rec`` unusable (None when it is fine); the checks of
-    :func:`obliviate.bench.results.read`, plus a ``forget`` record's ``run`` fields."""
-    if not isinstance(rec, dict):
-        return "not a JSON object"
-    if not isinstance(rec.get("key"), str):
-        return "no key"
-    if rec.get("status") not in ("ok", "error"):
-        return f"status {rec.get('status')!r}"
-    if rec["status"] == "ok" and not isinstance(rec.get("metrics"), dict):
-        return f"status ok but metrics is {type(rec.get('metrics')).__name__}"
-    if rec.get("kind") == "forget":
-        run = rec.get("run")
-        if not isinstance(run, dict):
-            return "run is not an object"
-        missing = [k for k in ("dataset", "forget", "method", "seed") if k not in run]
-        if missing:
-            return f"run has no {', '.join(missing)}"
-    return None
+def _run_problem(rec: dict[str, Any]) -> str | None:
+    """What makes a ``forget`` record's ``run`` unusable here (None when it is fine); the rest
+    of a record is checked by :func:`obliviate.bench.results.parse`."""
+    if rec.get("kind") != "forget":
+        return None
+    run = rec.get("run")
+    if not isinstance(run, dict):
+        return "run is not an object"
+    missing = [k for k in ("dataset", "forget", "method", "seed") if k not in run]
+    return f"run has no {', '.join(missing)}" if missing else None
 
 
 def load(path: Path) -> list[dict[str, Any]]:
@@ -103,39 +96,26 @@ def load(path: Path) -> list[dict[str, Any]]:
                 f"{path}: not a complete gzip file ({reason}); copy it again, or zcat what is "
                 "left into results.jsonl (its torn last line is then skipped)"
             ) from None
-    lines = raw.split(b"\n")
-    torn = lines[-1]  # b"" when the file ends with a newline
-    by_key: dict[str, dict[str, Any]] = {}
-    for n, line in enumerate(lines[:-1], start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BadInput(
-                f"{path}:{n}: corrupt result line; delete it and run the benchmark again"
-            ) from None
-        problem = _problem(rec)
+
+    def torn(line: int, n_bytes: int) -> None:
+        print(
+            f"note: {path}:{line}: skipped a torn last line ({n_bytes} bytes; a run cut off "
+            "mid-write)",
+            file=sys.stderr,
+        )
+
+    try:
+        records = results.parse(raw, str(path), on_torn=torn)
+    except ObliviateError as exc:
+        raise BadInput(str(exc)) from None
+    for rec in records:
+        problem = _run_problem(rec)
         if problem:
             raise BadInput(
-                f"{path}:{n}: not a valid result record ({problem}); delete the line and run "
-                "the benchmark again"
+                f"{path}: record {rec['key']!r} is not a valid forget record ({problem}); "
+                "delete its line and run the benchmark again"
             )
-        by_key[rec["key"]] = rec
-    if torn.strip():
-        try:  # a complete record that merely lacks its newline still counts
-            rec = json.loads(torn)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            rec = None
-        if rec is not None and not _problem(rec):
-            by_key[rec["key"]] = rec
-        else:
-            print(
-                f"note: {path}:{len(lines)}: skipped a torn last line ({len(torn)} bytes; a run "
-                "cut off mid-write)",
-                file=sys.stderr,
-            )
-    return list(by_key.values())
+    return records
 
 
 def _f32(x: Any) -> Any:

@@ -1,18 +1,12 @@
 """benchmarks/device_check.py runs on the CPU in CI (tiny setting) and finds CPU fp32 equal to
 itself, bit for bit, for a strategy, an unlearner and the sharded engine."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from _benchmarks import load
 
 
 def _module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "device_check.py"
-    spec = importlib.util.spec_from_file_location("device_check", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load("device_check")
 
 
 def test_device_check_cpu_quick(capsys):

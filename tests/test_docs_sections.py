@@ -4,10 +4,10 @@ exactly once, start before end, under the name the script writes."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from _benchmarks import load
 
 from obliviate.io import markdown_markers, write_markdown_section
 
@@ -15,12 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _marker(script: str) -> str:
-    # the scripts import torch and obliviate at module level but run nothing on import
-    spec = importlib.util.spec_from_file_location(script, ROOT / "benchmarks" / f"{script}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return str(module.MARKER)
+    return str(load(script).MARKER)
 
 
 @pytest.mark.parametrize(

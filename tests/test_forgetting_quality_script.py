@@ -5,18 +5,14 @@ the section when absent; an ``npz:`` dataset's section names the forget recipe."
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+
+from _benchmarks import load
 
 from obliviate.io import markdown_markers, write_markdown_section
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "forgetting_quality", ROOT / "benchmarks" / "forgetting_quality.py"
-)
-assert _spec is not None and _spec.loader is not None
-script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(script)
+script = load("forgetting_quality")
 
 
 def test_default_markers_are_the_digits_section_of_the_docs(tmp_path):

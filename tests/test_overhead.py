@@ -3,12 +3,11 @@
 
 import copy
 import dataclasses
-import importlib.util
 import pickle
-from pathlib import Path
 
 import pytest
 import torch
+from _benchmarks import load
 
 from obliviate.continual import make_strategy
 from obliviate.continual.loop import train_stream
@@ -20,11 +19,7 @@ from obliviate.training import Batch, batches
 
 
 def _bench():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "overhead.py"
-    spec = importlib.util.spec_from_file_location("overhead_bench", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load("overhead")
 
 
 def _setup():

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
+from _benchmarks import load
 
 from obliviate.continual import STRATEGIES, make_strategy
 from obliviate.data.dataset import Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "replicate_cl", ROOT / "benchmarks" / "replicate_cl.py"
-)
-assert _spec is not None and _spec.loader is not None
-rep = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(rep)
+rep = load("replicate_cl")
 
 
 def _digits(n: int, seed: int) -> Dataset:

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from _benchmarks import load
 
 pytest.importorskip("fastapi")
 
 
 @pytest.mark.slow
 def test_serve_load_benchmark_small(capsys):
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "serve_load.py"
-    spec = importlib.util.spec_from_file_location("serve_load", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load("serve_load")
     assert module.main(["--requests", "120", "--clients", "6", "--batch-window", "0.5"]) == 0
     out = capsys.readouterr().out
     assert '"completed_exactly_once": true' in out and '"verify_ok": true' in out

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
+from _benchmarks import load
+
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "unlearning_bench_table", ROOT / "benchmarks" / "unlearning_bench_table.py"
-)
-assert _spec is not None and _spec.loader is not None
-table = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(table)
+table = load("unlearning_bench_table")
 
 
 def _model(acc: float) -> dict:

@@ -10,6 +10,7 @@ from typing import ClassVar
 
 import pytest
 import torch
+from _benchmarks import load
 from torch import nn
 
 import obliviate.api as ob
@@ -172,16 +173,9 @@ def test_the_warm_up_moves_no_state() -> None:
 
 
 def test_the_bench_table_marks_collapsed_methods(tmp_path) -> None:
-    import importlib.util
     import json
-    from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location(
-        "_bench_table", Path(__file__).resolve().parents[1] / "benchmarks/unlearning_bench_table.py"
-    )
-    assert spec is not None and spec.loader is not None
-    table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table)
+    table = load("unlearning_bench_table")
 
     def rec(method: str, seed: int, collapsed: bool) -> dict:
         acc = {"retain_acc": 0.1 if collapsed else 0.9, "forget_acc": 0.0, "test_acc": 0.5}

@@ -4,18 +4,14 @@ scrub_r's row on the other test rows; the script records the chosen epoch and th
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
+from _benchmarks import load
+
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "unlearning_merge_distill", ROOT / "benchmarks" / "unlearning_merge_distill.py"
-)
-assert _spec is not None and _spec.loader is not None
-script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(script)
+script = load("unlearning_merge_distill")
 
 
 def test_scrub_r_uses_the_methods_own_reference(tmp_path, monkeypatch, capsys):

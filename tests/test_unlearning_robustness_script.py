@@ -3,19 +3,14 @@ JSON is written per run, and tables merged from several runs say which seeds eac
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from _benchmarks import load
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "unlearning_robustness", ROOT / "benchmarks" / "unlearning_robustness.py"
-)
-assert _spec is not None and _spec.loader is not None
-script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(script)
+script = load("unlearning_robustness")
 
 TINY = ["--dataset", "digits", "--forget", "class:3", "--hidden", "16", "--n-epochs", "2"]
 TINY += ["--batch-size", "64", "--lr", "0.01", "--optimizer", "adam", "--model", "mlp"]

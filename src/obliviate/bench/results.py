@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,17 @@ def read(path: str | Path) -> list[dict[str, Any]]:
         raise ObliviateError(
             f"no results at {str(p)!r}; run `obliviate bench SPEC --out DIR` first"
         )
-    raw = p.read_bytes()
+    return parse(p.read_bytes(), str(p))
+
+
+def parse(
+    raw: bytes, name: str, *, on_torn: Callable[[int, int], None] | None = None
+) -> list[dict[str, Any]]:
+    """The records of the bytes of a results file called ``name`` (as :func:`read`; for a
+    caller that got the bytes elsewhere, e.g. decompressed). ``on_torn(line, n_bytes)`` is
+    called for a torn last line that is skipped (a complete last record that only lacks its
+    newline counts). Raises :class:`ObliviateError` naming ``name`` and the line for a corrupt
+    line elsewhere."""
     lines = raw.split(b"\n")
     torn = lines[-1]  # b"" when the file ends with a newline
     records: dict[str, dict[str, Any]] = {}
@@ -135,22 +145,24 @@ def read(path: str | Path) -> list[dict[str, Any]]:
             rec = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ObliviateError(
-                f"{p}:{n}: corrupt result line; delete it and re-run the benchmark"
+                f"{name}:{n}: corrupt result line; delete it and re-run the benchmark"
             ) from None
         problem = _record_problem(rec)
         if problem:
             raise ObliviateError(
-                f"{p}:{n}: not a valid result record ({problem}); delete the line and run the "
+                f"{name}:{n}: not a valid result record ({problem}); delete the line and run the "
                 "benchmark again to redo that run"
             )
         records[rec["key"]] = rec
     if torn.strip():
         try:  # a complete record that merely lacks its newline still counts
             rec = json.loads(torn)
-            if not _record_problem(rec):
-                records[rec["key"]] = rec
         except (json.JSONDecodeError, UnicodeDecodeError):
-            pass
+            rec = None
+        if rec is not None and not _record_problem(rec):
+            records[rec["key"]] = rec
+        elif on_torn is not None:
+            on_torn(len(lines), len(torn))
     return list(records.values())
 
 
