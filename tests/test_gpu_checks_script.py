@@ -274,6 +274,21 @@ def test_jobs_without_time_left_are_skipped_and_logged(tmp_path):
 # --- a signal stops everything --------------------------------------------------------------
 
 
+def _start(out, deadline, env, cwd):
+    """The script in its own session (so a signal can go to its whole process group), with the
+    default signal handlers whatever the test run inherited."""
+    return subprocess.Popen(
+        ["bash", str(SCRIPT), str(out), deadline],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_default_signals,
+    )
+
+
 @pytest.mark.parametrize(
     ("sig", "to_group", "status"),
     [(signal.SIGTERM, False, 143), (signal.SIGHUP, False, 129), (signal.SIGINT, True, 130)],
@@ -283,16 +298,7 @@ def test_a_signal_stops_every_process_of_every_job(tmp_path, sig, to_group, stat
     out = tmp_path / "out"
     env = _fake_env(tmp_path, FAKE_DEVICE_CHECK="tree", FAKE_BENCH="tree", FAKE_REPLICATE="tree")
     tag = env["GPU_CHECKS_TEST"]
-    proc = subprocess.Popen(
-        ["bash", str(SCRIPT), str(out), "120"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=_default_signals,
-    )
+    proc = _start(out, "120", env, tmp_path)
     try:
         ready = tmp_path / "ready"
         assert _wait_for(lambda: len(list(ready.iterdir())) == len(JOBS), 60), _log(out)
@@ -337,16 +343,7 @@ def test_term_a_few_seconds_into_a_rehearsal_leaves_nothing_running(tmp_path):
         REPLICATE_SEEDS="0",
         GPU_CHECKS_TEST=tag,
     )
-    proc = subprocess.Popen(
-        ["bash", str(SCRIPT), str(out), "60"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=_default_signals,
-    )
+    proc = _start(out, "60", env, tmp_path)
     try:
         log_file = out / "driver.log"
 
