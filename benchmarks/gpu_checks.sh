@@ -56,7 +56,12 @@ START=$(date +%s)
 RUN_TAG="$$.$START.$RANDOM"
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE PYTHONUNBUFFERED=1 OBLIVIATE_GPU_CHECKS_RUN=$RUN_TAG
 MYPGID=$(ps -o pgid= -p $$ | tr -d ' ')
-say() { echo "[$(($(date +%s) - START))s] $*" | tee -a "$LOG"; }
+say() {  # the log first: a closed stdout (`| head`) must not cost the log or the exit status
+    local line
+    line="[$(($(date +%s) - START))s] $*"
+    echo "$line" >> "$LOG"
+    echo "$line" 2>/dev/null || true
+}
 left() { echo $((DEADLINE - ($(date +%s) - START))); }
 
 MPS_STARTED=0
@@ -119,13 +124,14 @@ on_signal() {  # name, exit status
     say "stopped by SIG$1; exit $2"
     exit "$2"
 }
+trap '' PIPE  # a closed stdout (`| head`): say() keeps logging; nothing dies of SIGPIPE
 trap 'on_signal TERM 143' TERM
 trap 'on_signal INT 130' INT
 trap 'on_signal HUP 129' HUP
 
 say "host $(hostname) python $($PY -c 'import sys; print(sys.version.split()[0])')"
 # in the background, here and below, so that a signal is acted on at once
-$PY - <<'EOF' 2>&1 | tee -a "$LOG" &
+$PY - <<'EOF' >> "$LOG" 2>&1 &
 import torch, numpy, sklearn
 print("torch", torch.__version__, "numpy", numpy.__version__, "sklearn", sklearn.__version__)
 print("cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-")
@@ -133,7 +139,8 @@ import obliviate
 print("obliviate", obliviate.__version__, obliviate.__file__)
 EOF
 wait $!
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$LOG"
+command -v nvidia-smi >/dev/null \
+    && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$LOG"
 
 if [ "$DEVICE" != cpu ] && [ "${MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control >/dev/null; then
     export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
@@ -174,8 +181,8 @@ EOF
 done
 
 NAMES=()          # every job, in order
-declare -A PID    # name -> pid of the job's shell, while it runs
-declare -A STATUS # name -> ok | deadline | skipped | failed rc=N
+declare -A PID=()    # name -> pid of the job's shell, while it runs
+declare -A STATUS=() # name -> ok | deadline | skipped | failed rc=N
 run_job() {  # name, then the command; stops at the deadline
     local name=$1 t; shift
     NAMES+=("$name")
@@ -261,3 +268,4 @@ if [ "$n_failed" -gt 0 ]; then
     exit 1
 fi
 say "done"
+exit 0

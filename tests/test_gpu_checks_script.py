@@ -269,6 +269,29 @@ def test_jobs_without_time_left_are_skipped_and_logged(tmp_path):
         assert f"skip {job}: no time left" in log
         assert f"{job} skipped: no time left (not finished)" in log
     assert "start " not in log
+    assert "unbound variable" not in r.stderr  # no job ran: empty arrays under set -u
+
+
+def test_a_closed_stdout_costs_neither_the_log_nor_the_exit_status(tmp_path):
+    # `gpu_checks.sh OUT N | head -1`: stdout closes after the first line
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        ["bash", str(SCRIPT), str(out), "09"],
+        env=_fake_env(tmp_path),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_signals,
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    log = _log(out)
+    assert proc.returncode == 0, log + err
+    assert "jobs: " + ", ".join(f"{j} ok" for j in JOBS) in log
+    assert log.rstrip().endswith("done")
 
 
 # --- a signal stops everything --------------------------------------------------------------
