@@ -75,7 +75,18 @@ def _run_problem(rec: dict[str, Any]) -> str | None:
     if not isinstance(run, dict):
         return "run is not an object"
     missing = [k for k in ("dataset", "forget", "method", "seed") if k not in run]
-    return f"run has no {', '.join(missing)}" if missing else None
+    if missing:
+        return f"run has no {', '.join(missing)}"
+    if not all(isinstance(run[k], str) for k in ("dataset", "forget", "method")):
+        return "run's dataset, forget and method must be strings"
+    if isinstance(run["seed"], bool) or not isinstance(run["seed"], int):
+        return f"run's seed must be an integer, got {run['seed']!r}"
+    if rec.get("status") == "ok":
+        m = rec["metrics"]
+        for k in ("unlearned", "oracle"):
+            if not isinstance(m.get(k), dict):
+                return f"metrics.{k} is not an object"
+    return None
 
 
 def load(path: Path) -> list[dict[str, Any]]:
@@ -362,7 +373,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    text = tables(forget, only, wall=args.wall, labels=labels)
+    try:
+        text = tables(forget, only, wall=args.wall, labels=labels)
+    except (KeyError, TypeError, ValueError) as exc:  # a record without a figure the table needs
+        print(
+            f"error: a forget record in {where} lacks a figure the table needs "
+            f"({type(exc).__name__}: {exc}); delete its line and run the benchmark again",
+            file=sys.stderr,
+        )
+        return 2
     if not text:
         print(
             f"no forget run in {where} finished (all failed); nothing to tabulate", file=sys.stderr

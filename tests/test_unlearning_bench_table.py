@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from _benchmarks import load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,3 +213,30 @@ def test_label_names_a_dataset_in_the_headings(tmp_path, capsys):
     for bad in ("d", "=x", "mnist=MNIST"):
         rc, out, err = _main([tmp_path, "--label", bad], capsys)
         assert rc == 2 and out == "" and err.startswith(f"error: --label {bad!r}")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"metrics": {}},  # an ok record without the figures
+        {"metrics": {"unlearned": "x", "oracle": {}}},
+        {"run": {"dataset": "d", "forget": "class:3", "method": "ssd", "seed": "zero"}},
+        {"run": {"dataset": ["d"], "forget": "class:3", "method": "ssd", "seed": 0}},
+    ],
+    ids=["no-figures", "unlearned-a-string", "seed-a-string", "dataset-a-list"],
+)
+def test_a_malformed_forget_record_is_one_line_not_a_traceback(tmp_path, capsys, bad):
+    recs = _grid()
+    recs[1] = {**recs[1], **bad}
+    path = tmp_path / "results.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    rc, out, err = _main([tmp_path], capsys)
+    assert rc == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_a_deeply_nested_line_is_a_corrupt_line(tmp_path, capsys):
+    path = _write(tmp_path, _grid())
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + "[" * 200_000 + "\n" + "".join(lines[1:]))
+    rc, out, err = _main([tmp_path], capsys)
+    assert rc == 2 and f"{path}:2: corrupt result line" in err

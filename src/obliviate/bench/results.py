@@ -143,7 +143,7 @@ def parse(
             continue
         try:
             rec = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             raise ObliviateError(
                 f"{name}:{n}: corrupt result line; delete it and re-run the benchmark"
             ) from None
@@ -157,7 +157,7 @@ def parse(
     if torn.strip():
         try:  # a complete record that merely lacks its newline still counts
             rec = json.loads(torn)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             rec = None
         if rec is not None and not _record_problem(rec):
             records[rec["key"]] = rec
