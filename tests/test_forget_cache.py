@@ -130,3 +130,12 @@ def test_the_cache_gives_back_the_training_seconds_unrounded(tmp_path):
     forget_kind._MEMO.clear()
     _, again, cpu_again = forget_kind.trained(RECIPE, TRAIN, 3, str(tmp_path), "original")
     assert (again, cpu_again) == (seconds, cpu)  # float64 in the entry (was float32: 8th digit)
+
+
+def test_an_empty_forget_set_reports_no_speed_up(tmp_path, capsys):
+    from obliviate.cli.main import main
+
+    args = ["forget", "--dataset", "digits", "--forget", "random:0", "--method", "ssd"]
+    assert main([*args, "--epochs", "1", "--cache", str(tmp_path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "no speed-up: nothing to forget" in out and "speed-up vs retraining" not in out

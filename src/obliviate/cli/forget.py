@@ -194,8 +194,12 @@ def register(app: typer.Typer) -> None:
             f"{cell([float(r['relearn_steps']) for r in results], '{:.0f}')} (oracle "
             f"{cell([float(r['relearn_steps_oracle']) for r in results], '{:.0f}')}, cap {relearn_cap})  |  "
             f"time {cell([r['seconds'] for r in results], '{:.3f}')} s, "
-            + speedup_text(
-                [r["speedup"] for r in results], [r["speedup_cpu"] for r in results], cell
+            + (
+                speedup_text(
+                    [r["speedup"] for r in results], [r["speedup_cpu"] for r in results], cell
+                )
+                if any(r.get("n_forget") for r in results)
+                else "no speed-up: nothing to forget (the oracle is the original)"
             )
             + reused_note(results)
         )
