@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import time
 from pathlib import Path
 
@@ -34,6 +35,7 @@ import torch
 
 from obliviate.experiments.forget import ForgetSpec, prepare, quality
 from obliviate.io import write_markdown_section
+from obliviate.metrics.unlearning import min_quality_models
 from obliviate.recipes import recipe, recipe_name
 
 MARKER = "forgetting-quality"
@@ -48,6 +50,26 @@ def recipe_line(dataset: str) -> str:
         f"\nDataset `{dataset}`; original, oracles and retrained models use the forget recipe "
         f"`{recipe_name(dataset)}`: {shown}."
     )
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line, before any training (None when nothing is)."""
+    if args.n_models < min_quality_models():
+        return (
+            f"--n-models {args.n_models}: forgetting quality needs at least "
+            f"{min_quality_models()} models a side; give --n-models 32 (the benchmarks' N)"
+        )
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", args.marker):
+        return (
+            f"--marker {args.marker!r}: use letters, digits, '.', '_' and '-' only (it is "
+            "written inside an HTML comment)"
+        )
+    if args.out:
+        parent = Path(args.out).resolve().parent
+        existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            return f"--out {args.out!r}: {str(existing)!r} is a file; give a path in a folder"
+    return None
 
 
 def main() -> None:
@@ -67,6 +89,9 @@ def main() -> None:
         "--label", default=None, help="dataset name in the headings (default: --dataset)"
     )
     args = ap.parse_args()
+    problem = check_args(args)
+    if problem:
+        ap.exit(2, f"error: {problem}\n")
     label = args.label or args.dataset
     lines: list[str] = []
 
@@ -108,6 +133,9 @@ def main() -> None:
             start = time.perf_counter()
             q = quality(spec, p)
             seconds = time.perf_counter() - start
+            if "noise_floor" not in q:  # nothing to forget: quality was skipped (a warning said so)
+                emit(f"| {method} | - | - | - | - | - | - | - | - | {seconds:.0f} |")
+                continue
             nf = q["noise_floor"]
             emit(
                 f"| {method} | {q['F']:.3f} ± {q['F_stderr']:.3f} | {nf['F']:.3f} ± "
@@ -116,6 +144,8 @@ def main() -> None:
                 f"{q['n_separated']}/{len(q['epsilons'])} | {q['retain_acc_unlearned']:.3f} | "
                 f"{q['test_acc_unlearned']:.3f} | {seconds:.0f} |"
             )
+        if "H_levels" not in q:
+            continue
         levels = ", ".join(f"{h:g}" for h in q["H_levels"])
         emit(
             f"\nResolution at N = {args.n_models}: a finite ε is at most "

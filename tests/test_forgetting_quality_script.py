@@ -74,3 +74,20 @@ def test_npz_recipe_line_names_the_forget_recipe():
     assert "`npz:runs/some.npz`" in line and "forget recipe `npz`" in line
     for key, value in FORGET_RECIPES["npz"].items():
         assert f"{key}={value}" in line
+
+
+def test_bad_arguments_are_refused_before_any_training(tmp_path):
+    import argparse
+
+    def args(**kw):
+        base = {"n_models": 32, "marker": "forgetting-quality", "out": None}
+        return argparse.Namespace(**{**base, **kw})
+
+    assert script.check_args(args()) is None
+    assert "--n-models 2" in script.check_args(args(n_models=2))
+    assert "--marker" in script.check_args(args(marker="x -->"))
+    assert "--marker" in script.check_args(args(marker=""))
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert "is a file" in script.check_args(args(out=str(afile / "sub" / "doc.md")))
+    assert script.check_args(args(out=str(tmp_path / "new" / "doc.md"))) is None
