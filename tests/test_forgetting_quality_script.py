@@ -48,7 +48,7 @@ def test_an_absent_section_is_appended_with_its_markers(tmp_path):
     path = tmp_path / "doc.md"
     write_markdown_section(path, ["A"], "forgetting-quality-mnist")  # no file yet
     assert path.read_text() == (
-        "\n\n<!-- forgetting-quality-mnist:start -->\nA\n<!-- forgetting-quality-mnist:end -->\n"
+        "<!-- forgetting-quality-mnist:start -->\nA\n<!-- forgetting-quality-mnist:end -->\n"
     )
     path.write_text(
         "text\n\n\n<!-- forgetting-quality:start -->\nD\n<!-- forgetting-quality:end -->\n"
@@ -91,3 +91,26 @@ def test_bad_arguments_are_refused_before_any_training(tmp_path):
     afile.write_text("x")
     assert "is a file" in script.check_args(args(out=str(afile / "sub" / "doc.md")))
     assert script.check_args(args(out=str(tmp_path / "new" / "doc.md"))) is None
+
+
+def test_the_section_writer_keeps_crlf_permissions_and_links(tmp_path):
+    import os
+
+    import pytest
+
+    from obliviate.errors import ObliviateError
+
+    doc = tmp_path / "doc.md"
+    doc.write_bytes(b"# t\r\n\r\n<!-- s:start -->\r\nold\r\n<!-- s:end -->\r\ntail\r\n")
+    os.chmod(doc, 0o600)
+    link = tmp_path / "link.md"
+    link.symlink_to(doc)
+    write_markdown_section(link, ["new"], "s")
+    assert link.is_symlink()  # the link stays a link; the file it names is rewritten
+    assert doc.read_bytes() == b"# t\r\n\r\n<!-- s:start -->\r\nnew\r\n<!-- s:end -->\r\ntail\r\n"
+    assert os.stat(doc).st_mode & 0o777 == 0o600
+    bad = tmp_path / "bad.md"
+    bad.write_bytes(b"\xff\xfe not text")
+    with pytest.raises(ObliviateError, match="not UTF-8 text"):
+        write_markdown_section(bad, ["x"], "s")
+    assert bad.read_bytes() == b"\xff\xfe not text"

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from obliviate.errors import ObliviateError
+
 
 def _umask() -> int:
     """The process umask, read without changing it where Linux allows (``/proc``)."""
@@ -71,19 +73,33 @@ def write_markdown_section(path: str | os.PathLike[str], lines: list[str], name:
     (:func:`markdown_markers`; the markers are kept) by ``lines``, leaving every other byte as it
     was; append the section, markers included, when either marker is absent (or the file is), or
     the end marker does not follow the start one. The file is replaced atomically (never left
-    half-written). Used by the benchmark scripts that regenerate one table of a document that
-    also holds others (``docs/unlearning.md``)."""
+    half-written), keeps its permissions and CRLF line ends, and a symbolic link is followed.
+    Raises :class:`ObliviateError` for a file that is not UTF-8. Used by the benchmark scripts
+    that regenerate one table of a document that also holds others (``docs/unlearning.md``)."""
     start, end = markdown_markers(name)
-    target = Path(path)
-    text = target.read_text() if target.exists() else ""
+    target = Path(path).resolve()  # through a symbolic link: the file it names is rewritten
+    try:
+        raw = target.read_bytes() if target.exists() else b""
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise ObliviateError(
+            f"{str(path)!r} is not UTF-8 text; give a Markdown file (or a new path)"
+        ) from None
+    newline = "\r\n" if "\r\n" in text else "\n"  # keep a CRLF file CRLF
+    text = text.replace("\r\n", "\n")
+    mode = target.stat().st_mode & 0o7777 if target.exists() else None
     block = f"{start}\n" + "\n".join(lines) + f"\n{end}"
     at = text.find(start)
     stop = text.find(end, at) if at >= 0 else -1
     if stop >= 0:
         text = text[:at] + block + text[stop + len(end) :]
-    else:
+    elif text:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
-    atomic_write_text(target, text)
+    else:
+        text = block + "\n"
+    atomic_write_text(target, text.replace("\n", newline))
+    if mode is not None:
+        os.chmod(target, mode)  # the file keeps its permissions
 
 
 def jsonable(value: Any) -> Any:
