@@ -98,6 +98,8 @@ def load(path: Path) -> list[dict[str, Any]]:
     counts; a corrupt line elsewhere raises :class:`BadInput` naming the file and line, as does
     an unreadable ``.gz``."""
     raw = path.read_bytes()
+    if path.suffix == ".gz" and not raw:
+        raise BadInput(f"{path}: an empty file, not a gzip file; copy it again")
     if path.suffix == ".gz":
         try:
             raw = gzip.decompress(raw)
@@ -373,6 +375,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    absent = sorted(set(only) - set(recorded)) if only is not None else []
+    if absent:
+        print(
+            f"note: no forget records of seed(s) {', '.join(map(str, absent))} in {where}",
+            file=sys.stderr,
+        )
     try:
         text = tables(forget, only, wall=args.wall, labels=labels)
     except (KeyError, TypeError, ValueError) as exc:  # a record without a figure the table needs

@@ -240,3 +240,15 @@ def test_a_deeply_nested_line_is_a_corrupt_line(tmp_path, capsys):
     path.write_text(lines[0] + "[" * 200_000 + "\n" + "".join(lines[1:]))
     rc, out, err = _main([tmp_path], capsys)
     assert rc == 2 and f"{path}:2: corrupt result line" in err
+
+
+def test_a_seed_without_records_is_named_and_an_empty_gz_is_an_error(tmp_path, capsys):
+    _write(tmp_path, _grid())
+    rc, out, err = _main([tmp_path, "--seeds", "0,9"], capsys)
+    assert rc == 0 and "| `ssd` |" in out
+    assert err.strip() == f"note: no forget records of seed(s) 9 in {tmp_path}"
+    gz = tmp_path / "gz"
+    gz.mkdir()
+    (gz / "results.jsonl.gz").write_bytes(b"")
+    rc, out, err = _main([gz], capsys)
+    assert rc == 2 and "an empty file, not a gzip file" in err
