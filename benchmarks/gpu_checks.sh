@@ -15,7 +15,8 @@
 #     (method, seed) of $REPLICATE_SEEDS.
 # Environment: MNIST_DIR, FMNIST_DIR (folders with the IDX .gz files; defaults: the shared MNIST
 # and Debian's Fashion-MNIST), PYTHON (python3), DEVICE (cuda), BENCH_WORKERS (5),
-# REPLICATE_SEEDS (0,1), MPS (1: start CUDA MPS when its daemon is there and a probe works),
+# REPLICATE_SEEDS (0,1), MPS (1: start CUDA MPS when its daemon is there and a probe works; its
+# pipe and log go to a temporary folder, removed when the script stops the daemon),
 # SMOKE=1: a CPU rehearsal of the same pipeline on small settings (a few methods, 300 rows).
 #
 # Exit status: 0 when no job failed: each finished (rc 0), was stopped at the deadline (rc 124;
@@ -65,11 +66,13 @@ say() {  # the log first: a closed stdout (`| head`) must not cost the log or th
 left() { echo $((DEADLINE - ($(date +%s) - START))); }
 
 MPS_STARTED=0
+MPS_DIR=""
 stop_mps() {  # only the daemon this script started
     [ "$MPS_STARTED" = 1 ] || return 0
     echo quit | timeout 30 nvidia-cuda-mps-control >/dev/null 2>&1
     MPS_STARTED=0
     unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+    rm -rf -- "$MPS_DIR"
     say "MPS stopped"
 }
 
@@ -143,7 +146,10 @@ command -v nvidia-smi >/dev/null \
     && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$LOG"
 
 if [ "$DEVICE" != cpu ] && [ "${MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control >/dev/null; then
-    export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+    # the daemon's pipe and log in a private temporary folder (TMPDIR's; short, for its socket),
+    # removed when the daemon is stopped
+    MPS_DIR=$(mktemp -d -t obliviate-mps.XXXXXX)
+    export CUDA_MPS_PIPE_DIRECTORY=$MPS_DIR/pipe CUDA_MPS_LOG_DIRECTORY=$MPS_DIR/log
     mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
     # started without the run's tag: stop_mps stops it with quit, the sweep by tag leaves it alone
     if env -u OBLIVIATE_GPU_CHECKS_RUN nvidia-cuda-mps-control -d; then
@@ -157,6 +163,7 @@ if [ "$DEVICE" != cpu ] && [ "${MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-con
         fi
     else
         unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+        rm -rf -- "$MPS_DIR"
         say "MPS failed; off"
     fi
 fi

@@ -297,6 +297,15 @@ def test_a_closed_stdout_costs_neither_the_log_nor_the_exit_status(tmp_path):
 # --- a signal stops everything --------------------------------------------------------------
 
 
+def _clean_up(proc, tag, path):
+    """Whatever a failed signal test left: the script's whole session, then every process of
+    the run (found by its tag and path)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    _kill_all(_ours(tag, path))
+
+
 def _start(out, deadline, env, cwd):
     """The script in its own session (so a signal can go to its whole process group), with the
     default signal handlers whatever the test run inherited."""
@@ -338,10 +347,7 @@ def test_a_signal_stops_every_process_of_every_job(tmp_path, sig, to_group, stat
         assert "done" not in log
         _assert_nothing_left(tag, str(tmp_path))
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        _kill_all(_ours(tag, str(tmp_path)))
+        _clean_up(proc, tag, str(tmp_path))
 
 
 DATA = REPO / ".devdata"
@@ -383,7 +389,4 @@ def test_term_a_few_seconds_into_a_rehearsal_leaves_nothing_running(tmp_path):
         assert "stopped by SIGTERM; exit 143" in log
         _assert_nothing_left(tag, str(out))
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        _kill_all(_ours(tag, str(out)))
+        _clean_up(proc, tag, str(out))
