@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from obliviate.experiments.forget import ForgetSpec, prepare, quality
-from obliviate.io import write_markdown_section
+from obliviate.io import markdown_out_problem, write_markdown_section
 from obliviate.metrics.unlearning import min_quality_models
 from obliviate.recipes import recipe, recipe_name
 
@@ -65,10 +65,9 @@ def check_args(args: argparse.Namespace) -> str | None:
             "written inside an HTML comment)"
         )
     if args.out:
-        parent = Path(args.out).resolve().parent
-        existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
-        if existing is not None and not existing.is_dir():
-            return f"--out {args.out!r}: {str(existing)!r} is a file; give a path in a folder"
+        problem = markdown_out_problem(args.out, args.marker)
+        if problem:
+            return f"--out: {problem}"
     return None
 
 

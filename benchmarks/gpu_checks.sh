@@ -32,6 +32,10 @@ set -u
 USAGE="usage: benchmarks/gpu_checks.sh OUT [DEADLINE_S]"
 die() { echo "gpu_checks.sh: $*" >&2; exit 2; }
 [ $# -ge 1 ] && [ $# -le 2 ] && [ -n "$1" ] || die "$USAGE (OUT: the folder for logs and results; DEADLINE_S: seconds, default 450)"
+case $1 in
+    -h | --help) sed -n '2,/^set -u$/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -*) die "unknown option '$1'; $USAGE (OUT must not start with '-')" ;;
+esac
 OUTDIR=$1
 DEADLINE=${2-450}
 # a whole number of seconds above 0 (at most 9 digits; leading zeros are decimal, not octal)

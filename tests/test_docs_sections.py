@@ -39,3 +39,21 @@ def test_rewriting_one_section_keeps_the_others(tmp_path):
     assert text[text.index(start) : text.index(end)].count("\n") == 2  # start, the line, end
     after = doc[doc.index(end) :]
     assert text.endswith(after)  # every later section (forgetting quality, tune, ...) kept
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seeds", "x"], "--seeds 'x'"),
+        (["--methods", "nosuch"], "unknown nosuch"),
+        (["--methods", "ssd,ssd"], "repeats a method"),
+        (["--forget", "bogus:1"], "unknown forget-set kind 'bogus'"),
+        (["--out", "."], "is a folder"),
+    ],
+)
+def test_unlearning_table_refuses_bad_arguments_before_any_training(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        load("unlearning_table").main(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1

@@ -139,3 +139,6 @@ def test_an_empty_forget_set_reports_no_speed_up(tmp_path, capsys):
     assert main([*args, "--epochs", "1", "--cache", str(tmp_path)]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "no speed-up: nothing to forget" in out and "speed-up vs retraining" not in out
+    spec = forget_kind.ForgetSpec(dataset="digits", forget="random:0", method="ssd", n_epochs=1)
+    result = forget_kind.run(spec)
+    assert result["speedup"] is None and result["speedup_cpu"] is None  # the JSON agrees

@@ -58,13 +58,22 @@ def test_an_absent_section_is_appended_with_its_markers(tmp_path):
         "text\n\n\n<!-- forgetting-quality:start -->\nD\n<!-- forgetting-quality:end -->\n\n"
         "<!-- forgetting-quality-mnist:start -->\nM\n<!-- forgetting-quality-mnist:end -->\n"
     )
-    # an end marker before its start marker is not a section: appended, nothing cut
-    odd = tmp_path / "odd.md"
-    odd.write_text("<!-- x:end -->\nkeep\n<!-- x:start -->\n")
-    write_markdown_section(odd, ["X"], "x")
-    assert odd.read_text() == (
-        "<!-- x:end -->\nkeep\n<!-- x:start -->\n\n<!-- x:start -->\nX\n<!-- x:end -->\n"
-    )
+    # damaged markers: refused, the file unchanged (appending, then rewriting from the stray
+    # marker on the next run, would delete the text after it)
+    import pytest
+
+    from obliviate.errors import ObliviateError
+
+    for damaged in (
+        "<!-- x:end -->\nkeep\n<!-- x:start -->\n",  # end before start
+        "top\n<!-- x:start -->\nold\nbottom\n",  # a start without an end
+        "<!-- x:start -->\na\n<!-- x:end -->\n<!-- x:start -->\nb\n<!-- x:end -->\n",  # twice
+    ):
+        odd = tmp_path / "odd.md"
+        odd.write_text(damaged)
+        with pytest.raises(ObliviateError, match="markers of section 'x' are damaged"):
+            write_markdown_section(odd, ["X"], "x")
+        assert odd.read_text() == damaged
 
 
 def test_npz_recipe_line_names_the_forget_recipe():
@@ -89,8 +98,13 @@ def test_bad_arguments_are_refused_before_any_training(tmp_path):
     assert "--marker" in script.check_args(args(marker=""))
     afile = tmp_path / "afile"
     afile.write_text("x")
-    assert "is a file" in script.check_args(args(out=str(afile / "sub" / "doc.md")))
-    assert script.check_args(args(out=str(tmp_path / "new" / "doc.md"))) is None
+    assert "is a file" in script.check_args(args(out=str(afile / "doc.md")))
+    assert "does not exist" in script.check_args(args(out=str(tmp_path / "new" / "doc.md")))
+    assert "is a folder" in script.check_args(args(out=str(tmp_path)))
+    damaged = tmp_path / "damaged.md"
+    damaged.write_text("<!-- forgetting-quality:start -->\nno end\n")
+    assert "damaged" in script.check_args(args(out=str(damaged)))
+    assert script.check_args(args(out=str(tmp_path / "doc.md"))) is None
 
 
 def test_the_section_writer_keeps_crlf_permissions_and_links(tmp_path):

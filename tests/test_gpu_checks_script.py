@@ -390,3 +390,11 @@ def test_term_a_few_seconds_into_a_rehearsal_leaves_nothing_running(tmp_path):
         _assert_nothing_left(tag, str(out))
     finally:
         _clean_up(proc, tag, str(out))
+
+
+def test_help_prints_the_header_and_an_option_is_not_taken_for_out(tmp_path):
+    r = _run(["--help"], _fake_env(tmp_path), tmp_path)
+    assert r.returncode == 0 and "Exit status" in r.stdout
+    r = _run(["-x"], _fake_env(tmp_path), tmp_path)
+    assert r.returncode == 2 and "unknown option '-x'" in r.stderr
+    assert not (tmp_path / "-x").exists() and not (tmp_path / "--help").exists()

@@ -68,11 +68,52 @@ def markdown_markers(name: str) -> tuple[str, str]:
     return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
 
 
+def _section_span(text: str, name: str, path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """Where section ``name`` of ``text`` starts and ends (markers included); None when neither
+    marker is there. Damaged markers (one without the other, either twice, the end before the
+    start) raise :class:`ObliviateError`: rewriting or appending could delete text."""
+    start, end = markdown_markers(name)
+    n_start, n_end = text.count(start), text.count(end)
+    if not n_start and not n_end:
+        return None
+    at, stop = text.find(start), text.find(end)
+    if (n_start, n_end) != (1, 1) or stop < at:
+        raise ObliviateError(
+            f"{str(path)!r}: the markers of section {name!r} are damaged ({n_start} start, "
+            f"{n_end} end{', end before start' if (n_start, n_end) == (1, 1) else ''}); "
+            f"leave exactly one {start} followed by one {end}, or remove both"
+        )
+    return at, stop + len(end)
+
+
+def markdown_out_problem(path: str | os.PathLike[str], name: str) -> str | None:
+    """Why ``path`` cannot take the generated Markdown section ``name`` (None when it can): a
+    folder, a path under a file, a missing folder, a file that is not UTF-8 or whose markers of
+    ``name`` are damaged. For scripts to check before their work."""
+    target = Path(path)
+    if target.is_dir():
+        return f"{str(path)!r} is a folder; give a Markdown file"
+    parent = target.parent
+    if parent.exists() and not parent.is_dir():
+        return f"{str(parent)!r} is a file; give a path in a folder"
+    if not parent.exists():
+        return f"the folder {str(parent)!r} does not exist; create it first"
+    if target.exists():
+        try:
+            _section_span(target.read_bytes().decode().replace("\r\n", "\n"), name, path)
+        except UnicodeDecodeError:
+            return f"{str(path)!r} is not UTF-8 text; give a Markdown file (or a new path)"
+        except ObliviateError as exc:
+            return str(exc)
+    return None
+
+
 def write_markdown_section(path: str | os.PathLike[str], lines: list[str], name: str) -> None:
     """Replace the part of the Markdown file ``path`` between the markers of ``name``
     (:func:`markdown_markers`; the markers are kept) by ``lines``, leaving every other byte as it
-    was; append the section, markers included, when either marker is absent (or the file is), or
-    the end marker does not follow the start one. The file is replaced atomically (never left
+    was; append the section, markers included, when neither marker is there (or no file is).
+    Damaged markers (one without the other, either twice, the end before the start) raise
+    :class:`ObliviateError` and change nothing: rewriting would delete text. The file is replaced atomically (never left
     half-written), keeps its permissions and CRLF line ends, and a symbolic link is followed.
     Raises :class:`ObliviateError` for a file that is not UTF-8. Used by the benchmark scripts
     that regenerate one table of a document that also holds others (``docs/unlearning.md``)."""
@@ -89,10 +130,9 @@ def write_markdown_section(path: str | os.PathLike[str], lines: list[str], name:
     text = text.replace("\r\n", "\n")
     mode = target.stat().st_mode & 0o7777 if target.exists() else None
     block = f"{start}\n" + "\n".join(lines) + f"\n{end}"
-    at = text.find(start)
-    stop = text.find(end, at) if at >= 0 else -1
-    if stop >= 0:
-        text = text[:at] + block + text[stop + len(end) :]
+    span = _section_span(text, name, path)
+    if span is not None:
+        text = text[: span[0]] + block + text[span[1] :]
     elif text:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     else:

@@ -6,7 +6,7 @@ retrained oracle, runs the unlearning method, evaluates it against the oracle an
 JSON-ready dict (issue #4): ``original``, ``oracle``, ``unlearned`` (each ``retain_acc``,
 ``forget_acc``, ``test_acc``, ``mia_auc``, ``mia``), ``gaps``, ``js_to_oracle``,
 ``relearn_steps``, ``seconds`` (the method's wall time), ``oracle_seconds`` (retraining's),
-``speedup`` (their ratio; the method is timed after an untimed :func:`warm_up`, in the warm
+``speedup`` (their ratio, None when there is nothing to forget; the method is timed after an untimed :func:`warm_up`, in the warm
 state the oracle was timed in), the same three in CPU time (``cpu_seconds``, ``oracle_cpu_seconds``,
 ``speedup_cpu``: steadier on a shared machine), ``oracle_timed`` (``"now"``: the oracle was
 trained, and timed, when this run's spec was prepared (by this run, or by the :func:`prepare`
@@ -485,6 +485,11 @@ def warm_up(model: nn.Module, data: Dataset, config: TrainConfig, *, n_rows: int
         opt.step()
 
 
+def _ratio(oracle: float, method: float) -> float:
+    """Retraining's time over the method's (inf for a method that took no measurable time)."""
+    return oracle / method if method > 0 else float("inf")
+
+
 def _synchronize(device: str) -> None:
     """Wait for the kernels queued on a CUDA ``device`` (a no-op elsewhere), so that a timed
     stretch ends when its work has, not when its last kernel was queued."""
@@ -532,10 +537,11 @@ def run(spec: ForgetSpec, *, prepared: Prepared | None = None) -> dict[str, Any]
             "n_retain": len(p.request.retain) if p.request.retain is not None else None,
             "seconds": seconds,
             "oracle_seconds": p.oracle_seconds,
-            "speedup": p.oracle_seconds / seconds if seconds > 0 else float("inf"),
+            # nothing to forget: no retraining to compare with (the oracle is the original)
+            "speedup": _ratio(p.oracle_seconds, seconds) if len(p.request.forget) else None,
             "cpu_seconds": cpu,
             "oracle_cpu_seconds": p.oracle_cpu_seconds,
-            "speedup_cpu": p.oracle_cpu_seconds / cpu if cpu > 0 else float("inf"),
+            "speedup_cpu": _ratio(p.oracle_cpu_seconds, cpu) if len(p.request.forget) else None,
             "oracle_timed": "earlier" if p.oracle_reused else "now",
             "learned": learned_state(method),
             "spec": spec.to_dict(),
